@@ -1,0 +1,64 @@
+"""The one object every command gets: project, console, output and abort.
+
+Data goes to stdout (`output`, `output_json`); people-facing messages go to
+stderr (`display_*`), so `--json` output stays clean for scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from fleet.errors import FleetError
+from fleet.project import Project
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class Application:
+    def __init__(self, project_dir: Path | None, *, color: bool | None = None) -> None:
+        self._project_dir = project_dir
+        self._project: Project | None = None
+        self.err = Console(stderr=True, no_color=color is False, highlight=False)
+        self.out = Console(no_color=color is False, highlight=False, soft_wrap=True)
+
+    @property
+    def project(self) -> Project:
+        if self._project is None:
+            self._project = Project.locate(self._project_dir)
+        return self._project
+
+    def output(self, renderable: Any) -> None:
+        self.out.print(renderable)
+
+    def output_json(self, obj: Any) -> None:
+        sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+        sys.stdout.flush()
+
+    def display_info(self, text: str) -> None:
+        self.err.print(text)
+
+    def display_success(self, text: str) -> None:
+        self.err.print(f"[green]{text}[/green]")
+
+    def display_warning(self, text: str) -> None:
+        self.err.print(f"[yellow]warning:[/yellow] {text}")
+
+    def abort(self, text: str, code: int = EXIT_FAILED) -> NoReturn:
+        self.err.print(f"[red]error:[/red] {text}", markup=True)
+        raise typer.Exit(code)
+
+    def fail(self, exc: FleetError) -> NoReturn:
+        self.abort(exc.line(), exc.exit_code)
+
+
+def app_of(ctx: typer.Context) -> Application:
+    root = ctx.find_root()
+    if not isinstance(root.obj, Application):
+        root.obj = Application(None)
+    return root.obj

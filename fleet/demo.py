@@ -1,0 +1,59 @@
+"""`fleet demo`: the whole story on a local lab fleet, step by step.
+
+Each capability contributes one step: a function ``step(demo: Demo) -> None``
+listed in STEPS in story order. Steps drive the real `fleet` CLI (a
+subprocess per command, exactly what a person would type) so the demo shows
+what users see, and fail loudly if any command fails.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shlex
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from fleet.errors import FleetError
+
+# (title, "module:function"), in story order. Later capabilities add theirs.
+STEPS: tuple[tuple[str, str], ...] = (
+    ("Bring up a lab fleet: 3 sites x 3 devices", "fleet.lab_demo:step_lab"),
+    ("Fleet health", "fleet.lab_demo:step_health"),
+)
+
+
+@dataclass
+class Demo:
+    project: Path
+    say: Callable[[str], None]
+    fast: bool = False
+
+    def fleet(self, *args: str, check: bool = True, json_out: bool = False) -> subprocess.CompletedProcess[str]:
+        """Run `fleet ARGS` against the demo project, echoing the command line."""
+        argv = [sys.executable, "-m", "fleet.cli.app", "--project", str(self.project), *args]
+        self.say(f"[bold cyan]$ fleet {shlex.join(args)}[/bold cyan]")
+        env = {**os.environ, "COLUMNS": os.environ.get("COLUMNS", "110")}
+        proc = subprocess.run(
+            argv, text=True, env=env,
+            stdout=subprocess.PIPE if json_out else None,
+        )
+        if check and proc.returncode != 0:
+            raise FleetError(f"demo step failed: fleet {shlex.join(args)} exited {proc.returncode}")
+        return proc
+
+
+def resolve(ref: str) -> Callable[[Demo], None]:
+    module, _, func = ref.partition(":")
+    return getattr(importlib.import_module(module), func)  # type: ignore[no-any-return]
+
+
+def run(demo: Demo, only: list[str] | None = None) -> None:
+    for number, (title, ref) in enumerate(STEPS, start=1):
+        if only and not any(word.lower() in title.lower() for word in only):
+            continue
+        demo.say(f"\n[bold]── Step {number}/{len(STEPS)}: {title}[/bold]")
+        resolve(ref)(demo)

@@ -1,0 +1,77 @@
+"""YAML loading with jsonschema validation whose errors name file, line and JSON path.
+
+>>> load_yaml_validated(Path("fleet.yaml"), {"type": "object"})  # doctest: +SKIP
+{}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from fleet.errors import ConfigError
+
+
+def _plain(node: Any) -> Any:
+    """ruamel's round-trip containers -> plain dict/list (keeps validation simple)."""
+    if isinstance(node, dict):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node
+
+
+def _line_of(doc: Any, path: list[Any]) -> int | None:
+    """1-based line of the deepest node on `path` that ruamel kept position info for."""
+    line, node = None, doc
+    for key in path:
+        lc = getattr(node, "lc", None)
+        try:
+            if lc is not None:
+                line = (lc.key(key) if isinstance(node, dict) else lc.item(key))[0] + 1
+            node = node[key]
+        except (KeyError, IndexError, TypeError):
+            break
+    return line
+
+
+def json_path(path: list[Any]) -> str:
+    return "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
+
+
+def load_yaml(path: Path) -> Any:
+    try:
+        return YAML(typ="rt").load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"file not found: {path}", fix="check the path") from exc
+    except YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"invalid YAML: {getattr(exc, 'problem', exc)}", where=where,
+                          fix="fix the syntax") from exc
+
+
+def schema_errors(doc: Any, schema: dict[str, Any], path: Path) -> list[str]:
+    validator = jsonschema.Draft202012Validator(schema)
+    out = []
+    for err in sorted(validator.iter_errors(_plain(doc)), key=lambda e: list(map(str, e.path))):
+        where = list(err.absolute_path)
+        line = _line_of(doc, where)
+        loc = f"{path}:{line}" if line else str(path)
+        out.append(f"{loc}: {json_path(where)}: {err.message}")
+    return out
+
+
+def load_yaml_validated(path: Path, schema: dict[str, Any], *, empty_ok: bool = False) -> Any:
+    doc = load_yaml(path)
+    if doc is None and empty_ok:
+        return {}
+    errors = schema_errors(doc, schema, path)
+    if errors:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ConfigError(errors[0] + more, fix="correct the file and run again")
+    return _plain(doc)

@@ -1,0 +1,1 @@
+"""fleet-agent: the device's JSON command interface (see protocol.py)."""

@@ -1,0 +1,148 @@
+"""Device filesystem paths under FLEET_ROOT, and the one way we write state files.
+
+A real appliance has FLEET_ROOT=/; the lab gives each simulated device its own
+root so many devices can live on one machine.
+
+>>> lay = Layout(Path("/tmp/dev1"))
+>>> lay.device_json
+PosixPath('/tmp/dev1/etc/fleet/device.json')
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT_ENV = "FLEET_ROOT"
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+
+    @classmethod
+    def from_env(cls) -> Layout:
+        return cls(Path(os.environ.get(ROOT_ENV, "/")))
+
+    # identity and configuration
+    @property
+    def etc(self) -> Path:
+        return self.root / "etc/fleet"
+
+    @property
+    def device_json(self) -> Path:
+        return self.etc / "device.json"
+
+    @property
+    def network_json(self) -> Path:
+        return self.etc / "network.json"
+
+    @property
+    def device_crt(self) -> Path:
+        return self.etc / "device.crt"
+
+    @property
+    def device_key(self) -> Path:
+        return self.etc / "device.key"
+
+    @property
+    def ca_crt(self) -> Path:
+        return self.etc / "ca.crt"
+
+    @property
+    def release_keys(self) -> Path:
+        return self.etc / "release-keys"
+
+    @property
+    def ssh_dir(self) -> Path:
+        return self.etc / "ssh"
+
+    # state
+    @property
+    def state(self) -> Path:
+        return self.root / "var/lib/fleet"
+
+    @property
+    def boot_json(self) -> Path:
+        return self.state / "boot.json"
+
+    @property
+    def slots(self) -> Path:
+        return self.state / "slots"
+
+    def slot(self, name: str) -> Path:
+        return self.slots / name
+
+    @property
+    def apps(self) -> Path:
+        return self.state / "apps"
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run/fleet"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "var/log/fleet"
+
+    @property
+    def lab_faults(self) -> Path:
+        """Fault switches the lab sets on a simulated device (absent on real hardware)."""
+        return self.root / ".lab/faults.json"
+
+
+def lab_faults(layout: Layout) -> dict[str, Any]:
+    try:
+        return dict(json.loads(layout.lab_faults.read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def check_disk_space(layout: Layout) -> None:
+    """Raise ENOSPC when the lab's disk-full fault is set; real disks raise it themselves."""
+    if lab_faults(layout).get("disk-full"):
+        raise OSError(errno.ENOSPC, "No space left on device (lab fault)", str(layout.root))
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write `data` so that `path` holds either the old or the new content, never a mix.
+
+    temp file in the same directory, fsync, rename over, fsync the directory.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_json(path: Path, obj: Any, mode: int = 0o644) -> None:
+    atomic_write(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), mode)
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return default

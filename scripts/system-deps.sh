@@ -1,0 +1,19 @@
+#!/bin/sh
+# Debian packages the lab and the tests use. Installed only when missing and
+# only when we are root; otherwise we say what to install and carry on (the
+# lab falls back to asyncssh's server without OpenSSH).
+set -eu
+PKGS="openssh-server openssh-client mosquitto"
+missing=""
+for p in $PKGS; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "installing Debian packages:$missing" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends $missing >/dev/null
+else
+  echo "note: not root; please install:$missing (tests needing them will be skipped)" >&2
+fi
