@@ -1,0 +1,211 @@
+"""Device logging, redaction and `fleet-agent logs export` (runtime side)."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from fleet_runtime import logs
+from fleet_runtime.layout import Layout
+
+PASSWORD = "Cam-Pa55-zz91"
+
+
+def make_device(root: Path) -> Layout:
+    layout = Layout(root)
+    layout.etc.mkdir(parents=True)
+    layout.device_json.write_text(json.dumps({"name": "dev1", "site": "hq", "serial": "S1"}))
+    cameras = {"cameras": [{"name": "door", "url": "rtsp://10.0.0.7/live",
+                            "credentials": {"username": "admin", "password": PASSWORD}}]}
+    (layout.etc / "cameras.json").write_text(json.dumps(cameras))
+    return layout
+
+
+def agent(layout: Layout, *args: str) -> subprocess.CompletedProcess[bytes]:
+    env = {**os.environ, "FLEET_ROOT": str(layout.root)}
+    return subprocess.run(
+        [sys.executable, "-m", "fleet_runtime.agent.cli", *args],
+        env=env, capture_output=True, timeout=60,
+    )
+
+
+def members(data: bytes) -> dict[str, bytes]:
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        return {m.name.split("/", 1)[1]: tar.extractfile(m).read() for m in tar if m.isfile()}
+
+
+def stamp(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(epoch))
+
+
+# ---- redaction -----------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("line", "secret"),
+    [
+        (b"connect rtsp://admin:hunter22@10.0.0.7:554/live failed", b"hunter22"),
+        (b"config password=hunter22 user=x", b"hunter22"),
+        (b'{"password": "hunter22"}', b"hunter22"),
+        (b"GET / Authorization: Bearer abc.DEF-123_tok", b"abc.DEF-123_tok"),
+        (b"jwt eyJhbGciOiJIUzI1.eyJzdWIiOiIxMjM0.SflKxwRJSMeKKF2QT4", b"SflKxwRJSMeKKF2QT4"),
+        (b"aws key AKIAIOSFODNN7EXAMPLE in env", b"AKIAIOSFODNN7EXAMPLE"),
+        (b"token: s3cr3t-t0k3n", b"s3cr3t-t0k3n"),
+        (b"known secret Cam-Pa55-zz91 printed raw", PASSWORD.encode()),
+    ],
+)
+def test_redactor_masks_secrets(line: bytes, secret: bytes) -> None:
+    out = logs.Redactor({PASSWORD}).redact(line)
+    assert secret not in out
+    assert logs.MASK in out
+
+
+def test_redactor_masks_multiline_private_key_and_keeps_the_rest() -> None:
+    text = (b"before\n-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIB0r\nAwEHoUQDQgAE\n"
+            b"-----END EC PRIVATE KEY-----\nafter\n")
+    out = logs.Redactor().redact(text)
+    assert b"MHcCAQEEIB0r" not in out and b"AwEHoUQDQgAE" not in out
+    assert out.startswith(b"before\n") and out.endswith(b"after\n")
+
+
+def test_redactor_leaves_ordinary_lines_alone() -> None:
+    line = b"2026-11-22T01:00:00.000Z INFO runtime: 12 frames, 30.0 fps, tests passed: 3\n"
+    assert logs.Redactor({PASSWORD}).redact(line) == line
+
+
+def test_device_secrets_are_found_in_nested_configuration(tmp_path: Path) -> None:
+    layout = make_device(tmp_path)
+    (layout.etc / "mqtt.json").write_text(json.dumps({"endpoint": "rtsp://u:UrlPw99@x/",
+                                                      "key_file": "/etc/fleet/device.key"}))
+    found = logs.device_secrets(layout)
+    assert PASSWORD in found and "UrlPw99" in found
+    assert "/etc/fleet/device.key" not in found
+
+
+# ---- device logger -------------------------------------------------------------------
+
+def test_device_logger_writes_one_redacted_line_per_event(tmp_path: Path) -> None:
+    layout = make_device(tmp_path)
+    log = logs.device_logger(layout, "runtime")
+    log.warning("camera door: rtsp://admin:%s@10.0.0.7/live\nretrying", PASSWORD)
+    lines = (layout.logs / "runtime.log").read_text().splitlines()
+    assert len(lines) == 1
+    assert " WARNING runtime: camera door: rtsp://admin:[REDACTED]@" in lines[0]
+    assert "\\nretrying" in lines[0] and PASSWORD not in lines[0]
+    assert logs.line_time(lines[0].encode()) == pytest.approx(time.time(), abs=5)
+
+
+def test_device_logger_rotates_under_its_size_limit(tmp_path: Path) -> None:
+    layout = make_device(tmp_path)
+    log = logs.device_logger(layout, "apps/people", max_bytes=2000, backups=2)
+    for i in range(200):
+        log.info("frame %d processed", i)
+    files = sorted(p.name for p in (layout.logs / "apps").iterdir())
+    assert files == ["people.log", "people.log.1", "people.log.2"]
+    assert all(p.stat().st_size <= 2000 for p in (layout.logs / "apps").iterdir())
+
+
+# ---- export --------------------------------------------------------------------------
+
+def plant_logs(layout: Layout, now: float) -> None:
+    (layout.logs / "apps").mkdir(parents=True)
+    old, recent = stamp(now - 3 * 86400), stamp(now - 600)
+    (layout.logs / "agent.log").write_text(
+        f"{old} INFO agent: old event\n{recent} INFO agent: recent event\n")
+    (layout.logs / "apps/people.log").write_text(
+        f"{recent} ERROR people: auth failed for rtsp://admin:{PASSWORD}@10.0.0.7/live\n"
+        f"{recent} INFO people: password {PASSWORD} was printed by the app\n")
+    (layout.root / "var/log/syslog").write_text(f"{recent} kernel: eth0 up\n")
+
+
+def test_export_stdout_streams_a_verified_redacted_bundle(tmp_path: Path) -> None:
+    layout = make_device(tmp_path / "dev")
+    plant_logs(layout, time.time())
+    proc = agent(layout, "logs", "export", "--stdout")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stderr.decode().strip().splitlines()[-1])
+    assert result["ok"] and result["bundle"]["bytes"] == len(proc.stdout)
+    bundle = tmp_path / "b.tar.gz"
+    bundle.write_bytes(proc.stdout)
+    manifest = logs.verify_bundle(bundle)
+    assert manifest["device"] == "dev1" and manifest["site"] == "hq"
+    files = members(proc.stdout)
+    assert {"var/log/fleet/agent.log", "var/log/fleet/apps/people.log",
+            "var/log/syslog", "manifest.json"} <= set(files)
+    assert all(PASSWORD.encode() not in body for body in files.values())
+    assert manifest["time_range"]["start"] < manifest["time_range"]["end"]
+
+
+def test_export_since_keeps_only_recent_lines(tmp_path: Path) -> None:
+    layout = make_device(tmp_path / "dev")
+    plant_logs(layout, time.time())
+    proc = agent(layout, "logs", "export", "--stdout", "--since", "24h")
+    agent_log = members(proc.stdout)["var/log/fleet/agent.log"]
+    assert b"recent event" in agent_log and b"old event" not in agent_log
+
+
+def test_export_max_bytes_keeps_the_newest_logs(tmp_path: Path) -> None:
+    layout = make_device(tmp_path / "dev")
+    layout.logs.mkdir(parents=True)
+    now = time.time()
+    lines = "".join(f"{stamp(now - 1000 + i)} INFO agent: event {i:05d}\n" for i in range(1000))
+    (layout.logs / "agent.log").write_text(lines)
+    proc = agent(layout, "logs", "export", "--stdout", "--max-bytes", "4096")
+    manifest = json.loads(members(proc.stdout)["manifest.json"])
+    assert manifest["truncated"] and manifest["bytes"] <= 4096
+    kept = members(proc.stdout)["var/log/fleet/agent.log"]
+    assert kept.endswith(b"event 00999\n") and b"event 00000" not in kept
+    assert kept.startswith(stamp(now).encode()[:2])  # cut at a line start
+
+
+def test_export_to_usb_writes_a_readable_bundle(tmp_path: Path) -> None:
+    layout = make_device(tmp_path / "dev")
+    plant_logs(layout, time.time())
+    usb = tmp_path / "usb"
+    usb.mkdir()
+    proc = agent(layout, "logs", "export", "--usb", str(usb))
+    result = json.loads(proc.stdout)
+    assert result["ok"], result
+    path = Path(result["path"])
+    assert path.parent == usb / "edgefleet-logs" and path.name.startswith("dev1-")
+    assert logs.verify_bundle(path)["redacted"] is True
+    assert not list(usb.rglob("*.part"))
+
+
+def test_export_to_missing_usb_is_refused(tmp_path: Path) -> None:
+    layout = make_device(tmp_path / "dev")
+    proc = agent(layout, "logs", "export", "--usb", str(tmp_path / "nope"))
+    assert proc.returncode == 1
+    assert json.loads(proc.stdout)["error"]["code"] == "usb-not-found"
+
+
+def test_verify_bundle_detects_a_changed_file(tmp_path: Path) -> None:
+    layout = make_device(tmp_path / "dev")
+    plant_logs(layout, time.time())
+    files = members(agent(layout, "logs", "export", "--stdout").stdout)
+    files["var/log/syslog"] += b"tampered\n"
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb") as gz, tarfile.open(fileobj=gz, mode="w|") as tar:
+        for name, body in files.items():
+            info = tarfile.TarInfo(f"top/{name}")
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(buf.getvalue())
+    with pytest.raises(logs.BundleError, match="var/log/syslog"):
+        logs.verify_bundle(bad)
+
+
+def test_parse_since_accepts_durations_and_iso_times() -> None:
+    assert logs.parse_since("30m", now=7200.0) == 5400.0
+    assert logs.parse_since("1970-01-01T01:00:00Z") == 3600.0
+    with pytest.raises(ValueError, match="--since"):
+        logs.parse_since("yesterday")
