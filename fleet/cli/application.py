@@ -50,7 +50,7 @@ class Application:
         self.err.print(f"[yellow]warning:[/yellow] {text}")
 
     def abort(self, text: str, code: int = EXIT_FAILED) -> NoReturn:
-        self.err.print(f"[red]error:[/red] {text}", markup=True)
+        self.err.print(f"[red]error:[/red] {text}", markup=True, soft_wrap=True)
         raise typer.Exit(code)
 
     def fail(self, exc: FleetError) -> NoReturn:

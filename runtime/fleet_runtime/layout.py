@@ -79,6 +79,11 @@ class Layout:
         return self.slots / name
 
     @property
+    def staging(self) -> Path:
+        """Where the controller uploads bundles before installing them."""
+        return self.state / "staging"
+
+    @property
     def apps(self) -> Path:
         return self.state / "apps"
 

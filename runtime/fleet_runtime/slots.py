@@ -1,22 +1,186 @@
-"""A/B slot state (boot.json). Minimal reader for the foundation; the OTA work extends it.
+"""A/B slots: the device's update state machine, persisted in ``boot.json``.
 
-Contract used by `info`/`health` and the lab (keep these signatures):
+The whole flow is one table, ``TRANSITIONS``: ``(state, event) -> next state``.
+The verbs (``install``, ``activate``, ``boot``, ``commit``, ``rollback``) work out
+which event happened and call ``_transition``, which refuses anything not in
+the table and writes the new state atomically (temp, fsync, rename, fsync
+dir) *before* the verb acts on it, so a power cut at any instant leaves a
+state that the next ``boot`` resolves to a valid slot:
+
+::
+
+    idle --install--> installing --written--> installed --activate--> activated
+      ^                   |  (install-failed, discard: back to idle)       |
+      |                   v                                                | boot-trial
+      +------------------ idle <--commit / rollback / fallback-- trial <---+
+
+``trial`` is the new slot running with ``trials_left`` boots to go; a boot in
+``trial`` with no trials left is a ``fallback`` to the committed slot.
+
+Contract used by `info`/`health` and the lab (signatures kept):
 ``active_slot(layout) -> str``, ``software_version(layout) -> str``,
-``factory_reset_state(layout, version) -> None``.
+``factory_reset_state(layout, version) -> None``, and ``boot(layout) -> dict``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Any, BinaryIO
 
-from fleet_runtime.layout import Layout, atomic_write_json, read_json
+from fleet_runtime import bundle
+from fleet_runtime.bundle import BundleError, Keyring, Manifest
+from fleet_runtime.layout import (
+    Layout,
+    atomic_write,
+    atomic_write_json,
+    check_disk_space,
+    fsync_dir,
+    read_json,
+)
+
+FORMAT = 2
+DEFAULT_TRIALS = 3
+HOOK_TIMEOUT_S = 60.0
+MANIFEST_IN_SLOT = f"{bundle.RESERVED_PREFIX}/manifest.json"
+CRASH_ENV = "FLEET_AGENT_CRASH_AT"  # power-loss tests: SIGKILL at the Nth crash point
+
+
+class State(str, Enum):
+    IDLE = "idle"
+    INSTALLING = "installing"
+    INSTALLED = "installed"
+    ACTIVATED = "activated"
+    TRIAL = "trial"
+
+
+class Event(str, Enum):
+    INSTALL = "install"
+    WRITTEN = "written"
+    INSTALL_FAILED = "install-failed"
+    DISCARD = "discard"
+    ACTIVATE = "activate"
+    BOOT = "boot"
+    BOOT_TRIAL = "boot-trial"
+    FALLBACK = "fallback"
+    COMMIT = "commit"
+    ROLLBACK = "rollback"
+
+
+S, E = State, Event
+TRANSITIONS: dict[tuple[State, Event], State] = {
+    (S.IDLE, E.INSTALL): S.INSTALLING,
+    (S.INSTALLED, E.INSTALL): S.INSTALLING,
+    (S.ACTIVATED, E.INSTALL): S.INSTALLING,
+    (S.INSTALLING, E.INSTALL): S.INSTALLING,  # re-run after an interruption
+    (S.INSTALLING, E.WRITTEN): S.INSTALLED,
+    (S.INSTALLING, E.INSTALL_FAILED): S.IDLE,
+    (S.INSTALLING, E.DISCARD): S.IDLE,  # booted in the middle of an install
+    (S.INSTALLED, E.ACTIVATE): S.ACTIVATED,
+    (S.ACTIVATED, E.ACTIVATE): S.ACTIVATED,
+    (S.IDLE, E.BOOT): S.IDLE,
+    (S.INSTALLED, E.BOOT): S.INSTALLED,
+    (S.ACTIVATED, E.BOOT_TRIAL): S.TRIAL,
+    (S.TRIAL, E.BOOT_TRIAL): S.TRIAL,
+    (S.TRIAL, E.FALLBACK): S.IDLE,
+    (S.ACTIVATED, E.FALLBACK): S.IDLE,  # only reachable with trials_left=0 written by hand
+    (S.TRIAL, E.COMMIT): S.IDLE,
+    (S.TRIAL, E.ROLLBACK): S.IDLE,
+    (S.ACTIVATED, E.ROLLBACK): S.IDLE,
+    (S.INSTALLED, E.ROLLBACK): S.IDLE,
+}
+
+
+class SlotError(Exception):
+    """A verb refused or failed; the state on disk is valid (``code`` is stable)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+# ---------------------------------------------------------------------------- state file
+
+_crossings = 0
+
+
+def crash_point(label: str) -> None:
+    """Test hook for the power-loss suite: die by SIGKILL at the Nth point crossed."""
+    global _crossings
+    target = os.environ.get(CRASH_ENV)
+    if not target:
+        return
+    _crossings += 1
+    if _crossings == int(target):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _upgrade(doc: dict[str, Any]) -> dict[str, Any]:
+    """Fill fields a factory (format 1) boot.json lacks."""
+    doc.setdefault("format", FORMAT)
+    doc.setdefault("state", State.IDLE.value)
+    doc.setdefault("active", "a")
+    doc.setdefault("committed_slot", doc["active"])
+    doc.setdefault("pending", None)
+    doc.setdefault("trials_left", 0)
+    doc.setdefault("boots", 0)
+    doc.setdefault("last_error", None)
+    slots = doc.setdefault("slots", {})
+    for name in ("a", "b"):
+        slots.setdefault(name, None)
+    return doc
 
 
 def read_state(layout: Layout) -> dict[str, Any]:
     state = read_json(layout.boot_json, default=None)
     if state is None:
-        return {"active": "a", "pending": None, "trials_left": 0, "slots": {}}
-    return dict(state)
+        return _upgrade({"active": "a", "slots": {}})
+    return _upgrade(dict(state))
+
+
+def _persist(layout: Layout, doc: dict[str, Any]) -> None:
+    crash_point("before-persist")
+    doc["updated_at"] = time.time()
+    atomic_write_json(layout.boot_json, doc)
+    crash_point("after-persist")
+
+
+def _transition(layout: Layout, doc: dict[str, Any], event: Event, **changes: Any) -> dict[str, Any]:
+    state = State(doc["state"])
+    nxt = TRANSITIONS.get((state, event))
+    if nxt is None:
+        raise SlotError("wrong-state", f"cannot {event.value} while {state.value}: "
+                        f"{_hint(doc)}")
+    doc.update(changes, state=nxt.value)
+    _persist(layout, doc)
+    return doc
+
+
+def _hint(doc: dict[str, Any]) -> str:
+    return {
+        State.IDLE.value: "install a bundle first",
+        State.INSTALLING.value: "an install was interrupted; run install again",
+        State.INSTALLED.value: "activate the installed slot or install again",
+        State.ACTIVATED.value: f"reboot to try slot {doc.get('pending')}",
+        State.TRIAL.value: f"slot {doc.get('active')} is on trial; commit or rollback first",
+    }[doc["state"]]
+
+
+def other(slot: str) -> str:
+    return "b" if slot == "a" else "a"
+
+
+def _record(doc: dict[str, Any], slot: str) -> dict[str, Any]:
+    return dict(doc["slots"].get(slot) or {})
+
+
+# ---------------------------------------------------------------------------- the contract
 
 
 def active_slot(layout: Layout) -> str:
@@ -29,14 +193,400 @@ def software_version(layout: Layout) -> str:
     return str(slot.get("version", "unknown"))
 
 
+def committed_version(layout: Layout) -> str | None:
+    doc = read_state(layout)
+    return _record(doc, doc["committed_slot"]).get("version")
+
+
 def factory_reset_state(layout: Layout, version: str) -> None:
     """Factory state: slot a holds `version`, committed; slot b empty."""
     atomic_write_json(
         layout.boot_json,
         {
-            "active": "a",
-            "pending": None,
-            "trials_left": 0,
-            "slots": {"a": {"version": version, "committed": True}, "b": None},
+            "format": FORMAT, "state": State.IDLE.value, "active": "a", "committed_slot": "a",
+            "pending": None, "trials_left": 0, "boots": 0, "last_error": None,
+            "slots": {"a": {"version": version, "committed": True, "status": "committed"},
+                      "b": None},
         },
     )
+
+
+# ---------------------------------------------------------------------------- paths
+
+
+def staging_dir(layout: Layout, slot: str) -> Path:
+    return layout.slots / f".staging-{slot}"
+
+
+def incoming_dir(layout: Layout) -> Path:
+    """Where the controller uploads bundles before ``install``."""
+    return layout.staging
+
+
+def selftest_file(layout: Layout) -> Path:
+    return layout.run / "selftest.json"
+
+
+def slot_manifest(layout: Layout, slot: str) -> Manifest | None:
+    path = layout.slot(slot) / MANIFEST_IN_SLOT
+    return bundle.parse_manifest(path.read_bytes()) if path.exists() else None
+
+
+def _remove_tree(layout: Layout, path: Path) -> None:
+    """Rename aside, then delete, so a half-deleted tree is never mistaken for a slot."""
+    if not path.exists():
+        return
+    trash = layout.slots / f".trash-{path.name.lstrip('.')}-{os.getpid()}-{time.monotonic_ns()}"
+    os.replace(path, trash)
+    fsync_dir(layout.slots)
+    crash_point("after-trash")
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _clean_leftovers(layout: Layout, keep_staging: bool) -> None:
+    for path in layout.slots.glob(".*") if layout.slots.is_dir() else []:
+        if path.name.startswith(".trash-") or (
+                path.name.startswith(".staging-") and not keep_staging):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------- install
+
+
+def _device(layout: Layout) -> dict[str, Any]:
+    device = read_json(layout.device_json, default=None)
+    if device is None:
+        raise SlotError("not-provisioned", f"no device identity at {layout.device_json}")
+    return dict(device)
+
+
+def _check_space(layout: Layout, manifest: Manifest) -> None:
+    check_disk_space(layout)
+    free = shutil.disk_usage(layout.state).free
+    if manifest.total_size + (16 << 20) > free:
+        raise SlotError("no-space", f"bundle needs {manifest.total_size} bytes, {free} free "
+                        f"under {layout.state}; free space and install again")
+
+
+def _begin_install(layout: Layout, doc: dict[str, Any], manifest: Manifest) -> str:
+    """Checks that need the manifest, then persist `installing` before writing anything."""
+    device = _device(layout)
+    committed = _record(doc, doc["committed_slot"]).get("version")
+    bundle.check_compatible(
+        manifest, hardware=str(device.get("hardware")), arch=str(device.get("arch")),
+        current=software_version(layout), committed=committed,
+    )
+    _check_space(layout, manifest)
+    target = other(doc["active"])
+    slots = dict(doc["slots"])
+    slots[target] = {"version": manifest.version, "name": manifest.name, "committed": False,
+                     "status": "installing"}
+    _transition(layout, doc, Event.INSTALL, slots=slots, pending=None, trials_left=0)
+    shutil.rmtree(staging_dir(layout, target), ignore_errors=True)
+    staging_dir(layout, target).mkdir(parents=True)
+    return target
+
+
+def _sink(layout: Layout, root: Path) -> bundle.DirectorySink:
+    def before_write() -> None:
+        check_disk_space(layout)
+        crash_point("write")
+
+    return bundle.DirectorySink(root, before_write)
+
+
+def _finish_install(layout: Layout, doc: dict[str, Any], slot: str, manifest: Manifest) -> None:
+    staging = staging_dir(layout, slot)
+    atomic_write(staging / MANIFEST_IN_SLOT, manifest.raw)
+    _remove_tree(layout, layout.slot(slot))
+    os.replace(staging, layout.slot(slot))
+    fsync_dir(layout.slots)
+    crash_point("after-slot-rename")
+    hook = run_hook(layout, slot, manifest, "post-install")
+    if hook and not hook["ok"]:
+        raise SlotError("hook-failed", f"post-install hook failed: {hook['reason']}")
+    slots = dict(doc["slots"])
+    slots[slot] = {
+        "version": manifest.version, "name": manifest.name, "committed": False,
+        "status": "installed", "manifest_sha256": manifest.digest, "key_id": manifest.key_id,
+        "installed_at": time.time(), "size": manifest.total_size,
+    }
+    _transition(layout, doc, Event.WRITTEN, slots=slots)
+
+
+def _fail_install(layout: Layout, doc: dict[str, Any], slot: str, code: str, message: str) -> None:
+    shutil.rmtree(staging_dir(layout, slot), ignore_errors=True)
+    slots = dict(doc["slots"])
+    slots[slot] = {**_record(doc, slot), "status": "failed", "reason": message}
+    error = {"at": time.time(), "code": code, "message": message}
+    _transition(layout, doc, Event.INSTALL_FAILED, slots=slots, last_error=error)
+
+
+def install(
+    layout: Layout, stream: BinaryIO, keyring: Keyring | None = None,
+    on_progress: bundle.Progress | None = None,
+) -> dict[str, Any]:
+    """Stream a bundle into the inactive slot; verify everything before it counts.
+
+    Refusals before the first payload byte (signature, key, hardware, arch,
+    versions, space) leave boot.json untouched; failures while writing end in
+    ``idle`` with the active slot untouched and the error recorded.
+    """
+    doc = read_state(layout)
+    if doc["state"] == State.TRIAL.value:
+        raise SlotError("wrong-state", _hint(doc))
+    ring = keyring if keyring is not None else Keyring.from_dir(layout.release_keys)
+    target: list[str] = []
+
+    def on_manifest(manifest: Manifest) -> None:
+        target.append(_begin_install(layout, doc, manifest))
+
+    try:
+        manifest = _read_into_staging(layout, stream, ring, on_manifest, target, on_progress)
+        _finish_install(layout, doc, target[0], manifest)
+    except (BundleError, SlotError, OSError) as exc:
+        if target:
+            code = getattr(exc, "code", "os-error")
+            _fail_install(layout, doc, target[0], code, _message(exc))
+        raise
+    return {"slot": target[0], "name": manifest.name, "version": manifest.version,
+            "bytes": manifest.total_size, "files": len(manifest.files), "state": doc["state"]}
+
+
+def _read_into_staging(
+    layout: Layout, stream: BinaryIO, ring: Keyring, on_manifest: Callable[[Manifest], None],
+    target: list[str], on_progress: bundle.Progress | None,
+) -> Manifest:
+    sink: list[bundle.DirectorySink] = []
+
+    class _LazySink:
+        """The staging dir exists only once the manifest is accepted."""
+
+        def begin(self, entry: bundle.FileEntry) -> None:
+            if not sink:
+                sink.append(_sink(layout, staging_dir(layout, target[0])))
+            sink[0].begin(entry)
+
+        def write(self, data: bytes) -> None:
+            sink[0].write(data)
+
+        def end(self, entry: bundle.FileEntry) -> None:
+            sink[0].end(entry)
+
+    try:
+        return bundle.read_bundle(stream, ring, _LazySink(), on_manifest, on_progress)
+    finally:
+        if sink:
+            sink[0].abort()
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc} ({exc.filename or 'no file'})"
+    return str(getattr(exc, "message", exc))
+
+
+# ---------------------------------------------------------------------------- activate / boot
+
+
+def activate(layout: Layout, trials: int = DEFAULT_TRIALS) -> dict[str, Any]:
+    """Mark the installed slot as the next boot, with `trials` boots to prove itself."""
+    if trials < 1:
+        raise SlotError("usage", "trials must be at least 1")
+    doc = read_state(layout)
+    slot = other(doc["active"]) if doc["state"] == State.INSTALLED.value else doc["pending"]
+    _transition(layout, doc, Event.ACTIVATE, pending=slot, trials_left=trials)
+    return {"pending": slot, "trials_left": trials, "version": _record(doc, slot).get("version")}
+
+
+def _boot_event(doc: dict[str, Any]) -> Event:
+    state = doc["state"]
+    if state == State.INSTALLING.value:
+        return Event.DISCARD
+    if state in (State.ACTIVATED.value, State.TRIAL.value):
+        return Event.BOOT_TRIAL if doc["trials_left"] > 0 else Event.FALLBACK
+    return Event.BOOT
+
+
+def _boot_changes(doc: dict[str, Any], event: Event) -> dict[str, Any]:
+    slots = dict(doc["slots"])
+    if event is Event.DISCARD:
+        slot = other(doc["active"])
+        slots[slot] = {**_record(doc, slot), "status": "failed", "reason": "install interrupted"}
+        return {"slots": slots, "pending": None}
+    if event is Event.BOOT_TRIAL:
+        slots[doc["pending"]] = {**_record(doc, doc["pending"]), "status": "trial"}
+        return {"slots": slots, "active": doc["pending"], "trials_left": doc["trials_left"] - 1}
+    if event is Event.FALLBACK:
+        failed = doc["active"] if doc["active"] != doc["committed_slot"] else doc["pending"]
+        slots[failed] = {**_record(doc, failed), "status": "failed",
+                         "reason": "no commit within its trial boots"}
+        error = {"at": time.time(), "code": "fallback",
+                 "message": f"slot {failed} was not committed after its trial boots"}
+        return {"slots": slots, "active": doc["committed_slot"], "pending": None,
+                "trials_left": 0, "last_error": error}
+    return {}
+
+
+def boot(layout: Layout) -> dict[str, Any]:
+    """What a (real or lab) boot does first: pick the slot, then run its self-test."""
+    doc = read_state(layout)
+    event = _boot_event(doc)
+    changes = _boot_changes(doc, event)
+    _transition(layout, doc, event, boots=int(doc["boots"]) + 1, **changes)
+    _clean_leftovers(layout, keep_staging=False)
+    selftest = _selftest(layout, doc["active"])
+    return {"event": event.value, "slot": doc["active"], "version": software_version(layout),
+            "state": doc["state"], "trials_left": doc["trials_left"], "selftest": selftest}
+
+
+def _selftest(layout: Layout, slot: str) -> dict[str, Any]:
+    result = {"slot": slot, "ok": True, "reason": "no selftest hook", "at": time.time()}
+    try:
+        manifest = slot_manifest(layout, slot)
+    except (OSError, BundleError) as exc:
+        manifest, result = None, {**result, "ok": False, "reason": f"slot manifest: {exc}"}
+    hook = run_hook(layout, slot, manifest, "selftest") if manifest else None
+    if hook:
+        result.update(ok=hook["ok"], reason=hook["reason"])
+    atomic_write_json(selftest_file(layout), result)
+    return result
+
+
+def run_hook(layout: Layout, slot: str, manifest: Manifest | None, hook: str) -> dict[str, Any] | None:
+    """Run a signed hook from the slot (its hash was checked at install). None if absent."""
+    path = manifest.hooks.get(hook) if manifest else None
+    if not path:
+        return None
+    slot_dir = layout.slot(slot)
+    env = {**os.environ, "FLEET_ROOT": str(layout.root), "FLEET_SLOT": slot,
+           "FLEET_SLOT_DIR": str(slot_dir)}
+    try:
+        proc = subprocess.run([str(slot_dir / path)], cwd=slot_dir, env=env, capture_output=True,
+                              text=True, timeout=HOOK_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {"ok": False, "reason": f"{hook} hook did not run: {exc}"}
+    tail = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or [""]
+    ok = proc.returncode == 0
+    return {"ok": ok, "reason": tail[0] if not ok else "", "exit": proc.returncode}
+
+
+# ---------------------------------------------------------------------------- commit / rollback
+
+
+def read_selftest(layout: Layout) -> dict[str, Any] | None:
+    result = read_json(selftest_file(layout), default=None)
+    return dict(result) if result else None
+
+
+def commit(layout: Layout, force: bool = False) -> dict[str, Any]:
+    """Make the slot on trial permanent. Idempotent: committing a committed slot is a no-op."""
+    doc = read_state(layout)
+    if doc["state"] == State.IDLE.value:
+        sync_release_keys(layout, doc["active"])
+        return {"changed": False, "slot": doc["active"], "version": software_version(layout)}
+    selftest = read_selftest(layout) or {}
+    if doc["state"] == State.TRIAL.value and not selftest.get("ok", True) and not force:
+        raise SlotError("selftest-failed", f"slot {doc['active']} failed its self-test "
+                        f"({selftest.get('reason')}); roll back, or commit --force")
+    slot, previous = doc["active"], other(doc["active"])
+    slots = dict(doc["slots"])
+    slots[slot] = {**_record(doc, slot), "committed": True, "status": "committed"}
+    if slots.get(previous):
+        slots[previous] = {**_record(doc, previous), "committed": False, "status": "previous"}
+    _transition(layout, doc, Event.COMMIT, slots=slots, committed_slot=slot, pending=None,
+                trials_left=0, last_error=None)
+    sync_release_keys(layout, slot)
+    return {"changed": True, "slot": slot, "version": software_version(layout)}
+
+
+def rollback(layout: Layout, reason: str = "rolled back by operator") -> dict[str, Any]:
+    """Go back to the committed slot (takes effect for the runtime at the next boot)."""
+    doc = read_state(layout)
+    if doc["state"] == State.IDLE.value:
+        return {"changed": False, "slot": doc["active"], "version": software_version(layout)}
+    if doc["state"] == State.INSTALLING.value:
+        raise SlotError("wrong-state", _hint(doc))
+    dropped = doc["active"] if doc["state"] == State.TRIAL.value else other(doc["active"])
+    slots = dict(doc["slots"])
+    slots[dropped] = {**_record(doc, dropped), "status": "failed", "reason": reason}
+    error = {"at": time.time(), "code": "rollback", "message": reason}
+    _transition(layout, doc, Event.ROLLBACK, slots=slots, active=doc["committed_slot"],
+                pending=None, trials_left=0, last_error=error)
+    return {"changed": True, "slot": doc["active"], "version": software_version(layout),
+            "dropped": dropped}
+
+
+def sync_release_keys(layout: Layout, slot: str) -> list[str]:
+    """Install keys a committed bundle adds (key rotation: new key shipped, signed by the old)."""
+    try:
+        manifest = slot_manifest(layout, slot)
+    except (OSError, BundleError):
+        return []
+    added = []
+    for kid, pem in (manifest.add_keys if manifest else {}).items():
+        key = bundle.load_public_key(pem.encode(), f"add_keys[{kid}]")
+        if bundle.key_id(key) != kid:
+            continue  # a mislabelled key is ignored, never trusted under another id
+        path = layout.release_keys / f"{kid}.pub"
+        if not path.exists():
+            atomic_write(path, bundle.public_pem(key))
+            added.append(kid)
+    return added
+
+
+# ---------------------------------------------------------------------------- inspection
+
+
+def summary(layout: Layout) -> dict[str, Any]:
+    """Both slots, versions, pending state, trials, last self-test (for `fleet-agent slots`)."""
+    doc = read_state(layout)
+    return {
+        "state": doc["state"], "active": doc["active"], "committed_slot": doc["committed_slot"],
+        "pending": doc["pending"], "trials_left": doc["trials_left"], "boots": doc["boots"],
+        "software": software_version(layout), "slots": doc["slots"],
+        "last_error": doc["last_error"], "selftest": read_selftest(layout),
+        "incoming": str(incoming_dir(layout)),
+    }
+
+
+def verify_slot(layout: Layout, slot: str) -> list[str]:
+    """Re-hash an installed slot against its manifest; the list of problems (empty = intact)."""
+    manifest = slot_manifest(layout, slot)
+    if manifest is None:
+        return []  # a factory image carries no bundle manifest
+    problems = []
+    for entry in manifest.files:
+        path = layout.slot(slot) / entry.path
+        if not path.is_file() or path.stat().st_size != entry.size:
+            problems.append(f"slot {slot}: {entry.path} missing or wrong size")
+        elif bundle.sha256_file(path) != entry.sha256:
+            problems.append(f"slot {slot}: {entry.path} hash mismatch")
+    return problems
+
+
+def problems(layout: Layout) -> list[str]:
+    """Invariants a booted device must satisfy; empty when the state is consistent."""
+    doc = read_state(layout)
+    out: list[str] = []
+    state, active, committed = doc["state"], doc["active"], doc["committed_slot"]
+    if state not in {s.value for s in State}:
+        return [f"unknown state {state!r}"]
+    for slot in {active, committed}:
+        record = _record(doc, slot)
+        if not record.get("version"):
+            out.append(f"slot {slot} is {'active' if slot == active else 'committed'} "
+                       "but holds no version")
+        if record.get("manifest_sha256") and not layout.slot(slot).is_dir():
+            out.append(f"slot {slot} has no image directory")
+    if not _record(doc, committed).get("committed"):
+        out.append(f"committed slot {committed} is not marked committed")
+    expect_pending = state in (State.ACTIVATED.value, State.TRIAL.value)
+    if expect_pending != (doc["pending"] is not None):
+        out.append(f"state {state} with pending={doc['pending']}")
+    if state == State.TRIAL.value and not (doc["pending"] == active != committed):
+        out.append("trial state but the active slot is not the pending one")
+    if state in (State.IDLE.value, State.INSTALLED.value, State.ACTIVATED.value) and \
+            active != committed:
+        out.append(f"state {state} but active {active} != committed {committed}")
+    return out

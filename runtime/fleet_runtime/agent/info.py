@@ -45,4 +45,5 @@ def run(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
         "uptime_s": round(uptime_seconds(layout), 1),
         "agent_version": __version__,
         "time": time.time(),
+        "paths": {"root": str(layout.root), "staging": str(layout.staging)},
     }

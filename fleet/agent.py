@@ -1,0 +1,89 @@
+"""The controller's client for the agent protocol (the device side is
+``fleet_runtime/agent/protocol.py``). The only place that knows how agent
+commands are invoked and how their answers look.
+
+>>> agent = agent_for(task)          # inside a Nornir task   # doctest: +SKIP
+>>> agent.info()["software"]                                  # doctest: +SKIP
+'1.0.0'
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO, Any
+
+from nornir.core.task import Task
+
+from fleet.errors import AgentCallError
+from fleet.transport import CONNECTION_NAME, SSHSession
+
+PROTOCOL = 1
+Progress = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class Agent:
+    session: SSHSession
+    device: str
+    path: str = "fleet-agent"
+
+    def call(self, command: str, *args: str, stdin: bytes | IO[bytes] | None = None,
+             timeout: float | None = None, on_progress: Progress | None = None) -> dict[str, Any]:
+        """Run ``fleet-agent COMMAND ARGS`` and return its payload; failures raise AgentCallError."""
+        argv = [self.path, command, *args]
+        res = self.session.exec(argv, stdin=stdin, timeout=timeout,
+                                on_stderr_line=_progress_sink(on_progress))
+        answer = parse_answer(self.device, res.stdout, res.stderr, res.rc)
+        if not answer["ok"]:
+            err = answer.get("error") or {}
+            raise AgentCallError(self.device, str(err.get("code", "error")),
+                                 str(err.get("message", "")))
+        return answer
+
+    def info(self) -> dict[str, Any]:
+        return self.call("info")
+
+    def health(self, *flags: str) -> dict[str, Any]:
+        return self.call("health", *flags)
+
+    def checksum(self, path: str) -> str:
+        return str(self.call("checksum", path)["sha256"])
+
+
+def parse_answer(device: str, stdout: bytes, stderr: bytes, rc: int) -> dict[str, Any]:
+    """The one JSON object the agent prints, checked against the protocol."""
+    text = stdout.decode(errors="replace").strip()
+    try:
+        answer = json.loads(text.splitlines()[-1]) if text else None
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict) or "ok" not in answer:
+        detail = (stderr.decode(errors="replace").strip() or text or f"exit {rc}")[-300:]
+        raise AgentCallError(device, "protocol", f"no agent answer (exit {rc}): {detail}")
+    if answer.get("protocol") != PROTOCOL:
+        raise AgentCallError(device, "protocol",
+                             f"agent speaks protocol {answer.get('protocol')}, we speak {PROTOCOL}")
+    return answer
+
+
+def _progress_sink(on_progress: Progress | None) -> Callable[[bytes], None] | None:
+    if on_progress is None:
+        return None
+
+    def sink(line: bytes) -> None:
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            return
+        if isinstance(msg, dict) and "progress" in msg:
+            on_progress(msg["progress"])
+
+    return sink
+
+
+def agent_for(task: Task) -> Agent:
+    """The agent of the task's host, over its (cached) fleet_ssh connection."""
+    session = task.host.get_connection(CONNECTION_NAME, task.nornir.config)
+    return Agent(session, task.host.name, str(task.host.get("agent", "fleet-agent")))

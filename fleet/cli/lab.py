@@ -1,0 +1,94 @@
+"""fleet lab: simulated devices on this machine, with fault injection."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from fleet.cli import options as o
+from fleet.cli.application import app_of
+from fleet.errors import FleetError
+
+app = typer.Typer(help="A local lab fleet: simulated appliances behind real SSH servers.",
+                  no_args_is_help=True)
+
+
+@app.command()
+def up(ctx: typer.Context,
+       sites: Annotated[int, typer.Option(help="number of sites")] = 3,
+       devices_per_site: Annotated[int, typer.Option(help="devices at each site")] = 3,
+       ssh: Annotated[str, typer.Option(help="openssh | asyncssh (default: openssh if installed)")] = "",
+       factory: Annotated[bool, typer.Option(help="new devices are unprovisioned (need USB first boot)")] = False,
+       json: o.Json = False) -> None:
+    """Create (or restart) the lab: one SSH server per device, inventory in inventories/lab."""
+    from fleet.lab import Lab
+
+    a = app_of(ctx)
+    if ssh and ssh not in ("openssh", "asyncssh"):
+        a.abort(f"unknown --ssh '{ssh}'; use openssh or asyncssh", 2)
+    try:
+        with a.err.status("starting lab devices…"):
+            Lab(a.project).up(sites, devices_per_site, ssh=ssh or None, factory=factory)
+    except FleetError as exc:
+        a.fail(exc)
+    _show_status(a, json)
+
+
+@app.command()
+def down(ctx: typer.Context) -> None:
+    """Stop every lab SSH server (by PID). Device state stays on disk."""
+    from fleet.lab import Lab
+
+    a = app_of(ctx)
+    stopped = Lab(a.project).down()
+    a.display_success(f"stopped {stopped} lab device(s)")
+
+
+@app.command()
+def status(ctx: typer.Context, json: o.Json = False) -> None:
+    """Show lab devices: port, server, software, slot, faults."""
+    _show_status(app_of(ctx), json)
+
+
+@app.command()
+def fault(ctx: typer.Context, device: str,
+          kind: Annotated[str, typer.Argument(help="offline | online | slow | disk-full | clear")],
+          seconds: Annotated[float, typer.Option(help="delay per command for `slow`")] = 3.0) -> None:
+    """Inject a fault into a lab device (or clear it)."""
+    from fleet.lab import Lab
+
+    a = app_of(ctx)
+    try:
+        Lab(a.project).fault(device, kind, seconds=seconds)
+    except FleetError as exc:
+        a.fail(exc)
+    a.display_success(f"{device}: {kind}")
+
+
+@app.command()
+def reboot(ctx: typer.Context, device: str) -> None:
+    """Power-cycle a lab device: runs its boot logic and restarts its services."""
+    from fleet.lab import Lab
+
+    a = app_of(ctx)
+    try:
+        Lab(a.project).reboot(device)
+    except FleetError as exc:
+        a.fail(exc)
+    a.display_success(f"{device}: rebooted")
+
+
+def _show_status(a, json: bool) -> None:  # type: ignore[no-untyped-def]
+    from fleet.lab import Lab
+    from fleet.render import grouped_table
+
+    rows = Lab(a.project).status()
+    if json:
+        a.output_json({"devices": rows})
+        return
+    table_rows = [{**r, "device": r["name"], "server": f"{r['ssh']}:{r['port']}" if r["running"] else "down",
+                   "faults": ",".join(r["faults"]) or "-",
+                   "state": "ready" if r["provisioned"] else "factory"} for r in rows]
+    a.output(grouped_table(f"lab: {len(rows)} devices", ["Site", "Device", "Server", "State",
+                                                         "Software", "Slot", "Faults"], table_rows))

@@ -1,0 +1,116 @@
+"""Fleet health: the agent's checks on every selected device, plus what only the
+controller can judge (clock skew, reachability). Results are data; only the CLI
+turns them into exit codes.
+
+>>> reports = sweep(project, nr)                     # doctest: +SKIP
+>>> summarize(reports)["unreachable"]                # doctest: +SKIP
+0
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from nornir.core import Nornir
+from nornir.core.task import Result, Task
+
+from fleet.agent import agent_for
+from fleet.errors import FleetError
+from fleet.project import Project
+
+VERDICTS = ("healthy", "degraded", "failing", "unreachable")
+EXIT_HEALTHY, EXIT_DEGRADED, EXIT_UNREACHABLE = 0, 1, 2
+
+
+@dataclass
+class DeviceHealth:
+    name: str
+    site: str
+    verdict: str
+    reason: str = ""
+    software: str | None = None
+    slot: str | None = None
+    checks: list[dict[str, Any]] = field(default_factory=list)
+
+    def check(self, name: str) -> dict[str, Any]:
+        return next((c for c in self.checks if c["name"] == name), {})
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def agent_flags(project: Project) -> list[str]:
+    h = project.config["health"]
+    return ["--disk-warn", str(h["disk_warn_pct"]), "--disk-fail", str(h["disk_fail_pct"]),
+            "--mem-warn", str(h["mem_warn_pct"]), "--mem-fail", str(h["mem_fail_pct"])]
+
+
+def health_task(task: Task, flags: list[str], skew_warn_s: float) -> Result:
+    """Nornir task: the device's health report, with the controller's clock-skew check."""
+    sent = time.time()
+    report = agent_for(task).health(*flags)
+    received = time.time()
+    report["checks"].append(skew_check(report, sent, received, skew_warn_s))
+    return Result(host=task.host, result=report)
+
+
+def skew_check(report: dict[str, Any], sent: float, received: float, warn_s: float) -> dict[str, Any]:
+    device_time = next((c.get("time") for c in report["checks"] if c["name"] == "clock"), None)
+    if device_time is None:
+        return {"name": "clock-skew", "status": "warn", "reason": "device reports no time"}
+    midpoint = (sent + received) / 2
+    skew = float(device_time) - midpoint
+    slack = (received - sent) / 2
+    bad = abs(skew) > warn_s + slack
+    return {"name": "clock-skew", "status": "warn" if bad else "ok", "skew_s": round(skew, 3),
+            "reason": f"clock off by {skew:+.1f}s" if bad else ""}
+
+
+def sweep(project: Project, nr: Nornir, *, processors: list[Any] | None = None) -> list[DeviceHealth]:
+    """Run the health task on every host of `nr` in parallel; one DeviceHealth per host."""
+    flags = agent_flags(project)
+    skew = float(project.config["health"]["clock_skew_warn_s"])
+    runner = nr.with_processors(processors) if processors else nr
+    results = runner.run(task=health_task, flags=flags, skew_warn_s=skew, on_failed=True)
+    reports = [to_health(nr, name, multi) for name, multi in results.items()]
+    nr.close_connections(on_failed=True)
+    return sorted(reports, key=lambda r: (r.site, r.name))
+
+
+def to_health(nr: Nornir, name: str, multi: Any) -> DeviceHealth:
+    site = str(nr.inventory.hosts[name].get("site", "?"))
+    first = multi[0]
+    if first.failed:
+        return DeviceHealth(name, site, "unreachable", failure_reason(first.exception))
+    report = first.result
+    reasons = [c["reason"] for c in report["checks"] if c["status"] != "ok" and c.get("reason")]
+    return DeviceHealth(name, site, _verdict(report["checks"]), "; ".join(reasons),
+                        report.get("software"), report.get("slot"), report["checks"])
+
+
+def _verdict(checks: list[dict[str, Any]]) -> str:
+    statuses = {c["status"] for c in checks}
+    return "failing" if "fail" in statuses else "degraded" if "warn" in statuses else "healthy"
+
+
+def failure_reason(exc: BaseException | None) -> str:
+    if isinstance(exc, FleetError):
+        return exc.line()
+    return f"{type(exc).__name__}: {exc}" if exc else "unknown failure"
+
+
+def summarize(reports: list[DeviceHealth]) -> dict[str, int]:
+    counts = {v: 0 for v in VERDICTS}
+    for r in reports:
+        counts[r.verdict] += 1
+    counts["total"] = len(reports)
+    return counts
+
+
+def exit_code(reports: list[DeviceHealth]) -> int:
+    verdicts = {r.verdict for r in reports}
+    if "unreachable" in verdicts:
+        return EXIT_UNREACHABLE
+    return EXIT_DEGRADED if verdicts & {"degraded", "failing"} else EXIT_HEALTHY

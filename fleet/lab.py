@@ -1,0 +1,424 @@
+"""The lab: simulated appliances on this machine, each with its own FLEET_ROOT and SSH server.
+
+A lab device is a real agent behind a real SSH server (OpenSSH `sshd` when
+installed, asyncssh's server otherwise) on 127.0.0.1; only the hardware is
+missing. A lab "reboot" runs the same boot logic a real boot does
+(`fleet-agent boot`: slot choice, trial counter) and restarts the device's
+services. State lives in ``.fleet/lab/``: ``lab.json`` and one root per device
+under ``devices/``; it survives `down`/`up`.
+
+>>> lab = Lab(project)                                   # doctest: +SKIP
+>>> lab.up(sites=3, per_site=4)                          # doctest: +SKIP
+>>> lab.fault("berlin-02", "offline")                    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from fleet_runtime import slots
+from fleet_runtime.layout import Layout, atomic_write_json, read_json
+
+from fleet.errors import ConfigError, DeviceError, UsageError
+from fleet.project import Project
+from fleet.transport import controller_public_key, pin_host_key
+
+SITE_NAMES = ("berlin", "lisbon", "osaka", "denver", "sydney", "toronto", "nairobi", "lima")
+FACTORY_VERSION = "1.0.0"
+FAULTS = ("offline", "online", "slow", "disk-full", "clear")
+HOST = "127.0.0.1"
+
+
+@dataclass
+class LabDevice:
+    name: str
+    site: str
+    serial: str
+    port: int
+    hardware: str = "jetson-xavier-nx"
+    arch: str = "aarch64"
+    ssh: str = "openssh"
+    factory: bool = False
+    offline: bool = False
+    pid: int | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+def site_name(index: int) -> str:
+    return SITE_NAMES[index] if index < len(SITE_NAMES) else f"site{index + 1:02d}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def default_ssh() -> str:
+    return "openssh" if shutil.which("sshd") or Path("/usr/sbin/sshd").exists() else "asyncssh"
+
+
+def sshd_path() -> str:
+    found = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not Path(found).exists():
+        raise ConfigError("OpenSSH sshd is not installed",
+                          fix="apt-get install openssh-server, or use `--ssh asyncssh`")
+    return found
+
+
+class Lab:
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self.dir = project.state_dir / "lab"
+        self.file = self.dir / "lab.json"
+
+    # ---- state -------------------------------------------------------------
+    def devices(self) -> dict[str, LabDevice]:
+        raw = read_json(self.file, default={"devices": {}})
+        return {name: LabDevice(**d) for name, d in raw["devices"].items()}
+
+    def _save(self, devices: dict[str, LabDevice]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.file, {"devices": {n: asdict(d) for n, d in devices.items()}})
+
+    def device(self, name: str) -> LabDevice:
+        devices = self.devices()
+        if name not in devices:
+            raise UsageError(f"no lab device named '{name}'",
+                             fix=f"known: {', '.join(sorted(devices)) or 'none (run `fleet lab up`)'}")
+        return devices[name]
+
+    def root(self, name: str) -> Path:
+        return self.dir / "devices" / name
+
+    def layout(self, name: str) -> Layout:
+        return Layout(self.root(name))
+
+    # ---- lifecycle ------------------------------------------------------------
+    def up(self, sites: int = 3, per_site: int = 3, *, ssh: str | None = None,
+           factory: bool = False) -> list[LabDevice]:
+        """Create missing devices (sites x per_site), start every SSH server, write the inventory."""
+        if sites < 1 or per_site < 1:
+            raise UsageError("--sites and --devices-per-site must be at least 1")
+        kind = ssh or default_ssh()
+        if kind == "openssh":
+            sshd_path()
+        devices = self.devices()
+        for s in range(sites):
+            for i in range(1, per_site + 1):
+                name = f"{site_name(s)}-{i:02d}"
+                if name not in devices:
+                    devices[name] = self._create(name, site_name(s), kind, factory)
+                devices[name].ssh = kind
+        self._save(devices)
+        for name in devices:
+            self.start(name)
+        self.write_inventory()
+        return list(self.devices().values())
+
+    def _create(self, name: str, site: str, ssh: str, factory: bool) -> LabDevice:
+        serial = "EF" + hashlib.sha256(f"{site}/{name}".encode()).hexdigest()[:10].upper()
+        dev = LabDevice(name=name, site=site, serial=serial, port=0, ssh=ssh, factory=factory,
+                        tags=["canary"] if name.endswith("-01") and site == site_name(0) else [])
+        root = self.root(name)
+        if root.exists():
+            shutil.rmtree(root)
+        write_factory_image(Layout(root), FACTORY_VERSION)
+        if not factory:
+            self.install_identity(dev)
+        return dev
+
+    def install_identity(self, dev: LabDevice) -> None:
+        """What provisioning installs, done directly for a pre-provisioned lab device."""
+        lay = self.layout(dev.name)
+        atomic_write_json(lay.device_json, {
+            "name": dev.name, "serial": dev.serial, "site": dev.site,
+            "hardware": dev.hardware, "arch": dev.arch,
+        })
+        write_host_key(lay)
+        authorized = lay.ssh_dir / "authorized_keys"
+        authorized.write_text(controller_public_key(self.project) + "\n")
+        authorized.chmod(0o600)
+        self._install_release_keys(lay)
+
+    def _install_release_keys(self, lay: Layout) -> None:
+        release = self.project.certs / "release"
+        lay.release_keys.mkdir(parents=True, exist_ok=True)
+        for pub in sorted(release.glob("*.pub")) if release.is_dir() else []:
+            shutil.copy2(pub, lay.release_keys / pub.name)
+
+    def start(self, name: str) -> None:
+        """Start a device's SSH server unless it is running, offline or unprovisioned."""
+        devices = self.devices()
+        dev = devices[name]
+        if dev.offline or self.running(dev) or not host_key_path(self.layout(name)).exists():
+            return
+        if not dev.port or not port_free(dev.port):
+            dev.port = free_port()
+        dev.pid = self._spawn(dev)
+        self._save(devices)
+        pub = host_key_path(self.layout(name)).with_suffix(".pub").read_text()
+        pin_host_key(self.project.known_hosts, HOST, dev.port, pub)
+        wait_for_port(dev.port, dev.pid, self.root(name) / ".lab/ssh.log")
+
+    def _spawn(self, dev: LabDevice) -> int:
+        root = self.root(dev.name)
+        (root / ".lab").mkdir(parents=True, exist_ok=True)
+        argv = (self._openssh_argv(dev) if dev.ssh == "openssh" else self._asyncssh_argv(dev))
+        log = (root / ".lab/ssh.log").open("ab")
+        proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env=self._device_env(dev))
+        log.close()
+        return proc.pid
+
+    def _device_env(self, dev: LabDevice) -> dict[str, str]:
+        bindir = str(Path(sys.executable).parent)
+        return {**os.environ, "FLEET_ROOT": str(self.root(dev.name)),
+                "PATH": f"{bindir}:/usr/sbin:/usr/bin:/sbin:/bin"}
+
+    def _openssh_argv(self, dev: LabDevice) -> list[str]:
+        root = self.root(dev.name)
+        lay = Layout(root)
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        env = self._device_env(dev)
+        config = root / ".lab/sshd_config"
+        config.write_text("\n".join([
+            f"Port {dev.port}", f"ListenAddress {HOST}",
+            f"HostKey {host_key_path(lay)}",
+            f"AuthorizedKeysFile {lay.ssh_dir / 'authorized_keys'}",
+            f"PidFile {root / '.lab/sshd.pid'}",
+            "PasswordAuthentication no", "KbdInteractiveAuthentication no",
+            "PubkeyAuthentication yes", "PermitRootLogin prohibit-password",
+            "UsePAM no", "StrictModes no", "PrintMotd no", "UseDNS no",
+            "MaxStartups 200:30:400", "MaxSessions 64", "LogLevel ERROR",
+            f"SetEnv FLEET_ROOT={env['FLEET_ROOT']} PATH={env['PATH']}",
+            "Subsystem sftp internal-sftp", "",
+        ]))
+        return [sshd_path(), "-D", "-e", "-f", str(config)]
+
+    def _asyncssh_argv(self, dev: LabDevice) -> list[str]:
+        lay = self.layout(dev.name)
+        return [sys.executable, "-m", "fleet.lab_sshd", "--port", str(dev.port),
+                "--host-key", str(host_key_path(lay)),
+                "--authorized-keys", str(lay.ssh_dir / "authorized_keys")]
+
+    def running(self, dev: LabDevice) -> bool:
+        return dev.pid is not None and pid_is(dev.pid, str(self.root(dev.name)), dev.ssh)
+
+    def stop(self, name: str) -> None:
+        devices = self.devices()
+        dev = devices[name]
+        if self.running(dev):
+            assert dev.pid is not None
+            terminate(dev.pid)
+        dev.pid = None
+        self._save(devices)
+
+    def down(self) -> int:
+        """Stop every SSH server the lab started (by PID); device state stays on disk."""
+        stopped = 0
+        for name, dev in self.devices().items():
+            if self.running(dev):
+                stopped += 1
+            self.stop(name)
+        return stopped
+
+    def destroy(self) -> None:
+        self.down()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.rmtree(self.project.inventories / "lab", ignore_errors=True)
+
+    # ---- faults and reboot ----------------------------------------------------
+    def fault(self, name: str, kind: str, *, seconds: float = 3.0) -> None:
+        if kind not in FAULTS:
+            raise UsageError(f"unknown fault '{kind}'", fix=f"use one of: {', '.join(FAULTS)}")
+        self.device(name)
+        if kind in ("offline", "online", "clear"):
+            self._set_offline(name, kind == "offline")
+        if kind in ("slow", "disk-full", "clear"):
+            self._set_fault_switch(name, kind, seconds)
+
+    def _set_offline(self, name: str, offline: bool) -> None:
+        devices = self.devices()
+        devices[name].offline = offline
+        self._save(devices)
+        self.stop(name) if offline else self.start(name)
+
+    def _set_fault_switch(self, name: str, kind: str, seconds: float) -> None:
+        lay = self.layout(name)
+        faults = {} if kind == "clear" else read_json(lay.lab_faults, default={})
+        if kind == "slow":
+            faults["slow"] = seconds
+        elif kind == "disk-full":
+            faults["disk-full"] = True
+        atomic_write_json(lay.lab_faults, faults)
+
+    def faults(self, name: str) -> list[str]:
+        dev = self.device(name)
+        active = sorted(read_json(self.layout(name).lab_faults, default={}) or {})
+        return (["offline"] if dev.offline else []) + active
+
+    def reboot(self, name: str) -> dict[str, Any]:
+        """Power-cycle: SSH goes away, the boot logic picks the slot, services come back."""
+        self.stop(name)
+        boot = run_boot(self.layout(name), self._device_env(self.device(name)))
+        self.start(name)
+        return boot
+
+    # ---- inventory -------------------------------------------------------------
+    def write_inventory(self) -> Path:
+        """inventories/lab/: one group per site, every device with its port and data."""
+        from ruamel.yaml import YAML
+
+        devices = self.devices()
+        out = self.project.inventories / "lab"
+        out.mkdir(parents=True, exist_ok=True)
+        agent = str(Path(sys.executable).parent / "fleet-agent")
+        hosts = {d.name: host_entry(d, agent) for d in devices.values()}
+        groups = {f"site-{s}": {"data": {"site": s}} for s in sorted({d.site for d in devices.values()})}
+        yaml = YAML()
+        yaml.default_flow_style = False
+        for fname, doc in (("hosts.yaml", hosts), ("groups.yaml", groups),
+                           ("defaults.yaml", {"username": "root"})):
+            with (out / fname).open("w") as fh:
+                fh.write("# written by `fleet lab up`; edits are overwritten\n")
+                yaml.dump(doc, fh)
+        return out
+
+    def status(self) -> list[dict[str, Any]]:
+        rows = []
+        for name, dev in sorted(self.devices().items()):
+            lay = self.layout(name)
+            rows.append({
+                "name": name, "site": dev.site, "port": dev.port, "ssh": dev.ssh,
+                "running": self.running(dev), "provisioned": lay.device_json.exists(),
+                "software": slots.software_version(lay), "slot": slots.active_slot(lay),
+                "faults": self.faults(name), "root": str(lay.root),
+            })
+        return rows
+
+
+def host_entry(dev: LabDevice, agent: str) -> dict[str, Any]:
+    data: dict[str, Any] = {"site": dev.site, "serial": dev.serial, "hardware": dev.hardware,
+                            "arch": dev.arch, "tags": list(dev.tags), "agent": agent}
+    return {"hostname": HOST, "port": dev.port, "groups": [f"site-{dev.site}"], "data": data}
+
+
+def host_key_path(lay: Layout) -> Path:
+    return lay.ssh_dir / "ssh_host_ed25519_key"
+
+
+def write_host_key(lay: Layout) -> str:
+    """A fresh Ed25519 host key (private 0600, public beside it); returns the public line."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    lay.ssh_dir.mkdir(parents=True, exist_ok=True)
+    path = host_key_path(lay)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                            serialization.NoEncryption())
+    path.write_bytes(pem)
+    path.chmod(0o600)
+    pub = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                        serialization.PublicFormat.OpenSSH).decode()
+    path.with_suffix(".pub").write_text(pub + "\n")
+    return pub
+
+
+def write_factory_image(lay: Layout, version: str) -> None:
+    """Slot A holds a small software image; slot B is empty; logs and staging exist."""
+    image = lay.slot("a")
+    (image / "opt/edgefleet").mkdir(parents=True, exist_ok=True)
+    (image / "opt/edgefleet/VERSION").write_text(version + "\n")
+    (image / "etc").mkdir(exist_ok=True)
+    (image / "etc/os-release").write_text(f'NAME="edgefleet OS"\nVERSION_ID="{version}"\n')
+    lay.slot("b").mkdir(parents=True, exist_ok=True)
+    for d in (lay.etc, lay.staging, lay.apps, lay.logs, lay.run, lay.root / ".lab"):
+        d.mkdir(parents=True, exist_ok=True)
+    slots.factory_reset_state(lay, version)
+
+
+def run_boot(lay: Layout, env: dict[str, str]) -> dict[str, Any]:
+    """The boot-time slot choice (`fleet-agent boot` when the agent has it), then mark boot time."""
+    agent = str(Path(sys.executable).parent / "fleet-agent")
+    proc = subprocess.run([agent, "boot"], env=env, capture_output=True, text=True, timeout=60)
+    answer: dict[str, Any] = {}
+    try:
+        answer = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else {}
+    except ValueError:
+        answer = {}
+    if not answer.get("ok") and (answer.get("error") or {}).get("code") != "usage":
+        raise DeviceError(f"boot failed on {lay.root.name}: {proc.stdout.strip() or proc.stderr.strip()}")
+    atomic_write_json(lay.run / "boot-time.json", {"booted_at": time.time()})
+    return answer
+
+
+def pid_is(pid: int, marker: str, kind: str) -> bool:
+    """Is `pid` alive and really our server (not a reused PID)?"""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return False
+    if kind == "openssh":
+        return "sshd" in cmdline and marker in cmdline
+    return "fleet.lab_sshd" in cmdline and marker in cmdline
+
+
+def terminate(pid: int, timeout: float = 5.0) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        _reap(pid)
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def wait_for_port(port: int, pid: int, log: Path, timeout: float = 15.0) -> None:
+    """Poll until the server accepts connections (bounded), or report its log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5):
+                return
+        except OSError:
+            _reap(pid)
+            if not Path(f"/proc/{pid}").exists():
+                break
+            time.sleep(0.02)
+    tail = log.read_text(errors="replace")[-400:] if log.exists() else ""
+    raise DeviceError(f"lab SSH server on port {port} did not start: {tail.strip()}")

@@ -1,0 +1,323 @@
+"""SSH to devices: a Nornir connection plugin on paramiko with pinned host keys.
+
+* Host keys come only from the project's ``.fleet/known_hosts`` (OpenSSH
+  format, ``[host]:port`` for non-22 ports). An unknown or changed key is
+  refused, naming the device and both fingerprints; there is no auto-add.
+* Commands are argv lists, joined with `shlex.join`: no shell string is ever
+  built from user input.
+* `put` uploads over SFTP, pipelined, into ``<remote>.part``; an interrupted
+  upload resumes from the partial file's size, and the result is verified by
+  SHA-256 on the device before it is renamed into place.
+
+>>> session = SSHSession.connect("berlin-01", "127.0.0.1", 22001, "root", key, known)  # doctest: +SKIP
+>>> session.exec(["fleet-agent", "info"]).rc                                           # doctest: +SKIP
+0
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import shlex
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import paramiko
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from nornir.core.configuration import Config
+
+from fleet.errors import DeviceError, HostKeyError
+
+CONNECTION_NAME = "fleet_ssh"
+CHUNK = 32 * 1024  # SFTP's largest write request paramiko sends in one packet
+WINDOW = 16 * 1024 * 1024
+
+
+@dataclass
+class ExecResult:
+    rc: int
+    stdout: bytes
+    stderr: bytes
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def known_hosts_name(hostname: str, port: int) -> str:
+    return hostname if port == 22 else f"[{hostname}]:{port}"
+
+
+def pin_host_key(known_hosts: Path, hostname: str, port: int, public_openssh: str) -> None:
+    """Pin `public_openssh` ("ssh-ed25519 AAAA...") for hostname:port, replacing any old pin."""
+    name = known_hosts_name(hostname, port)
+    lines = known_hosts.read_text().splitlines() if known_hosts.exists() else []
+    kept = [ln for ln in lines if ln.split(" ", 1)[0] != name]
+    kind, blob = public_openssh.split()[:2]
+    kept.append(f"{name} {kind} {blob}")
+    _write_private(known_hosts, "\n".join(kept) + "\n")
+
+
+def unpin_host_key(known_hosts: Path, hostname: str, port: int) -> bool:
+    name = known_hosts_name(hostname, port)
+    if not known_hosts.exists():
+        return False
+    lines = known_hosts.read_text().splitlines()
+    kept = [ln for ln in lines if ln.split(" ", 1)[0] != name]
+    _write_private(known_hosts, "".join(f"{ln}\n" for ln in kept))
+    return len(kept) != len(lines)
+
+
+def _write_private(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.chmod(0o600)
+    tmp.replace(path)
+
+
+def controller_key(project: Any) -> Path:
+    """The controller's SSH key (`.fleet/id_ed25519`, 0600), created on first use."""
+    path = Path(project.state_dir) / "id_ed25519"
+    if not path.exists():
+        key = ed25519.Ed25519PrivateKey.generate()
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption())
+        pub = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                            serialization.PublicFormat.OpenSSH)
+        _write_private(path, pem.decode())
+        path.with_suffix(".pub").write_text(pub.decode() + " edgefleet-controller\n")
+    return path
+
+
+def controller_public_key(project: Any) -> str:
+    return controller_key(project).with_suffix(".pub").read_text().strip()
+
+
+class SSHSession:
+    """One authenticated SSH transport to one device."""
+
+    def __init__(self, device: str, transport: paramiko.Transport, command_timeout: float) -> None:
+        self.device = device
+        self.transport = transport
+        self.command_timeout = command_timeout
+        self._sftp: paramiko.SFTPClient | None = None
+
+    @classmethod
+    def connect(cls, device: str, hostname: str, port: int, username: str, key_file: Path,
+                known_hosts: Path, *, connect_timeout: float = 10, command_timeout: float = 120,
+                keepalive: int = 15) -> SSHSession:
+        try:
+            sock = socket.create_connection((hostname, port), timeout=connect_timeout)
+        except OSError as exc:
+            raise DeviceError(f"{device}: cannot connect to {hostname}:{port}: {exc.strerror or exc}",
+                              fix="check the device is powered and reachable") from exc
+        transport = paramiko.Transport(sock, default_window_size=WINDOW,
+                                       default_max_packet_size=CHUNK * 2)
+        transport.set_keepalive(keepalive)
+        try:
+            transport.start_client(timeout=connect_timeout)
+            _verify_host_key(device, hostname, port, transport.get_remote_server_key(), known_hosts)
+            transport.auth_publickey(username, _load_key(key_file))
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            transport.close()
+            raise DeviceError(f"{device}: SSH handshake with {hostname}:{port} failed: {exc}",
+                              fix="check the device's SSH server and the controller key") from exc
+        except HostKeyError:
+            transport.close()
+            raise
+        return cls(device, transport, command_timeout)
+
+    def close(self) -> None:
+        if self._sftp is not None:
+            self._sftp.close()
+        self.transport.close()
+
+    def exec(self, argv: list[str], *, stdin: bytes | IO[bytes] | None = None,
+             timeout: float | None = None,
+             on_stderr_line: Callable[[bytes], None] | None = None) -> ExecResult:
+        """Run `argv` (each argument quoted) and collect its output; a timeout is a DeviceError."""
+        chan = self.transport.open_session(timeout=timeout or self.command_timeout)
+        try:
+            chan.exec_command(shlex.join(argv))
+            if stdin is not None:
+                _feed(chan, stdin)
+            chan.shutdown_write()
+            return _collect(chan, self.device, argv[:2], timeout or self.command_timeout,
+                            on_stderr_line)
+        finally:
+            chan.close()
+
+    @property
+    def sftp(self) -> paramiko.SFTPClient:
+        if self._sftp is None:
+            self._sftp = paramiko.SFTPClient.from_transport(self.transport, window_size=WINDOW,
+                                                            max_packet_size=CHUNK * 2)
+            assert self._sftp is not None
+        return self._sftp
+
+    def put(self, local: Path, remote: str, *, verify: Callable[[str], str],
+            progress: Callable[[int, int], None] | None = None) -> str:
+        """Upload `local` to `remote`, resuming a partial upload; returns the SHA-256.
+
+        `verify(path)` returns the SHA-256 of a file on the device (the agent's
+        `checksum`): a mismatch deletes the partial file and raises.
+        """
+        total = local.stat().st_size
+        part = remote + ".part"
+        offset = self._partial_size(part, total)
+        with local.open("rb") as src, self.sftp.open(part, "ab" if offset else "wb") as dst:
+            dst.set_pipelined(True)
+            src.seek(offset)
+            _copy(src, dst, offset, total, progress)
+        expected = sha256_file(local)
+        actual = verify(part)
+        if actual != expected:
+            self.sftp.remove(part)
+            raise DeviceError(f"{self.device}: upload of {local.name} failed verification "
+                              f"(sha256 {actual[:12]}… != {expected[:12]}…)",
+                              fix="run the command again; the upload restarts from zero")
+        self.sftp.posix_rename(part, remote)
+        return expected
+
+    def _partial_size(self, part: str, total: int) -> int:
+        try:
+            size = self.sftp.stat(part).st_size or 0
+        except FileNotFoundError:
+            return 0
+        return size if size <= total else 0
+
+    def get(self, remote: str, local: Path) -> None:
+        self.sftp.get(remote, str(local))
+
+
+def _copy(src: IO[bytes], dst: paramiko.SFTPFile, offset: int, total: int,
+          progress: Callable[[int, int], None] | None) -> None:
+    done = offset
+    while True:
+        block = src.read(CHUNK * 32)
+        if not block:
+            break
+        dst.write(block)
+        done += len(block)
+        if progress:
+            progress(done, total)
+
+
+def _feed(chan: paramiko.Channel, stdin: bytes | IO[bytes]) -> None:
+    if isinstance(stdin, bytes):
+        chan.sendall(stdin)
+        return
+    while block := stdin.read(CHUNK * 8):
+        chan.sendall(block)
+
+
+def _collect(chan: paramiko.Channel, device: str, what: list[str], timeout: float,
+             on_stderr_line: Callable[[bytes], None] | None) -> ExecResult:
+    out, err, pending = bytearray(), bytearray(), b""
+    deadline = time.monotonic() + timeout
+    chan.settimeout(0.2)
+    while True:
+        got = False
+        if chan.recv_ready():
+            out += chan.recv(65536)
+            got = True
+        if chan.recv_stderr_ready():
+            data = chan.recv_stderr(65536)
+            err += data
+            got = True
+            if on_stderr_line:
+                pending = _lines(pending + data, on_stderr_line)
+        if not got:
+            if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                break
+            if time.monotonic() > deadline:
+                raise DeviceError(f"{device}: `{shlex.join(what)}` timed out after {timeout:.0f}s",
+                                  fix="raise ssh.command_timeout in fleet.yaml or check the device")
+            chan.status_event.wait(0.05)
+    return ExecResult(chan.recv_exit_status(), bytes(out), bytes(err))
+
+
+def _lines(buffer: bytes, sink: Callable[[bytes], None]) -> bytes:
+    *complete, rest = buffer.split(b"\n")
+    for line in complete:
+        sink(line)
+    return rest
+
+
+def _load_key(path: Path) -> paramiko.PKey:
+    return paramiko.PKey.from_path(str(path))
+
+
+def _verify_host_key(device: str, hostname: str, port: int, offered: paramiko.PKey,
+                     known_hosts: Path) -> None:
+    keys = paramiko.HostKeys(str(known_hosts)) if known_hosts.exists() else paramiko.HostKeys()
+    name = known_hosts_name(hostname, port)
+    pinned = keys.lookup(name)
+    if not pinned:
+        raise HostKeyError(
+            f"{device}: host key for {name} is not pinned (device offers {fingerprint(offered)})",
+            where=str(known_hosts),
+            fix="provision the device (its key is pinned from the archive); keys are never trusted on first use")
+    expected = pinned.get(offered.get_name())
+    if expected is None or expected.asbytes() != offered.asbytes():
+        want = expected or next(iter(pinned.values()))
+        raise HostKeyError(
+            f"{device}: HOST KEY CHANGED for {name}: pinned {fingerprint(want)}, "
+            f"device offers {fingerprint(offered)}",
+            where=str(known_hosts),
+            fix="if the device was re-provisioned, re-pin its key from the new archive; otherwise investigate")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+class FleetSSH:
+    """Nornir connection plugin ``fleet_ssh``: `connection` is an SSHSession."""
+
+    def __init__(self) -> None:
+        self._session: SSHSession | None = None
+
+    def open(self, hostname: str | None, username: str | None, password: str | None,
+             port: int | None, platform: str | None, extras: dict[str, Any] | None = None,
+             configuration: Config | None = None) -> None:
+        ex = extras or {}
+        self._session = SSHSession.connect(
+            ex.get("device", hostname or "?"), hostname or "", port or 22, username or "root",
+            Path(ex["key_file"]), Path(ex["known_hosts"]),
+            connect_timeout=float(ex.get("connect_timeout", 10)),
+            command_timeout=float(ex.get("command_timeout", 120)),
+            keepalive=int(ex.get("keepalive", 15)),
+        )
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+
+    @property
+    def connection(self) -> SSHSession:
+        assert self._session is not None
+        return self._session
+
+
+def register_plugin() -> None:
+    """Make `fleet_ssh` known to Nornir even without the package's entry point."""
+    from nornir.core.plugins.connections import ConnectionPluginRegister
+
+    ConnectionPluginRegister.register(CONNECTION_NAME, FleetSSH)  # type: ignore[arg-type]
+
+
+try:
+    register_plugin()
+except Exception:  # noqa: BLE001,S110 - already registered through the entry point
+    pass
