@@ -22,10 +22,11 @@ from typing import Any
 import jsonschema
 
 from fleet.errors import ConfigError
-from fleet.schema import json_path, load_yaml_validated
+from fleet.schema import json_path, load_yaml, schema_errors
 
 BatchSize = int | str
 PERCENT = re.compile(r"^[0-9]+%$")
+BATCH_HINT = "is not a device count (0 or more) or a percentage like '10%'"
 ORDERS = ("inventory", "site-by-site", "shuffle")
 OFFLINE = ("skip", "fail", "wait")
 
@@ -122,14 +123,18 @@ def validate(data: Any, where: str, *, show_path: bool = True) -> None:
 
 def _message(err: jsonschema.ValidationError) -> str:
     if err.validator == "anyOf" and list(err.absolute_path)[:1] == ["batches"]:
-        return f"{err.instance!r} is not a device count (0 or more) or a percentage like '10%'"
+        return f"{err.instance!r} {BATCH_HINT}"
     return err.message
 
 
 def load_policy(path: Path, base: Policy | None = None) -> Policy:
     """Read a policy YAML file; errors carry file:line and the JSON path."""
-    data = load_yaml_validated(path, POLICY_SCHEMA, empty_ok=True)
-    return Policy.from_mapping(data or {}, where=str(path), base=base)
+    doc = load_yaml(path)
+    problems = schema_errors(doc, POLICY_SCHEMA, path) if doc is not None else []
+    if problems:
+        first = problems[0].replace("is not valid under any of the given schemas", BATCH_HINT)
+        raise ConfigError(first, fix="correct the file and run again")
+    return Policy.from_mapping(dict(doc or {}), where=str(path), base=base)
 
 
 def parse_batches(text: str) -> list[BatchSize]:
