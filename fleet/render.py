@@ -28,7 +28,7 @@ def grouped_table(title: str, columns: Sequence[str], rows: Iterable[dict[str, A
     """One table; a section line between sites."""
     table = Table(title=title, title_justify="left", header_style="bold")
     for col in columns:
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     last = object()
     for row in rows:
         if row.get(group_key) != last and last is not object():

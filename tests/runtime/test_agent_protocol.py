@@ -1,0 +1,63 @@
+"""fleet-agent speaks the protocol: one JSON object on stdout, exit 0/1/2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fleet_runtime.layout import Layout, atomic_write_json
+from fleet_runtime import slots
+
+AGENT = str(Path(sys.executable).parent / "fleet-agent")
+
+
+def call(root: Path, *args: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+    proc = subprocess.run([AGENT, *args], capture_output=True, text=True,
+                          env={"FLEET_ROOT": str(root), "PATH": "/usr/bin:/bin"})
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1, proc.stdout  # exactly one JSON object
+    return proc.returncode, json.loads(lines[0])
+
+
+@pytest.fixture
+def device(tmp_path: Path) -> Path:
+    lay = Layout(tmp_path)
+    atomic_write_json(lay.device_json, {"name": "dev-1", "serial": "S1", "site": "x",
+                                        "hardware": "jetson-orin-nano", "arch": "aarch64"})
+    slots.factory_reset_state(lay, "2.3.4")
+    return tmp_path
+
+
+def test_info(device: Path) -> None:
+    code, out = call(device, "info")
+    assert code == 0 and out["ok"] and out["protocol"] == 1
+    assert (out["name"], out["software"], out["slot"], out["arch"]) == ("dev-1", "2.3.4", "a", "aarch64")
+    assert out["uptime_s"] >= 0 and out["agent_version"]
+
+
+def test_health_checks_have_status_and_reason(device: Path) -> None:
+    code, out = call(device, "health")
+    assert code == 0 and out["verdict"] in ("healthy", "degraded", "failing")
+    for check in out["checks"]:
+        assert check["status"] in ("ok", "warn", "fail") and "reason" in check
+
+
+def test_disk_full_fault_fails_the_disk_check(device: Path) -> None:
+    atomic_write_json(Layout(device).lab_faults, {"disk-full": True})
+    _, out = call(device, "health")
+    disk = next(c for c in out["checks"] if c["name"] == "disk")
+    assert disk["status"] == "fail" and "100%" in disk["reason"] and out["verdict"] == "failing"
+
+
+def test_unprovisioned_device_is_an_error_object(tmp_path: Path) -> None:
+    code, out = call(tmp_path, "info")
+    assert code == 1 and not out["ok"] and out["error"]["code"] == "not-provisioned"
+
+
+def test_usage_error_exits_2_with_json(device: Path) -> None:
+    code, out = call(device, "no-such-command")
+    assert code == 2 and out["error"]["code"] == "usage"
