@@ -21,12 +21,12 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from nornir.core.exceptions import NornirSubTaskError
 from nornir.core.inventory import Host
-from nornir.core.processor import Processor
+from nornir.core.processor import Processors
 from nornir.core.task import AggregatedResult, MultiResult, Result, Task
 
 from fleet.rollout import batches as batching
@@ -71,12 +71,11 @@ class _Flight:
     abandoned: bool = False
 
 
-@dataclass
-class _StepEmitter(Processor):
-    """Turns subtask starts into `device_step` events: the live line per device."""
+class _StepEmitter:
+    """Nornir Processor turning subtask starts into `device_step` events (the live lines)."""
 
-    emit: EventSink
-    names: set[str] = field(default_factory=set)
+    def __init__(self, emit: EventSink) -> None:
+        self.emit = emit
 
     def task_started(self, task: Task) -> None: ...
     def task_completed(self, task: Task, result: AggregatedResult) -> None: ...
@@ -85,6 +84,9 @@ class _StepEmitter(Processor):
     def subtask_instance_completed(self, task: Task, host: Host, result: MultiResult) -> None: ...
 
     def subtask_instance_started(self, task: Task, host: Host) -> None:
+        parent = task.parent_task
+        if parent is not None and parent.parent_task is None and task.name != GATE_STEP:
+            return  # the work itself: its own subtasks are the steps worth showing
         self.emit({"event": "device_step", "device": host.name, "step": task.name})
 
 
@@ -129,6 +131,8 @@ class RolloutRunner:
         for number, batch in enumerate(batches, start=1):
             if self._stop is None and self.control.aborted():
                 self._stop = (ABORTED, str(self.control.aborted()))
+            if self._stop is not None and self._stop[0] == PAUSED:
+                break  # later batches stay pending for `resume`
             if self._stop is not None:
                 self._mark_not_run(batch, self._stop[1])
                 continue
@@ -346,12 +350,12 @@ class RolloutRunner:
                 inner.run(task=gate, name=GATE_STEP)
             return Result(host=inner.host, changed=sub.changed, result=sub.result)
 
-        processors = type(task.processors)([*task.processors, _StepEmitter(self.emit)])
+        processors = Processors([*task.processors, _StepEmitter(self.emit)])
         return Task(rollout_device, task.nornir, task.global_dry_run, processors, name=task.name)
 
 
 def _work_changed(multi: MultiResult) -> bool:
-    return any(r.changed for r in multi[1:] if r.name != GATE_STEP) or multi[0].changed
+    return bool(multi[0].changed)  # the wrapper carries the work's `changed`, not the gate's
 
 
 def _single(host: Host, text: str, failed: bool) -> MultiResult:
