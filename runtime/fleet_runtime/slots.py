@@ -49,7 +49,7 @@ FORMAT = 2
 DEFAULT_TRIALS = 3
 HOOK_TIMEOUT_S = 60.0
 MANIFEST_IN_SLOT = f"{bundle.RESERVED_PREFIX}/manifest.json"
-CRASH_ENV = "FLEET_AGENT_CRASH_AT"  # power-loss tests: SIGKILL at the Nth crash point
+CRASH_ENV = "FLEET_AGENT_CRASH_AT"  # power-loss tests: "N", "label" or "label:N"
 
 
 class State(str, Enum):
@@ -107,18 +107,30 @@ class SlotError(Exception):
 
 # ---------------------------------------------------------------------------- state file
 
-_crossings = 0
+_crossings: dict[str, int] = {}
 
 
 def crash_point(label: str) -> None:
-    """Test hook for the power-loss suite: die by SIGKILL at the Nth point crossed."""
-    global _crossings
+    """Test hook for the power-loss suite: SIGKILL ourselves at a chosen point.
+
+    ``FLEET_AGENT_CRASH_AT=7`` dies at the 7th point crossed, ``=write:3`` at the
+    third ``write`` point. Unset (always, outside tests) it costs one lookup.
+    """
     target = os.environ.get(CRASH_ENV)
     if not target:
         return
-    _crossings += 1
-    if _crossings == int(target):
+    want, _, nth = target.partition(":") if not target.isdigit() else ("", "", target)
+    key = want if want else ""
+    if want and want != label:
+        return
+    _crossings[key] = _crossings.get(key, 0) + 1
+    if _crossings[key] == int(nth or 1):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def crossings() -> int:
+    """Points crossed so far in this process (the power-loss suite sizes its trials with it)."""
+    return _crossings.get("", 0)
 
 
 def _upgrade(doc: dict[str, Any]) -> dict[str, Any]:
@@ -244,6 +256,8 @@ def _remove_tree(layout: Layout, path: Path) -> None:
 
 
 def _clean_leftovers(layout: Layout, keep_staging: bool) -> None:
+    for tmp in layout.state.glob(f".{layout.boot_json.name}.*.tmp"):
+        tmp.unlink(missing_ok=True)  # a power cut inside atomic_write leaves its temp file
     for path in layout.slots.glob(".*") if layout.slots.is_dir() else []:
         if path.name.startswith(".trash-") or (
                 path.name.startswith(".staging-") and not keep_staging):
