@@ -27,7 +27,7 @@ from fleet_runtime.agent.protocol import (
 )
 from fleet_runtime.layout import Layout, lab_faults
 
-COMMAND_MODULES = ("info", "health", "checksum", "logs", "ota", "provision", "rtsp")
+COMMAND_MODULES = ("info", "health", "checksum", "logs", "ota", "provision", "rtsp", "daemon")
 
 
 class _Parser(argparse.ArgumentParser):

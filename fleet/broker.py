@@ -1,0 +1,382 @@
+"""The on-prem MQTT broker: mosquitto with mutual TLS, identities from certificate CNs.
+
+Every client (device or controller) presents a certificate signed by a
+trusted CA; mosquitto takes the certificate's CN as the username
+(``use_identity_as_username``) and the ACL lets a device publish only under
+its own topics::
+
+    edgefleet/<site>/<its CN>/#       heartbeats (health), job status
+    $aws/things/<its CN>/#            device shadow topics (same names as AWS IoT Core)
+
+The controller (CN ``controller``) reads everything and may publish job
+documents. The broker is a real ``mosquitto`` process started and stopped by
+PID; its files live in one directory (config, ACL, certificates, log, state).
+
+``fleet lab up --mqtt`` (see :class:`LabMqtt`) runs one for the lab: a
+broker CA under ``.fleet/lab/mqtt/``, the fleet CA (``certs/ca.crt``)
+trusted as well when present, each lab device given a certificate when it has
+none, its ``etc/fleet/mqtt.json`` written, and its ``fleet-agent daemon``
+started.
+
+>>> broker = Broker(Path(".fleet/lab/mqtt"))            # doctest: +SKIP
+>>> broker.start().port                                  # doctest: +SKIP
+38883
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from fleet_runtime.layout import Layout, atomic_write, atomic_write_json, read_json
+
+from fleet.errors import ConfigError, FleetError
+from fleet.project import Project
+
+HOST = "127.0.0.1"
+CONTROLLER_CN = "controller"
+TOPIC_PREFIX = "edgefleet"
+DEFAULT_INTERVAL = 10.0
+
+
+# ---- certificates ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Identity:
+    """A client or server identity on disk: certificate, key (0600) and the CA to trust."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn),
+                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "edgefleet")])
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+class BrokerCA:
+    """A small EC P-256 CA for the broker's own server certificate and lab clients."""
+
+    def __init__(self, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey, path: Path) -> None:
+        self.cert, self.key, self.path = cert, key, path
+
+    @classmethod
+    def load_or_create(cls, directory: Path, cn: str = "edgefleet broker CA") -> BrokerCA:
+        crt, key_path = directory / "ca.crt", directory / "ca.key"
+        if crt.exists() and key_path.exists():
+            cert = x509.load_pem_x509_certificate(crt.read_bytes())
+            key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+            assert isinstance(key, ec.EllipticCurvePrivateKey)
+            return cls(cert, key, crt)
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.now(timezone.utc)
+        cert = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(_name(cn))
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - timedelta(minutes=5))
+                .not_valid_after(now + timedelta(days=3650))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+                .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
+                                             False), critical=True)
+                .sign(key, hashes.SHA256()))
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_write(key_path, _key_pem(key), mode=0o600)
+        atomic_write(crt, cert.public_bytes(serialization.Encoding.PEM))
+        return cls(cert, key, crt)
+
+    def issue(self, cn: str, directory: Path, *, server: bool = False, days: int = 365,
+              stem: str | None = None) -> Identity:
+        """Write ``<stem>.crt``/``<stem>.key`` for `cn` (client auth, or server for 127.0.0.1)."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.now(timezone.utc)
+        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+        builder = (x509.CertificateBuilder().subject_name(_name(cn))
+                   .issuer_name(self.cert.subject).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(now - timedelta(minutes=5))
+                   .not_valid_after(now + timedelta(days=days))
+                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                   .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
+        if server:
+            builder = builder.add_extension(x509.SubjectAlternativeName([
+                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(HOST))]),
+                critical=False)
+        cert = builder.sign(self.key, hashes.SHA256())
+        stem = stem or cn
+        directory.mkdir(parents=True, exist_ok=True)
+        identity = Identity(directory / f"{stem}.crt", directory / f"{stem}.key", self.path)
+        atomic_write(identity.key, _key_pem(key), mode=0o600)
+        atomic_write(identity.cert, cert.public_bytes(serialization.Encoding.PEM))
+        return identity
+
+
+# ---- mosquitto ---------------------------------------------------------------------------
+
+def acl_text(prefix: str = TOPIC_PREFIX, controller: str = CONTROLLER_CN) -> str:
+    """The broker ACL: devices write only under their CN; the controller reads all."""
+    return "\n".join([
+        "# written by edgefleet (fleet/broker.py); identities are certificate CNs",
+        f"user {controller}",
+        f"topic read {prefix}/#",
+        f"topic write {prefix}/+/+/jobs/#",
+        "topic read $aws/things/#",
+        "",
+        "# every device (pattern: %u is the certificate CN)",
+        f"pattern write {prefix}/+/%u/#",
+        f"pattern read {prefix}/+/%u/jobs/#",
+        "pattern readwrite $aws/things/%u/#",
+        "",
+    ])
+
+
+def mosquitto_path() -> str:
+    found = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not Path(found).exists():
+        raise ConfigError("mosquitto is not installed",
+                          fix="apt-get install mosquitto (scripts/system-deps.sh does it)")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class BrokerState:
+    port: int
+    pid: int
+    ca: str
+    controller_cert: str
+    controller_key: str
+    host: str = HOST
+
+
+class Broker:
+    """A mosquitto process with mTLS and the ACL above; its files live in `directory`."""
+
+    def __init__(self, directory: Path, trusted_cas: tuple[Path, ...] = ()) -> None:
+        self.dir = directory
+        self.trusted_cas = trusted_cas
+        self.state_file = directory / "broker.json"
+
+    @property
+    def ca(self) -> BrokerCA:
+        return BrokerCA.load_or_create(self.dir / "ca")
+
+    def state(self) -> BrokerState | None:
+        raw = read_json(self.state_file, default=None)
+        return BrokerState(**raw) if raw else None
+
+    def running(self) -> bool:
+        st = self.state()
+        return st is not None and pid_is_mosquitto(st.pid, str(self.dir))
+
+    def start(self, port: int = 0) -> BrokerState:
+        """Start mosquitto (or return the running one) and wait until it accepts TLS."""
+        current = self.state()
+        if current is not None and self.running():
+            return current
+        ca = self.ca
+        server = ca.issue("localhost", self.dir / "tls", server=True, stem="server")
+        controller = ca.issue(CONTROLLER_CN, self.dir / "tls", stem=CONTROLLER_CN)
+        bundle = self._ca_bundle(ca)
+        port = port or free_port()
+        conf = self._write_config(port, server, bundle)
+        log = (self.dir / "mosquitto.log").open("ab")
+        proc = subprocess.Popen([mosquitto_path(), "-c", str(conf)], stdout=log, stderr=log,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        state = BrokerState(port, proc.pid, str(ca.path), str(controller.cert), str(controller.key))
+        atomic_write_json(self.state_file, asdict(state))
+        wait_for_listener(port, proc.pid, self.dir / "mosquitto.log")
+        return state
+
+    def _ca_bundle(self, ca: BrokerCA) -> Path:
+        """Client CAs mosquitto trusts: its own, plus the fleet CA when the project has one."""
+        pems = [ca.path.read_bytes()]
+        pems += [p.read_bytes() for p in self.trusted_cas if p.exists()]
+        path = self.dir / "clients-ca.pem"
+        atomic_write(path, b"".join(p if p.endswith(b"\n") else p + b"\n" for p in pems))
+        return path
+
+    def _write_config(self, port: int, server: Identity, client_cas: Path) -> Path:
+        acl = self.dir / "acl"
+        atomic_write(acl, acl_text().encode())
+        conf = self.dir / "mosquitto.conf"
+        atomic_write(conf, "\n".join([
+            "# written by edgefleet (fleet/broker.py)",
+            # As root, mosquitto would switch to its own user and lose our 0600 files.
+            f"user {pwd.getpwuid(os.getuid()).pw_name}",
+            "per_listener_settings false", "persistence false", "allow_anonymous false",
+            f"acl_file {acl}", f"log_dest file {self.dir / 'mosquitto.log'}",
+            "log_type error", "log_type warning", "log_type notice",
+            f"listener {port} {HOST}", "protocol mqtt",
+            f"cafile {client_cas}", f"certfile {server.cert}", f"keyfile {server.key}",
+            "require_certificate true", "use_identity_as_username true", "tls_version tlsv1.2",
+            "",
+        ]).encode())
+        return conf
+
+    def stop(self) -> bool:
+        """Stop the broker by PID; True if one was running."""
+        st = self.state()
+        was = st is not None and self.running()
+        if st is not None and was:
+            terminate(st.pid)
+        self.state_file.unlink(missing_ok=True)
+        return was
+
+
+def pid_is_mosquitto(pid: int, marker: str) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return False
+    return "mosquitto" in cmdline and marker in cmdline
+
+
+def wait_for_listener(port: int, pid: int, log: Path, timeout: float = 15.0) -> None:
+    """Poll (bounded) until the port accepts connections; report the log if it died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5):
+                return
+        except OSError:
+            _reap(pid)
+            if not Path(f"/proc/{pid}").exists():
+                break
+            time.sleep(0.02)
+    tail = log.read_text(errors="replace")[-400:] if log.exists() else ""
+    raise FleetError(f"mosquitto on port {port} did not start: {tail.strip()}",
+                     fix="check the broker log and that mosquitto is installed")
+
+
+def terminate(pid: int, timeout: float = 5.0) -> None:
+    """SIGTERM, wait (bounded), then SIGKILL."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _reap(pid)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+    _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+# ---- the lab's broker and device daemons -----------------------------------------------
+
+def mqtt_settings(state: BrokerState, identity: Identity, interval: float) -> dict[str, Any]:
+    """A device's ``etc/fleet/mqtt.json`` for an on-prem broker."""
+    return {"mode": "broker", "endpoint": state.host, "port": state.port,
+            "ca": str(identity.ca), "cert": str(identity.cert), "key": str(identity.key),
+            "topic_prefix": TOPIC_PREFIX, "heartbeat_s": interval}
+
+
+class LabMqtt:
+    """The lab's broker plus one ``fleet-agent daemon`` per running lab device."""
+
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self.dir = project.state_dir / "lab" / "mqtt"
+        self.broker = Broker(self.dir, trusted_cas=(project.certs / "ca.crt",))
+        self.daemons_file = self.dir / "daemons.json"
+
+    def up(self, devices: dict[str, Path], interval: float = DEFAULT_INTERVAL) -> BrokerState:
+        """Start the broker, give each device (name -> FLEET_ROOT) settings and a daemon."""
+        state = self.broker.start()
+        for name, root in sorted(devices.items()):
+            self.configure(name, Layout(root), state, interval)
+            self.start_daemon(name, root)
+        return state
+
+    def configure(self, name: str, layout: Layout, state: BrokerState, interval: float) -> None:
+        """The device's MQTT identity (its own certificate when it has one) and settings."""
+        if layout.device_crt.exists() and layout.device_key.exists():
+            identity = Identity(layout.device_crt, layout.device_key, Path(state.ca))
+        else:
+            identity = self.broker.ca.issue(name, layout.etc, stem="mqtt")
+        atomic_write_json(layout.etc / "mqtt.json", mqtt_settings(state, identity, interval))
+
+    def daemons(self) -> dict[str, int]:
+        return {k: int(v) for k, v in (read_json(self.daemons_file, default={}) or {}).items()}
+
+    def start_daemon(self, name: str, root: Path) -> int:
+        running = self.daemons()
+        if name in running and daemon_alive(running[name], root):
+            return running[name]
+        agent = str(Path(sys.executable).parent / "fleet-agent")
+        log = (root / ".lab").joinpath("daemon.out")
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as out:
+            proc = subprocess.Popen([agent, "daemon"], stdout=out, stderr=out,
+                                    stdin=subprocess.DEVNULL, start_new_session=True,
+                                    env={**os.environ, "FLEET_ROOT": str(root)})
+        running[name] = proc.pid
+        atomic_write_json(self.daemons_file, running)
+        return proc.pid
+
+    def stop_daemon(self, name: str, root: Path) -> bool:
+        running = self.daemons()
+        pid = running.pop(name, None)
+        atomic_write_json(self.daemons_file, running)
+        if pid is None or not daemon_alive(pid, root):
+            return False
+        terminate(pid)
+        return True
+
+    def down(self, roots: dict[str, Path]) -> int:
+        """Stop every daemon and the broker (by PID); returns how many daemons stopped."""
+        stopped = sum(self.stop_daemon(name, roots.get(name, Path("/nonexistent")))
+                      for name in list(self.daemons()))
+        self.broker.stop()
+        return stopped
+
+
+def daemon_alive(pid: int, root: Path) -> bool:
+    """Is `pid` a live `fleet-agent daemon` for this device root (not a reused PID)?"""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    stat = Path(f"/proc/{pid}/stat").read_text().split()
+    if len(stat) > 2 and stat[2] == "Z":
+        _reap(pid)
+        return False
+    return b"daemon" in cmdline and f"FLEET_ROOT={root}".encode() in environ.split(b"\0")
