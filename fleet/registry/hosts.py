@@ -8,8 +8,6 @@ The host key fingerprint comes from the pinned key in ``.fleet/known_hosts``.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -55,13 +53,10 @@ def host_key_fingerprint(known_hosts: Path | None, hostname: str | None, port: i
         return None
     from paramiko.hostkeys import HostKeys
 
-    keys = HostKeys(str(known_hosts))
-    entry = keys.lookup(hostname if port == 22 else f"[{hostname}]:{port}")
-    if not entry:
-        return None
-    key = next(iter(entry.values()))
-    digest = hashlib.sha256(key.asbytes()).digest()
-    return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
+    from fleet.transport import fingerprint, known_hosts_name
+
+    entry = HostKeys(str(known_hosts)).lookup(known_hosts_name(hostname, port))
+    return fingerprint(next(iter(entry.values()))) if entry else None
 
 
 def entries(source: Any, known_hosts: Path | None) -> list[tuple[str, dict[str, Any]]]:
@@ -74,19 +69,3 @@ def entries(source: Any, known_hosts: Path | None) -> list[tuple[str, dict[str, 
             fields["host_key_fingerprint"] = fingerprint
         out.append((name, {k: v for k, v in fields.items() if v is not None}))
     return out
-
-
-def remove_pinned_key(known_hosts: Path, hostname: str | None, port: int | None) -> bool:
-    """Drop the host's line(s) from known_hosts (atomically). True when something was removed."""
-    if not hostname or not known_hosts.exists():
-        return False
-    from fleet_runtime.layout import atomic_write
-
-    port = int(port or 22)
-    wanted = hostname if port == 22 else f"[{hostname}]:{port}"
-    lines = known_hosts.read_text().splitlines(keepends=True)
-    kept = [ln for ln in lines if wanted not in ln.split(" ", 1)[0].split(",")]
-    if len(kept) == len(lines):
-        return False
-    atomic_write(known_hosts, "".join(kept).encode(), mode=known_hosts.stat().st_mode & 0o777)
-    return True
