@@ -194,8 +194,11 @@ class FleetCA:
     def record_issued(self, issued: list[IssuedDevice]) -> None:
         """Keep the public certificates and one index line per certificate."""
         self.paths.devices.mkdir(parents=True, exist_ok=True)
-        for item in issued:
-            atomic_write(self.paths.devices / f"{item.name}.crt", item.cert_pem, 0o644)
+        for item in issued:  # public and re-creatable: no fsync per file
+            path = self.paths.devices / f"{item.name}.crt"
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_bytes(item.cert_pem)
+            tmp.replace(path)
         lines = "".join(json.dumps(item.record(), sort_keys=True) + "\n" for item in issued)
         with open(self.paths.issued, "a", encoding="utf-8") as fh:
             fh.write(lines)

@@ -17,6 +17,8 @@ SUBCOMMANDS = (
     ("fleet.cli.lab", "lab"),
     ("fleet.cli.health", "health"),
     ("fleet.cli.demo", "demo"),
+    ("fleet.cli.ca", "ca"),
+    ("fleet.cli.provision", "provision"),
 )
 
 app = typer.Typer(

@@ -1,0 +1,97 @@
+"""fleet ca: the fleet's root certificate authority (init, show, revoke)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from fleet.cli import options as o
+from fleet.cli.application import Application, app_of
+from fleet.errors import FleetError
+
+app = typer.Typer(help="The fleet CA: device certificates and provisioning signatures.",
+                  no_args_is_help=True)
+
+
+def passphrase(a: Application, *, confirm: bool = False) -> bytes:
+    """FLEET_CA_PASSPHRASE, else a hidden prompt on a terminal; never echoed or stored."""
+    from fleet.pki import PASSPHRASE_ENV
+
+    value = os.environ.get(PASSPHRASE_ENV)
+    if value:
+        return value.encode()
+    if not sys.stdin.isatty():
+        a.abort(f"the fleet CA key is locked; set {PASSPHRASE_ENV} or run in a terminal", 2)
+    return str(typer.prompt("Fleet CA passphrase", hide_input=True,
+                            confirmation_prompt=confirm)).encode()
+
+
+@app.command()
+def init(ctx: typer.Context,
+         org: Annotated[str, typer.Option(help="organisation named in the CA certificate")] = "edgefleet",
+         key_type: Annotated[str, typer.Option(help="ec-p256 | rsa2048 | ec-p384")] = "ec-p256",
+         force: Annotated[bool, typer.Option(help="replace an existing CA (old devices stop verifying)")] = False,
+         json: o.Json = False) -> None:
+    """Create the fleet root CA; its key is stored encrypted with your passphrase."""
+    from fleet import pki
+
+    a = app_of(ctx)
+    if key_type not in pki.KEY_TYPES:
+        a.abort(f"unknown --key-type '{key_type}'; use one of {', '.join(pki.KEY_TYPES)}", 2)
+    try:
+        ca = pki.init_ca(a.project, org=org, key_type=key_type,
+                         passphrase=passphrase(a, confirm=True), force=force)
+        info = pki.describe(a.project)
+    except FleetError as exc:
+        a.fail(exc)
+    if json:
+        a.output_json(info)
+        return
+    a.display_success(f"fleet CA created: {ca.cert.subject.rfc4514_string()} ({key_type})")
+    a.display_info(f"certificate {info['certificate']}\nprivate key {info['private_key']} "
+                   "(encrypted, git-ignored: back it up somewhere safe)")
+    a.output(info["fingerprint"])
+
+
+@app.command()
+def show(ctx: typer.Context, json: o.Json = False) -> None:
+    """Show the fleet CA: subject, key type, fingerprint, validity, issued and revoked counts."""
+    from fleet import pki
+
+    a = app_of(ctx)
+    try:
+        info = pki.describe(a.project)
+    except FleetError as exc:
+        a.fail(exc)
+    if json:
+        a.output_json(info)
+        return
+    from rich.table import Table
+
+    table = Table(title="fleet CA", title_justify="left", show_header=False)
+    for key in ("subject", "key_type", "fingerprint", "not_before", "not_after", "certificate",
+                "private_key", "key_encrypted", "issued", "devices", "revoked", "crl"):
+        table.add_row(key.replace("_", " "), str(info[key]))
+    a.output(table)
+
+
+@app.command()
+def revoke(ctx: typer.Context, device: str,
+           reason: Annotated[str, typer.Option(help="recorded with the revocation")] = "unspecified",
+           json: o.Json = False) -> None:
+    """Revoke every certificate issued to DEVICE and rewrite the CRL (certs/crl.pem)."""
+    from fleet import pki
+
+    a = app_of(ctx)
+    try:
+        ca = pki.load_ca(a.project, passphrase(a))
+        serials = ca.revoke(device, reason=reason)
+    except FleetError as exc:
+        a.fail(exc)
+    if json:
+        a.output_json({"device": device, "revoked": serials, "crl": str(ca.paths.crl)})
+        return
+    a.display_success(f"{device}: revoked {len(serials)} certificate(s); CRL {ca.paths.crl}")

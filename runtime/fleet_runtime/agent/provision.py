@@ -1,0 +1,163 @@
+"""`fleet-agent provision --usb PATH` (first boot) and `fleet-agent reset`.
+
+First boot finds this device's archive at the root of the drive, runs every
+check of ``fleet_runtime.provisioning.verify_archive`` (zip safety, manifest
+signature by a trusted CA, every SHA-256, deadline, serial), then installs
+identity, host key, authorized key, network settings, CA and release keys
+under FLEET_ROOT. Nothing is written before every check has passed; the
+files are written atomically one by one with ``device.json`` last (it marks
+the device provisioned), and a failure part-way puts back what was there.
+Every step and the outcome go to ``edgefleet/provision.log`` on the drive, so
+a failed provisioning can be diagnosed without a network (as Panorama did).
+Secrets never reach the log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from fleet_runtime import __version__
+from fleet_runtime import provisioning as fmt
+from fleet_runtime.agent.protocol import AgentError, progress
+from fleet_runtime.layout import Layout, atomic_write, check_disk_space, read_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("provision", help="first boot: install this device's identity from a USB drive")
+    p.add_argument("--usb", required=True, type=Path, help="mount point of the drive")
+    p.set_defaults(handler=run)
+    r = sub.add_parser("reset", help="forget this device's identity so it can be provisioned again")
+    r.set_defaults(handler=reset)
+
+
+class UsbLog:
+    """Appends lines to ``<drive>/edgefleet/provision.log``; a read-only drive is noted, not fatal."""
+
+    def __init__(self, drive: Path) -> None:
+        self.path = drive / fmt.LOG_DIR / fmt.LOG_NAME
+        self.written = True
+
+    def line(self, text: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        try:
+            self.path.parent.mkdir(exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(f"{stamp} {text}\n")
+        except OSError:
+            self.written = False
+
+
+def run(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
+    log = UsbLog(args.usb)
+    log.line(f"first boot: fleet-agent {__version__}, drive {args.usb}")
+    try:
+        result = provision(layout, args.usb, log)
+    except fmt.ProvisioningError as exc:
+        log.line(f"REFUSED {exc.code}: {exc.message}; nothing was changed on the device")
+        raise AgentError(exc.code, exc.message) from None
+    except OSError as exc:
+        what = f"{exc.strerror or exc} ({exc.filename or 'no file'})"
+        log.line(f"FAILED os-error: {what}; the device was left as it was")
+        raise AgentError("os-error", what) from None
+    log.line(f"PROVISIONED as {result['device']}; remove the drive and wipe it (it holds secrets)")
+    return {**result, "log": str(log.path), "log_written": log.written}
+
+
+def provision(layout: Layout, drive: Path, log: UsbLog) -> dict[str, Any]:
+    """Verify the drive's archive for this device and install it. Raises ProvisioningError."""
+    _refuse_if_provisioned(layout)
+    expect = fmt.Expectations(serial=fmt.hardware_serial(layout),
+                              trusted_ca=fmt.trusted_fingerprints(layout))
+    log.line(f"device serial {expect.serial or 'unknown'}; trusted CA "
+             f"{'pinned (' + str(len(expect.trusted_ca)) + ')' if expect.trusted_ca else 'not pinned: physical presence'}")
+    path = choose_archive(drive, expect.serial)
+    log.line(f"archive {path.name}: verifying")
+    progress("verify", archive=path.name)
+    archive = fmt.verify_archive(path, expect)
+    log.line(f"archive {path.name}: signature, {len(archive.members) - 2} member hashes, "
+             f"deadline {archive.manifest['install_by']} and serial checked; sha256 {archive.sha256}")
+    record = {
+        "at": fmt.utc_iso(expect.now), "archive": path.name, "archive_sha256": archive.sha256,
+        "ca_fingerprint": archive.manifest["ca_fingerprint"], "trust": archive.trust,
+        "install_by": archive.manifest["install_by"], "agent_version": __version__,
+    }
+    progress("install", device=archive.device)
+    check_disk_space(layout)
+    installed = apply(fmt.install_plan(layout, archive, record))
+    log.line(f"installed {len(installed)} files under {layout.etc}")
+    return {"device": archive.device, "serial": archive.manifest.get("serial"),
+            "trust": archive.trust, "ca_fingerprint": record["ca_fingerprint"],
+            "installed": [str(p.relative_to(layout.root)) for p in installed]}
+
+
+def _refuse_if_provisioned(layout: Layout) -> None:
+    current = read_json(layout.device_json, default=None)
+    if current is not None:
+        raise fmt.ProvisioningError(
+            "already-provisioned", f"this device is already provisioned as "
+            f"{current.get('name')!r}; run `fleet-agent reset` before provisioning it again")
+
+
+def choose_archive(drive: Path, serial: str | None) -> Path:
+    """The archive on the drive meant for this device (by serial when there are several)."""
+    if not drive.is_dir():
+        raise fmt.ProvisioningError("no-drive", f"{drive} is not a mounted drive")
+    found = fmt.find_archives(drive)
+    if not found:
+        raise fmt.ProvisioningError(
+            "not-found", f"no {fmt.ARCHIVE_PREFIX}*{fmt.ARCHIVE_SUFFIX} at the root of {drive}")
+    if len(found) == 1:
+        return found[0]
+    mine = [p for p in found if serial and _manifest_serial(p) == serial]
+    if len(mine) == 1:
+        return mine[0]
+    raise fmt.ProvisioningError(
+        "ambiguous", f"{len(found)} archives on the drive and none is marked for serial "
+        f"{serial or '(unknown)'}; leave only this device's archive on the drive")
+
+
+def _manifest_serial(path: Path) -> str | None:
+    try:
+        _, members = fmt.read_archive(path)
+        return json.loads(members[fmt.MANIFEST]).get("serial")
+    except (fmt.ProvisioningError, KeyError, ValueError, OSError):
+        return None
+
+
+def apply(plan: list[tuple[Path, bytes, int]]) -> list[Path]:
+    """Write every file atomically, in order; on failure restore what was there before."""
+    before = {path: path.read_bytes() if path.is_file() else None for path, _, _ in plan}
+    written: list[Path] = []
+    try:
+        for path, data, mode in plan:
+            atomic_write(path, data, mode)
+            written.append(path)
+    except OSError:
+        for path in reversed(written):
+            old = before[path]
+            if old is None:
+                path.unlink(missing_ok=True)
+            else:
+                atomic_write(path, old, 0o600)
+        raise
+    return written
+
+
+def reset(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
+    """Remove identity, keys, host key and network settings; software and trust anchor stay."""
+    current = read_json(layout.device_json, default=None) or {}
+    removed = []
+    for path in fmt.identity_paths(layout):  # device.json first: the device is unprovisioned
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        else:
+            continue
+        removed.append(str(path.relative_to(layout.root)))
+    return {"reset": True, "was": current.get("name"), "removed": removed}
