@@ -124,6 +124,7 @@ class AwsTarget:
     region: str | None = None
     role_arn: str | None = None  # IoT presigns per device with this role when given
     prefix: str = "edgefleet/bundles"
+    group_prefix: str = "edgefleet-"  # the aws registry's site thing groups: <prefix><site>
 
 
 def sha256_of(path: Path) -> str:
@@ -163,13 +164,14 @@ class IotJobs:
         return url, None
 
     def targets(self, things: Iterable[str], sites: dict[str, list[str]] | None) -> list[str]:
-        """Thing group ARNs (``site-<name>``) for whole sites, else the things' ARNs."""
+        """Site thing group ARNs (as the aws registry names them) for whole sites, else the
+        things' ARNs."""
         if sites:
             return [self._group_arn(site, members) for site, members in sorted(sites.items())]
         return [self.iot.describe_thing(thingName=t)["thingArn"] for t in things]
 
     def _group_arn(self, site: str, members: list[str]) -> str:
-        name = f"site-{site}"
+        name = f"{self.target.group_prefix}{site}"
         try:
             arn = self.iot.describe_thing_group(thingGroupName=name)["thingGroupArn"]
         except self.iot.exceptions.ResourceNotFoundException:

@@ -126,11 +126,11 @@ def test_whole_sites_target_site_thing_groups(aws, tmp_path):
     jobs.create("r-test-2", bundle, "1.1.0", Policy(), ["berlin-01", "berlin-02"],
                 sites={"berlin": ["berlin-01", "berlin-02"]})
     job = aws.describe_job(jobId="r-test-2")["job"]
-    assert job["targets"][0].endswith(":thinggroup/site-berlin")
+    assert job["targets"][0].endswith(":thinggroup/edgefleet-berlin")
     assert job["presignedUrlConfig"]["roleArn"].endswith("role/iot-presign")
     doc = json.loads(aws.get_job_document(jobId="r-test-2")["document"])
     assert doc["bundle"]["url"].startswith("${aws:iot:s3-presigned-url:https://s3.amazonaws.com/")
-    members = aws.list_things_in_thing_group(thingGroupName="site-berlin")["things"]
+    members = aws.list_things_in_thing_group(thingGroupName="edgefleet-berlin")["things"]
     assert sorted(members) == ["berlin-01", "berlin-02"]
 
 
