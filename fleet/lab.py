@@ -147,7 +147,12 @@ class Lab:
         if root.exists():
             shutil.rmtree(root)
         write_factory_image(Layout(root), FACTORY_VERSION)
-        if not factory:
+        from fleet.provisioning import lab_manufacture
+
+        lab_manufacture(self.project, Layout(root), serial)  # hardware serial, pinned fleet CA
+        if factory:
+            dev.port = free_port()  # known now: archives pin the host key for [host]:port
+        else:
             self.install_identity(dev)
         return dev
 
@@ -176,12 +181,19 @@ class Lab:
         dev = devices[name]
         if dev.offline or self.running(dev) or not host_key_path(self.layout(name)).exists():
             return
+        old_port = dev.port
         if not dev.port or not port_free(dev.port):
             dev.port = free_port()
         dev.pid = self._spawn(dev)
         self._save(devices)
-        pub = host_key_path(self.layout(name)).with_suffix(".pub").read_text()
-        pin_host_key(self.project.known_hosts, HOST, dev.port, pub)
+        if dev.factory:  # its key was pinned from the provisioning archive, never from the device
+            from fleet.provisioning import move_pin
+
+            if move_pin(self.project.known_hosts, HOST, old_port, dev.port):
+                self.write_inventory()
+        else:
+            pub = host_key_path(self.layout(name)).with_suffix(".pub").read_text()
+            pin_host_key(self.project.known_hosts, HOST, dev.port, pub)
         wait_for_port(dev.port, dev.pid, self.root(name) / ".lab/ssh.log")
 
     def _spawn(self, dev: LabDevice) -> int:

@@ -498,6 +498,31 @@ def _remove(path: Path) -> None:
 # ---------------------------------------------------------------- lab first boot
 
 
+def lab_manufacture(project: Project, layout: Any, serial: str) -> None:
+    """What the factory gives a lab box: its hardware serial and, when the project has a
+    fleet CA, that CA's fingerprint pinned as the device's provisioning trust anchor."""
+    atomic_write(layout.root / ".lab/hardware.json", _json({"serial": serial}), 0o644)
+    ca = pki.ca_paths(project).cert
+    if ca.exists():
+        anchor = fmt.trust_anchor_path(layout)
+        anchor.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(anchor, (fmt.cert_fingerprint(pki.load_ca_cert(project)) + "\n").encode(), 0o644)
+
+
+def move_pin(known_hosts: Path, hostname: str, old_port: int, new_port: int) -> bool:
+    """Carry the key pinned for ``[host]:old_port`` over to ``new_port``; True if it moved."""
+    if old_port == new_port or not known_hosts.exists():
+        return False
+    old, new = known_hosts_name(hostname, old_port), known_hosts_name(hostname, new_port)
+    keys = [ln.split(" ", 1)[1] for ln in known_hosts.read_text().splitlines()
+            if ln.split(" ", 1)[0] == old and " " in ln]
+    if not keys:
+        return False
+    pin_host_keys(known_hosts, {new: keys[-1]})
+    return True
+
+
+
 def lab_usb_boot(lab: Any, name: str, drive: Path) -> dict[str, Any]:
     """Insert `drive` into lab device `name` and power it on: the device's own first boot
     (``fleet-agent provision --usb``), then the boot logic and its SSH server."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -77,6 +78,28 @@ def reboot(ctx: typer.Context, device: str) -> None:
     except FleetError as exc:
         a.fail(exc)
     a.display_success(f"{device}: rebooted")
+
+
+@app.command()
+def usb(ctx: typer.Context, device: str,
+        path: Annotated[Path, typer.Argument(help="folder standing for the USB drive")],
+        json: o.Json = False) -> None:
+    """Insert a USB drive into a lab device and power it on: its first boot provisions it
+    from the drive (`fleet-agent provision --usb`), then its SSH server starts."""
+    from fleet.lab import Lab
+    from fleet.provisioning import lab_usb_boot
+
+    a = app_of(ctx)
+    try:
+        answer = lab_usb_boot(Lab(a.project), device, path)
+    except FleetError as exc:
+        a.fail(exc)
+    if json:
+        a.output_json(answer)
+        return
+    a.display_success(f"{device}: provisioned from {path} (CA trust: {answer.get('trust')}); "
+                      f"SSH up with the host key pinned from its archive")
+    a.display_info(f"provisioning log on the drive: {answer.get('log')}")
 
 
 def _show_status(a, json: bool) -> None:  # type: ignore[no-untyped-def]
