@@ -19,6 +19,7 @@ SUBCOMMANDS = (
     ("fleet.cli.demo", "demo"),
     ("fleet.cli.ca", "ca"),
     ("fleet.cli.provision", "provision"),
+    ("fleet.cli.firmware", "firmware"),
 )
 
 app = typer.Typer(
