@@ -17,6 +17,7 @@ SUBCOMMANDS = (
     ("fleet.cli.lab", "lab"),
     ("fleet.cli.health", "health"),
     ("fleet.cli.demo", "demo"),
+    ("fleet.cli.logs", "logs"),
     ("fleet.cli.ca", "ca"),
     ("fleet.cli.provision", "provision"),
     ("fleet.cli.firmware", "firmware"),
