@@ -20,6 +20,8 @@ SUBCOMMANDS = (
     ("fleet.cli.logs", "logs"),
     ("fleet.cli.ca", "ca"),
     ("fleet.cli.provision", "provision"),
+    ("fleet.cli.devices", "devices"),
+    ("fleet.cli.cameras", "cameras"),
     ("fleet.cli.firmware", "firmware"),
 )
 
