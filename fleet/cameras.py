@@ -133,11 +133,14 @@ def header_errors(header: list[str]) -> list[RowError]:
 
 # ---- one row -------------------------------------------------------------------------------
 
-def _text(row: Mapping[str, str], column: str, limit: int = MAX_TEXT) -> str:
+def _text(row: Mapping[str, str], column: str, limit: int = MAX_TEXT,
+          multiline: bool = False) -> str:
     value = row.get(column, "").strip()
+    if multiline:  # a spreadsheet cell with line breaks: keep them, as LF
+        value = value.replace("\r\n", "\n").replace("\r", "\n")
     if len(value) > limit:
         raise _RowInvalid(column, f"longer than {limit} characters")
-    if _CONTROL.search(value):
+    if _CONTROL.search(value.replace("\n", "").replace("\t", "") if multiline else value):
         raise _RowInvalid(column, "contains control characters")
     return value
 
@@ -239,7 +242,7 @@ def camera_of(row: Mapping[str, str], base_dir: Path, env: Mapping[str, str]) ->
     url, url_user, url_pass = check_url(row.get("rtsp_url", "").strip())
     user, password = _credentials(row, url_user, url_pass, base_dir, env)
     return Camera(name=name, device=device, rtsp_url=url, username=user, password=password,
-                  description=_text(row, "description"), tags=parse_tags(row.get("tags", "")))
+                  description=_text(row, "description", multiline=True), tags=parse_tags(row.get("tags", "")))
 
 
 # ---- the whole file ----------------------------------------------------------------------------

@@ -420,12 +420,13 @@ def _tag_matches(tags: Mapping[str, str], wanted: str) -> bool:
 
 
 def certificate_fingerprint(cert_pem: str) -> str:
-    """SHA-256 of the certificate's DER, hex (what AWS IoT uses as the certificate id)."""
+    """``sha256:<hex>`` of the certificate's DER (the provisioning format's fingerprint)."""
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
+
+    from fleet_runtime.provisioning import cert_fingerprint
 
     try:
         cert = x509.load_pem_x509_certificate(cert_pem.encode("ascii"))
     except ValueError as exc:
         raise ConfigError("not a PEM certificate", fix="pass the device's .crt file") from exc
-    return cert.fingerprint(hashes.SHA256()).hex()
+    return cert_fingerprint(cert)
