@@ -22,9 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from fleet_runtime import __version__
-from fleet_runtime import provisioning as fmt
 from fleet_runtime.agent.protocol import AgentError, progress
 from fleet_runtime.layout import Layout, atomic_write, check_disk_space, read_json
+
+# The archive format (jsonschema, x509) is imported inside the commands: every other
+# fleet-agent command builds this parser too and must stay quick to start.
+LOG_DIR, LOG_NAME = "edgefleet", "provision.log"
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -39,7 +42,7 @@ class UsbLog:
     """Appends lines to ``<drive>/edgefleet/provision.log``; a read-only drive is noted, not fatal."""
 
     def __init__(self, drive: Path) -> None:
-        self.path = drive / fmt.LOG_DIR / fmt.LOG_NAME
+        self.path = drive / LOG_DIR / LOG_NAME
         self.written = True
 
     def line(self, text: str) -> None:
@@ -53,6 +56,8 @@ class UsbLog:
 
 
 def run(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
+    from fleet_runtime import provisioning as fmt
+
     log = UsbLog(args.usb)
     log.line(f"first boot: fleet-agent {__version__}, drive {args.usb}")
     try:
@@ -70,6 +75,8 @@ def run(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
 
 def provision(layout: Layout, drive: Path, log: UsbLog) -> dict[str, Any]:
     """Verify the drive's archive for this device and install it. Raises ProvisioningError."""
+    from fleet_runtime import provisioning as fmt
+
     _refuse_if_provisioned(layout)
     expect = fmt.Expectations(serial=fmt.hardware_serial(layout),
                               trusted_ca=fmt.trusted_fingerprints(layout))
@@ -96,6 +103,8 @@ def provision(layout: Layout, drive: Path, log: UsbLog) -> dict[str, Any]:
 
 
 def _refuse_if_provisioned(layout: Layout) -> None:
+    from fleet_runtime import provisioning as fmt
+
     current = read_json(layout.device_json, default=None)
     if current is not None:
         raise fmt.ProvisioningError(
@@ -105,6 +114,8 @@ def _refuse_if_provisioned(layout: Layout) -> None:
 
 def choose_archive(drive: Path, serial: str | None) -> Path:
     """The archive on the drive meant for this device (by serial when there are several)."""
+    from fleet_runtime import provisioning as fmt
+
     if not drive.is_dir():
         raise fmt.ProvisioningError("no-drive", f"{drive} is not a mounted drive")
     found = fmt.find_archives(drive)
@@ -122,6 +133,8 @@ def choose_archive(drive: Path, serial: str | None) -> Path:
 
 
 def _manifest_serial(path: Path) -> str | None:
+    from fleet_runtime import provisioning as fmt
+
     try:
         _, members = fmt.read_archive(path)
         return json.loads(members[fmt.MANIFEST]).get("serial")
@@ -150,6 +163,8 @@ def apply(plan: list[tuple[Path, bytes, int]]) -> list[Path]:
 
 def reset(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
     """Remove identity, keys, host key and network settings; software and trust anchor stay."""
+    from fleet_runtime import provisioning as fmt
+
     current = read_json(layout.device_json, default=None) or {}
     removed = []
     for path in fmt.identity_paths(layout):  # device.json first: the device is unprovisioned
