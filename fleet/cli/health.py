@@ -11,7 +11,7 @@ from fleet.errors import FleetError
 
 def command(ctx: typer.Context, inventory: o.Inventory = None, site: o.Site = None,
             group: o.Group = None, tag: o.Tag = None, limit: o.Limit = None,
-            json: o.Json = False) -> None:
+            json: o.Json = False, concurrency: o.Concurrency = None) -> None:
     """Check every selected device in parallel and print a table grouped by site.
 
     Exit codes: 0 all healthy, 1 any degraded or failing, 2 any unreachable.
@@ -21,7 +21,8 @@ def command(ctx: typer.Context, inventory: o.Inventory = None, site: o.Site = No
 
     a = app_of(ctx)
     try:
-        nr = inv.select(a.project, inv.Selection.of(inventory, site, group, tag, limit))
+        nr = inv.select(a.project, inv.Selection.of(inventory, site, group, tag, limit),
+                        num_workers=concurrency)
     except FleetError as exc:
         a.fail(exc)
     reports = health.sweep(a.project, nr, processors=[ProgressProcessor(a.err, "health")])

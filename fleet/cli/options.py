@@ -18,3 +18,7 @@ Limit = Annotated[
 ]
 Json = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="show what would change; change nothing")]
+Concurrency = Annotated[
+    Optional[int],
+    typer.Option("--concurrency", "-c", min=1, help="devices worked on at once (default: fleet.yaml)"),
+]

@@ -1,0 +1,53 @@
+"""Helpers shared by the benchmarks: a bench venv for peers (ansible-core), timing, tables."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+WORK = BENCH_DIR / ".work"
+
+
+def peer_venv(*packages: str) -> Path:
+    """A venv under bench/.work with the peer tools installed (created once)."""
+    venv = WORK / "peers"
+    marker = venv / ("installed-" + "-".join(p.replace("=", "_") for p in packages))
+    if not marker.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin/pip"), "install", "-q", *packages], check=True)
+        marker.touch()
+    return venv / "bin"
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def best_of(n: int, fn: Callable[[], object]) -> float:
+    return min(timed(fn) for _ in range(n))
+
+
+def fleet_cmd(project: Path, *args: str) -> list[str]:
+    return [str(Path(sys.executable).parent / "fleet"), "--project", str(project), "--no-color", *args]
+
+
+def ansible_inventory(project: Path, lab: object, out: Path) -> Path:
+    """An INI inventory for the same lab, pinned to the same known_hosts (no TOFU)."""
+    from fleet.transport import controller_key
+
+    key = controller_key(lab.project)  # type: ignore[attr-defined]
+    known = project / ".fleet/known_hosts"
+    lines = ["[lab]"]
+    for name, dev in sorted(lab.devices().items()):  # type: ignore[attr-defined]
+        lines.append(f"{name} ansible_host=127.0.0.1 ansible_port={dev.port}")
+    lines += ["", "[lab:vars]", "ansible_user=root", f"ansible_ssh_private_key_file={key}",
+              "ansible_python_interpreter=/usr/bin/python3",
+              f"ansible_ssh_common_args='-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes'"]
+    out.write_text("\n".join(lines) + "\n")
+    return out
