@@ -125,6 +125,7 @@ class AwsTarget:
     role_arn: str | None = None  # IoT presigns per device with this role when given
     prefix: str = "edgefleet/bundles"
     group_prefix: str = "edgefleet-"  # the aws registry's site thing groups: <prefix><site>
+    endpoint_url: str | None = None  # as the aws registry's; AWS_ENDPOINT_URL works too
 
 
 def sha256_of(path: Path) -> str:
@@ -143,8 +144,8 @@ class IotJobs:
         import boto3
 
         self.target = target
-        self.iot = boto3.client("iot", region_name=target.region)
-        self.s3 = boto3.client("s3", region_name=target.region)
+        self.iot = boto3.client("iot", region_name=target.region, endpoint_url=target.endpoint_url)
+        self.s3 = boto3.client("s3", region_name=target.region, endpoint_url=target.endpoint_url)
 
     def upload(self, bundle: Path) -> tuple[str, str]:
         """Put the bundle in S3 under its SHA-256; returns (key, sha256)."""

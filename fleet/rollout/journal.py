@@ -65,7 +65,7 @@ class Journal:
         """Start a journal, refusing if an unfinished rollout shares any device."""
         folder = rollouts_dir(project)
         with _flocked(folder / ".create.lock"):
-            _refuse_overlap(project, set(devices))
+            refuse_overlap(project, set(devices))
             journal = cls(folder / f"{rollout_id or new_id()}.jsonl")
             if journal.path.exists():
                 raise UsageError(f"rollout {journal.id} already exists")
@@ -175,9 +175,12 @@ class Journal:
         return None
 
 
-def _refuse_overlap(project: Project, devices: set[str]) -> None:
+def refuse_overlap(project: Project, devices: set[str], exclude: str | None = None) -> None:
+    """Raise RolloutConflict naming the first unfinished rollout that shares a device."""
     for path in sorted(rollouts_dir(project).glob("*.jsonl")):
         other = Journal(path)
+        if other.id == exclude:
+            continue
         report = other.report()
         if report.status in TERMINAL:
             continue

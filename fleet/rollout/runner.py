@@ -95,17 +95,22 @@ class RolloutRunner:
 
     gate: a task function run after the work on each device; a failed Result
         (or exception) means the device did not reach the wanted state.
+    settle: for a device that was in flight when the controller died: a task
+        that may finish what is safe to finish (never the work itself) and
+        says whether the device is already done; defaults to the gate.
     probe: ``probe(host) -> bool`` reachability check for the offline policy.
     plan / prior: from a journal when resuming (batches of names; outcomes so
         far). Devices whose prior outcome is final are not touched; in-flight
-        ones are checked with the gate first and only redone if it fails.
+        ones are settled first and the work is redone only if that fails.
     """
 
-    def __init__(self, policy: Policy, *, gate: Gate | None = None, probe: Probe | None = None,
+    def __init__(self, policy: Policy, *, gate: Gate | None = None, settle: Gate | None = None,
+                 probe: Probe | None = None,
                  control: Control | None = None, on_event: Sequence[EventSink] = (),
                  plan: list[list[str]] | None = None,
                  prior: Mapping[str, str] | None = None) -> None:
         self.policy, self.gate, self.probe = policy, gate, probe
+        self.settle = settle or gate
         self.control = control or Control()
         self.sinks = list(on_event)
         self.plan, self.prior = plan, dict(prior or {})
@@ -332,9 +337,9 @@ class RolloutRunner:
         return False
 
     def _verified(self, host: Host, wrapped: Task) -> bool:
-        if self.gate is None:
+        if self.settle is None:
             return False
-        check = Task(self.gate, wrapped.nornir, wrapped.global_dry_run, wrapped.processors,
+        check = Task(self.settle, wrapped.nornir, wrapped.global_dry_run, wrapped.processors,
                      name="resume check")
         try:
             return not check.start(host).failed

@@ -1,0 +1,135 @@
+"""An OTA update as rollout work: the per-device task, its health gate, probe and plan facts.
+
+The runner is generic; this module is what makes it roll out a bundle. The
+task is `fleet.ota.install_bundle` (check, upload, install, activate, reboot,
+verify, commit or roll back). The gate looks again after the task, with fresh
+agent calls: a device counts as done only if it runs the target version,
+committed (no trial pending), and its health is not failing.
+
+>>> work = OtaWork.for_bundle(project, Path("out/firmware/edgefleet-os-1.1.0.bundle"))  # doctest: +SKIP
+>>> runner = RolloutRunner(policy, gate=work.gate, settle=work.settle, probe=work.probe)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nornir.core import Nornir
+from nornir.core.inventory import Host
+from nornir.core.task import Result, Task
+
+from fleet.agent import agent_for
+from fleet.errors import FleetError
+from fleet.project import Project
+
+KIND = "ota"
+Progress = Callable[[str, str, dict[str, Any]], None]
+
+
+@dataclass
+class OtaWork:
+    """Everything a rollout needs to apply one bundle to devices."""
+
+    project: Project
+    bundle: Path
+    version: str
+    name: str
+    health_flags: list[str] = field(default_factory=list)
+    progress: Progress | None = None
+
+    @classmethod
+    def for_bundle(cls, project: Project, bundle: Path, progress: Progress | None = None
+                   ) -> OtaWork:
+        from fleet import health, ota
+
+        manifest = ota.read_target(bundle)
+        return cls(project, bundle.resolve(), manifest.version, manifest.name,
+                   health.agent_flags(project), progress)
+
+    @property
+    def task(self) -> Callable[..., Result]:
+        from fleet.ota import install_bundle
+
+        return install_bundle
+
+    def params(self) -> dict[str, Any]:
+        return {"bundle_path": str(self.bundle), "project": self.project,
+                "health_flags": self.health_flags, "progress": self.progress}
+
+    def header(self) -> dict[str, Any]:
+        """What the journal keeps so `resume` can rebuild this work."""
+        return {"kind": KIND, "artifact": str(self.bundle), "version": self.version,
+                "artifact_name": self.name}
+
+    # gate, settle, probe ---------------------------------------------------------
+    def gate(self, task: Task) -> Result:
+        """Nornir task: target version, committed, health not failing — asked afresh."""
+        agent = agent_for(task)
+        slots, health = agent.call("slots"), agent.health(*self.health_flags)
+        problems = []
+        if slots["software"] != self.version:
+            problems.append(f"reports {slots['software']}, expected {self.version}")
+        if slots["state"] != "idle":
+            problems.append(f"slot state is {slots['state']}, not committed")
+        if health["verdict"] == "failing":
+            problems.append(f"health failing: {health.get('reason')}")
+        if problems:
+            return Result(task.host, failed=True, result="; ".join(problems))
+        return Result(task.host, result={"software": slots["software"],
+                                         "verdict": health["verdict"]})
+
+    def settle(self, task: Task) -> Result:
+        """After a controller crash: a device left on trial at the target is committed when its
+        self-test passed; then the gate decides. Never installs."""
+        agent = agent_for(task)
+        slots = agent.call("slots")
+        if slots["state"] == "trial" and slots["software"] == self.version:
+            agent.call("commit")  # refuses (AgentCallError) when its self-test failed
+        return self.gate(task)
+
+    def probe(self, nr: Nornir) -> Callable[[Host], bool]:
+        """``probe(host) -> bool``: can we reach the device's agent now?"""
+        from fleet.transport import CONNECTION_NAME
+
+        def reachable(host: Host) -> bool:
+            try:
+                session = host.get_connection(CONNECTION_NAME, nr.config)
+                session.exec([str(host.get("agent", "fleet-agent")), "info"], timeout=15)
+                return True
+            except Exception:  # unreachable, refused, timed out: all mean "offline"
+                _drop(host, CONNECTION_NAME)
+                return False
+
+        return reachable
+
+
+def _drop(host: Host, name: str) -> None:
+    """Forget a dead cached connection so the next use reconnects."""
+    if name in host.connections:
+        try:
+            host.close_connection(name)
+        except Exception:  # a dead transport may fail to close; it is gone anyway
+            host.connections.pop(name, None)
+
+
+def facts_task(task: Task, version: str) -> Result:
+    """Nornir task for `plan`: what the device runs now, read-only."""
+    try:
+        info = agent_for(task).info()
+    except FleetError as exc:
+        return Result(task.host, result={"state": "offline", "reason": exc.line()})
+    current = str(info.get("software"))
+    state = "current" if current == version else "change"
+    return Result(task.host, result={"state": state, "software": current})
+
+
+def work_from_header(project: Project, header: dict[str, Any],
+                     progress: Progress | None = None) -> OtaWork:
+    """Rebuild the work of a journaled rollout (resume, retry)."""
+    if header.get("kind") != KIND:
+        raise FleetError(f"rollout kind {header.get('kind')!r} is not an OTA rollout",
+                         fix="resume it with the command that started it")
+    return OtaWork.for_bundle(project, Path(str(header["artifact"])), progress)
