@@ -51,6 +51,7 @@ from fleet.project import Project
 HOST = "127.0.0.1"
 CONTROLLER_CN = "controller"
 TOPIC_PREFIX = "edgefleet"
+SYNC_PREFIX = "edgefleet-sync"  # the controller's read barrier (see fleet/heartbeats.py)
 DEFAULT_INTERVAL = 10.0
 
 
@@ -139,6 +140,7 @@ def acl_text(prefix: str = TOPIC_PREFIX, controller: str = CONTROLLER_CN) -> str
         f"user {controller}",
         f"topic read {prefix}/#",
         f"topic write {prefix}/+/+/jobs/#",
+        f"topic readwrite {SYNC_PREFIX}/#",
         "topic read $aws/things/#",
         "",
         "# every device (pattern: %u is the certificate CN)",
@@ -321,9 +323,19 @@ class LabMqtt:
         """Start the broker, give each device (name -> FLEET_ROOT) settings and a daemon."""
         state = self.broker.start()
         for name, root in sorted(devices.items()):
+            if not Layout(root).device_json.exists():
+                continue  # a factory device has no identity yet: no heartbeats before provisioning
             self.configure(name, Layout(root), state, interval)
             self.start_daemon(name, root)
         return state
+
+    def follow_fault(self, name: str, root: Path, kind: str) -> None:
+        """An offline lab device stops its heartbeats too; back online, they resume."""
+        if kind == "offline":
+            self.stop_daemon(name, root)
+        elif kind in ("online", "clear") and self.broker.running() \
+                and (root / "etc/fleet/mqtt.json").exists():
+            self.start_daemon(name, root)
 
     def configure(self, name: str, layout: Layout, state: BrokerState, interval: float) -> None:
         """The device's MQTT identity (its own certificate when it has one) and settings."""

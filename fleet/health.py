@@ -20,7 +20,7 @@ from fleet.agent import agent_for
 from fleet.errors import FleetError
 from fleet.project import Project
 
-VERDICTS = ("healthy", "degraded", "failing", "unreachable")
+VERDICTS = ("healthy", "degraded", "failing", "unreachable", "offline")
 EXIT_HEALTHY, EXIT_DEGRADED, EXIT_UNREACHABLE = 0, 1, 2
 
 
@@ -44,7 +44,8 @@ class DeviceHealth:
 def agent_flags(project: Project) -> list[str]:
     h = project.config["health"]
     return ["--disk-warn", str(h["disk_warn_pct"]), "--disk-fail", str(h["disk_fail_pct"]),
-            "--mem-warn", str(h["mem_warn_pct"]), "--mem-fail", str(h["mem_fail_pct"])]
+            "--mem-warn", str(h["mem_warn_pct"]), "--mem-fail", str(h["mem_fail_pct"]),
+            "--cert-warn-days", str(h["cert_warn_days"]), "--min-fps", str(h["min_fps"])]
 
 
 def health_task(task: Task, flags: list[str], skew_warn_s: float) -> Result:
@@ -76,7 +77,41 @@ def sweep(project: Project, nr: Nornir, *, processors: list[Any] | None = None) 
     results = runner.run(task=health_task, flags=flags, skew_warn_s=skew, on_failed=True)
     reports = [to_health(nr, name, multi) for name, multi in results.items()]
     nr.close_connections(on_failed=True)
+    apply_targets(reports, software_targets(project, [r.name for r in reports]))
     return sorted(reports, key=lambda r: (r.site, r.name))
+
+
+def software_targets(project: Project, names: list[str]) -> dict[str, str]:
+    """Target software version per device from the registry (none when there is no registry)."""
+    backend = (project.config.get("registry") or {}).get("backend", "sqlite")
+    if backend == "sqlite" and not (project.state_dir / "registry.db").exists():
+        return {}
+    try:
+        from fleet.registry import open_registry
+
+        registry = open_registry(project)
+        try:
+            records = registry.list_devices(names=names)
+        finally:
+            registry.close()
+    except FleetError:
+        return {}  # health never fails because the registry is unavailable
+    return {r["name"]: str(r["software_target"]) for r in records if r.get("software_target")}
+
+
+def apply_targets(reports: list[DeviceHealth], targets: dict[str, str]) -> None:
+    """Add a `version` check: the software a device runs against its registry target."""
+    for r in reports:
+        target = targets.get(r.name)
+        if target is None or r.verdict in ("unreachable", "offline"):
+            continue
+        behind = r.software != target
+        reason = f"runs {r.software}, target {target}" if behind else ""
+        r.checks.append({"name": "version", "status": "warn" if behind else "ok",
+                         "reason": reason, "software": r.software, "target": target})
+        if behind:
+            r.verdict = "degraded" if r.verdict == "healthy" else r.verdict
+            r.reason = "; ".join(x for x in (r.reason, reason) if x)
 
 
 def to_health(nr: Nornir, name: str, multi: Any) -> DeviceHealth:
@@ -111,6 +146,6 @@ def summarize(reports: list[DeviceHealth]) -> dict[str, int]:
 
 def exit_code(reports: list[DeviceHealth]) -> int:
     verdicts = {r.verdict for r in reports}
-    if "unreachable" in verdicts:
+    if verdicts & {"unreachable", "offline"}:
         return EXIT_UNREACHABLE
     return EXIT_DEGRADED if verdicts & {"degraded", "failing"} else EXIT_HEALTHY

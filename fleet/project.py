@@ -47,6 +47,8 @@ CONFIG_SCHEMA: dict[str, Any] = {
                 "mem_warn_pct": {"type": "number", "default": 85},
                 "mem_fail_pct": {"type": "number", "default": 95},
                 "clock_skew_warn_s": {"type": "number", "default": 5},
+                "cert_warn_days": {"type": "number", "minimum": 0, "default": 30},
+                "min_fps": {"type": "number", "minimum": 0, "default": 0},
             },
             "default": {},
         },

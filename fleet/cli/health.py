@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from typing import Annotated, Optional
+
 import typer
 
 from fleet.cli import options as o
@@ -9,29 +12,76 @@ from fleet.cli.application import app_of
 from fleet.errors import FleetError
 
 
+Source = Annotated[str, typer.Option(
+    "--source", help="ssh: ask every device now; mqtt: their latest heartbeats (no SSH)")]
+Watch = Annotated[Optional[float], typer.Option(
+    "--watch", min=0.5, metavar="SECONDS", help="check again every SECONDS until Ctrl-C")]
+
+
 def command(ctx: typer.Context, inventory: o.Inventory = None, site: o.Site = None,
             group: o.Group = None, tag: o.Tag = None, limit: o.Limit = None,
-            json: o.Json = False, concurrency: o.Concurrency = None) -> None:
+            json: o.Json = False, concurrency: o.Concurrency = None,
+            source: Source = "ssh", watch: Watch = None) -> None:
     """Check every selected device in parallel and print a table grouped by site.
 
-    Exit codes: 0 all healthy, 1 any degraded or failing, 2 any unreachable.
+    With --source mqtt the answer comes from the devices' latest heartbeats on
+    the broker; a device silent for 3 heartbeat intervals is offline.
+    Exit codes: 0 all healthy, 1 any degraded or failing, 2 any unreachable or offline.
     """
-    from fleet import health, inventory as inv
-    from fleet.render import ProgressProcessor
+    from fleet import inventory as inv
 
     a = app_of(ctx)
+    if source not in ("ssh", "mqtt"):
+        a.abort(f"unknown --source '{source}'; use ssh or mqtt", 2)
     try:
         nr = inv.select(a.project, inv.Selection.of(inventory, site, group, tag, limit),
                         num_workers=concurrency)
     except FleetError as exc:
         a.fail(exc)
-    reports = health.sweep(a.project, nr, processors=[ProgressProcessor(a.err, "health")])
+    code = 0
+    try:
+        while True:
+            code = _round(a, nr, source, json, watch)
+            if watch is None:
+                break
+            time.sleep(watch)  # --watch: the pause between rounds is what was asked for
+    except KeyboardInterrupt:
+        pass
+    raise typer.Exit(code)
+
+
+def _round(a, nr, source: str, json: bool, watch: float | None) -> int:  # type: ignore[no-untyped-def]
+    from fleet import health, heartbeats
+    from fleet.render import ProgressProcessor
+
+    try:
+        if source == "mqtt":
+            hosts = [(n, str(h.get("site", "?"))) for n, h in nr.inventory.hosts.items()]
+            reports = heartbeats.sweep(a.project, hosts)
+        else:
+            reports = health.sweep(a.project, nr, processors=[ProgressProcessor(a.err, "health")])
+    except FleetError as exc:
+        a.fail(exc)
     if json:
-        a.output_json({"devices": [r.as_json() for r in reports],
-                       "summary": health.summarize(reports)})
+        a.output_json({"devices": [r.as_json() for r in reports], "source": source,
+                       "time": time.time(), "summary": health.summarize(reports)})
     else:
+        if watch is not None:
+            a.out.clear()
+            a.display_info(f"every {watch:g}s from {source}, {time.strftime('%H:%M:%S')}; "
+                           "Ctrl-C to stop")
         _render(a, reports)
-    raise typer.Exit(health.exit_code(reports))
+    return health.exit_code(reports)
+
+
+def _apps(r) -> str:  # type: ignore[no-untyped-def]
+    apps = [c for c in r.checks if c["name"].startswith("app:")]
+    return ", ".join(f"{c['app']} {c.get('fps', 0):.1f}fps" for c in apps) or "-"
+
+
+def _cert(r) -> str:  # type: ignore[no-untyped-def]
+    days = r.check("certificate").get("days_left")
+    return f"{days:.0f}d" if days is not None else "-"
 
 
 def _render(a, reports) -> None:  # type: ignore[no-untyped-def]
@@ -45,9 +95,11 @@ def _render(a, reports) -> None:  # type: ignore[no-untyped-def]
                      "slot": r.slot or "-",
                      "disk": f"{disk['used_pct']:.0f}%" if "used_pct" in disk else "-",
                      "memory": f"{mem['used_pct']:.0f}%" if "used_pct" in mem else "-",
+                     "apps": _apps(r), "cert": _cert(r),
                      "verdict": styled(r.verdict), "reason": r.reason or ""})
     s = health.summarize(reports)
     title = (f"fleet health: {s['healthy']}/{s['total']} healthy, {s['degraded']} degraded, "
-             f"{s['failing']} failing, {s['unreachable']} unreachable")
+             f"{s['failing']} failing, {s['unreachable']} unreachable"
+             + (f", {s['offline']} offline" if s["offline"] else ""))
     a.output(grouped_table(title, ["Site", "Device", "Software", "Slot", "Disk", "Memory",
-                                   "Verdict", "Reason"], rows))
+                                   "Apps", "Cert", "Verdict", "Reason"], rows))

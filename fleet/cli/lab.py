@@ -21,6 +21,8 @@ def up(ctx: typer.Context,
        devices_per_site: Annotated[int, typer.Option(help="devices at each site")] = 3,
        ssh: Annotated[str, typer.Option(help="openssh | asyncssh (default: openssh if installed)")] = "",
        factory: Annotated[bool, typer.Option(help="new devices are unprovisioned (need USB first boot)")] = False,
+       mqtt: Annotated[bool, typer.Option(help="also run a mosquitto broker (mutual TLS) and each device's heartbeat daemon")] = False,
+       heartbeat: Annotated[float, typer.Option(help="seconds between heartbeats with --mqtt")] = 10.0,
        json: o.Json = False) -> None:
     """Create (or restart) the lab: one SSH server per device, inventory in inventories/lab."""
     from fleet.lab import Lab
@@ -30,7 +32,14 @@ def up(ctx: typer.Context,
         a.abort(f"unknown --ssh '{ssh}'; use openssh or asyncssh", 2)
     try:
         with a.err.status("starting lab devices…"):
-            Lab(a.project).up(sites, devices_per_site, ssh=ssh or None, factory=factory)
+            lab = Lab(a.project)
+            lab.up(sites, devices_per_site, ssh=ssh or None, factory=factory)
+            if mqtt:
+                from fleet.broker import LabMqtt
+
+                state = LabMqtt(a.project).up({n: lab.root(n) for n in lab.devices()}, heartbeat)
+                a.display_info(f"mqtt: mosquitto (mutual TLS) on 127.0.0.1:{state.port}, "
+                               f"heartbeats every {heartbeat:g}s")
     except FleetError as exc:
         a.fail(exc)
     _show_status(a, json)
@@ -39,10 +48,13 @@ def up(ctx: typer.Context,
 @app.command()
 def down(ctx: typer.Context) -> None:
     """Stop every lab SSH server (by PID). Device state stays on disk."""
+    from fleet.broker import LabMqtt
     from fleet.lab import Lab
 
     a = app_of(ctx)
-    stopped = Lab(a.project).down()
+    lab = Lab(a.project)
+    LabMqtt(a.project).down({n: lab.root(n) for n in lab.devices()})
+    stopped = lab.down()
     a.display_success(f"stopped {stopped} lab device(s)")
 
 
@@ -57,11 +69,14 @@ def fault(ctx: typer.Context, device: str,
           kind: Annotated[str, typer.Argument(help="offline | online | slow | disk-full | clear")],
           seconds: Annotated[float, typer.Option(help="delay per command for `slow`")] = 3.0) -> None:
     """Inject a fault into a lab device (or clear it)."""
+    from fleet.broker import LabMqtt
     from fleet.lab import Lab
 
     a = app_of(ctx)
     try:
-        Lab(a.project).fault(device, kind, seconds=seconds)
+        lab = Lab(a.project)
+        lab.fault(device, kind, seconds=seconds)
+        LabMqtt(a.project).follow_fault(device, lab.root(device), kind)
     except FleetError as exc:
         a.fail(exc)
     a.display_success(f"{device}: {kind}")

@@ -1,26 +1,35 @@
 """`fleet-agent health`: checks, each ``{"name", "status": ok|warn|fail, "reason", ...}``.
 
 Readings are taken from the real system (statvfs, /proc, sysfs, nvidia-smi,
-tegrastats); the lab's `disk-full` fault overrides the disk reading.
+tegrastats); the lab's `disk-full` fault overrides the disk reading. Beyond the
+machine: the device certificate's days to expiry, an uncommitted (pending)
+slot, and, when the runtime runs, each application's status, fps and camera
+streams from its ``/health`` (ports in ``run/fleet/runtime.json``:
+``{"http_port": N, "app": NAME}`` or ``{"apps": {NAME: {"http_port": N}}}``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from fleet_runtime import slots
 from fleet_runtime.agent.info import identity
-from fleet_runtime.layout import Layout, lab_faults
+from fleet_runtime.layout import Layout, lab_faults, read_json
 
 Check = dict[str, Any]
 WARN_PCT, FAIL_PCT = 85.0, 95.0
+CERT_WARN_DAYS = 30.0
+RUNTIME_TIMEOUT_S = 2.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -29,6 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--disk-fail", type=float, default=FAIL_PCT)
     p.add_argument("--mem-warn", type=float, default=WARN_PCT)
     p.add_argument("--mem-fail", type=float, default=FAIL_PCT)
+    p.add_argument("--cert-warn-days", type=float, default=CERT_WARN_DAYS)
+    p.add_argument("--min-fps", type=float, default=0.0, help="warn when an app runs slower")
     p.set_defaults(handler=run)
 
 
@@ -122,6 +133,96 @@ def agent_check(layout: Layout) -> Check:
     return check("agent", "ok", "", slot=slots.active_slot(layout))
 
 
+def certificate_check(layout: Layout, warn_days: float) -> Check:
+    """Days until the device certificate expires (fail once expired)."""
+    from cryptography import x509
+
+    if not layout.device_crt.exists():
+        return check("certificate", "ok", "", present=False)
+    try:
+        cert = x509.load_pem_x509_certificate(layout.device_crt.read_bytes())
+    except ValueError:
+        return check("certificate", "fail", f"unreadable device certificate {layout.device_crt}")
+    days = (cert.not_valid_after_utc.timestamp() - time.time()) / 86400
+    if days <= 0:
+        return check("certificate", "fail", f"device certificate expired {-days:.0f} days ago",
+                     days_left=round(days, 1))
+    status = "warn" if days < warn_days else "ok"
+    reason = f"device certificate expires in {days:.0f} days" if status == "warn" else ""
+    return check("certificate", status, reason, days_left=round(days, 1))
+
+
+def slot_check(layout: Layout) -> Check:
+    """A new slot activated or on trial and not yet committed is worth a look."""
+    state = slots.read_state(layout)
+    pending, phase = state.get("pending"), state.get("state", "idle")
+    if pending and phase in ("activated", "trial"):
+        return check("slot", "warn", f"slot {pending} {phase}, not committed "
+                     f"({state.get('trials_left', 0)} trial boots left)", pending=pending,
+                     state=phase)
+    return check("slot", "ok", "", pending=None, state=phase)
+
+
+def runtime_ports(layout: Layout) -> dict[str, int]:
+    """Application name -> local HTTP port of its runtime, from run/fleet/runtime.json."""
+    doc = read_json(layout.run / "runtime.json", default=None) or {}
+    if "apps" in doc:
+        return {str(n): int(a["http_port"]) for n, a in doc["apps"].items() if a.get("http_port")}
+    if doc.get("http_port"):
+        return {str(doc.get("app", "runtime")): int(doc["http_port"])}
+    return {}
+
+
+def fetch_health(port: int) -> dict[str, Any]:
+    url = f"http://127.0.0.1:{port}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=RUNTIME_TIMEOUT_S) as resp:  # noqa: S310
+            return dict(json.loads(resp.read()))
+    except urllib.error.HTTPError as exc:  # 503 still carries the document
+        return dict(json.loads(exc.read() or b"{}"))
+
+
+APP_STATUS = {"ok": "ok", "degraded": "warn", "starting": "warn", "failed": "fail"}
+
+
+def app_checks(name: str, port: int, min_fps: float) -> list[Check]:
+    """One check for the application, one for its camera streams."""
+    try:
+        doc = fetch_health(port)
+    except (OSError, ValueError) as exc:
+        return [check(f"app:{name}", "fail", f"app {name}: runtime not answering on :{port} ({exc})")]
+    status = APP_STATUS.get(str(doc.get("status")), "warn")
+    fps = float(doc.get("fps") or 0.0)
+    reasons = [f"app {name}: {r}" for r in doc.get("reasons") or []]
+    if status == "ok" and min_fps and fps < min_fps:
+        status, reasons = "warn", [f"app {name}: {fps:.1f} fps (below {min_fps:.1f})"]
+    elif status != "ok" and not reasons:
+        reasons = [f"app {name}: {doc.get('status')}"]
+    app = check(f"app:{name}", status, "; ".join(reasons) if status != "ok" else "",
+                app=name, runtime_status=doc.get("status"), fps=round(fps, 2))
+    return [app, camera_check(name, doc.get("cameras") or {})]
+
+
+def camera_check(app: str, cameras: dict[str, Any]) -> Check:
+    down = sorted(n for n, c in cameras.items() if not c.get("connected"))
+    streams = {n: {"connected": bool(c.get("connected")), "error": c.get("last_error")}
+               for n, c in cameras.items()}
+    if not down:
+        return check(f"cameras:{app}", "ok", "", streams=streams)
+    return check(f"cameras:{app}", "warn", f"app {app}: camera {', '.join(down)} not streaming",
+                 streams=streams)
+
+
+def runtime_checks(layout: Layout, min_fps: float) -> list[Check]:
+    ports = runtime_ports(layout)
+    if not ports:
+        return [check("runtime", "ok", "", running=False)]
+    out = [check("runtime", "ok", "", running=True, apps=sorted(ports))]
+    for name, port in sorted(ports.items()):
+        out.extend(app_checks(name, port, min_fps))
+    return out
+
+
 def verdict(checks: list[Check]) -> str:
     statuses = {c["status"] for c in checks}
     return "failing" if "fail" in statuses else "degraded" if "warn" in statuses else "healthy"
@@ -136,8 +237,10 @@ def run(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
         temperature_check,
         gpu_check,
         clock_check,
+        lambda: certificate_check(layout, args.cert_warn_days),
+        lambda: slot_check(layout),
     ]
-    checks = [probe() for probe in probes]
+    checks = [probe() for probe in probes] + runtime_checks(layout, args.min_fps)
     reasons = [c["reason"] for c in checks if c["status"] != "ok"]
     return {
         "verdict": verdict(checks),

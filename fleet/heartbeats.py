@@ -1,0 +1,133 @@
+"""Fleet health from heartbeats: the latest MQTT heartbeat of every device, no SSH.
+
+Device daemons publish their health summary, retained, on
+``<prefix>/<site>/<device>/health``; subscribing hands us the latest one of
+every device at once. To know when they have all arrived we publish a marker
+on our own sync topic after subscribing: the broker delivers to us in order,
+so once the marker is back, every retained heartbeat is too.
+
+A heartbeat older than 3 intervals (its own ``interval_s``) means the device
+is ``offline``; a device in the selection with no heartbeat at all too.
+
+>>> beats = latest(settings_for(project), ["berlin-01"])     # doctest: +SKIP
+>>> to_health("berlin-01", "berlin", beats.get("berlin-01"), time.time()).verdict  # doctest: +SKIP
+'healthy'
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from fleet_runtime.mqtt import MqttClient, MqttError, MqttSettings, health_topic
+
+from fleet.broker import SYNC_PREFIX, Broker
+from fleet.errors import ConfigError, DeviceError
+from fleet.health import DeviceHealth
+from fleet.project import Project
+
+STALE_INTERVALS = 3
+OFFLINE = "offline"
+
+
+def settings_for(project: Project) -> MqttSettings:
+    """The controller's broker settings: ``mqtt:`` in fleet.yaml, else the lab's broker."""
+    conf = dict(project.config.get("mqtt") or {})
+    if conf.get("endpoint"):
+        for key in ("cert", "key", "ca"):
+            if conf.get(key):
+                conf[key] = str((project.root / str(conf[key])).resolve())
+        try:
+            return MqttSettings.from_dict(conf)
+        except MqttError as exc:
+            raise ConfigError(str(exc), where="fleet.yaml: mqtt",
+                              fix="set endpoint, port, cert, key and ca") from None
+    state = Broker(project.state_dir / "lab" / "mqtt").state()
+    if state is None:
+        raise ConfigError("no MQTT broker configured", where="fleet.yaml: mqtt",
+                          fix="set mqtt.endpoint/cert/key/ca, or run `fleet lab up --mqtt`")
+    return MqttSettings(endpoint=state.host, port=state.port, cert=state.controller_cert,
+                        key=state.controller_key, ca=state.ca)
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.beats: dict[str, dict[str, Any]] = {}
+        self.synced = threading.Event()
+        self.lock = threading.Lock()
+
+    def on_heartbeat(self, topic: str, beat: dict[str, Any]) -> None:
+        device = topic.split("/")[-2]
+        with self.lock:
+            if beat.get("time", 0) >= self.beats.get(device, {}).get("time", 0):
+                self.beats[device] = beat
+
+    def on_sync(self, topic: str, message: dict[str, Any]) -> None:
+        self.synced.set()
+
+
+def latest(settings: MqttSettings, *, timeout: float = 10.0) -> dict[str, dict[str, Any]]:
+    """Every device's latest retained heartbeat, by device name."""
+    marker = f"{SYNC_PREFIX}/{uuid.uuid4().hex}"
+    collector = _Collector()
+    try:
+        client = MqttClient.connect(settings, client_id=f"controller-{uuid.uuid4().hex[:12]}",
+                                    timeout=timeout)
+    except MqttError as exc:
+        raise DeviceError(str(exc), fix="check the broker is up (`fleet lab up --mqtt`)") from None
+    try:
+        client.subscribe(health_topic(settings.topic_prefix, "+", "+"), collector.on_heartbeat)
+        client.subscribe(marker, collector.on_sync)
+        client.publish(marker, {"sync": True})
+        if not collector.synced.wait(timeout):
+            raise DeviceError(f"no answer from the MQTT broker within {timeout:.0f}s",
+                              fix="check the broker and the controller certificate")
+    except MqttError as exc:
+        raise DeviceError(str(exc), fix="check the controller certificate and the ACL") from None
+    finally:
+        client.disconnect()
+    with collector.lock:
+        return dict(collector.beats)
+
+
+def age_reason(age: float) -> str:
+    return f"last heartbeat {age:.0f}s ago" if age < 120 else f"last heartbeat {age / 60:.0f} min ago"
+
+
+def to_health(name: str, site: str, beat: dict[str, Any] | None, now: float) -> DeviceHealth:
+    """One device's health from its heartbeat; stale (> 3 intervals) or none is offline."""
+    if beat is None:
+        return DeviceHealth(name, site, OFFLINE, "no heartbeat received")
+    age = now - float(beat.get("time", 0))
+    interval = float(beat.get("interval_s") or 30)
+    checks = list(beat.get("checks") or [])
+    checks.append({"name": "heartbeat", "status": "ok" if age <= STALE_INTERVALS * interval
+                   else "fail", "age_s": round(age, 1), "seq": beat.get("seq"),
+                   "interval_s": interval, "reason": age_reason(age)})
+    if age > STALE_INTERVALS * interval:
+        return DeviceHealth(name, site, OFFLINE, age_reason(age), beat.get("software"),
+                            beat.get("slot"), checks)
+    return DeviceHealth(name, site, str(beat.get("verdict", "degraded")),
+                        str(beat.get("reason", "")), beat.get("software"), beat.get("slot"),
+                        checks)
+
+
+def sweep(project: Project, hosts: Iterable[tuple[str, str]], *,
+          now: float | None = None) -> list[DeviceHealth]:
+    """DeviceHealth for every (name, site) from the latest heartbeats."""
+    beats = latest(settings_for(project))
+    moment = time.time() if now is None else now
+    reports = [to_health(name, site, beats.get(name), moment) for name, site in hosts]
+    return sorted(reports, key=lambda r: (r.site, r.name))
+
+
+def lab_roots(project: Project) -> dict[str, Path]:
+    """Lab device roots by name (for starting and stopping their daemons)."""
+    from fleet.lab import Lab
+
+    lab = Lab(project)
+    return {name: lab.root(name) for name in lab.devices()}

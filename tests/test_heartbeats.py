@@ -1,0 +1,129 @@
+"""Heartbeats over a real mosquitto (mutual TLS) from lab daemons; `fleet health --source mqtt`."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import HAVE_SSHD, run_cli, start_lab
+from fixtures_mqtt import require_mosquitto
+from fleet import heartbeats
+from fleet.broker import LabMqtt
+from fleet.lab import Lab
+from fleet.project import Project
+from fleet_runtime.layout import read_json
+from fleet_runtime.mqtt import MqttClient, MqttSettings
+
+INTERVAL = 0.5
+
+
+@pytest.fixture(scope="module")
+def mqtt_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab, LabMqtt]]:
+    require_mosquitto()
+    lab = start_lab(tmp_path_factory.mktemp("hb-lab"), 2, 2, "openssh" if HAVE_SSHD else "asyncssh")
+    mq = LabMqtt(lab.project)
+    mq.up({n: lab.root(n) for n in lab.devices()}, INTERVAL)
+    yield lab, mq
+    mq.down({n: lab.root(n) for n in lab.devices()})
+    lab.down()
+
+
+def wait_until(predicate, timeout: float = 20.0):  # type: ignore[no-untyped-def]
+    """Re-check `predicate` (each check is a round trip to the broker) until true or timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def beats(lab: Lab) -> dict[str, dict]:
+    return heartbeats.latest(heartbeats.settings_for(lab.project))
+
+
+def health_mqtt(lab: Lab, *args: str) -> tuple[int, dict]:
+    res = run_cli(lab.project.root, "health", "-i", "lab", "--source", "mqtt", "--json", *args)
+    return res.exit_code, json.loads(res.stdout)
+
+
+def test_health_from_heartbeats_needs_no_ssh(mqtt_lab: tuple[Lab, LabMqtt]) -> None:
+    lab, _ = mqtt_lab
+    wait_until(lambda: len(beats(lab)) == 4)
+    for name in lab.devices():
+        lab.stop(name)  # every SSH server down: only outbound MQTT is left
+    try:
+        code, report = health_mqtt(lab)
+    finally:
+        for name in lab.devices():
+            lab.start(name)
+    verdicts = {d["name"]: d["verdict"] for d in report["devices"]}
+    assert set(verdicts) == {"berlin-01", "berlin-02", "lisbon-01", "lisbon-02"}
+    assert set(verdicts.values()) <= {"healthy", "degraded"}, report
+    assert code in (0, 1)
+    hb = next(c for c in report["devices"][0]["checks"] if c["name"] == "heartbeat")
+    assert hb["status"] == "ok" and hb["interval_s"] == INTERVAL
+
+
+def test_stopped_daemon_turns_offline_after_three_intervals(mqtt_lab: tuple[Lab, LabMqtt]) -> None:
+    lab, mq = mqtt_lab
+    wait_until(lambda: len(beats(lab)) == 4)
+    assert mq.stop_daemon("lisbon-02", lab.root("lisbon-02"))
+    try:
+        last = beats(lab)["lisbon-02"]["time"]
+        code, report = wait_until(
+            lambda: (r := health_mqtt(lab, "--site", "lisbon"))[1]["summary"]["offline"] and r)
+        turned = time.time()
+        verdicts = {d["name"]: d for d in report["devices"]}
+        assert verdicts["lisbon-02"]["verdict"] == "offline"
+        assert "last heartbeat" in verdicts["lisbon-02"]["reason"]
+        assert verdicts["lisbon-01"]["verdict"] in ("healthy", "degraded")
+        assert turned - last > 3 * INTERVAL
+        assert code == 2
+    finally:
+        mq.start_daemon("lisbon-02", lab.root("lisbon-02"))
+
+
+def test_lab_device_cannot_forge_another_devices_heartbeat(mqtt_lab: tuple[Lab, LabMqtt]) -> None:
+    lab, _ = mqtt_lab
+    own = read_json(lab.layout("berlin-01").etc / "mqtt.json")
+    forger = MqttClient.connect(MqttSettings.from_dict(own), "berlin-01-forger")
+    try:
+        forger.publish("edgefleet/berlin/berlin-02/health",
+                       {"device": "berlin-02", "verdict": "healthy", "time": time.time() + 3600,
+                        "forged": True, "interval_s": INTERVAL})
+        # A barrier through the broker: our own marker comes back after every earlier message.
+        current = beats(lab)
+    finally:
+        forger.disconnect()
+    assert not current["berlin-02"].get("forged")
+    assert current["berlin-02"]["device"] == "berlin-02"
+
+
+def test_missing_or_stale_heartbeats_are_offline() -> None:
+    beat = {"time": 1000.0, "interval_s": 10, "verdict": "healthy", "software": "1.0.0",
+            "slot": "a", "checks": []}
+    assert heartbeats.to_health("a", "s", beat, now=1029.0).verdict == "healthy"
+    stale = heartbeats.to_health("a", "s", beat, now=1031.0)
+    assert stale.verdict == "offline" and stale.reason == "last heartbeat 31s ago"
+    assert heartbeats.to_health("b", "s", None, now=0).reason == "no heartbeat received"
+
+
+def test_lab_up_mqtt_starts_broker_and_daemons_and_down_stops_them(tmp_path: Path) -> None:
+    require_mosquitto()
+    res = run_cli(tmp_path, "lab", "up", "--sites", "1", "--devices-per-site", "2",
+                  "--mqtt", "--heartbeat", str(INTERVAL))
+    mq = LabMqtt(Project.locate(tmp_path))
+    try:
+        assert res.exit_code == 0, res.stderr
+        assert mq.broker.running() and len(mq.daemons()) == 2
+        res = run_cli(tmp_path, "lab", "fault", "berlin-02", "offline")
+        assert res.exit_code == 0 and set(mq.daemons()) == {"berlin-01"}
+    finally:
+        res = run_cli(tmp_path, "lab", "down")
+    assert res.exit_code == 0
+    assert not mq.broker.running() and mq.daemons() == {}
