@@ -415,8 +415,9 @@ def probe_from_devices(nr: Any, registry: Store, cams: list[dict[str, Any]],
     by_device: dict[str, list[dict[str, Any]]] = {}
     for cam in cams:
         by_device.setdefault(cam["device"], []).append(cam)
-    bodies = {dev: jsonlib.dumps({"timeout": timeout, "cameras": _probe_request(registry, group)})
-              .encode() for dev, group in by_device.items()}
+    bodies = Redacted({dev: jsonlib.dumps({"timeout": timeout,
+                                           "cameras": _probe_request(registry, group)}).encode()
+                       for dev, group in by_device.items()})
     chosen = nr.filter(filter_func=lambda h: h.name in by_device)
     results = chosen.run(task=_rtsp_probe_task, bodies=bodies, timeout=timeout, on_failed=True)
     chosen.close_connections(on_failed=True)
@@ -426,7 +427,22 @@ def probe_from_devices(nr: Any, registry: Store, cams: list[dict[str, Any]],
     return out
 
 
-def _rtsp_probe_task(task: Any, bodies: dict[str, bytes], timeout: float) -> Any:
+class Redacted:
+    """Holds request bodies with passwords; prints as ``<redacted>`` (Nornir logs task args)."""
+
+    def __init__(self, bodies: dict[str, bytes]) -> None:
+        self._bodies = bodies
+
+    def __getitem__(self, device: str) -> bytes:
+        return self._bodies[device]
+
+    def __repr__(self) -> str:
+        return "<redacted>"
+
+    __str__ = __repr__
+
+
+def _rtsp_probe_task(task: Any, bodies: Redacted, timeout: float) -> Any:
     from nornir.core.task import Result
 
     from fleet.agent import agent_for

@@ -32,6 +32,7 @@ REQUIRED_CODEC = "H264"
 _STATIC_PT = {"26": "JPEG", "32": "MPV", "34": "H263", "0": "PCMU", "8": "PCMA", "14": "MPA"}
 _CODEC_ALIASES = {"HEVC": "H265", "MP4V-ES": "MPEG4", "AVC": "H264"}
 MAX_RESPONSE = 256 * 1024
+BUSY_RETRIES = 3
 
 
 @dataclass
@@ -45,9 +46,12 @@ class ProbeResult:
     rtsp_status: int | None = None
     auth: str | None = None
     elapsed_ms: float = 0.0
+    retry_after: float = field(default=0.0, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out.pop("retry_after")
+        return out
 
 
 @dataclass
@@ -198,12 +202,26 @@ def split_credentials(url: str) -> tuple[str, str, str]:
 
 
 def probe(url: str, username: str = "", password: str = "", *, timeout: float = 5.0) -> ProbeResult:
-    """DESCRIBE `url` (credentials in the URL or given separately) and classify the answer."""
+    """DESCRIBE `url` (credentials in the URL or given separately) and classify the answer.
+    A camera that answers 503 (busy, or still setting up its stream) is asked again, up to
+    BUSY_RETRIES times within the timeout, after its Retry-After (at most 1 s)."""
     started = time.monotonic()
+    result = _probe_once(url, username, password, started + timeout)
+    for _ in range(BUSY_RETRIES):
+        pause = min(result.retry_after, started + timeout - time.monotonic() - 0.1)
+        if result.rtsp_status != 503 or pause < 0:
+            break
+        time.sleep(pause)
+        result = _probe_once(url, username, password, started + timeout)
+    result.elapsed_ms = round((time.monotonic() - started) * 1000, 1)
+    return result
+
+
+def _probe_once(url: str, username: str, password: str, deadline: float) -> ProbeResult:
     clean, url_user, url_pass = split_credentials(url)
     username, password = username or url_user, password or url_pass
     try:
-        result = _describe(clean, username, password, started + timeout)
+        result = _describe(clean, username, password, deadline)
     except _Failure as exc:
         result = ProbeResult(exc.status, exc.detail)
     except (socket.timeout, TimeoutError):
@@ -216,7 +234,6 @@ def probe(url: str, username: str = "", password: str = "", *, timeout: float = 
         result = ProbeResult(UNREACHABLE, "Connection to server failed: Connection refused")
     except OSError as exc:
         result = ProbeResult(UNREACHABLE, f"Connection to server failed: {exc.strerror or type(exc).__name__}")
-    result.elapsed_ms = round((time.monotonic() - started) * 1000, 1)
     return result
 
 
@@ -252,8 +269,10 @@ def _classify(answer: Response, scheme: str | None, had_credentials: bool) -> Pr
         return ProbeResult(NOT_FOUND, "Failed to get SDP description: 404 Not Found",
                            rtsp_status=code, auth=scheme)
     if code != 200:
+        retry = next(iter(answer.header("Retry-After")), "")
         return ProbeResult(ERROR, f"DESCRIBE answered {code} {answer.reason[:80]}",
-                           rtsp_status=code, auth=scheme)
+                           rtsp_status=code, auth=scheme,
+                           retry_after=min(1.0, float(retry)) if retry.isdigit() else 0.25)
     found = sdp_codecs(answer.body.decode("utf-8", "replace"))
     video = [codec for kind, codec in found if kind == "video"]
     codecs = [codec for _, codec in found]

@@ -1,0 +1,214 @@
+"""ONNX Runtime sessions: provider choice, what actually loaded, I/O binding, batching, warm-up.
+
+onnxruntime-gpu quietly runs on the CPU when the CUDA libraries are missing;
+so after creating a session we read ``session.get_providers()`` and report
+what loaded, warn when it is not what was asked for, and never claim CUDA
+that did not load (``ProviderReport.fallback``, shown in /health and /metrics).
+
+>>> normalize_providers(["cuda", "cpu"])
+['CUDAExecutionProvider', 'CPUExecutionProvider']
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fleet_runtime.pipeline.decoders import decoder_for
+from fleet_runtime.pipeline.models import prepare_model
+from fleet_runtime.pipeline.preprocess import Geometry, Preprocess
+
+log = logging.getLogger("fleet_runtime.inference")
+
+TENSORRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
+PREFERENCE = (TENSORRT, CUDA, CPU)
+ALIASES = {"tensorrt": TENSORRT, "trt": TENSORRT, "cuda": CUDA, "gpu": CUDA, "cpu": CPU}
+
+
+def normalize_providers(names: Sequence[str] | None) -> list[str]:
+    """Provider names from config (aliases allowed), in order; CPU is always last resort."""
+    chosen = [ALIASES.get(n.lower(), n) for n in (names or PREFERENCE)]
+    unknown = [n for n in chosen if n not in PREFERENCE]
+    if unknown:
+        raise ValueError(f"unknown execution provider {unknown[0]}: use tensorrt, cuda or cpu")
+    return list(dict.fromkeys([*chosen, CPU]))
+
+
+def available_providers() -> list[str]:
+    import onnxruntime as ort
+
+    return list(ort.get_available_providers())
+
+
+@dataclass
+class ProviderReport:
+    """What was asked for, what this onnxruntime build offers, and what the session loaded."""
+
+    requested: list[str]
+    available: list[str]
+    active: list[str]
+
+    @property
+    def primary(self) -> str:
+        return self.active[0] if self.active else "none"
+
+    @property
+    def fallback(self) -> bool:
+        """True when the first provider asked for did not load."""
+        return bool(self.requested) and self.primary != self.requested[0]
+
+    @property
+    def warning(self) -> str | None:
+        if not self.fallback:
+            return None
+        why = "not in this onnxruntime build" if self.requested[0] not in self.available else "failed to load (missing CUDA/cuDNN/TensorRT libraries?)"
+        return f"{self.requested[0]} requested but {why}; running on {self.primary}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"requested": self.requested, "available": self.available, "active": self.active,
+                "primary": self.primary, "fallback": self.fallback, "warning": self.warning}
+
+
+def cpu_threads() -> int:
+    """Intra-op threads for the CPU provider: the cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _provider_options(name: str, descriptor: dict[str, Any]) -> dict[str, Any]:
+    if name == CUDA:
+        return {"device_id": 0, "cudnn_conv_algo_search": "HEURISTIC"}
+    if name == TENSORRT:
+        from fleet_runtime.pipeline.models import cache_dir
+
+        return {"device_id": 0, "trt_fp16_enable": descriptor.get("precisionMode") == "FP16",
+                "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache_dir() / "trt")}
+    return {}
+
+
+@dataclass
+class Timing:
+    """Recent inference latencies (ms) of one model, for p50/p95."""
+
+    samples: list[float] = field(default_factory=list)
+    count: int = 0
+    total_ms: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, ms: float) -> None:
+        with self.lock:
+            self.samples.append(ms)
+            del self.samples[:-1024]
+            self.count += 1
+            self.total_ms += ms
+
+    def quantile(self, q: float) -> float:
+        with self.lock:
+            return float(np.percentile(self.samples, q * 100)) if self.samples else 0.0
+
+
+class ModelSession:
+    """One ONNX Runtime session for one model node, described by its mlModelDescriptor."""
+
+    def __init__(self, name: str, model_path: Path, descriptor: dict[str, Any],
+                 providers: Sequence[str] | None = None, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        self.name = name
+        onnx_spec = descriptor.get("onnx", {})
+        first = descriptor["inputs"][0]
+        self.input_name: str = first["name"]
+        self.shape: list[int] = list(first["shape"])
+        self.batch = int(onnx_spec.get("batch", self.shape[0]))
+        self.layout = onnx_spec.get("layout", "NCHW")
+        self.preprocess = Preprocess.from_descriptor(onnx_spec["preprocess"], self.layout) if "preprocess" in onnx_spec else None
+        self.decoder_config: dict[str, Any] = onnx_spec.get("decoder", {"type": "raw"})
+        self.decode = decoder_for(self.decoder_config)
+        requested = normalize_providers(providers or onnx_spec.get("providers"))
+        available = available_providers()
+        self.session = ort.InferenceSession(
+            str(prepare_model(model_path, self.input_name, self.shape, self.batch)),
+            sess_options=self._options(ort, threads),
+            providers=[(p, _provider_options(p, descriptor)) for p in requested if p in available],
+        )
+        self.providers = ProviderReport(requested, available, list(self.session.get_providers()))
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.on_gpu = self.providers.primary in (CUDA, TENSORRT)
+        self.timing = Timing()
+        self._report()
+
+    @staticmethod
+    def _options(ort: Any, threads: int | None) -> Any:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only: old exporters trigger pages of harmless warnings
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = threads or cpu_threads()
+        options.inter_op_num_threads = 1
+        return options
+
+    def _report(self) -> None:
+        if self.providers.warning:
+            log.warning("model %s: %s", self.name, self.providers.warning)
+        else:
+            log.info("model %s: running on %s", self.name, self.providers.primary)
+
+    def warm_up(self, runs: int = 2) -> float:
+        """Run zeros through the model (full batch) so the first real frame is not slow; ms taken."""
+        start = time.perf_counter()
+        shape = [self.batch, *self.shape[1:]]
+        dtype = np.float32 if self.preprocess or self._input_is_float() else np.uint8
+        for _ in range(runs):
+            self.run({self.input_name: np.zeros(shape, dtype)}, record=False)
+        return (time.perf_counter() - start) * 1000
+
+    def _input_is_float(self) -> bool:
+        return "float" in self.session.get_inputs()[0].type
+
+    def run(self, feeds: dict[str, Any], record: bool = True) -> list[Any]:
+        """Raw outputs for raw inputs (what ``panoramasdk.node.call`` returns)."""
+        start = time.perf_counter()
+        outputs = self._run_bound(feeds) if self.on_gpu else self.session.run(self.output_names, feeds)
+        if record:
+            self.timing.add((time.perf_counter() - start) * 1000)
+        return list(outputs)
+
+    def _run_bound(self, feeds: dict[str, Any]) -> list[Any]:
+        """CUDA/TensorRT: bind host inputs once (one copy to the device), outputs back to host."""
+        binding = self.session.io_binding()
+        for name, value in feeds.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(value))
+        for name in self.output_names:
+            binding.bind_output(name)
+        self.session.run_with_iobinding(binding)
+        return list(binding.copy_outputs_to_cpu())
+
+    def prepare(self, image: Any) -> tuple[Any, Geometry]:
+        """Preprocess one BGR frame for this model (tensor without the batch axis)."""
+        if self.preprocess is None:
+            raise ValueError(f"model {self.name} has no onnx.preprocess section in its descriptor")
+        return self.preprocess.apply(image)
+
+    def infer(self, prepared: Sequence[tuple[Any, Geometry]]) -> list[Any]:
+        """Decoded results for preprocessed frames, batched up to the model's batch size."""
+        results: list[Any] = []
+        step = max(1, self.batch)
+        for start in range(0, len(prepared), step):
+            chunk = prepared[start:start + step]
+            batch = np.stack([tensor for tensor, _ in chunk]) if len(chunk) > 1 else chunk[0][0][None]
+            outputs = self.run({self.input_name: batch})
+            results.extend(self.decode(outputs, i, geometry, self.decoder_config) for i, (_, geometry) in enumerate(chunk))
+        return results
+
+
+SessionFactory = Callable[[str, Path, dict[str, Any]], ModelSession]

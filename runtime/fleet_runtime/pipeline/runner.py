@@ -1,0 +1,340 @@
+"""Run an application graph: models warmed up, cameras decoding, code nodes supervised, sinks serving.
+
+>>> runner = Runner(load_application(Path("app")), RunOptions(cameras=cams))  # doctest: +SKIP
+>>> runner.run(duration=10)                                                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import runpy
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fleet_runtime.manifest import Application, CodeNode
+from fleet_runtime.panoramasdk import ApplicationStopped, media
+from fleet_runtime.pipeline.frames import Frame, FrameQueue, QueueClosed
+from fleet_runtime.pipeline.inference import ModelSession
+from fleet_runtime.pipeline.metrics import Counters, health, render
+from fleet_runtime.pipeline.sinks import EventLog, HttpServer, OutputHub, VideoWriter
+from fleet_runtime.pipeline.sources import Source, SourceError, SourceSpec
+
+log = logging.getLogger("fleet_runtime.runner")
+
+
+@dataclass
+class RunOptions:
+    """How to run an application (the command line fills this in)."""
+
+    cameras: dict[str, SourceSpec] = field(default_factory=dict)  # camera or camera-node name -> source
+    providers: list[str] | None = None
+    threads: int | None = None
+    http_port: int | None = None  # None: no HTTP server; 0: any free port
+    http_host: str = "127.0.0.1"
+    events: Path | None = None
+    record: Path | None = None  # output video; "{camera}" in the name for one file per camera
+    record_options: dict[str, str] = field(default_factory=dict)
+    restart_initial: float = 1.0
+    restart_max: float = 30.0
+    crash_window: float = 60.0
+    crash_loop_after: int = 3
+
+
+class Supervisor(threading.Thread):
+    """Runs one code node; restarts it with exponential backoff when it crashes."""
+
+    def __init__(self, runner: Runner, code: CodeNode, context: CodeContext) -> None:
+        super().__init__(name=f"node-{code.name}", daemon=True)
+        self.runner, self.code, self.context = runner, code, context
+        self.state = "starting"
+        self.restarts = 0
+        self.errors = 0
+        self.last_error: str | None = None
+        self.crashes: deque[float] = deque()
+
+    def run(self) -> None:
+        while not self.runner.stopping.is_set():
+            try:
+                self.state = "running"
+                self._execute()
+                self.state = "exited"
+                return
+            except ApplicationStopped as stop:
+                self.state = "stopped"
+                log.info("node %s stopped: %s", self.code.name, stop)
+                return
+            except (Exception, SystemExit) as exc:  # the application's own failure
+                delay = self._crashed(exc)
+            if self.runner.stopping.wait(delay):
+                return
+            self.restarts += 1
+            self.runner.events.write("restart", node=self.code.name, restarts=self.restarts)
+            log.warning("node %s: restart %d", self.code.name, self.restarts)
+
+    def _crashed(self, exc: BaseException) -> float:
+        now = time.monotonic()
+        self.errors += 1
+        self.runner.counters.error(self.code.name)
+        self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+        self.crashes.append(now)
+        options = self.runner.options
+        while self.crashes and now - self.crashes[0] > options.crash_window:
+            self.crashes.popleft()
+        self.state = "crash_loop" if len(self.crashes) >= options.crash_loop_after else "restarting"
+        delay = min(options.restart_initial * 2 ** (len(self.crashes) - 1), options.restart_max)
+        log.error("node %s crashed (%s); restarting in %.1fs\n%s", self.code.name, self.last_error, delay,
+                  "".join(traceback.format_exception(exc)).rstrip())
+        self.runner.events.write("crash", node=self.code.name, error=self.last_error, backoff_s=delay)
+        return delay
+
+    def _execute(self) -> None:
+        from fleet_runtime import panoramasdk
+
+        panoramasdk.install()
+        panoramasdk.bind(self.context)
+        root = str(self.code.code_root)
+        if root not in sys.path:
+            sys.path.insert(0, root)
+        runpy.run_path(str(self.code.entry), run_name="__main__")
+
+    def status(self) -> dict[str, Any]:
+        now = time.monotonic()
+        recent = [t for t in self.crashes if now - t <= self.runner.options.crash_window]
+        state = self.state
+        if state == "running" and len(recent) >= self.runner.options.crash_loop_after:
+            state = "crash_loop"  # running again, but it keeps falling over
+        return {"state": state, "restarts": self.restarts, "errors": self.errors, "last_error": self.last_error}
+
+
+class CodeContext:
+    """One code node's view of the graph: its cameras, parameters, models and outputs."""
+
+    def __init__(self, runner: Runner, code: CodeNode) -> None:
+        self.runner = runner
+        self.name = code.name
+        self.params = dict(code.params)
+        self.media_inputs = list(code.media_inputs)
+        self.media_outputs = list(code.media_outputs)
+        self._cameras = {port: runner.cameras_of(nodes) for port, nodes in code.media_inputs.items()}
+        self._last: dict[str, Any] = {}
+
+    def get_media(self, port: str, timeout: float | None) -> list[Any]:
+        cameras = self._cameras.get(port, [])
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self.runner.stopping.is_set():
+                raise ApplicationStopped("runtime stopping")
+            self.runner.bell.clear()
+            fresh = self._take(cameras)
+            if fresh:
+                return [self._media_for(c, fresh.get(c)) for c in cameras if c in fresh or c in self._last]
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return [self._media_for(c, None) for c in cameras if c in self._last]
+            self.runner.bell.wait(0.5 if left is None else min(left, 0.5))
+
+    def _take(self, cameras: list[str]) -> dict[str, Frame]:
+        fresh: dict[str, Frame] = {}
+        ended = 0
+        for camera in cameras:
+            try:
+                frame = self.runner.queues[camera].get_nowait()
+            except QueueClosed:
+                ended += 1
+                continue
+            if frame is not None:
+                fresh[camera] = frame
+        if not fresh and cameras and ended == len(cameras):
+            raise ApplicationStopped("all camera streams ended")
+        return fresh
+
+    def _media_for(self, camera: str, frame: Frame | None) -> Any:
+        if frame is None:
+            cached = media(self._last[camera].frame, is_cached=True)
+            return cached
+        item = media(frame)
+        self._last[camera] = item
+        return item
+
+    def put_media(self, port: str, streams: list[Any]) -> None:
+        for item in streams:
+            if not isinstance(item, media):
+                raise TypeError(f"{self.name}.{port}.put() takes media objects from get(), got {type(item).__name__}")
+            self.runner.output(item)
+
+    def call(self, inputs: dict[str, Any], model_node: str, timeout: float | None = None) -> Any:
+        session = self.runner.models.get(model_node)
+        if session is None:
+            raise KeyError(f"no model node {model_node!r} in graph.json (models: {', '.join(self.runner.models) or 'none'})")
+        values = list(inputs.values())
+        if len(values) == 1 and _is_media(values[0]):
+            return self.runner.infer_media(session, values[0] if isinstance(values[0], list) else [values[0]])
+        return tuple(session.run(inputs))
+
+
+def _is_media(value: Any) -> bool:
+    return isinstance(value, media) or (isinstance(value, list | tuple) and bool(value) and all(isinstance(v, media) for v in value))
+
+
+class Runner:
+    """Starts and stops everything for one application; ``snapshot()`` feeds /metrics and /health."""
+
+    def __init__(self, app: Application, options: RunOptions) -> None:
+        self.app, self.options = app, options
+        self.stopping = threading.Event()
+        self.bell = threading.Event()
+        self.counters = Counters()
+        self.hub = OutputHub()
+        self.events = EventLog(options.events)
+        self.models: dict[str, ModelSession] = {}
+        self.sources: dict[str, Source] = {}
+        self.queues: dict[str, FrameQueue[Frame]] = {}
+        self.supervisors: list[Supervisor] = []
+        self.http: HttpServer | None = None
+        self.writers: dict[str, VideoWriter] = {}
+        self.ready = False
+        self._prepare_models: set[str] = set()
+        self._bindings = {node: cam.cameras for node, cam in app.camera_nodes.items()}
+
+    def cameras_of(self, nodes: list[str]) -> list[str]:
+        return [camera for node in nodes for camera in self._bindings.get(node, [node])]
+
+    def _spec_for(self, node: str, camera: str) -> SourceSpec:
+        spec = self.options.cameras.get(camera) or self.options.cameras.get(node)
+        if spec is None:
+            raise SourceError(f"camera {camera} (node {node}) is not bound: pass --camera {camera}=URI or add it to cameras.json")
+        spec.name = camera
+        return spec
+
+    def start(self) -> None:
+        """Models loaded and warmed up, HTTP up, cameras and code nodes started; then ready."""
+        specs = {cam: self._spec_for(node, cam) for node, cams in self._bindings.items() for cam in cams}
+        if self.options.http_port is not None:
+            self.http = HttpServer(self.hub, self.metrics_text, self.health_doc, self.options.http_host, self.options.http_port)
+            self.http.start()
+        for name, node in self.app.model_nodes.items():
+            self.models[name] = self._load_model(name, node)
+        for camera, spec in specs.items():
+            self.queues[camera] = FrameQueue(spec.queue_size, drop=spec.drop, bell=self.bell)
+            self.sources[camera] = Source(spec, self.queues[camera], self._prepare)
+        for source in self.sources.values():
+            source.start()
+        for code in self.app.code_nodes:
+            supervisor = Supervisor(self, code, CodeContext(self, code))
+            self.supervisors.append(supervisor)
+            supervisor.start()
+        self.ready = True
+        self.events.write("started", app=self.app.name, cameras=list(specs), models=list(self.models))
+
+    def _load_model(self, name: str, node: Any) -> ModelSession:
+        session = ModelSession(name, node.model_path, node.descriptor, self.options.providers, self.options.threads)
+        warm = session.warm_up()
+        self.events.write("model", model=name, providers=session.providers.as_dict(), warmup_ms=round(warm, 1))
+        return session
+
+    def _prepare(self, frame: Frame) -> None:
+        """On the source thread: preprocess for models the app feeds with media (overlaps inference)."""
+        for name in self._prepare_models:
+            frame.prepared[name] = self.models[name].prepare(frame.image)
+
+    def infer_media(self, session: ModelSession, items: list[Any]) -> list[Any]:
+        self._prepare_models.add(session.name)
+        prepared = [m.frame.prepared.get(session.name) or session.prepare(m.image) for m in items]
+        results = session.infer(prepared)
+        if self.events.path is not None:
+            for item, result in zip(items, results, strict=True):
+                if hasattr(result, "as_dicts") and len(result.as_dicts()):
+                    self.events.write("inference", camera=item.stream_id, frame=item.frame_id, model=session.name,
+                                      results=result.as_dicts())
+        return results
+
+    def output(self, item: Any) -> None:
+        if self.events.path is not None and (item.labels or item.rects):
+            self.events.write("output", camera=item.stream_id, frame=item.frame_id,
+                              labels=[text for text, _, _ in item.labels], rects=len(item.rects))
+        image = item.render()
+        self.counters.frame_out(item.stream_id)
+        if self.http is not None:
+            self.hub.publish(item.stream_id, image)
+        if self.options.record is not None:
+            self._writer(item.stream_id).write(image)
+
+    def _writer(self, camera: str) -> VideoWriter:
+        if camera not in self.writers:
+            template = str(self.options.record)
+            path = Path(template.replace("{camera}", camera))
+            fps = self.sources[camera].spec.fps if camera in self.sources else 15.0
+            self.writers[camera] = VideoWriter(path, fps, options=self.options.record_options)
+            self.writers[camera].start()
+        return self.writers[camera]
+
+    def wait(self, duration: float | None = None) -> None:
+        """Until ``duration`` passes or every code node has finished."""
+        deadline = None if duration is None else time.monotonic() + duration
+        while any(s.is_alive() for s in self.supervisors):
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return
+            self.stopping.wait(0.2 if left is None else min(left, 0.2))
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.bell.set()
+        for source in self.sources.values():
+            source.stop()
+            source.queue.close()
+        for supervisor in self.supervisors:
+            supervisor.join(timeout=10)
+        for writer in self.writers.values():
+            writer.close()
+        if self.http is not None:
+            self.http.stop()
+        self.events.write("stopped", frames_out=dict(self.counters.frames_out))
+        self.events.close()
+
+    def run(self, duration: float | None = None) -> dict[str, Any]:
+        """start, wait, stop; the final snapshot."""
+        self.start()
+        try:
+            self.wait(duration)
+        finally:
+            snap = self.snapshot()
+            self.stop()
+        return snap
+
+    def snapshot(self) -> dict[str, Any]:
+        cameras = {name: {"connected": s.status.connected, "frames_in": s.status.frames, "frames_dropped": self.queues[name].dropped,
+                          "frames_out": self.counters.frames_out.get(name, 0), "reconnects": s.status.reconnects,
+                          "last_error": s.status.last_error} for name, s in self.sources.items()}
+        models = {name: {"providers": m.providers.as_dict(), "runs": m.timing.count, "total_ms": round(m.timing.total_ms, 3),
+                         "p50": round(m.timing.quantile(0.5), 3), "p95": round(m.timing.quantile(0.95), 3)}
+                  for name, m in self.models.items()}
+        nodes = {s.code.name: s.status() for s in self.supervisors}
+        return {"ready": self.ready and not self.stopping.is_set(), "cameras": cameras, "models": models,
+                "nodes": nodes, "fps": self.counters.fps()}
+
+    def metrics_text(self) -> str:
+        return render(self.snapshot())
+
+    def health_doc(self) -> dict[str, Any]:
+        return health(self.snapshot())
+
+
+def load_cameras_file(path: Path) -> dict[str, SourceSpec]:
+    """Camera bindings from a JSON file: {"cameras": {"name": {"url", "username", "password"}}}."""
+    from fleet_runtime.pipeline.sources import parse_source
+
+    doc = json.loads(path.read_text())
+    specs = {}
+    for name, cam in doc.get("cameras", {}).items():
+        spec = parse_source(name, cam["url"])
+        spec.username, spec.password = cam.get("username"), cam.get("password")
+        specs[name] = spec
+    return specs

@@ -1,0 +1,230 @@
+"""Where results go: the local HTTP server (MJPEG video, /metrics, /health), JSONL events, video files.
+
+The MJPEG stream replaces Panorama's HDMI output. JPEG encoding happens only
+when someone is watching, once per frame whatever the number of viewers.
+
+Routes: ``/`` (index), ``/video?camera=NAME`` (multipart/x-mixed-replace
+MJPEG), ``/frame.jpg?camera=NAME`` (the latest frame), ``/metrics``
+(Prometheus text), ``/health`` (JSON; 200 when ok or degraded, 503 otherwise).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+log = logging.getLogger("fleet_runtime.sinks")
+BOUNDARY = "fleetframe"
+
+
+class OutputHub:
+    """The latest output frame of each camera, JPEG-encoded on demand and cached per frame."""
+
+    def __init__(self, quality: int = 80) -> None:
+        self._cond = threading.Condition()
+        self._frames: dict[str, tuple[int, Any]] = {}
+        self._jpegs: dict[str, tuple[int, bytes]] = {}
+        self._seq = 0
+        self.quality = quality
+
+    def publish(self, camera: str, image: Any) -> None:
+        with self._cond:
+            self._seq += 1
+            self._frames[camera] = (self._seq, image)
+            self._cond.notify_all()
+
+    def cameras(self) -> list[str]:
+        with self._cond:
+            return sorted(self._frames)
+
+    def jpeg(self, camera: str | None, after: int = 0, timeout: float = 5.0) -> tuple[int, bytes] | None:
+        """(sequence, JPEG) of a frame newer than ``after``; None if none comes within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                name = camera or (min(self._frames) if self._frames else None)
+                current = self._frames.get(name) if name else None
+                if current and current[0] > after:
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cond.wait(left)
+            cached = self._jpegs.get(name)  # type: ignore[arg-type]
+            if cached and cached[0] == current[0]:
+                return cached
+        encoded = (current[0], _encode(current[1], self.quality))
+        with self._cond:
+            self._jpegs[name] = encoded  # type: ignore[index]
+        return encoded
+
+
+def _encode(image: Any, quality: int) -> bytes:
+    import cv2
+
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return bytes(data)
+
+
+class EventLog:
+    """Append-only JSONL file of detections and application events (one object per line)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._file = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = path.open("a", buffering=1)
+
+    def write(self, kind: str, **fields: Any) -> None:
+        if self._file is None:
+            return
+        line = json.dumps({"time": round(time.time(), 3), "event": kind, **fields}, default=str)
+        with self._lock:
+            self._file.write(line + "\n")
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class VideoWriter(threading.Thread):
+    """Encodes output frames to a video file on its own thread (H.264 by default)."""
+
+    def __init__(self, path: Path, fps: float = 15.0, codec: str = "libx264", options: dict[str, str] | None = None) -> None:
+        super().__init__(name="video-writer", daemon=True)
+        self.path, self.fps, self.codec = path, fps, codec
+        self.options = options or {}
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=8)
+        self.frames = 0
+
+    def write(self, image: Any) -> None:
+        self._queue.put(image)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self.join()
+
+    def run(self) -> None:
+        import av
+
+        container = av.open(str(self.path), "w")
+        stream = None
+        while (image := self._queue.get()) is not None:
+            if stream is None:
+                stream = container.add_stream(self.codec, rate=round(self.fps))
+                stream.height, stream.width = image.shape[:2]
+                stream.pix_fmt = "yuv420p"
+                stream.options = self.options
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")):
+                container.mux(packet)
+            self.frames += 1
+        if stream is not None:
+            for packet in stream.encode():
+                container.mux(packet)
+        container.close()
+
+
+Snapshot = Callable[[], dict[str, Any]]
+
+
+class HttpServer:
+    """The runtime's local HTTP endpoint; ``start`` binds, ``port`` is the bound port."""
+
+    def __init__(self, hub: OutputHub, metrics_text: Callable[[], str], health_doc: Callable[[], dict[str, Any]],
+                 host: str = "127.0.0.1", port: int = 0) -> None:
+        self.closing = threading.Event()
+        handler = type("Handler", (_Handler,), {"hub": hub, "metrics_text": staticmethod(metrics_text),
+                                                "health_doc": staticmethod(health_doc), "closing": self.closing})
+        self.server = ThreadingHTTPServer((host, port), handler)
+        self.server.daemon_threads = True
+        self.port = int(self.server.server_address[1])
+        self._thread = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.closing.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    hub: OutputHub
+    metrics_text: Callable[[], str]
+    health_doc: Callable[[], dict[str, Any]]
+    closing: threading.Event
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        log.debug("http: " + format, *args)
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        url = urlsplit(self.path)
+        camera = parse_qs(url.query).get("camera", [None])[0]
+        route = {"/": self._index, "/metrics": self._metrics, "/health": self._health,
+                 "/video": lambda: self._mjpeg(camera), "/frame.jpg": lambda: self._frame(camera)}.get(url.path)
+        if route is None:
+            self._send(404, "text/plain", b"not found\n")
+        else:
+            route()
+
+    def _send(self, code: int, ctype: str, body: bytes) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _index(self) -> None:
+        links = "".join(f'<h3>{c}</h3><img src="/video?camera={c}">' for c in self.hub.cameras())
+        page = f"<html><body><h1>fleet-runtime</h1>{links}<p><a href=/metrics>metrics</a> <a href=/health>health</a></p></body></html>"
+        self._send(200, "text/html; charset=utf-8", page.encode())
+
+    def _metrics(self) -> None:
+        self._send(200, "text/plain; version=0.0.4; charset=utf-8", self.metrics_text().encode())
+
+    def _health(self) -> None:
+        doc = self.health_doc()
+        code = 200 if doc["status"] in ("ok", "degraded") else 503
+        self._send(code, "application/json", (json.dumps(doc, indent=1) + "\n").encode())
+
+    def _frame(self, camera: str | None) -> None:
+        found = self.hub.jpeg(camera, timeout=5.0)
+        if found is None:
+            self._send(503, "text/plain", b"no frame yet\n")
+        else:
+            self._send(200, "image/jpeg", found[1])
+
+    def _mjpeg(self, camera: str | None) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        seq = 0
+        try:
+            while not self.closing.is_set():
+                found = self.hub.jpeg(camera, after=seq, timeout=1.0)
+                if found is None:
+                    continue
+                seq, data = found
+                head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n"
+                self.wfile.write(head.encode() + data + b"\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            return
