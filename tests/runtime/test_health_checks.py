@@ -1,0 +1,124 @@
+"""The agent's health checks beyond the machine: certificate, pending slot, runtime apps."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from fleet_runtime.agent import health
+from fleet_runtime.layout import Layout, atomic_write_json
+
+
+def write_cert(layout: Layout, days: float) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dev1")])
+    now = datetime.now(timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(1)
+            .not_valid_before(now - timedelta(days=400)).not_valid_after(now + timedelta(days=days))
+            .sign(key, hashes.SHA256()))
+    layout.etc.mkdir(parents=True, exist_ok=True)
+    layout.device_crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+@pytest.mark.parametrize(("days", "status", "reason"), [
+    (365, "ok", ""),
+    (10, "warn", "device certificate expires in 10 days"),
+    (-3, "fail", "device certificate expired 3 days ago"),
+])
+def test_certificate_days_to_expiry(tmp_path: Path, days: float, status: str, reason: str) -> None:
+    layout = Layout(tmp_path)
+    write_cert(layout, days + 0.2 if days > 0 else days - 0.2)
+    got = health.certificate_check(layout, warn_days=30)
+    assert (got["status"], got["reason"]) == (status, reason)
+
+
+def test_no_certificate_is_reported_not_failed(tmp_path: Path) -> None:
+    assert health.certificate_check(Layout(tmp_path), 30)["present"] is False
+
+
+def test_pending_slot_is_a_warning(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    atomic_write_json(layout.boot_json, {"state": "trial", "active": "b", "committed_slot": "a",
+                                         "pending": "b", "trials_left": 2,
+                                         "slots": {"a": {"version": "1.0.0"}, "b": {"version": "1.1.0"}}})
+    got = health.slot_check(layout)
+    assert got["status"] == "warn" and got["reason"] == "slot b trial, not committed (2 trial boots left)"
+    atomic_write_json(layout.boot_json, {"state": "idle", "active": "a", "pending": None})
+    assert health.slot_check(layout)["status"] == "ok"
+
+
+class _Runtime(BaseHTTPRequestHandler):
+    doc: dict[str, Any] = {}
+    code = 200
+
+    def do_GET(self) -> None:  # noqa: N802
+        body = json.dumps(self.doc).encode()
+        self.send_response(self.code if self.path == "/health" else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def runtime_http() -> Iterator[tuple[int, type[_Runtime]]]:
+    """A real HTTP server answering /health with the runtime's document shape."""
+    handler = type("Handler", (_Runtime,), {"doc": {}, "code": 200})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1], handler
+    server.shutdown()
+    server.server_close()
+
+
+def runtime_doc(status: str, fps: float, cameras: dict[str, bool]) -> dict[str, Any]:
+    return {"status": status, "ready": True, "fps": fps, "reasons": [],
+            "cameras": {n: {"connected": c, "last_error": None if c else "Connection timed out"}
+                        for n, c in cameras.items()}}
+
+
+def test_runtime_apps_fps_and_cameras(tmp_path: Path, runtime_http: tuple[int, Any]) -> None:
+    port, handler = runtime_http
+    layout = Layout(tmp_path)
+    atomic_write_json(layout.run / "runtime.json", {"apps": {"people": {"http_port": port}}})
+    handler.doc = runtime_doc("ok", 24.8, {"dock": True, "gate": False})
+    checks = {c["name"]: c for c in health.runtime_checks(layout, min_fps=0)}
+    assert checks["runtime"]["running"] is True
+    assert checks["app:people"]["status"] == "ok" and checks["app:people"]["fps"] == 24.8
+    assert checks["cameras:people"]["status"] == "warn"
+    assert checks["cameras:people"]["reason"] == "app people: camera gate not streaming"
+    slow = {c["name"]: c for c in health.runtime_checks(layout, min_fps=25)}
+    assert slow["app:people"]["reason"] == "app people: 24.8 fps (below 25.0)"
+
+
+def test_failed_runtime_and_silent_runtime(tmp_path: Path, runtime_http: tuple[int, Any]) -> None:
+    port, handler = runtime_http
+    layout = Layout(tmp_path)
+    atomic_write_json(layout.run / "runtime.json", {"http_port": port, "app": "ppe"})
+    handler.doc, handler.code = {**runtime_doc("failed", 0, {}), "reasons": ["node code: crash_loop"]}, 503
+    app = {c["name"]: c for c in health.runtime_checks(layout, 0)}["app:ppe"]
+    assert app["status"] == "fail" and app["reason"] == "app ppe: node code: crash_loop"
+    atomic_write_json(layout.run / "runtime.json", {"http_port": 1, "app": "ppe"})
+    silent = {c["name"]: c for c in health.runtime_checks(layout, 0)}["app:ppe"]
+    assert silent["status"] == "fail" and "not answering" in silent["reason"]
+
+
+def test_no_runtime_file_means_no_apps(tmp_path: Path) -> None:
+    assert health.runtime_checks(Layout(tmp_path), 0) == [
+        {"name": "runtime", "status": "ok", "reason": "", "running": False}]
