@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -193,12 +194,20 @@ class FleetCA:
 
     def record_issued(self, issued: list[IssuedDevice]) -> None:
         """Keep the public certificates and one index line per certificate."""
+        for item in issued:
+            self.save_certificate(item)
+        self.append_index(issued)
+
+    def save_certificate(self, item: IssuedDevice) -> None:
+        """``certs/devices/<name>.crt`` (public and re-creatable: no fsync)."""
         self.paths.devices.mkdir(parents=True, exist_ok=True)
-        for item in issued:  # public and re-creatable: no fsync per file
-            path = self.paths.devices / f"{item.name}.crt"
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_bytes(item.cert_pem)
-            tmp.replace(path)
+        path = self.paths.devices / f"{item.name}.crt"
+        tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
+        tmp.write_bytes(item.cert_pem)
+        tmp.replace(path)
+
+    def append_index(self, issued: list[IssuedDevice]) -> None:
+        """One line per certificate in ``certs/issued.jsonl`` (what revoke reads)."""
         lines = "".join(json.dumps(item.record(), sort_keys=True) + "\n" for item in issued)
         with open(self.paths.issued, "a", encoding="utf-8") as fh:
             fh.write(lines)

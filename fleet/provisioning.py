@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import queue
 import re
 import shutil
 import subprocess
@@ -179,6 +180,7 @@ class ArchiveBuilder:
         data = zip_bytes({fmt.MANIFEST: manifest, fmt.SIGNATURE: self.ca.sign(manifest), **members})
         path = self.settings.out_dir / fmt.archive_name(spec.name)
         write_private(path, data)
+        self.ca.save_certificate(issued)
         return BuiltArchive(spec, path, fmt.sha256_hex(data), install_by, host_public, issued)
 
 
@@ -237,23 +239,32 @@ def build_archives(
     *, workers: int | None = None, on_done: Callable[[str, str | None], None] | None = None,
 ) -> BuildReport:
     """Build one archive per device in parallel, then pin host keys, record certificates
-    and mark the devices AWAITING_PROVISIONING. Every spec is checked before anything is built."""
+    and mark the devices AWAITING_PROVISIONING. Every spec is checked before anything is built.
+
+    The registry is written by one thread of its own while archives are built (its
+    commits wait on the disk, or on the cloud for the aws backend)."""
     specs = list(specs)
     check_specs(specs)
     settings.out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     builder = ArchiveBuilder(project, ca, settings)
     report = BuildReport()
-    # Threads: fsync and much of OpenSSL run without the GIL.
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        for spec, outcome in zip(specs, pool.map(lambda s: _try_build(builder, s), specs)):
-            if isinstance(outcome, BuiltArchive):
-                report.built.append(outcome)
-            else:
-                report.failed[spec.name] = outcome
-            if on_done:
-                on_done(spec.name, None if isinstance(outcome, BuiltArchive) else outcome)
-    fsync_dir(settings.out_dir)
-    _finalize(project, ca, report)
+    recorder = RegistryRecorder(project)
+    recorder.start()
+    try:
+        # Threads: fsync and much of OpenSSL run without the GIL.
+        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+            for spec, outcome in zip(specs, pool.map(lambda s: _try_build(builder, s), specs)):
+                if isinstance(outcome, BuiltArchive):
+                    report.built.append(outcome)
+                    recorder.put(outcome)
+                else:
+                    report.failed[spec.name] = outcome
+                if on_done:
+                    on_done(spec.name, None if isinstance(outcome, BuiltArchive) else outcome)
+        fsync_dir(settings.out_dir)
+        _finalize(project, ca, report)
+    finally:
+        report.registry = recorder.finish()
     return report
 
 
@@ -281,8 +292,7 @@ def _finalize(project: Project, ca: pki.FleetCA, report: BuildReport) -> None:
         return
     pin_host_keys(project.known_hosts, {
         known_hosts_name(b.spec.hostname, b.spec.port): b.host_key for b in report.built})
-    ca.record_issued([b.issued for b in report.built])
-    report.registry = record_awaiting(project, report.built)
+    ca.append_index([b.issued for b in report.built])
 
 
 def pin_host_keys(known_hosts: Path, pins: dict[str, str]) -> None:
@@ -296,21 +306,61 @@ def pin_host_keys(known_hosts: Path, pins: dict[str, str]) -> None:
 # ---------------------------------------------------------------- registry
 
 
-def record_awaiting(project: Project, built: list[BuiltArchive]) -> str:
-    """Register each device as AWAITING_PROVISIONING; returns where it was recorded."""
-    store = _registry(project)
-    if store is None:
-        for b in built:
-            _record_fallback(project, b.spec.name, AWAITING_PROVISIONING, b.issued.fingerprint)
-        return str(_fallback_path(project))
-    try:
-        for b in built:  # one transaction per device: status and certificate ride the upsert
-            store.upsert_device(b.spec.name, **_registry_fields(b), provisioning=AWAITING_PROVISIONING)
+class RegistryRecorder:
+    """Records built archives as AWAITING_PROVISIONING from one thread of its own.
+
+    The store is opened, used and closed in that thread (SQLite connections stay
+    in their thread). `finish` waits for it and raises the first error it met.
+    """
+
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self.queue: queue.SimpleQueue[BuiltArchive | None] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, name="registry", daemon=True)
+        self.where = "registry"
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def put(self, built: BuiltArchive) -> None:
+        self.queue.put(built)
+
+    def finish(self) -> str:
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise FleetError(f"archives were built, but the registry was not updated: {self.error}",
+                             fix="fix the registry and build the archives again") from self.error
+        return self.where
+
+    def _run(self) -> None:
+        try:
+            store = _registry(self.project)
+        except BaseException as exc:  # noqa: BLE001  (reported by finish)
+            self.error, store = exc, None
+        try:
+            while (built := self.queue.get()) is not None:
+                if self.error is None:
+                    self._record(store, built)
+        finally:
+            if store is not None:
+                store.close()
+
+    def _record(self, store: Any, built: BuiltArchive) -> None:
+        try:
+            if store is None:
+                _record_fallback(self.project, built.spec.name, AWAITING_PROVISIONING,
+                                 built.issued.fingerprint)
+                self.where = str(_fallback_path(self.project))
+                return
+            # one transaction per device: status and certificate ride the upsert
+            store.upsert_device(built.spec.name, **_registry_fields(built),
+                                provisioning=AWAITING_PROVISIONING)
             if store.backend != "sqlite":  # a cloud backend registers the certificate itself
-                store.set_device_certificate(b.spec.name, b.issued.cert_pem.decode())
-    finally:
-        store.close()
-    return "registry"
+                store.set_device_certificate(built.spec.name, built.issued.cert_pem.decode())
+        except BaseException as exc:  # noqa: BLE001
+            self.error = exc
 
 
 def _registry_fields(b: BuiltArchive) -> dict[str, Any]:
