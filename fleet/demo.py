@@ -23,6 +23,7 @@ from fleet.errors import FleetError
 STEPS: tuple[tuple[str, str], ...] = (
     ("Bring up a lab fleet: 3 sites x 3 devices", "fleet.lab_demo:step_lab"),
     ("Fleet health", "fleet.lab_demo:step_health"),
+    ("Register devices and import cameras from CSV", "fleet.cameras_demo:step_registry"),
 )
 
 
