@@ -105,6 +105,7 @@ class _Loader:
     interfaces: dict[str, Interface] = field(default_factory=dict)
     assets: dict[str, dict[str, Any]] = field(default_factory=dict)  # "pkg.asset" -> asset
     broken: set[str] = field(default_factory=set)  # packages already reported invalid
+    override_file: str = "override.json"
 
     def rel(self, path: Path) -> str:
         try:
@@ -158,6 +159,7 @@ def load_application(root: Path, override: Path | None = None, max_cameras: int 
     gpath = graph_path(root)
     graph = loader.read(gpath, "graph")
     over = loader.read(override, "override") if override else None
+    loader.override_file = loader.rel(override) if override else loader.override_file
     if graph is None or (override and over is None):
         raise ManifestError(loader.problems)
     app = _resolve(loader, gpath, graph["nodeGraph"], over["nodeGraphOverrides"] if over else None)
@@ -252,10 +254,10 @@ def _apply_override(loader: _Loader, over: dict[str, Any], nodes: dict[str, dict
         where = f"$.nodeGraphOverrides.nodeOverrides[{index}]"
         target = nodes.get(rule["replace"])
         if target is None:
-            loader.problem("override.json", f"{where}.replace", f"no node {rule['replace']} in graph.json")
+            loader.problem(loader.override_file, f"{where}.replace", f"no node {rule['replace']} in graph.json")
             continue
         if not target.get("overridable", False):
-            loader.problem("override.json", f"{where}.replace", f"node {rule['replace']} is not overridable")
+            loader.problem(loader.override_file, f"{where}.replace", f"node {rule['replace']} is not overridable")
             continue
         names = [w["name"] for w in rule["with"]]
         if rule["replace"] in cameras:
@@ -265,15 +267,15 @@ def _apply_override(loader: _Loader, over: dict[str, Any], nodes: dict[str, dict
             _override_param(loader, where, target, names, extra)
     for name, cam in cameras.items():
         if cam.mandatory:
-            loader.problem("override.json", "$.nodeGraphOverrides.nodeOverrides", f"camera node {name} must be bound (overrideMandatory)")
+            loader.problem(loader.override_file, "$.nodeGraphOverrides.nodeOverrides", f"camera node {name} must be bound (overrideMandatory)")
 
 
 def _override_param(loader: _Loader, where: str, target: dict[str, Any], names: list[str], extra: dict[str, Any]) -> None:
     replacement = extra.get(names[0])
     if len(names) != 1 or replacement is None or "value" not in replacement:
-        loader.problem("override.json", f"{where}.with", "a parameter is replaced by exactly one node declared in nodes with a value")
+        loader.problem(loader.override_file, f"{where}.with", "a parameter is replaced by exactly one node declared in nodes with a value")
     elif replacement["interface"] != target["interface"]:
-        loader.problem("override.json", f"{where}.with", f"{names[0]} is {replacement['interface']}, {target['name']} is {target['interface']}")
+        loader.problem(loader.override_file, f"{where}.with", f"{names[0]} is {replacement['interface']}, {target['name']} is {target['interface']}")
     else:
         target["value"] = replacement["value"]
 

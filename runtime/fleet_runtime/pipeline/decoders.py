@@ -121,7 +121,7 @@ def decode_yolo(outputs: Sequence[Any], item: int, geometry: Geometry, config: d
     """YOLO boxes: (N, 5 + C) with objectness (v5 style) or (4 + C, N) without (v8 style)."""
     labels = config.get("labels") or []
     pred = outputs[0][item]
-    if pred.shape[0] < pred.shape[1]:  # (4 + C, N): channels first
+    if _channels_first(pred.shape, len(labels)):
         pred = pred.T
     has_objectness = pred.shape[1] == 5 + len(labels) if labels else pred.shape[1] > 5
     cls_scores = pred[:, 5:] * pred[:, 4:5] if has_objectness else pred[:, 4:]
@@ -135,6 +135,14 @@ def decode_yolo(outputs: Sequence[Any], item: int, geometry: Geometry, config: d
     scores, classes = scores[mask].astype(np.float32), classes[mask]
     keep = batched_nms(boxes, scores, classes, config.get("nmsIouThreshold", 0.45))[: config.get("maxDetections", 300)]
     return Detections(geometry.to_frame(boxes[keep]), scores[keep], classes[keep], labels, geometry.width, geometry.height)
+
+
+def _channels_first(shape: tuple[int, ...], classes: int) -> bool:
+    """True for (4 + C, N) predictions (v8 style) rather than (N, 5 + C)."""
+    if classes:
+        widths = (4 + classes, 5 + classes)
+        return shape[1] not in widths and shape[0] in widths
+    return shape[0] < shape[1]
 
 
 def decode_classification(outputs: Sequence[Any], item: int, geometry: Geometry, config: dict[str, Any]) -> Classification:
