@@ -51,7 +51,7 @@ def export(
     if json:
         a.output_json({"bundles": [b.as_json() for b in bundles], "summary": summary})
     else:
-        _render(a, bundles, summary)
+        _render(a, bundles, summary, out)
     raise typer.Exit(2 if summary["unreachable"] else 1 if summary["failed"] else 0)
 
 
@@ -63,19 +63,28 @@ def _size(n: int) -> str:
     return str(n)
 
 
-def _render(a, bundles, summary) -> None:  # type: ignore[no-untyped-def]
+def _shown(path: Path | None, out: Path) -> str:
+    if path is None:
+        return "-"
+    try:
+        return str(path.relative_to(out))
+    except ValueError:
+        return str(path)
+
+
+def _render(a, bundles, summary, out: Path) -> None:  # type: ignore[no-untyped-def]
     from fleet.render import grouped_table, styled
 
     rows = []
     for b in bundles:
         span = b.time_range or {}
         rows.append({"site": b.site, "device": b.device,
-                     "bundle": str(b.path) if b.path else "-",
+                     "bundle": _shown(b.path, out),
                      "size": _size(b.bytes) if b.ok else "-",
                      "logs": _size(b.log_bytes) + (" (capped)" if b.truncated else "") if b.ok else "-",
                      "from": (span.get("start") or "-"), "to": (span.get("end") or "-"),
                      "status": styled("ok") if b.ok else styled("fail"), "error": b.error or ""})
-    title = (f"logs: {summary['exported']}/{summary['devices']} bundles verified, "
+    title = (f"logs: {summary['exported']}/{summary['devices']} bundles verified in {out}, "
              f"{_size(summary['bytes'])} for {_size(summary['log_bytes'])} of logs")
     a.output(grouped_table(title, ["Site", "Device", "Bundle", "Size", "Logs", "From", "To",
                                    "Status", "Error"], rows))
