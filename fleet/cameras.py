@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from fleet.errors import ConfigError
 from fleet.registry import Camera, Store
@@ -145,10 +145,9 @@ def _text(row: Mapping[str, str], column: str, limit: int = MAX_TEXT,
     return value
 
 
-def _netloc(parts: SplitResult) -> str:
-    host = parts.hostname or ""
+def _netloc(host: str, port: int | None) -> str:
     host = f"[{host}]" if ":" in host else host
-    return f"{host}:{parts.port}" if parts.port else host
+    return f"{host}:{port}" if port else host
 
 
 def check_url(raw: str) -> tuple[str, str, str]:
@@ -161,7 +160,8 @@ def check_url(raw: str) -> tuple[str, str, str]:
     parts = urlsplit(raw)
     if parts.scheme.lower() not in ("rtsp", "rtsps"):
         raise _RowInvalid(col, f"scheme must be rtsp or rtsps, not '{parts.scheme[:16]}'")
-    if not parts.hostname:
+    host = parts.hostname
+    if not host:
         raise _RowInvalid(col, "has no host")
     try:
         port = parts.port
@@ -173,7 +173,9 @@ def check_url(raw: str) -> tuple[str, str, str]:
         raise _RowInvalid(col, "has no stream path (e.g. rtsp://host:554/stream1)")
     if parts.fragment:
         raise _RowInvalid(col, "must not have a #fragment")
-    clean = urlunsplit((parts.scheme.lower(), _netloc(parts), parts.path, parts.query, ""))
+    clean = urlunsplit((parts.scheme.lower(), _netloc(host, port), parts.path, parts.query, ""))
+    if "@" not in parts.netloc:
+        return clean, "", ""
     return clean, unquote(parts.username or ""), unquote(parts.password or "")
 
 
