@@ -592,6 +592,27 @@ def lab_usb_boot(lab: Any, name: str, drive: Path) -> dict[str, Any]:
     return answer
 
 
+def lab_factory_reset(lab: Any, name: str) -> dict[str, Any]:
+    """Press the lab device's reset button: power off, ``fleet-agent reset`` (identity, keys,
+    host key gone), manufacturing data written again (serial, this project's CA pinned)."""
+    dev = lab.device(name)
+    lab.stop(name)
+    answer = _agent(lab, dev, ["reset"])
+    if not answer.get("ok"):
+        error = answer.get("error") or {}
+        raise DeviceError(f"{name}: reset failed: {error.get('code')}: {error.get('message')}")
+    lab_manufacture(lab.project, lab.layout(name), dev.serial)
+    _mark_factory(lab, name)
+    return answer
+
+
+def _mark_factory(lab: Any, name: str) -> None:
+    # A reset box has no host key of its own any more: the next one comes from an archive.
+    devices = lab.devices()
+    devices[name].factory = True
+    lab._save(devices)
+
+
 def _agent(lab: Any, dev: Any, args: list[str]) -> dict[str, Any]:
     agent = str(Path(sys.executable).parent / "fleet-agent")
     env = {**os.environ, "FLEET_ROOT": str(lab.root(dev.name))}

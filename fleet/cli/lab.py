@@ -117,6 +117,24 @@ def usb(ctx: typer.Context, device: str,
     a.display_info(f"provisioning log on the drive: {answer.get('log')}")
 
 
+@app.command()
+def reset(ctx: typer.Context, device: str, json: o.Json = False) -> None:
+    """Factory-reset a lab device: its identity and keys are wiped (`fleet-agent reset`);
+    it stays off until a USB first boot (`fleet lab usb`) provisions it again."""
+    from fleet.lab import Lab
+    from fleet.provisioning import lab_factory_reset
+
+    a = app_of(ctx)
+    try:
+        answer = lab_factory_reset(Lab(a.project), device)
+    except FleetError as exc:
+        a.fail(exc)
+    if json:
+        a.output_json(answer)
+        return
+    a.display_success(f"{device}: reset to factory state ({len(answer.get('removed', []))} files removed)")
+
+
 def _show_status(a, json: bool) -> None:  # type: ignore[no-untyped-def]
     from fleet.lab import Lab
     from fleet.render import grouped_table
