@@ -50,12 +50,14 @@ def runtime_line(rng: random.Random, t: float) -> str:
     roll = rng.random()
     if roll < 0.002:
         return (f"{stamp(t)} WARNING runtime: camera {cam}: Failed to get SDP description: "
-                f"Connection to server failed: Connection timed out; reconnect in {rng.randint(1, 30)}s")
+                "Connection to server failed: Connection timed out; "
+                f"reconnect in {rng.randint(1, 30)}s")
     if roll < 0.01:
         return f"{stamp(t)} INFO runtime: camera {cam}: stream resumed, 1920x1080 H.264 @ 25 fps"
     FRAMES[cam] = FRAMES.get(cam, 0) + 1
     return (f"{stamp(t)} INFO runtime: {cam} frame {FRAMES[cam]} decode "
-            f"{rng.uniform(2, 9):.2f} ms infer {rng.uniform(8, 30):.2f} ms queue {rng.randint(0, 4)}")
+            f"{rng.uniform(2, 9):.2f} ms infer {rng.uniform(8, 30):.2f} ms "
+            f"queue {rng.randint(0, 4)}")
 
 
 def app_line(rng: random.Random, t: float, app: str) -> str:
@@ -64,7 +66,7 @@ def app_line(rng: random.Random, t: float, app: str) -> str:
                 f"\"/panorama/application.py\", line {rng.randint(40, 300)}, in process_streams\\n"
                 f"ValueError: empty tensor for node model_node")
     n = rng.randint(0, 12)
-    boxes = ",".join(f"[{rng.random():.3f},{rng.random():.3f},{rng.random():.3f},{rng.random():.3f}]"
+    boxes = ",".join("[" + ",".join(f"{rng.random():.3f}" for _ in range(4)) + "]"
                      for _ in range(min(n, 3)))
     return (f"{stamp(t)} INFO {app}: stream {rng.choice(CAMERAS)} detections={n} "
             f"score_max={rng.uniform(0.3, 0.99):.3f} boxes={boxes} "
@@ -74,15 +76,18 @@ def app_line(rng: random.Random, t: float, app: str) -> str:
 def agent_line(rng: random.Random, t: float) -> str:
     cmd = rng.choice(("info", "health", "health", "checksum", "slots"))
     return (f"{stamp(t)} INFO agent: command {cmd} from controller ok in "
-            f"{rng.randint(40, 900)} ms (disk {rng.uniform(20, 60):.1f}% mem {rng.uniform(30, 70):.1f}%)")
+            f"{rng.randint(40, 900)} ms (disk {rng.uniform(20, 60):.1f}% "
+            f"mem {rng.uniform(30, 70):.1f}%)")
 
 
 def syslog_line(rng: random.Random, t: float) -> str:
     host = "jetson"
     msg = rng.choice((
         f"kernel: [{rng.uniform(1, 99999):.6f}] eth0: link up, 1000Mbps, full-duplex",
-        f"systemd[1]: Started fleet-runtime.service - edgefleet runtime (pid {rng.randint(900, 9999)}).",
-        f"NetworkManager[{rng.randint(500, 900)}]: <info>  [{t:.4f}] dhcp4 (eth1): state changed bound",
+        "systemd[1]: Started fleet-runtime.service - edgefleet runtime "
+        f"(pid {rng.randint(900, 9999)}).",
+        f"NetworkManager[{rng.randint(500, 900)}]: <info>  [{t:.4f}] dhcp4 (eth1): "
+        "state changed bound",
         f"CRON[{rng.randint(1000, 30000)}]: (root) CMD (run-parts /etc/cron.hourly)",
         f"nvargus-daemon[{rng.randint(300, 800)}]: GPU temp {rng.uniform(40, 75):.1f} C",
     ))
@@ -115,7 +120,8 @@ def write_device_logs(root: Path, mb: int, now: float) -> None:
     ]
     span = (now - start) / len(plan)
     for i, (name, make, share) in enumerate(plan):
-        write_log(logs / name, make, int(mb * mib * share), start + i * span, start + (i + 1) * span, i)
+        begin = start + i * span
+        write_log(logs / name, make, int(mb * mib * share), begin, begin + span, i)
     write_log(root / "var/log/syslog", syslog_line, int(mb * mib * 0.11), start, now, 99)
 
 
@@ -145,7 +151,8 @@ def scp_loop(lab: Lab, out: Path) -> int:
             ["scp", "-q", "-r", "-P", str(dev.port), "-i", str(key),
              "-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes",
              "-o", "BatchMode=yes",
-             f"root@127.0.0.1:{root / 'var/log/fleet'}", f"root@127.0.0.1:{root / 'var/log/syslog'}",
+             f"root@127.0.0.1:{root / 'var/log/fleet'}",
+             f"root@127.0.0.1:{root / 'var/log/syslog'}",
              str(dest)], check=True)
     return sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
 
@@ -177,7 +184,8 @@ def main() -> None:
 def run(root: Path, lab: Lab) -> None:
     n = len(lab.devices())
     raw = sum(p.stat().st_size for name in lab.devices()
-              for p in [*(lab.root(name) / "var/log/fleet").rglob("*"), lab.root(name) / "var/log/syslog"]
+              for p in [*(lab.root(name) / "var/log/fleet").rglob("*"),
+                        lab.root(name) / "var/log/syslog"]
               if p.is_file())
     sizes: dict[str, int] = {}
     t_fleet = timed(lambda: sizes.__setitem__("fleet", fleet_export(root, root / "out-fleet")))

@@ -25,6 +25,7 @@ started.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import pwd
@@ -295,10 +296,8 @@ def terminate(pid: int, timeout: float = 5.0) -> None:
 
 
 def _reap(pid: int) -> None:
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 # ---- the lab's broker and device daemons -----------------------------------------------

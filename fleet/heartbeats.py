@@ -95,7 +95,8 @@ def latest(settings: MqttSettings, *, timeout: float = 10.0) -> dict[str, dict[s
 
 
 def age_reason(age: float) -> str:
-    return f"last heartbeat {age:.0f}s ago" if age < 120 else f"last heartbeat {age / 60:.0f} min ago"
+    return f"last heartbeat {age:.0f}s ago" if age < 120 else \
+        f"last heartbeat {age / 60:.0f} min ago"
 
 
 def to_health(name: str, site: str, beat: dict[str, Any] | None, now: float) -> DeviceHealth:

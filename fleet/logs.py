@@ -110,7 +110,8 @@ def agent_argv(path: str, options: ExportOptions) -> list[str]:
     return argv + (["--since", options.since] if options.since else [])
 
 
-def split_stream(device: str, stdout: bytes, stderr: bytes, rc: int) -> tuple[bytes, dict[str, Any]]:
+def split_stream(device: str, stdout: bytes, stderr: bytes,
+                 rc: int) -> tuple[bytes, dict[str, Any]]:
     """The bundle bytes and the agent's answer (stderr's last line once streaming began)."""
     if stdout.startswith(GZIP_MAGIC):
         answer = parse_answer(device, stderr, b"", rc)
@@ -133,7 +134,8 @@ def check_stream(device: str, data: bytes, answer: dict[str, Any], cap: int) -> 
         raise DeviceError(f"{device}: log bundle of {len(data)} bytes exceeds the cap of {cap}")
 
 
-def store(device: str, site: str, data: bytes, options: ExportOptions) -> tuple[Path, dict[str, Any]]:
+def store(device: str, site: str, data: bytes,
+          options: ExportOptions) -> tuple[Path, dict[str, Any]]:
     """Write `.part`, verify against the manifest, rename into place."""
     folder = options.out / site
     folder.mkdir(parents=True, exist_ok=True)

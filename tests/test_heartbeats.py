@@ -8,15 +8,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from conftest import HAVE_SSHD, run_cli, start_lab
 from fixtures_mqtt import require_mosquitto
+from fleet_runtime.layout import read_json
+from fleet_runtime.mqtt import MqttClient, MqttSettings
+
 from fleet import heartbeats
 from fleet.broker import LabMqtt
 from fleet.lab import Lab
 from fleet.project import Project
-from fleet_runtime.layout import read_json
-from fleet_runtime.mqtt import MqttClient, MqttSettings
 
 INTERVAL = 0.5
 

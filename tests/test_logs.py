@@ -10,11 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from conftest import HAVE_SSHD, run_cli, start_lab
-from fleet.lab import Lab
 from fleet_runtime.layout import atomic_write_json
 from fleet_runtime.logs import verify_bundle
+
+from fleet.lab import Lab
 
 PASSWORD = "Pl4nted-Cam-Secret"
 

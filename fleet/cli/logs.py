@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -18,14 +18,15 @@ app = typer.Typer(help="Device logs: redacted bundles with a verified manifest."
 @app.command()
 def export(
     ctx: typer.Context,
-    out: Annotated[Path, typer.Option("--out", help="folder for OUT/<site>/<device>-<time>.tar.gz")],
+    out: Annotated[Path, typer.Option("--out", help="writes OUT/<site>/<device>-<time>.tar.gz")],
     inventory: o.Inventory = None, site: o.Site = None, group: o.Group = None,
     tag: o.Tag = None, limit: o.Limit = None,
-    since: Annotated[Optional[str], typer.Option(help="only logs newer than: 24h, 30m, 7d, ISO time")] = "24h",
-    max_bytes: Annotated[str, typer.Option("--max-bytes", help="per-device cap on logs (newest kept)")] = "64MB",
-    s3: Annotated[Optional[str], typer.Option("--s3", help="also upload to s3://bucket/prefix")] = None,
-    concurrency: Annotated[Optional[int], typer.Option("--concurrency", "-c", min=1,
-                                                       help="devices at once (default: fleet.yaml)")] = None,
+    since: Annotated[str | None, typer.Option(help="only logs newer than: 24h, 7d, ISO")] = "24h",
+    max_bytes: Annotated[str, typer.Option("--max-bytes",
+                                           help="per-device cap on logs (newest kept)")] = "64MB",
+    s3: Annotated[str | None, typer.Option("--s3", help="upload to s3://bucket/prefix")] = None,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", "-c", min=1,
+                                                    help="devices at once (fleet.yaml)")] = None,
     json: o.Json = False,
 ) -> None:
     """Collect agent, runtime, application, provisioning and system logs from every
@@ -81,7 +82,8 @@ def _render(a, bundles, summary, out: Path) -> None:  # type: ignore[no-untyped-
         rows.append({"site": b.site, "device": b.device,
                      "bundle": _shown(b.path, out),
                      "size": _size(b.bytes) if b.ok else "-",
-                     "logs": _size(b.log_bytes) + (" (capped)" if b.truncated else "") if b.ok else "-",
+                     "logs": (_size(b.log_bytes) + (" (capped)" if b.truncated else ""))
+                     if b.ok else "-",
                      "from": (span.get("start") or "-"), "to": (span.get("end") or "-"),
                      "status": styled("ok") if b.ok else styled("fail"), "error": b.error or ""})
     title = (f"logs: {summary['exported']}/{summary['devices']} bundles verified in {out}, "

@@ -11,7 +11,7 @@ logs we do not control).
 
 >>> log = device_logger(Layout(Path("/tmp/dev1")), "agent")   # doctest: +SKIP
 >>> log.info("camera %s connected", "rtsp://admin:hunter2@10.0.0.7/live")  # doctest: +SKIP
-# agent.log: 2026-11-22T01:53:05.123Z INFO agent: camera rtsp://admin:[REDACTED]@10.0.0.7/live connected
+# agent.log: 2026-11-22T01:53:05.123Z INFO agent: camera rtsp://admin:[REDACTED]@10.0.0.7/live ...
 """
 
 from __future__ import annotations
@@ -136,8 +136,6 @@ def redactor_for(layout: Layout) -> Redactor:
 
 class _OneLineFormatter(logging.Formatter):
     """UTC ISO timestamps with milliseconds; newlines escaped; secrets redacted."""
-
-    converter = time.gmtime
 
     def __init__(self, redactor: Redactor) -> None:
         super().__init__(LINE_FORMAT)

@@ -17,11 +17,13 @@ reader gets every device's latest at once) on a broker, or to the device
 shadow's reported state (``$aws/things/<thing>/shadow/update``) on AWS IoT Core.
 
 >>> client = MqttClient.connect(settings, client_id="berlin-01")   # doctest: +SKIP
->>> client.publish("edgefleet/berlin/berlin-01/health", {"verdict": "healthy"}, retain=True)  # doctest: +SKIP
+>>> topic = "edgefleet/berlin/berlin-01/health"
+>>> client.publish(topic, {"verdict": "healthy"}, retain=True)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Callable
@@ -148,7 +150,5 @@ class MqttClient:
             raise MqttError(f"subscribe to {topic} was refused by the broker")
 
     def disconnect(self, timeout: float = 5.0) -> None:
-        try:
+        with contextlib.suppress(Exception):  # closing anyway
             self.connection.disconnect().result(timeout)
-        except Exception:  # noqa: BLE001,S110 - closing anyway
-            pass

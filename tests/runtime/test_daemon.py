@@ -49,7 +49,7 @@ def running() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 
 def test_daemon_publishes_retained_heartbeats_until_stopped(
-        mqtt_broker: MqttLab, tmp_path: Path, running: list) -> None:
+        mqtt_broker: MqttLab, tmp_path: Path, running: list) -> None:  # noqa: F811
     layout = mqtt_broker.device(tmp_path / "dev", "hb-01", "berlin", interval=0.3)
     inbox = Inbox()
     mqtt_broker.client().subscribe("edgefleet/berlin/hb-01/health", inbox)
@@ -68,7 +68,7 @@ def test_daemon_publishes_retained_heartbeats_until_stopped(
     assert late.wait_for(lambda t, m: True)[1]["seq"] == result["published"]
 
 
-def test_a_device_cannot_publish_another_devices_heartbeat(mqtt_broker: MqttLab) -> None:
+def test_a_device_cannot_publish_another_devices_heartbeat(mqtt_broker: MqttLab) -> None:  # noqa: F811
     inbox = Inbox()
     mqtt_broker.client().subscribe("edgefleet/#", inbox)
     mallory = mqtt_broker.client("acl-mallory")
@@ -83,7 +83,7 @@ def test_a_device_cannot_publish_another_devices_heartbeat(mqtt_broker: MqttLab)
 
 
 def test_daemon_reports_to_the_device_shadow_on_iot_core(
-        mqtt_broker: MqttLab, tmp_path: Path) -> None:
+        mqtt_broker: MqttLab, tmp_path: Path) -> None:  # noqa: F811
     layout = mqtt_broker.device(tmp_path / "dev", "shadow-01", "lisbon")
     settings = read_json(layout.etc / "mqtt.json")
     atomic_write_json(layout.etc / "mqtt.json", {**settings, "mode": "iot-core",

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from fleet_runtime import logs
 from fleet_runtime.layout import Layout
 

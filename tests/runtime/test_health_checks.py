@@ -15,7 +15,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-
 from fleet_runtime.agent import health
 from fleet_runtime.layout import Layout, atomic_write_json
 
@@ -50,11 +49,12 @@ def test_no_certificate_is_reported_not_failed(tmp_path: Path) -> None:
 
 def test_pending_slot_is_a_warning(tmp_path: Path) -> None:
     layout = Layout(tmp_path)
+    versions = {"a": {"version": "1.0.0"}, "b": {"version": "1.1.0"}}
     atomic_write_json(layout.boot_json, {"state": "trial", "active": "b", "committed_slot": "a",
-                                         "pending": "b", "trials_left": 2,
-                                         "slots": {"a": {"version": "1.0.0"}, "b": {"version": "1.1.0"}}})
+                                         "pending": "b", "trials_left": 2, "slots": versions})
     got = health.slot_check(layout)
-    assert got["status"] == "warn" and got["reason"] == "slot b trial, not committed (2 trial boots left)"
+    assert got["status"] == "warn"
+    assert got["reason"] == "slot b trial, not committed (2 trial boots left)"
     atomic_write_json(layout.boot_json, {"state": "idle", "active": "a", "pending": None})
     assert health.slot_check(layout)["status"] == "ok"
 
@@ -111,7 +111,8 @@ def test_failed_runtime_and_silent_runtime(tmp_path: Path, runtime_http: tuple[i
     port, handler = runtime_http
     layout = Layout(tmp_path)
     atomic_write_json(layout.run / "runtime.json", {"http_port": port, "app": "ppe"})
-    handler.doc, handler.code = {**runtime_doc("failed", 0, {}), "reasons": ["node code: crash_loop"]}, 503
+    handler.doc = {**runtime_doc("failed", 0, {}), "reasons": ["node code: crash_loop"]}
+    handler.code = 503
     app = {c["name"]: c for c in health.runtime_checks(layout, 0)}["app:ppe"]
     assert app["status"] == "fail" and app["reason"] == "app ppe: node code: crash_loop"
     atomic_write_json(layout.run / "runtime.json", {"http_port": 1, "app": "ppe"})

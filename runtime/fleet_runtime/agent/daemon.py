@@ -63,7 +63,8 @@ def load_settings(layout: Layout, path: str | None) -> MqttSettings:
     raw = read_json(file, default=None)
     if raw is None:
         raise AgentError("mqtt-not-configured",
-                         f"no MQTT settings at {file}; provision the device or run `fleet lab up --mqtt`")
+                         f"no MQTT settings at {file}; provision the device "
+                         "or run `fleet lab up --mqtt`")
     try:
         return MqttSettings.from_dict(raw)
     except MqttError as exc:

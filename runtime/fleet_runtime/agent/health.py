@@ -190,7 +190,8 @@ def app_checks(name: str, port: int, min_fps: float) -> list[Check]:
     try:
         doc = fetch_health(port)
     except (OSError, ValueError) as exc:
-        return [check(f"app:{name}", "fail", f"app {name}: runtime not answering on :{port} ({exc})")]
+        return [check(f"app:{name}", "fail",
+                      f"app {name}: runtime not answering on :{port} ({exc})")]
     status = APP_STATUS.get(str(doc.get("status")), "warn")
     fps = float(doc.get("fps") or 0.0)
     reasons = [f"app {name}: {r}" for r in doc.get("reasons") or []]

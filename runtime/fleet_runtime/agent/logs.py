@@ -211,7 +211,7 @@ def _member(name: str, data: bytes, mtime: float) -> tuple[tarfile.TarInfo, IO[b
 
 
 def write_bundle(
-    sink: IO[bytes], layout: Layout, pieces: list[Piece], meta: dict[str, Any]
+    sink: _Counting, layout: Layout, pieces: list[Piece], meta: dict[str, Any]
 ) -> dict[str, Any]:
     """Redact every piece and write the tar.gz to `sink`; return the manifest written."""
     redactor = logs.redactor_for(layout)
@@ -302,13 +302,15 @@ def export_stdout(layout: Layout, meta: dict[str, Any], pieces: list[Piece]) -> 
 def usb_target(usb: str) -> Path:
     root = Path(usb)
     if not root.is_dir():
-        raise AgentError("usb-not-found", f"{usb} is not a mounted directory; mount the drive first")
+        raise AgentError("usb-not-found",
+                         f"{usb} is not a mounted directory; mount the drive first")
     if not os.access(root, os.W_OK):
         raise AgentError("usb-read-only", f"{usb} is not writable; remount it read-write")
     return root / USB_DIR
 
 
-def export_usb(usb: str, layout: Layout, meta: dict[str, Any], pieces: list[Piece]) -> dict[str, Any]:
+def export_usb(usb: str, layout: Layout, meta: dict[str, Any],
+               pieces: list[Piece]) -> dict[str, Any]:
     folder = usb_target(usb)
     folder.mkdir(exist_ok=True)
     final = folder / f"{meta['top']}.tar.gz"
@@ -322,11 +324,12 @@ def export_usb(usb: str, layout: Layout, meta: dict[str, Any], pieces: list[Piec
     except OSError as exc:
         part.unlink(missing_ok=True)
         if exc.errno == errno.ENOSPC:
-            raise AgentError("usb-full", f"{usb} is full; use a larger drive or --max-bytes") from None
+            raise AgentError("usb-full",
+                             f"{usb} is full; use a larger drive or --max-bytes") from None
         raise
     os.replace(part, final)
-    return {"path": str(final), "bundle": {"bytes": counter.count, "sha256": counter.sha.hexdigest()},
-            "manifest": manifest}
+    bundle = {"bytes": counter.count, "sha256": counter.sha.hexdigest()}
+    return {"path": str(final), "bundle": bundle, "manifest": manifest}
 
 
 def run_export(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
