@@ -27,7 +27,12 @@ from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 REACHABLE, AUTH_FAILED, NOT_FOUND = "REACHABLE", "AUTH_FAILED", "NOT_FOUND"
-TIMEOUT, UNREACHABLE, CODEC_UNSUPPORTED, ERROR = "TIMEOUT", "UNREACHABLE", "CODEC_UNSUPPORTED", "ERROR"
+TIMEOUT, UNREACHABLE, CODEC_UNSUPPORTED, ERROR = (
+    "TIMEOUT",
+    "UNREACHABLE",
+    "CODEC_UNSUPPORTED",
+    "ERROR",
+)
 REQUIRED_CODEC = "H264"
 _STATIC_PT = {"26": "JPEG", "32": "MPV", "34": "H263", "0": "PCMU", "8": "PCMA", "14": "MPA"}
 _CODEC_ALIASES = {"HEVC": "H265", "MP4V-ES": "MPEG4", "AVC": "H264"}
@@ -73,8 +78,9 @@ class _Failure(Exception):
 
 # ---- SDP ------------------------------------------------------------------------------------
 
+
 def sdp_codecs(sdp: str) -> list[tuple[str, str]]:
-    """``[(media, codec), ...]`` for every m= line, e.g. ``[("video", "H264"), ("audio", "PCMA")]``."""
+    """``[(media, codec), ...]`` per m= line: ``[("video", "H264"), ("audio", "PCMA")]``."""
     out: list[tuple[str, str]] = []
     media: list[tuple[str, list[str]]] = []
     rtpmap: dict[tuple[int, str], str] = {}
@@ -84,7 +90,7 @@ def sdp_codecs(sdp: str) -> list[tuple[str, str]]:
             parts = line[2:].split()
             media.append((parts[0] if parts else "", parts[3:]))
         elif line.startswith("a=rtpmap:") and media:
-            pt, _, enc = line[len("a=rtpmap:"):].partition(" ")
+            pt, _, enc = line[len("a=rtpmap:") :].partition(" ")
             rtpmap[(len(media) - 1, pt.strip())] = enc.split("/")[0].strip().upper()
     for index, (kind, pts) in enumerate(media):
         for pt in pts[:1]:  # the first format is the one the stream uses by default
@@ -95,13 +101,22 @@ def sdp_codecs(sdp: str) -> list[tuple[str, str]]:
 
 # ---- authentication -----------------------------------------------------------------------------
 
+
 def _params(challenge: str) -> dict[str, str]:
-    return {k.lower(): v1 or v2 for k, v1, v2 in
-            re.findall(r'(\w+)\s*=\s*(?:"([^"]*)"|([^\s,]+))', challenge)}
+    return {
+        k.lower(): v1 or v2
+        for k, v1, v2 in re.findall(r'(\w+)\s*=\s*(?:"([^"]*)"|([^\s,]+))', challenge)
+    }
 
 
-def authorization(challenges: list[str], method: str, uri: str, user: str, password: str,
-                  cnonce: str | None = None) -> tuple[str, str] | None:
+def authorization(
+    challenges: list[str],
+    method: str,
+    uri: str,
+    user: str,
+    password: str,
+    cnonce: str | None = None,
+) -> tuple[str, str] | None:
     """``(scheme, header value)`` answering the strongest challenge offered, or None."""
     digest = [c for c in challenges if c.lower().startswith("digest")]
     if digest:
@@ -116,8 +131,9 @@ def _md5(text: str) -> str:
     return hashlib.md5(text.encode("utf-8"), usedforsecurity=False).hexdigest()
 
 
-def _digest(p: dict[str, str], method: str, uri: str, user: str, password: str,
-            cnonce: str | None) -> str:
+def _digest(
+    p: dict[str, str], method: str, uri: str, user: str, password: str, cnonce: str | None
+) -> str:
     realm, nonce = p.get("realm", ""), p.get("nonce", "")
     ha1, ha2 = _md5(f"{user}:{realm}:{password}"), _md5(f"{method}:{uri}")
     fields = [f'username="{user}"', f'realm="{realm}"', f'nonce="{nonce}"', f'uri="{uri}"']
@@ -138,6 +154,7 @@ def _digest(p: dict[str, str], method: str, uri: str, user: str, password: str,
 
 # ---- the wire ----------------------------------------------------------------------------------
 
+
 class _Connection:
     def __init__(self, host: str, port: int, tls: bool, deadline: float) -> None:
         self.deadline = deadline
@@ -149,7 +166,7 @@ class _Connection:
     def _left(self) -> float:
         left = self.deadline - time.monotonic()
         if left <= 0:
-            raise socket.timeout("deadline")
+            raise TimeoutError("deadline")
         return left
 
     def request(self, method: str, uri: str, headers: dict[str, str]) -> Response:
@@ -224,7 +241,7 @@ def _probe_once(url: str, username: str, password: str, deadline: float) -> Prob
         result = _describe(clean, username, password, deadline)
     except _Failure as exc:
         result = ProbeResult(exc.status, exc.detail)
-    except (socket.timeout, TimeoutError):
+    except TimeoutError:
         result = ProbeResult(TIMEOUT, "Connection to server failed: Connection timed out")
     except socket.gaierror:
         result = ProbeResult(UNREACHABLE, f"cannot resolve host '{urlsplit(clean).hostname}'")
@@ -233,7 +250,9 @@ def _probe_once(url: str, username: str, password: str, deadline: float) -> Prob
     except ConnectionRefusedError:
         result = ProbeResult(UNREACHABLE, "Connection to server failed: Connection refused")
     except OSError as exc:
-        result = ProbeResult(UNREACHABLE, f"Connection to server failed: {exc.strerror or type(exc).__name__}")
+        result = ProbeResult(
+            UNREACHABLE, f"Connection to server failed: {exc.strerror or type(exc).__name__}"
+        )
     return result
 
 
@@ -246,7 +265,9 @@ def _describe(url: str, user: str, password: str, deadline: float) -> ProbeResul
         headers = {"Accept": "application/sdp"}
         answer, scheme = conn.request("DESCRIBE", url, headers), None
         if answer.status == 401 and user:
-            offered = authorization(answer.header("WWW-Authenticate"), "DESCRIBE", url, user, password)
+            offered = authorization(
+                answer.header("WWW-Authenticate"), "DESCRIBE", url, user, password
+            )
             if offered:
                 scheme, auth_headers = offered[0], {**headers, "Authorization": offered[1]}
                 try:
@@ -266,21 +287,31 @@ def _classify(answer: Response, scheme: str | None, had_credentials: bool) -> Pr
         why = "credentials were refused" if had_credentials else "the camera requires credentials"
         return ProbeResult(AUTH_FAILED, f"401 Unauthorized: {why}", rtsp_status=code, auth=scheme)
     if code == 404:
-        return ProbeResult(NOT_FOUND, "Failed to get SDP description: 404 Not Found",
-                           rtsp_status=code, auth=scheme)
+        return ProbeResult(
+            NOT_FOUND, "Failed to get SDP description: 404 Not Found", rtsp_status=code, auth=scheme
+        )
     if code != 200:
         retry = next(iter(answer.header("Retry-After")), "")
-        return ProbeResult(ERROR, f"DESCRIBE answered {code} {answer.reason[:80]}",
-                           rtsp_status=code, auth=scheme,
-                           retry_after=min(1.0, float(retry)) if retry.isdigit() else 0.25)
+        return ProbeResult(
+            ERROR,
+            f"DESCRIBE answered {code} {answer.reason[:80]}",
+            rtsp_status=code,
+            auth=scheme,
+            retry_after=min(1.0, float(retry)) if retry.isdigit() else 0.25,
+        )
     found = sdp_codecs(answer.body.decode("utf-8", "replace"))
     video = [codec for kind, codec in found if kind == "video"]
     codecs = [codec for _, codec in found]
     if REQUIRED_CODEC not in video:
         got = ", ".join(video) or "no video"
-        return ProbeResult(CODEC_UNSUPPORTED,
-                           f"Camera did not provide an H264 encoded stream (found {got})",
-                           codec=video[0] if video else None, codecs=codecs, rtsp_status=code,
-                           auth=scheme)
-    return ProbeResult(REACHABLE, "", codec=REQUIRED_CODEC, codecs=codecs, rtsp_status=code,
-                       auth=scheme)
+        return ProbeResult(
+            CODEC_UNSUPPORTED,
+            f"Camera did not provide an H264 encoded stream (found {got})",
+            codec=video[0] if video else None,
+            codecs=codecs,
+            rtsp_status=code,
+            auth=scheme,
+        )
+    return ProbeResult(
+        REACHABLE, "", codec=REQUIRED_CODEC, codecs=codecs, rtsp_status=code, auth=scheme
+    )

@@ -210,7 +210,9 @@ def _identity_model() -> bytes:
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", [x], [y])
-    return bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString())
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8  # readable by every onnxruntime we support
+    return bytes(model.SerializeToString())
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -258,7 +260,7 @@ def _bench_app(args: argparse.Namespace) -> dict[str, Any]:
     from fleet_runtime.pipeline.runner import Runner
     from fleet_runtime.pipeline.sources import SourceSpec
 
-    args.offline = True
+    args.offline, args.app = True, args.target
     app = _load(args)
     options = _options(args)
     for node in app.camera_nodes.values():

@@ -21,17 +21,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for fixt
 
 from fixtures_provisioning import (  # noqa: E402
     Factory,
-    factory,  # noqa: F401  (fixture)
     make_factory,
     members_of,
     resign,
     write_zip,
 )
-
 from fleet_runtime import provisioning as fmt  # noqa: E402
 from fleet_runtime.agent import cli  # noqa: E402
 from fleet_runtime.agent import provision as agent_provision  # noqa: E402
 from fleet_runtime.layout import Layout, atomic_write_json  # noqa: E402
+
+
+@pytest.fixture
+def factory(tmp_path: Path) -> Factory:
+    """A throwaway project with a fresh fleet CA that builds real archives."""
+    return make_factory(tmp_path / "project")
 
 
 @pytest.fixture

@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("install", help="verify a bundle and write it into the inactive slot")
     p.add_argument("bundle", help="bundle file, or - for stdin")
     p.add_argument("--remove-after", action="store_true",
-                   help="delete the bundle file once installed (only under the incoming dir)")
+                   help="delete the bundle file afterwards, installed or refused "
+                   "(only under the upload dir)")
     p.set_defaults(handler=run_install)
     p = sub.add_parser("activate", help="boot the installed slot next, on trial")
     p.add_argument("--trials", type=int, default=slots.DEFAULT_TRIALS)
@@ -93,11 +94,12 @@ def _source(name: str) -> Iterator[BinaryIO]:
 
 def run_install(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
     progress("verify", bundle=args.bundle)
-    with agent_errors(), _source(args.bundle) as stream:
-        result = slots.install(layout, stream, on_progress=_throttled("write"))
-    if args.remove_after and args.bundle != "-":
-        _remove_upload(layout, Path(args.bundle))
-    return result
+    try:
+        with agent_errors(), _source(args.bundle) as stream:
+            return slots.install(layout, stream, on_progress=_throttled("write"))
+    finally:
+        if args.remove_after and args.bundle != "-":
+            _remove_upload(layout, Path(args.bundle))
 
 
 def _remove_upload(layout: Layout, path: Path) -> None:

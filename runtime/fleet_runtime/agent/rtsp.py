@@ -49,8 +49,9 @@ def read_request(text: str) -> tuple[list[dict[str, Any]], float]:
 
 
 def probe_one(cam: dict[str, Any], timeout: float) -> dict[str, Any]:
-    result = probe(cam["url"], str(cam.get("username") or ""), str(cam.get("password") or ""),
-                   timeout=timeout)
+    result = probe(
+        cam["url"], str(cam.get("username") or ""), str(cam.get("password") or ""), timeout=timeout
+    )
     return {"name": cam.get("name"), **result.as_dict()}
 
 

@@ -1,0 +1,106 @@
+"""ONNX Runtime sessions: provider fallback is detected and reported, batching, model preparation."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+np = pytest.importorskip("numpy")
+ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+from fleet_runtime.pipeline.inference import (  # noqa: E402
+    CPU,
+    CUDA,
+    ModelSession,
+    ProviderReport,
+    normalize_providers,
+)
+from fleet_runtime.pipeline.models import ModelError, prepare_model  # noqa: E402
+
+
+def doubling_model(path: Path) -> Path:
+    """y = 2x on (N, 3, 4, 4) float input."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 4, 4])
+    two = numpy_helper.from_array(np.array([2.0], np.float32), "two")
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "two"], ["y"])], "double", [x], [y], initializer=[two])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+DESCRIPTOR = {"inputs": [{"name": "x", "shape": [1, 3, 4, 4]}], "onnx": {"asset": "m.onnx", "batch": 2}}
+
+
+def test_provider_names():
+    assert normalize_providers(None) == ["TensorrtExecutionProvider", CUDA, CPU]
+    assert normalize_providers(["cpu"]) == [CPU]
+    with pytest.raises(ValueError, match="unknown execution provider"):
+        normalize_providers(["tpu"])
+
+
+def test_cuda_request_on_a_cpu_machine_falls_back_and_says_so(tmp_path: Path, caplog):
+    if CUDA in ort.get_available_providers():
+        pytest.skip("this machine has CUDA: the fallback path cannot be shown here")
+    caplog.set_level(logging.WARNING, "fleet_runtime.inference")
+    session = ModelSession("m", doubling_model(tmp_path / "m.onnx"), DESCRIPTOR, ["cuda", "cpu"])
+    report = session.providers
+    assert report.requested == [CUDA, CPU]
+    assert report.active == [CPU] and report.primary == CPU
+    assert report.fallback and not session.on_gpu
+    assert report.warning == f"{CUDA} requested but not in this onnxruntime build; running on {CPU}"
+    assert report.warning in caplog.text
+
+
+def test_fallback_when_provider_is_in_build_but_does_not_load():
+    report = ProviderReport([CUDA, CPU], [CUDA, CPU], [CPU])  # onnxruntime-gpu without CUDA libraries
+    assert report.fallback
+    assert report.warning.startswith(f"{CUDA} requested but failed to load")
+    assert not ProviderReport([CPU], [CPU], [CPU]).fallback
+
+
+def test_raw_run_and_batched_infer(tmp_path: Path):
+    session = ModelSession("m", doubling_model(tmp_path / "m.onnx"), DESCRIPTOR, ["cpu"], threads=1)
+    assert session.warm_up() > 0
+    x = np.ones((1, 3, 4, 4), np.float32)
+    [y] = session.run({"x": x})
+    assert np.array_equal(y, 2 * x)
+    from fleet_runtime.pipeline.preprocess import Geometry
+
+    geometry = Geometry(1, 1, 0, 0, 4, 4)
+    frames = [(np.full((3, 4, 4), i, np.float32), geometry) for i in range(5)]
+    results = session.infer(frames)  # batches of 2, 2, 1
+    assert [float(r[0][0, 0, 0]) for r in results] == [0.0, 2.0, 4.0, 6.0, 8.0]
+    assert session.timing.count == 1 + 3
+
+
+def test_prepare_model_sets_shape_and_unlists_weights(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("FLEET_RUNTIME_CACHE", str(tmp_path / "cache"))
+    source = doubling_model(tmp_path / "m.onnx")
+    model = onnx.load(str(source))
+    model.graph.input.append(onnx.helper.make_tensor_value_info("two", onnx.TensorProto.FLOAT, [1]))  # old exporters did this
+    onnx.save(model, str(source))
+    prepared = prepare_model(source, "x", [1, 3, 8, 8], batch=1)
+    loaded = onnx.load(str(prepared))
+    assert [i.name for i in loaded.graph.input] == ["x"]
+    assert [d.dim_value for d in loaded.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 8, 8]
+    assert prepare_model(source, "x", [1, 3, 8, 8], batch=1) == prepared  # cached
+    with pytest.raises(ModelError, match="has no input 'data'"):
+        prepare_model(source, "data", [1, 3, 8, 8], batch=1)
+
+
+def test_centerface_runs_at_descriptor_resolution(centerface_onnx: Path):
+    descriptor = {"inputs": [{"name": "input.1", "shape": [1, 3, 96, 160]}],
+                  "onnx": {"asset": "centerface.onnx", "batch": 2,
+                           "preprocess": {"size": [160, 96], "colorOrder": "RGB"},
+                           "decoder": {"type": "detection", "name": "centerface", "scoreThreshold": 0.5}}}
+    session = ModelSession("faces", centerface_onnx, descriptor, ["cpu"])
+    blank = np.zeros((90, 160, 3), np.uint8)
+    results = session.infer([session.prepare(blank), session.prepare(blank)])
+    assert [len(r) for r in results] == [0, 0]

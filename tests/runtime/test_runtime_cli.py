@@ -1,0 +1,76 @@
+"""`fleet-runtime` commands as a person types them: validate, providers, bench, run errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+
+def fleet_runtime(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fleet_runtime.runtime_cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_validate_ok_and_broken(color_app: Path, tmp_path: Path):
+    ok = fleet_runtime("validate", str(color_app))
+    assert ok.returncode == 0 and ok.stdout == "" and "valid" in ok.stderr
+    override = tmp_path / "override.json"
+    override.write_text(json.dumps({"nodeGraphOverrides": {"envelopeVersion": "2021", "nodeOverrides": []}}))
+    bad = fleet_runtime("validate", str(color_app), "--override", str(override), "--json")
+    assert bad.returncode == 1
+    assert json.loads(bad.stdout)["problems"] == [
+        {"file": str(override), "path": "$.nodeGraphOverrides.envelopeVersion", "message": "'2021-01-01' was expected"}]
+
+
+def test_providers_reports_what_loads():
+    result = fleet_runtime("providers", "--json")
+    assert result.returncode == 0
+    doc = json.loads(result.stdout)
+    assert "CPUExecutionProvider" in doc["available"]
+    assert doc["loads"]["CPUExecutionProvider"] is True
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        assert doc["loads"]["CUDAExecutionProvider"] is False
+
+
+def test_bench_model_and_app(color_app: Path):
+    model = color_app / "packages/123456789012-COLOR_MODEL-1.0/model/color.onnx"
+    raw = fleet_runtime("bench", str(model), "--frames", "20", "--json", "--providers", "cuda,cpu")
+    assert raw.returncode == 0, raw.stderr
+    doc = json.loads(raw.stdout)
+    assert doc["frames"] == 20 and doc["fps"] > 0 and doc["provider"] == "CPUExecutionProvider"
+    app = fleet_runtime("bench", str(color_app), "--frames", "10", "--json")
+    assert app.returncode == 0, app.stderr
+    doc = json.loads(app.stdout)
+    assert doc["frames"] == 10 and doc["frames_dropped"] == {"camera_node": 0} and doc["fps"] > 0
+
+
+def test_run_refuses_unbound_camera_in_one_line(color_app: Path, tmp_path: Path):
+    env_root = tmp_path / "root"
+    result = subprocess.run([sys.executable, "-m", "fleet_runtime.runtime_cli", "--log-level", "ERROR", "run", str(color_app)],
+                            capture_output=True, text=True, timeout=120, env={"FLEET_ROOT": str(env_root), "PATH": "/usr/bin"})
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "fleet-runtime: camera camera_node (node camera_node) is not bound: "
+        "pass --camera camera_node=URI or add it to cameras.json")
+
+
+def test_run_with_duration_and_synthetic_camera(color_app: Path, tmp_path: Path):
+    cameras = tmp_path / "cameras.json"
+    cameras.write_text(json.dumps({"cameras": {"camera_node": {"url": "synthetic:64x48@30"}}}))
+    result = fleet_runtime("run", str(color_app), "--cameras", str(cameras), "--duration", "1.5")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["nodes"] == {"code_node": "running"} and summary["frames_out"]["camera_node"] > 5
+
+
+def test_panoramasdk_outside_the_runtime_says_how_to_run():
+    code = "from fleet_runtime import panoramasdk; panoramasdk.install(); import panoramasdk as p; p.node()"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "run the app with `fleet-runtime run APP`" in result.stderr
