@@ -9,7 +9,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from fixtures_ota import run_cli
 from fleet_runtime import bundle, slots
 
 from fleet import firmware

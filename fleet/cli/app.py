@@ -23,6 +23,7 @@ SUBCOMMANDS = (
     ("fleet.cli.devices", "devices"),
     ("fleet.cli.cameras", "cameras"),
     ("fleet.cli.firmware", "firmware"),
+    ("fleet.cli.ota", "ota"),
 )
 
 app = typer.Typer(

@@ -1,0 +1,350 @@
+"""OTA on one device: the Nornir task the CLI and the rollout engine run per device.
+
+``install_bundle`` walks: check (facts + compatibility, refused before any
+upload) -> upload (SFTP, resumable, SHA-256 verified) -> install (the agent
+verifies the signature and every hash into the inactive slot) -> activate
+(trial boots) -> reboot -> verify (the device reports the target version, its
+self-test and health pass) -> commit. A failure after activation rolls back
+(agent ``rollback`` + reboot) and the Result says why. Each step is a
+subtask, so processors see it; byte-level progress goes to ``progress``.
+
+>>> nr.run(task=install_bundle, bundle_path="out/firmware/edgefleet-os-1.1.0.bundle")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from fleet_runtime import bundle
+from fleet_runtime.bundle import BundleError, Manifest
+from nornir.core.exceptions import NornirSubTaskError
+from nornir.core.task import Result, Task
+
+from fleet.agent import agent_for
+from fleet.errors import DeviceError, FleetError, UsageError
+from fleet.project import Project
+from fleet.transport import CONNECTION_NAME
+
+Progress = Callable[[str, str, dict[str, Any]], None]  # (device, step, fields)
+STEPS = ("check", "upload", "install", "activate", "reboot", "verify", "commit")
+
+
+class Restarter(Protocol):
+    """How a device is rebooted and waited for: the lab's power cycle, or the agent's reboot."""
+
+    def reboot(self, task: Task) -> None: ...
+
+
+@dataclass
+class LabRestarter:
+    """Lab devices: ``Lab.reboot`` runs the boot logic and restarts the SSH server."""
+
+    project: Project
+
+    def reboot(self, task: Task) -> None:
+        from fleet.lab import Lab
+
+        lab = Lab(self.project)
+        disconnect(task)
+        lab.reboot(task.host.name)
+        task.host.port = lab.device(task.host.name).port  # the lab may move a busy port
+
+
+@dataclass
+class AgentRestarter:
+    """Real devices: ``fleet-agent reboot``, then reconnect until the device answers again."""
+
+    timeout_s: float = 300.0
+    poll_s: float = 3.0
+
+    def reboot(self, task: Task) -> None:
+        agent_for(task).call("reboot")
+        disconnect(task)
+        time.sleep(self.poll_s)  # let it go down before we knock
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                agent_for(task).call("slots")
+                return
+            except FleetError:
+                disconnect(task)
+                if time.monotonic() > deadline:
+                    raise DeviceError(f"{task.host.name}: did not come back within "
+                                      f"{self.timeout_s:.0f}s of the reboot") from None
+                time.sleep(self.poll_s)
+
+
+def disconnect(task: Task) -> None:
+    """Drop the cached SSH connection (it dies with a reboot); the next call reconnects."""
+    if CONNECTION_NAME in task.host.connections:
+        try:
+            task.host.close_connection(CONNECTION_NAME)
+        except Exception:  # noqa: BLE001 - a dead transport may fail to close; it is gone anyway
+            task.host.connections.pop(CONNECTION_NAME, None)
+
+
+def restarter_for(project: Project, name: str) -> Restarter:
+    """The lab's reboot for lab devices, the agent's for everything else."""
+    from fleet.lab import Lab
+
+    return LabRestarter(project) if name in Lab(project).devices() else AgentRestarter()
+
+
+# ---------------------------------------------------------------------------- bundle facts
+
+
+def read_target(path: Path) -> Manifest:
+    """A bundle's manifest, read from its first member without extracting (no signature check)."""
+    try:
+        with open(path, "rb") as fh:
+            return bundle.read_manifest(fh)
+    except FileNotFoundError:
+        raise UsageError(f"no bundle at {path}", fix="check the path, or `fleet firmware build`") from None
+    except BundleError as exc:
+        raise UsageError(f"not a usable bundle: {exc.code}: {exc.message}", where=str(path)) from None
+
+
+def target_version(path: Path) -> str:
+    """The version `path` installs (what a rollout's health gate expects devices to report)."""
+    return read_target(path).version
+
+
+# ---------------------------------------------------------------------------- the report
+
+
+@dataclass
+class OtaReport:
+    device: str
+    target: str
+    before: str | None = None
+    after: str | None = None
+    rolled_back: bool = False
+    reason: str = ""
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"device": self.device, "target": self.target, "before": self.before,
+                "after": self.after, "rolled_back": self.rolled_back, "reason": self.reason,
+                "steps": self.steps}
+
+    def diff(self) -> str:
+        if self.before == self.after and not self.rolled_back:
+            return ""
+        line = f"software: {self.before} -> {self.target}"
+        return line + (f" -> {self.after} (rolled back)" if self.rolled_back else "")
+
+
+class StepFailed(Exception):
+    def __init__(self, step: str, reason: str) -> None:
+        super().__init__(reason)
+        self.step, self.reason = step, reason
+
+
+def _reason(exc: BaseException | None, fallback: Any) -> str:
+    if isinstance(exc, FleetError):
+        return exc.line()
+    if exc is not None:
+        return f"{type(exc).__name__}: {exc}"
+    return str(fallback)
+
+
+@dataclass
+class _Run:
+    """One device's walk through the steps (keeps the task function short)."""
+
+    task: Task
+    report: OtaReport
+    progress: Progress | None
+
+    def emit(self, step: str, **fields: Any) -> None:
+        if self.progress:
+            self.progress(self.task.host.name, step, fields)
+
+    def step(self, name: str, fn: Callable[..., Result], **kwargs: Any) -> Any:
+        self.emit(name, status="start")
+        started = time.monotonic()
+        try:
+            multi = self.task.run(task=fn, name=f"ota.{name}", severity_level=logging.DEBUG,
+                                  run=self, **kwargs)
+        except NornirSubTaskError as exc:
+            first = exc.result[0]
+            reason = _reason(first.exception, first.result)
+            self._record(name, started, False, reason)
+            raise StepFailed(name, reason) from None
+        self._record(name, started, True, multi[0].result)
+        return multi[0].result
+
+    def _record(self, name: str, started: float, ok: bool, detail: Any) -> None:
+        seconds = round(time.monotonic() - started, 3)
+        self.report.steps.append({"step": name, "ok": ok, "seconds": seconds, "detail": detail})
+        self.emit(name, status="done" if ok else "failed", seconds=seconds)
+
+
+# ---------------------------------------------------------------------------- steps
+
+
+def _check(task: Task, run: _Run, manifest: Manifest) -> Result:
+    agent = agent_for(task)
+    info, slots = agent.info(), agent.call("slots")
+    facts = {"software": slots["software"], "state": slots["state"], "boots": slots["boots"],
+             "incoming": slots["incoming"], "slot": slots["active"]}
+    if slots["state"] == "trial":
+        return Result(host=task.host, failed=True, result=f"slot {slots['active']} is already on "
+                      "trial; commit or roll it back first (`fleet-agent commit|rollback`)")
+    committed = (slots["slots"].get(slots["committed_slot"]) or {}).get("version")
+    try:
+        bundle.check_compatible(manifest, hardware=str(info.get("hardware")),
+                                arch=str(info.get("arch")), current=slots["software"],
+                                committed=committed)
+    except BundleError as exc:
+        return Result(host=task.host, failed=True, result=f"refused: {exc.code}: {exc.message}")
+    return Result(host=task.host, result=facts)
+
+
+def _upload(task: Task, run: _Run, path: Path, remote: str) -> Result:
+    session = task.host.get_connection(CONNECTION_NAME, task.nornir.config)
+    agent = agent_for(task)
+    try:
+        resumed = int(session.sftp.stat(remote + ".part").st_size or 0)
+    except FileNotFoundError:
+        resumed = 0
+    started = time.monotonic()
+    sha = session.put(path, remote, verify=agent.checksum,
+                      progress=lambda done, total: run.emit("upload", done=done, total=total))
+    seconds = time.monotonic() - started
+    size = path.stat().st_size
+    rate = (size - resumed) / seconds / 1e6 if seconds > 0 else 0.0
+    return Result(host=task.host, result={"remote": remote, "sha256": sha, "bytes": size,
+                                          "resumed_from": resumed, "MBps": round(rate, 1)})
+
+
+def _install(task: Task, run: _Run, remote: str, size: int) -> Result:
+    answer = agent_for(task).call(
+        "install", remote, "--remove-after", timeout=max(120.0, size / 20e6),
+        on_progress=lambda p: run.emit("install", **{k: v for k, v in p.items() if k != "step"}))
+    return Result(host=task.host, result={k: answer[k] for k in ("slot", "version", "bytes", "files")})
+
+
+def _activate(task: Task, run: _Run, trials: int) -> Result:
+    answer = agent_for(task).call("activate", "--trials", str(trials))
+    return Result(host=task.host, result={"pending": answer["pending"], "trials": trials})
+
+
+def _reboot(task: Task, run: _Run, restarter: Restarter, boots_before: int) -> Result:
+    restarter.reboot(task)
+    slots = agent_for(task).call("slots")
+    if int(slots["boots"]) <= boots_before:
+        return Result(host=task.host, failed=True, result="the device answered but did not boot")
+    return Result(host=task.host, result={"slot": slots["active"], "software": slots["software"],
+                                          "state": slots["state"], "boots": slots["boots"]})
+
+
+def _verify(task: Task, run: _Run, target: str, health_flags: list[str],
+            require_healthy: bool) -> Result:
+    agent = agent_for(task)
+    slots, health = agent.call("slots"), agent.health(*health_flags)
+    selftest = slots.get("selftest") or {}
+    problems = []
+    if slots["software"] != target or health.get("software") != target:
+        problems.append(f"reports version {health.get('software')}, expected {target}"
+                        + (" (the device fell back)" if slots["state"] == "idle" else ""))
+    if selftest.get("slot") == slots["active"] and not selftest.get("ok", True):
+        problems.append(f"self-test failed: {selftest.get('reason')}")
+    bad = {"failing"} | ({"degraded"} if require_healthy else set())
+    if health["verdict"] in bad:
+        problems.append(f"health {health['verdict']}: {health.get('reason')}")
+    detail = {"software": slots["software"], "verdict": health["verdict"],
+              "selftest": selftest.get("ok")}
+    if problems:
+        return Result(host=task.host, failed=True, result="; ".join(problems))
+    return Result(host=task.host, result=detail)
+
+
+def _commit(task: Task, run: _Run) -> Result:
+    answer = agent_for(task).call("commit")
+    return Result(host=task.host, result={"slot": answer["slot"], "version": answer["version"]})
+
+
+def _rollback(task: Task, run: _Run, reason: str) -> Result:
+    answer = agent_for(task).call("rollback", "--reason", reason[:300])
+    return Result(host=task.host, result={"slot": answer["slot"], "version": answer["version"]})
+
+
+# ---------------------------------------------------------------------------- the task
+
+
+def install_bundle(
+    task: Task, bundle_path: str | Path, *, restarter: Restarter | None = None,
+    project: Project | None = None, trials: int = 3, health_flags: list[str] | None = None,
+    require_healthy: bool = False, dry_run: bool = False, progress: Progress | None = None,
+) -> Result:
+    """Install a signed bundle on one device, fail-safe; see the module docstring.
+
+    ``changed`` is False when the device already runs the target version;
+    ``failed`` when anything stopped it (``result["reason"]`` says what, and
+    ``result["rolled_back"]`` whether the device was returned to its version).
+    """
+    path = Path(bundle_path)
+    manifest = read_target(path)
+    run = _Run(task, OtaReport(task.host.name, manifest.version), progress)
+    try:
+        facts = run.step("check", _check, manifest=manifest)
+    except StepFailed as exc:
+        return _finish(run, failed=True, reason=exc.reason)
+    run.report.before = run.report.after = facts["software"]
+    if facts["software"] == manifest.version and facts["state"] == "idle":
+        return _finish(run, changed=False, reason="already at the target version")
+    if dry_run:
+        run.report.after = manifest.version
+        return _finish(run, changed=True, reason="dry run: nothing changed")
+    chosen = restarter or restarter_for(project or Project.locate(None), task.host.name)
+    return _apply(run, path, manifest, facts, chosen, trials, health_flags or [], require_healthy)
+
+
+def _apply(run: _Run, path: Path, manifest: Manifest, facts: dict[str, Any], restarter: Restarter,
+           trials: int, health_flags: list[str], require_healthy: bool) -> Result:
+    remote = f"{facts['incoming']}/{manifest.name}-{manifest.version}-{manifest.digest[:12]}.bundle"
+    try:
+        run.step("upload", _upload, path=path, remote=remote)
+        run.step("install", _install, remote=remote, size=path.stat().st_size)
+        run.step("activate", _activate, trials=trials)
+    except StepFailed as exc:
+        return _finish(run, failed=True, reason=f"{exc.step}: {exc.reason}")
+    try:
+        run.step("reboot", _reboot, restarter=restarter, boots_before=int(facts["boots"]))
+        run.step("verify", _verify, target=manifest.version, health_flags=health_flags,
+                 require_healthy=require_healthy)
+        run.step("commit", _commit)
+    except StepFailed as exc:
+        return _recover(run, restarter, facts, f"{exc.step}: {exc.reason}")
+    run.report.after = manifest.version
+    return _finish(run, changed=True)
+
+
+def _recover(run: _Run, restarter: Restarter, facts: dict[str, Any], why: str) -> Result:
+    """Roll back to the committed slot, reboot into it, and confirm the old version runs."""
+    run.report.rolled_back = True
+    try:
+        run.step("rollback", _rollback, reason=why)
+        run.step("reboot", _reboot, restarter=restarter, boots_before=0)
+        back = run.step("verify", _verify, target=facts["software"], health_flags=[],
+                        require_healthy=False)
+        run.report.after = back["software"]
+    except StepFailed as exc:
+        run.report.after = None
+        return _finish(run, failed=True, reason=f"{why}; rollback incomplete: {exc.step}: "
+                       f"{exc.reason} (the device falls back by itself when its trials run out)")
+    return _finish(run, failed=True, reason=f"rolled back to {run.report.after}: {why}")
+
+
+def _finish(run: _Run, *, changed: bool = True, failed: bool = False, reason: str = "") -> Result:
+    run.report.reason = reason
+    if failed and run.report.after == run.report.before and not run.report.rolled_back:
+        changed = False
+    return Result(host=run.task.host, result=run.report.as_json(), changed=changed,
+                  failed=failed, diff=run.report.diff())
