@@ -32,9 +32,11 @@ def write_csv(path: Path, rows: int, devices: int) -> None:
     lines = ["name,device,rtsp_url,username,password,description,tags"]
     for i in range(rows):
         dev = i % devices
-        lines.append(f"cam-{i:05d},dev-{dev:04d},rtsp://10.{i // 65536}.{i // 256 % 256}.{i % 256}"
-                     f":554/Streaming/Channels/101,viewer,pw-{i:05d}-x7,\"Camera {i}, aisle {i % 40}\","
-                     f"app=app{(i // devices) % 10};zone=z{i % 7}")
+        lines.append(
+            f"cam-{i:05d},dev-{dev:04d},rtsp://10.{i // 65536}.{i // 256 % 256}.{i % 256}"
+            f':554/Streaming/Channels/101,viewer,pw-{i:05d}-x7,"Camera {i}, aisle {i % 40}",'
+            f"app=app{(i // devices) % 10};zone=z{i % 7}"
+        )
     path.write_text("\r\n".join(lines) + "\r\n", encoding="utf-8-sig")
 
 
@@ -69,8 +71,12 @@ def in_process(base: Path, csv: Path, devices: int, rounds: int) -> tuple[float,
 def via_cli(base: Path, csv: Path, devices: int) -> float:
     project = fresh_project(base / "cli", devices)
     started = time.perf_counter()
-    subprocess.run(fleet_cmd(project.root, "cameras", "import", str(csv)), check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        fleet_cmd(project.root, "cameras", "import", str(csv)),
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return time.perf_counter() - started
 
 
@@ -89,11 +95,15 @@ def main() -> None:
     quota = args.rows / PANORAMA_RPS
     print(f"{args.rows} cameras on {devices} devices, CSV {csv.name} (BOM, CRLF, quoted fields)")
     print(f"  validate only (--dry-run)             {dry:7.3f} s  {args.rows / dry:9.0f} rows/s")
-    print(f"  validate + encrypt + commit (1 tx)    {full:7.3f} s  {args.rows / full:9.0f} rows/s"
-          f"   target < 1 s: {'met' if full < 1 else 'MISSED'}")
+    print(
+        f"  validate + encrypt + commit (1 tx)    {full:7.3f} s  {args.rows / full:9.0f} rows/s"
+        f"   target < 1 s: {'met' if full < 1 else 'MISSED'}"
+    )
     print(f"  `fleet cameras import` (process incl.) {cli:6.3f} s")
-    print(f"  Panorama API quota, 5 requests/s      {quota:7.0f} s  ({quota / 60:.0f} min)"
-          f"   -> {quota / full:,.0f}x slower")
+    print(
+        f"  Panorama API quota, 5 requests/s      {quota:7.0f} s  ({quota / 60:.0f} min)"
+        f"   -> {quota / full:,.0f}x slower"
+    )
 
 
 if __name__ == "__main__":

@@ -51,8 +51,10 @@ class Limits:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Limits:
-        return cls(int(config.get("max_per_app", cls.max_per_app)),
-                   int(config.get("max_per_device", cls.max_per_device)))
+        return cls(
+            int(config.get("max_per_app", cls.max_per_app)),
+            int(config.get("max_per_device", cls.max_per_device)),
+        )
 
 
 @dataclass(frozen=True)
@@ -82,11 +84,19 @@ class ImportResult:
         return not self.errors
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "file": self.file, "rows": self.rows, "dry_run": self.dry_run,
-                "applied": self.applied, "created": len(self.created),
-                "updated": len(self.updated), "skipped": len(self.skipped),
-                "skipped_names": self.skipped, "errors": [e.as_dict() for e in self.errors],
-                "elapsed_s": round(self.elapsed_s, 4)}
+        return {
+            "ok": self.ok,
+            "file": self.file,
+            "rows": self.rows,
+            "dry_run": self.dry_run,
+            "applied": self.applied,
+            "created": len(self.created),
+            "updated": len(self.updated),
+            "skipped": len(self.skipped),
+            "skipped_names": self.skipped,
+            "errors": [e.as_dict() for e in self.errors],
+            "elapsed_s": round(self.elapsed_s, 4),
+        }
 
 
 class _RowInvalid(Exception):
@@ -97,12 +107,13 @@ class _RowInvalid(Exception):
 
 # ---- reading the file ------------------------------------------------------------------------
 
+
 def decode(data: bytes) -> tuple[str, RowError | None]:
     """UTF-8 text without BOM, or an error naming the line where decoding failed."""
     try:
         return data.decode("utf-8-sig"), None
     except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
+        line = data[: exc.start].count(b"\n") + 1
         return "", RowError(line, "", "the file is not UTF-8 text (save it as CSV UTF-8)")
 
 
@@ -122,19 +133,30 @@ def records(text: str) -> tuple[list[tuple[int, list[str]]], RowError | None]:
 
 def header_errors(header: list[str]) -> list[RowError]:
     seen: Counter[str] = Counter(h.strip().lower() for h in header)
-    errors = [RowError(1, col, f"unknown column '{col}' (expected {', '.join(COLUMNS)})")
-              for col in seen if col not in COLUMNS]
-    errors += [RowError(1, col, f"column '{col}' appears {n} times")
-               for col, n in seen.items() if n > 1 and col in COLUMNS]
-    errors += [RowError(1, col, f"required column '{col}' is missing")
-               for col in REQUIRED if col not in seen]
+    errors = [
+        RowError(1, col, f"unknown column '{col}' (expected {', '.join(COLUMNS)})")
+        for col in seen
+        if col not in COLUMNS
+    ]
+    errors += [
+        RowError(1, col, f"column '{col}' appears {n} times")
+        for col, n in seen.items()
+        if n > 1 and col in COLUMNS
+    ]
+    errors += [
+        RowError(1, col, f"required column '{col}' is missing")
+        for col in REQUIRED
+        if col not in seen
+    ]
     return errors
 
 
 # ---- one row -------------------------------------------------------------------------------
 
-def _text(row: Mapping[str, str], column: str, limit: int = MAX_TEXT,
-          multiline: bool = False) -> str:
+
+def _text(
+    row: Mapping[str, str], column: str, limit: int = MAX_TEXT, multiline: bool = False
+) -> str:
     value = row.get(column, "").strip()
     if multiline:  # a spreadsheet cell with line breaks: keep them, as LF
         value = value.replace("\r\n", "\n").replace("\r", "\n")
@@ -208,22 +230,26 @@ def parse_tags(value: str) -> dict[str, str]:
             continue
         key, _, val = item.partition("=")
         if not _TAG_KEY.match(key) or len(val) > 256:
-            raise _RowInvalid("tags", f"tag '{item[:40]}' is not key=value with a key "
-                                      "of A-Z a-z 0-9 _ . : / -")
+            raise _RowInvalid(
+                "tags", f"tag '{item[:40]}' is not key=value with a key of A-Z a-z 0-9 _ . : / -"
+            )
         tags[key] = val
     if "app" in tags and not valid_name(tags["app"]):
         raise _RowInvalid("tags", "app tag must be 1-255 characters from A-Z a-z 0-9 _ -")
     return tags
 
 
-def _credentials(row: Mapping[str, str], url_user: str, url_pass: str,
-                 base_dir: Path, env: Mapping[str, str]) -> tuple[str, str]:
+def _credentials(
+    row: Mapping[str, str], url_user: str, url_pass: str, base_dir: Path, env: Mapping[str, str]
+) -> tuple[str, str]:
     user = _text(row, "username")
     raw_password = row.get("password", "")
     if url_user or url_pass:
         if user or raw_password:
-            raise _RowInvalid("rtsp_url", "credentials are in the URL and in the username/"
-                                          "password columns; keep one")
+            raise _RowInvalid(
+                "rtsp_url",
+                "credentials are in the URL and in the username/password columns; keep one",
+            )
         user, raw_password = url_user, url_pass
         if len(user) > MAX_TEXT or _CONTROL.search(user):
             raise _RowInvalid("rtsp_url", "the username in the URL is not valid")
@@ -243,11 +269,19 @@ def camera_of(row: Mapping[str, str], base_dir: Path, env: Mapping[str, str]) ->
         raise _RowInvalid("device", "is empty")
     url, url_user, url_pass = check_url(row.get("rtsp_url", "").strip())
     user, password = _credentials(row, url_user, url_pass, base_dir, env)
-    return Camera(name=name, device=device, rtsp_url=url, username=user, password=password,
-                  description=_text(row, "description", multiline=True), tags=parse_tags(row.get("tags", "")))
+    return Camera(
+        name=name,
+        device=device,
+        rtsp_url=url,
+        username=user,
+        password=password,
+        description=_text(row, "description", multiline=True),
+        tags=parse_tags(row.get("tags", "")),
+    )
 
 
 # ---- the whole file ----------------------------------------------------------------------------
+
 
 @dataclass
 class _Plan:
@@ -285,8 +319,10 @@ class _Validator:
 
     def _conflict(self, cam: Camera) -> None:
         if self.on_conflict == "fail":
-            raise _RowInvalid("name", f"camera '{cam.name}' is already registered "
-                                      "(use --on-conflict skip or update)")
+            raise _RowInvalid(
+                "name",
+                f"camera '{cam.name}' is already registered (use --on-conflict skip or update)",
+            )
         if self.on_conflict == "skip":
             self.plan.skipped.append(cam.name)
             return
@@ -301,17 +337,29 @@ class _Validator:
         self.counts[(cam.device, app)] += 1
         self.per_device[cam.device] += 1
         if self.per_device[cam.device] > self.limits.max_per_device:
-            raise _RowInvalid("device", f"device '{cam.device}' would have "
-                                        f"{self.per_device[cam.device]} cameras (limit "
-                                        f"{self.limits.max_per_device}, cameras.max_per_device)")
+            raise _RowInvalid(
+                "device",
+                f"device '{cam.device}' would have "
+                f"{self.per_device[cam.device]} cameras (limit "
+                f"{self.limits.max_per_device}, cameras.max_per_device)",
+            )
         if app and self.counts[(cam.device, app)] > self.limits.max_per_app:
-            raise _RowInvalid("tags", f"app '{app}' on '{cam.device}' would have "
-                                      f"{self.counts[(cam.device, app)]} cameras "
-                                      f"(limit {self.limits.max_per_app}, cameras.max_per_app)")
+            raise _RowInvalid(
+                "tags",
+                f"app '{app}' on '{cam.device}' would have "
+                f"{self.counts[(cam.device, app)]} cameras "
+                f"(limit {self.limits.max_per_app}, cameras.max_per_app)",
+            )
 
 
-def plan_import(registry: Store, data: bytes, base_dir: Path, limits: Limits,
-                on_conflict: str = "fail", env: Mapping[str, str] | None = None) -> _Plan:
+def plan_import(
+    registry: Store,
+    data: bytes,
+    base_dir: Path,
+    limits: Limits,
+    on_conflict: str = "fail",
+    env: Mapping[str, str] | None = None,
+) -> _Plan:
     """Validate every row of a CSV file against the registry; change nothing."""
     if on_conflict not in ON_CONFLICT:
         raise ConfigError(f"--on-conflict must be one of {', '.join(ON_CONFLICT)}")
@@ -329,8 +377,9 @@ def plan_import(registry: Store, data: bytes, base_dir: Path, limits: Limits,
     return validator.plan
 
 
-def _validate_rows(validator: _Validator, rows: list[tuple[int, list[str]]], base_dir: Path,
-                   env: Mapping[str, str]) -> None:
+def _validate_rows(
+    validator: _Validator, rows: list[tuple[int, list[str]]], base_dir: Path, env: Mapping[str, str]
+) -> None:
     header = [h.strip().lower() for h in rows[0][1]]
     errors = header_errors(rows[0][1])
     validator.plan.errors.extend(errors)
@@ -338,30 +387,43 @@ def _validate_rows(validator: _Validator, rows: list[tuple[int, list[str]]], bas
         return
     for line, fields in rows[1:]:
         if len(fields) != len(header):
-            validator.plan.errors.append(RowError(
-                line, "", f"has {len(fields)} fields, the header has {len(header)}"))
+            validator.plan.errors.append(
+                RowError(line, "", f"has {len(fields)} fields, the header has {len(header)}")
+            )
             continue
         try:
-            validator.add(line, camera_of(dict(zip(header, fields)), base_dir, env))
+            validator.add(line, camera_of(dict(zip(header, fields, strict=True)), base_dir, env))
         except _RowInvalid as exc:
             validator.plan.errors.append(RowError(line, exc.column, exc.message))
 
 
-def import_cameras(registry: Store, path: Path, limits: Limits, *, on_conflict: str = "fail",
-                   dry_run: bool = False, env: Mapping[str, str] | None = None) -> ImportResult:
+def import_cameras(
+    registry: Store,
+    path: Path,
+    limits: Limits,
+    *,
+    on_conflict: str = "fail",
+    dry_run: bool = False,
+    env: Mapping[str, str] | None = None,
+) -> ImportResult:
     """Validate the whole file, then write every row in one transaction (or none)."""
     started = time.perf_counter()
     result = ImportResult(file=str(path), dry_run=dry_run)
     try:
         if path.stat().st_size > MAX_FILE_BYTES:
-            raise ConfigError(f"{path} is larger than {MAX_FILE_BYTES >> 20} MiB",
-                              fix="split the file")
+            raise ConfigError(
+                f"{path} is larger than {MAX_FILE_BYTES >> 20} MiB", fix="split the file"
+            )
         data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}", fix="check the path") from exc
     plan = plan_import(registry, data, path.parent, limits, on_conflict, env)
-    result.rows = len(plan.creates) + len(plan.updates) + len(plan.skipped) + len(
-        {e.row for e in plan.errors if e.row > 1})
+    result.rows = (
+        len(plan.creates)
+        + len(plan.updates)
+        + len(plan.skipped)
+        + len({e.row for e in plan.errors if e.row > 1})
+    )
     result.errors = plan.errors
     if not result.ok:  # nothing will change: report no creates, updates or skips
         result.elapsed_s = time.perf_counter() - started
@@ -376,108 +438,14 @@ def import_cameras(registry: Store, path: Path, limits: Limits, *, on_conflict: 
     return result
 
 
-# ---- probing ---------------------------------------------------------------------------------
-
-PROBE_WORKERS = 16
-
-
-def _probe_request(registry: Store, cams: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """What the RTSP client needs per camera, password included (kept in memory only)."""
-    return [{"name": c["name"], "url": c["rtsp_url"], "username": c["username"],
-             "password": registry.camera_password(c["name"]) if c["password"] else ""}
-            for c in cams]
-
-
-def _outcome(cam: dict[str, Any], found: Mapping[str, Any], via: str) -> dict[str, Any]:
-    return {"name": cam["name"], "device": cam["device"], "site": cam["site"], "via": via,
-            "url": cam["rtsp_url"], "status": found["status"], "codec": found.get("codec"),
-            "detail": found.get("detail", ""), "elapsed_ms": found.get("elapsed_ms")}
-
-
-def probe_from_controller(registry: Store, cams: list[dict[str, Any]],
-                          timeout: float = 5.0) -> list[dict[str, Any]]:
-    """DESCRIBE every camera from this machine, in parallel."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from fleet_runtime.rtsp import probe
-
-    requests = _probe_request(registry, cams)
-    with ThreadPoolExecutor(max_workers=max(1, min(PROBE_WORKERS, len(cams)))) as pool:
-        found = list(pool.map(lambda r: probe(r["url"], r["username"], r["password"],
-                                              timeout=timeout).as_dict(), requests))
-    return [_outcome(c, f, "controller") for c, f in zip(cams, found)]
-
-
-def probe_from_devices(nr: Any, registry: Store, cams: list[dict[str, Any]],
-                       timeout: float = 5.0) -> list[dict[str, Any]]:
-    """Ask each camera's device to DESCRIBE it (`fleet-agent rtsp-probe`, request on stdin).
-    `nr` is a Nornir object holding those devices; an unreachable device fails its cameras."""
-    import json as jsonlib
-
-    by_device: dict[str, list[dict[str, Any]]] = {}
-    for cam in cams:
-        by_device.setdefault(cam["device"], []).append(cam)
-    bodies = Redacted({dev: jsonlib.dumps({"timeout": timeout,
-                                           "cameras": _probe_request(registry, group)}).encode()
-                       for dev, group in by_device.items()})
-    chosen = nr.filter(filter_func=lambda h: h.name in by_device)
-    results = chosen.run(task=_rtsp_probe_task, bodies=bodies, timeout=timeout, on_failed=True)
-    chosen.close_connections(on_failed=True)
-    out = []
-    for dev, group in by_device.items():
-        out.extend(_device_outcomes(dev, group, results.get(dev)))
-    return out
-
-
-class Redacted:
-    """Holds request bodies with passwords; prints as ``<redacted>`` (Nornir logs task args)."""
-
-    def __init__(self, bodies: dict[str, bytes]) -> None:
-        self._bodies = bodies
-
-    def __getitem__(self, device: str) -> bytes:
-        return self._bodies[device]
-
-    def __repr__(self) -> str:
-        return "<redacted>"
-
-    __str__ = __repr__
-
-
-def _rtsp_probe_task(task: Any, bodies: Redacted, timeout: float) -> Any:
-    from nornir.core.task import Result
-
-    from fleet.agent import agent_for
-
-    answer = agent_for(task).call("rtsp-probe", stdin=bodies[task.host.name],
-                                  timeout=timeout * 4 + 10)
-    return Result(host=task.host, result=answer["results"])
-
-
-def _device_outcomes(device: str, group: list[dict[str, Any]], multi: Any) -> list[dict[str, Any]]:
-    if multi is None:
-        why = {"status": "ERROR", "detail": f"device '{device}' is not in the inventory"}
-        return [_outcome(c, why, device) for c in group]
-    if multi[0].failed:
-        from fleet.health import failure_reason
-
-        why = {"status": "ERROR", "detail": f"probe via {device} failed: "
-                                            f"{failure_reason(multi[0].exception)}"}
-        return [_outcome(c, why, device) for c in group]
-    found = {r["name"]: r for r in multi[0].result}
-    return [_outcome(c, found.get(c["name"], {"status": "ERROR", "detail": "no answer"}), device)
-            for c in group]
-
-
-def record_probes(registry: Store, outcomes: list[dict[str, Any]]) -> None:
-    """Store each camera's probe status and codec."""
-    for o in outcomes:
-        registry.set_camera_probe(o["name"], o["status"], o["codec"], o["detail"])
-
-
-def sample_csv(devices: list[Mapping[str, Any]], per_device: int = 2, *,
-               host: str = "127.0.0.1", port: int = 8554,
-               password_env: str = "LAB_CAMERA_PASSWORD") -> str:
+def sample_csv(
+    devices: list[Mapping[str, Any]],
+    per_device: int = 2,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8554,
+    password_env: str = "LAB_CAMERA_PASSWORD",  # noqa: S107 (a variable name)
+) -> str:
     """A cameras.csv for the given devices (the lab demo's sample): each device's first
     camera takes its password from an environment variable, the others need none."""
     out = io.StringIO()
@@ -487,7 +455,15 @@ def sample_csv(devices: list[Mapping[str, Any]], per_device: int = 2, *,
         for i in range(1, per_device + 1):
             name, site = f"{dev['name']}-cam{i}", dev.get("site", "")
             user, password = ("viewer", f"password_env:{password_env}") if i == 1 else ("", "")
-            writer.writerow([name, dev["name"], f"rtsp://{host}:{port}/{dev['name']}/cam{i}",
-                             user, password, f"Lab camera {i} at {site}, {dev['name']}",
-                             f"app=people-counter;site={site}"])
+            writer.writerow(
+                [
+                    name,
+                    dev["name"],
+                    f"rtsp://{host}:{port}/{dev['name']}/cam{i}",
+                    user,
+                    password,
+                    f"Lab camera {i} at {site}, {dev['name']}",
+                    f"app=people-counter;site={site}",
+                ]
+            )
     return out.getvalue()

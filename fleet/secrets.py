@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import os
 import stat
@@ -54,8 +55,9 @@ def parse_key(text: str, where: str) -> bytes:
         key = b""
     if len(key) != 32:
         raise ConfigError(
-            "secret key is not 32 bytes of URL-safe base64", where=where,
-            fix="generate one with `python -c \"import fleet.secrets as s; print(s.generate_key())\"`",
+            "secret key is not 32 bytes of URL-safe base64",
+            where=where,
+            fix="generate one: python -c 'import fleet.secrets as s; print(s.generate_key())'",
         )
     return key
 
@@ -77,19 +79,26 @@ class SecretBox:
         """Decrypt a value made by `seal` with the same key and `aad`."""
         prefix, key_id, body = (token.split(".", 2) + ["", ""])[:3]
         if prefix != _PREFIX:
-            raise ConfigError("stored secret has an unknown format", where=aad,
-                              fix="re-import the camera with its password")
+            raise ConfigError(
+                "stored secret has an unknown format",
+                where=aad,
+                fix="re-import the camera with its password",
+            )
         if key_id != self.key_id:
             raise ConfigError(
-                f"stored secret was encrypted with another key (key id {key_id})", where=aad,
+                f"stored secret was encrypted with another key (key id {key_id})",
+                where=aad,
                 fix=f"restore the original .fleet/{KEY_FILE} or {KEY_ENV}",
             )
         raw = _b64d(body)
         try:
             return self._aead.decrypt(raw[:12], raw[12:], aad.encode("utf-8")).decode("utf-8")
         except InvalidTag as exc:
-            raise ConfigError("stored secret failed authentication", where=aad,
-                              fix="the registry row was altered; re-import the camera") from exc
+            raise ConfigError(
+                "stored secret failed authentication",
+                where=aad,
+                fix="the registry row was altered; re-import the camera",
+            ) from exc
 
 
 def _create_key_file(path: Path) -> None:
@@ -104,7 +113,8 @@ def _read_key_file(path: Path) -> bytes:
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         raise ConfigError(
-            f"secret key file is readable by others (mode {mode:o})", where=str(path),
+            f"secret key file is readable by others (mode {mode:o})",
+            where=str(path),
             fix=f"run `chmod 600 {path}`",
         )
     return parse_key(path.read_text(encoding="ascii"), str(path))
@@ -118,12 +128,11 @@ def load_key(state_dir: Path, *, create: bool = True) -> bytes:
     path = state_dir / KEY_FILE
     if not path.exists():
         if not create:
-            raise ConfigError("no secret key", where=str(path),
-                              fix=f"set {KEY_ENV} or restore .fleet/{KEY_FILE}")
-        try:
+            raise ConfigError(
+                "no secret key", where=str(path), fix=f"set {KEY_ENV} or restore .fleet/{KEY_FILE}"
+            )
+        with contextlib.suppress(FileExistsError):  # another process made it first: use theirs
             _create_key_file(path)
-        except FileExistsError:  # another process made it first: use theirs
-            pass
     return _read_key_file(path)
 
 

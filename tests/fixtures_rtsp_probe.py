@@ -29,7 +29,7 @@ from rtsp_server import (  # noqa: E402
 
 DIGEST_USER, DIGEST_PASSWORD = "operator", "d1gest-Pa55word"
 
-_SERVER = r'''
+_SERVER = r"""
 import json, sys
 import gi
 gi.require_version("Gst", "1.0")
@@ -64,9 +64,10 @@ server.get_mount_points().add_factory("/secure", factory)
 server.attach(None)
 print(json.dumps({"port": server.get_bound_port()}), flush=True)
 loop = GLib.MainLoop()
-GLib.io_add_watch(sys.stdin, GLib.PRIORITY_DEFAULT, GLib.IO_IN | GLib.IO_HUP, lambda *a: loop.quit())
+GLib.io_add_watch(sys.stdin, GLib.PRIORITY_DEFAULT, GLib.IO_IN | GLib.IO_HUP,
+                  lambda *a: loop.quit())
 loop.run()
-'''
+"""
 
 
 @pytest.fixture(scope="session")
@@ -78,11 +79,21 @@ def digest_rtsp_server() -> Iterator[RtspServer]:
             pytest.fail(missing)
         pytest.skip(missing)
     config = {"username": DIGEST_USER, "password": DIGEST_PASSWORD}
-    proc = subprocess.Popen([SYSTEM_PYTHON, "-c", _SERVER, json.dumps(config)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "GST_DEBUG": "0"})
+    proc = subprocess.Popen(
+        [SYSTEM_PYTHON, "-c", _SERVER, json.dumps(config)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "GST_DEBUG": "0"},
+    )
     try:
-        yield RtspServer(port=_read_port(proc), mounts=("secure",), username=DIGEST_USER,
-                         password=DIGEST_PASSWORD, process=proc)
+        yield RtspServer(
+            port=_read_port(proc),
+            mounts=("secure",),
+            username=DIGEST_USER,
+            password=DIGEST_PASSWORD,
+            process=proc,
+        )
     finally:
         _stop(proc)

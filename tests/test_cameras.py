@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli
+
 from fleet.cameras import Limits, import_cameras, sample_csv
 from fleet.project import Project
 from fleet.registry import open_registry
@@ -39,13 +39,15 @@ def run_import(reg, path: Path, **kw):
 
 
 def test_bom_crlf_quotes_reordered_columns_and_empty_lines(reg, tmp_path: Path) -> None:
-    text = ('device,name,rtsp_url,description\n'
-            '\n'
-            'dev-1,door,rtsp://10.0.0.7/live/mpeg4/,"Front door, north side"\n'
-            ' , , , \n'
-            'dev-1,dock,rtsp://10.0.0.8:8554/s1,"Loading dock\nsecond line ""quoted"""\n'
-            'dev-2,lobby,RTSPS://cam.example.com/stream,\n'
-            '\n')
+    text = (
+        "device,name,rtsp_url,description\n"
+        "\n"
+        'dev-1,door,rtsp://10.0.0.7/live/mpeg4/,"Front door, north side"\n'
+        " , , , \n"
+        'dev-1,dock,rtsp://10.0.0.8:8554/s1,"Loading dock\nsecond line ""quoted"""\n'
+        "dev-2,lobby,RTSPS://cam.example.com/stream,\n"
+        "\n"
+    )
     result = run_import(reg, write(tmp_path / "c.csv", text, bom=True, crlf=True))
     assert result.ok and result.applied and result.created == ["door", "dock", "lobby"]
     assert reg.get_camera("door")["description"] == "Front door, north side"
@@ -66,9 +68,11 @@ def test_credentials_in_the_url_move_to_the_secret_store(reg, tmp_path: Path) ->
 def test_password_from_environment_and_file(reg, tmp_path: Path) -> None:
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "yard.pw").write_text("from-a-file\n")
-    text = (f"{HEADER}\n"
-            "lot,dev-1,rtsp://10.0.0.1/s,admin,password_env:LOT_PW,,\n"
-            "yard,dev-1,rtsp://10.0.0.2/s,admin,password_file:secrets/yard.pw,,\n")
+    text = (
+        f"{HEADER}\n"
+        "lot,dev-1,rtsp://10.0.0.1/s,admin,password_env:LOT_PW,,\n"
+        "yard,dev-1,rtsp://10.0.0.2/s,admin,password_file:secrets/yard.pw,,\n"
+    )
     result = run_import(reg, write(tmp_path / "c.csv", text), env={"LOT_PW": "from-env"})
     assert result.ok
     assert reg.camera_password("lot") == "from-env" and reg.camera_password("yard") == "from-a-file"
@@ -107,13 +111,16 @@ def test_every_bad_row_is_named_by_row_and_column_and_nothing_changes(reg, tmp_p
     assert reg.list_cameras() == []
 
 
-@pytest.mark.parametrize(("text", "column", "words"), [
-    ("name,device,rtsp_url,colour\n", "colour", "unknown column 'colour'"),
-    ("name,device\n", "rtsp_url", "required column 'rtsp_url' is missing"),
-    ("name,device,rtsp_url,name\n", "name", "appears 2 times"),
-    ("", "", "no header row"),
-    ("\n\n", "", "no header row"),
-])
+@pytest.mark.parametrize(
+    ("text", "column", "words"),
+    [
+        ("name,device,rtsp_url,colour\n", "colour", "unknown column 'colour'"),
+        ("name,device\n", "rtsp_url", "required column 'rtsp_url' is missing"),
+        ("name,device,rtsp_url,name\n", "name", "appears 2 times"),
+        ("", "", "no header row"),
+        ("\n\n", "", "no header row"),
+    ],
+)
 def test_header_problems(reg, tmp_path: Path, text: str, column: str, words: str) -> None:
     result = run_import(reg, write(tmp_path / "c.csv", text))
     assert [(e.row, e.column) for e in result.errors] == [(1, column)]
@@ -122,17 +129,22 @@ def test_header_problems(reg, tmp_path: Path, text: str, column: str, words: str
 
 def test_a_file_that_is_not_utf8_names_the_line(reg, tmp_path: Path) -> None:
     path = tmp_path / "c.csv"
-    path.write_bytes(f"{HEADER}\na,dev-1,rtsp://h/s,,,,\nb,dev-1,rtsp://h/s,,,caf\xe9,\n".encode("latin-1"))
+    path.write_bytes(
+        f"{HEADER}\na,dev-1,rtsp://h/s,,,,\nb,dev-1,rtsp://h/s,,,caf\xe9,\n".encode("latin-1")
+    )
     result = run_import(reg, path)
     assert [(e.row, e.message) for e in result.errors] == [
-        (3, "the file is not UTF-8 text (save it as CSV UTF-8)")]
+        (3, "the file is not UTF-8 text (save it as CSV UTF-8)")
+    ]
 
 
 def test_on_conflict_fail_skip_update(reg, tmp_path: Path) -> None:
     first = write(tmp_path / "a.csv", f"{HEADER}\ncam,dev-1,rtsp://h/one,admin,pw1,,\n")
     assert run_import(reg, first).ok
-    second = write(tmp_path / "b.csv", f"{HEADER}\ncam,dev-2,rtsp://h/two,admin,pw2,,\n"
-                                       "new,dev-2,rtsp://h/new,,,,\n")
+    second = write(
+        tmp_path / "b.csv",
+        f"{HEADER}\ncam,dev-2,rtsp://h/two,admin,pw2,,\nnew,dev-2,rtsp://h/new,,,,\n",
+    )
     failed = run_import(reg, second)
     assert [(e.row, e.column) for e in failed.errors] == [(2, "name")]
     assert "--on-conflict" in failed.errors[0].message and reg.get_camera("new") is None
@@ -156,8 +168,11 @@ def test_dry_run_validates_and_changes_nothing(reg, tmp_path: Path) -> None:
 def test_per_device_and_per_app_limits(reg, tmp_path: Path) -> None:
     rows = [f"c{i},dev-1,rtsp://h/{i},,,,app=people" for i in range(3)]
     rows += [f"d{i},dev-2,rtsp://h/{i},,,," for i in range(4)]
-    result = run_import(reg, write(tmp_path / "c.csv", "\n".join([HEADER, *rows])),
-                        limits=Limits(max_per_app=2, max_per_device=3))
+    result = run_import(
+        reg,
+        write(tmp_path / "c.csv", "\n".join([HEADER, *rows])),
+        limits=Limits(max_per_app=2, max_per_device=3),
+    )
     assert [(e.row, e.column) for e in result.errors] == [(4, "tags"), (8, "device")]
     assert "limit 2, cameras.max_per_app" in result.errors[0].message
     assert "would have 4 cameras (limit 3" in result.errors[1].message
@@ -170,8 +185,11 @@ def _ten_thousand(reg, tmp_path: Path, bad_row: int | None = None) -> Path:
     lines = [HEADER]
     for i in range(10_000):
         port = "99999" if i + 2 == bad_row else "554"
-        lines.append(f"cam-{i:05d},dev-{4 + i % 126},rtsp://10.{i // 256 % 256}.0.{i % 256}:{port}"
-                     f"/stream1,admin,pw-{i},\"Camera {i}, floor {i % 7}\",app=app{(i // 126) % 10};floor={i % 7}")
+        lines.append(
+            f"cam-{i:05d},dev-{4 + i % 126},rtsp://10.{i // 256 % 256}.0.{i % 256}:{port}"
+            f'/stream1,admin,pw-{i},"Camera {i}, floor {i % 7}",'
+            f"app=app{(i // 126) % 10};floor={i % 7}"
+        )
     return write(tmp_path / "big.csv", "\n".join(lines) + "\n", crlf=True)
 
 
@@ -194,13 +212,19 @@ def test_one_bad_row_among_ten_thousand_changes_nothing(reg, tmp_path: Path) -> 
 
 # ---- the CLI ----------------------------------------------------------------------------------
 
+
 def test_cli_import_list_show_remove_json(reg, project: Project, tmp_path: Path) -> None:
-    path = write(tmp_path / "c.csv", f"{HEADER}\ndoor,dev-1,rtsp://u:pw@10.0.0.7/s,,,Door,app=x\n"
-                                     "yard,dev-3,rtsp://10.0.0.8/s,,,,\n")
+    path = write(
+        tmp_path / "c.csv",
+        f"{HEADER}\ndoor,dev-1,rtsp://u:pw@10.0.0.7/s,,,Door,app=x\n"
+        "yard,dev-3,rtsp://10.0.0.8/s,,,,\n",
+    )
     res = run_cli(project.root, "cameras", "import", str(path), "--json")
     assert res.exit_code == 0, res.stderr
     assert json.loads(res.stdout)["created"] == 2
-    listed = json.loads(run_cli(project.root, "cameras", "list", "--site", "paris", "--json").stdout)
+    listed = json.loads(
+        run_cli(project.root, "cameras", "list", "--site", "paris", "--json").stdout
+    )
     assert [c["name"] for c in listed["cameras"]] == ["yard"]
     shown = json.loads(run_cli(project.root, "cameras", "show", "door", "--json").stdout)["camera"]
     assert shown["password"] == "***" and shown["rtsp_url"] == "rtsp://10.0.0.7/s"
@@ -209,18 +233,22 @@ def test_cli_import_list_show_remove_json(reg, project: Project, tmp_path: Path)
     res = run_cli(project.root, "cameras", "remove", "door", "ghost")
     assert res.exit_code != 0 and "ghost" in res.stderr and reg.get_camera("door") is not None
     assert json.loads(run_cli(project.root, "cameras", "remove", "door", "--json").stdout) == {
-        "removed": ["door"]}
+        "removed": ["door"]
+    }
 
 
 def test_cli_import_errors_table_and_exit_code(reg, project: Project, tmp_path: Path) -> None:
-    path = write(tmp_path / "c.csv", f"{HEADER}\ngood,dev-1,rtsp://h/s,,,,\nbad,dev-1,ftp://h/s,,,,\n")
+    path = write(
+        tmp_path / "c.csv", f"{HEADER}\ngood,dev-1,rtsp://h/s,,,,\nbad,dev-1,ftp://h/s,,,,\n"
+    )
     res = run_cli(project.root, "cameras", "import", str(path))
     assert res.exit_code == 1
     assert "nothing was changed" in res.stderr and "rtsp_url" in res.stderr and " 3 " in res.stderr
     res = run_cli(project.root, "cameras", "import", str(path), "--json")
     assert res.exit_code == 1
     assert json.loads(res.stdout)["errors"] == [
-        {"row": 3, "column": "rtsp_url", "message": "scheme must be rtsp or rtsps, not 'ftp'"}]
+        {"row": 3, "column": "rtsp_url", "message": "scheme must be rtsp or rtsps, not 'ftp'"}
+    ]
     res = run_cli(project.root, "cameras", "import", str(path), "--on-conflict", "merge")
     assert res.exit_code == 2 and "--on-conflict" in res.stderr
     res = run_cli(project.root, "cameras", "import", str(tmp_path / "missing.csv"))
@@ -254,7 +282,8 @@ def test_example_inventory_cameras_csv_validates(tmp_path: Path) -> None:
     state = Project(tmp_path, project.config)
     registry = open_registry(state)
     registry.register_from_inventory(nr)
-    result = import_cameras(registry, example, Limits(), dry_run=True,
-                            env={"EXAMPLE_CAMERA_PASSWORD": "x"})
+    result = import_cameras(
+        registry, example, Limits(), dry_run=True, env={"EXAMPLE_CAMERA_PASSWORD": "x"}
+    )
     assert result.ok, [e.as_dict() for e in result.errors]
     registry.close()

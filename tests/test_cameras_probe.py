@@ -12,12 +12,12 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-
 from conftest import run_cli
 from fixtures_rtsp_probe import DIGEST_PASSWORD, DIGEST_USER, digest_rtsp_server  # noqa: F401
-from fleet.lab import Lab
 from fleet_runtime.rtsp import authorization, probe, sdp_codecs
 from rtsp_server import RtspServer, rtsp_server  # noqa: F401
+
+from fleet.lab import Lab
 
 HEADER = "name,device,rtsp_url,username,password,description,tags"
 PLANTED = "Planted-Secret-93f1c2"
@@ -51,18 +51,26 @@ def silent_server() -> Iterator[str]:
 
 
 def test_sdp_codecs_and_digest_answer() -> None:
-    sdp = ("v=0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n"
-           "m=audio 0 RTP/AVP 8\r\nm=video 0 RTP/AVP 97\r\na=rtpmap:97 H265/90000\r\n")
+    sdp = (
+        "v=0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n"
+        "m=audio 0 RTP/AVP 8\r\nm=video 0 RTP/AVP 97\r\na=rtpmap:97 H265/90000\r\n"
+    )
     assert sdp_codecs(sdp) == [("video", "H264"), ("audio", "PCMA"), ("video", "H265")]
     # RFC 2617 section 3.5's worked example (qop=auth).
-    challenge = ('Digest realm="testrealm@host.com", qop="auth,auth-int", '
-                 'nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093", opaque="5ccc069c403ebaf9f0171e9517f40e41"')
-    scheme, header = authorization([challenge], "GET", "/dir/index.html", "Mufasa",
-                                   "Circle Of Life", cnonce="0a4f113b")
+    challenge = (
+        'Digest realm="testrealm@host.com", qop="auth,auth-int", '
+        'nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093", opaque="5ccc069c403ebaf9f0171e9517f40e41"'
+    )
+    scheme, header = authorization(
+        [challenge], "GET", "/dir/index.html", "Mufasa", "Circle Of Life", cnonce="0a4f113b"
+    )
     assert scheme == "digest" and 'response="6629fae49393a05397450978507c4ef1"' in header
 
 
-def test_probe_statuses_from_the_controller(rtsp_server: RtspServer, silent_server: str) -> None:
+def test_probe_statuses_from_the_controller(
+    rtsp_server: RtspServer,  # noqa: F811
+    silent_server: str,
+) -> None:
     s = rtsp_server
     found = probe(s.h264_url)
     assert (found.status, found.codec, found.codecs) == ("REACHABLE", "H264", ["H264"])
@@ -90,19 +98,25 @@ def test_probe_with_digest_auth(digest_rtsp_server: RtspServer) -> None:  # noqa
 
 
 @pytest.fixture(scope="module")
-def lab_cameras(lab: Lab, rtsp_server: RtspServer, silent_server: str,
-                tmp_path_factory: pytest.TempPathFactory) -> Lab:
+def lab_cameras(
+    lab: Lab,
+    rtsp_server: RtspServer,  # noqa: F811
+    silent_server: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Lab:
     """The lab's devices registered, with cameras on the test RTSP server."""
     root = lab.project.root
     assert run_cli(root, "devices", "register", "-i", "lab").exit_code == 0
     s = rtsp_server
     user_url = f"rtsp://{s.username}:{quote(s.password)}@127.0.0.1:{s.port}/secure"
-    rows = [HEADER,
-            f"entrance,berlin-01,{s.h264_url},,,Entrance,app=people",
-            f"vault,berlin-01,{user_url},,,Vault,",
-            f"stockroom,berlin-02,{s.url('secure')},{s.username},{PLANTED},,",
-            f"garage,lisbon-01,{s.url('missing')},,,,",
-            f"roof,lisbon-01,{silent_server},,,,"]
+    rows = [
+        HEADER,
+        f"entrance,berlin-01,{s.h264_url},,,Entrance,app=people",
+        f"vault,berlin-01,{user_url},,,Vault,",
+        f"stockroom,berlin-02,{s.url('secure')},{s.username},{PLANTED},,",
+        f"garage,lisbon-01,{s.url('missing')},,,,",
+        f"roof,lisbon-01,{silent_server},,,,",
+    ]
     if s.h265_url:
         rows.append(f"hallway,lisbon-02,{s.h265_url},,,,")
     csv_path = tmp_path_factory.mktemp("csv") / "cameras.csv"
@@ -112,8 +126,14 @@ def lab_cameras(lab: Lab, rtsp_server: RtspServer, silent_server: str,
     return lab
 
 
-EXPECTED = {"entrance": "REACHABLE", "vault": "REACHABLE", "stockroom": "AUTH_FAILED",
-            "garage": "NOT_FOUND", "roof": "TIMEOUT", "hallway": "CODEC_UNSUPPORTED"}
+EXPECTED = {
+    "entrance": "REACHABLE",
+    "vault": "REACHABLE",
+    "stockroom": "AUTH_FAILED",
+    "garage": "NOT_FOUND",
+    "roof": "TIMEOUT",
+    "hallway": "CODEC_UNSUPPORTED",
+}
 
 
 @pytest.mark.parametrize("via", ["controller", "device"])
@@ -124,7 +144,8 @@ def test_cli_probe_records_status_and_codec(lab_cameras: Lab, via: str) -> None:
     assert res.exit_code == 1  # some cameras are not usable
     got = {c["name"]: c for c in json.loads(res.stdout)["cameras"]}
     assert {n: c["status"] for n, c in got.items()} == {  # details: {got}
-        n: s for n, s in EXPECTED.items() if n in got}
+        n: s for n, s in EXPECTED.items() if n in got
+    }
     assert got["entrance"]["via"] == ("controller" if via == "controller" else "berlin-01")
     listed = json.loads(run_cli(root, "cameras", "list", "--json").stdout)["cameras"]
     assert {c["name"]: c["status"] for c in listed} == {n: got[n]["status"] for n in got}
@@ -141,29 +162,37 @@ def test_probe_selection_errors(lab_cameras: Lab) -> None:
 
 
 def test_no_output_log_or_file_contains_a_camera_password(
-        lab_cameras: Lab, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    lab_cameras: Lab, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     root = lab_cameras.project.root
     good = tmp_path / "more.csv"
     good.write_text(f"{HEADER}\nporch,berlin-02,rtsp://admin:{PLANTED}@127.0.0.1:9/porch,,,,\n")
     bad = tmp_path / "bad.csv"
-    bad.write_text(f"{HEADER}\n"
-                   f"x1,berlin-02,rtsp://admin:{PLANTED}@127.0.0.1:99999/p,,,,\n"
-                   f"x2,berlin-02,rtsp://admin:{PLANTED}@127.0.0.1/p,admin,{PLANTED},,\n"
-                   f"x3,berlin-02,rtsp://127.0.0.1/p,,{PLANTED},,\n"
-                   f"x4,berlin-02,rtsp://127.0.0.1/p,admin,{PLANTED}\x01,,\n"
-                   f"x5,ghost,rtsp://127.0.0.1/p,admin,{PLANTED},,\n"
-                   f"porch,berlin-02,rtsp://127.0.0.1/p,admin,{PLANTED},,\n")
+    bad.write_text(
+        f"{HEADER}\n"
+        f"x1,berlin-02,rtsp://admin:{PLANTED}@127.0.0.1:99999/p,,,,\n"
+        f"x2,berlin-02,rtsp://admin:{PLANTED}@127.0.0.1/p,admin,{PLANTED},,\n"
+        f"x3,berlin-02,rtsp://127.0.0.1/p,,{PLANTED},,\n"
+        f"x4,berlin-02,rtsp://127.0.0.1/p,admin,{PLANTED}\x01,,\n"
+        f"x5,ghost,rtsp://127.0.0.1/p,admin,{PLANTED},,\n"
+        f"porch,berlin-02,rtsp://127.0.0.1/p,admin,{PLANTED},,\n"
+    )
     commands = [
-        ["cameras", "import", str(good)], ["cameras", "import", str(bad)],
-        ["cameras", "import", str(bad), "--json"], ["cameras", "import", str(good), "--dry-run",
-                                                    "--on-conflict", "update", "--json"],
-        ["cameras", "list"], ["cameras", "list", "--json"], ["cameras", "show", "stockroom"],
-        ["cameras", "show", "stockroom", "--json"], ["cameras", "show", "porch", "--json"],
+        ["cameras", "import", str(good)],
+        ["cameras", "import", str(bad)],
+        ["cameras", "import", str(bad), "--json"],
+        ["cameras", "import", str(good), "--dry-run", "--on-conflict", "update", "--json"],
+        ["cameras", "list"],
+        ["cameras", "list", "--json"],
+        ["cameras", "show", "stockroom"],
+        ["cameras", "show", "stockroom", "--json"],
+        ["cameras", "show", "porch", "--json"],
         ["cameras", "probe", "stockroom", "porch", "--timeout", "1"],
         ["cameras", "probe", "stockroom", "porch", "--timeout", "1", "--json"],
         ["cameras", "probe", "stockroom", "--from-device", "--json"],
-        ["devices", "show", "berlin-02", "--json"], ["devices", "list", "--json"],
+        ["devices", "show", "berlin-02", "--json"],
+        ["devices", "list", "--json"],
         ["cameras", "remove", "porch", "--json"],
     ]
     outputs = []

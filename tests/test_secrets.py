@@ -12,14 +12,18 @@ from fleet.errors import ConfigError
 from fleet.secrets import KEY_ENV, SecretBox, generate_key, load_key, mask, secret_box
 
 
-def test_key_file_is_created_0600_and_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_key_file_is_created_0600_and_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv(KEY_ENV, raising=False)
     first = load_key(tmp_path)
     assert stat.S_IMODE((tmp_path / "secret.key").stat().st_mode) == 0o600
     assert load_key(tmp_path) == first and len(first) == 32
 
 
-def test_key_file_readable_by_others_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_key_file_readable_by_others_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv(KEY_ENV, raising=False)
     load_key(tmp_path)
     os.chmod(tmp_path / "secret.key", 0o644)
@@ -27,7 +31,9 @@ def test_key_file_readable_by_others_is_refused(tmp_path: Path, monkeypatch: pyt
         load_key(tmp_path)
 
 
-def test_env_key_wins_and_bad_env_key_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_env_key_wins_and_bad_env_key_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     key = generate_key()
     monkeypatch.setenv(KEY_ENV, key)
     assert secret_box(tmp_path).key_id == secret_box(tmp_path).key_id
@@ -37,7 +43,9 @@ def test_env_key_wins_and_bad_env_key_is_refused(tmp_path: Path, monkeypatch: py
         load_key(tmp_path)
 
 
-def test_missing_key_without_create_says_how_to_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_key_without_create_says_how_to_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv(KEY_ENV, raising=False)
     with pytest.raises(ConfigError, match=KEY_ENV):
         load_key(tmp_path, create=False)

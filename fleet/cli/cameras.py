@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -11,10 +11,11 @@ from fleet.cli import options as o
 from fleet.cli.application import Application, app_of
 from fleet.errors import FleetError
 
-app = typer.Typer(help="Cameras: bulk import from CSV, list, probe (RTSP DESCRIBE).",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Cameras: bulk import from CSV, list, probe (RTSP DESCRIBE).", no_args_is_help=True
+)
 
-Device = Annotated[Optional[list[str]], typer.Option("--device", help="only this device's cameras")]
+Device = Annotated[list[str] | None, typer.Option("--device", help="only this device's cameras")]
 MAX_ERROR_ROWS = 50
 STATUS_STYLE = {"REACHABLE": "green", "CODEC_UNSUPPORTED": "yellow", "UNPROBED": "dim"}
 
@@ -27,11 +28,13 @@ def _styled(status: str) -> str:
 @app.command("import")
 def import_(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="CSV: name,device,rtsp_url,username,password,"
-                                              "description,tags")],
+    file: Annotated[
+        Path, typer.Argument(help="CSV: name,device,rtsp_url,username,password,description,tags")
+    ],
     dry_run: o.DryRun = False,
-    on_conflict: Annotated[str, typer.Option(
-        "--on-conflict", help="a camera already registered: fail, skip or update")] = "fail",
+    on_conflict: Annotated[
+        str, typer.Option("--on-conflict", help="a camera already registered: fail, skip or update")
+    ] = "fail",
     json: o.Json = False,
 ) -> None:
     """Validate every row, then register all cameras in one transaction (or none)."""
@@ -59,12 +62,17 @@ def _report_import(a: Application, result: Any) -> None:
 
     if result.ok:
         verb = "would import" if result.dry_run else "imported"
-        a.display_success(f"✓ {result.file}: {verb} {len(result.created)} new, "
-                          f"{len(result.updated)} updated, {len(result.skipped)} skipped "
-                          f"({result.elapsed_s:.2f} s)")
+        a.display_success(
+            f"✓ {result.file}: {verb} {len(result.created)} new, "
+            f"{len(result.updated)} updated, {len(result.skipped)} skipped "
+            f"({result.elapsed_s:.2f} s)"
+        )
         return
-    table = Table(title=f"{result.file}: {len(result.errors)} problem(s); nothing was changed",
-                  title_justify="left", header_style="bold")
+    table = Table(
+        title=f"{result.file}: {len(result.errors)} problem(s); nothing was changed",
+        title_justify="left",
+        header_style="bold",
+    )
     for col in ("Row", "Column", "Problem"):
         table.add_column(col, overflow="fold")
     for err in result.errors[:MAX_ERROR_ROWS]:
@@ -75,8 +83,9 @@ def _report_import(a: Application, result: Any) -> None:
 
 
 @app.command("list")
-def list_(ctx: typer.Context, device: Device = None, site: o.Site = None,
-          json: o.Json = False) -> None:
+def list_(
+    ctx: typer.Context, device: Device = None, site: o.Site = None, json: o.Json = False
+) -> None:
     """List cameras by site and device."""
     from fleet.registry import open_registry
     from fleet.render import grouped_table
@@ -91,12 +100,26 @@ def list_(ctx: typer.Context, device: Device = None, site: o.Site = None,
     if json:
         a.output_json({"cameras": cams})
         return
-    rows = [{"site": c["site"], "device": c["device"], "camera": c["name"], "url": c["rtsp_url"],
-             "username": c["username"], "password": c["password"], "codec": c["codec"] or "",
-             "status": _styled(c["status"])} for c in cams]
-    a.output(grouped_table(f"{len(cams)} cameras", ["Site", "Device", "Camera", "URL",
-                                                    "Username", "Password", "Codec", "Status"],
-                           rows))
+    rows = [
+        {
+            "site": c["site"],
+            "device": c["device"],
+            "camera": c["name"],
+            "url": c["rtsp_url"],
+            "username": c["username"],
+            "password": c["password"],
+            "codec": c["codec"] or "",
+            "status": _styled(c["status"]),
+        }
+        for c in cams
+    ]
+    a.output(
+        grouped_table(
+            f"{len(cams)} cameras",
+            ["Site", "Device", "Camera", "URL", "Username", "Password", "Codec", "Status"],
+            rows,
+        )
+    )
 
 
 @app.command()
@@ -126,9 +149,11 @@ def show(ctx: typer.Context, name: str, json: o.Json = False) -> None:
 
 
 @app.command()
-def remove(ctx: typer.Context,
-           names: Annotated[list[str], typer.Argument(help="camera names")],
-           json: o.Json = False) -> None:
+def remove(
+    ctx: typer.Context,
+    names: Annotated[list[str], typer.Argument(help="camera names")],
+    json: o.Json = False,
+) -> None:
     """Remove cameras (all named, or none if one is unknown)."""
     from fleet.registry import open_registry
 
@@ -148,16 +173,19 @@ def remove(ctx: typer.Context,
 @app.command()
 def probe(
     ctx: typer.Context,
-    names: Annotated[Optional[list[str]], typer.Argument(help="camera names")] = None,
+    names: Annotated[list[str] | None, typer.Argument(help="camera names")] = None,
     all_: Annotated[bool, typer.Option("--all", help="every registered camera")] = False,
-    device: Device = None, site: o.Site = None, inventory: o.Inventory = None,
-    from_device: Annotated[bool, typer.Option(
-        "--from-device", help="probe from each camera's device over SSH")] = False,
+    device: Device = None,
+    site: o.Site = None,
+    inventory: o.Inventory = None,
+    from_device: Annotated[
+        bool, typer.Option("--from-device", help="probe from each camera's device over SSH")
+    ] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="seconds per camera")] = 5.0,
     json: o.Json = False,
 ) -> None:
     """RTSP DESCRIBE each camera: reachable, auth failed, not found, timeout, codec."""
-    from fleet import cameras as domain
+    from fleet import camera_probe as domain
     from fleet.registry import open_registry
 
     a = app_of(ctx)
@@ -169,8 +197,10 @@ def probe(
         if from_device:
             from fleet import inventory as inv
 
-            nr = inv.select(a.project, inv.Selection.of(
-                inventory, limit=",".join(sorted({c["device"] for c in cams}))))
+            nr = inv.select(
+                a.project,
+                inv.Selection.of(inventory, limit=",".join(sorted({c["device"] for c in cams}))),
+            )
             outcomes = domain.probe_from_devices(nr, registry, cams, timeout)
         else:
             outcomes = domain.probe_from_controller(registry, cams, timeout)
@@ -189,8 +219,9 @@ def _targets(registry: Any, names: list[str], devices: list[str], sites: list[st
     cams = registry.list_cameras(names=names, devices=devices, sites=sites)
     missing = sorted(set(names) - {c["name"] for c in cams})
     if missing:
-        raise NotFound(f"camera(s) not registered: {', '.join(missing[:5])}",
-                       fix="see `fleet cameras list`")
+        raise NotFound(
+            f"camera(s) not registered: {', '.join(missing[:5])}", fix="see `fleet cameras list`"
+        )
     if not cams:
         raise NotFound("the selection matched no cameras", fix="see `fleet cameras list`")
     return cams  # type: ignore[no-any-return]
@@ -202,9 +233,23 @@ def _report_probe(a: Application, outcomes: list[dict[str, Any]], json: bool) ->
     if json:
         a.output_json({"cameras": outcomes})
         return
-    rows = [{"site": o["site"], "device": o["device"], "camera": o["name"], "via": o["via"],
-             "status": _styled(o["status"]), "codec": o["codec"] or "", "detail": o["detail"]}
-            for o in outcomes]
+    rows = [
+        {
+            "site": o["site"],
+            "device": o["device"],
+            "camera": o["name"],
+            "via": o["via"],
+            "status": _styled(o["status"]),
+            "codec": o["codec"] or "",
+            "detail": o["detail"],
+        }
+        for o in outcomes
+    ]
     ok = sum(1 for o in outcomes if o["status"] == "REACHABLE")
-    a.output(grouped_table(f"{ok}/{len(outcomes)} cameras reachable with H.264",
-                           ["Site", "Device", "Camera", "Via", "Status", "Codec", "Detail"], rows))
+    a.output(
+        grouped_table(
+            f"{ok}/{len(outcomes)} cameras reachable with H.264",
+            ["Site", "Device", "Camera", "Via", "Status", "Codec", "Detail"],
+            rows,
+        )
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -12,12 +12,22 @@ from fleet.cli import options as o
 from fleet.cli.application import Application, app_of
 from fleet.errors import FleetError
 
-app = typer.Typer(help="The device registry: register, list, tag and deregister devices.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="The device registry: register, list, tag and deregister devices.", no_args_is_help=True
+)
 
-Status = Annotated[Optional[list[str]], typer.Option("--status", help="only this status")]
-COLUMNS = ["Site", "Device", "Status", "Software", "Serial", "Hardware", "Last seen", "Cameras",
-           "Tags"]
+Status = Annotated[list[str] | None, typer.Option("--status", help="only this status")]
+COLUMNS = [
+    "Site",
+    "Device",
+    "Status",
+    "Software",
+    "Serial",
+    "Hardware",
+    "Last seen",
+    "Cameras",
+    "Tags",
+]
 
 
 def tags_text(tags: dict[str, str]) -> str:
@@ -28,15 +38,28 @@ def _row(d: dict[str, Any]) -> dict[str, Any]:
     software = d["software_current"] or "-"
     if d["update_needed"]:
         software += f" → {d['software_target']}"
-    return {"site": d["site"], "device": d["name"], "status": d["status"], "software": software,
-            "serial": d["serial"] or "", "hardware": d["hardware"] or "",
-            "last seen": d["last_seen"] or "never", "cameras": d["cameras"],
-            "tags": tags_text(d["tags"])}
+    return {
+        "site": d["site"],
+        "device": d["name"],
+        "status": d["status"],
+        "software": software,
+        "serial": d["serial"] or "",
+        "hardware": d["hardware"] or "",
+        "last seen": d["last_seen"] or "never",
+        "cameras": d["cameras"],
+        "tags": tags_text(d["tags"]),
+    }
 
 
 @app.command("list")
-def list_(ctx: typer.Context, site: o.Site = None, tag: o.Tag = None, limit: o.Limit = None,
-          status: Status = None, json: o.Json = False) -> None:
+def list_(
+    ctx: typer.Context,
+    site: o.Site = None,
+    tag: o.Tag = None,
+    limit: o.Limit = None,
+    status: Status = None,
+    json: o.Json = False,
+) -> None:
     """List registered devices (filter by --site, --tag key or key=value, --limit, --status)."""
     from fleet.registry import open_registry
     from fleet.render import grouped_table
@@ -45,8 +68,9 @@ def list_(ctx: typer.Context, site: o.Site = None, tag: o.Tag = None, limit: o.L
     names = [n.strip() for n in (limit or "").split(",") if n.strip()]
     try:
         registry = open_registry(a.project)
-        devices = registry.list_devices(sites=site or (), tags=tag or (), names=names,
-                                        statuses=status or ())
+        devices = registry.list_devices(
+            sites=site or (), tags=tag or (), names=names, statuses=status or ()
+        )
         registry.close()
     except FleetError as exc:
         a.fail(exc)
@@ -81,9 +105,24 @@ def _print_device(a: Application, device: dict[str, Any], history: list[dict[str
     from rich.table import Table
 
     table = Table(title=device["name"], title_justify="left", show_header=False)
-    for key in ("site", "status", "provisioning", "connection", "serial", "hardware", "arch",
-                "hostname", "port", "software_current", "software_target", "cert_fingerprint",
-                "host_key_fingerprint", "last_seen", "cameras", "created_at"):
+    for key in (
+        "site",
+        "status",
+        "provisioning",
+        "connection",
+        "serial",
+        "hardware",
+        "arch",
+        "hostname",
+        "port",
+        "software_current",
+        "software_target",
+        "cert_fingerprint",
+        "host_key_fingerprint",
+        "last_seen",
+        "cameras",
+        "created_at",
+    ):
         table.add_row(key, str(device.get(key) if device.get(key) is not None else "-"))
     table.add_row("tags", tags_text(device["tags"]) or "-")
     a.output(table)
@@ -97,9 +136,15 @@ def _print_device(a: Application, device: dict[str, Any], history: list[dict[str
 
 
 @app.command()
-def register(ctx: typer.Context, inventory: o.Inventory = None, site: o.Site = None,
-             group: o.Group = None, tag: o.Tag = None, limit: o.Limit = None,
-             json: o.Json = False) -> None:
+def register(
+    ctx: typer.Context,
+    inventory: o.Inventory = None,
+    site: o.Site = None,
+    group: o.Group = None,
+    tag: o.Tag = None,
+    limit: o.Limit = None,
+    json: o.Json = False,
+) -> None:
     """Register inventory devices in the registry (idempotent: run it again any time)."""
     from fleet import inventory as inv
     from fleet.registry import devices, open_registry
@@ -115,10 +160,15 @@ def register(ctx: typer.Context, inventory: o.Inventory = None, site: o.Site = N
     if json:
         a.output_json(result)
         return
-    a.display_success(f"✓ {len(result['created'])} registered, {len(result['updated'])} "
-                      f"updated, {len(result['unchanged'])} unchanged"
-                      + (f", {len(result['certificates'])} certificate(s) recorded"
-                         if result["certificates"] else ""))
+    a.display_success(
+        f"✓ {len(result['created'])} registered, {len(result['updated'])} "
+        f"updated, {len(result['unchanged'])} unchanged"
+        + (
+            f", {len(result['certificates'])} certificate(s) recorded"
+            if result["certificates"]
+            else ""
+        )
+    )
 
 
 def _passphrase_if_needed(a: Application) -> bytes | None:
@@ -127,16 +177,21 @@ def _passphrase_if_needed(a: Application) -> bytes | None:
     if value:
         return value.encode()
     if sys.stdin.isatty() and (a.project.certs / "ca.crt").exists():
-        return str(typer.prompt("Fleet CA passphrase (to revoke the certificate)",
-                                hide_input=True)).encode()
+        return str(
+            typer.prompt("Fleet CA passphrase (to revoke the certificate)", hide_input=True)
+        ).encode()
     return None
 
 
 @app.command()
-def deregister(ctx: typer.Context, name: str,
-               remove_cameras: Annotated[bool, typer.Option(
-                   "--remove-cameras", help="also remove the device's cameras")] = False,
-               json: o.Json = False) -> None:
+def deregister(
+    ctx: typer.Context,
+    name: str,
+    remove_cameras: Annotated[
+        bool, typer.Option("--remove-cameras", help="also remove the device's cameras")
+    ] = False,
+    json: o.Json = False,
+) -> None:
     """Deregister a device: revoke its certificate, unpin its host key, keep its history."""
     from fleet.registry import devices, open_registry
 
@@ -145,27 +200,39 @@ def deregister(ctx: typer.Context, name: str,
         registry = open_registry(a.project)
         if registry.get_device(name) is None:
             a.abort(f"device '{name}' is not registered; see `fleet devices list`")
-        result = devices.deregister(a.project, registry, name, passphrase=_passphrase_if_needed(a),
-                                    remove_cameras=remove_cameras)
+        result = devices.deregister(
+            a.project,
+            registry,
+            name,
+            passphrase=_passphrase_if_needed(a),
+            remove_cameras=remove_cameras,
+        )
         registry.close()
     except FleetError as exc:
         a.fail(exc)
     if json:
         a.output_json(result)
         return
-    revoked = (f"certificate revoked ({', '.join(result['revoked_serials'])})"
-               if result["revoked_serials"] else "no certificate to revoke")
+    revoked = (
+        f"certificate revoked ({', '.join(result['revoked_serials'])})"
+        if result["revoked_serials"]
+        else "no certificate to revoke"
+    )
     key = "host key unpinned" if result["host_key_removed"] else "no pinned host key"
-    a.display_success(f"✓ {name} deregistered: {revoked}; {key}; "
-                      f"{len(result['cameras_removed'])} camera(s) removed")
+    a.display_success(
+        f"✓ {name} deregistered: {revoked}; {key}; "
+        f"{len(result['cameras_removed'])} camera(s) removed"
+    )
 
 
 @app.command()
-def tag(ctx: typer.Context, name: str,
-        tags: Annotated[Optional[list[str]], typer.Argument(
-            help="key=value (or key) tags to set")] = None,
-        remove: Annotated[Optional[list[str]], typer.Option("--remove", help="tag key to drop")]
-        = None, json: o.Json = False) -> None:
+def tag(
+    ctx: typer.Context,
+    name: str,
+    tags: Annotated[list[str] | None, typer.Argument(help="key=value (or key) tags to set")] = None,
+    remove: Annotated[list[str] | None, typer.Option("--remove", help="tag key to drop")] = None,
+    json: o.Json = False,
+) -> None:
     """Set tags on a device: `fleet devices tag berlin-01 ring=canary floor=2`."""
     from fleet.registry import hosts, open_registry
 

@@ -46,12 +46,33 @@ STATUSES = tuple(dict.fromkeys(PROVISIONING_STATUSES + CONNECTION_STATUSES + (SU
 
 # Camera statuses, set by `fleet cameras probe`.
 CAMERA_UNPROBED = "UNPROBED"
-CAMERA_STATUSES = (CAMERA_UNPROBED, "REACHABLE", "AUTH_FAILED", "NOT_FOUND", "TIMEOUT",
-                   "UNREACHABLE", "CODEC_UNSUPPORTED", "ERROR")
+CAMERA_STATUSES = (
+    CAMERA_UNPROBED,
+    "REACHABLE",
+    "AUTH_FAILED",
+    "NOT_FOUND",
+    "TIMEOUT",
+    "UNREACHABLE",
+    "CODEC_UNSUPPORTED",
+    "ERROR",
+)
 
-DEVICE_FIELDS = ("serial", "site", "hardware", "arch", "hostname", "port", "cert_fingerprint",
-                 "host_key_fingerprint", "tags", "software_current", "software_target",
-                 "provisioning", "connection", "last_seen")
+DEVICE_FIELDS = (
+    "serial",
+    "site",
+    "hardware",
+    "arch",
+    "hostname",
+    "port",
+    "cert_fingerprint",
+    "host_key_fingerprint",
+    "tags",
+    "software_current",
+    "software_target",
+    "provisioning",
+    "connection",
+    "last_seen",
+)
 
 
 class NotFound(ConfigError):
@@ -92,12 +113,20 @@ class Store(Protocol):
 
     def upsert_device(self, name: str, **fields: Any) -> dict[str, Any]: ...
     def get_device(self, name: str) -> dict[str, Any] | None: ...
-    def list_devices(self, *, sites: Iterable[str] = (), tags: Iterable[str] = (),
-                     names: Iterable[str] = (), statuses: Iterable[str] = ()) -> list[dict[str, Any]]: ...
+    def list_devices(
+        self,
+        *,
+        sites: Iterable[str] = (),
+        tags: Iterable[str] = (),
+        names: Iterable[str] = (),
+        statuses: Iterable[str] = (),
+    ) -> list[dict[str, Any]]: ...
     def set_device_status(self, name: str, status: str) -> None: ...
     def set_target_software(self, name: str, version: str | None) -> None: ...
     def set_current_software(self, name: str, version: str | None) -> None: ...
-    def tag_device(self, name: str, tags: Mapping[str, str], remove: Iterable[str] = ()) -> dict[str, Any]: ...
+    def tag_device(
+        self, name: str, tags: Mapping[str, str], remove: Iterable[str] = ()
+    ) -> dict[str, Any]: ...
     def set_device_certificate(self, name: str, cert_pem: str) -> dict[str, Any]: ...
     def deregister_device(self, name: str, *, remove_cameras: bool = False) -> dict[str, Any]: ...
     def register_from_inventory(self, nornir_or_hosts: Any) -> RegisterResult: ...
@@ -108,8 +137,9 @@ class Store(Protocol):
     def camera_devices(self) -> dict[str, tuple[str, str]]: ...
     def write_cameras(self, creates: list[Camera], updates: list[Camera]) -> None: ...
     def get_camera(self, name: str) -> dict[str, Any] | None: ...
-    def list_cameras(self, *, devices: Iterable[str] = (), sites: Iterable[str] = (),
-                     names: Iterable[str] = ()) -> list[dict[str, Any]]: ...
+    def list_cameras(
+        self, *, devices: Iterable[str] = (), sites: Iterable[str] = (), names: Iterable[str] = ()
+    ) -> list[dict[str, Any]]: ...
     def camera_password(self, name: str) -> str: ...
     def set_camera_probe(self, name: str, status: str, codec: str | None, detail: str) -> None: ...
     def remove_cameras(self, names: Iterable[str]) -> list[str]: ...
@@ -131,5 +161,8 @@ def open_registry(project: Project) -> Registry:
         from fleet.registry.aws import AwsRegistry
 
         return AwsRegistry.open(project, config)
-    raise ConfigError(f"unknown registry backend '{backend}'", where="fleet.yaml: registry.backend",
-                      fix="use sqlite or aws")
+    raise ConfigError(
+        f"unknown registry backend '{backend}'",
+        where="fleet.yaml: registry.backend",
+        fix="use sqlite or aws",
+    )

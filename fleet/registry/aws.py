@@ -32,7 +32,7 @@ from fleet.registry import hosts as inventory_hosts
 from fleet.registry.schema import migrate
 from fleet.registry.sqlite import SQLiteRegistry, connect
 
-SECRET_REF = "aws:"
+SECRET_REF = "aws:"  # noqa: S105 (a prefix, not a secret)
 MAX_THING_NAME = 128
 WORKERS = 16
 
@@ -45,7 +45,9 @@ def _client_error_code(exc: Exception) -> str:
     return str(getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__))
 
 
-def policy_document(region: str, account: str, thing: str, partition: str = "aws") -> dict[str, Any]:
+def policy_document(
+    region: str, account: str, thing: str, partition: str = "aws"
+) -> dict[str, Any]:
     """The per-thing IoT policy: its own client id, its own topics, nothing else."""
     base = f"arn:{partition}:iot:{region}:{account}"
     topics = [f"edgefleet/{thing}/*", f"$aws/things/{thing}/*"]
@@ -53,10 +55,16 @@ def policy_document(region: str, account: str, thing: str, partition: str = "aws
         "Version": "2012-10-17",
         "Statement": [
             {"Effect": "Allow", "Action": "iot:Connect", "Resource": f"{base}:client/{thing}"},
-            {"Effect": "Allow", "Action": ["iot:Publish", "iot:Receive"],
-             "Resource": [f"{base}:topic/{t}" for t in topics]},
-            {"Effect": "Allow", "Action": "iot:Subscribe",
-             "Resource": [f"{base}:topicfilter/{t}" for t in topics]},
+            {
+                "Effect": "Allow",
+                "Action": ["iot:Publish", "iot:Receive"],
+                "Resource": [f"{base}:topic/{t}" for t in topics],
+            },
+            {
+                "Effect": "Allow",
+                "Action": "iot:Subscribe",
+                "Resource": [f"{base}:topicfilter/{t}" for t in topics],
+            },
         ],
     }
 
@@ -66,8 +74,13 @@ class AwsRegistry(SQLiteRegistry):
 
     backend = "aws"
 
-    def __init__(self, conn: Any, project: Project, config: Mapping[str, Any],
-                 session_factory: Callable[..., Any] | None = None) -> None:
+    def __init__(
+        self,
+        conn: Any,
+        project: Project,
+        config: Mapping[str, Any],
+        session_factory: Callable[..., Any] | None = None,
+    ) -> None:
         super().__init__(conn, project.state_dir, project.known_hosts)
         self.config = dict(config)
         self.group_prefix = str(config.get("group_prefix", "edgefleet-"))
@@ -75,12 +88,19 @@ class AwsRegistry(SQLiteRegistry):
         self._clients: dict[str, Any] = {}
 
     @classmethod
-    def open(cls, project: Project, config: Mapping[str, Any] | None = None,  # type: ignore[override]
-             filename: str = "registry.db") -> AwsRegistry:
+    def open(  # type: ignore[override]
+        cls,
+        project: Project,
+        config: Mapping[str, Any] | None = None,
+        filename: str = "registry.db",
+    ) -> AwsRegistry:
         config = dict(config or {})
         if not config.get("region"):
-            raise ConfigError("registry.backend aws needs a region", where="fleet.yaml: registry",
-                              fix="add `region: <aws region>` under registry")
+            raise ConfigError(
+                "registry.backend aws needs a region",
+                where="fleet.yaml: registry",
+                fix="add `region: <aws region>` under registry",
+            )
         path = project.state_dir / filename
         conn = connect(path)
         migrate(conn, str(path))
@@ -91,8 +111,10 @@ class AwsRegistry(SQLiteRegistry):
             import boto3
 
             self._clients[service] = boto3.client(
-                service, region_name=self.config["region"],
-                endpoint_url=self.config.get("endpoint_url") or None)
+                service,
+                region_name=self.config["region"],
+                endpoint_url=self.config.get("endpoint_url") or None,
+            )
         return self._clients[service]
 
     def _aws(self, what: str, call: Callable[..., Any], **kwargs: Any) -> Any:
@@ -101,12 +123,16 @@ class AwsRegistry(SQLiteRegistry):
         try:
             return call(**kwargs)
         except ClientError as exc:
-            raise AwsError(f"AWS {what} failed: {_client_error_code(exc)}",
-                           where=f"region {self.config['region']}",
-                           fix="check the credentials, region and endpoint_url in fleet.yaml") from None
+            raise AwsError(
+                f"AWS {what} failed: {_client_error_code(exc)}",
+                where=f"region {self.config['region']}",
+                fix="check the credentials, region and endpoint_url in fleet.yaml",
+            ) from None
         except BotoCoreError as exc:
-            raise AwsError(f"AWS {what} failed: {type(exc).__name__}",
-                           fix="check the credentials, region and endpoint_url in fleet.yaml") from None
+            raise AwsError(
+                f"AWS {what} failed: {type(exc).__name__}",
+                fix="check the credentials, region and endpoint_url in fleet.yaml",
+            ) from None
 
     def _exists(self, call: Callable[..., Any], **kwargs: Any) -> bool:
         from botocore.exceptions import ClientError
@@ -130,11 +156,15 @@ class AwsRegistry(SQLiteRegistry):
     def _sync_thing(self, name: str, fields: Mapping[str, Any]) -> str:
         """Create or update the thing and put it in its site's group; returns the thing ARN."""
         if len(name) > MAX_THING_NAME:
-            raise ConfigError(f"device name '{name[:40]}...' is longer than {MAX_THING_NAME} "
-                              "characters, the AWS IoT thing name limit", fix="rename the device")
+            raise ConfigError(
+                f"device name '{name[:40]}...' is longer than {MAX_THING_NAME} "
+                "characters, the AWS IoT thing name limit",
+                fix="rename the device",
+            )
         iot = self.client("iot")
-        attributes = {k: str(fields[k]) for k in ("site", "serial", "hardware", "arch")
-                      if fields.get(k)}
+        attributes = {
+            k: str(fields[k]) for k in ("site", "serial", "hardware", "arch") if fields.get(k)
+        }
         payload = {"attributes": attributes, "merge": True}
         if self._exists(iot.describe_thing, thingName=name):
             self._aws("UpdateThing", iot.update_thing, thingName=name, attributePayload=payload)
@@ -148,15 +178,24 @@ class AwsRegistry(SQLiteRegistry):
         iot, group = self.client("iot"), self.group_name(site)
         if not self._exists(iot.describe_thing_group, thingGroupName=group):
             self._aws("CreateThingGroup", iot.create_thing_group, thingGroupName=group)
-        current = self._aws("ListThingGroupsForThing", iot.list_thing_groups_for_thing,
-                            thingName=thing)["thingGroups"]
+        current = self._aws(
+            "ListThingGroupsForThing", iot.list_thing_groups_for_thing, thingName=thing
+        )["thingGroups"]
         for old in current:
             if old["groupName"] != group and old["groupName"].startswith(self.group_prefix):
-                self._aws("RemoveThingFromThingGroup", iot.remove_thing_from_thing_group,
-                          thingGroupName=old["groupName"], thingName=thing)
+                self._aws(
+                    "RemoveThingFromThingGroup",
+                    iot.remove_thing_from_thing_group,
+                    thingGroupName=old["groupName"],
+                    thingName=thing,
+                )
         if all(g["groupName"] != group for g in current):
-            self._aws("AddThingToThingGroup", iot.add_thing_to_thing_group,
-                      thingGroupName=group, thingName=thing)
+            self._aws(
+                "AddThingToThingGroup",
+                iot.add_thing_to_thing_group,
+                thingGroupName=group,
+                thingName=thing,
+            )
 
     def upsert_device(self, name: str, **fields: Any) -> dict[str, Any]:
         merged = {**(self._device_row(name) or {}), **fields}
@@ -176,16 +215,27 @@ class AwsRegistry(SQLiteRegistry):
 
         iot = self.client("iot")
         try:
-            return str(iot.register_certificate_without_ca(
-                certificatePem=cert_pem, status="ACTIVE")["certificateArn"])
+            return str(
+                iot.register_certificate_without_ca(certificatePem=cert_pem, status="ACTIVE")[
+                    "certificateArn"
+                ]
+            )
         except ClientError as exc:
             if _client_error_code(exc) != "ResourceAlreadyExistsException":
-                raise AwsError(f"AWS RegisterCertificateWithoutCA failed: {_client_error_code(exc)}",
-                               fix="check the certificate and the AWS settings") from None
-            arn = exc.response.get("resourceArn") or exc.response.get("Error", {}).get("resourceArn")
+                raise AwsError(
+                    f"AWS RegisterCertificateWithoutCA failed: {_client_error_code(exc)}",
+                    fix="check the certificate and the AWS settings",
+                ) from None
+            arn = exc.response.get("resourceArn") or exc.response.get("Error", {}).get(
+                "resourceArn"
+            )
             if not arn:
-                cert_id = exc.response.get("resourceId") or exc.response.get("Error", {}).get("resourceId")
-                arn = iot.describe_certificate(certificateId=cert_id)["certificateDescription"]["certificateArn"]
+                cert_id = exc.response.get("resourceId") or exc.response.get("Error", {}).get(
+                    "resourceId"
+                )
+                arn = iot.describe_certificate(certificateId=cert_id)["certificateDescription"][
+                    "certificateArn"
+                ]
             return str(arn)
 
     def _ensure_policy(self, thing: str, thing_arn: str) -> str:
@@ -193,8 +243,12 @@ class AwsRegistry(SQLiteRegistry):
         _, partition, _, region, account = thing_arn.split(":")[:5]
         if not self._exists(iot.get_policy, policyName=name):
             document = policy_document(region, account, thing, partition)
-            self._aws("CreatePolicy", iot.create_policy, policyName=name,
-                      policyDocument=json.dumps(document))
+            self._aws(
+                "CreatePolicy",
+                iot.create_policy,
+                policyName=name,
+                policyDocument=json.dumps(document),
+            )
         return name
 
     def set_device_certificate(self, name: str, cert_pem: str) -> dict[str, Any]:
@@ -205,8 +259,9 @@ class AwsRegistry(SQLiteRegistry):
         policy = self._ensure_policy(name, thing_arn)
         iot = self.client("iot")
         self._aws("AttachPolicy", iot.attach_policy, policyName=policy, target=cert_arn)
-        self._aws("AttachThingPrincipal", iot.attach_thing_principal, thingName=name,
-                  principal=cert_arn)
+        self._aws(
+            "AttachThingPrincipal", iot.attach_thing_principal, thingName=name, principal=cert_arn
+        )
         out = super().set_device_certificate(name, cert_pem)
         return {**out, "certificate_arn": cert_arn, "policy": policy}
 
@@ -224,15 +279,21 @@ class AwsRegistry(SQLiteRegistry):
         iot, policy = self.client("iot"), self.policy_name(name)
         if not self._exists(iot.describe_thing, thingName=name):
             return
-        principals = self._aws("ListThingPrincipals", iot.list_thing_principals,
-                               thingName=name)["principals"]
+        principals = self._aws("ListThingPrincipals", iot.list_thing_principals, thingName=name)[
+            "principals"
+        ]
         for arn in principals:
-            self._aws("DetachThingPrincipal", iot.detach_thing_principal, thingName=name,
-                      principal=arn)
+            self._aws(
+                "DetachThingPrincipal", iot.detach_thing_principal, thingName=name, principal=arn
+            )
             if self._exists(iot.get_policy, policyName=policy):
                 self._aws("DetachPolicy", iot.detach_policy, policyName=policy, target=arn)
-            self._aws("UpdateCertificate", iot.update_certificate,
-                      certificateId=arn.rsplit("/", 1)[-1], newStatus="REVOKED")
+            self._aws(
+                "UpdateCertificate",
+                iot.update_certificate,
+                certificateId=arn.rsplit("/", 1)[-1],
+                newStatus="REVOKED",
+            )
         if self._exists(iot.get_policy, policyName=policy):
             self._aws("DeletePolicy", iot.delete_policy, policyName=policy)
         self._aws("DeleteThing", iot.delete_thing, thingName=name)
@@ -249,8 +310,11 @@ class AwsRegistry(SQLiteRegistry):
         sm, name = self.client("secretsmanager"), self.secret_name(cam.name)
         value = json.dumps({"username": cam.username, "password": cam.password})
         try:
-            arn = sm.create_secret(Name=name, SecretString=value, Tags=[
-                {"Key": "edgefleet:device", "Value": cam.device}])["ARN"]
+            arn = sm.create_secret(
+                Name=name,
+                SecretString=value,
+                Tags=[{"Key": "edgefleet:device", "Value": cam.device}],
+            )["ARN"]
             return str(arn), None
         except ClientError as exc:
             if _client_error_code(exc) != "ResourceExistsException":
@@ -267,8 +331,9 @@ class AwsRegistry(SQLiteRegistry):
             else:
                 sm.put_secret_value(SecretId=arn, SecretString=previous)
 
-    def _put_secrets(self, cameras: list[Camera]) -> tuple[list[str | None],
-                                                           list[tuple[str, str | None]]]:
+    def _put_secrets(
+        self, cameras: list[Camera]
+    ) -> tuple[list[str | None], list[tuple[str, str | None]]]:
         """Write every camera's secret (in parallel); undo them all if any write fails.
         Returns each camera's secret reference and what to undo."""
         from botocore.exceptions import BotoCoreError, ClientError
@@ -285,8 +350,10 @@ class AwsRegistry(SQLiteRegistry):
         if failure is not None:
             self._undo_secrets(done)
             code = _client_error_code(failure)
-            raise AwsError(f"AWS Secrets Manager write failed: {code}; no camera was changed",
-                           fix="check the AWS settings and import again")
+            raise AwsError(
+                f"AWS Secrets Manager write failed: {code}; no camera was changed",
+                fix="check the AWS settings and import again",
+            )
         arns = {name: f.result()[0] for name, f in futures.items()}
         return [SECRET_REF + arns[c.name] if c.name in arns else None for c in cameras], done
 
@@ -307,15 +374,19 @@ class AwsRegistry(SQLiteRegistry):
         if not ref.startswith(SECRET_REF):
             return super().camera_password(name)
         sm = self.client("secretsmanager")
-        value = self._aws("GetSecretValue", sm.get_secret_value, SecretId=ref[len(SECRET_REF):])
+        value = self._aws("GetSecretValue", sm.get_secret_value, SecretId=ref[len(SECRET_REF) :])
         return str(json.loads(value["SecretString"]).get("password", ""))
 
     def _delete_secrets(self, refs: Iterable[str]) -> None:
         sm = self.client("secretsmanager")
         for ref in refs:
             if ref.startswith(SECRET_REF):
-                self._aws("DeleteSecret", sm.delete_secret, SecretId=ref[len(SECRET_REF):],
-                          ForceDeleteWithoutRecovery=True)
+                self._aws(
+                    "DeleteSecret",
+                    sm.delete_secret,
+                    SecretId=ref[len(SECRET_REF) :],
+                    ForceDeleteWithoutRecovery=True,
+                )
 
     def remove_cameras(self, names: Iterable[str]) -> list[str]:
         wanted = list(dict.fromkeys(names))

@@ -68,21 +68,34 @@ def _revoker(project: Project, name: str, passphrase: bytes | None) -> Any:
     return pki.load_ca(project, passphrase)
 
 
-def deregister(project: Project, registry: Store, name: str, *, passphrase: bytes | None,
-               remove_cameras: bool = False) -> dict[str, Any]:
+def deregister(
+    project: Project,
+    registry: Store,
+    name: str,
+    *,
+    passphrase: bytes | None,
+    remove_cameras: bool = False,
+) -> dict[str, Any]:
     """Revoke, remove from the store (keeping history), unpin the host key."""
     device = registry.get_device(name)
     if device is None:
         raise NotFound(f"device '{name}' is not registered", fix="see `fleet devices list`")
     if device["cameras"] and not remove_cameras:
-        raise ConfigError(f"device '{name}' still has {device['cameras']} camera(s)",
-                          fix="remove them first or pass --remove-cameras")
+        raise ConfigError(
+            f"device '{name}' still has {device['cameras']} camera(s)",
+            fix="remove them first or pass --remove-cameras",
+        )
     ca = _revoker(project, name, passphrase)
     revoked = ca.revoke(name, reason="cessationOfOperation") if ca else []
     removed = registry.deregister_device(name, remove_cameras=remove_cameras)
     from fleet.transport import unpin_host_key
 
     unpinned = bool(device.get("hostname")) and unpin_host_key(
-        project.known_hosts, str(device["hostname"]), int(device.get("port") or 22))
-    return {"device": name, "revoked_serials": revoked, "host_key_removed": unpinned,
-            "cameras_removed": removed["cameras_removed"]}
+        project.known_hosts, str(device["hostname"]), int(device.get("port") or 22)
+    )
+    return {
+        "device": name,
+        "revoked_serials": revoked,
+        "host_key_removed": unpinned,
+        "cameras_removed": removed["cameras_removed"],
+    }

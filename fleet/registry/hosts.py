@@ -40,8 +40,12 @@ def _fields_of(host: Any) -> tuple[str, dict[str, Any]]:
         data = dict(host.data.items()) if hasattr(host.data, "items") else dict(host.data)
         name, hostname, port = host.name, host.hostname, host.port
     fields = {
-        "site": data.get("site"), "serial": data.get("serial"), "hardware": data.get("hardware"),
-        "arch": data.get("arch"), "hostname": hostname, "port": int(port or 22),
+        "site": data.get("site"),
+        "serial": data.get("serial"),
+        "hardware": data.get("hardware"),
+        "arch": data.get("arch"),
+        "hostname": hostname,
+        "port": int(port or 22),
         "tags": parse_tags(data.get("tags") or ()),
     }
     return name, fields

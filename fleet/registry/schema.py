@@ -73,7 +73,8 @@ def migrate(conn: sqlite3.Connection, path: str, *, target: int = VERSION) -> in
     if current > VERSION:
         raise ConfigError(
             f"registry schema version {current} is newer than this edgefleet supports ({VERSION})",
-            where=path, fix="upgrade edgefleet on this controller",
+            where=path,
+            fix="upgrade edgefleet on this controller",
         )
     for number in range(current + 1, target + 1):
         _apply(conn, number)

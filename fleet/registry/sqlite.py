@@ -41,10 +41,25 @@ from fleet.registry.schema import migrate
 from fleet.secrets import SecretBox, mask, secret_box
 
 NAME_OK = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
-_DEVICE_COLUMNS = ("name", "site", "serial", "hardware", "arch", "hostname", "port",
-                   "provisioning", "connection", "software_current", "software_target",
-                   "cert_fingerprint", "host_key_fingerprint", "tags", "last_seen",
-                   "created_at", "updated_at")
+_DEVICE_COLUMNS = (
+    "name",
+    "site",
+    "serial",
+    "hardware",
+    "arch",
+    "hostname",
+    "port",
+    "provisioning",
+    "connection",
+    "software_current",
+    "software_target",
+    "cert_fingerprint",
+    "host_key_fingerprint",
+    "tags",
+    "last_seen",
+    "created_at",
+    "updated_at",
+)
 _CAMERA_SELECT = (
     "SELECT c.name, c.device, d.site, c.rtsp_url, c.username, c.password_ref, c.description, "
     "c.codec, c.status, c.status_detail, c.tags, c.probed_at, c.created_at, c.updated_at "
@@ -125,13 +140,15 @@ class SQLiteRegistry:
     def _device_row(self, name: str) -> dict[str, Any] | None:
         cols = ", ".join(_DEVICE_COLUMNS)
         row = self.conn.execute(f"SELECT {cols} FROM devices WHERE name = ?", (name,)).fetchone()  # noqa: S608
-        return dict(zip(_DEVICE_COLUMNS, row)) if row else None
+        return dict(zip(_DEVICE_COLUMNS, row, strict=True)) if row else None
 
     def _require_device(self, name: str) -> dict[str, Any]:
         row = self._device_row(name)
         if row is None:
-            raise NotFound(f"device '{name}' is not registered",
-                           fix="register it with `fleet devices register`")
+            raise NotFound(
+                f"device '{name}' is not registered",
+                fix="register it with `fleet devices register`",
+            )
         return row
 
     def get_device(self, name: str) -> dict[str, Any] | None:
@@ -142,29 +159,42 @@ class SQLiteRegistry:
     def _device_record(self, row: dict[str, Any]) -> dict[str, Any]:
         rec = dict(row)
         rec["tags"] = json.loads(row["tags"])
-        rec["status"] = (row["connection"] if row["provisioning"] == PROVISIONED
-                         else row["provisioning"])
+        rec["status"] = (
+            row["connection"] if row["provisioning"] == PROVISIONED else row["provisioning"]
+        )
         target, current = row["software_target"], row["software_current"]
         rec["update_needed"] = bool(target and target != current)
         for key in ("last_seen", "created_at", "updated_at"):
             rec[key] = _iso(row[key])
         rec["cameras"] = self.conn.execute(
-            "SELECT COUNT(*) FROM cameras WHERE device = ?", (row["name"],)).fetchone()[0]
+            "SELECT COUNT(*) FROM cameras WHERE device = ?", (row["name"],)
+        ).fetchone()[0]
         return rec
 
-    def list_devices(self, *, sites: Iterable[str] = (), tags: Iterable[str] = (),
-                     names: Iterable[str] = (), statuses: Iterable[str] = ()) -> list[dict[str, Any]]:
+    def list_devices(
+        self,
+        *,
+        sites: Iterable[str] = (),
+        tags: Iterable[str] = (),
+        names: Iterable[str] = (),
+        statuses: Iterable[str] = (),
+    ) -> list[dict[str, Any]]:
         """Devices filtered by site, tag (``key`` or ``key=value``), name and status."""
         sites, names, statuses = set(sites), set(names), set(statuses)
         wanted_tags = list(tags)
         cols = ", ".join(_DEVICE_COLUMNS)
         out = []
         for row in self.conn.execute(f"SELECT {cols} FROM devices ORDER BY site, name"):  # noqa: S608
-            rec = self._device_record(dict(zip(_DEVICE_COLUMNS, row)))
-            if ((not sites or rec["site"] in sites) and (not names or rec["name"] in names)
-                    and (not statuses or statuses & {rec["status"], rec["provisioning"],
-                                                     rec["connection"]})
-                    and (not wanted_tags or any(_tag_matches(rec["tags"], t) for t in wanted_tags))):
+            rec = self._device_record(dict(zip(_DEVICE_COLUMNS, row, strict=True)))
+            if (
+                (not sites or rec["site"] in sites)
+                and (not names or rec["name"] in names)
+                and (
+                    not statuses
+                    or statuses & {rec["status"], rec["provisioning"], rec["connection"]}
+                )
+                and (not wanted_tags or any(_tag_matches(rec["tags"], t) for t in wanted_tags))
+            ):
                 out.append(rec)
         return out
 
@@ -177,11 +207,15 @@ class SQLiteRegistry:
     def _upsert(self, name: str, fields: Mapping[str, Any]) -> str:
         unknown = set(fields) - set(DEVICE_FIELDS)
         if unknown:
-            raise ConfigError(f"unknown device field(s): {', '.join(sorted(unknown))}",
-                              fix=f"use {', '.join(DEVICE_FIELDS)}")
+            raise ConfigError(
+                f"unknown device field(s): {', '.join(sorted(unknown))}",
+                fix=f"use {', '.join(DEVICE_FIELDS)}",
+            )
         if not valid_name(name):
-            raise ConfigError(f"invalid device name '{name[:60]}'",
-                              fix="use 1-255 characters from A-Z a-z 0-9 _ -")
+            raise ConfigError(
+                f"invalid device name '{name[:60]}'",
+                fix="use 1-255 characters from A-Z a-z 0-9 _ -",
+            )
         values = {k: json.dumps(v, sort_keys=True) if k == "tags" else v for k, v in fields.items()}
         existing = self._device_row(name)
         if existing is None:
@@ -192,19 +226,30 @@ class SQLiteRegistry:
         if "site" in changed:
             self._ensure_site(str(changed["site"]))
         sets = ", ".join(f"{k} = ?" for k in changed)
-        self.conn.execute(f"UPDATE devices SET {sets}, updated_at = ? WHERE name = ?",  # noqa: S608
-                          (*changed.values(), time.time(), name))
+        self.conn.execute(
+            f"UPDATE devices SET {sets}, updated_at = ? WHERE name = ?",  # noqa: S608
+            (*changed.values(), time.time(), name),
+        )
         self._log(name, "device", "updated", fields=sorted(changed))
         return "updated"
 
     def _insert_device(self, name: str, values: dict[str, Any]) -> str:
         if not values.get("site"):
-            raise ConfigError(f"device '{name}' needs a site to be registered",
-                              fix="give it data.site in the inventory")
+            raise ConfigError(
+                f"device '{name}' needs a site to be registered",
+                fix="give it data.site in the inventory",
+            )
         self._ensure_site(str(values["site"]))
         now = time.time()
-        row = {"provisioning": AWAITING_PROVISIONING, "connection": NOT_AVAILABLE, "tags": "{}",
-               **values, "name": name, "created_at": now, "updated_at": now}
+        row = {
+            "provisioning": AWAITING_PROVISIONING,
+            "connection": NOT_AVAILABLE,
+            "tags": "{}",
+            **values,
+            "name": name,
+            "created_at": now,
+            "updated_at": now,
+        }
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
         self.conn.execute(f"INSERT INTO devices({cols}) VALUES ({marks})", tuple(row.values()))  # noqa: S608
@@ -213,10 +258,12 @@ class SQLiteRegistry:
 
     def _ensure_site(self, site: str) -> None:
         if not valid_name(site):
-            raise ConfigError(f"invalid site name '{site[:60]}'",
-                              fix="use 1-255 characters from A-Z a-z 0-9 _ -")
-        self.conn.execute("INSERT OR IGNORE INTO sites(name, created_at) VALUES (?, ?)",
-                          (site, time.time()))
+            raise ConfigError(
+                f"invalid site name '{site[:60]}'", fix="use 1-255 characters from A-Z a-z 0-9 _ -"
+            )
+        self.conn.execute(
+            "INSERT OR IGNORE INTO sites(name, created_at) VALUES (?, ?)", (site, time.time())
+        )
 
     def set_device_status(self, name: str, status: str) -> None:
         """Set a provisioning status (AWAITING_PROVISIONING, PROVISIONED...) or a connection
@@ -227,15 +274,18 @@ class SQLiteRegistry:
         elif status in PROVISIONING_STATUSES:
             column = "provisioning"
         else:
-            raise ConfigError(f"unknown device status '{status}'",
-                              fix=f"use one of {', '.join(PROVISIONING_STATUSES + CONNECTION_STATUSES)}")
+            raise ConfigError(
+                f"unknown device status '{status}'",
+                fix=f"use one of {', '.join(PROVISIONING_STATUSES + CONNECTION_STATUSES)}",
+            )
         with self.transaction():
             row = self._require_device(name)
             now = time.time()
             seen = now if status == ONLINE else row["last_seen"]
             self.conn.execute(
                 f"UPDATE devices SET {column} = ?, last_seen = ?, updated_at = ? WHERE name = ?",  # noqa: S608
-                (status, seen, now, name))
+                (status, seen, now, name),
+            )
             if row[column] != status:
                 self._log(name, "device", "status", **{column: status, "was": row[column]})
 
@@ -244,8 +294,10 @@ class SQLiteRegistry:
             row = self._require_device(name)
             if row[column] == value:
                 return
-            self.conn.execute(f"UPDATE devices SET {column} = ?, updated_at = ? WHERE name = ?",  # noqa: S608
-                              (value, time.time(), name))
+            self.conn.execute(
+                f"UPDATE devices SET {column} = ?, updated_at = ? WHERE name = ?",  # noqa: S608
+                (value, time.time(), name),
+            )
             self._log(name, "device", event, value=value, was=row[column])
 
     def set_target_software(self, name: str, version: str | None) -> None:
@@ -256,8 +308,9 @@ class SQLiteRegistry:
         """The version the device reported running."""
         self._set_field(name, "software_current", version, "software-current")
 
-    def tag_device(self, name: str, tags: Mapping[str, str],
-                   remove: Iterable[str] = ()) -> dict[str, Any]:
+    def tag_device(
+        self, name: str, tags: Mapping[str, str], remove: Iterable[str] = ()
+    ) -> dict[str, Any]:
         """Add or replace tags (``key=value``) and drop the keys in `remove`."""
         with self.transaction():
             row = self._require_device(name)
@@ -279,16 +332,26 @@ class SQLiteRegistry:
         """Delete the device (and, if asked, its cameras); its history stays."""
         with self.transaction():
             row = self._require_device(name)
-            cams = [r[0] for r in self.conn.execute(
-                "SELECT name FROM cameras WHERE device = ? ORDER BY name", (name,))]
+            cams = [
+                r[0]
+                for r in self.conn.execute(
+                    "SELECT name FROM cameras WHERE device = ? ORDER BY name", (name,)
+                )
+            ]
             if cams and not remove_cameras:
                 raise ConfigError(
                     f"device '{name}' still has {len(cams)} camera(s)",
-                    fix="remove them first or pass --remove-cameras")
+                    fix="remove them first or pass --remove-cameras",
+                )
             self._delete_cameras(cams)
             self.conn.execute("DELETE FROM devices WHERE name = ?", (name,))
-            self._log(name, "device", "deregistered", cert_fingerprint=row["cert_fingerprint"],
-                      cameras_removed=len(cams))
+            self._log(
+                name,
+                "device",
+                "deregistered",
+                cert_fingerprint=row["cert_fingerprint"],
+                cameras_removed=len(cams),
+            )
         return {**row, "tags": json.loads(row["tags"]), "cameras_removed": cams}
 
     def register_from_inventory(self, nornir_or_hosts: Any) -> RegisterResult:
@@ -310,9 +373,13 @@ class SQLiteRegistry:
         where, args = ("WHERE subject = ?", (subject,)) if subject else ("", ())
         rows = self.conn.execute(
             f"SELECT at, subject, kind, event, detail FROM history {where} "  # noqa: S608
-            "ORDER BY id DESC LIMIT ?", (*args, limit))
-        return [{"at": _iso(at), "subject": s, "kind": k, "event": e, "detail": json.loads(d)}
-                for at, s, k, e, d in rows]
+            "ORDER BY id DESC LIMIT ?",
+            (*args, limit),
+        )
+        return [
+            {"at": _iso(at), "subject": s, "kind": k, "event": e, "detail": json.loads(d)}
+            for at, s, k, e, d in rows
+        ]
 
     # ---- cameras -------------------------------------------------------------------------
 
@@ -330,58 +397,118 @@ class SQLiteRegistry:
 
     def _seal_passwords(self, cameras: list[Camera]) -> list[str | None]:
         box = self.box
-        return [box.seal(c.password, aad=f"camera:{c.name}") if c.password else None
-                for c in cameras]
+        return [
+            box.seal(c.password, aad=f"camera:{c.name}") if c.password else None for c in cameras
+        ]
 
     def write_cameras(self, creates: list[Camera], updates: list[Camera]) -> None:
         """Insert `creates` and replace `updates` in one transaction (all or nothing)."""
         with self.transaction():
             self._write_cameras(creates, updates, self._seal_passwords(creates + updates))
 
-    def _write_cameras(self, creates: list[Camera], updates: list[Camera],
-                       refs: list[str | None]) -> None:
+    def _write_cameras(
+        self, creates: list[Camera], updates: list[Camera], refs: list[str | None]
+    ) -> None:
         now = time.time()
-        rows = [(c.name, c.device, c.rtsp_url, c.username, ref, c.description,
-                 json.dumps(c.tags, sort_keys=True), c.tags.get("app", ""), now, now)
-                for c, ref in zip(creates + updates, refs)]
+        rows = [
+            (
+                c.name,
+                c.device,
+                c.rtsp_url,
+                c.username,
+                ref,
+                c.description,
+                json.dumps(c.tags, sort_keys=True),
+                c.tags.get("app", ""),
+                now,
+                now,
+            )
+            for c, ref in zip(creates + updates, refs, strict=True)
+        ]
         self.conn.executemany(
             "INSERT INTO cameras(name, device, rtsp_url, username, password_ref, description, "
             "tags, app, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows[:len(creates)])
+            rows[: len(creates)],
+        )
         self.conn.executemany(
             "UPDATE cameras SET device = ?2, rtsp_url = ?3, username = ?4, password_ref = ?5, "
             "description = ?6, tags = ?7, app = ?8, updated_at = ?10, codec = NULL, "
-            "status = 'UNPROBED', status_detail = '' WHERE name = ?1", rows[len(creates):])
-        events = [(now, c.name, "camera", "imported" if i < len(creates) else "updated",
-                   json.dumps({"device": c.device})) for i, c in enumerate(creates + updates)]
+            "status = 'UNPROBED', status_detail = '' WHERE name = ?1",
+            rows[len(creates) :],
+        )
+        events = [
+            (
+                now,
+                c.name,
+                "camera",
+                "imported" if i < len(creates) else "updated",
+                json.dumps({"device": c.device}),
+            )
+            for i, c in enumerate(creates + updates)
+        ]
         self.conn.executemany(
-            "INSERT INTO history(at, subject, kind, event, detail) VALUES (?, ?, ?, ?, ?)", events)
+            "INSERT INTO history(at, subject, kind, event, detail) VALUES (?, ?, ?, ?, ?)", events
+        )
 
     def _camera_record(self, row: tuple[Any, ...]) -> dict[str, Any]:
-        (name, device, site, url, user, ref, desc, codec, status, detail, tags,
-         probed, created, updated) = row
-        return {"name": name, "device": device, "site": site, "rtsp_url": url,
-                "username": user, "password": mask(ref), "description": desc, "codec": codec,
-                "status": status, "status_detail": detail, "tags": json.loads(tags),
-                "probed_at": _iso(probed), "created_at": _iso(created), "updated_at": _iso(updated)}
+        (
+            name,
+            device,
+            site,
+            url,
+            user,
+            ref,
+            desc,
+            codec,
+            status,
+            detail,
+            tags,
+            probed,
+            created,
+            updated,
+        ) = row
+        return {
+            "name": name,
+            "device": device,
+            "site": site,
+            "rtsp_url": url,
+            "username": user,
+            "password": mask(ref),
+            "description": desc,
+            "codec": codec,
+            "status": status,
+            "status_detail": detail,
+            "tags": json.loads(tags),
+            "probed_at": _iso(probed),
+            "created_at": _iso(created),
+            "updated_at": _iso(updated),
+        }
 
     def get_camera(self, name: str) -> dict[str, Any] | None:
         row = self.conn.execute(f"{_CAMERA_SELECT} WHERE c.name = ?", (name,)).fetchone()
         return self._camera_record(row) if row else None
 
-    def list_cameras(self, *, devices: Iterable[str] = (), sites: Iterable[str] = (),
-                     names: Iterable[str] = ()) -> list[dict[str, Any]]:
+    def list_cameras(
+        self, *, devices: Iterable[str] = (), sites: Iterable[str] = (), names: Iterable[str] = ()
+    ) -> list[dict[str, Any]]:
         devices, sites, names = set(devices), set(sites), set(names)
         rows = self.conn.execute(f"{_CAMERA_SELECT} ORDER BY d.site, c.device, c.name")
-        return [self._camera_record(r) for r in rows
-                if (not devices or r[1] in devices) and (not sites or r[2] in sites)
-                and (not names or r[0] in names)]
+        return [
+            self._camera_record(r)
+            for r in rows
+            if (not devices or r[1] in devices)
+            and (not sites or r[2] in sites)
+            and (not names or r[0] in names)
+        ]
 
     def _password_ref(self, name: str) -> str | None:
-        row = self.conn.execute("SELECT password_ref FROM cameras WHERE name = ?", (name,)).fetchone()
+        row = self.conn.execute(
+            "SELECT password_ref FROM cameras WHERE name = ?", (name,)
+        ).fetchone()
         if row is None:
-            raise NotFound(f"camera '{name}' is not registered",
-                           fix="list cameras with `fleet cameras list`")
+            raise NotFound(
+                f"camera '{name}' is not registered", fix="list cameras with `fleet cameras list`"
+            )
         return row[0]  # type: ignore[no-any-return]
 
     def camera_password(self, name: str) -> str:
@@ -395,7 +522,9 @@ class SQLiteRegistry:
         with self.transaction():
             self.conn.execute(
                 "UPDATE cameras SET status = ?, codec = COALESCE(?, codec), status_detail = ?, "
-                "probed_at = ? WHERE name = ?", (status, codec, detail, time.time(), name))
+                "probed_at = ? WHERE name = ?",
+                (status, codec, detail, time.time(), name),
+            )
 
     def remove_cameras(self, names: Iterable[str]) -> list[str]:
         """Delete the named cameras; an unknown name removes nothing at all."""
@@ -403,8 +532,10 @@ class SQLiteRegistry:
         with self.transaction():
             missing = [n for n in wanted if self.get_camera(n) is None]
             if missing:
-                raise NotFound(f"camera(s) not registered: {', '.join(missing[:5])}",
-                               fix="list cameras with `fleet cameras list`")
+                raise NotFound(
+                    f"camera(s) not registered: {', '.join(missing[:5])}",
+                    fix="list cameras with `fleet cameras list`",
+                )
             self._delete_cameras(wanted)
         return wanted
 
@@ -422,7 +553,6 @@ def _tag_matches(tags: Mapping[str, str], wanted: str) -> bool:
 def certificate_fingerprint(cert_pem: str) -> str:
     """``sha256:<hex>`` of the certificate's DER (the provisioning format's fingerprint)."""
     from cryptography import x509
-
     from fleet_runtime.provisioning import cert_fingerprint
 
     try:

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli
+
 from fleet import pki
 from fleet.project import Project
 from fleet.registry import devices, open_registry
@@ -18,12 +18,24 @@ from fleet.registry.aws import AwsRegistry
 REGION = "eu-central-1"
 PASSPHRASE = "aws-test-passphrase"
 HOSTS = [
-    {"name": "berlin-01", "hostname": "127.0.0.1", "port": 2201,
-     "data": {"site": "berlin", "serial": "SN-B1", "hardware": "orin", "arch": "aarch64"}},
-    {"name": "berlin-02", "hostname": "127.0.0.1", "port": 2202,
-     "data": {"site": "berlin", "serial": "SN-B2", "hardware": "orin", "arch": "aarch64"}},
-    {"name": "paris-01", "hostname": "127.0.0.1", "port": 2203,
-     "data": {"site": "paris", "serial": "SN-P1", "hardware": "xavier", "arch": "aarch64"}},
+    {
+        "name": "berlin-01",
+        "hostname": "127.0.0.1",
+        "port": 2201,
+        "data": {"site": "berlin", "serial": "SN-B1", "hardware": "orin", "arch": "aarch64"},
+    },
+    {
+        "name": "berlin-02",
+        "hostname": "127.0.0.1",
+        "port": 2202,
+        "data": {"site": "berlin", "serial": "SN-B2", "hardware": "orin", "arch": "aarch64"},
+    },
+    {
+        "name": "paris-01",
+        "hostname": "127.0.0.1",
+        "port": 2203,
+        "data": {"site": "paris", "serial": "SN-P1", "hardware": "xavier", "arch": "aarch64"},
+    },
 ]
 HEADER = "name,device,rtsp_url,username,password,description,tags"
 
@@ -45,8 +57,11 @@ def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch):
     """boto3 clients on the moto server (the same endpoint the registry gets from fleet.yaml)."""
     import boto3
 
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": REGION}.items():
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     monkeypatch.setenv("FLEET_CA_PASSPHRASE", PASSPHRASE)
@@ -78,11 +93,16 @@ def _reset(iot, sm) -> None:
 @pytest.fixture
 def aws_project(tmp_path: Path, moto_endpoint: str, aws) -> Project:
     (tmp_path / "fleet.yaml").write_text(
-        f"registry: {{backend: aws, region: {REGION}, endpoint_url: '{moto_endpoint}'}}\n")
+        f"registry: {{backend: aws, region: {REGION}, endpoint_url: '{moto_endpoint}'}}\n"
+    )
     project = Project.locate(tmp_path)
     ca = pki.init_ca(project, org="Acme", passphrase=PASSPHRASE.encode())
-    ca.record_issued([ca.issue_device(h["name"], serial=h["data"]["serial"],
-                                      site=h["data"]["site"]) for h in HOSTS])
+    ca.record_issued(
+        [
+            ca.issue_device(h["name"], serial=h["data"]["serial"], site=h["data"]["site"])
+            for h in HOSTS
+        ]
+    )
     return project
 
 
@@ -90,7 +110,9 @@ def _secret_names(sm) -> set[str]:
     return {s["Name"] for s in sm.list_secrets()["SecretList"]}
 
 
-def test_register_creates_things_groups_certificates_and_policies(aws_project: Project, aws) -> None:
+def test_register_creates_things_groups_certificates_and_policies(
+    aws_project: Project, aws
+) -> None:
     iot, _ = aws
     registry = open_registry(aws_project)
     assert isinstance(registry, AwsRegistry)
@@ -98,15 +120,26 @@ def test_register_creates_things_groups_certificates_and_policies(aws_project: P
     assert result["created"] == ["berlin-01", "berlin-02", "paris-01"]
     assert sorted(result["certificates"]) == ["berlin-01", "berlin-02", "paris-01"]
     again = devices.register(aws_project, registry, HOSTS)  # idempotent, in AWS too
-    assert again["unchanged"] == ["berlin-01", "berlin-02", "paris-01"] and again["certificates"] == []
+    assert (
+        again["unchanged"] == ["berlin-01", "berlin-02", "paris-01"] and again["certificates"] == []
+    )
 
     things = {t["thingName"]: t for t in iot.list_things()["things"]}
     assert set(things) == {"berlin-01", "berlin-02", "paris-01"}
-    assert things["paris-01"]["attributes"] == {"site": "paris", "serial": "SN-P1",
-                                                "hardware": "xavier", "arch": "aarch64"}
-    in_group = {g: sorted(t for t in iot.list_things_in_thing_group(thingGroupName=g)["things"])
-                for g in ("edgefleet-berlin", "edgefleet-paris")}
-    assert in_group == {"edgefleet-berlin": ["berlin-01", "berlin-02"], "edgefleet-paris": ["paris-01"]}
+    assert things["paris-01"]["attributes"] == {
+        "site": "paris",
+        "serial": "SN-P1",
+        "hardware": "xavier",
+        "arch": "aarch64",
+    }
+    in_group = {
+        g: sorted(t for t in iot.list_things_in_thing_group(thingGroupName=g)["things"])
+        for g in ("edgefleet-berlin", "edgefleet-paris")
+    }
+    assert in_group == {
+        "edgefleet-berlin": ["berlin-01", "berlin-02"],
+        "edgefleet-paris": ["paris-01"],
+    }
 
     certs = iot.list_certificates()["certificates"]
     assert len(certs) == 3 and {c["status"] for c in certs} == {"ACTIVE"}
@@ -114,13 +147,17 @@ def test_register_creates_things_groups_certificates_and_policies(aws_project: P
         name = host["name"]
         (cert_arn,) = iot.list_thing_principals(thingName=name)["principals"]
         pem = iot.describe_certificate(certificateId=cert_arn.rsplit("/", 1)[1])[
-            "certificateDescription"]["certificatePem"]
+            "certificateDescription"
+        ]["certificatePem"]
         assert pem.strip() == (aws_project.certs / "devices" / f"{name}.crt").read_text().strip()
         attached = iot.list_attached_policies(target=cert_arn)["policies"]
         assert [p["policyName"] for p in attached] == [f"edgefleet-{name}"]
         doc = json.loads(iot.get_policy(policyName=f"edgefleet-{name}")["policyDocument"])
-        resources = [r for s in doc["Statement"] for r in
-                     ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])]
+        resources = [
+            r
+            for s in doc["Statement"]
+            for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])
+        ]
         assert any(r.endswith(f":client/{name}") for r in resources)
         assert all(f"/{name}/" in r or r.endswith(f"client/{name}") for r in resources)
         assert not any(r.endswith("*") and f"/{name}/" not in r for r in resources)
@@ -128,14 +165,18 @@ def test_register_creates_things_groups_certificates_and_policies(aws_project: P
     registry.close()
 
 
-def test_camera_import_puts_credentials_in_secrets_manager(aws_project: Project, aws,
-                                                           tmp_path: Path) -> None:
+def test_camera_import_puts_credentials_in_secrets_manager(
+    aws_project: Project, aws, tmp_path: Path
+) -> None:
     iot, sm = aws
     registry = open_registry(aws_project)
     devices.register(aws_project, registry, HOSTS)
     registry.close()
-    rows = [HEADER] + [f"cam-{i},{HOSTS[i % 3]['name']},rtsp://10.0.0.{i}/s1,admin,pw-{i},,"
-                       for i in range(12)] + ["open-cam,paris-01,rtsp://10.0.1.1/s1,,,,"]
+    rows = (
+        [HEADER]
+        + [f"cam-{i},{HOSTS[i % 3]['name']},rtsp://10.0.0.{i}/s1,admin,pw-{i},," for i in range(12)]
+        + ["open-cam,paris-01,rtsp://10.0.1.1/s1,,,,"]
+    )
     path = tmp_path / "cams.csv"
     path.write_text("\n".join(rows) + "\n")
     res = run_cli(aws_project.root, "cameras", "import", str(path), "--json")
@@ -145,16 +186,21 @@ def test_camera_import_puts_credentials_in_secrets_manager(aws_project: Project,
     value = json.loads(sm.get_secret_value(SecretId="edgefleet/cameras/cam-7")["SecretString"])
     assert value == {"username": "admin", "password": "pw-7"}
     registry = open_registry(aws_project)
-    assert registry.camera_password("cam-7") == "pw-7" and registry.camera_password("open-cam") == ""
+    assert (
+        registry.camera_password("cam-7") == "pw-7" and registry.camera_password("open-cam") == ""
+    )
     listed = json.loads(run_cli(aws_project.root, "cameras", "list", "--json").stdout)["cameras"]
     assert len(listed) == 13 and {c["password"] for c in listed} == {"***", ""}
-    stored = registry.conn.execute("SELECT password_ref FROM cameras WHERE name = 'cam-7'").fetchone()
+    stored = registry.conn.execute(
+        "SELECT password_ref FROM cameras WHERE name = 'cam-7'"
+    ).fetchone()
     assert stored[0].startswith("aws:arn:") and "pw-7" not in stored[0]
 
     assert registry.remove_cameras(["cam-0"]) == ["cam-0"]
     assert "edgefleet/cameras/cam-0" not in _secret_names(sm)
-    result = devices.deregister(aws_project, registry, "paris-01", passphrase=PASSPHRASE.encode(),
-                                remove_cameras=True)
+    result = devices.deregister(
+        aws_project, registry, "paris-01", passphrase=PASSPHRASE.encode(), remove_cameras=True
+    )
     assert result["revoked_serials"] and "open-cam" in result["cameras_removed"]
     assert "paris-01" not in {t["thingName"] for t in iot.list_things()["things"]}
     assert "edgefleet-paris-01" not in {p["policyName"] for p in iot.list_policies()["policies"]}
@@ -166,8 +212,9 @@ def test_camera_import_puts_credentials_in_secrets_manager(aws_project: Project,
     registry.close()
 
 
-def test_failed_secret_write_rolls_back_the_whole_import(aws_project: Project, aws,
-                                                         tmp_path: Path) -> None:
+def test_failed_secret_write_rolls_back_the_whole_import(
+    aws_project: Project, aws, tmp_path: Path
+) -> None:
     _, sm = aws
     registry = open_registry(aws_project)
     devices.register(aws_project, registry, HOSTS)
@@ -175,8 +222,10 @@ def test_failed_secret_write_rolls_back_the_whole_import(aws_project: Project, a
     sm.create_secret(Name="edgefleet/cameras/blocked", SecretString="{}")
     sm.delete_secret(SecretId="edgefleet/cameras/blocked", RecoveryWindowInDays=7)
     path = tmp_path / "cams.csv"
-    path.write_text(f"{HEADER}\nfine-1,berlin-01,rtsp://h/a,u,p1,,\nfine-2,berlin-01,rtsp://h/b,u,p2,,\n"
-                    "blocked,berlin-02,rtsp://h/c,u,p3,,\n")
+    path.write_text(
+        f"{HEADER}\nfine-1,berlin-01,rtsp://h/a,u,p1,,\nfine-2,berlin-01,rtsp://h/b,u,p2,,\n"
+        "blocked,berlin-02,rtsp://h/c,u,p3,,\n"
+    )
     res = run_cli(aws_project.root, "cameras", "import", str(path))
     assert res.exit_code == 1 and "no camera was changed" in res.stderr
     assert registry.list_cameras() == []

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import run_cli
+
 from fleet import pki
 from fleet.lab import Lab
 from fleet.transport import known_hosts_name
@@ -24,7 +24,11 @@ def test_register_is_idempotent_and_reads_the_inventory(lab: Lab) -> None:
     devices = json.loads(run_cli(root, "devices", "list", "--json").stdout)["devices"]
     first = next(d for d in devices if d["name"] == "berlin-01")
     lab_dev = lab.devices()["berlin-01"]
-    assert (first["site"], first["serial"], first["port"]) == ("berlin", lab_dev.serial, lab_dev.port)
+    assert (first["site"], first["serial"], first["port"]) == (
+        "berlin",
+        lab_dev.serial,
+        lab_dev.port,
+    )
     assert first["status"] == "AWAITING_PROVISIONING" and first["tags"] == {"canary": ""}
     assert first["host_key_fingerprint"].startswith("SHA256:")
 
@@ -56,15 +60,17 @@ def test_tag_sets_and_removes(lab: Lab) -> None:
 
 
 def test_deregister_revokes_certificate_unpins_host_key_keeps_history(
-        lab: Lab, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    lab: Lab, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
     root, name = lab.project.root, "lisbon-01"
     if not (lab.project.certs / "ca.crt").exists():
         pki.init_ca(lab.project, org="Lab", passphrase=PASSPHRASE.encode())
     ca = pki.load_ca(lab.project, PASSPHRASE.encode())
     ca.record_issued([ca.issue_device(name)])
     run_cli(root, "devices", "register", "-i", "lab")
-    assert json.loads(run_cli(root, "devices", "show", name, "--json").stdout)[
-        "device"]["cert_fingerprint"].startswith("sha256:")
+    assert json.loads(run_cli(root, "devices", "show", name, "--json").stdout)["device"][
+        "cert_fingerprint"
+    ].startswith("sha256:")
     camera_csv = tmp_path / "c.csv"
     camera_csv.write_text("name,device,rtsp_url\ncam-l1,lisbon-01,rtsp://10.0.0.1/s\n")
     assert run_cli(root, "cameras", "import", str(camera_csv)).exit_code == 0
@@ -78,13 +84,21 @@ def test_deregister_revokes_certificate_unpins_host_key_keeps_history(
     assert still.exit_code == 2 and "--remove-cameras" in still.stderr  # cameras: refused first
     assert pin in lab.project.known_hosts.read_text()
 
-    res = run_cli(root, "devices", "deregister", name, "--remove-cameras", "--json",
-                  env={"FLEET_CA_PASSPHRASE": PASSPHRASE})
+    res = run_cli(
+        root,
+        "devices",
+        "deregister",
+        name,
+        "--remove-cameras",
+        "--json",
+        env={"FLEET_CA_PASSPHRASE": PASSPHRASE},
+    )
     assert res.exit_code == 0, res.stderr
     out = json.loads(res.stdout)
     assert out["host_key_removed"] and out["cameras_removed"] == ["cam-l1"]
     assert out["revoked_serials"] and set(out["revoked_serials"]) <= set(
-        json.loads((lab.project.certs / "revoked.json").read_text()))
+        json.loads((lab.project.certs / "revoked.json").read_text())
+    )
     assert pin not in lab.project.known_hosts.read_text()
     assert run_cli(root, "devices", "show", name).exit_code == 1
     history = run_cli(root, "cameras", "list", "--json")

@@ -23,13 +23,30 @@ from fleet.registry.schema import MIGRATIONS, VERSION, migrate, version_of
 from fleet.registry.sqlite import SQLiteRegistry, connect
 
 HOSTS = [
-    {"name": "berlin-01", "hostname": "127.0.0.1", "port": 2201,
-     "data": {"site": "berlin", "serial": "SN-B1", "hardware": "orin", "arch": "aarch64",
-              "tags": ["canary", "ring=1"]}},
-    {"name": "berlin-02", "hostname": "127.0.0.1", "port": 2202,
-     "data": {"site": "berlin", "serial": "SN-B2", "hardware": "orin", "arch": "aarch64"}},
-    {"name": "paris-01", "hostname": "127.0.0.1", "port": 2203,
-     "data": {"site": "paris", "serial": "SN-P1", "hardware": "xavier", "arch": "aarch64"}},
+    {
+        "name": "berlin-01",
+        "hostname": "127.0.0.1",
+        "port": 2201,
+        "data": {
+            "site": "berlin",
+            "serial": "SN-B1",
+            "hardware": "orin",
+            "arch": "aarch64",
+            "tags": ["canary", "ring=1"],
+        },
+    },
+    {
+        "name": "berlin-02",
+        "hostname": "127.0.0.1",
+        "port": 2202,
+        "data": {"site": "berlin", "serial": "SN-B2", "hardware": "orin", "arch": "aarch64"},
+    },
+    {
+        "name": "paris-01",
+        "hostname": "127.0.0.1",
+        "port": 2203,
+        "data": {"site": "paris", "serial": "SN-P1", "hardware": "xavier", "arch": "aarch64"},
+    },
 ]
 
 
@@ -66,7 +83,7 @@ def test_statuses_follow_panorama_and_online_stamps_last_seen(reg) -> None:
     reg.upsert_device("d1", site="s1", hardware="orin", arch="aarch64")
     dev = reg.get_device("d1")
     assert dev["status"] == AWAITING_PROVISIONING and dev["last_seen"] is None
-    reg.set_device_status("d1", "SUCCEEDED")       # Panorama's word for provisioned
+    reg.set_device_status("d1", "SUCCEEDED")  # Panorama's word for provisioned
     reg.set_device_status("d1", ONLINE)
     dev = reg.get_device("d1")
     assert (dev["provisioning"], dev["connection"], dev["status"]) == (PROVISIONED, ONLINE, ONLINE)
@@ -144,9 +161,13 @@ def test_migration_from_version_1_keeps_data(project: Project) -> None:
     conn = connect(path)
     migrate(conn, str(path), target=1)
     conn.execute("INSERT INTO sites VALUES ('s1', 0)")
-    conn.execute("INSERT INTO devices(name, site, created_at, updated_at) VALUES ('d1', 's1', 0, 0)")
-    conn.execute("INSERT INTO cameras(name, device, rtsp_url, tags, created_at, updated_at) "
-                 "VALUES ('c1', 'd1', 'rtsp://h/s', '{\"app\": \"people\"}', 0, 0)")
+    conn.execute(
+        "INSERT INTO devices(name, site, created_at, updated_at) VALUES ('d1', 's1', 0, 0)"
+    )
+    conn.execute(
+        "INSERT INTO cameras(name, device, rtsp_url, tags, created_at, updated_at) "
+        "VALUES ('c1', 'd1', 'rtsp://h/s', '{\"app\": \"people\"}', 0, 0)"
+    )
     conn.close()
     reg = open_registry(project)
     assert version_of(reg.conn) == len(MIGRATIONS) == 2

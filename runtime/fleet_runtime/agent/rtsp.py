@@ -34,7 +34,7 @@ def read_request(text: str) -> tuple[list[dict[str, Any]], float]:
     """The cameras and timeout from the stdin JSON, checked."""
     try:
         request = json.loads(text or "{}")
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise AgentError("bad-request", f"stdin is not JSON: {exc.msg}") from None
     cameras = request.get("cameras") if isinstance(request, dict) else None
     if not isinstance(cameras, list) or not cameras:
