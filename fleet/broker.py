@@ -302,11 +302,17 @@ def _reap(pid: int) -> None:
 
 # ---- the lab's broker and device daemons -----------------------------------------------
 
-def mqtt_settings(state: BrokerState, identity: Identity, interval: float) -> dict[str, Any]:
-    """A device's ``etc/fleet/mqtt.json`` for an on-prem broker."""
+def mqtt_settings(state: BrokerState, identity: Identity, interval: float,
+                  health_args: list[str] | None = None) -> dict[str, Any]:
+    """A device's ``etc/fleet/mqtt.json`` for an on-prem broker.
+
+    ``health_args`` carries the fleet.yaml thresholds, so heartbeats judge
+    health the way `fleet health` over SSH does.
+    """
     return {"mode": "broker", "endpoint": state.host, "port": state.port,
             "ca": str(identity.ca), "cert": str(identity.cert), "key": str(identity.key),
-            "topic_prefix": TOPIC_PREFIX, "heartbeat_s": interval}
+            "topic_prefix": TOPIC_PREFIX, "heartbeat_s": interval,
+            "health_args": list(health_args or [])}
 
 
 class LabMqtt:
@@ -342,7 +348,10 @@ class LabMqtt:
             identity = Identity(layout.device_crt, layout.device_key, Path(state.ca))
         else:
             identity = self.broker.ca.issue(name, layout.etc, stem="mqtt")
-        atomic_write_json(layout.etc / "mqtt.json", mqtt_settings(state, identity, interval))
+        from fleet.health import agent_flags
+
+        atomic_write_json(layout.etc / "mqtt.json",
+                          mqtt_settings(state, identity, interval, agent_flags(self.project)))
 
     def daemons(self) -> dict[str, int]:
         return {k: int(v) for k, v in (read_json(self.daemons_file, default={}) or {}).items()}

@@ -127,3 +127,34 @@ def test_lab_up_mqtt_starts_broker_and_daemons_and_down_stops_them(tmp_path: Pat
         res = run_cli(tmp_path, "lab", "down")
     assert res.exit_code == 0
     assert not mq.broker.running() and mq.daemons() == {}
+
+
+def test_watch_repeats_until_interrupted(mqtt_lab: tuple[Lab, LabMqtt]) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    lab, _ = mqtt_lab
+    wait_until(lambda: len(beats(lab)) == 4)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fleet.cli.app", "--project", str(lab.project.root), "health",
+         "-i", "lab", "--source", "mqtt", "--json", "--watch", "0.5"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, "COLUMNS": "200"})
+    decoder, buffer, docs = json.JSONDecoder(), "", []
+    assert proc.stdout is not None
+    for line in proc.stdout:  # blocks on the process's output, not on a timer
+        buffer += line
+        try:
+            doc, end = decoder.raw_decode(buffer.strip())
+        except ValueError:
+            continue
+        docs.append(doc)
+        buffer = ""
+        if len(docs) == 2:
+            break
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=20) in (0, 1)
+    assert docs[1]["time"] > docs[0]["time"]
+    assert all(d["source"] == "mqtt" and d["summary"]["total"] == 4 for d in docs)

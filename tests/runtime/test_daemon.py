@@ -154,3 +154,19 @@ def test_no_jobs_module_means_heartbeats_only(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setitem(sys.modules, daemon_mod.JOBS_MODULE, None)  # as if not installed
     log = daemon_mod.logs.device_logger(Layout(tmp_path), "daemon")
     assert daemon_mod.attach_jobs("client", Layout(tmp_path), {"name": "d1"}, log) is False
+
+
+def test_heartbeats_use_the_fleet_thresholds_from_the_settings(
+        mqtt_broker: MqttLab, tmp_path: Path) -> None:  # noqa: F811
+    layout = mqtt_broker.device(tmp_path / "dev", "thr-01", "lima")
+    settings = read_json(layout.etc / "mqtt.json")
+    atomic_write_json(layout.etc / "mqtt.json",
+                      {**settings, "health_args": ["--disk-warn", "0", "--disk-fail", "100"]})
+    inbox = Inbox()
+    mqtt_broker.client().subscribe("edgefleet/lima/thr-01/health", inbox)
+    proc = start_daemon(layout, "--once")
+    proc.communicate(timeout=30)
+    _, beat = inbox.wait_for(lambda t, m: True)
+    disk = next(c for c in beat["checks"] if c["name"] == "disk")
+    assert disk["status"] == "warn" and "warn 0%" in disk["reason"]
+    assert beat["verdict"] in ("degraded", "failing")

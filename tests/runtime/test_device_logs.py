@@ -208,3 +208,13 @@ def test_parse_since_accepts_durations_and_iso_times() -> None:
     assert logs.parse_since("1970-01-01T01:00:00Z") == 3600.0
     with pytest.raises(ValueError, match="--since"):
         logs.parse_since("yesterday")
+
+
+def test_runtime_camera_bindings_are_secrets_too(tmp_path: Path) -> None:
+    """The runtime's own ``etc/fleet/cameras.json`` shape (name -> url, username, password)."""
+    layout = Layout(tmp_path)
+    layout.etc.mkdir(parents=True)
+    (layout.etc / "cameras.json").write_text(json.dumps({"cameras": {
+        "dock": {"url": "rtsp://10.0.0.9/s1", "username": "admin", "password": "B1nd-Pw-77"}}}))
+    line = b"2026-11-22T01:00:00.000Z ERROR runtime: auth B1nd-Pw-77 rejected\n"
+    assert b"B1nd-Pw-77" not in logs.redactor_for(layout).redact(line)

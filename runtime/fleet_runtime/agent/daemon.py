@@ -71,16 +71,27 @@ def load_settings(layout: Layout, path: str | None) -> MqttSettings:
         raise AgentError("mqtt-bad-settings", f"{file}: {exc}") from None
 
 
-def health_summary(layout: Layout) -> dict[str, Any]:
-    """`fleet-agent health` with its default thresholds, as a dict."""
+def health_summary(layout: Layout, flags: list[str] | None = None) -> dict[str, Any]:
+    """`fleet-agent health [flags]` (the fleet's thresholds, else the defaults), as a dict."""
     parser = argparse.ArgumentParser(add_help=False)
     health.register(parser.add_subparsers())
-    args = parser.parse_args(["health"])
+    try:
+        args = parser.parse_args(["health", *(flags or [])])
+    except SystemExit:  # thresholds this agent does not know: fall back to its defaults
+        args = parser.parse_args(["health"])
     return health.run(args, layout)
 
 
-def heartbeat(layout: Layout, device: dict[str, Any], seq: int, interval: float) -> dict[str, Any]:
-    report = health_summary(layout)
+def health_flags(layout: Layout, path: str | None) -> list[str]:
+    """``health_args`` from the MQTT settings: the fleet.yaml thresholds the controller wrote."""
+    file = layout.etc / "mqtt.json" if path is None else layout.root / path
+    raw = read_json(file, default=None) or {}
+    return [str(a) for a in raw.get("health_args") or []]
+
+
+def heartbeat(layout: Layout, device: dict[str, Any], seq: int, interval: float,
+              flags: list[str] | None = None) -> dict[str, Any]:
+    report = health_summary(layout, flags)
     return {"device": device.get("name"), "site": device.get("site"), "seq": seq,
             "time": time.time(), "interval_s": interval, **report}
 
@@ -88,8 +99,10 @@ def heartbeat(layout: Layout, device: dict[str, Any], seq: int, interval: float)
 class Daemon:
     """The heartbeat loop; `stop` (from a signal) ends it at the next wait."""
 
-    def __init__(self, layout: Layout, settings: MqttSettings, interval: float) -> None:
+    def __init__(self, layout: Layout, settings: MqttSettings, interval: float,
+                 flags: list[str] | None = None) -> None:
         self.layout, self.settings, self.interval = layout, settings, interval
+        self.flags = flags or []
         self.device = identity(layout)
         self.stopping = threading.Event()
         self.log = logs.device_logger(layout, "daemon")
@@ -116,7 +129,7 @@ class Daemon:
         return None
 
     def publish(self, client: MqttClient) -> None:
-        beat = heartbeat(self.layout, self.device, self.published + 1, self.interval)
+        beat = heartbeat(self.layout, self.device, self.published + 1, self.interval, self.flags)
         if self.settings.mode == "iot-core":
             thing = self.settings.thing_name or str(self.device["name"])
             client.publish(shadow_update_topic(thing), {"state": {"reported": {"health": beat}}})
@@ -176,7 +189,7 @@ def run(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
     interval = float(args.interval or settings.heartbeat_s)
     if interval <= 0:
         raise AgentError("bad-interval", f"--interval {interval} must be positive")
-    daemon = Daemon(layout, settings, interval)
+    daemon = Daemon(layout, settings, interval, health_flags(layout, args.settings))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, daemon.stop)
     try:
