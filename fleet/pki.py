@@ -13,8 +13,8 @@ never written anywhere. Device keys are ECDSA P-256 (AWS IoT Core and
 mosquitto accept them); device certificates carry CN = device name, the
 hardware serial as ``serialNumber`` and the TLS client-auth EKU.
 
->>> ca = init_ca(project, org="Acme", key_type="ec-p256", passphrase=b"s3cret-pass")  # doctest: +SKIP
->>> issued = ca.issue_device("berlin-01", serial="SN123")                            # doctest: +SKIP
+>>> ca = init_ca(project, org="Acme", passphrase=b"s3cret-pass")  # doctest: +SKIP
+>>> issued = ca.issue_device("berlin-01", serial="SN123")          # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -31,13 +31,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from fleet_runtime.layout import atomic_write, atomic_write_json, read_json
+from fleet_runtime.provisioning import ProvisioningError, cert_fingerprint, check_device_name
 
 from fleet.errors import ConfigError, FleetError, UsageError
 from fleet.project import Project
-from fleet_runtime.layout import atomic_write, atomic_write_json, read_json
-from fleet_runtime.provisioning import cert_fingerprint, check_device_name, ProvisioningError
 
-PASSPHRASE_ENV = "FLEET_CA_PASSPHRASE"
+PASSPHRASE_ENV = "FLEET_CA_PASSPHRASE"  # noqa: S105  (a variable name, not a secret)
 KEY_TYPES = ("ec-p256", "rsa2048", "ec-p384")
 DEFAULT_KEY_TYPE = "ec-p256"
 DEFAULT_DEVICE_DAYS = 825
@@ -95,7 +95,8 @@ class IssuedDevice:
 
     def record(self) -> dict[str, Any]:
         return {
-            "device": self.name, "serial": format(self.cert.serial_number, "x"),
+            "device": self.name,
+            "serial": format(self.cert.serial_number, "x"),
             "fingerprint": self.fingerprint,
             "not_before": self.cert.not_valid_before_utc.isoformat(),
             "not_after": self.cert.not_valid_after_utc.isoformat(),
@@ -154,8 +155,15 @@ class FleetCA:
         attrs = self.cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
         return str(attrs[0].value) if attrs else None
 
-    def issue_device(self, name: str, *, serial: str | None = None, site: str | None = None,
-                     days: int = DEFAULT_DEVICE_DAYS, now: datetime | None = None) -> IssuedDevice:
+    def issue_device(
+        self,
+        name: str,
+        *,
+        serial: str | None = None,
+        site: str | None = None,
+        days: int = DEFAULT_DEVICE_DAYS,
+        now: datetime | None = None,
+    ) -> IssuedDevice:
         """A new ECDSA P-256 key and a client certificate for device `name`."""
         _checked_name(name)
         if days < 1:
@@ -173,12 +181,17 @@ class FleetCA:
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(_key_usage(digital_signature=True), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
             .add_extension(self._aki, critical=False)
             .sign(self.key, self._hash)
         )
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
         return IssuedDevice(name, pem, cert)
 
     @property
@@ -218,25 +231,39 @@ class FleetCA:
         """Revoke every certificate issued to `device`; rewrite the CRL. Returns serials."""
         serials = [r["serial"] for r in issued_records(self.paths) if r["device"] == device]
         if not serials:
-            raise ConfigError(f"no certificate was issued to device '{device}'",
-                              where=str(self.paths.issued), fix="check the name with `fleet ca show`")
+            raise ConfigError(
+                f"no certificate was issued to device '{device}'",
+                where=str(self.paths.issued),
+                fix="check the name with `fleet ca show`",
+            )
         revoked = dict(read_json(self.paths.revoked, default={}) or {})
         for serial in serials:
-            revoked.setdefault(serial, {"device": device, "at": now_utc().isoformat(), "reason": reason})
+            revoked.setdefault(
+                serial, {"device": device, "at": now_utc().isoformat(), "reason": reason}
+            )
         atomic_write_json(self.paths.revoked, revoked)
         self.write_crl(revoked)
         return serials
 
     def write_crl(self, revoked: dict[str, Any] | None = None) -> x509.CertificateRevocationList:
-        revoked = revoked if revoked is not None else dict(read_json(self.paths.revoked, default={}))
+        revoked = (
+            revoked if revoked is not None else dict(read_json(self.paths.revoked, default={}))
+        )
         now = now_utc()
-        builder = (x509.CertificateRevocationListBuilder().issuer_name(self.cert.subject)
-                   .last_update(now).next_update(now + timedelta(days=CRL_DAYS))
-                   .add_extension(self._aki, critical=False))
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(self.cert.subject)
+            .last_update(now)
+            .next_update(now + timedelta(days=CRL_DAYS))
+            .add_extension(self._aki, critical=False)
+        )
         for serial, entry in sorted(revoked.items()):
             builder = builder.add_revoked_certificate(
-                x509.RevokedCertificateBuilder().serial_number(int(serial, 16))
-                .revocation_date(datetime.fromisoformat(entry["at"])).build())
+                x509.RevokedCertificateBuilder()
+                .serial_number(int(serial, 16))
+                .revocation_date(datetime.fromisoformat(entry["at"]))
+                .build()
+            )
         crl = builder.sign(self.key, self._hash)
         atomic_write(self.paths.crl, crl.public_bytes(serialization.Encoding.PEM), 0o644)
         return crl
@@ -251,13 +278,21 @@ def _checked_name(name: str) -> str:
 
 def _key_usage(*, digital_signature: bool = False, cert_sign: bool = False) -> x509.KeyUsage:
     return x509.KeyUsage(
-        digital_signature=digital_signature, content_commitment=False, key_encipherment=False,
-        data_encipherment=False, key_agreement=False, key_cert_sign=cert_sign, crl_sign=cert_sign,
-        encipher_only=False, decipher_only=False,
+        digital_signature=digital_signature,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=cert_sign,
+        crl_sign=cert_sign,
+        encipher_only=False,
+        decipher_only=False,
     )
 
 
-def device_subject(name: str, *, serial: str | None, site: str | None, org: str | None) -> x509.Name:
+def device_subject(
+    name: str, *, serial: str | None, site: str | None, org: str | None
+) -> x509.Name:
     attrs = [x509.NameAttribute(NameOID.COMMON_NAME, name)]
     if serial:
         attrs.append(x509.NameAttribute(NameOID.SERIAL_NUMBER, serial))
@@ -274,25 +309,40 @@ def ca_paths(project: Project) -> CaPaths:
 
 def _check_passphrase(passphrase: bytes | None) -> bytes:
     if not passphrase:
-        raise UsageError("the fleet CA key is locked: no passphrase given",
-                         fix=f"set {PASSPHRASE_ENV} or run the command in a terminal to be prompted")
+        raise UsageError(
+            "the fleet CA key is locked: no passphrase given",
+            fix=f"set {PASSPHRASE_ENV} or run the command in a terminal to be prompted",
+        )
     return passphrase
 
 
-def init_ca(project: Project, *, org: str, key_type: str = DEFAULT_KEY_TYPE,
-            passphrase: bytes | None, days: int = CA_DAYS, force: bool = False) -> FleetCA:
+def init_ca(
+    project: Project,
+    *,
+    org: str,
+    key_type: str = DEFAULT_KEY_TYPE,
+    passphrase: bytes | None,
+    days: int = CA_DAYS,
+    force: bool = False,
+) -> FleetCA:
     """Create the fleet root CA: key encrypted with `passphrase`, self-signed certificate."""
     paths = ca_paths(project)
     if paths.cert.exists() and not force:
-        raise ConfigError("a fleet CA already exists", where=str(paths.cert),
-                          fix="use it (`fleet ca show`), or pass --force to replace it")
+        raise ConfigError(
+            "a fleet CA already exists",
+            where=str(paths.cert),
+            fix="use it (`fleet ca show`), or pass --force to replace it",
+        )
     secret = _check_passphrase(passphrase)
     if len(secret) < MIN_PASSPHRASE:
         raise UsageError(f"the CA passphrase must have at least {MIN_PASSPHRASE} characters")
     key = generate_key(key_type)
     cert = _self_signed(key, org, days)
-    encrypted = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.BestAvailableEncryption(secret))
+    encrypted = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(secret),
+    )
     paths.key.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     atomic_write(paths.key, encrypted, 0o600)
     atomic_write(paths.cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
@@ -304,19 +354,28 @@ def init_ca(project: Project, *, org: str, key_type: str = DEFAULT_KEY_TYPE,
 
 
 def _self_signed(key: PrivateKey, org: str, days: int) -> x509.Certificate:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{org} fleet root CA"),
-                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, org)])
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, f"{org} fleet root CA"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
+        ]
+    )
     start = now_utc() - timedelta(minutes=5)
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
     return (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(start).not_valid_after(start + timedelta(days=days))
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_key_usage(digital_signature=True, cert_sign=True), critical=True)
         .add_extension(ski, critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski),
-                       critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
+        )
         .sign(key, _signing_hash(key))
     )
 
@@ -327,8 +386,9 @@ def load_ca_cert(project: Project) -> x509.Certificate:
     try:
         return x509.load_pem_x509_certificate(path.read_bytes())
     except FileNotFoundError:
-        raise ConfigError("no fleet CA in this project", where=str(path),
-                          fix="create one with `fleet ca init`") from None
+        raise ConfigError(
+            "no fleet CA in this project", where=str(path), fix="create one with `fleet ca init`"
+        ) from None
 
 
 def load_ca(project: Project, passphrase: bytes | None) -> FleetCA:
@@ -339,11 +399,17 @@ def load_ca(project: Project, passphrase: bytes | None) -> FleetCA:
     try:
         key = serialization.load_pem_private_key(paths.key.read_bytes(), password=secret)
     except FileNotFoundError:
-        raise ConfigError("the fleet CA private key is missing", where=str(paths.key),
-                          fix="restore it from your backup, or `fleet ca init --force`") from None
+        raise ConfigError(
+            "the fleet CA private key is missing",
+            where=str(paths.key),
+            fix="restore it from your backup, or `fleet ca init --force`",
+        ) from None
     except (ValueError, TypeError):
-        raise FleetError("wrong passphrase for the fleet CA key", where=str(paths.key),
-                         fix=f"check {PASSPHRASE_ENV}") from None
+        raise FleetError(
+            "wrong passphrase for the fleet CA key",
+            where=str(paths.key),
+            fix=f"check {PASSPHRASE_ENV}",
+        ) from None
     if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
         raise ConfigError("unsupported fleet CA key type", where=str(paths.key))
     return FleetCA(paths, cert, key)
@@ -387,8 +453,12 @@ def _is_encrypted(path: Path) -> bool:
 def ssh_host_key() -> tuple[bytes, str]:
     """A new Ed25519 SSH host key: (OpenSSH private key bytes, "ssh-ed25519 AAAA..." public)."""
     key = ed25519.Ed25519PrivateKey.generate()
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                serialization.NoEncryption())
-    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                           serialization.PublicFormat.OpenSSH)
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
     return private, public.decode()

@@ -67,26 +67,36 @@ class DeviceSpec:
     def from_host(cls, host: Any) -> DeviceSpec:
         """From a Nornir host (``fleet.inventory.select``)."""
         data = host.data
-        return cls(name=host.name, site=str(data.get("site")), hostname=host.hostname or host.name,
-                   port=int(host.port or 22), serial=data.get("serial"),
-                   hardware=data.get("hardware"), arch=data.get("arch"),
-                   network=data.get("network"))
+        return cls(
+            name=host.name,
+            site=str(data.get("site")),
+            hostname=host.hostname or host.name,
+            port=int(host.port or 22),
+            serial=data.get("serial"),
+            hardware=data.get("hardware"),
+            arch=data.get("arch"),
+            network=data.get("network"),
+        )
 
     def checked_network(self) -> dict[str, Any]:
         """The network settings, validated; a bad one names the device and the field."""
         try:
             return fmt.validate_network(self.network if self.network is not None else {})
         except ProvisioningError as exc:
-            raise ConfigError(exc.message.replace("network settings $", "$.data.network", 1),
-                              where=f"inventory host {self.name}",
-                              fix="correct data.network in the inventory") from None
+            raise ConfigError(
+                exc.message.replace("network settings $", "$.data.network", 1),
+                where=f"inventory host {self.name}",
+                fix="correct data.network in the inventory",
+            ) from None
 
 
 def parse_duration(text: str) -> timedelta:
     """``"7d"`` -> 7 days; units s, m, h, d, w; at most 90 days."""
     match = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", text or "")
     if not match:
-        raise UsageError(f"invalid duration '{text}'", fix="use a number and a unit: 30m, 12h, 7d, 2w")
+        raise UsageError(
+            f"invalid duration '{text}'", fix="use a number and a unit: 30m, 12h, 7d, 2w"
+        )
     value = timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
     if not timedelta(0) < value <= MAX_VALID_FOR:
         raise UsageError(f"duration '{text}' must be more than 0 and at most 90 days")
@@ -114,14 +124,20 @@ class BuiltArchive:
     path: Path
     sha256: str
     install_by: datetime
-    host_key: str            # "ssh-ed25519 AAAA..."
+    host_key: str  # "ssh-ed25519 AAAA..."
     issued: pki.IssuedDevice
 
     def summary(self) -> dict[str, Any]:
-        return {"device": self.spec.name, "archive": str(self.path), "sha256": self.sha256,
-                "install_by": fmt.utc_iso(self.install_by), "certificate": self.issued.fingerprint,
-                "host_key": self.host_key.split()[0] + " pinned for "
-                + known_hosts_name(self.spec.hostname, self.spec.port)}
+        return {
+            "device": self.spec.name,
+            "archive": str(self.path),
+            "sha256": self.sha256,
+            "install_by": fmt.utc_iso(self.install_by),
+            "certificate": self.issued.fingerprint,
+            "host_key": self.host_key.split()[0]
+            + " pinned for "
+            + known_hosts_name(self.spec.hostname, self.spec.port),
+        }
 
 
 @dataclass
@@ -144,9 +160,16 @@ class ArchiveBuilder:
         self.mqtt = dict(project.config.get("mqtt") or {})
         self.now = settings.now or pki.now_utc()
 
-    def members(self, spec: DeviceSpec, network: dict[str, Any]) -> tuple[dict[str, bytes], pki.IssuedDevice, str]:
-        issued = self.ca.issue_device(spec.name, serial=spec.serial, site=spec.site,
-                                      days=self.settings.cert_days, now=self.now)
+    def members(
+        self, spec: DeviceSpec, network: dict[str, Any]
+    ) -> tuple[dict[str, bytes], pki.IssuedDevice, str]:
+        issued = self.ca.issue_device(
+            spec.name,
+            serial=spec.serial,
+            site=spec.site,
+            days=self.settings.cert_days,
+            now=self.now,
+        )
         host_private, host_public = pki.ssh_host_key()
         members = {
             "device.json": _json(self.identity(spec)),
@@ -163,10 +186,16 @@ class ArchiveBuilder:
 
     def identity(self, spec: DeviceSpec) -> dict[str, Any]:
         return {
-            "name": spec.name, "serial": spec.serial, "site": spec.site,
-            "hardware": spec.hardware, "arch": spec.arch,
-            "mqtt": {"endpoint": self.mqtt.get("endpoint"), "port": self.mqtt.get("port", 8883),
-                     "thing_name": f"{self.mqtt.get('thing_prefix', '')}{spec.name}"},
+            "name": spec.name,
+            "serial": spec.serial,
+            "site": spec.site,
+            "hardware": spec.hardware,
+            "arch": spec.arch,
+            "mqtt": {
+                "endpoint": self.mqtt.get("endpoint"),
+                "port": self.mqtt.get("port", 8883),
+                "thing_name": f"{self.mqtt.get('thing_prefix', '')}{spec.name}",
+            },
         }
 
     def build(self, spec: DeviceSpec) -> BuiltArchive:
@@ -175,8 +204,13 @@ class ArchiveBuilder:
         members, issued, host_public = self.members(spec, network)
         install_by = self.now + self.settings.valid_for
         manifest = fmt.build_manifest(
-            members, device=spec.name, serial=spec.serial, created_at=self.now,
-            install_by=install_by, ca_fingerprint=self.ca.fingerprint)
+            members,
+            device=spec.name,
+            serial=spec.serial,
+            created_at=self.now,
+            install_by=install_by,
+            ca_fingerprint=self.ca.fingerprint,
+        )
         data = zip_bytes({fmt.MANIFEST: manifest, fmt.SIGNATURE: self.ca.sign(manifest), **members})
         path = self.settings.out_dir / fmt.archive_name(spec.name)
         write_private(path, data)
@@ -212,7 +246,7 @@ def zip_bytes(members: dict[str, bytes]) -> bytes:
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as zf:
         for name, data in members.items():
             info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
-            info.external_attr = (0o100600 << 16)
+            info.external_attr = 0o100600 << 16
             zf.writestr(info, data)
     return buffer.getvalue()
 
@@ -235,8 +269,13 @@ def known_hosts_name(hostname: str, port: int) -> str:
 
 
 def build_archives(
-    project: Project, ca: pki.FleetCA, specs: Iterable[DeviceSpec], settings: BuildSettings,
-    *, workers: int | None = None, on_done: Callable[[str, str | None], None] | None = None,
+    project: Project,
+    ca: pki.FleetCA,
+    specs: Iterable[DeviceSpec],
+    settings: BuildSettings,
+    *,
+    workers: int | None = None,
+    on_done: Callable[[str, str | None], None] | None = None,
 ) -> BuildReport:
     """Build one archive per device in parallel, then pin host keys, record certificates
     and mark the devices AWAITING_PROVISIONING. Every spec is checked before anything is built.
@@ -253,7 +292,9 @@ def build_archives(
     try:
         # Threads: fsync and much of OpenSSL run without the GIL.
         with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-            for spec, outcome in zip(specs, pool.map(lambda s: _try_build(builder, s), specs)):
+            for spec, outcome in zip(
+                specs, pool.map(lambda s: _try_build(builder, s), specs), strict=True
+            ):
                 if isinstance(outcome, BuiltArchive):
                     report.built.append(outcome)
                     recorder.put(outcome)
@@ -290,13 +331,16 @@ def check_specs(specs: list[DeviceSpec]) -> None:
 def _finalize(project: Project, ca: pki.FleetCA, report: BuildReport) -> None:
     if not report.built:
         return
-    pin_host_keys(project.known_hosts, {
-        known_hosts_name(b.spec.hostname, b.spec.port): b.host_key for b in report.built})
+    pin_host_keys(
+        project.known_hosts,
+        {known_hosts_name(b.spec.hostname, b.spec.port): b.host_key for b in report.built},
+    )
     ca.append_index([b.issued for b in report.built])
 
 
 def pin_host_keys(known_hosts: Path, pins: dict[str, str]) -> None:
-    """Pin each ``name -> "ssh-ed25519 AAAA..."`` (OpenSSH format), replacing older pins; one write."""
+    """Pin each ``name -> "ssh-ed25519 AAAA..."`` (OpenSSH format) in one write,
+    replacing older pins for those names."""
     lines = known_hosts.read_text().splitlines() if known_hosts.exists() else []
     kept = [ln for ln in lines if ln.split(" ", 1)[0] not in pins]
     kept += [f"{name} {' '.join(key.split()[:2])}" for name, key in pins.items()]
@@ -330,8 +374,10 @@ class RegistryRecorder:
         self.queue.put(None)
         self.thread.join()
         if self.error is not None:
-            raise FleetError(f"archives were built, but the registry was not updated: {self.error}",
-                             fix="fix the registry and build the archives again") from self.error
+            raise FleetError(
+                f"archives were built, but the registry was not updated: {self.error}",
+                fix="fix the registry and build the archives again",
+            ) from self.error
         return self.where
 
     def _run(self) -> None:
@@ -350,13 +396,15 @@ class RegistryRecorder:
     def _record(self, store: Any, built: BuiltArchive) -> None:
         try:
             if store is None:
-                _record_fallback(self.project, built.spec.name, AWAITING_PROVISIONING,
-                                 built.issued.fingerprint)
+                _record_fallback(
+                    self.project, built.spec.name, AWAITING_PROVISIONING, built.issued.fingerprint
+                )
                 self.where = str(_fallback_path(self.project))
                 return
             # one transaction per device: status and certificate ride the upsert
-            store.upsert_device(built.spec.name, **_registry_fields(built),
-                                provisioning=AWAITING_PROVISIONING)
+            store.upsert_device(
+                built.spec.name, **_registry_fields(built), provisioning=AWAITING_PROVISIONING
+            )
             if store.backend != "sqlite":  # a cloud backend registers the certificate itself
                 store.set_device_certificate(built.spec.name, built.issued.cert_pem.decode())
         except BaseException as exc:  # noqa: BLE001
@@ -365,10 +413,16 @@ class RegistryRecorder:
 
 def _registry_fields(b: BuiltArchive) -> dict[str, Any]:
     spec = b.spec
-    fields = {"site": spec.site, "serial": spec.serial, "hardware": spec.hardware,
-              "arch": spec.arch, "hostname": spec.hostname, "port": spec.port,
-              "host_key_fingerprint": ssh_fingerprint(b.host_key),
-              "cert_fingerprint": b.issued.fingerprint.removeprefix("sha256:")}
+    fields = {
+        "site": spec.site,
+        "serial": spec.serial,
+        "hardware": spec.hardware,
+        "arch": spec.arch,
+        "hostname": spec.hostname,
+        "port": spec.port,
+        "host_key_fingerprint": ssh_fingerprint(b.host_key),
+        "cert_fingerprint": b.issued.fingerprint.removeprefix("sha256:"),
+    }
     return {k: v for k, v in fields.items() if v is not None}
 
 
@@ -421,13 +475,19 @@ def _record_fallback(project: Project, name: str, status: str, cert: str | None)
 
 def verify_file(project: Project, path: Path, *, now: datetime | None = None) -> Archive:
     """`fleet provision verify`: the device's checks, trusting this project's CA."""
-    trusted = (fmt.cert_fingerprint(pki.load_ca_cert(project)),) if pki.ca_paths(
-        project).cert.exists() else ()
+    trusted = (
+        (fmt.cert_fingerprint(pki.load_ca_cert(project)),)
+        if pki.ca_paths(project).cert.exists()
+        else ()
+    )
     try:
         return fmt.verify_archive(path, Expectations(now=now or pki.now_utc(), trusted_ca=trusted))
     except ProvisioningError as exc:
-        raise ConfigError(f"archive refused: {exc.code}: {exc.message}", where=str(path),
-                          fix="build a new one with `fleet provision archive`") from None
+        raise ConfigError(
+            f"archive refused: {exc.code}: {exc.message}",
+            where=str(path),
+            fix="build a new one with `fleet provision archive`",
+        ) from None
     except FileNotFoundError:
         raise ConfigError("no such archive", where=str(path)) from None
 
@@ -449,17 +509,28 @@ class DriveWrite:
 
 def check_drive(mount: Path, *, force: bool = False) -> None:
     if not mount.is_dir():
-        raise DriveError("no such directory", where=str(mount), fix="mount the USB drive and pass its mount point")
+        raise DriveError(
+            "no such directory",
+            where=str(mount),
+            fix="mount the USB drive and pass its mount point",
+        )
     if not force and not os.path.ismount(mount):
-        raise DriveError("not a mount point", where=str(mount),
-                         fix="pass the drive's mount point, or --force to write into this directory")
+        raise DriveError(
+            "not a mount point",
+            where=str(mount),
+            fix="pass the drive's mount point, or --force to write into this directory",
+        )
     if os.statvfs(mount).f_flag & os.ST_RDONLY:
-        raise DriveError("the drive is mounted read-only", where=str(mount),
-                         fix="remount it read-write (or flip the drive's lock switch)")
+        raise DriveError(
+            "the drive is mounted read-only",
+            where=str(mount),
+            fix="remount it read-write (or flip the drive's lock switch)",
+        )
 
 
-def write_to_drive(archive: Path, mount: Path, *, force: bool = False,
-                   max_bytes: int | None = None) -> DriveWrite:
+def write_to_drive(
+    archive: Path, mount: Path, *, force: bool = False, max_bytes: int | None = None
+) -> DriveWrite:
     """Copy `archive` to the drive's root, fsync, then read it back and compare.
 
     Refused before writing when the drive is missing, read-only, not a mount
@@ -473,15 +544,21 @@ def write_to_drive(archive: Path, mount: Path, *, force: bool = False,
     if max_bytes is not None:
         free = min(free, max_bytes)
     if free < need:
-        raise DriveError(f"not enough space on the drive: {free} bytes free, {need} needed",
-                         where=str(mount), fix="free some space or use another drive")
+        raise DriveError(
+            f"not enough space on the drive: {free} bytes free, {need} needed",
+            where=str(mount),
+            fix="free some space or use another drive",
+        )
     target = mount / archive.name
     _copy_synced(data, target)
     back = target.read_bytes()
     if fmt.sha256_hex(back) != fmt.sha256_hex(data):
         target.unlink(missing_ok=True)
-        raise DriveError("the archive read back from the drive differs from what was written",
-                         where=str(target), fix="the drive may be failing: use another one")
+        raise DriveError(
+            "the archive read back from the drive differs from what was written",
+            where=str(target),
+            fix="the drive may be failing: use another one",
+        )
     return DriveWrite(target, len(data), fmt.sha256_hex(data), shutil.disk_usage(mount).free)
 
 
@@ -501,9 +578,15 @@ def _copy_synced(data: bytes, target: Path) -> None:
 
 def _drive_error(exc: OSError, target: Path) -> DriveError:
     if exc.errno == errno.ENOSPC:
-        return DriveError("the drive is full", where=str(target.parent), fix="free some space or use another drive")
+        return DriveError(
+            "the drive is full",
+            where=str(target.parent),
+            fix="free some space or use another drive",
+        )
     if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return DriveError("the drive is read-only", where=str(target.parent), fix="remount it read-write")
+        return DriveError(
+            "the drive is read-only", where=str(target.parent), fix="remount it read-write"
+        )
     return DriveError(f"cannot write the archive: {exc.strerror}", where=str(target))
 
 
@@ -519,7 +602,9 @@ def wipe_drive(mount: Path, *, force: bool = False) -> list[str]:
     if not mount.is_dir():
         raise DriveError("no such directory", where=str(mount), fix="mount the USB drive")
     if not force and not os.path.ismount(mount):
-        raise DriveError("not a mount point", where=str(mount), fix="pass the drive's mount point, or --force")
+        raise DriveError(
+            "not a mount point", where=str(mount), fix="pass the drive's mount point, or --force"
+        )
     removed = []
     for path in drive_files(mount):
         try:
@@ -556,7 +641,9 @@ def lab_manufacture(project: Project, layout: Any, serial: str) -> None:
     if ca.exists():
         anchor = fmt.trust_anchor_path(layout)
         anchor.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(anchor, (fmt.cert_fingerprint(pki.load_ca_cert(project)) + "\n").encode(), 0o644)
+        atomic_write(
+            anchor, (fmt.cert_fingerprint(pki.load_ca_cert(project)) + "\n").encode(), 0o644
+        )
 
 
 def move_pin(known_hosts: Path, hostname: str, old_port: int, new_port: int) -> bool:
@@ -564,13 +651,15 @@ def move_pin(known_hosts: Path, hostname: str, old_port: int, new_port: int) -> 
     if old_port == new_port or not known_hosts.exists():
         return False
     old, new = known_hosts_name(hostname, old_port), known_hosts_name(hostname, new_port)
-    keys = [ln.split(" ", 1)[1] for ln in known_hosts.read_text().splitlines()
-            if ln.split(" ", 1)[0] == old and " " in ln]
+    keys = [
+        ln.split(" ", 1)[1]
+        for ln in known_hosts.read_text().splitlines()
+        if ln.split(" ", 1)[0] == old and " " in ln
+    ]
     if not keys:
         return False
     pin_host_keys(known_hosts, {new: keys[-1]})
     return True
-
 
 
 def lab_usb_boot(lab: Any, name: str, drive: Path) -> dict[str, Any]:
@@ -578,15 +667,19 @@ def lab_usb_boot(lab: Any, name: str, drive: Path) -> dict[str, Any]:
     (``fleet-agent provision --usb``), then the boot logic and its SSH server."""
     dev = lab.device(name)
     if not drive.is_dir():
-        raise UsageError(f"no such directory {drive}", fix="pass the folder that stands for the drive")
+        raise UsageError(
+            f"no such directory {drive}", fix="pass the folder that stands for the drive"
+        )
     lab.stop(name)  # power off: the drive is read at power-on
     answer = _agent(lab, dev, ["provision", "--usb", str(drive.resolve())])
     if not answer.get("ok"):
         error = answer.get("error") or {}
         lab.start(name)
-        raise DeviceError(f"{name}: first boot refused the drive: {error.get('code')}: "
-                          f"{error.get('message')}", where=str(drive / fmt.LOG_DIR / fmt.LOG_NAME),
-                          fix="fix the cause, build a new archive and insert the drive again")
+        raise DeviceError(
+            f"{name}: first boot refused the drive: {error.get('code')}: {error.get('message')}",
+            where=str(drive / fmt.LOG_DIR / fmt.LOG_NAME),
+            fix="fix the cause, build a new archive and insert the drive again",
+        )
     lab.reboot(name)
     answer["registry"] = mark_provisioned(lab.project, name)
     return answer
@@ -621,5 +714,7 @@ def _agent(lab: Any, dev: Any, args: list[str]) -> dict[str, Any]:
     try:
         return dict(json.loads(lines[-1]))
     except (IndexError, ValueError):
-        raise DeviceError(f"{dev.name}: fleet-agent answered no JSON: "
-                          f"{(proc.stderr or proc.stdout).strip()[-300:]}") from None
+        raise DeviceError(
+            f"{dev.name}: fleet-agent answered no JSON: "
+            f"{(proc.stderr or proc.stdout).strip()[-300:]}"
+        ) from None

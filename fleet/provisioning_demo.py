@@ -30,17 +30,24 @@ def _ca_ready(demo: Demo) -> None:
     if given:
         return
     if f"O={DEMO_ORG}" not in shown["subject"]:
-        raise FleetError("this project has its own fleet CA", where=str(ca),
-                         fix="set FLEET_CA_PASSPHRASE to run the provisioning demo step")
-    demo.say("The CA from an earlier demo run is locked with a passphrase nobody kept: "
-             "a new demo CA replaces it.")
+        raise FleetError(
+            "this project has its own fleet CA",
+            where=str(ca),
+            fix="set FLEET_CA_PASSPHRASE to run the provisioning demo step",
+        )
+    demo.say(
+        "The CA from an earlier demo run is locked with a passphrase nobody kept: "
+        "a new demo CA replaces it."
+    )
     demo.fleet("ca", "init", "--org", DEMO_ORG, "--force")
 
 
 def step_provisioning(demo: Demo) -> None:
-    demo.say("A new site arrives from the factory. Each box gets its identity from a USB drive: "
-             "a per-device archive signed by the fleet CA, whose SSH host key the controller "
-             "pins the moment the archive is built (no trust on first use).")
+    demo.say(
+        "A new site arrives from the factory. Each box gets its identity from a USB drive: "
+        "a per-device archive signed by the fleet CA, whose SSH host key the controller "
+        "pins the moment the archive is built (no trust on first use)."
+    )
     _ca_ready(demo)
     demo.fleet("lab", "up", "--factory", "--sites", "4", "--devices-per-site", "3")
     devices = [f"{NEW_SITE}-{i:02d}" for i in (1, 2, 3)]
@@ -48,14 +55,24 @@ def step_provisioning(demo: Demo) -> None:
         if _provisioned(demo, name):
             demo.fleet("lab", "reset", name)
     demo.fleet("provision", "all", "-i", "lab", "--site", NEW_SITE, "--valid-for", "2h")
-    demo.say("One drive for the site visit: each box takes the archive with its own serial "
-             "and writes its provisioning log back to the drive.")
+    demo.say(
+        "One drive for the site visit: each box takes the archive with its own serial "
+        "and writes its provisioning log back to the drive."
+    )
     drive = demo.project / ".fleet/lab/usb-drive"
     drive.mkdir(parents=True, exist_ok=True)
     archives = demo.project / ".fleet/archives"
     for name in devices:
-        demo.fleet("provision", "usb", name, "--mount", str(drive), "--force",
-                   "--archive", str(archives / f"edgefleet-{name}.zip"))
+        demo.fleet(
+            "provision",
+            "usb",
+            name,
+            "--mount",
+            str(drive),
+            "--force",
+            "--archive",
+            str(archives / f"edgefleet-{name}.zip"),
+        )
     for name in devices:
         demo.fleet("lab", "usb", name, str(drive))
     demo.fleet("provision", "wipe", "--mount", str(drive), "--force")

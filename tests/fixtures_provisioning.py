@@ -11,12 +11,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
+from fleet_runtime import provisioning as fmt
 
 from fleet import pki
 from fleet import provisioning as prov
 from fleet.project import Project
-from fleet_runtime import provisioning as fmt
 
 PASSPHRASE = b"test-passphrase"
 HAVE_SSHD = bool(shutil.which("sshd") or Path("/usr/sbin/sshd").exists())
@@ -39,8 +38,12 @@ def run_cli(project: Path, *args: str, env: dict[str, str] | None = None) -> Cli
 
     from fleet.cli.app import app
 
-    result = CliRunner().invoke(app, ["--project", str(project), "--no-color", *args],
-                                env={"COLUMNS": "200", **(env or {})}, catch_exceptions=False)
+    result = CliRunner().invoke(
+        app,
+        ["--project", str(project), "--no-color", *args],
+        env={"COLUMNS": "200", **(env or {})},
+        catch_exceptions=False,
+    )
     return CliResult(result.exit_code, result.stdout, result.stderr)
 
 
@@ -51,14 +54,28 @@ class Factory:
     project: Project
     ca: pki.FleetCA
 
-    def spec(self, name: str = "cam-01", *, serial: str | None = "SN-0001",
-             network: dict[str, Any] | None = None, port: int = 2222) -> prov.DeviceSpec:
-        return prov.DeviceSpec(name=name, site="berlin", hostname="127.0.0.1", port=port,
-                               serial=serial, hardware="jetson-orin", arch="aarch64",
-                               network=network)
+    def spec(
+        self,
+        name: str = "cam-01",
+        *,
+        serial: str | None = "SN-0001",
+        network: dict[str, Any] | None = None,
+        port: int = 2222,
+    ) -> prov.DeviceSpec:
+        return prov.DeviceSpec(
+            name=name,
+            site="berlin",
+            hostname="127.0.0.1",
+            port=port,
+            serial=serial,
+            hardware="jetson-orin",
+            arch="aarch64",
+            network=network,
+        )
 
-    def build(self, name: str = "cam-01", *, valid_for: timedelta = timedelta(days=1),
-              **kw: Any) -> prov.BuiltArchive:
+    def build(
+        self, name: str = "cam-01", *, valid_for: timedelta = timedelta(days=1), **kw: Any
+    ) -> prov.BuiltArchive:
         settings = prov.BuildSettings(self.project.root / "out", valid_for=valid_for)
         report = prov.build_archives(self.project, self.ca, [self.spec(name, **kw)], settings)
         assert not report.failed, report.failed
@@ -72,18 +89,17 @@ def make_factory(root: Path, *, key_type: str = "ec-p256", org: str = "Acme") ->
     return Factory(project, ca)
 
 
-@pytest.fixture
-def factory(tmp_path: Path) -> Factory:
-    return make_factory(tmp_path / "project")
-
-
 def members_of(path: Path) -> dict[str, bytes]:
     with zipfile.ZipFile(path) as zf:
         return {i.filename: zf.read(i) for i in zf.infolist()}
 
 
-def write_zip(path: Path, entries: list[tuple[str, bytes]] | dict[str, bytes], *,
-              symlinks: tuple[str, ...] = ()) -> Path:
+def write_zip(
+    path: Path,
+    entries: list[tuple[str, bytes]] | dict[str, bytes],
+    *,
+    symlinks: tuple[str, ...] = (),
+) -> Path:
     """A zip with exactly these entries (duplicates allowed when given as a list)."""
     items = list(entries.items()) if isinstance(entries, dict) else entries
     buffer = io.BytesIO()
@@ -91,7 +107,7 @@ def write_zip(path: Path, entries: list[tuple[str, bytes]] | dict[str, bytes], *
         for name, data in items:
             info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = ((0o120777 if name in symlinks else 0o100600) << 16)
+            info.external_attr = (0o120777 if name in symlinks else 0o100600) << 16
             zf.writestr(info, data)
     path.write_bytes(buffer.getvalue())
     return path
@@ -101,7 +117,9 @@ def resign(members: dict[str, bytes], key: Any, **changes: Any) -> dict[str, byt
     """Rewrite manifest.json for the current members (plus `changes`) and sign it with `key`."""
     manifest = json.loads(members[fmt.MANIFEST])
     body = {k: v for k, v in members.items() if k not in (fmt.MANIFEST, fmt.SIGNATURE)}
-    manifest["members"] = {n: {"sha256": fmt.sha256_hex(d), "size": len(d)} for n, d in body.items()}
+    manifest["members"] = {
+        n: {"sha256": fmt.sha256_hex(d), "size": len(d)} for n, d in body.items()
+    }
     manifest.update(changes)
     raw = json.dumps(manifest, sort_keys=True).encode()
     return {fmt.MANIFEST: raw, fmt.SIGNATURE: fmt.sign_bytes(key, raw), **body}

@@ -28,12 +28,17 @@ def ca(project: Project) -> pki.FleetCA:
     return pki.init_ca(project, org="Acme", passphrase=PASSPHRASE)
 
 
-@pytest.mark.parametrize("key_type, cls, bits", [
-    ("ec-p256", ec.EllipticCurvePublicKey, 256),
-    ("ec-p384", ec.EllipticCurvePublicKey, 384),
-    ("rsa2048", rsa.RSAPublicKey, 2048),
-])
-def test_init_creates_a_ca_of_each_key_type(project: Project, key_type: str, cls: type, bits: int) -> None:
+@pytest.mark.parametrize(
+    "key_type, cls, bits",
+    [
+        ("ec-p256", ec.EllipticCurvePublicKey, 256),
+        ("ec-p384", ec.EllipticCurvePublicKey, 384),
+        ("rsa2048", rsa.RSAPublicKey, 2048),
+    ],
+)
+def test_init_creates_a_ca_of_each_key_type(
+    project: Project, key_type: str, cls: type, bits: int
+) -> None:
     ca = pki.init_ca(project, org="Acme", key_type=key_type, passphrase=PASSPHRASE)
     cert = pki.load_ca_cert(project)
     key = cert.public_key()
@@ -65,11 +70,14 @@ def test_load_needs_the_right_passphrase(project: Project, ca: pki.FleetCA) -> N
         pki.load_ca(project, None)
 
 
-def test_init_refuses_to_replace_a_ca_or_take_a_short_passphrase(project: Project, ca: pki.FleetCA) -> None:
+def test_init_refuses_to_replace_a_ca_or_take_a_short_passphrase(
+    project: Project, ca: pki.FleetCA
+) -> None:
     with pytest.raises(ConfigError, match="already exists"):
         pki.init_ca(project, org="Other", passphrase=PASSPHRASE)
-    assert pki.load_ca_cert(project).fingerprint(ca.cert.signature_hash_algorithm) == \
-        ca.cert.fingerprint(ca.cert.signature_hash_algorithm)
+    assert pki.load_ca_cert(project).fingerprint(
+        ca.cert.signature_hash_algorithm
+    ) == ca.cert.fingerprint(ca.cert.signature_hash_algorithm)
     with pytest.raises(UsageError, match="at least 8"):
         pki.init_ca(project, org="Acme", passphrase=b"short", force=True)
     with pytest.raises(UsageError, match="unknown key type"):

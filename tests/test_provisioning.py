@@ -12,31 +12,44 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from fixtures_provisioning import (
     HAVE_SSHD,
     PASSPHRASE,
     Factory,
-    factory,  # noqa: F401  (fixture)
     make_factory,
     members_of,
     resign,
     run_cli,
     write_zip,
 )
+from fleet_runtime import provisioning as fmt
+from fleet_runtime.provisioning import Expectations, ProvisioningError
 
 from fleet import provisioning as prov
 from fleet.errors import ConfigError, UsageError
 from fleet.lab import Lab
 from fleet.project import Project
 from fleet.registry import open_registry
-from fleet_runtime import provisioning as fmt
-from fleet_runtime.provisioning import Expectations, ProvisioningError
+
+
+@pytest.fixture
+def factory(tmp_path: Path) -> Factory:
+    """A throwaway project with a fresh fleet CA that builds real archives."""
+    return make_factory(tmp_path / "project")
+
 
 ENV = {"FLEET_CA_PASSPHRASE": PASSPHRASE.decode()}
-STATIC = {"eth0": {"mode": "static", "address": "192.168.10.20", "mask": "255.255.255.0",
-                   "gateway": "192.168.10.1", "dns": ["192.168.10.1", "1.1.1.1"]},
-          "eth1": {"mode": "dhcp"}, "ntp": ["0.pool.ntp.org", "10.0.0.1"]}
+STATIC = {
+    "eth0": {
+        "mode": "static",
+        "address": "192.168.10.20",
+        "mask": "255.255.255.0",
+        "gateway": "192.168.10.1",
+        "dns": ["192.168.10.1", "1.1.1.1"],
+    },
+    "eth1": {"mode": "dhcp"},
+    "ntp": ["0.pool.ntp.org", "10.0.0.1"],
+}
 
 
 def refused(path: Path, code: str, **expect: object) -> ProvisioningError:
@@ -59,8 +72,9 @@ def test_archive_holds_every_member_signed_and_private(factory: Factory) -> None
     assert manifest["device"] == "cam-01" and manifest["serial"] == "SN-0001"
     for name, entry in manifest["members"].items():
         assert entry["sha256"] == fmt.sha256_hex(members[name])
-    assert fmt.verify_bytes(factory.ca.cert.public_key(), members["manifest.json"],
-                            members["manifest.sig"])
+    assert fmt.verify_bytes(
+        factory.ca.cert.public_key(), members["manifest.json"], members["manifest.sig"]
+    )
     with zipfile.ZipFile(built.path) as zf:
         assert all((i.external_attr >> 16) & 0o777 == 0o600 for i in zf.infolist())
     identity = json.loads(members["device.json"])
@@ -100,28 +114,65 @@ def test_registry_records_awaiting_provisioning(factory: Factory) -> None:
 
 def test_many_archives_in_parallel(factory: Factory) -> None:
     specs = [factory.spec(f"cam-{i:03d}", port=3000 + i, serial=f"SN{i}") for i in range(40)]
-    report = prov.build_archives(factory.project, factory.ca, specs,
-                                 prov.BuildSettings(factory.project.root / "many"), workers=4)
+    report = prov.build_archives(
+        factory.project,
+        factory.ca,
+        specs,
+        prov.BuildSettings(factory.project.root / "many"),
+        workers=4,
+    )
     assert len(report.built) == 40 and not report.failed
     assert len(factory.project.known_hosts.read_text().splitlines()) == 40
     assert len({b.issued.cert.serial_number for b in report.built}) == 40
 
 
-@pytest.mark.parametrize("network, message", [
-    ({"eth0": {"mode": "static", "address": "192.168.1.300", "mask": "24"}}, "not an IP address"),
-    ({"eth0": {"mode": "static", "address": "192.168.1.10", "mask": "255.0.255.0"}}, "not a valid mask"),
-    ({"eth0": {"mode": "static", "address": "192.168.1.10", "mask": "255.255.255.0",
-               "gateway": "192.168.2.1"}}, "not another host on 192.168.1.0/24"),
-    ({"eth0": {"mode": "static", "address": "192.168.1.10", "mask": 24,
-               "gateway": "192.168.1.10"}}, "not another host"),
-    ({"eth0": {"mode": "static", "address": "192.168.1.0", "mask": 24}}, "network or broadcast"),
-    ({"eth0": {"mode": "static", "address": "10.0.0.5", "mask": 8, "dns": ["dns.example"]}},
-     "not an IP address"),
-    ({"eth0": {"mode": "static", "mask": 24}}, "'address' is a required property"),
-    ({"eth0": {"mode": "dhcp", "address": "10.0.0.5"}}, "should not be valid"),
-    ({"eth2": {"mode": "dhcp"}}, "Additional properties"),
-    ({"ntp": [f"ntp{i}.example" for i in range(6)]}, "is too long"),
-])
+@pytest.mark.parametrize(
+    "network, message",
+    [
+        (
+            {"eth0": {"mode": "static", "address": "192.168.1.300", "mask": "24"}},
+            "not an IP address",
+        ),
+        (
+            {"eth0": {"mode": "static", "address": "192.168.1.10", "mask": "255.0.255.0"}},
+            "not a valid mask",
+        ),
+        (
+            {
+                "eth0": {
+                    "mode": "static",
+                    "address": "192.168.1.10",
+                    "mask": "255.255.255.0",
+                    "gateway": "192.168.2.1",
+                }
+            },
+            "not another host on 192.168.1.0/24",
+        ),
+        (
+            {
+                "eth0": {
+                    "mode": "static",
+                    "address": "192.168.1.10",
+                    "mask": 24,
+                    "gateway": "192.168.1.10",
+                }
+            },
+            "not another host",
+        ),
+        (
+            {"eth0": {"mode": "static", "address": "192.168.1.0", "mask": 24}},
+            "network or broadcast",
+        ),
+        (
+            {"eth0": {"mode": "static", "address": "10.0.0.5", "mask": 8, "dns": ["dns.example"]}},
+            "not an IP address",
+        ),
+        ({"eth0": {"mode": "static", "mask": 24}}, "'address' is a required property"),
+        ({"eth0": {"mode": "dhcp", "address": "10.0.0.5"}}, "should not be valid"),
+        ({"eth2": {"mode": "dhcp"}}, "Additional properties"),
+        ({"ntp": [f"ntp{i}.example" for i in range(6)]}, "is too long"),
+    ],
+)
 def test_invalid_network_settings_are_refused(network: dict, message: str) -> None:
     with pytest.raises(ProvisioningError, match=message) as info:
         fmt.validate_network(network)
@@ -131,18 +182,33 @@ def test_invalid_network_settings_are_refused(network: dict, message: str) -> No
 def test_valid_network_settings() -> None:
     assert fmt.validate_network(STATIC)["eth0"]["address"] == "192.168.10.20"
     assert fmt.validate_network({}) == fmt.DEFAULT_NETWORK
-    point_to_point = {"eth1": {"mode": "static", "address": "10.1.1.1", "mask": 31, "gateway": "10.1.1.0"}}
+    point_to_point = {
+        "eth1": {"mode": "static", "address": "10.1.1.1", "mask": 31, "gateway": "10.1.1.0"}
+    }
     assert fmt.validate_network(point_to_point)["eth1"]["mask"] == 31
 
 
-def test_bad_inventory_network_refuses_the_whole_run_before_anything_changes(factory: Factory) -> None:
+def test_bad_inventory_network_refuses_the_whole_run_before_anything_changes(
+    factory: Factory,
+) -> None:
     good = factory.spec("cam-01")
-    bad = factory.spec("cam-02", network={"eth0": {"mode": "static", "address": "10.0.0.5",
-                                                    "mask": "255.255.255.0", "gateway": "10.0.1.1"}})
+    bad = factory.spec(
+        "cam-02",
+        network={
+            "eth0": {
+                "mode": "static",
+                "address": "10.0.0.5",
+                "mask": "255.255.255.0",
+                "gateway": "10.0.1.1",
+            }
+        },
+    )
     out = factory.project.root / "refused"
     with pytest.raises(ConfigError) as info:
         prov.build_archives(factory.project, factory.ca, [good, bad], prov.BuildSettings(out))
-    assert "inventory host cam-02" in str(info.value) and "$.data.network.eth0.gateway" in str(info.value)
+    assert "inventory host cam-02" in str(info.value) and "$.data.network.eth0.gateway" in str(
+        info.value
+    )
     assert not out.exists() and not factory.project.known_hosts.exists()
 
 
@@ -179,11 +245,17 @@ def test_tampered_manifest(factory: Factory, tmp_path: Path) -> None:
     refused(write_zip(tmp_path / "t.zip", members), "bad-signature")
 
 
-@pytest.mark.parametrize("missing, code", [("manifest.json", "bad-manifest"),
-                                           ("manifest.sig", "bad-manifest"),
-                                           ("device.key", "tampered")])
-def test_missing_manifest_signature_or_member(factory: Factory, tmp_path: Path, missing: str,
-                                              code: str) -> None:
+@pytest.mark.parametrize(
+    "missing, code",
+    [
+        ("manifest.json", "bad-manifest"),
+        ("manifest.sig", "bad-manifest"),
+        ("device.key", "tampered"),
+    ],
+)
+def test_missing_manifest_signature_or_member(
+    factory: Factory, tmp_path: Path, missing: str, code: str
+) -> None:
     members = members_of(factory.build().path)
     del members[missing]
     refused(write_zip(tmp_path / "t.zip", members), code)
@@ -197,7 +269,9 @@ def test_signature_by_another_ca(factory: Factory, tmp_path: Path) -> None:
     refused(write_zip(tmp_path / "t.zip", forged), "bad-signature")
 
 
-def test_whole_archive_from_another_ca_needs_the_pinned_anchor(factory: Factory, tmp_path: Path) -> None:
+def test_whole_archive_from_another_ca_needs_the_pinned_anchor(
+    factory: Factory, tmp_path: Path
+) -> None:
     other = make_factory(tmp_path / "other", org="Mallory")
     foreign = other.build().path
     # Physical presence: internally consistent, so accepted; the anchor is what stops it.
@@ -222,13 +296,16 @@ def test_serial_mismatch_and_archive_for_another_device(factory: Factory) -> Non
     refused(built.path, "wrong-device", device="cam-02")
 
 
-@pytest.mark.parametrize("name, code", [
-    ("../etc/fleet/device.key", "unsafe-archive"),
-    ("release-keys/../../evil", "unsafe-archive"),
-    ("/etc/passwd", "unsafe-archive"),
-    ("C:/evil", "unsafe-archive"),
-    ("surprise.sh", "unsafe-archive"),
-])
+@pytest.mark.parametrize(
+    "name, code",
+    [
+        ("../etc/fleet/device.key", "unsafe-archive"),
+        ("release-keys/../../evil", "unsafe-archive"),
+        ("/etc/passwd", "unsafe-archive"),
+        ("C:/evil", "unsafe-archive"),
+        ("surprise.sh", "unsafe-archive"),
+    ],
+)
 def test_unsafe_member_names(factory: Factory, tmp_path: Path, name: str, code: str) -> None:
     members = members_of(factory.build().path)
     members[name] = b"x"
@@ -298,8 +375,11 @@ def tmpfs(tmp_path: Path) -> Iterator[callable]:  # type: ignore[valid-type]
         point = tmp_path / f"drive{len(mounted)}"
         point.mkdir()
         opts = f"size={size}" + (",ro" if read_only else "")
-        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(point)],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(point)],
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
         mounted.append(point)
@@ -310,7 +390,9 @@ def tmpfs(tmp_path: Path) -> Iterator[callable]:  # type: ignore[valid-type]
         subprocess.run(["umount", str(point)], check=False)
 
 
-def test_write_to_a_mounted_drive_reads_back_and_wipe_removes_everything(factory: Factory, tmpfs) -> None:
+def test_write_to_a_mounted_drive_reads_back_and_wipe_removes_everything(
+    factory: Factory, tmpfs
+) -> None:
     drive = tmpfs("1m")
     (drive / "holiday.jpg").write_bytes(b"keep me")
     built = factory.build()
@@ -339,8 +421,9 @@ def test_drive_that_fills_up_while_writing(factory: Factory, tmpfs, monkeypatch)
     built = factory.build()
     # The drive claims room (as some do) and then fills: the kernel's ENOSPC is reported plainly.
     real = prov.shutil.disk_usage
-    monkeypatch.setattr(prov.shutil, "disk_usage",
-                        lambda p: real(p)._replace(free=10 * 1024 * 1024))
+    monkeypatch.setattr(
+        prov.shutil, "disk_usage", lambda p: real(p)._replace(free=10 * 1024 * 1024)
+    )
     with pytest.raises(prov.DriveError, match="drive is full"):
         prov.write_to_drive(built.path, drive)
     assert sorted(p.name for p in drive.iterdir()) == ["filler"]
@@ -368,17 +451,21 @@ def test_cli_archive_usb_verify_wipe(tmp_path: Path) -> None:
     inv = f.project.inventories / "site"
     inv.mkdir(parents=True)
     (inv / "hosts.yaml").write_text(
-        "cam-01:\n  hostname: 10.0.0.5\n  port: 2222\n  data: {site: berlin, hardware: orin, arch: aarch64,"
-        " serial: SN1, network: {eth0: {mode: static, address: 10.0.0.5, mask: 24, gateway: 10.0.0.1}}}\n"
+        "cam-01:\n  hostname: 10.0.0.5\n  port: 2222\n"
+        "  data: {site: berlin, hardware: orin, arch: aarch64, serial: SN1,"
+        " network: {eth0: {mode: static, address: 10.0.0.5, mask: 24, gateway: 10.0.0.1}}}\n"
         "cam-02:\n  hostname: 10.0.0.6\n  data: {site: berlin, hardware: orin, arch: aarch64}\n"
         "cam-03:\n  hostname: 10.0.0.7\n  data: {site: berlin, hardware: orin, arch: aarch64,"
-        " network: {eth0: {mode: static, address: 10.0.0.7, mask: 24, gateway: 10.9.0.1}}}\n")
+        " network: {eth0: {mode: static, address: 10.0.0.7, mask: 24, gateway: 10.9.0.1}}}\n"
+    )
     root = f.project.root
     bad = run_cli(root, "provision", "archive", "cam-03", "-i", "site", env=ENV)
     assert bad.exit_code == 2 and "gateway" in bad.stderr and "cam-03" in bad.stderr
     badname = run_cli(root, "provision", "archive", "cam/01", "-i", "site", env=ENV)
     assert badname.exit_code == 2 and "invalid device name" in badname.stderr
-    built = run_cli(root, "provision", "all", "-i", "site", "--limit", "cam-01,cam-02", "--json", env=ENV)
+    built = run_cli(
+        root, "provision", "all", "-i", "site", "--limit", "cam-01,cam-02", "--json", env=ENV
+    )
     assert built.exit_code == 0, built.stderr
     report = json.loads(built.stdout)
     assert sorted(b["device"] for b in report["built"]) == ["cam-01", "cam-02"]
@@ -388,13 +475,26 @@ def test_cli_archive_usb_verify_wipe(tmp_path: Path) -> None:
     assert checked.exit_code == 0 and json.loads(checked.stdout)["trust"] == "pinned"
     drive = tmp_path / "drive"
     drive.mkdir()
-    refused_mount = run_cli(root, "provision", "usb", "cam-01", "--mount", str(drive), "-i", "site", env=ENV)
+    refused_mount = run_cli(
+        root, "provision", "usb", "cam-01", "--mount", str(drive), "-i", "site", env=ENV
+    )
     assert refused_mount.exit_code == 1 and "not a mount point" in refused_mount.stderr
-    usb = run_cli(root, "provision", "usb", "cam-01", "--mount", str(drive), "--force", "-i", "site", env=ENV)
+    usb = run_cli(
+        root, "provision", "usb", "cam-01", "--mount", str(drive), "--force", "-i", "site", env=ENV
+    )
     assert usb.exit_code == 0, usb.stderr
     assert "holds secrets" in usb.stderr and "PRIVATE" not in usb.stdout + usb.stderr
-    wrong = run_cli(root, "provision", "usb", "cam-02", "--mount", str(drive), "--force",
-                    "--archive", str(drive / "edgefleet-cam-01.zip"))
+    wrong = run_cli(
+        root,
+        "provision",
+        "usb",
+        "cam-02",
+        "--mount",
+        str(drive),
+        "--force",
+        "--archive",
+        str(drive / "edgefleet-cam-01.zip"),
+    )
     assert wrong.exit_code == 2 and "is for device cam-01" in wrong.stderr
     wiped = run_cli(root, "provision", "wipe", "--mount", str(drive), "--force", "--json")
     assert json.loads(wiped.stdout)["removed"] == ["edgefleet-cam-01.zip"]
@@ -450,14 +550,48 @@ def test_factory_device_refuses_another_devices_drive(factory_lab: Lab, tmp_path
     root = factory_lab.project.root
     drive = tmp_path / "usb"
     drive.mkdir()
-    assert run_cli(root, "provision", "usb", "berlin-02", "--mount", str(drive), "--force",
-                   env=ENV).exit_code == 0
-    before = sorted(p.relative_to(factory_lab.root("berlin-01")).as_posix()
-                    for p in factory_lab.root("berlin-01").rglob("*") if ".lab" not in p.parts)
+    assert (
+        run_cli(
+            root, "provision", "usb", "berlin-02", "--mount", str(drive), "--force", env=ENV
+        ).exit_code
+        == 0
+    )
+    before = sorted(
+        p.relative_to(factory_lab.root("berlin-01")).as_posix()
+        for p in factory_lab.root("berlin-01").rglob("*")
+        if ".lab" not in p.parts
+    )
     boot = run_cli(root, "lab", "usb", "berlin-01", str(drive))
     assert boot.exit_code == 1 and "serial-mismatch" in boot.stderr
-    after = sorted(p.relative_to(factory_lab.root("berlin-01")).as_posix()
-                   for p in factory_lab.root("berlin-01").rglob("*") if ".lab" not in p.parts)
+    after = sorted(
+        p.relative_to(factory_lab.root("berlin-01")).as_posix()
+        for p in factory_lab.root("berlin-01").rglob("*")
+        if ".lab" not in p.parts
+    )
     assert before == after
     assert not factory_lab.running(factory_lab.device("berlin-01"))
     assert "REFUSED serial-mismatch" in (drive / "edgefleet/provision.log").read_text()
+
+
+def test_lab_reset_then_a_new_archive_provisions_again(factory_lab: Lab, tmp_path: Path) -> None:
+    root = factory_lab.project.root
+    drive = tmp_path / "usb"
+    drive.mkdir()
+    for _ in range(2):
+        assert (
+            run_cli(
+                root, "provision", "usb", "berlin-02", "--mount", str(drive), "--force", env=ENV
+            ).exit_code
+            == 0
+        )
+        boot = run_cli(root, "lab", "usb", "berlin-02", str(drive))
+        assert boot.exit_code == 0, boot.stderr
+        assert factory_lab.running(factory_lab.device("berlin-02"))
+        reset = run_cli(root, "lab", "reset", "berlin-02")
+        assert reset.exit_code == 0, reset.stderr
+        assert not factory_lab.running(factory_lab.device("berlin-02"))
+        assert not factory_lab.layout("berlin-02").device_json.exists()
+        assert fmt.trust_anchor_path(factory_lab.layout("berlin-02")).exists()
+    # After a reset the same archive works again until its deadline (documented limit).
+    again = run_cli(root, "lab", "usb", "berlin-02", str(drive))
+    assert again.exit_code == 0, again.stderr

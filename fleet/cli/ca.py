@@ -12,8 +12,9 @@ from fleet.cli import options as o
 from fleet.cli.application import Application, app_of
 from fleet.errors import FleetError
 
-app = typer.Typer(help="The fleet CA: device certificates and provisioning signatures.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="The fleet CA: device certificates and provisioning signatures.", no_args_is_help=True
+)
 
 
 def passphrase(a: Application, *, confirm: bool = False) -> bytes:
@@ -25,16 +26,23 @@ def passphrase(a: Application, *, confirm: bool = False) -> bytes:
         return value.encode()
     if not sys.stdin.isatty():
         a.abort(f"the fleet CA key is locked; set {PASSPHRASE_ENV} or run in a terminal", 2)
-    return str(typer.prompt("Fleet CA passphrase", hide_input=True,
-                            confirmation_prompt=confirm)).encode()
+    return str(
+        typer.prompt("Fleet CA passphrase", hide_input=True, confirmation_prompt=confirm)
+    ).encode()
 
 
 @app.command()
-def init(ctx: typer.Context,
-         org: Annotated[str, typer.Option(help="organisation named in the CA certificate")] = "edgefleet",
-         key_type: Annotated[str, typer.Option(help="ec-p256 | rsa2048 | ec-p384")] = "ec-p256",
-         force: Annotated[bool, typer.Option(help="replace an existing CA (old devices stop verifying)")] = False,
-         json: o.Json = False) -> None:
+def init(
+    ctx: typer.Context,
+    org: Annotated[
+        str, typer.Option(help="organisation named in the CA certificate")
+    ] = "edgefleet",
+    key_type: Annotated[str, typer.Option(help="ec-p256 | rsa2048 | ec-p384")] = "ec-p256",
+    force: Annotated[
+        bool, typer.Option(help="replace an existing CA (old devices stop verifying)")
+    ] = False,
+    json: o.Json = False,
+) -> None:
     """Create the fleet root CA; its key is stored encrypted with your passphrase."""
     from fleet import pki
 
@@ -42,8 +50,13 @@ def init(ctx: typer.Context,
     if key_type not in pki.KEY_TYPES:
         a.abort(f"unknown --key-type '{key_type}'; use one of {', '.join(pki.KEY_TYPES)}", 2)
     try:
-        ca = pki.init_ca(a.project, org=org, key_type=key_type,
-                         passphrase=passphrase(a, confirm=True), force=force)
+        ca = pki.init_ca(
+            a.project,
+            org=org,
+            key_type=key_type,
+            passphrase=passphrase(a, confirm=True),
+            force=force,
+        )
         info = pki.describe(a.project)
     except FleetError as exc:
         a.fail(exc)
@@ -51,8 +64,10 @@ def init(ctx: typer.Context,
         a.output_json(info)
         return
     a.display_success(f"fleet CA created: {ca.cert.subject.rfc4514_string()} ({key_type})")
-    a.display_info(f"certificate {info['certificate']}\nprivate key {info['private_key']} "
-                   "(encrypted, git-ignored: back it up somewhere safe)")
+    a.display_info(
+        f"certificate {info['certificate']}\nprivate key {info['private_key']} "
+        "(encrypted, git-ignored: back it up somewhere safe)"
+    )
     a.output(info["fingerprint"])
 
 
@@ -72,16 +87,31 @@ def show(ctx: typer.Context, json: o.Json = False) -> None:
     from rich.table import Table
 
     table = Table(title="fleet CA", title_justify="left", show_header=False)
-    for key in ("subject", "key_type", "fingerprint", "not_before", "not_after", "certificate",
-                "private_key", "key_encrypted", "issued", "devices", "revoked", "crl"):
+    for key in (
+        "subject",
+        "key_type",
+        "fingerprint",
+        "not_before",
+        "not_after",
+        "certificate",
+        "private_key",
+        "key_encrypted",
+        "issued",
+        "devices",
+        "revoked",
+        "crl",
+    ):
         table.add_row(key.replace("_", " "), str(info[key]))
     a.output(table)
 
 
 @app.command()
-def revoke(ctx: typer.Context, device: str,
-           reason: Annotated[str, typer.Option(help="recorded with the revocation")] = "unspecified",
-           json: o.Json = False) -> None:
+def revoke(
+    ctx: typer.Context,
+    device: str,
+    reason: Annotated[str, typer.Option(help="recorded with the revocation")] = "unspecified",
+    json: o.Json = False,
+) -> None:
     """Revoke every certificate issued to DEVICE and rewrite the CRL (certs/crl.pem)."""
     from fleet import pki
 

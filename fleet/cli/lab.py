@@ -132,7 +132,8 @@ def reset(ctx: typer.Context, device: str, json: o.Json = False) -> None:
     if json:
         a.output_json(answer)
         return
-    a.display_success(f"{device}: reset to factory state ({len(answer.get('removed', []))} files removed)")
+    removed = len(answer.get("removed", []))
+    a.display_success(f"{device}: reset to factory state ({removed} files removed)")
 
 
 def _show_status(a, json: bool) -> None:  # type: ignore[no-untyped-def]

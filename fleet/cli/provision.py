@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -12,17 +12,24 @@ from fleet.cli import options as o
 from fleet.cli.application import Application, app_of
 from fleet.errors import FleetError
 
-app = typer.Typer(help="Provisioning archives for factory-fresh devices, on USB drives.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Provisioning archives for factory-fresh devices, on USB drives.", no_args_is_help=True
+)
 
-Out = Annotated[Optional[Path], typer.Option("--out", help="folder for archives (default .fleet/archives)")]
-ValidFor = Annotated[str, typer.Option("--valid-for", help="install-by deadline from now: 30m, 12h, 7d")]
+Out = Annotated[
+    Path | None, typer.Option("--out", help="folder for archives (default .fleet/archives)")
+]
+ValidFor = Annotated[
+    str, typer.Option("--valid-for", help="install-by deadline from now: 30m, 12h, 7d")
+]
 CertDays = Annotated[int, typer.Option("--cert-days", help="device certificate validity in days")]
 Mount = Annotated[Path, typer.Option("--mount", help="mount point of the USB drive")]
 Force = Annotated[bool, typer.Option("--force", help="allow a folder that is not a mount point")]
 
-SECRET_NOTE = ("the archive holds the device's private key: keep it safe, and wipe the drive after "
-               "first boot with `fleet provision wipe --mount PATH`")
+KEEP_SAFE = (
+    "the archive holds the device's private key: keep it safe, and wipe the drive after "
+    "first boot with `fleet provision wipe --mount PATH`"
+)
 
 
 def _specs(a: Application, selection: Any) -> list[Any]:
@@ -33,24 +40,40 @@ def _specs(a: Application, selection: Any) -> list[Any]:
     return [DeviceSpec.from_host(h) for _, h in sorted(nr.inventory.hosts.items())]
 
 
-def _build(a: Application, specs: list[Any], out: Path | None, valid_for: str, cert_days: int,
-           *, progress: bool) -> Any:
-    from fleet import pki, provisioning as prov
+def _build(
+    a: Application,
+    specs: list[Any],
+    out: Path | None,
+    valid_for: str,
+    cert_days: int,
+    *,
+    progress: bool,
+) -> Any:
+    from fleet import pki
+    from fleet import provisioning as prov
     from fleet.cli.ca import passphrase
 
-    settings = prov.BuildSettings(out or a.project.state_dir / "archives",
-                                  prov.parse_duration(valid_for), cert_days)
+    settings = prov.BuildSettings(
+        out or a.project.state_dir / "archives", prov.parse_duration(valid_for), cert_days
+    )
     prov.check_specs(specs)  # refuse bad input before asking for the passphrase
     ca = pki.load_ca(a.project, passphrase(a))
     if not progress:
         return prov.build_archives(a.project, ca, specs, settings)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("archives"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=a.err, transient=True) as bar:
+    with Progress(
+        TextColumn("archives"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=a.err,
+        transient=True,
+    ) as bar:
         task = bar.add_task("archives", total=len(specs))
-        return prov.build_archives(a.project, ca, specs, settings,
-                                   on_done=lambda _n, _e: bar.advance(task))
+        return prov.build_archives(
+            a.project, ca, specs, settings, on_done=lambda _n, _e: bar.advance(task)
+        )
 
 
 def _report(a: Application, report: Any, seconds: float, json: bool) -> None:
@@ -58,28 +81,45 @@ def _report(a: Application, report: Any, seconds: float, json: bool) -> None:
 
     built = [b.summary() | {"site": b.spec.site} for b in report.built]
     if json:
-        a.output_json({"built": built, "failed": report.failed, "seconds": round(seconds, 3),
-                       "recorded_in": report.registry})
+        a.output_json(
+            {
+                "built": built,
+                "failed": report.failed,
+                "seconds": round(seconds, 3),
+                "recorded_in": report.registry,
+            }
+        )
     else:
         rows = [{**b, "archive": Path(b["archive"]).name} for b in built]
-        a.output(grouped_table(f"{len(built)} archive(s)", ["Site", "Device", "Archive",
-                                                           "Install_by"], rows))
+        a.output(
+            grouped_table(
+                f"{len(built)} archive(s)", ["Site", "Device", "Archive", "Install_by"], rows
+            )
+        )
         for name, error in sorted(report.failed.items()):
             a.err.print(f"[red]✗[/red] {name}: {error}", markup=True, highlight=False)
         rate = len(built) / seconds if seconds > 0 else 0.0
-        a.display_info(f"built {len(built)}, failed {len(report.failed)} in {seconds:.2f}s "
-                       f"({rate:.0f}/s); host keys pinned in .fleet/known_hosts; devices "
-                       f"AWAITING_PROVISIONING ({report.registry})")
+        a.display_info(
+            f"built {len(built)}, failed {len(report.failed)} in {seconds:.2f}s "
+            f"({rate:.0f}/s); host keys pinned in .fleet/known_hosts; devices "
+            f"AWAITING_PROVISIONING ({report.registry})"
+        )
         if built:
-            a.display_warning(SECRET_NOTE)
+            a.display_warning(KEEP_SAFE)
     if report.failed:
         raise typer.Exit(1)
 
 
 @app.command()
-def archive(ctx: typer.Context, devices: Annotated[list[str], typer.Argument(help="device names")],
-            inventory: o.Inventory = None, out: Out = None, valid_for: ValidFor = "7d",
-            cert_days: CertDays = 825, json: o.Json = False) -> None:
+def archive(
+    ctx: typer.Context,
+    devices: Annotated[list[str], typer.Argument(help="device names")],
+    inventory: o.Inventory = None,
+    out: Out = None,
+    valid_for: ValidFor = "7d",
+    cert_days: CertDays = 825,
+    json: o.Json = False,
+) -> None:
     """Build one archive per DEVICE: identity, host key (pinned now), network, signed manifest."""
     from fleet import inventory as inv
     from fleet.provisioning import check_name
@@ -97,9 +137,18 @@ def archive(ctx: typer.Context, devices: Annotated[list[str], typer.Argument(hel
 
 
 @app.command("all")
-def all_(ctx: typer.Context, inventory: o.Inventory = None, site: o.Site = None,
-         group: o.Group = None, tag: o.Tag = None, limit: o.Limit = None, out: Out = None,
-         valid_for: ValidFor = "7d", cert_days: CertDays = 825, json: o.Json = False) -> None:
+def all_(
+    ctx: typer.Context,
+    inventory: o.Inventory = None,
+    site: o.Site = None,
+    group: o.Group = None,
+    tag: o.Tag = None,
+    limit: o.Limit = None,
+    out: Out = None,
+    valid_for: ValidFor = "7d",
+    cert_days: CertDays = 825,
+    json: o.Json = False,
+) -> None:
     """Build archives for every selected device, in parallel, with a progress bar and summary."""
     from fleet import inventory as inv
 
@@ -114,8 +163,11 @@ def all_(ctx: typer.Context, inventory: o.Inventory = None, site: o.Site = None,
 
 
 @app.command()
-def verify(ctx: typer.Context, path: Annotated[Path, typer.Argument(help="archive (.zip)")],
-           json: o.Json = False) -> None:
+def verify(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="archive (.zip)")],
+    json: o.Json = False,
+) -> None:
     """Run the device's checks on an archive: zip safety, signature, hashes, keys, deadline."""
     from fleet import provisioning as prov
 
@@ -124,28 +176,48 @@ def verify(ctx: typer.Context, path: Annotated[Path, typer.Argument(help="archiv
         checked = prov.verify_file(a.project, path)
     except FleetError as exc:
         a.fail(exc)
-    info = {"archive": str(path), "ok": True, "device": checked.device,
-            "serial": checked.manifest.get("serial"), "install_by": checked.manifest["install_by"],
-            "ca_fingerprint": checked.manifest["ca_fingerprint"], "trust": checked.trust,
-            "members": sorted(checked.manifest["members"]), "sha256": checked.sha256}
+    info = {
+        "archive": str(path),
+        "ok": True,
+        "device": checked.device,
+        "serial": checked.manifest.get("serial"),
+        "install_by": checked.manifest["install_by"],
+        "ca_fingerprint": checked.manifest["ca_fingerprint"],
+        "trust": checked.trust,
+        "members": sorted(checked.manifest["members"]),
+        "sha256": checked.sha256,
+    }
     if json:
         a.output_json(info)
         return
     trust = "this project's CA" if checked.trust == "pinned" else "its own CA (no project CA here)"
-    a.display_success(f"✓ {path.name}: {checked.device}, {len(info['members'])} members verified, "
-                      f"signed by {trust}, install by {info['install_by']}")
+    a.display_success(
+        f"✓ {path.name}: {checked.device}, {len(info['members'])} members verified, "
+        f"signed by {trust}, install by {info['install_by']}"
+    )
 
 
 @app.command()
-def usb(ctx: typer.Context, device: str, mount: Mount, force: Force = False,
-        archive_file: Annotated[Optional[Path], typer.Option("--archive", help="an archive built "
-                                "before (default: build a fresh one)")] = None,
-        inventory: o.Inventory = None, valid_for: ValidFor = "7d", cert_days: CertDays = 825,
-        max_bytes: Annotated[Optional[int], typer.Option("--max-bytes", help="use at most this "
-                             "much of the drive")] = None,
-        json: o.Json = False) -> None:
+def usb(
+    ctx: typer.Context,
+    device: str,
+    mount: Mount,
+    force: Force = False,
+    archive_file: Annotated[
+        Path | None,
+        typer.Option("--archive", help="an archive built before (default: build a fresh one)"),
+    ] = None,
+    inventory: o.Inventory = None,
+    valid_for: ValidFor = "7d",
+    cert_days: CertDays = 825,
+    max_bytes: Annotated[
+        int | None, typer.Option("--max-bytes", help="use at most this much of the drive")
+    ] = None,
+    json: o.Json = False,
+) -> None:
     """Write DEVICE's archive to the root of a mounted USB drive and read it back."""
-    from fleet import inventory as inv, provisioning as prov
+    from fleet import inventory as inv
+    from fleet import provisioning as prov
 
     a = app_of(ctx)
     try:
@@ -165,13 +237,23 @@ def usb(ctx: typer.Context, device: str, mount: Mount, force: Force = False,
     except FleetError as exc:
         a.fail(exc)
     if json:
-        a.output_json({"device": device, "path": str(written.path), "bytes": written.bytes,
-                       "sha256": written.sha256, "free_after": written.free_after,
-                       "install_by": checked.manifest["install_by"], "secret": True})
+        a.output_json(
+            {
+                "device": device,
+                "path": str(written.path),
+                "bytes": written.bytes,
+                "sha256": written.sha256,
+                "free_after": written.free_after,
+                "install_by": checked.manifest["install_by"],
+                "secret": True,
+            }
+        )
         return
-    a.display_success(f"✓ {written.path} written and read back ({written.bytes} bytes, "
-                      f"sha256 {written.sha256[:16]}…); install by {checked.manifest['install_by']}")
-    a.display_warning("this drive now holds secrets: " + SECRET_NOTE)
+    a.display_success(
+        f"✓ {written.path} written and read back ({written.bytes} bytes, "
+        f"sha256 {written.sha256[:16]}…); install by {checked.manifest['install_by']}"
+    )
+    a.display_warning("this drive now holds secrets: " + KEEP_SAFE)
 
 
 @app.command()
@@ -187,7 +269,9 @@ def wipe(ctx: typer.Context, mount: Mount, force: Force = False, json: o.Json = 
     if json:
         a.output_json({"mount": str(mount), "removed": removed})
         return
-    a.display_success(f"removed {len(removed)} edgefleet item(s) from {mount}: "
-                      f"{', '.join(removed) or 'nothing to remove'}")
+    a.display_success(
+        f"removed {len(removed)} edgefleet item(s) from {mount}: "
+        f"{', '.join(removed) or 'nothing to remove'}"
+    )
     if removed:
         a.display_info("flash drives keep old blocks: format the drive to be sure")

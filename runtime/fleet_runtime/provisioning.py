@@ -69,8 +69,14 @@ ARCHIVE_PREFIX, ARCHIVE_SUFFIX = "edgefleet-", ".zip"
 LOG_DIR, LOG_NAME = "edgefleet", "provision.log"
 MANIFEST, SIGNATURE = "manifest.json", "manifest.sig"
 REQUIRED_MEMBERS = (
-    "device.json", "device.key", "device.crt", "ca.crt",
-    "ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "authorized_keys", "network.json",
+    "device.json",
+    "device.key",
+    "device.crt",
+    "ca.crt",
+    "ssh_host_ed25519_key",
+    "ssh_host_ed25519_key.pub",
+    "authorized_keys",
+    "network.json",
 )
 RELEASE_KEY_RE = re.compile(r"^release-keys/[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 DEVICE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
@@ -147,8 +153,11 @@ _IFACE = {
     },
     "if": {"properties": {"mode": {"const": "static"}}},
     "then": {"required": ["address", "mask"]},
-    "else": {"not": {"anyOf": [{"required": ["address"]}, {"required": ["mask"]},
-                                {"required": ["gateway"]}]}},
+    "else": {
+        "not": {
+            "anyOf": [{"required": ["address"]}, {"required": ["mask"]}, {"required": ["gateway"]}]
+        }
+    },
 }
 NETWORK_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -174,8 +183,10 @@ def validate_network(doc: Any) -> dict[str, Any]:
     ...     "mask": "255.255.255.0", "gateway": "10.0.0.1"}})["eth1"]
     {'mode': 'dhcp'}
     """
-    errors = sorted(jsonschema.Draft202012Validator(NETWORK_SCHEMA).iter_errors(doc),
-                    key=lambda e: list(map(str, e.absolute_path)))
+    errors = sorted(
+        jsonschema.Draft202012Validator(NETWORK_SCHEMA).iter_errors(doc),
+        key=lambda e: list(map(str, e.absolute_path)),
+    )
     if errors:
         where = "$" + "".join(f".{p}" for p in errors[0].absolute_path)
         raise ProvisioningError("bad-network", f"network settings {where}: {errors[0].message}")
@@ -201,8 +212,9 @@ def _interface(port: str, cfg: dict[str, Any]) -> ipaddress.IPv4Interface | ipad
         return ipaddress.ip_interface(f"{address}/{cfg['mask']}")
     except ValueError:
         raise ProvisioningError(
-            "bad-network", f"network settings $.{port}.mask: {cfg['mask']!r} is not a valid mask "
-            f"for {address} (use 255.255.255.0 or 24)"
+            "bad-network",
+            f"network settings $.{port}.mask: {cfg['mask']!r} is not a valid mask "
+            f"for {address} (use 255.255.255.0 or 24)",
         ) from None
 
 
@@ -211,15 +223,16 @@ def _check_static(port: str, cfg: dict[str, Any]) -> None:
     net = iface.network
     if net.num_addresses > 2 and iface.ip in (net.network_address, net.broadcast_address):
         raise ProvisioningError(
-            "bad-network", f"network settings $.{port}.address: {iface.ip} is the network or "
-            f"broadcast address of {net}"
+            "bad-network",
+            f"network settings $.{port}.address: {iface.ip} is the network or "
+            f"broadcast address of {net}",
         )
     if "gateway" in cfg:
         gateway = _ip(port, "gateway", cfg["gateway"])
         if gateway not in net or gateway == iface.ip:
             raise ProvisioningError(
-                "bad-network", f"network settings $.{port}.gateway: {gateway} is not another "
-                f"host on {net}"
+                "bad-network",
+                f"network settings $.{port}.gateway: {gateway} is not another host on {net}",
             )
     for i, server in enumerate(cfg.get("dns", [])):
         _ip(port, f"dns[{i}]", server)
@@ -263,8 +276,15 @@ def verify_bytes(public_key: Any, data: bytes, signature: bytes) -> bool:
 
 MANIFEST_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "required": ["format", "version", "device", "created_at", "install_by",
-                 "ca_fingerprint", "members"],
+    "required": [
+        "format",
+        "version",
+        "device",
+        "created_at",
+        "install_by",
+        "ca_fingerprint",
+        "members",
+    ],
     "properties": {
         "format": {"const": FORMAT},
         "version": {"const": FORMAT_VERSION},
@@ -289,16 +309,27 @@ MANIFEST_SCHEMA: dict[str, Any] = {
 
 
 def build_manifest(
-    members: dict[str, bytes], *, device: str, serial: str | None,
-    created_at: datetime, install_by: datetime, ca_fingerprint: str,
+    members: dict[str, bytes],
+    *,
+    device: str,
+    serial: str | None,
+    created_at: datetime,
+    install_by: datetime,
+    ca_fingerprint: str,
 ) -> bytes:
     """``manifest.json`` bytes (canonical: sorted keys) for the given members."""
     doc = {
-        "format": FORMAT, "version": FORMAT_VERSION, "device": device, "serial": serial,
-        "created_at": utc_iso(created_at), "install_by": utc_iso(install_by),
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "device": device,
+        "serial": serial,
+        "created_at": utc_iso(created_at),
+        "install_by": utc_iso(install_by),
         "ca_fingerprint": ca_fingerprint,
-        "members": {name: {"sha256": sha256_hex(data), "size": len(data)}
-                    for name, data in sorted(members.items())},
+        "members": {
+            name: {"sha256": sha256_hex(data), "size": len(data)}
+            for name, data in sorted(members.items())
+        },
     }
     return json.dumps(doc, indent=1, sort_keys=True).encode()
 
@@ -307,8 +338,10 @@ def build_manifest(
 
 
 def _allowed(name: str) -> bool:
-    return name in REQUIRED_MEMBERS or name in (MANIFEST, SIGNATURE) or bool(
-        RELEASE_KEY_RE.match(name)
+    return (
+        name in REQUIRED_MEMBERS
+        or name in (MANIFEST, SIGNATURE)
+        or bool(RELEASE_KEY_RE.match(name))
     )
 
 
@@ -326,8 +359,8 @@ def _check_entry(info: zipfile.ZipInfo, seen: set[str]) -> None:
         raise ProvisioningError("unsafe-archive", f"unexpected member {name!r}")
     if info.file_size > MAX_MEMBER_BYTES:
         raise ProvisioningError(
-            "unsafe-archive", f"member {name!r} declares {info.file_size} bytes "
-            f"(limit {MAX_MEMBER_BYTES})"
+            "unsafe-archive",
+            f"member {name!r} declares {info.file_size} bytes (limit {MAX_MEMBER_BYTES})",
         )
     seen.add(name)
 
@@ -338,7 +371,9 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
         with zf.open(info) as fh:
             data = fh.read(MAX_MEMBER_BYTES + 1)
     except (zipfile.BadZipFile, NotImplementedError, RuntimeError, ValueError, EOFError) as exc:
-        raise ProvisioningError("bad-archive", f"member {info.filename!r} is unreadable: {exc}") from None
+        raise ProvisioningError(
+            "bad-archive", f"member {info.filename!r} is unreadable: {exc}"
+        ) from None
     if len(data) > MAX_MEMBER_BYTES:
         raise ProvisioningError(
             "unsafe-archive", f"member {info.filename!r} inflates past {MAX_MEMBER_BYTES} bytes"
@@ -354,7 +389,9 @@ def read_archive(path: Path) -> tuple[bytes, dict[str, bytes]]:
         raise ProvisioningError("not-found", f"no archive at {path}")
     size = path.stat().st_size
     if size > MAX_ARCHIVE_BYTES:
-        raise ProvisioningError("unsafe-archive", f"{path.name} is {size} bytes (limit {MAX_ARCHIVE_BYTES})")
+        raise ProvisioningError(
+            "unsafe-archive", f"{path.name} is {size} bytes (limit {MAX_ARCHIVE_BYTES})"
+        )
     raw = path.read_bytes()
     try:
         with zipfile.ZipFile(io.BytesIO(raw)) as zf:
@@ -375,7 +412,9 @@ def _read_all(zf: zipfile.ZipFile) -> dict[str, bytes]:
         members[info.filename] = data = _read_member(zf, info)
         total += len(data)
         if total > MAX_TOTAL_BYTES:
-            raise ProvisioningError("unsafe-archive", f"members inflate past {MAX_TOTAL_BYTES} bytes")
+            raise ProvisioningError(
+                "unsafe-archive", f"members inflate past {MAX_TOTAL_BYTES} bytes"
+            )
     return members
 
 
@@ -387,9 +426,9 @@ class Expectations:
     """What the verifier knows independently of the archive."""
 
     now: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
-    trusted_ca: tuple[str, ...] = ()    # pinned CA fingerprints; empty: physical presence
-    serial: str | None = None           # this box's hardware serial, when known
-    device: str | None = None           # the device name the caller expects, when known
+    trusted_ca: tuple[str, ...] = ()  # pinned CA fingerprints; empty: physical presence
+    serial: str | None = None  # this box's hardware serial, when known
+    device: str | None = None  # the device name the caller expects, when known
 
 
 @dataclass(frozen=True)
@@ -438,7 +477,9 @@ def _json_member(members: dict[str, bytes], name: str) -> Any:
         raise ProvisioningError("bad-archive", f"{name} is missing or not JSON") from None
 
 
-def _check_signed(members: dict[str, bytes], expect: Expectations) -> tuple[dict[str, Any], x509.Certificate]:
+def _check_signed(
+    members: dict[str, bytes], expect: Expectations
+) -> tuple[dict[str, Any], x509.Certificate]:
     if MANIFEST not in members:
         raise ProvisioningError("bad-manifest", f"{MANIFEST} is missing")
     if SIGNATURE not in members:
@@ -451,7 +492,8 @@ def _check_signed(members: dict[str, bytes], expect: Expectations) -> tuple[dict
     fingerprint = cert_fingerprint(ca)
     if expect.trusted_ca and fingerprint not in expect.trusted_ca:
         raise ProvisioningError(
-            "untrusted-ca", f"archive CA {fingerprint[:23]}... is not the fleet CA this device trusts"
+            "untrusted-ca",
+            f"archive CA {fingerprint[:23]}... is not the fleet CA this device trusts",
         )
     if manifest["ca_fingerprint"] != fingerprint:
         raise ProvisioningError("bad-signature", "manifest names a different CA than ca.crt")
@@ -464,7 +506,9 @@ def _load_cert(members: dict[str, bytes], name: str) -> x509.Certificate:
     try:
         return x509.load_pem_x509_certificate(members[name])
     except (KeyError, ValueError):
-        raise ProvisioningError("bad-archive", f"{name} is missing or not a PEM certificate") from None
+        raise ProvisioningError(
+            "bad-archive", f"{name} is missing or not a PEM certificate"
+        ) from None
 
 
 def _check_hashes(manifest: dict[str, Any], members: dict[str, bytes]) -> None:
@@ -478,22 +522,30 @@ def _check_hashes(manifest: dict[str, Any], members: dict[str, bytes]) -> None:
     for name in sorted(listed):
         entry, data = manifest["members"][name], members[name]
         if len(data) != entry["size"] or sha256_hex(data) != entry["sha256"]:
-            raise ProvisioningError("tampered", f"{name} does not match its SHA-256 in the manifest")
+            raise ProvisioningError(
+                "tampered", f"{name} does not match its SHA-256 in the manifest"
+            )
     for name in REQUIRED_MEMBERS:
         if name not in members:
             raise ProvisioningError("bad-archive", f"required member {name} is missing")
 
 
-def _check_identity(manifest: dict[str, Any], members: dict[str, bytes], ca: x509.Certificate) -> None:
+def _check_identity(
+    manifest: dict[str, Any], members: dict[str, bytes], ca: x509.Certificate
+) -> None:
     device = manifest["device"]
     identity = _json_member(members, "device.json")
     if identity.get("name") != device:
-        raise ProvisioningError("bad-archive", "device.json names a different device than the manifest")
+        raise ProvisioningError(
+            "bad-archive", "device.json names a different device than the manifest"
+        )
     cert = _load_cert(members, "device.crt")
     try:
         cert.verify_directly_issued_by(ca)
     except (ValueError, TypeError, InvalidSignature):
-        raise ProvisioningError("bad-signature", "device.crt is not issued by the archive's CA") from None
+        raise ProvisioningError(
+            "bad-signature", "device.crt is not issued by the archive's CA"
+        ) from None
     cn = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
     if not cn or cn[0].value != device:
         raise ProvisioningError("bad-archive", f"device.crt is not for {device}")
@@ -512,9 +564,11 @@ def _check_key_pair(members: dict[str, bytes], cert: x509.Certificate) -> None:
     if key.public_key().public_bytes(pem, spki) != cert.public_key().public_bytes(pem, spki):
         raise ProvisioningError("bad-archive", "device.key does not match device.crt")
     raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
-    if not isinstance(host, ed25519.Ed25519PrivateKey) or not isinstance(
-        host_pub, ed25519.Ed25519PublicKey
-    ) or host.public_key().public_bytes(*raw) != host_pub.public_bytes(*raw):
+    if (
+        not isinstance(host, ed25519.Ed25519PrivateKey)
+        or not isinstance(host_pub, ed25519.Ed25519PublicKey)
+        or host.public_key().public_bytes(*raw) != host_pub.public_bytes(*raw)
+    ):
         raise ProvisioningError("bad-archive", "the SSH host key pair does not match")
 
 
@@ -531,8 +585,9 @@ def _check_expectations(manifest: dict[str, Any], expect: Expectations) -> None:
     serial = manifest.get("serial")
     if expect.serial and serial and serial != expect.serial:
         raise ProvisioningError(
-            "serial-mismatch", f"archive is for {manifest['device']} with serial {serial}; "
-            f"this device's serial is {expect.serial}"
+            "serial-mismatch",
+            f"archive is for {manifest['device']} with serial {serial}; "
+            f"this device's serial is {expect.serial}",
         )
 
 
@@ -552,11 +607,15 @@ def trusted_fingerprints(layout: Layout) -> tuple[str, ...]:
     return tuple(line if line.startswith("sha256:") else f"sha256:{line}" for line in lines)
 
 
-_SERIAL_SOURCES = (Path("/proc/device-tree/serial-number"), Path("/sys/class/dmi/id/product_serial"))
+_SERIAL_SOURCES = (
+    Path("/proc/device-tree/serial-number"),
+    Path("/sys/class/dmi/id/product_serial"),
+)
 
 
 def hardware_serial(layout: Layout) -> str | None:
-    """This box's serial: the lab's ``.lab/hardware.json``, else firmware (only when FLEET_ROOT is /)."""
+    """This box's serial: the lab's ``.lab/hardware.json``, else the firmware's
+    (read only when FLEET_ROOT is /)."""
     lab = layout.root / ".lab/hardware.json"
     if lab.exists():
         value = json.loads(lab.read_text()).get("serial")
@@ -585,17 +644,29 @@ _INSTALL = {
 }
 
 
-def install_plan(layout: Layout, archive: Archive, record: dict[str, Any]) -> list[tuple[Path, bytes, int]]:
+def install_plan(
+    layout: Layout, archive: Archive, record: dict[str, Any]
+) -> list[tuple[Path, bytes, int]]:
     """Files to write, in order: ``(path, bytes, mode)``; device.json (with `record`) last."""
     plan = [(layout.etc / rel, archive.members[m], mode) for m, (rel, mode) in _INSTALL.items()]
     for name in sorted(archive.members):
         if RELEASE_KEY_RE.match(name):
             plan.append((layout.release_keys / name.split("/", 1)[1], archive.members[name], 0o644))
     identity = {**archive.identity, "provisioning": record}
-    plan.append((layout.device_json, (json.dumps(identity, indent=2, sort_keys=True) + "\n").encode(), 0o644))
+    plan.append(
+        (
+            layout.device_json,
+            (json.dumps(identity, indent=2, sort_keys=True) + "\n").encode(),
+            0o644,
+        )
+    )
     return plan
 
 
 def identity_paths(layout: Layout) -> list[Path]:
     """Everything provisioning installs (what reset removes); the trust anchor is not here."""
-    return [layout.device_json] + [layout.etc / rel for rel, _ in _INSTALL.values()] + [layout.release_keys]
+    return (
+        [layout.device_json]
+        + [layout.etc / rel for rel, _ in _INSTALL.values()]
+        + [layout.release_keys]
+    )

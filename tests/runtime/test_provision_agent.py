@@ -63,17 +63,25 @@ def agent(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
 
 
 def tree(layout: Layout) -> dict[str, bytes]:
-    return {p.relative_to(layout.root).as_posix(): p.read_bytes()
-            for p in sorted(layout.root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(layout.root).as_posix(): p.read_bytes()
+        for p in sorted(layout.root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def log_of(drive: Path) -> str:
     return (drive / "edgefleet/provision.log").read_text()
 
 
-def test_first_boot_installs_identity(factory: Factory, device: Layout, drive: Path, capsys) -> None:
-    built = factory.build(network={"eth0": {"mode": "static", "address": "10.0.0.9", "mask": 24,
-                                            "gateway": "10.0.0.1"}})
+def test_first_boot_installs_identity(
+    factory: Factory, device: Layout, drive: Path, capsys
+) -> None:
+    built = factory.build(
+        network={
+            "eth0": {"mode": "static", "address": "10.0.0.9", "mask": 24, "gateway": "10.0.0.1"}
+        }
+    )
     shutil.copy(built.path, drive)
     answer = agent(capsys, "provision", "--usb", str(drive))
     assert answer["ok"] and answer["device"] == "cam-01" and answer["log_written"]
@@ -101,7 +109,9 @@ def test_first_boot_installs_identity(factory: Factory, device: Layout, drive: P
     assert "PRIVATE KEY" not in log and "BEGIN" not in log
 
 
-def test_refuses_to_provision_twice_until_reset(factory: Factory, device: Layout, drive: Path, capsys) -> None:
+def test_refuses_to_provision_twice_until_reset(
+    factory: Factory, device: Layout, drive: Path, capsys
+) -> None:
     shutil.copy(factory.build().path, drive)
     assert agent(capsys, "provision", "--usb", str(drive))["ok"]
     first = tree(device)
@@ -121,7 +131,8 @@ def test_refuses_to_provision_twice_until_reset(factory: Factory, device: Layout
 
 
 def test_pinned_anchor_accepts_its_ca_and_refuses_others(
-        factory: Factory, device: Layout, drive: Path, tmp_path: Path, capsys) -> None:
+    factory: Factory, device: Layout, drive: Path, tmp_path: Path, capsys
+) -> None:
     anchor = fmt.trust_anchor_path(device)
     anchor.parent.mkdir(parents=True)
     anchor.write_text(factory.ca.fingerprint.removeprefix("sha256:") + "\n")
@@ -147,32 +158,52 @@ def _tamper(members: dict[str, bytes]) -> dict[str, bytes]:
 
 def _bad_network(factory: Factory) -> dict[str, bytes]:
     members = members_of(factory.build().path)
-    members["network.json"] = json.dumps({"eth0": {"mode": "static", "address": "10.0.0.5",
-                                                   "mask": 24, "gateway": "10.0.9.1"}}).encode()
+    members["network.json"] = json.dumps(
+        {"eth0": {"mode": "static", "address": "10.0.0.5", "mask": 24, "gateway": "10.0.9.1"}}
+    ).encode()
     return resign(members, factory.ca.key)  # signed by our own CA: only the settings are wrong
 
 
 CASES = {
     "tampered member": (lambda f: _tamper(members_of(f.build().path)), "tampered"),
-    "tampered manifest": (lambda f: {**members_of(f.build().path),
-                                     "manifest.json": members_of(f.build().path)["manifest.json"] + b" "},
-                          "bad-signature"),
-    "missing manifest": (lambda f: {k: v for k, v in members_of(f.build().path).items()
-                                    if k != "manifest.json"}, "bad-manifest"),
-    "traversal": (lambda f: {**members_of(f.build().path), "../../etc/passwd": b"x"}, "unsafe-archive"),
-    "absolute path": (lambda f: {**members_of(f.build().path), "/etc/shadow": b"x"}, "unsafe-archive"),
-    "zip bomb": (lambda f: {**members_of(f.build().path),
-                            "release-keys/big.pub": b"\0" * (8 * 1024 * 1024)}, "unsafe-archive"),
+    "tampered manifest": (
+        lambda f: {
+            **members_of(f.build().path),
+            "manifest.json": members_of(f.build().path)["manifest.json"] + b" ",
+        },
+        "bad-signature",
+    ),
+    "missing manifest": (
+        lambda f: {k: v for k, v in members_of(f.build().path).items() if k != "manifest.json"},
+        "bad-manifest",
+    ),
+    "traversal": (
+        lambda f: {**members_of(f.build().path), "../../etc/passwd": b"x"},
+        "unsafe-archive",
+    ),
+    "absolute path": (
+        lambda f: {**members_of(f.build().path), "/etc/shadow": b"x"},
+        "unsafe-archive",
+    ),
+    "zip bomb": (
+        lambda f: {**members_of(f.build().path), "release-keys/big.pub": b"\0" * (8 * 1024 * 1024)},
+        "unsafe-archive",
+    ),
     "bad static network": (_bad_network, "bad-network"),
     "serial mismatch": (lambda f: members_of(f.build(serial="SN-9999").path), "serial-mismatch"),
-    "deadline passed": (lambda f: resign(members_of(f.build().path), f.ca.key,
-                                         install_by="2020-01-01T00:00:00+00:00"), "expired"),
+    "deadline passed": (
+        lambda f: resign(
+            members_of(f.build().path), f.ca.key, install_by="2020-01-01T00:00:00+00:00"
+        ),
+        "expired",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_archives_change_nothing_and_are_logged_on_the_drive(
-        case: str, factory: Factory, device: Layout, drive: Path, capsys) -> None:
+    case: str, factory: Factory, device: Layout, drive: Path, capsys
+) -> None:
     make, code = CASES[case]
     write_zip(drive / "edgefleet-cam-01.zip", make(factory))
     before = tree(device)
@@ -183,31 +214,40 @@ def test_bad_archives_change_nothing_and_are_logged_on_the_drive(
     assert "nothing was changed on the device" in log_of(drive)
 
 
-def test_symlink_and_duplicate_members(factory: Factory, device: Layout, drive: Path, capsys) -> None:
+def test_symlink_and_duplicate_members(
+    factory: Factory, device: Layout, drive: Path, capsys
+) -> None:
     members = members_of(factory.build().path)
     write_zip(drive / "edgefleet-cam-01.zip", members, symlinks=("device.key",))
     assert agent(capsys, "provision", "--usb", str(drive))["error"]["code"] == "unsafe-archive"
     with pytest.warns(UserWarning):
         write_zip(drive / "edgefleet-cam-01.zip", [*members.items(), ("device.key", b"second")])
     answer = agent(capsys, "provision", "--usb", str(drive))
-    assert answer["error"]["code"] == "unsafe-archive" and "more than once" in answer["error"]["message"]
+    assert (
+        answer["error"]["code"] == "unsafe-archive"
+        and "more than once" in answer["error"]["message"]
+    )
     assert not device.device_json.exists()
 
 
-def test_archive_itself_a_symlink_is_refused(factory: Factory, device: Layout, drive: Path, capsys) -> None:
+def test_archive_itself_a_symlink_is_refused(
+    factory: Factory, device: Layout, drive: Path, capsys
+) -> None:
     (drive / "edgefleet-cam-01.zip").symlink_to(factory.build().path)
     assert agent(capsys, "provision", "--usb", str(drive))["error"]["code"] == "unsafe-archive"
 
 
 def test_drive_with_several_archives_picks_this_devices_serial(
-        factory: Factory, device: Layout, drive: Path, capsys) -> None:
+    factory: Factory, device: Layout, drive: Path, capsys
+) -> None:
     shutil.copy(factory.build("cam-01", serial="SN-0001").path, drive)
     shutil.copy(factory.build("cam-02", serial="SN-0002", port=2223).path, drive)
     assert agent(capsys, "provision", "--usb", str(drive))["device"] == "cam-01"
 
 
 def test_drive_with_several_archives_and_no_serial_is_ambiguous(
-        factory: Factory, device: Layout, drive: Path, capsys) -> None:
+    factory: Factory, device: Layout, drive: Path, capsys
+) -> None:
     (device.root / ".lab/hardware.json").unlink()
     shutil.copy(factory.build("cam-01").path, drive)
     shutil.copy(factory.build("cam-02", port=2223).path, drive)
@@ -221,7 +261,8 @@ def test_empty_drive_and_missing_drive(device: Layout, drive: Path, capsys) -> N
 
 
 def test_disk_full_on_the_device_leaves_it_unprovisioned(
-        factory: Factory, device: Layout, drive: Path, capsys) -> None:
+    factory: Factory, device: Layout, drive: Path, capsys
+) -> None:
     shutil.copy(factory.build().path, drive)
     atomic_write_json(device.lab_faults, {"disk-full": True})
     before = tree(device)
@@ -232,7 +273,8 @@ def test_disk_full_on_the_device_leaves_it_unprovisioned(
 
 
 def test_failure_part_way_restores_every_file(
-        factory: Factory, device: Layout, drive: Path, capsys, monkeypatch) -> None:
+    factory: Factory, device: Layout, drive: Path, capsys, monkeypatch
+) -> None:
     shutil.copy(factory.build().path, drive)
     device.network_json.write_text('{"factory": "default"}\n')
     before = tree(device)
@@ -253,7 +295,8 @@ def test_failure_part_way_restores_every_file(
 
 
 def test_read_only_drive_still_provisions_and_says_the_log_is_missing(
-        factory: Factory, device: Layout, drive: Path, capsys, monkeypatch) -> None:
+    factory: Factory, device: Layout, drive: Path, capsys, monkeypatch
+) -> None:
     shutil.copy(factory.build().path, drive)
 
     def read_only(self: agent_provision.UsbLog, text: str) -> None:
@@ -284,4 +327,6 @@ def test_layering_provision_agent_imports_no_controller_code() -> None:
 def test_every_builtin_archive_is_valid_for_a_short_window(factory: Factory) -> None:
     built = factory.build(valid_for=timedelta(minutes=30))
     manifest = json.loads(members_of(built.path)["manifest.json"])
-    assert fmt.parse_time(manifest["install_by"]) - fmt.parse_time(manifest["created_at"]) == timedelta(minutes=30)
+    assert fmt.parse_time(manifest["install_by"]) - fmt.parse_time(
+        manifest["created_at"]
+    ) == timedelta(minutes=30)

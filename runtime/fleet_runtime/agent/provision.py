@@ -31,7 +31,9 @@ LOG_DIR, LOG_NAME = "edgefleet", "provision.log"
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("provision", help="first boot: install this device's identity from a USB drive")
+    p = sub.add_parser(
+        "provision", help="first boot: install this device's identity from a USB drive"
+    )
     p.add_argument("--usb", required=True, type=Path, help="mount point of the drive")
     p.set_defaults(handler=run)
     r = sub.add_parser("reset", help="forget this device's identity so it can be provisioned again")
@@ -39,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 class UsbLog:
-    """Appends lines to ``<drive>/edgefleet/provision.log``; a read-only drive is noted, not fatal."""
+    """Appends to ``<drive>/edgefleet/provision.log``; a read-only drive is noted, not fatal."""
 
     def __init__(self, drive: Path) -> None:
         self.path = drive / LOG_DIR / LOG_NAME
@@ -78,28 +80,40 @@ def provision(layout: Layout, drive: Path, log: UsbLog) -> dict[str, Any]:
     from fleet_runtime import provisioning as fmt
 
     _refuse_if_provisioned(layout)
-    expect = fmt.Expectations(serial=fmt.hardware_serial(layout),
-                              trusted_ca=fmt.trusted_fingerprints(layout))
-    log.line(f"device serial {expect.serial or 'unknown'}; trusted CA "
-             f"{'pinned (' + str(len(expect.trusted_ca)) + ')' if expect.trusted_ca else 'not pinned: physical presence'}")
+    expect = fmt.Expectations(
+        serial=fmt.hardware_serial(layout), trusted_ca=fmt.trusted_fingerprints(layout)
+    )
+    anchors = len(expect.trusted_ca)
+    trust = f"pinned ({anchors})" if anchors else "not pinned: physical presence"
+    log.line(f"device serial {expect.serial or 'unknown'}; trusted CA {trust}")
     path = choose_archive(drive, expect.serial)
     log.line(f"archive {path.name}: verifying")
     progress("verify", archive=path.name)
     archive = fmt.verify_archive(path, expect)
-    log.line(f"archive {path.name}: signature, {len(archive.members) - 2} member hashes, "
-             f"deadline {archive.manifest['install_by']} and serial checked; sha256 {archive.sha256}")
+    log.line(
+        f"archive {path.name}: signature, {len(archive.members) - 2} member hashes, "
+        f"deadline {archive.manifest['install_by']} and serial checked; sha256 {archive.sha256}"
+    )
     record = {
-        "at": fmt.utc_iso(expect.now), "archive": path.name, "archive_sha256": archive.sha256,
-        "ca_fingerprint": archive.manifest["ca_fingerprint"], "trust": archive.trust,
-        "install_by": archive.manifest["install_by"], "agent_version": __version__,
+        "at": fmt.utc_iso(expect.now),
+        "archive": path.name,
+        "archive_sha256": archive.sha256,
+        "ca_fingerprint": archive.manifest["ca_fingerprint"],
+        "trust": archive.trust,
+        "install_by": archive.manifest["install_by"],
+        "agent_version": __version__,
     }
     progress("install", device=archive.device)
     check_disk_space(layout)
     installed = apply(fmt.install_plan(layout, archive, record))
     log.line(f"installed {len(installed)} files under {layout.etc}")
-    return {"device": archive.device, "serial": archive.manifest.get("serial"),
-            "trust": archive.trust, "ca_fingerprint": record["ca_fingerprint"],
-            "installed": [str(p.relative_to(layout.root)) for p in installed]}
+    return {
+        "device": archive.device,
+        "serial": archive.manifest.get("serial"),
+        "trust": archive.trust,
+        "ca_fingerprint": record["ca_fingerprint"],
+        "installed": [str(p.relative_to(layout.root)) for p in installed],
+    }
 
 
 def _refuse_if_provisioned(layout: Layout) -> None:
@@ -108,8 +122,10 @@ def _refuse_if_provisioned(layout: Layout) -> None:
     current = read_json(layout.device_json, default=None)
     if current is not None:
         raise fmt.ProvisioningError(
-            "already-provisioned", f"this device is already provisioned as "
-            f"{current.get('name')!r}; run `fleet-agent reset` before provisioning it again")
+            "already-provisioned",
+            f"this device is already provisioned as "
+            f"{current.get('name')!r}; run `fleet-agent reset` before provisioning it again",
+        )
 
 
 def choose_archive(drive: Path, serial: str | None) -> Path:
@@ -121,15 +137,18 @@ def choose_archive(drive: Path, serial: str | None) -> Path:
     found = fmt.find_archives(drive)
     if not found:
         raise fmt.ProvisioningError(
-            "not-found", f"no {fmt.ARCHIVE_PREFIX}*{fmt.ARCHIVE_SUFFIX} at the root of {drive}")
+            "not-found", f"no {fmt.ARCHIVE_PREFIX}*{fmt.ARCHIVE_SUFFIX} at the root of {drive}"
+        )
     if len(found) == 1:
         return found[0]
     mine = [p for p in found if serial and _manifest_serial(p) == serial]
     if len(mine) == 1:
         return mine[0]
     raise fmt.ProvisioningError(
-        "ambiguous", f"{len(found)} archives on the drive and none is marked for serial "
-        f"{serial or '(unknown)'}; leave only this device's archive on the drive")
+        "ambiguous",
+        f"{len(found)} archives on the drive and none is marked for serial "
+        f"{serial or '(unknown)'}; leave only this device's archive on the drive",
+    )
 
 
 def _manifest_serial(path: Path) -> str | None:
