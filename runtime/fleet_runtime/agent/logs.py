@@ -1,6 +1,6 @@
 """`fleet-agent logs export`: a redacted tar.gz of the device's logs with a manifest.
 
-    fleet-agent logs export [--since 24h] [--max-bytes N] --stdout
+    fleet-agent logs export [--since 24h] [--max-bytes N] [--stdout] > bundle.tar.gz
     fleet-agent logs export [--since 24h] [--max-bytes N] --usb /media/usb
 
 The bundle holds the agent, runtime, application and provisioning logs
@@ -10,10 +10,11 @@ tokens, URL passwords) before it is written, and ``<top>/manifest.json`` last:
 device, time range, and every file's size and SHA-256. ``--max-bytes`` caps the
 uncompressed content: newest logs are kept, older ones are cut (``truncated``).
 
-``--stdout`` is the controller's streaming form and the one exception to the
-one-JSON-object rule: stdout carries the gzip bytes and the protocol object
-(ok/error, bundle SHA-256, manifest) is the last line on **stderr**. A failure
-before the first byte is still the usual JSON object on stdout.
+``--stdout`` (the default; refused when stdout is a terminal) is the
+controller's streaming form and the one exception to the one-JSON-object
+rule: stdout carries the gzip bytes and the protocol object (ok/error, bundle
+SHA-256, manifest) is the last line on **stderr**. A failure before the first
+byte is still the usual JSON object on stdout.
 ``--usb PATH`` writes ``PATH/edgefleet-logs/<device>-<time>.tar.gz`` for an
 operator to carry out of an offline site; plain tar.gz, readable anywhere.
 """
@@ -54,8 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     e.add_argument("--since", help="only logs newer than this: 24h, 30m, 7d or an ISO time")
     e.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES,
                    help="cap on the uncompressed logs in the bundle (newest kept)")
-    where = e.add_mutually_exclusive_group(required=True)
-    where.add_argument("--stdout", action="store_true", help="stream the bundle on stdout")
+    where = e.add_mutually_exclusive_group()
+    where.add_argument("--stdout", action="store_true",
+                       help="stream the bundle on stdout (the default without --usb)")
     where.add_argument("--usb", metavar="PATH", help="write the bundle under PATH (a USB drive)")
     e.set_defaults(handler=run_export)
 
@@ -333,6 +335,9 @@ def export_usb(usb: str, layout: Layout, meta: dict[str, Any],
 
 
 def run_export(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
+    if not args.usb and sys.stdout.isatty():
+        raise AgentError("stdout-is-a-terminal", "refusing to write a binary bundle to a "
+                         "terminal; use --usb PATH, or redirect: > logs.tar.gz")
     meta, pieces = collect(args, layout)
     log = logs.device_logger(layout, "agent")
     if args.usb:
