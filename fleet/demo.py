@@ -23,6 +23,7 @@ from fleet.errors import FleetError
 STEPS: tuple[tuple[str, str], ...] = (
     ("Bring up a lab fleet: 3 sites x 3 devices", "fleet.lab_demo:step_lab"),
     ("Fleet health", "fleet.lab_demo:step_health"),
+    ("Signed OTA update with automatic rollback", "fleet.ota_demo:step_ota"),
     ("Register devices and import cameras from CSV", "fleet.cameras_demo:step_registry"),
     ("A new site from the factory: fleet CA, USB archives, first boot, online", "fleet.provisioning_demo:step_provisioning"),
     ("Heartbeats over MQTT, health from them, and a log export", "fleet.logs_demo:step_heartbeats_and_logs"),
