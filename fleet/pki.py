@@ -129,7 +129,7 @@ def key_type_of(key: Any) -> str:
     return f"ec-p{key.curve.key_size}"
 
 
-def _signing_hash(key: Any) -> hashes.HashAlgorithm:
+def _signing_hash(key: Any) -> hashes.SHA256 | hashes.SHA384:
     if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size >= 384:
         return hashes.SHA384()
     return hashes.SHA256()

@@ -58,7 +58,7 @@ from typing import Any
 
 import jsonschema
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
@@ -557,7 +557,7 @@ def _check_key_pair(members: dict[str, bytes], cert: x509.Certificate) -> None:
         key = serialization.load_pem_private_key(members["device.key"], password=None)
         host = serialization.load_ssh_private_key(members["ssh_host_ed25519_key"], password=None)
         host_pub = serialization.load_ssh_public_key(members["ssh_host_ed25519_key.pub"])
-    except (ValueError, TypeError, serialization.UnsupportedAlgorithm):
+    except (ValueError, TypeError, UnsupportedAlgorithm):
         raise ProvisioningError("bad-archive", "a key in the archive is unreadable") from None
     pem = serialization.Encoding.PEM
     spki = serialization.PublicFormat.SubjectPublicKeyInfo

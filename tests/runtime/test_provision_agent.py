@@ -197,6 +197,10 @@ CASES = {
         ),
         "expired",
     ),
+    "invalid device name": (
+        lambda f: resign(members_of(f.build().path), f.ca.key, device="../cam 01"),
+        "bad-manifest",
+    ),
 }
 
 
@@ -330,3 +334,14 @@ def test_every_builtin_archive_is_valid_for_a_short_window(factory: Factory) -> 
     assert fmt.parse_time(manifest["install_by"]) - fmt.parse_time(
         manifest["created_at"]
     ) == timedelta(minutes=30)
+
+
+def test_unreadable_key_signed_by_our_ca_is_refused(
+    factory: Factory, device: Layout, drive: Path, capsys
+) -> None:
+    members = members_of(factory.build().path)
+    members["device.key"] = b"-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n"
+    write_zip(drive / "edgefleet-cam-01.zip", resign(members, factory.ca.key))
+    answer = agent(capsys, "provision", "--usb", str(drive))
+    assert answer["error"]["code"] == "bad-archive" and "unreadable" in answer["error"]["message"]
+    assert not device.device_json.exists()
