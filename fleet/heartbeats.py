@@ -9,6 +9,11 @@ so once the marker is back, every retained heartbeat is too.
 A heartbeat older than 3 intervals (its own ``interval_s``) means the device
 is ``offline``; a device in the selection with no heartbeat at all too.
 
+With ``mqtt: {mode: iot-core}`` in fleet.yaml the daemons report to their
+device shadows on AWS IoT Core instead; we then read each shadow's
+``reported.health`` with boto3 (``iot-data``; region and ``endpoint_url`` from
+the same section or the environment).
+
 >>> beats = latest(settings_for(project), ["berlin-01"])     # doctest: +SKIP
 >>> to_health("berlin-01", "berlin", beats.get("berlin-01"), time.time()).verdict  # doctest: +SKIP
 'healthy'
@@ -16,10 +21,12 @@ is ``offline``; a device in the selection with no heartbeat at all too.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -117,10 +124,42 @@ def to_health(name: str, site: str, beat: dict[str, Any] | None, now: float) -> 
                         checks)
 
 
+def shadow_heartbeat(client: Any, thing: str) -> dict[str, Any] | None:
+    """``state.reported.health`` of one device shadow, or None when it has none."""
+    try:
+        payload = client.get_thing_shadow(thingName=thing)["payload"].read()
+    except client.exceptions.ResourceNotFoundException:
+        return None
+    beat = json.loads(payload).get("state", {}).get("reported", {}).get("health")
+    return beat if isinstance(beat, dict) else None
+
+
+def latest_from_shadows(conf: dict[str, Any], names: list[str]) -> dict[str, dict[str, Any]]:
+    """The heartbeats the devices reported to their AWS IoT Core shadows (in parallel)."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client = boto3.client("iot-data", region_name=conf.get("region"),
+                          endpoint_url=conf.get("endpoint_url"))
+    try:
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            beats = list(pool.map(lambda n: shadow_heartbeat(client, n), names))
+        found = dict(zip(names, beats, strict=True))
+    except (BotoCoreError, ClientError) as exc:
+        raise DeviceError(f"cannot read device shadows: {exc}",
+                          fix="check AWS credentials, region and mqtt.endpoint_url") from None
+    return {name: beat for name, beat in found.items() if beat is not None}
+
+
 def sweep(project: Project, hosts: Iterable[tuple[str, str]], *,
           now: float | None = None) -> list[DeviceHealth]:
     """DeviceHealth for every (name, site) from the latest heartbeats."""
-    beats = latest(settings_for(project))
+    hosts = list(hosts)
+    conf = dict(project.config.get("mqtt") or {})
+    if conf.get("mode") == "iot-core":
+        beats = latest_from_shadows(conf, [name for name, _ in hosts])
+    else:
+        beats = latest(settings_for(project))
     moment = time.time() if now is None else now
     reports = [to_health(name, site, beats.get(name), moment) for name, site in hosts]
     return sorted(reports, key=lambda r: (r.site, r.name))

@@ -158,3 +158,38 @@ def test_watch_repeats_until_interrupted(mqtt_lab: tuple[Lab, LabMqtt]) -> None:
     assert proc.wait(timeout=20) in (0, 1)
     assert docs[1]["time"] > docs[0]["time"]
     assert all(d["source"] == "mqtt" and d["summary"]["total"] == 4 for d in docs)
+
+
+def test_iot_core_mode_reads_the_device_shadows(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Daemons in `iot-core` mode report to shadows; moto's server stands in for IoT Core."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                           "AWS_DEFAULT_REGION": "eu-central-1"}.items():
+            monkeypatch.setenv(key, value)
+        endpoint = f"http://{host}:{port}"
+        (tmp_path / "fleet.yaml").write_text(
+            f"mqtt:\n  mode: iot-core\n  region: eu-central-1\n  endpoint_url: {endpoint}\n")
+        iot = boto3.client("iot", endpoint_url=endpoint)
+        data = boto3.client("iot-data", endpoint_url=endpoint)
+        now = time.time()
+        for name, age in (("tokyo-01", 1.0), ("tokyo-02", 400.0)):
+            iot.create_thing(thingName=name)
+            beat = {"device": name, "time": now - age, "interval_s": 30, "verdict": "healthy",
+                    "reason": "", "software": "1.0.0", "slot": "a", "checks": []}
+            data.update_thing_shadow(thingName=name, payload=json.dumps(
+                {"state": {"reported": {"health": beat}}}).encode())
+        iot.create_thing(thingName="tokyo-03")  # never reported
+        reports = heartbeats.sweep(Project.locate(tmp_path), [
+            ("tokyo-01", "tokyo"), ("tokyo-02", "tokyo"), ("tokyo-03", "tokyo")], now=now)
+    finally:
+        server.stop()
+    assert [(r.name, r.verdict) for r in reports] == [
+        ("tokyo-01", "healthy"), ("tokyo-02", "offline"), ("tokyo-03", "offline")]
+    assert reports[2].reason == "no heartbeat received"
