@@ -193,3 +193,27 @@ def test_iot_core_mode_reads_the_device_shadows(tmp_path: Path,
     assert [(r.name, r.verdict) for r in reports] == [
         ("tokyo-01", "healthy"), ("tokyo-02", "offline"), ("tokyo-03", "offline")]
     assert reports[2].reason == "no heartbeat received"
+
+
+def test_a_device_with_a_fleet_ca_certificate_heartbeats_with_it(tmp_path: Path) -> None:
+    """Provisioned devices use their own device.crt (fleet CA); the lab broker trusts that CA."""
+    require_mosquitto()
+    from fleet_runtime.layout import Layout, atomic_write, atomic_write_json
+
+    from fleet import pki
+
+    project = Project.locate(tmp_path)
+    ca = pki.init_ca(project, org="Acme", passphrase=b"correct-horse-battery")
+    issued = ca.issue_device("nairobi-01", serial="SN1", site="nairobi")
+    layout = Layout(tmp_path / "dev")
+    atomic_write_json(layout.device_json, {"name": "nairobi-01", "site": "nairobi"})
+    atomic_write(layout.device_crt, issued.cert_pem)
+    atomic_write(layout.device_key, issued.key_pem, mode=0o600)
+    mq = LabMqtt(project)
+    mq.up({"nairobi-01": layout.root}, INTERVAL)
+    try:
+        assert read_json(layout.etc / "mqtt.json")["cert"] == str(layout.device_crt)
+        found = wait_until(lambda: heartbeats.latest(heartbeats.settings_for(project)))
+        assert found["nairobi-01"]["device"] == "nairobi-01"
+    finally:
+        mq.down({"nairobi-01": layout.root})
