@@ -18,7 +18,9 @@ def step_registry(demo: Demo) -> None:
         " Registering is idempotent: run it again any time."
     )
     demo.fleet("devices", "register", "-i", "lab")
-    demo.fleet("devices", "list")
+    demo.say("`refresh` asks each agent over SSH what it runs: status, software, last seen.")
+    demo.fleet("devices", "refresh", "-i", "lab")
+    demo.fleet("devices", "list", "--site", "berlin")
     project = Project.locate(demo.project)
     devices = [{"name": d.name, "site": d.site} for d in Lab(project).devices().values()]
     csv_path = project.state_dir / "lab" / "cameras.csv"

@@ -63,13 +63,13 @@ def _report_import(a: Application, result: Any) -> None:
     if result.ok:
         verb = "would import" if result.dry_run else "imported"
         a.display_success(
-            f"✓ {result.file}: {verb} {len(result.created)} new, "
+            f"✓ {Path(result.file).name}: {verb} {len(result.created)} new, "
             f"{len(result.updated)} updated, {len(result.skipped)} skipped "
             f"({result.elapsed_s:.2f} s)"
         )
         return
     table = Table(
-        title=f"{result.file}: {len(result.errors)} problem(s); nothing was changed",
+        title=f"{Path(result.file).name}: {len(result.errors)} problem(s); nothing was changed",
         title_justify="left",
         header_style="bold",
     )

@@ -23,7 +23,6 @@ COLUMNS = [
     "Status",
     "Software",
     "Serial",
-    "Hardware",
     "Last seen",
     "Cameras",
     "Tags",
@@ -169,6 +168,44 @@ def register(
             else ""
         )
     )
+
+
+@app.command()
+def refresh(
+    ctx: typer.Context,
+    inventory: o.Inventory = None,
+    site: o.Site = None,
+    group: o.Group = None,
+    tag: o.Tag = None,
+    limit: o.Limit = None,
+    json: o.Json = False,
+) -> None:
+    """Ask registered devices over SSH who they are: status, software, last seen."""
+    from fleet import inventory as inv
+    from fleet.registry import devices, open_registry
+    from fleet.render import grouped_table
+
+    a = app_of(ctx)
+    try:
+        nr = inv.select(a.project, inv.Selection.of(inventory, site, group, tag, limit))
+        registry = open_registry(a.project)
+        rows = devices.refresh(registry, nr)
+        registry.close()
+    except FleetError as exc:
+        a.fail(exc)
+    if json:
+        a.output_json({"devices": rows})
+    else:
+        table = [{**r, "device": r["name"], "software": r["software"] or "-"} for r in rows]
+        a.output(
+            grouped_table(
+                f"{len(rows)} devices refreshed",
+                ["Site", "Device", "Status", "Software", "Reason"],
+                table,
+            )
+        )
+    if any(r["status"] == "OFFLINE" for r in rows):
+        raise typer.Exit(1)
 
 
 def _passphrase_if_needed(a: Application) -> bytes | None:

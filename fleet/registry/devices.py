@@ -99,3 +99,51 @@ def deregister(
         "host_key_removed": unpinned,
         "cameras_removed": removed["cameras_removed"],
     }
+
+
+def _info_task(task: Any) -> Any:
+    from nornir.core.task import Result
+
+    from fleet.agent import agent_for
+
+    return Result(host=task.host, result=agent_for(task).info())
+
+
+def refresh(registry: Store, nr: Any) -> list[dict[str, Any]]:
+    """Ask each registered device's agent who it is and what it runs (`fleet-agent info`):
+    answering devices become PROVISIONED and ONLINE with their current software; devices
+    that cannot be reached become OFFLINE; unprovisioned ones AWAITING_PROVISIONING."""
+    from fleet.errors import AgentCallError, FleetError
+
+    known = {d["name"] for d in registry.list_devices()}
+    chosen = nr.filter(filter_func=lambda h: h.name in known)
+    results = chosen.run(task=_info_task, on_failed=True)
+    chosen.close_connections(on_failed=True)
+    rows = []
+    for name, multi in sorted(results.items()):
+        first, reason = multi[0], ""
+        if not first.failed:
+            registry.set_device_status(name, "PROVISIONED")
+            registry.set_device_status(name, "ONLINE")
+            registry.set_current_software(name, first.result.get("software"))
+        elif isinstance(first.exception, AgentCallError) and first.exception.code == (
+            "not-provisioned"
+        ):
+            registry.set_device_status(name, "AWAITING_PROVISIONING")
+            registry.set_device_status(name, "ONLINE")
+            reason = "no device identity yet"
+        else:
+            registry.set_device_status(name, "OFFLINE")
+            exc = first.exception
+            reason = exc.line() if isinstance(exc, FleetError) else f"{type(exc).__name__}: {exc}"
+        device = registry.get_device(name) or {}
+        rows.append(
+            {
+                "name": name,
+                "site": device.get("site"),
+                "status": device.get("status"),
+                "software": device.get("software_current"),
+                "reason": reason,
+            }
+        )
+    return rows

@@ -59,6 +59,25 @@ def test_tag_sets_and_removes(lab: Lab) -> None:
     assert run_cli(root, "devices", "tag", "ghost", "a=b").exit_code != 0
 
 
+def test_refresh_sets_status_software_and_offline(lab: Lab) -> None:
+    root = lab.project.root
+    run_cli(root, "devices", "register", "-i", "lab")
+    res = run_cli(root, "devices", "refresh", "-i", "lab", "--json")
+    assert res.exit_code == 0, res.stderr
+    rows = {r["name"]: r for r in json.loads(res.stdout)["devices"]}
+    assert {r["status"] for r in rows.values()} == {"ONLINE"}
+    assert {r["software"] for r in rows.values()} == {"1.0.0"}
+    lab.fault("lisbon-02", "offline")
+    try:
+        res = run_cli(root, "devices", "refresh", "-i", "lab", "--site", "lisbon")
+        assert res.exit_code == 1 and "OFFLINE" in res.stdout
+        shown = json.loads(run_cli(root, "devices", "show", "lisbon-02", "--json").stdout)
+        assert shown["device"]["status"] == "OFFLINE" and shown["device"]["last_seen"]
+        assert shown["history"][0]["detail"] == {"connection": "OFFLINE", "was": "ONLINE"}
+    finally:
+        lab.fault("lisbon-02", "clear")
+
+
 def test_deregister_revokes_certificate_unpins_host_key_keeps_history(
     lab: Lab, monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:
