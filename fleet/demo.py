@@ -27,6 +27,7 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("Register devices and import cameras from CSV", "fleet.cameras_demo:step_registry"),
     ("A new site from the factory: fleet CA, USB archives, first boot, online", "fleet.provisioning_demo:step_provisioning"),
     ("Heartbeats over MQTT, health from them, and a log export", "fleet.logs_demo:step_heartbeats_and_logs"),
+    ("Vision runtime: face blur on ONNX Runtime, metrics and health", "fleet.runtime_demo:step_face_blur"),
 )
 
 

@@ -68,14 +68,12 @@ class Preprocess:
     def apply(self, image: Any) -> tuple[Any, Geometry]:
         """One frame -> (tensor without the batch axis, float32, contiguous; Geometry)."""
         resized, geometry = self._resize(image)
-        if self.rgb:
-            resized = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
         if self.layout == "NCHW":
             tensor = np.empty((3, resized.shape[0], resized.shape[1]), np.float32)
-            for c in range(3):  # per-plane copy: faster than transpose + astype on big frames
-                tensor[c] = resized[:, :, c]
+            for c in range(3):  # one pass per plane does layout, colour order and dtype together
+                tensor[c] = resized[:, :, 2 - c if self.rgb else c]
         else:
-            tensor = resized.astype(np.float32)
+            tensor = (resized[:, :, ::-1] if self.rgb else resized).astype(np.float32)
         if not self._identity:
             self._normalize(tensor)
         return tensor, geometry
