@@ -359,6 +359,7 @@ class AwsRegistry(SQLiteRegistry):
 
     def write_cameras(self, creates: list[Camera], updates: list[Camera]) -> None:
         """Secrets first, then the cache in one transaction; a failure undoes the secrets."""
+        dropped = [self._password_ref(c.name) for c in updates if not c.password]
         refs, done = self._put_secrets(creates + updates)
         try:
             with self.transaction():
@@ -366,6 +367,7 @@ class AwsRegistry(SQLiteRegistry):
         except BaseException:
             self._undo_secrets(done)
             raise
+        self._delete_secrets([r for r in dropped if r])  # updated to no password
 
     def camera_password(self, name: str) -> str:
         ref = self._password_ref(name)

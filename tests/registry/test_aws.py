@@ -196,6 +196,17 @@ def test_camera_import_puts_credentials_in_secrets_manager(
     ).fetchone()
     assert stored[0].startswith("aws:arn:") and "pw-7" not in stored[0]
 
+    planted = "Planted-Aws-Secret-55e1"
+    path.write_text(f"{HEADER}\ncam-1,berlin-02,rtsp://admin:{planted}@10.0.0.1/s1,,,,\n"
+                    "cam-4,berlin-02,rtsp://10.0.0.4/s1,,,,\n")
+    res = run_cli(aws_project.root, "cameras", "import", str(path), "--on-conflict", "update")
+    assert res.exit_code == 0 and planted not in res.stdout + res.stderr
+    assert "edgefleet/cameras/cam-4" not in _secret_names(sm)  # no password any more
+    assert registry.camera_password("cam-1") == planted
+    shown = run_cli(aws_project.root, "cameras", "show", "cam-1", "--json")
+    assert planted not in shown.stdout and json.loads(shown.stdout)["camera"]["password"] == "***"
+    for state in (aws_project.root / ".fleet").rglob("*"):
+        assert not state.is_file() or planted.encode() not in state.read_bytes(), state
     assert registry.remove_cameras(["cam-0"]) == ["cam-0"]
     assert "edgefleet/cameras/cam-0" not in _secret_names(sm)
     result = devices.deregister(
