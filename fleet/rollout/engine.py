@@ -42,6 +42,7 @@ class Work(Protocol):
     def gate(self, task: Task) -> Result: ...
     def settle(self, task: Task) -> Result: ...
     def probe(self, nr: Nornir) -> Callable[[Host], bool]: ...
+    def cancel(self, host: Host) -> None: ...
 
 
 def start(project: Project, nr: Nornir, work: Work, policy: Policy, *,
@@ -57,7 +58,9 @@ def start(project: Project, nr: Nornir, work: Work, policy: Policy, *,
 
 def _run(journal: Journal, nr: Nornir, work: Work, policy: Policy, sinks: Sequence[EventSink],
          plan: list[list[str]] | None, prior: dict[str, str] | None) -> Report:
+    journal.watch_from_now()
     runner = RolloutRunner(policy, gate=work.gate, settle=work.settle, probe=work.probe(nr),
+                           cancel=work.cancel,
                            control=Control(journal.abort_poll), on_event=[journal, *sinks],
                            plan=plan, prior=prior)
     try:

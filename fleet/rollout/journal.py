@@ -161,6 +161,10 @@ class Journal:
             report.reason = report.reason or "the controller stopped; `fleet ota resume` continues"
         return report
 
+    def watch_from_now(self) -> None:
+        """Make `abort_poll` see only events appended from now on (not an old run's abort)."""
+        self._read_offset = self.path.stat().st_size
+
     def abort_poll(self) -> str | None:
         """New `abort_requested` events since the last call (the runner's Control poll)."""
         with self.path.open("rb") as fh:

@@ -95,6 +95,10 @@ class Report:
         dev.outcome, dev.reason = str(e["outcome"]), str(e.get("reason", ""))
         dev.duration, dev.step = float(e.get("duration", 0.0)), ""
 
+    def _on_device_late(self, e: Event) -> None:
+        dev = self.device(e["device"])
+        dev.reason = f"{dev.reason}; finished later: {e['outcome']} {e.get('reason', '')}".strip()
+
     def _on_run_finished(self, e: Event) -> None:
         self.status, self.reason = str(e["status"]), str(e.get("reason", ""))
 

@@ -37,6 +37,7 @@ from fleet.rollout.report import (
 )
 
 POLL_S = 0.2
+LATE_GRACE_S = 5.0  # how long a finished rollout waits for devices it gave up on
 GATE_STEP = "health gate"
 Gate = Callable[[Task], Result]
 Probe = Callable[[Host], bool]
@@ -99,18 +100,22 @@ class RolloutRunner:
         that may finish what is safe to finish (never the work itself) and
         says whether the device is already done; defaults to the gate.
     probe: ``probe(host) -> bool`` reachability check for the offline policy.
+    cancel: ``cancel(host)`` asks the work on a timed-out device to stop where it
+        safely can; the device already counts as failed, and when its thread ends
+        a ``device_late`` event records what it finally did.
     plan / prior: from a journal when resuming (batches of names; outcomes so
         far). Devices whose prior outcome is final are not touched; in-flight
         ones are settled first and the work is redone only if that fails.
     """
 
     def __init__(self, policy: Policy, *, gate: Gate | None = None, settle: Gate | None = None,
-                 probe: Probe | None = None,
+                 probe: Probe | None = None, cancel: Callable[[Host], None] | None = None,
                  control: Control | None = None, on_event: Sequence[EventSink] = (),
                  plan: list[list[str]] | None = None,
                  prior: Mapping[str, str] | None = None) -> None:
         self.policy, self.gate, self.probe = policy, gate, probe
-        self.settle = settle or gate
+        self.settle, self.cancel = settle or gate, cancel
+        self._abandoned: set[str] = set()
         self.control = control or Control()
         self.sinks = list(on_event)
         self.plan, self.prior = plan, dict(prior or {})
@@ -147,11 +152,25 @@ class RolloutRunner:
             self._run_batch(number, batch, todo, wrapped, result)
             if self._stop is None and self.policy.pause_after_batch and number < len(batches):
                 self._stop = (PAUSED, f"paused after batch {number}; run `fleet ota resume`")
+        self._drain_abandoned()
         status, reason = self._stop or (COMPLETED, "")
         if status == PAUSED and not self._pending():
             status, reason = COMPLETED, ""
         self.emit({"event": "run_finished", "status": status, "reason": reason})
         return result
+
+    def _drain_abandoned(self) -> None:
+        """Give timed-out devices a short grace to stop, so the journal says how they ended."""
+        end = time.monotonic() + min(LATE_GRACE_S, self.policy.device_timeout)
+        while self._abandoned and time.monotonic() < end:
+            try:
+                kind, name, payload = self._done.get(timeout=max(0.0, end - time.monotonic()))
+            except queue.Empty:
+                return
+            if kind == "done" and name in self._abandoned:
+                self._abandoned.discard(name)
+                self.emit({"event": "device_late", "device": name, "outcome": payload[0],
+                           "reason": payload[1]})
 
     def _batches(self, hosts: list[Host]) -> list[list[Host]]:
         by_name = {h.name: h for h in hosts}
@@ -243,6 +262,10 @@ class RolloutRunner:
             return
         flight = flights.get(name)
         if flight is None:  # a late answer from a device that already timed out
+            if kind == "done" and name in self._abandoned:
+                self._abandoned.discard(name)
+                self.emit({"event": "device_late", "device": name, "outcome": payload[0],
+                           "reason": payload[1]})
             return
         if kind == "working":  # online and working: the device_timeout clock starts now
             flight.deadline = time.monotonic() + self.policy.device_timeout
@@ -259,6 +282,9 @@ class RolloutRunner:
                 del flights[name]
                 reason = f"still in progress after device_timeout {self.policy.device_timeout:g}s"
                 multi = _single(flight.host, reason, failed=True)
+                self._abandoned.add(name)
+                if self.cancel is not None:
+                    self.cancel(flight.host)  # cooperative: the work stops where it safely can
                 self._finish(flight, (FAILED, reason, multi), result)
 
     def _finish(self, flight: _Flight, payload: tuple[str, str, MultiResult],
@@ -297,6 +323,9 @@ class RolloutRunner:
         offline = self._offline(host)
         if offline is not None:
             return offline
+        if host.name in self._abandoned:  # timed out while we were still probing it
+            why = "cancelled before it started: past device_timeout"
+            return FAILED, why, _single(host, why, failed=True)
         self._done.put(("working", host.name, None))
         if self.prior.get(host.name) == IN_FLIGHT and self._verified(host, wrapped):
             why = "verified after resume: already in the wanted state"

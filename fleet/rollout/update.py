@@ -26,6 +26,11 @@ from fleet.errors import FleetError
 from fleet.project import Project
 
 KIND = "ota"
+SAFE_TO_STOP = ("upload", "install", "activate")
+
+
+class Cancelled(FleetError):
+    """The rollout stopped waiting for this device; its task ends at the next safe step."""
 Progress = Callable[[str, str, dict[str, Any]], None]
 
 
@@ -39,6 +44,7 @@ class OtaWork:
     name: str
     health_flags: list[str] = field(default_factory=list)
     progress: Progress | None = None
+    cancelled: set[str] = field(default_factory=set)
 
     @classmethod
     def for_bundle(cls, project: Project, bundle: Path, progress: Progress | None = None
@@ -57,7 +63,19 @@ class OtaWork:
 
     def params(self) -> dict[str, Any]:
         return {"bundle_path": str(self.bundle), "project": self.project,
-                "health_flags": self.health_flags, "progress": self.progress}
+                "health_flags": self.health_flags, "progress": self._progress}
+
+    def cancel(self, host: Host) -> None:
+        """The runner gave up on `host` (device_timeout): stop before it changes anything."""
+        self.cancelled.add(host.name)
+
+    def _progress(self, device: str, step: str, fields: dict[str, Any]) -> None:
+        # Only before activation: from then on install_bundle finishes or rolls back by
+        # itself, which is safer than leaving a slot armed for the next boot.
+        if device in self.cancelled and step in SAFE_TO_STOP and fields.get("status") == "start":
+            raise Cancelled(f"{device}: stopped before {step}: past device_timeout")
+        if self.progress is not None:
+            self.progress(device, step, fields)
 
     def header(self) -> dict[str, Any]:
         """What the journal keeps so `resume` can rebuild this work."""
