@@ -104,7 +104,8 @@ def naive_install(project, lab, src: Path) -> float:
 
 
 def safe_install(project, src: Path) -> tuple[float, dict]:
-    from fleet import inventory as inv, ota
+    from fleet import inventory as inv
+    from fleet import ota
     from fleet.health import agent_flags
 
     nr = inv.select(project, inv.Selection.of("lab", limit=DEVICE))
@@ -161,7 +162,8 @@ def main() -> int:
                    "ratio_vs_scp": round(put_mbs / scp_mbs, 2), "target": ">= 0.5"},
         "install": {"naive_s": round(statistics.median(naive_s), 2),
                     "safe_s": round(statistics.median(safe_s), 2),
-                    "ratio_vs_naive": round(statistics.median(safe_s) / statistics.median(naive_s), 2),
+                    "ratio_vs_naive": round(
+                        statistics.median(safe_s) / statistics.median(naive_s), 2),
                     "target": "<= 2.0",
                     "safe_steps_s": {k: round(statistics.median(d[k] for d in steps), 2)
                                      for k in steps[0]}},

@@ -10,7 +10,8 @@ A recipe names the image; ``build`` turns it into ``out/firmware/<name>-<version
 in the format of ``fleet_runtime.bundle`` (the one place that knows it).
 
 >>> key = keygen(project, "release", passphrase=b"correct horse")      # doctest: +SKIP
->>> built = build(project, Path("firmware/lab-1.1.0.yaml"), passphrase=b"correct horse")  # doctest: +SKIP
+>>> built = build(project, Path("firmware/lab-1.1.0.yaml"),
+...               passphrase=b"correct horse")                           # doctest: +SKIP
 >>> built.manifest.version                                             # doctest: +SKIP
 '1.1.0'
 """
@@ -34,7 +35,7 @@ from fleet_runtime.bundle import BundleError, FileEntry, Keyring, Manifest
 from fleet.errors import ConfigError, FleetError, UsageError
 from fleet.project import Project
 
-PASSPHRASE_ENV = "FLEET_RELEASE_PASSPHRASE"
+PASSPHRASE_ENV = "FLEET_RELEASE_PASSPHRASE"  # noqa: S105 - the variable's name, not a secret
 MIN_PASSPHRASE = 8
 DEFAULT_KEY = "release"
 _KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -161,7 +162,8 @@ def release_key(project: Project, name: str | None = None) -> ReleaseKey:
     chosen = name or (DEFAULT_KEY if DEFAULT_KEY in keys else next(iter(keys)))
     if chosen not in keys:
         raise ConfigError(f"no release key named '{chosen}'", where=str(release_dir(project)),
-                          fix=f"known: {', '.join(keys)}; or `fleet firmware keygen --name {chosen}`")
+                          fix=f"known: {', '.join(keys)}; "
+                          f"or `fleet firmware keygen --name {chosen}`")
     return keys[chosen]
 
 
@@ -171,8 +173,10 @@ def load_signing_key(key: ReleaseKey, passphrase: bytes | None) -> Ed25519Privat
     try:
         private = serialization.load_pem_private_key(key.private.read_bytes(), password=secret)
     except FileNotFoundError:
-        raise ConfigError(f"release key '{key.name}' has no private half here", where=str(key.private),
-                          fix="build on the machine that holds it, or restore it from backup") from None
+        raise ConfigError(f"release key '{key.name}' has no private half here",
+                          where=str(key.private),
+                          fix="build on the machine that holds it, or restore it from backup"
+                          ) from None
     except (ValueError, TypeError):
         raise FleetError(f"wrong passphrase for release key '{key.name}'", where=str(key.private),
                          fix=f"check {PASSPHRASE_ENV}") from None
@@ -261,7 +265,8 @@ def _safe(recipe: Recipe, image_path: str) -> str:
     try:
         return bundle.safe_path(image_path)
     except BundleError as exc:
-        raise ConfigError(exc.message, where=str(recipe.path), fix="use a relative image path") from None
+        raise ConfigError(exc.message, where=str(recipe.path),
+                          fix="use a relative image path") from None
 
 
 def collect_sources(recipe: Recipe, workdir: Path) -> dict[str, Path]:
@@ -367,7 +372,8 @@ def _open(path: Path) -> Any:
     try:
         return open(path, "rb")  # noqa: SIM115 - callers close it
     except FileNotFoundError:
-        raise UsageError(f"no bundle at {path}", fix="check the path, or `fleet firmware build`") from None
+        raise UsageError(f"no bundle at {path}",
+                         fix="check the path, or `fleet firmware build`") from None
 
 
 def _bundle_error(path: Path, exc: BundleError) -> FleetError:

@@ -7,7 +7,7 @@ import os
 from fleet.demo import Demo
 from fleet.firmware import PASSPHRASE_ENV
 
-DEMO_PASSPHRASE = "edgefleet-demo-only"  # the demo's own key; real keys get a real passphrase
+DEMO_PASSPHRASE = "edgefleet-demo-only"  # noqa: S105 - demo key only, stated in the demo  # the demo's own key; real keys get a real passphrase
 
 
 def step_ota(demo: Demo) -> None:

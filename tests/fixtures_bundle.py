@@ -88,7 +88,8 @@ def add(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644,
     tar.addfile(info, io.BytesIO(data) if info.size else None)
 
 
-def raw_bundle(manifest_raw: bytes, signature: bytes, members: list[tuple[str, bytes, bytes, str]]) -> bytes:
+def raw_bundle(manifest_raw: bytes, signature: bytes,
+               members: list[tuple[str, bytes, bytes, str]]) -> bytes:
     """A hand-made (possibly hostile) bundle: members are (name, data, tar type, linkname)."""
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:

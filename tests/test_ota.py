@@ -15,7 +15,8 @@ import pytest
 from fixtures_bundle import make_bundle, new_key
 from fixtures_ota import run_cli, start_lab
 
-from fleet import firmware, inventory as inv, ota
+from fleet import firmware, ota
+from fleet import inventory as inv
 from fleet.lab import Lab
 from fleet.project import Project
 
@@ -128,7 +129,8 @@ def test_bundle_for_other_hardware_is_refused_before_upload(ota_lab):
     other = build(ota_lab, "lab-1.1.0.yaml", **{
         "hardware: [jetson-xavier-nx, jetson-orin-nano, jetson-orin-agx]": "hardware: [x86-box]"})
     _refused(ota_lab, other, "check", "wrong-hardware")
-    assert not any(s["step"] == "upload" for s in install(ota_lab, "berlin-02", other).result["steps"])
+    steps = install(ota_lab, "berlin-02", other).result["steps"]
+    assert not any(s["step"] == "upload" for s in steps)
 
 
 def test_downgrade_without_permit_is_refused(ota_lab):
@@ -180,7 +182,8 @@ def test_interrupted_upload_resumes(ota_lab, tmp_path):
             raise _LinkDrop("link dropped")
 
     cut = install(ota_lab, "berlin-02", big, progress=drop_midway)
-    assert cut.failed and "upload" in cut.result["reason"] and "link dropped" in cut.result["reason"]
+    assert cut.failed and "upload" in cut.result["reason"]
+    assert "link dropped" in cut.result["reason"]
     assert version(ota_lab, "berlin-02") == "1.0.0"
     healthy(ota_lab, "berlin-02")
     done = install(ota_lab, "berlin-02", big)

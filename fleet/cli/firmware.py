@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -29,9 +29,11 @@ def _passphrase(a: Application, *, new: bool = False) -> bytes | None:
 
 @app.command()
 def keygen(ctx: typer.Context,
-           name: Annotated[str, typer.Option(help="key name (a new name rotates keys)")] = "release",
-           force: Annotated[bool, typer.Option(help="replace an existing key of that name")] = False,
-           install_lab: Annotated[Optional[bool], typer.Option(
+           name: Annotated[str, typer.Option(help="key name (a new name rotates keys)")]
+           = "release",
+           force: Annotated[bool, typer.Option(help="replace an existing key of that name")]
+           = False,
+           install_lab: Annotated[bool | None, typer.Option(
                "--install-lab/--no-install-lab",
                help="trust the new key on existing lab devices (asked when omitted)")] = None,
            json: o.Json = False) -> None:
@@ -76,8 +78,8 @@ def _maybe_install(a: Application, install_lab: bool | None) -> list[str]:
 @app.command()
 def build(ctx: typer.Context,
           recipe: Annotated[Path, typer.Argument(help="firmware/RECIPE.yaml")],
-          out: Annotated[Optional[Path], typer.Option(help="output directory")] = None,
-          key: Annotated[Optional[str], typer.Option(help="release key name")] = None,
+          out: Annotated[Path | None, typer.Option(help="output directory")] = None,
+          key: Annotated[str | None, typer.Option(help="release key name")] = None,
           json: o.Json = False) -> None:
     """Build and sign a bundle from a recipe (default output: out/firmware/)."""
     from fleet import firmware

@@ -68,16 +68,19 @@ def install(ctx: typer.Context,
             device: Annotated[str, typer.Argument(help="device name in the inventory")],
             bundle: Annotated[Path, typer.Argument(help="a bundle from `fleet firmware build`")],
             inventory: o.Inventory = None,
-            trials: Annotated[int, typer.Option(help="boots the new slot gets before falling back")] = 3,
+            trials: Annotated[int, typer.Option(
+                help="boots the new slot gets before falling back")] = 3,
             require_healthy: Annotated[bool, typer.Option(
-                help="roll back on a degraded health verdict too (default: only on failing)")] = False,
+                help="roll back on a degraded health verdict too (default: failing only)")]
+            = False,
             dry_run: o.DryRun = False,
             json: o.Json = False) -> None:
     """Upload, install, activate, reboot, check health and version, then commit or roll back.
 
     Exit codes: 0 updated (or already current), 1 failed or rolled back, 2 bad usage.
     """
-    from fleet import health, inventory as inv, ota
+    from fleet import health, ota
+    from fleet import inventory as inv
 
     a = app_of(ctx)
     try:

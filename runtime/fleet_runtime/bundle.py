@@ -217,8 +217,8 @@ def _require(cond: bool, what: str) -> None:
 def _str_list(doc: dict[str, Any], key: str) -> tuple[str, ...]:
     value = doc.get(key)
     value = [value] if isinstance(value, str) else value
-    _require(isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value),
-             f"'{key}' must be a non-empty list of strings")
+    if not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
+        raise BundleError("bad-manifest", f"manifest: '{key}' must be a non-empty list of strings")
     return tuple(value)
 
 
@@ -480,7 +480,8 @@ def _header(tar: tarfile.TarFile, keyring: Keyring | None) -> Manifest:
     try:
         kid = json.loads(raw).get("key_id")
     except (ValueError, AttributeError) as exc:
-        raise BundleError("bad-signature", "manifest.json is not JSON; it cannot be signed") from exc
+        raise BundleError("bad-signature",
+                          "manifest.json is not JSON; it cannot be signed") from exc
     if keyring is not None:
         keyring.verify(str(kid), signature, raw)
     return parse_manifest(raw)
@@ -494,7 +495,8 @@ def read_manifest(stream: BinaryIO, keyring: Keyring | None = None) -> Manifest:
     return _header(_open_tar(stream), keyring)
 
 
-def _member_entry(member: tarfile.TarInfo, expected: dict[str, FileEntry], seen: set[str]) -> FileEntry:
+def _member_entry(member: tarfile.TarInfo, expected: dict[str, FileEntry],
+                  seen: set[str]) -> FileEntry:
     name = member.name
     if not name.startswith(PAYLOAD):
         raise BundleError("unexpected-member", f"member {name!r} is outside payload/")

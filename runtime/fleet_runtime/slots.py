@@ -163,7 +163,8 @@ def _persist(layout: Layout, doc: dict[str, Any]) -> None:
     crash_point("after-persist")
 
 
-def _transition(layout: Layout, doc: dict[str, Any], event: Event, **changes: Any) -> dict[str, Any]:
+def _transition(layout: Layout, doc: dict[str, Any], event: Event,
+                **changes: Any) -> dict[str, Any]:
     state = State(doc["state"])
     nxt = TRANSITIONS.get((state, event))
     if nxt is None:
@@ -467,7 +468,8 @@ def _selftest(layout: Layout, slot: str) -> dict[str, Any]:
     return result
 
 
-def run_hook(layout: Layout, slot: str, manifest: Manifest | None, hook: str) -> dict[str, Any] | None:
+def run_hook(layout: Layout, slot: str, manifest: Manifest | None,
+             hook: str) -> dict[str, Any] | None:
     """Run a signed hook from the slot (its hash was checked at install). None if absent."""
     path = manifest.hooks.get(hook) if manifest else None
     if not path:

@@ -134,7 +134,8 @@ def test_escaping_member_names_are_refused(tmp_path, name):
                                        (tarfile.CHRTYPE, ""), (tarfile.BLKTYPE, ""),
                                        (tarfile.FIFOTYPE, ""), (tarfile.DIRTYPE, "")])
 def test_links_and_device_files_are_refused(tmp_path, kind, link):
-    assert code_of(_hostile([("payload/ok.txt", b"", kind, link)]), dest=tmp_path) == "unsafe-member"
+    data = _hostile([("payload/ok.txt", b"", kind, link)])
+    assert code_of(data, dest=tmp_path) == "unsafe-member"
     assert not (tmp_path / "ok.txt").exists()
 
 

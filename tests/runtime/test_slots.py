@@ -32,7 +32,6 @@ from fixtures_bundle import (  # noqa: E402
     make_manifest,
     new_key,
     raw_bundle,
-    trust,
 )
 
 KEY = new_key()
