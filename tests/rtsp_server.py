@@ -72,7 +72,7 @@ _H265 = (
 )
 
 # Runs under /usr/bin/python3; argv[1] is a JSON config {"mounts": [...], "auth": {...}}.
-_SERVER = r'''
+_SERVER = r"""
 import json, sys
 import gi
 gi.require_version("Gst", "1.0")
@@ -109,9 +109,10 @@ for mount in config["mounts"]:
 server.attach(None)
 print(json.dumps({"port": server.get_bound_port()}), flush=True)
 loop = GLib.MainLoop()
-GLib.io_add_watch(sys.stdin, GLib.PRIORITY_DEFAULT, GLib.IO_IN | GLib.IO_HUP, lambda *a: loop.quit())
+GLib.io_add_watch(sys.stdin, GLib.PRIORITY_DEFAULT, GLib.IO_IN | GLib.IO_HUP,
+                  lambda *a: loop.quit())
 loop.run()
-'''
+"""
 
 
 @dataclass
@@ -146,7 +147,10 @@ def rtsp_available() -> bool:
     """True when the system Python can import gst-rtsp-server."""
     if not os.path.exists(SYSTEM_PYTHON):
         return False
-    probe = 'import gi; gi.require_version("GstRtspServer", "1.0"); from gi.repository import GstRtspServer'
+    probe = (
+        'import gi; gi.require_version("GstRtspServer", "1.0");'
+        " from gi.repository import GstRtspServer"
+    )
     return subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True).returncode == 0
 
 
@@ -198,7 +202,10 @@ def start_rtsp_server(
     config = {"mounts": mounts, "username": USERNAME, "password": PASSWORD}
     proc = subprocess.Popen(
         [SYSTEM_PYTHON, "-c", _SERVER, json.dumps(config)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "GST_DEBUG": os.environ.get("GST_DEBUG", "0")},
     )
     try:

@@ -30,11 +30,17 @@ class CliError(Exception):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fleet-runtime", description="Run Panorama-style vision applications on ONNX Runtime")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser = argparse.ArgumentParser(
+        prog="fleet-runtime", description="Run Panorama-style vision applications on ONNX Runtime"
+    )
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    validate = sub.add_parser("validate", help="check an application; every error with its file and JSON path")
+    validate = sub.add_parser(
+        "validate", help="check an application; every error with its file and JSON path"
+    )
     _app_args(validate)
     validate.add_argument("--json", action="store_true")
     validate.set_defaults(handler=cmd_validate)
@@ -42,18 +48,37 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run an application")
     _app_args(run)
     _source_args(run)
-    run.add_argument("--duration", type=float, help="stop after S seconds (default: run until the streams end or SIGTERM)")
-    run.add_argument("--http", type=int, metavar="PORT", help="serve MJPEG video, /metrics and /health on PORT (0: any free port)")
-    run.add_argument("--http-host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
+    run.add_argument(
+        "--duration",
+        type=float,
+        help="stop after S seconds (default: run until the streams end or SIGTERM)",
+    )
+    run.add_argument(
+        "--http",
+        type=int,
+        metavar="PORT",
+        help="serve MJPEG video, /metrics and /health on PORT (0: any free port)",
+    )
+    run.add_argument(
+        "--http-host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)"
+    )
     run.add_argument("--events", type=Path, help="append detections and events to this JSONL file")
-    run.add_argument("--record", type=Path, help="write the output video here ({camera} in the name: one file per camera)")
+    run.add_argument(
+        "--record",
+        type=Path,
+        help="write the output video here ({camera} in the name: one file per camera)",
+    )
     run.set_defaults(handler=cmd_run)
 
-    providers = sub.add_parser("providers", help="execution providers: available in this build, and what actually loads")
+    providers = sub.add_parser(
+        "providers", help="execution providers: available in this build, and what actually loads"
+    )
     providers.add_argument("--json", action="store_true")
     providers.set_defaults(handler=cmd_providers)
 
-    bench = sub.add_parser("bench", help="frames/s of a model (raw session loop) or of an application (whole pipeline)")
+    bench = sub.add_parser(
+        "bench", help="frames/s of a model (raw session loop) or of an application (whole pipeline)"
+    )
     bench.add_argument("target", type=Path, help="a .onnx model or an application directory")
     bench.add_argument("--frames", type=int, default=200)
     bench.add_argument("--json", action="store_true")
@@ -64,30 +89,66 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _app_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("app", type=Path, help="application directory (graphs/<name>/graph.json, packages/)")
-    parser.add_argument("--override", type=Path, help="override.json: bind cameras, override parameters")
-    parser.add_argument("--max-cameras", type=int, default=8, help="camera streams allowed per application (default 8)")
+    parser.add_argument(
+        "app", type=Path, help="application directory (graphs/<name>/graph.json, packages/)"
+    )
+    parser.add_argument(
+        "--override", type=Path, help="override.json: bind cameras, override parameters"
+    )
+    parser.add_argument(
+        "--max-cameras",
+        type=int,
+        default=8,
+        help="camera streams allowed per application (default 8)",
+    )
 
 
 def _source_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--camera", action="append", default=[], metavar="NAME=URI",
-                        help="bind a camera (or camera node): rtsp://..., a video file, an image folder, synthetic:WxH@FPS")
-    parser.add_argument("--cameras", type=Path, help="camera bindings JSON (default: FLEET_ROOT/etc/fleet/cameras.json)")
-    parser.add_argument("--providers", help="execution providers in order of preference, e.g. cuda,cpu (default tensorrt,cuda,cpu)")
-    parser.add_argument("--threads", type=int, help="CPU intra-op threads (default: cores available)")
-    parser.add_argument("--offline", action="store_true", help="files: decode every frame as fast as possible, drop none")
+    parser.add_argument(
+        "--camera",
+        action="append",
+        default=[],
+        metavar="NAME=URI",
+        help="bind a camera (or camera node): rtsp://..., a video file, an image folder,"
+        " synthetic:WxH@FPS",
+    )
+    parser.add_argument(
+        "--cameras",
+        type=Path,
+        help="camera bindings JSON (default: FLEET_ROOT/etc/fleet/cameras.json)",
+    )
+    parser.add_argument(
+        "--providers",
+        help="execution providers in order of preference, e.g. cuda,cpu"
+        " (default tensorrt,cuda,cpu)",
+    )
+    parser.add_argument(
+        "--threads", type=int, help="CPU intra-op threads (default: cores available)"
+    )
+    parser.add_argument(
+        "--offline",
+        action="store_true",
+        help="files: decode every frame as fast as possible, drop none",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         return int(args.handler(args))
     except CliError as exc:
         print(f"fleet-runtime: {exc}", file=sys.stderr)
         return 1
     except ImportError as exc:
-        print(f"fleet-runtime: {exc.name or exc} is missing: pip install 'edgefleet-runtime[vision]'", file=sys.stderr)
+        print(
+            f"fleet-runtime: {exc.name or exc} is missing: pip install 'edgefleet-runtime[vision]'",
+            file=sys.stderr,
+        )
         return 1
 
 
@@ -96,11 +157,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     problems = validate_application(args.app, args.override, args.max_cameras)
     if args.json:
-        print(json.dumps({"ok": not problems, "problems": [p.__dict__ for p in problems]}, indent=1))
+        print(
+            json.dumps({"ok": not problems, "problems": [p.__dict__ for p in problems]}, indent=1)
+        )
     else:
         for problem in problems:
             print(problem)
-        print(f"{args.app}: {'valid' if not problems else f'{len(problems)} problem(s)'}", file=sys.stderr)
+        print(
+            f"{args.app}: {'valid' if not problems else f'{len(problems)} problem(s)'}",
+            file=sys.stderr,
+        )
     return 1 if problems else 0
 
 
@@ -112,7 +178,9 @@ def _load(args: argparse.Namespace) -> Any:
     except ManifestError as exc:
         for problem in exc.problems[1:]:
             print(problem, file=sys.stderr)
-        raise CliError(f"{exc}: fix it, then check with `fleet-runtime validate {args.app}`") from None
+        raise CliError(
+            f"{exc}: fix it, then check with `fleet-runtime validate {args.app}`"
+        ) from None
 
 
 def _cameras(args: argparse.Namespace) -> dict[str, Any]:
@@ -147,7 +215,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fleet_runtime.pipeline.sources import SourceError
 
     app = _load(args)
-    runner = Runner(app, _options(args, http_port=args.http, http_host=args.http_host, events=args.events, record=args.record))
+    runner = Runner(
+        app,
+        _options(
+            args,
+            http_port=args.http,
+            http_host=args.http_host,
+            events=args.events,
+            record=args.record,
+        ),
+    )
     signal.signal(signal.SIGTERM, lambda *_: runner.stopping.set())
     try:
         runner.start()
@@ -155,7 +232,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         runner.stop()
         raise CliError(str(exc)) from None
     if runner.http is not None:
-        print(f"fleet-runtime: serving http://{args.http_host}:{runner.http.port}/ (video, /metrics, /health)", file=sys.stderr, flush=True)
+        print(
+            f"fleet-runtime: serving http://{args.http_host}:{runner.http.port}/"
+            " (video, /metrics, /health)",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
         runner.wait(args.duration)
     except KeyboardInterrupt:
@@ -168,11 +250,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _summary(snap: dict[str, Any]) -> dict[str, Any]:
-    return {"frames_out": {n: c["frames_out"] for n, c in snap["cameras"].items()},
-            "frames_dropped": {n: c["frames_dropped"] for n, c in snap["cameras"].items()},
-            "providers": {n: m["providers"]["primary"] for n, m in snap["models"].items()},
-            "inference_ms_p50": {n: m["p50"] for n, m in snap["models"].items()},
-            "nodes": {n: s["state"] for n, s in snap["nodes"].items()}}
+    return {
+        "frames_out": {n: c["frames_out"] for n, c in snap["cameras"].items()},
+        "frames_dropped": {n: c["frames_dropped"] for n, c in snap["cameras"].items()},
+        "providers": {n: m["providers"]["primary"] for n, m in snap["models"].items()},
+        "inference_ms_p50": {n: m["p50"] for n, m in snap["models"].items()},
+        "nodes": {n: s["state"] for n, s in snap["nodes"].items()},
+    }
 
 
 def cmd_providers(args: argparse.Namespace) -> int:
@@ -184,7 +268,11 @@ def cmd_providers(args: argparse.Namespace) -> int:
         print(json.dumps({"available": available, "loads": loads}, indent=1))
     else:
         for name in PREFERENCE:
-            state = "loads" if loads[name] else ("available but does not load" if name in available else "not in this build")
+            state = (
+                "loads"
+                if loads[name]
+                else ("available but does not load" if name in available else "not in this build")
+            )
             print(f"{name:28} {state}")
     return 0
 
@@ -231,16 +319,28 @@ def _bench_model(args: argparse.Namespace) -> dict[str, Any]:
 
     from fleet_runtime.pipeline.inference import ModelSession
 
-    session = ModelSession(args.target.stem, args.target, _probe_descriptor(args.target), _providers(args), args.threads)
+    session = ModelSession(
+        args.target.stem,
+        args.target,
+        _probe_descriptor(args.target),
+        _providers(args),
+        args.threads,
+    )
     feed = {session.input_name: np.random.default_rng(0).random(session.shape, np.float32)}
     session.warm_up()
     start = time.perf_counter()
     for _ in range(args.frames):
         session.run(feed)
     elapsed = time.perf_counter() - start
-    return {"target": str(args.target), "provider": session.providers.primary, "fallback": session.providers.fallback,
-            "frames": args.frames, "fps": round(args.frames / elapsed, 2),
-            "inference_ms_p50": round(session.timing.quantile(0.5), 2), "inference_ms_p95": round(session.timing.quantile(0.95), 2)}
+    return {
+        "target": str(args.target),
+        "provider": session.providers.primary,
+        "fallback": session.providers.fallback,
+        "frames": args.frames,
+        "fps": round(args.frames / elapsed, 2),
+        "inference_ms_p50": round(session.timing.quantile(0.5), 2),
+        "inference_ms_p95": round(session.timing.quantile(0.95), 2),
+    }
 
 
 def _probe_descriptor(path: Path) -> dict[str, Any]:
@@ -256,7 +356,7 @@ def _providers(args: argparse.Namespace) -> list[str] | None:
 
 
 def _bench_app(args: argparse.Namespace) -> dict[str, Any]:
-    """The whole application on its bound cameras (synthetic ones if none), offline, N frames each."""
+    """The whole application on its cameras (synthetic if none bound), offline, N frames each."""
     from fleet_runtime.pipeline.runner import Runner
     from fleet_runtime.pipeline.sources import SourceSpec
 
@@ -279,8 +379,13 @@ def _bench_app(args: argparse.Namespace) -> dict[str, Any]:
         snap = runner.snapshot()
         runner.stop()
     frames = sum(c["frames_out"] for c in snap["cameras"].values())
-    return {"target": str(args.target), "cameras": len(snap["cameras"]), "frames": frames,
-            "fps": round(frames / elapsed, 2), **_summary(snap)}
+    return {
+        "target": str(args.target),
+        "cameras": len(snap["cameras"]),
+        "frames": frames,
+        "fps": round(frames / elapsed, 2),
+        **_summary(snap),
+    }
 
 
 if __name__ == "__main__":

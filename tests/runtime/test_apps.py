@@ -1,4 +1,4 @@
-"""Applications run by the graph runner: Panorama code unchanged, supervision, batching across cameras."""
+"""Applications run by the graph runner: Panorama code unchanged, supervision, batching."""
 
 from __future__ import annotations
 
@@ -23,7 +23,12 @@ CODE = "packages/123456789012-COLOR_CODE-1.0/src/application.py"
 def colour_frames(tmp_path: Path) -> Path:
     folder = tmp_path / "frames"
     folder.mkdir()
-    for name, bgr in (("0", (0, 0, 230)), ("1", (0, 230, 0)), ("2", (230, 0, 0)), ("3", (90, 90, 90))):
+    for name, bgr in (
+        ("0", (0, 0, 230)),
+        ("1", (0, 230, 0)),
+        ("2", (230, 0, 0)),
+        ("3", (90, 90, 90)),
+    ):
         cv2.imwrite(str(folder / f"{name}.png"), np.full((60, 80, 3), bgr, np.uint8))
     return folder
 
@@ -37,10 +42,15 @@ def read_events(path: Path) -> list[dict]:
 
 
 def test_panorama_style_app_runs_unchanged(color_app: Path, colour_frames: Path, tmp_path: Path):
-    """The colour app only uses panoramasdk: node, inputs.get, call with arrays, add_label, outputs.put."""
+    """The colour app only uses panoramasdk: node, get, call with arrays, add_label, put."""
     events = tmp_path / "events.jsonl"
-    runner = Runner(load_application(color_app), RunOptions(
-        cameras={"camera_node": offline("camera_node", "images", str(colour_frames))}, events=events))
+    runner = Runner(
+        load_application(color_app),
+        RunOptions(
+            cameras={"camera_node": offline("camera_node", "images", str(colour_frames))},
+            events=events,
+        ),
+    )
     snap = runner.run(duration=30)
     assert snap["nodes"]["code_node"]["state"] == "stopped"  # streams ended, app stopped cleanly
     assert snap["cameras"]["camera_node"]["frames_out"] == 4
@@ -50,21 +60,34 @@ def test_panorama_style_app_runs_unchanged(color_app: Path, colour_frames: Path,
 
 def test_parameters_come_from_override(color_app: Path, colour_frames: Path, tmp_path: Path):
     override = tmp_path / "override.json"
-    override.write_text(json.dumps({"nodeGraphOverrides": {
-        "envelopeVersion": "2021-01-01",
-        "nodes": [{"name": "lenient", "interface": "float32", "value": 0.1}],
-        "nodeOverrides": [{"replace": "threshold_param", "with": [{"name": "lenient"}]},
-                          {"replace": "camera_node", "with": [{"name": "lobby"}]}]}}))
+    override.write_text(
+        json.dumps(
+            {
+                "nodeGraphOverrides": {
+                    "envelopeVersion": "2021-01-01",
+                    "nodes": [{"name": "lenient", "interface": "float32", "value": 0.1}],
+                    "nodeOverrides": [
+                        {"replace": "threshold_param", "with": [{"name": "lenient"}]},
+                        {"replace": "camera_node", "with": [{"name": "lobby"}]},
+                    ],
+                }
+            }
+        )
+    )
     events = tmp_path / "events.jsonl"
-    runner = Runner(load_application(color_app, override), RunOptions(
-        cameras={"lobby": offline("lobby", "images", str(colour_frames))}, events=events))
+    runner = Runner(
+        load_application(color_app, override),
+        RunOptions(
+            cameras={"lobby": offline("lobby", "images", str(colour_frames))}, events=events
+        ),
+    )
     runner.run(duration=30)
     outputs = [e for e in read_events(events) if e["event"] == "output"]
     assert {e["camera"] for e in outputs} == {"lobby"}
     assert "unsure" not in {e["labels"][0].split()[0] for e in outputs}
 
 
-CRASHING = '''
+CRASHING = """
 import panoramasdk
 
 class Application(panoramasdk.node):
@@ -78,7 +101,7 @@ while True:
         app.process_streams()
     except ValueError:
         pass
-'''
+"""
 
 
 def test_crashing_code_node_is_restarted_with_backoff(color_app: Path, tmp_path: Path):
@@ -86,13 +109,20 @@ def test_crashing_code_node_is_restarted_with_backoff(color_app: Path, tmp_path:
     shutil.copytree(color_app, app)
     (app / CODE).write_text(CRASHING)
     events = tmp_path / "events.jsonl"
-    options = RunOptions(cameras={"camera_node": SourceSpec("camera_node", "synthetic", size=(32, 24), fps=50)},
-                         events=events, http_port=0, restart_initial=0.05, restart_max=0.2)
+    options = RunOptions(
+        cameras={"camera_node": SourceSpec("camera_node", "synthetic", size=(32, 24), fps=50)},
+        events=events,
+        http_port=0,
+        restart_initial=0.05,
+        restart_max=0.2,
+    )
     runner = Runner(load_application(app), options)
     runner.start()
     try:
         deadline = time.monotonic() + 20
-        while runner.snapshot()["nodes"]["code_node"]["restarts"] < 3 and time.monotonic() < deadline:
+        while (
+            runner.snapshot()["nodes"]["code_node"]["restarts"] < 3 and time.monotonic() < deadline
+        ):
             time.sleep(0.05)
         health = runner.health_doc()
         metrics = runner.metrics_text()
@@ -110,10 +140,25 @@ def test_crashing_code_node_is_restarted_with_backoff(color_app: Path, tmp_path:
 
 def test_cameras_are_batched_into_one_inference(face_blur_app: Path, tmp_path: Path):
     override = tmp_path / "override.json"
-    override.write_text(json.dumps({"nodeGraphOverrides": {"envelopeVersion": "2021-01-01", "nodeOverrides": [
-        {"replace": "camera_node", "with": [{"name": "a"}, {"name": "b"}, {"name": "c"}]}]}}))
+    override.write_text(
+        json.dumps(
+            {
+                "nodeGraphOverrides": {
+                    "envelopeVersion": "2021-01-01",
+                    "nodeOverrides": [
+                        {
+                            "replace": "camera_node",
+                            "with": [{"name": "a"}, {"name": "b"}, {"name": "c"}],
+                        }
+                    ],
+                }
+            }
+        )
+    )
     cameras = {n: offline(n, "synthetic", size=(160, 90), max_frames=6) for n in "abc"}
-    runner = Runner(load_application(face_blur_app, override), RunOptions(cameras=cameras, providers=["cpu"]))
+    runner = Runner(
+        load_application(face_blur_app, override), RunOptions(cameras=cameras, providers=["cpu"])
+    )
     snap = runner.run(duration=60)
     assert {c: s["frames_out"] for c, s in snap["cameras"].items()} == {"a": 6, "b": 6, "c": 6}
     runs = snap["models"]["face_model"]["runs"]
@@ -122,14 +167,22 @@ def test_cameras_are_batched_into_one_inference(face_blur_app: Path, tmp_path: P
 
 def test_face_blur_on_a_video_file(face_blur_app: Path, face_video: Path, tmp_path: Path):
     events, record = tmp_path / "events.jsonl", tmp_path / "out.mp4"
-    runner = Runner(load_application(face_blur_app), RunOptions(
-        cameras={"camera_node": offline("camera_node", "file", str(face_video))}, events=events, record=record,
-        providers=["cpu"]))
+    runner = Runner(
+        load_application(face_blur_app),
+        RunOptions(
+            cameras={"camera_node": offline("camera_node", "file", str(face_video))},
+            events=events,
+            record=record,
+            providers=["cpu"],
+        ),
+    )
     snap = runner.run(duration=120)
     assert snap["cameras"]["camera_node"]["frames_out"] == 45
     detections = [e for e in read_events(events) if e["event"] == "inference"]
     assert len(detections) >= 40, "the astronaut's face is found in (nearly) every frame"
-    assert all(d["results"][0]["label"] == "face" and d["results"][0]["score"] > 0.5 for d in detections)
+    assert all(
+        d["results"][0]["label"] == "face" and d["results"][0]["score"] > 0.5 for d in detections
+    )
     import av
 
     with av.open(str(record)) as container:

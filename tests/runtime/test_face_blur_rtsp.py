@@ -1,5 +1,5 @@
 """End to end: `fleet-runtime run` blurs faces on a real RTSP stream (gst-rtsp-server) and serves
-MJPEG, Prometheus /metrics and /health; CUDA is asked for and the CPU fallback is said everywhere."""
+MJPEG, Prometheus /metrics and /health; CUDA is asked for, the CPU fallback said everywhere."""
 
 from __future__ import annotations
 
@@ -21,13 +21,15 @@ cv2 = pytest.importorskip("cv2")
 parser = pytest.importorskip("prometheus_client.parser")
 
 from conftest import TEST_VIDEO  # noqa: E402
-from rtsp_server import start_rtsp_server  # noqa: E402
-
 from fleet_runtime.pipeline.frames import FrameQueue  # noqa: E402
 from fleet_runtime.pipeline.sources import Source, SourceSpec  # noqa: E402
 from fleet_runtime.pipeline.testmedia import face_frame  # noqa: E402
+from rtsp_server import start_rtsp_server  # noqa: E402
 
-CUDA_WARNING = "CUDAExecutionProvider requested but not in this onnxruntime build; running on CPUExecutionProvider"
+CUDA_WARNING = (
+    "CUDAExecutionProvider requested but not in this onnxruntime build;"
+    " running on CPUExecutionProvider"
+)
 
 
 def get(url: str, timeout: float = 10) -> tuple[int, bytes]:
@@ -45,8 +47,10 @@ def mjpeg_frames(url: str, count: int, timeout: float = 20) -> list:
         assert response.headers["Content-Type"].startswith("multipart/x-mixed-replace; boundary=")
         while len(frames) < count:
             buffer += response.read1(65536)
-            while (start := buffer.find(b"\xff\xd8")) >= 0 and (end := buffer.find(b"\xff\xd9", start)) >= 0:
-                jpeg, buffer = buffer[start:end + 2], buffer[end + 2:]
+            while (start := buffer.find(b"\xff\xd8")) >= 0 and (
+                end := buffer.find(b"\xff\xd9", start)
+            ) >= 0:
+                jpeg, buffer = buffer[start : end + 2], buffer[end + 2 :]
                 frames.append(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR))
     return frames[:count]
 
@@ -60,8 +64,13 @@ class RuntimeProcess:
 
     def __init__(self, argv: list[str]) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "fleet_runtime.runtime_cli", *argv],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fleet_runtime.runtime_cli", *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         self.stderr: list[str] = []
         self.port: int | None = None
         self._ready = threading.Event()
@@ -105,13 +114,33 @@ def face_stream(still_face_video: Path):
         yield server.url("faces")
 
 
-def test_face_blur_over_rtsp_with_mjpeg_metrics_and_health(face_blur_app: Path, face_stream: str, tmp_path: Path):
+def test_face_blur_over_rtsp_with_mjpeg_metrics_and_health(
+    face_blur_app: Path, face_stream: str, tmp_path: Path
+):
     events = tmp_path / "events.jsonl"
-    runtime = RuntimeProcess(["run", str(face_blur_app), "--camera", f"camera_node={face_stream}", "--http", "0",
-                              "--providers", "cuda,cpu", "--events", str(events), "--duration", "60"])
+    runtime = RuntimeProcess(
+        [
+            "run",
+            str(face_blur_app),
+            "--camera",
+            f"camera_node={face_stream}",
+            "--http",
+            "0",
+            "--providers",
+            "cuda,cpu",
+            "--events",
+            str(events),
+            "--duration",
+            "60",
+        ]
+    )
     try:
         base = runtime.wait_ready()
-        wait_for(lambda: json.loads(get(base + "/health")[1])["cameras"]["camera_node"]["frames_out"] >= 3)
+        wait_for(
+            lambda: (
+                json.loads(get(base + "/health")[1])["cameras"]["camera_node"]["frames_out"] >= 3
+            )
+        )
         frames = mjpeg_frames(base + "/video?camera=camera_node", 2)
         status, health_body = get(base + "/health")
         _, metrics_body = get(base + "/metrics")
@@ -129,17 +158,33 @@ def test_face_blur_over_rtsp_with_mjpeg_metrics_and_health(face_blur_app: Path, 
     assert f"model face_model: {CUDA_WARNING}" in health["reasons"]
     families = {f.name: f for f in parser.text_string_to_metric_families(metrics_body.decode())}
     [info] = families["fleet_runtime_provider_info"].samples
-    assert info.labels == {"model": "face_model", "active": "CPUExecutionProvider", "requested": "CUDAExecutionProvider"}
+    assert info.labels == {
+        "model": "face_model",
+        "active": "CPUExecutionProvider",
+        "requested": "CUDAExecutionProvider",
+    }
     assert families["fleet_runtime_provider_fallback"].samples[0].value == 1
-    assert "CUDAExecutionProvider" not in str([s.labels.get("active") for f in families.values() for s in f.samples])
-    frames_in = {s.labels["camera"]: s.value for s in families["fleet_runtime_frames_in"].samples if s.name.endswith("_total")}
+    assert "CUDAExecutionProvider" not in str(
+        [s.labels.get("active") for f in families.values() for s in f.samples]
+    )
+    frames_in = {
+        s.labels["camera"]: s.value
+        for s in families["fleet_runtime_frames_in"].samples
+        if s.name.endswith("_total")
+    }
     assert frames_in["camera_node"] >= 3
-    quantiles = {s.labels["quantile"]: s.value for s in families["fleet_runtime_inference_ms"].samples if "quantile" in s.labels}
+    quantiles = {
+        s.labels["quantile"]: s.value
+        for s in families["fleet_runtime_inference_ms"].samples
+        if "quantile" in s.labels
+    }
     assert 0 < quantiles["0.5"] <= quantiles["0.95"]
     assert json.loads(out)["providers"] == {"face_model": "CPUExecutionProvider"}
 
     # the MJPEG frames show the scene with the face blurred
-    detected = [json.loads(line) for line in events.read_text().splitlines() if '"inference"' in line]
+    detected = [
+        json.loads(line) for line in events.read_text().splitlines() if '"inference"' in line
+    ]
     x1, y1, x2, y2 = (int(v) for v in detected[0]["results"][0]["box"])
     original = face_frame(0, TEST_VIDEO)
     for frame in frames:
@@ -151,19 +196,30 @@ def test_face_blur_over_rtsp_with_mjpeg_metrics_and_health(face_blur_app: Path, 
 
 
 def test_rtsp_source_with_credentials(rtsp_server):
-    good = SourceSpec("door", "rtsp", rtsp_server.url("secure"), username=rtsp_server.username,
-                      password=rtsp_server.password, max_frames=3)
+    good = SourceSpec(
+        "door",
+        "rtsp",
+        rtsp_server.url("secure"),
+        username=rtsp_server.username,
+        password=rtsp_server.password,
+        max_frames=3,
+    )
     queue: FrameQueue = FrameQueue(maxsize=10, drop=False)
     source = Source(good, queue)
     source.start()
     source.join(20)
     assert source.status.frames == 3 and queue.get(0).image.shape == (240, 320, 3)
 
-    bad = SourceSpec("door", "rtsp", rtsp_server.url("secure"), username="viewer", password="wrong-Pa55word")
+    bad = SourceSpec(
+        "door", "rtsp", rtsp_server.url("secure"), username="viewer", password="wrong-Pa55word"
+    )
     source = Source(bad, FrameQueue())
     source.start()
     wait_for(lambda: source.status.last_error, timeout=15)
     source.stop()
     source.join(10)
     assert "401" in source.status.last_error or "Unauthorized" in source.status.last_error
-    assert "wrong-Pa55word" not in source.status.last_error and "viewer" not in source.status.last_error
+    assert (
+        "wrong-Pa55word" not in source.status.last_error
+        and "viewer" not in source.status.last_error
+    )

@@ -1,4 +1,4 @@
-"""ONNX Runtime sessions: provider fallback is detected and reported, batching, model preparation."""
+"""ONNX Runtime sessions: provider fallback detected and reported, batching, model preparation."""
 
 from __future__ import annotations
 
@@ -28,14 +28,19 @@ def doubling_model(path: Path) -> Path:
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4, 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 4, 4])
     two = numpy_helper.from_array(np.array([2.0], np.float32), "two")
-    graph = helper.make_graph([helper.make_node("Mul", ["x", "two"], ["y"])], "double", [x], [y], initializer=[two])
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "two"], ["y"])], "double", [x], [y], initializer=[two]
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.save(model, str(path))
     return path
 
 
-DESCRIPTOR = {"inputs": [{"name": "x", "shape": [1, 3, 4, 4]}], "onnx": {"asset": "m.onnx", "batch": 2}}
+DESCRIPTOR = {
+    "inputs": [{"name": "x", "shape": [1, 3, 4, 4]}],
+    "onnx": {"asset": "m.onnx", "batch": 2},
+}
 
 
 def test_provider_names():
@@ -59,7 +64,9 @@ def test_cuda_request_on_a_cpu_machine_falls_back_and_says_so(tmp_path: Path, ca
 
 
 def test_fallback_when_provider_is_in_build_but_does_not_load():
-    report = ProviderReport([CUDA, CPU], [CUDA, CPU], [CPU])  # onnxruntime-gpu without CUDA libraries
+    report = ProviderReport(
+        [CUDA, CPU], [CUDA, CPU], [CPU]
+    )  # onnxruntime-gpu without CUDA libraries
     assert report.fallback
     assert report.warning.startswith(f"{CUDA} requested but failed to load")
     assert not ProviderReport([CPU], [CPU], [CPU]).fallback
@@ -84,7 +91,9 @@ def test_prepare_model_sets_shape_and_unlists_weights(tmp_path: Path, monkeypatc
     monkeypatch.setenv("FLEET_RUNTIME_CACHE", str(tmp_path / "cache"))
     source = doubling_model(tmp_path / "m.onnx")
     model = onnx.load(str(source))
-    model.graph.input.append(onnx.helper.make_tensor_value_info("two", onnx.TensorProto.FLOAT, [1]))  # old exporters did this
+    model.graph.input.append(
+        onnx.helper.make_tensor_value_info("two", onnx.TensorProto.FLOAT, [1])
+    )  # old exporters did this
     onnx.save(model, str(source))
     prepared = prepare_model(source, "x", [1, 3, 8, 8], batch=1)
     loaded = onnx.load(str(prepared))
@@ -96,10 +105,15 @@ def test_prepare_model_sets_shape_and_unlists_weights(tmp_path: Path, monkeypatc
 
 
 def test_centerface_runs_at_descriptor_resolution(centerface_onnx: Path):
-    descriptor = {"inputs": [{"name": "input.1", "shape": [1, 3, 96, 160]}],
-                  "onnx": {"asset": "centerface.onnx", "batch": 2,
-                           "preprocess": {"size": [160, 96], "colorOrder": "RGB"},
-                           "decoder": {"type": "detection", "name": "centerface", "scoreThreshold": 0.5}}}
+    descriptor = {
+        "inputs": [{"name": "input.1", "shape": [1, 3, 96, 160]}],
+        "onnx": {
+            "asset": "centerface.onnx",
+            "batch": 2,
+            "preprocess": {"size": [160, 96], "colorOrder": "RGB"},
+            "decoder": {"type": "detection", "name": "centerface", "scoreThreshold": 0.5},
+        },
+    }
     session = ModelSession("faces", centerface_onnx, descriptor, ["cpu"])
     blank = np.zeros((90, 160, 3), np.uint8)
     results = session.infer([session.prepare(blank), session.prepare(blank)])

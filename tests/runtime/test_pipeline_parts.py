@@ -75,7 +75,9 @@ def test_synthetic_source_fills_queue_and_prepares_frames():
     source.join(5)
     frames = [queue.get(0) for _ in range(5)]
     assert [f.index for f in frames] == [0, 1, 2, 3, 4] and prepared == [0, 1, 2, 3, 4]
-    assert frames[0].image.shape == (48, 64, 3) and not np.array_equal(frames[0].image, frames[1].image)
+    assert frames[0].image.shape == (48, 64, 3) and not np.array_equal(
+        frames[0].image, frames[1].image
+    )
     assert source.status.finished and source.status.frames == 5
 
 
@@ -89,8 +91,15 @@ def test_image_folder_source(tmp_path: Path):
 
 
 def test_unreachable_rtsp_is_reported_without_secret():
-    spec = SourceSpec("door", "rtsp", "rtsp://127.0.0.1:9/live", username="admin", password="hunter2-secret",
-                      connect_timeout=1, read_timeout=1)
+    spec = SourceSpec(
+        "door",
+        "rtsp",
+        "rtsp://127.0.0.1:9/live",
+        username="admin",
+        password="hunter2-secret",
+        connect_timeout=1,
+        read_timeout=1,
+    )
     queue: FrameQueue = FrameQueue()
     source = Source(spec, queue)
     source.start()
@@ -106,11 +115,15 @@ def test_unreachable_rtsp_is_reported_without_secret():
 
 
 def test_preprocess_letterbox_round_trip():
-    pre = Preprocess((64, 64), letterbox=True, rgb=False, mean=(1.0, 2.0, 3.0), std=(2.0, 2.0, 2.0), scale=1.0)
+    pre = Preprocess(
+        (64, 64), letterbox=True, rgb=False, mean=(1.0, 2.0, 3.0), std=(2.0, 2.0, 2.0), scale=1.0
+    )
     image = np.full((32, 64, 3), 9, np.uint8)
     tensor, geometry = pre.apply(image)
     assert tensor.shape == (3, 64, 64) and tensor.dtype == np.float32
-    assert tensor[0, 32, 32] == pytest.approx((9 - 1) / 2) and tensor[2, 0, 0] == pytest.approx((114 - 3) / 2)
+    assert tensor[0, 32, 32] == pytest.approx((9 - 1) / 2) and tensor[2, 0, 0] == pytest.approx(
+        (114 - 3) / 2
+    )
     box = np.array([[0, 16, 64, 48]], np.float32)  # the whole picture inside the letterbox
     assert geometry.to_frame(box).tolist() == [[0, 0, 64, 32]]
 
@@ -131,7 +144,7 @@ def reference_nms(boxes, scores, threshold):
         if i in suppressed:
             continue
         keep.append(i)
-        for j in order[a + 1:]:
+        for j in order[a + 1 :]:
             xx1, yy1 = max(boxes[i, 0], boxes[j, 0]), max(boxes[i, 1], boxes[j, 1])
             xx2, yy2 = min(boxes[i, 2], boxes[j, 2]), min(boxes[i, 3], boxes[j, 3])
             inter = max(0, xx2 - xx1) * max(0, yy2 - yy1)
@@ -168,7 +181,9 @@ def test_centerface_decoder_matches_reference_decoder():
     scale = rng.uniform(1, 3, (1, 2, 24, 40)).astype(np.float32)
     offset = rng.uniform(0, 1, (1, 2, 24, 40)).astype(np.float32)
     geometry = Geometry(1.0, 1.0, 0, 0, 160, 96)
-    result = decode_centerface([heat, scale, offset], 0, geometry, {"scoreThreshold": 0.5, "nmsIouThreshold": 0.3})
+    result = decode_centerface(
+        [heat, scale, offset], 0, geometry, {"scoreThreshold": 0.5, "nmsIouThreshold": 0.3}
+    )
     expected = reference_centerface(heat, scale, offset, 0.5, (96, 160))
     assert len(result) == len(expected) > 5
     assert np.allclose(result.boxes, expected[:, :4], atol=1e-3)
@@ -194,8 +209,12 @@ def test_yolo_decoder_v5_and_v8_layouts():
 
 def test_classification_decoder():
     logits = np.array([[1.0, 3.0, 2.0]], np.float32)
-    result = decode_classification([logits], 0, Geometry(1, 1, 0, 0, 1, 1),
-                                   {"labels": ["a", "b", "c"], "softmax": True, "topK": 2})
+    result = decode_classification(
+        [logits],
+        0,
+        Geometry(1, 1, 0, 0, 1, 1),
+        {"labels": ["a", "b", "c"], "softmax": True, "topK": 2},
+    )
     assert (result.label, result.index) == ("b", 1)
     assert [label for label, _ in result.top] == ["b", "c"]
     assert result.score == pytest.approx(np.exp(3) / np.exp([1, 2, 3]).sum())

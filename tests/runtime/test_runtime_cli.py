@@ -13,18 +13,30 @@ pytest.importorskip("onnxruntime")
 
 
 def fleet_runtime(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fleet_runtime.runtime_cli", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "fleet_runtime.runtime_cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_validate_ok_and_broken(color_app: Path, tmp_path: Path):
     ok = fleet_runtime("validate", str(color_app))
     assert ok.returncode == 0 and ok.stdout == "" and "valid" in ok.stderr
     override = tmp_path / "override.json"
-    override.write_text(json.dumps({"nodeGraphOverrides": {"envelopeVersion": "2021", "nodeOverrides": []}}))
+    override.write_text(
+        json.dumps({"nodeGraphOverrides": {"envelopeVersion": "2021", "nodeOverrides": []}})
+    )
     bad = fleet_runtime("validate", str(color_app), "--override", str(override), "--json")
     assert bad.returncode == 1
     assert json.loads(bad.stdout)["problems"] == [
-        {"file": str(override), "path": "$.nodeGraphOverrides.envelopeVersion", "message": "'2021-01-01' was expected"}]
+        {
+            "file": str(override),
+            "path": "$.nodeGraphOverrides.envelopeVersion",
+            "message": "'2021-01-01' was expected",
+        }
+    ]
 
 
 def test_providers_reports_what_loads():
@@ -53,12 +65,26 @@ def test_bench_model_and_app(color_app: Path):
 
 def test_run_refuses_unbound_camera_in_one_line(color_app: Path, tmp_path: Path):
     env_root = tmp_path / "root"
-    result = subprocess.run([sys.executable, "-m", "fleet_runtime.runtime_cli", "--log-level", "ERROR", "run", str(color_app)],
-                            capture_output=True, text=True, timeout=120, env={"FLEET_ROOT": str(env_root), "PATH": "/usr/bin"})
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fleet_runtime.runtime_cli",
+            "--log-level",
+            "ERROR",
+            "run",
+            str(color_app),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"FLEET_ROOT": str(env_root), "PATH": "/usr/bin"},
+    )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         "fleet-runtime: camera camera_node (node camera_node) is not bound: "
-        "pass --camera camera_node=URI or add it to cameras.json")
+        "pass --camera camera_node=URI or add it to cameras.json"
+    )
 
 
 def test_run_with_duration_and_synthetic_camera(color_app: Path, tmp_path: Path):
@@ -71,6 +97,9 @@ def test_run_with_duration_and_synthetic_camera(color_app: Path, tmp_path: Path)
 
 
 def test_panoramasdk_outside_the_runtime_says_how_to_run():
-    code = "from fleet_runtime import panoramasdk; panoramasdk.install(); import panoramasdk as p; p.node()"
+    code = (
+        "from fleet_runtime import panoramasdk; panoramasdk.install();"
+        " import panoramasdk as p; p.node()"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "run the app with `fleet-runtime run APP`" in result.stderr

@@ -28,7 +28,9 @@ def build(path: Path = MODEL) -> Path:
         helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
     ]
     graph = helper.make_graph(nodes, "color_classifier", [data], [probs], initializer=[gain])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="edgefleet")
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="edgefleet"
+    )
     model.ir_version = 8
     path.parent.mkdir(parents=True, exist_ok=True)
     save(model, str(path))

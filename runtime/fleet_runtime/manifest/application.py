@@ -139,11 +139,15 @@ def graph_path(root: Path) -> Path:
     found = sorted(root.glob("graphs/*/graph.json"))
     if len(found) != 1:
         what = "no" if not found else f"{len(found)}"
-        raise ManifestError([Problem(str(root), "$", f"{what} graphs/*/graph.json found; expected one")])
+        raise ManifestError(
+            [Problem(str(root), "$", f"{what} graphs/*/graph.json found; expected one")]
+        )
     return found[0]
 
 
-def validate_application(root: Path, override: Path | None = None, max_cameras: int = MAX_CAMERAS) -> list[Problem]:
+def validate_application(
+    root: Path, override: Path | None = None, max_cameras: int = MAX_CAMERAS
+) -> list[Problem]:
     """Every problem of the application at ``root`` (with ``override``); empty when valid."""
     try:
         load_application(root, override, max_cameras)
@@ -152,7 +156,9 @@ def validate_application(root: Path, override: Path | None = None, max_cameras: 
     return []
 
 
-def load_application(root: Path, override: Path | None = None, max_cameras: int = MAX_CAMERAS) -> Application:
+def load_application(
+    root: Path, override: Path | None = None, max_cameras: int = MAX_CAMERAS
+) -> Application:
     """Load, check and resolve an application; raise ManifestError listing every problem."""
     root = root.resolve()
     loader = _Loader(root)
@@ -163,13 +169,19 @@ def load_application(root: Path, override: Path | None = None, max_cameras: int 
     if graph is None or (override and over is None):
         raise ManifestError(loader.problems)
     app = _resolve(loader, gpath, graph["nodeGraph"], over["nodeGraphOverrides"] if over else None)
-    loader.problems.extend(check_camera_count(app, max_cameras, loader.rel(override) if override else loader.rel(gpath)))
+    loader.problems.extend(
+        check_camera_count(
+            app, max_cameras, loader.rel(override) if override else loader.rel(gpath)
+        )
+    )
     if loader.problems:
         raise ManifestError(loader.problems)
     return app
 
 
-def _resolve(loader: _Loader, gpath: Path, graph: dict[str, Any], over: dict[str, Any] | None) -> Application:
+def _resolve(
+    loader: _Loader, gpath: Path, graph: dict[str, Any], over: dict[str, Any] | None
+) -> Application:
     _load_packages(loader, gpath, graph.get("packages", []))
     nodes = _nodes_by_name(loader, gpath, graph["nodes"])
     cameras = _camera_nodes(loader, gpath, nodes)
@@ -178,10 +190,19 @@ def _resolve(loader: _Loader, gpath: Path, graph: dict[str, Any], over: dict[str
     _check_params(loader, gpath, nodes)
     code, models, sinks = _typed_nodes(loader, gpath, nodes)
     _wire_edges(loader, gpath, graph["edges"], nodes, code)
-    routing = list(graph.get("networkRoutingRules", [])) + list((over or {}).get("networkRoutingRules", []))
+    routing = list(graph.get("networkRoutingRules", [])) + list(
+        (over or {}).get("networkRoutingRules", [])
+    )
     _check_routing(loader, gpath, routing, nodes)
-    return Application(gpath.parent.name if gpath.parent != loader.root else loader.root.name,
-                       loader.root, list(code.values()), models, cameras, sinks, routing)
+    return Application(
+        gpath.parent.name if gpath.parent != loader.root else loader.root.name,
+        loader.root,
+        list(code.values()),
+        models,
+        cameras,
+        sinks,
+        routing,
+    )
 
 
 def _package_dir(root: Path, name: str, version: str) -> Path:
@@ -197,7 +218,9 @@ def _load_packages(loader: _Loader, gpath: Path, refs: list[dict[str, str]]) -> 
                 loader.interfaces[f"{name}.{iname}"] = Interface(name, iname, category, ins, outs)
             continue
         if name.startswith("panorama::"):
-            loader.problem(gpath, f"$.nodeGraph.packages[{index}].name", f"unknown built-in package {name}")
+            loader.problem(
+                gpath, f"$.nodeGraph.packages[{index}].name", f"unknown built-in package {name}"
+            )
             continue
         _load_package(loader, gpath, index, name, version)
 
@@ -206,39 +229,66 @@ def _load_package(loader: _Loader, gpath: Path, index: int, name: str, version: 
     pdir = _package_dir(loader.root, name, version)
     if not (pdir / "package.json").is_file():
         where = f"$.nodeGraph.packages[{index}]"
-        loader.problem(gpath, where, f"package {name} {version} not found: expected {loader.rel(pdir)}/package.json")
-    doc = loader.read(pdir / "package.json", "package") if (pdir / "package.json").is_file() else None
+        loader.problem(
+            gpath,
+            where,
+            f"package {name} {version} not found: expected {loader.rel(pdir)}/package.json",
+        )
+    doc = (
+        loader.read(pdir / "package.json", "package") if (pdir / "package.json").is_file() else None
+    )
     if doc is None:
         loader.broken.add(name)
         return
     pkg = doc["nodePackage"]
     if pkg["name"] != name.partition("::")[2] or pkg["version"] != version:
-        loader.problem(pdir / "package.json", "$.nodePackage", f"declares {pkg['name']} {pkg['version']}, graph asks for {name} {version}")
+        loader.problem(
+            pdir / "package.json",
+            "$.nodePackage",
+            f"declares {pkg['name']} {pkg['version']}, graph asks for {name} {version}",
+        )
     for iface in pkg["interfaces"]:
         ports = [p["port"] for p in iface.get("network", {}).get("inboundPorts", [])]
         loader.interfaces[f"{name}.{iface['name']}"] = Interface(
-            name, iface["name"], iface["category"],
+            name,
+            iface["name"],
+            iface["category"],
             {p["name"]: p["type"] for p in iface.get("inputs", [])},
             {p["name"]: p["type"] for p in iface.get("outputs", [])},
-            iface["asset"], pdir, tuple(ports),
+            iface["asset"],
+            pdir,
+            tuple(ports),
         )
     loader.assets.update({f"{name}.{asset['name']}": asset for asset in pkg["assets"]})
 
 
-def _nodes_by_name(loader: _Loader, gpath: Path, nodes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def _nodes_by_name(
+    loader: _Loader, gpath: Path, nodes: list[dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
     by_name: dict[str, dict[str, Any]] = {}
     for index, node in enumerate(nodes):
         where = f"$.nodeGraph.nodes[{index}]"
         if node["name"] in by_name:
             loader.problem(gpath, f"{where}.name", f"duplicate node name {node['name']}")
         iface = node["interface"]
-        if iface not in PARAM_TYPES and iface not in loader.interfaces and iface.rpartition(".")[0] not in loader.broken:
-            loader.problem(gpath, f"{where}.interface", f"unknown interface {iface}: list its package in packages and declare the interface")
+        if (
+            iface not in PARAM_TYPES
+            and iface not in loader.interfaces
+            and iface.rpartition(".")[0] not in loader.broken
+        ):
+            loader.problem(
+                gpath,
+                f"{where}.interface",
+                f"unknown interface {iface}: list its package in packages and declare the"
+                " interface",
+            )
         by_name[node["name"]] = {**node, "_where": where}
     return by_name
 
 
-def _camera_nodes(loader: _Loader, gpath: Path, nodes: dict[str, dict[str, Any]]) -> dict[str, CameraNode]:
+def _camera_nodes(
+    loader: _Loader, gpath: Path, nodes: dict[str, dict[str, Any]]
+) -> dict[str, CameraNode]:
     cameras = {}
     for name, node in nodes.items():
         iface = loader.interfaces.get(node["interface"])
@@ -247,17 +297,28 @@ def _camera_nodes(loader: _Loader, gpath: Path, nodes: dict[str, dict[str, Any]]
     return cameras
 
 
-def _apply_override(loader: _Loader, over: dict[str, Any], nodes: dict[str, dict[str, Any]], cameras: dict[str, CameraNode]) -> None:
+def _apply_override(
+    loader: _Loader,
+    over: dict[str, Any],
+    nodes: dict[str, dict[str, Any]],
+    cameras: dict[str, CameraNode],
+) -> None:
     """Bind cameras and replace parameter values (nodeOverrides) from override.json."""
     extra = {n["name"]: n for n in over.get("nodes", [])}
     for index, rule in enumerate(over.get("nodeOverrides", [])):
         where = f"$.nodeGraphOverrides.nodeOverrides[{index}]"
         target = nodes.get(rule["replace"])
         if target is None:
-            loader.problem(loader.override_file, f"{where}.replace", f"no node {rule['replace']} in graph.json")
+            loader.problem(
+                loader.override_file, f"{where}.replace", f"no node {rule['replace']} in graph.json"
+            )
             continue
         if not target.get("overridable", False):
-            loader.problem(loader.override_file, f"{where}.replace", f"node {rule['replace']} is not overridable")
+            loader.problem(
+                loader.override_file,
+                f"{where}.replace",
+                f"node {rule['replace']} is not overridable",
+            )
             continue
         names = [w["name"] for w in rule["with"]]
         if rule["replace"] in cameras:
@@ -267,15 +328,29 @@ def _apply_override(loader: _Loader, over: dict[str, Any], nodes: dict[str, dict
             _override_param(loader, where, target, names, extra)
     for name, cam in cameras.items():
         if cam.mandatory:
-            loader.problem(loader.override_file, "$.nodeGraphOverrides.nodeOverrides", f"camera node {name} must be bound (overrideMandatory)")
+            loader.problem(
+                loader.override_file,
+                "$.nodeGraphOverrides.nodeOverrides",
+                f"camera node {name} must be bound (overrideMandatory)",
+            )
 
 
-def _override_param(loader: _Loader, where: str, target: dict[str, Any], names: list[str], extra: dict[str, Any]) -> None:
+def _override_param(
+    loader: _Loader, where: str, target: dict[str, Any], names: list[str], extra: dict[str, Any]
+) -> None:
     replacement = extra.get(names[0])
     if len(names) != 1 or replacement is None or "value" not in replacement:
-        loader.problem(loader.override_file, f"{where}.with", "a parameter is replaced by exactly one node declared in nodes with a value")
+        loader.problem(
+            loader.override_file,
+            f"{where}.with",
+            "a parameter is replaced by exactly one node declared in nodes with a value",
+        )
     elif replacement["interface"] != target["interface"]:
-        loader.problem(loader.override_file, f"{where}.with", f"{names[0]} is {replacement['interface']}, {target['name']} is {target['interface']}")
+        loader.problem(
+            loader.override_file,
+            f"{where}.with",
+            f"{names[0]} is {replacement['interface']}, {target['name']} is {target['interface']}",
+        )
     else:
         target["value"] = replacement["value"]
 
@@ -300,11 +375,15 @@ def _check_params(loader: _Loader, gpath: Path, nodes: dict[str, dict[str, Any]]
         if node["interface"] not in PARAM_TYPES:
             continue
         if "value" not in node:
-            loader.problem(gpath, f"{node['_where']}.value", f"parameter {node['name']} needs a value")
+            loader.problem(
+                gpath, f"{node['_where']}.value", f"parameter {node['name']} needs a value"
+            )
             continue
         error = param_error(node["interface"], node["value"])
         if error:
-            loader.problem(gpath, f"{node['_where']}.value", f"{node['name']}: {error}, got {node['value']!r}")
+            loader.problem(
+                gpath, f"{node['_where']}.value", f"{node['name']}: {error}, got {node['value']!r}"
+            )
 
 
 def _asset(loader: _Loader, iface: Interface) -> dict[str, Any] | None:
@@ -316,7 +395,9 @@ def _resolve_uri(loader: _Loader, pdir: Path, uri: str) -> Path:
     return local if local.exists() else loader.root / "assets" / uri
 
 
-def _typed_nodes(loader: _Loader, gpath: Path, nodes: dict[str, dict[str, Any]]) -> tuple[dict[str, CodeNode], dict[str, ModelNode], list[str]]:
+def _typed_nodes(
+    loader: _Loader, gpath: Path, nodes: dict[str, dict[str, Any]]
+) -> tuple[dict[str, CodeNode], dict[str, ModelNode], list[str]]:
     code: dict[str, CodeNode] = {}
     models: dict[str, ModelNode] = {}
     sinks: list[str] = []
@@ -329,7 +410,12 @@ def _typed_nodes(loader: _Loader, gpath: Path, nodes: dict[str, dict[str, Any]])
             continue
         asset = _asset(loader, iface)
         if asset is None or iface.package_dir is None:
-            loader.problem(gpath, f"{node['_where']}.interface", f"interface {iface.name} names asset {iface.asset!r}, which its package does not declare")
+            loader.problem(
+                gpath,
+                f"{node['_where']}.interface",
+                f"interface {iface.name} names asset {iface.asset!r}, which its package does"
+                " not declare",
+            )
             continue
         impl = asset["implementations"][0]
         asset_path = _resolve_uri(loader, iface.package_dir, impl["assetUri"])
@@ -345,14 +431,20 @@ def _typed_nodes(loader: _Loader, gpath: Path, nodes: dict[str, dict[str, Any]])
     return code, models, sinks
 
 
-def _code_node(loader: _Loader, name: str, node: dict[str, Any], asset: Path, descriptor: Path) -> CodeNode | None:
+def _code_node(
+    loader: _Loader, name: str, node: dict[str, Any], asset: Path, descriptor: Path
+) -> CodeNode | None:
     doc = loader.read(descriptor, "runtime")
     if doc is None:
         return None
     entry_name = doc["runtimeDescriptor"]["entry"]["name"]
     entry = asset / entry_name.removeprefix("/panorama/")
     if not entry.is_file():
-        loader.problem(descriptor, "$.runtimeDescriptor.entry.name", f"{entry_name} not found: expected {loader.rel(entry)}")
+        loader.problem(
+            descriptor,
+            "$.runtimeDescriptor.entry.name",
+            f"{entry_name} not found: expected {loader.rel(entry)}",
+        )
         return None
     return CodeNode(name, entry, asset, launch=node.get("launch", "onAppStart"))
 
@@ -365,7 +457,11 @@ def _model_node(loader: _Loader, name: str, asset: Path, descriptor: Path) -> Mo
     base = asset if asset.is_dir() else asset.parent
     model_path = base / desc["onnx"]["asset"]
     if not model_path.is_file():
-        loader.problem(descriptor, "$.mlModelDescriptor.onnx.asset", f"model file not found: {loader.rel(model_path)}")
+        loader.problem(
+            descriptor,
+            "$.mlModelDescriptor.onnx.asset",
+            f"model file not found: {loader.rel(model_path)}",
+        )
         return None
     return ModelNode(name, model_path, desc)
 
@@ -379,7 +475,13 @@ def _ports(loader: _Loader, node: dict[str, Any], outputs: bool) -> dict[str, st
     return iface.outputs if outputs else iface.inputs
 
 
-def _wire_edges(loader: _Loader, gpath: Path, edges: list[dict[str, str]], nodes: dict[str, dict[str, Any]], code: dict[str, CodeNode]) -> None:
+def _wire_edges(
+    loader: _Loader,
+    gpath: Path,
+    edges: list[dict[str, str]],
+    nodes: dict[str, dict[str, Any]],
+    code: dict[str, CodeNode],
+) -> None:
     for index, edge in enumerate(edges):
         where = f"$.nodeGraph.edges[{index}]"
         pnode, _, pport = edge["producer"].partition(".")
@@ -389,17 +491,31 @@ def _wire_edges(loader: _Loader, gpath: Path, edges: list[dict[str, str]], nodes
         if ptype is None or ctype is None:
             continue
         if ptype != ctype:
-            loader.problem(gpath, where, f"{edge['producer']} is {ptype} but {edge['consumer']} is {ctype}")
+            loader.problem(
+                gpath, where, f"{edge['producer']} is {ptype} but {edge['consumer']} is {ctype}"
+            )
             continue
         _connect(nodes, code, pnode, pport, cnode, cport, ctype)
 
 
-def _port_type(loader: _Loader, gpath: Path, where: str, nodes: dict[str, dict[str, Any]], node: str, port: str, outputs: bool) -> str | None:
+def _port_type(
+    loader: _Loader,
+    gpath: Path,
+    where: str,
+    nodes: dict[str, dict[str, Any]],
+    node: str,
+    port: str,
+    outputs: bool,
+) -> str | None:
     if node not in nodes:
         loader.problem(gpath, where, f"no node named {node}")
         return None
     ports = _ports(loader, nodes[node], outputs)
-    if not ports and nodes[node]["interface"] not in loader.interfaces and nodes[node]["interface"] not in PARAM_TYPES:
+    if (
+        not ports
+        and nodes[node]["interface"] not in loader.interfaces
+        and nodes[node]["interface"] not in PARAM_TYPES
+    ):
         return None  # unknown interface, already reported
     if port not in ports:
         side = "outputs" if outputs else "inputs"
@@ -410,7 +526,15 @@ def _port_type(loader: _Loader, gpath: Path, where: str, nodes: dict[str, dict[s
     return ports[port]
 
 
-def _connect(nodes: dict[str, dict[str, Any]], code: dict[str, CodeNode], pnode: str, pport: str, cnode: str, cport: str, kind: str) -> None:
+def _connect(
+    nodes: dict[str, dict[str, Any]],
+    code: dict[str, CodeNode],
+    pnode: str,
+    pport: str,
+    cnode: str,
+    cport: str,
+    kind: str,
+) -> None:
     if cnode in code:
         if kind in PARAM_TYPES:
             code[cnode].params[cport] = nodes[pnode].get("value")
@@ -420,7 +544,9 @@ def _connect(nodes: dict[str, dict[str, Any]], code: dict[str, CodeNode], pnode:
         code[pnode].media_outputs.setdefault(pport, []).append(cnode)
 
 
-def _check_routing(loader: _Loader, gpath: Path, rules: list[dict[str, Any]], nodes: dict[str, dict[str, Any]]) -> None:
+def _check_routing(
+    loader: _Loader, gpath: Path, rules: list[dict[str, Any]], nodes: dict[str, dict[str, Any]]
+) -> None:
     for index, rule in enumerate(rules):
         where = f"$.nodeGraph.networkRoutingRules[{index}]"
         node = nodes.get(rule["node"])
@@ -429,13 +555,22 @@ def _check_routing(loader: _Loader, gpath: Path, rules: list[dict[str, Any]], no
             continue
         iface = loader.interfaces.get(node["interface"])
         if iface is not None and rule["containerPort"] not in iface.inbound_ports:
-            loader.problem(gpath, f"{where}.containerPort", f"port {rule['containerPort']} is not declared in the package's network.inboundPorts")
+            loader.problem(
+                gpath,
+                f"{where}.containerPort",
+                f"port {rule['containerPort']} is not declared in the package's"
+                " network.inboundPorts",
+            )
 
 
-def check_camera_count(app: Application, limit: int = MAX_CAMERAS, file: str = "graph.json") -> list[Problem]:
+def check_camera_count(
+    app: Application, limit: int = MAX_CAMERAS, file: str = "graph.json"
+) -> list[Problem]:
     """Problems when the application binds more than ``limit`` camera streams."""
     total = sum(len(node.cameras) for node in app.camera_nodes.values())
     if total <= limit:
         return []
-    message = f"{total} camera streams bound; at most {limit} per application (raise with --max-cameras)"
+    message = (
+        f"{total} camera streams bound; at most {limit} per application (raise with --max-cameras)"
+    )
     return [Problem(file, "$", message)]

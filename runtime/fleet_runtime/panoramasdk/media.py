@@ -41,9 +41,22 @@ class media:  # noqa: N801 - Panorama's class name
 
         h, w = self.image.shape[:2]
         for x1, y1, x2, y2 in self.rects:
-            cv2.rectangle(self.image, (int(x1 * w), int(y1 * h)), (int(x2 * w), int(y2 * h)), (0, 255, 0), 2)
+            cv2.rectangle(
+                self.image, (int(x1 * w), int(y1 * h)), (int(x2 * w), int(y2 * h)), (0, 255, 0), 2
+            )
         for text, x, y in self.labels:
             org = (int(x * w), max(12, int(y * h)))
-            cv2.putText(self.image, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
-            cv2.putText(self.image, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+            cv2.putText(
+                self.image, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA
+            )
+            cv2.putText(
+                self.image,
+                text,
+                org,
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.5,
+                (255, 255, 255),
+                1,
+                cv2.LINE_AA,
+            )
         return self.image

@@ -42,7 +42,9 @@ def bind(context: NodeContext | None) -> None:
 def _current() -> NodeContext:
     context = getattr(_local, "context", None) or (_default[0] if _default else None)
     if context is None:
-        raise RuntimeError("panoramasdk.node created outside the runtime: run the app with `fleet-runtime run APP`")
+        raise RuntimeError(
+            "panoramasdk.node created outside the runtime: run the app with `fleet-runtime run APP`"
+        )
     return context
 
 
@@ -68,7 +70,9 @@ class _MediaOutput:
         self._context, self._port = context, port
 
     def put(self, streams: Any) -> None:
-        self._context.put_media(self._port, list(streams) if isinstance(streams, list | tuple) else [streams])
+        self._context.put_media(
+            self._port, list(streams) if isinstance(streams, list | tuple) else [streams]
+        )
 
 
 class _Ports:
@@ -84,7 +88,7 @@ class _Ports:
 
 
 class node:  # noqa: N801 - Panorama's class name
-    """Subclass this; ``self.inputs``, ``self.outputs`` and ``self.call`` are wired by the runtime."""
+    """Subclass this; ``inputs``, ``outputs`` and ``call`` are wired by the runtime."""
 
     def __init__(self) -> None:
         context = _current()
@@ -92,10 +96,12 @@ class node:  # noqa: N801 - Panorama's class name
         inputs: dict[str, Any] = {p: _MediaInput(context, p) for p in context.media_inputs}
         inputs.update({p: _ParamInput(v) for p, v in context.params.items()})
         self.inputs = _Ports("input", inputs)
-        self.outputs = _Ports("output", {p: _MediaOutput(context, p) for p in context.media_outputs})
+        self.outputs = _Ports(
+            "output", {p: _MediaOutput(context, p) for p in context.media_outputs}
+        )
 
     def call(self, inputs: dict[str, Any], model_node: str, timeout: float | None = None) -> Any:
-        """Run ``model_node``: arrays in -> tuple of output arrays; media in -> one result per media."""
+        """Run ``model_node``: arrays in -> tuple of arrays; media in -> one result per media."""
         return self._context.call(inputs, model_node, timeout)
 
     def get_component_name(self) -> str:

@@ -42,7 +42,9 @@ class Detections:
         return len(self.scores)
 
     def __iter__(self) -> Iterator[Detection]:
-        for box, score, cls in zip(self.boxes.tolist(), self.scores.tolist(), self.classes.tolist(), strict=True):
+        for box, score, cls in zip(
+            self.boxes.tolist(), self.scores.tolist(), self.classes.tolist(), strict=True
+        ):
             yield Detection(self._label(int(cls)), float(score), tuple(box))  # type: ignore[arg-type]
 
     def _label(self, index: int) -> str:
@@ -54,7 +56,10 @@ class Detections:
         return self.boxes / scale
 
     def as_dicts(self) -> list[dict[str, Any]]:
-        return [{"label": d.label, "score": round(d.score, 4), "box": [round(v, 1) for v in d.box]} for d in self]
+        return [
+            {"label": d.label, "score": round(d.score, 4), "box": [round(v, 1) for v in d.box]}
+            for d in self
+        ]
 
 
 @dataclass
@@ -95,11 +100,19 @@ def batched_nms(boxes: Any, scores: Any, classes: Any, iou_threshold: float) -> 
 
 
 def _empty(labels: Sequence[str], geometry: Geometry) -> Detections:
-    return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64),
-                      labels, geometry.width, geometry.height)
+    return Detections(
+        np.zeros((0, 4), np.float32),
+        np.zeros(0, np.float32),
+        np.zeros(0, np.int64),
+        labels,
+        geometry.width,
+        geometry.height,
+    )
 
 
-def decode_centerface(outputs: Sequence[Any], item: int, geometry: Geometry, config: dict[str, Any]) -> Detections:
+def decode_centerface(
+    outputs: Sequence[Any], item: int, geometry: Geometry, config: dict[str, Any]
+) -> Detections:
     """CenterFace heatmap/scale/offset maps (stride 4) -> face boxes, as the reference decoder."""
     labels = config.get("labels") or ["face"]
     heat, scale, offset = outputs[0][item, 0], outputs[1][item], outputs[2][item]
@@ -110,14 +123,26 @@ def decode_centerface(outputs: Sequence[Any], item: int, geometry: Geometry, con
     in_h, in_w = heat.shape[0] * 4, heat.shape[1] * 4
     x1 = np.clip((xs + offset[1, ys, xs] + 0.5) * 4 - s1 / 2, 0, in_w)
     y1 = np.clip((ys + offset[0, ys, xs] + 0.5) * 4 - s0 / 2, 0, in_h)
-    boxes = np.stack([x1, y1, np.minimum(x1 + s1, in_w), np.minimum(y1 + s0, in_h)], axis=1).astype(np.float32)
+    boxes = np.stack([x1, y1, np.minimum(x1 + s1, in_w), np.minimum(y1 + s0, in_h)], axis=1).astype(
+        np.float32
+    )
     scores = heat[ys, xs].astype(np.float32)
-    keep = nms(boxes, scores, config.get("nmsIouThreshold", 0.3))[: config.get("maxDetections", 300)]
-    return Detections(geometry.to_frame(boxes[keep]), scores[keep], np.zeros(len(keep), np.int64),
-                      labels, geometry.width, geometry.height)
+    keep = nms(boxes, scores, config.get("nmsIouThreshold", 0.3))[
+        : config.get("maxDetections", 300)
+    ]
+    return Detections(
+        geometry.to_frame(boxes[keep]),
+        scores[keep],
+        np.zeros(len(keep), np.int64),
+        labels,
+        geometry.width,
+        geometry.height,
+    )
 
 
-def decode_yolo(outputs: Sequence[Any], item: int, geometry: Geometry, config: dict[str, Any]) -> Detections:
+def decode_yolo(
+    outputs: Sequence[Any], item: int, geometry: Geometry, config: dict[str, Any]
+) -> Detections:
     """YOLO boxes: (N, 5 + C) with objectness (v5 style) or (4 + C, N) without (v8 style)."""
     labels = config.get("labels") or []
     pred = outputs[0][item]
@@ -133,8 +158,17 @@ def decode_yolo(outputs: Sequence[Any], item: int, geometry: Geometry, config: d
     cx, cy, w, h = (pred[mask, i] for i in range(4))
     boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1).astype(np.float32)
     scores, classes = scores[mask].astype(np.float32), classes[mask]
-    keep = batched_nms(boxes, scores, classes, config.get("nmsIouThreshold", 0.45))[: config.get("maxDetections", 300)]
-    return Detections(geometry.to_frame(boxes[keep]), scores[keep], classes[keep], labels, geometry.width, geometry.height)
+    keep = batched_nms(boxes, scores, classes, config.get("nmsIouThreshold", 0.45))[
+        : config.get("maxDetections", 300)
+    ]
+    return Detections(
+        geometry.to_frame(boxes[keep]),
+        scores[keep],
+        classes[keep],
+        labels,
+        geometry.width,
+        geometry.height,
+    )
 
 
 def _channels_first(shape: tuple[int, ...], classes: int) -> bool:
@@ -145,7 +179,9 @@ def _channels_first(shape: tuple[int, ...], classes: int) -> bool:
     return shape[0] < shape[1]
 
 
-def decode_classification(outputs: Sequence[Any], item: int, geometry: Geometry, config: dict[str, Any]) -> Classification:
+def decode_classification(
+    outputs: Sequence[Any], item: int, geometry: Geometry, config: dict[str, Any]
+) -> Classification:
     """Scores (or logits when ``softmax``) -> the top-K labels."""
     scores = np.asarray(outputs[0][item], np.float32).reshape(-1)
     if config.get("softmax", False):
@@ -157,7 +193,9 @@ def decode_classification(outputs: Sequence[Any], item: int, geometry: Geometry,
     return Classification(top[0][0], int(order[0]), top[0][1], top)
 
 
-def decode_raw(outputs: Sequence[Any], item: int, geometry: Geometry, config: dict[str, Any]) -> list[Any]:
+def decode_raw(
+    outputs: Sequence[Any], item: int, geometry: Geometry, config: dict[str, Any]
+) -> list[Any]:
     return [output[item] for output in outputs]
 
 

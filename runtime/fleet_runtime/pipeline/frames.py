@@ -39,7 +39,9 @@ class FrameQueue(Generic[T]):
     """Bounded FIFO. When full, ``put`` drops the oldest item (real-time semantics) and
     counts it, or waits for room when ``drop=False`` (offline processing, benchmarks)."""
 
-    def __init__(self, maxsize: int = 2, drop: bool = True, bell: threading.Event | None = None) -> None:
+    def __init__(
+        self, maxsize: int = 2, drop: bool = True, bell: threading.Event | None = None
+    ) -> None:
         self._items: deque[T] = deque()
         self._bell = bell  # set on every put and on close: lets one reader wait on many queues
         self._maxsize = max(1, maxsize)

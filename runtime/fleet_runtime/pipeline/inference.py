@@ -69,12 +69,22 @@ class ProviderReport:
     def warning(self) -> str | None:
         if not self.fallback:
             return None
-        why = "not in this onnxruntime build" if self.requested[0] not in self.available else "failed to load (missing CUDA/cuDNN/TensorRT libraries?)"
+        why = (
+            "not in this onnxruntime build"
+            if self.requested[0] not in self.available
+            else "failed to load (missing CUDA/cuDNN/TensorRT libraries?)"
+        )
         return f"{self.requested[0]} requested but {why}; running on {self.primary}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"requested": self.requested, "available": self.available, "active": self.active,
-                "primary": self.primary, "fallback": self.fallback, "warning": self.warning}
+        return {
+            "requested": self.requested,
+            "available": self.available,
+            "active": self.active,
+            "primary": self.primary,
+            "fallback": self.fallback,
+            "warning": self.warning,
+        }
 
 
 def cpu_threads() -> int:
@@ -91,8 +101,12 @@ def _provider_options(name: str, descriptor: dict[str, Any]) -> dict[str, Any]:
     if name == TENSORRT:
         from fleet_runtime.pipeline.models import cache_dir
 
-        return {"device_id": 0, "trt_fp16_enable": descriptor.get("precisionMode") == "FP16",
-                "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache_dir() / "trt")}
+        return {
+            "device_id": 0,
+            "trt_fp16_enable": descriptor.get("precisionMode") == "FP16",
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(cache_dir() / "trt"),
+        }
     return {}
 
 
@@ -120,8 +134,14 @@ class Timing:
 class ModelSession:
     """One ONNX Runtime session for one model node, described by its mlModelDescriptor."""
 
-    def __init__(self, name: str, model_path: Path, descriptor: dict[str, Any],
-                 providers: Sequence[str] | None = None, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        model_path: Path,
+        descriptor: dict[str, Any],
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+    ) -> None:
         import onnxruntime as ort
 
         self.name = name
@@ -131,7 +151,11 @@ class ModelSession:
         self.shape: list[int] = list(first["shape"])
         self.batch = int(onnx_spec.get("batch", self.shape[0]))
         self.layout = onnx_spec.get("layout", "NCHW")
-        self.preprocess = Preprocess.from_descriptor(onnx_spec["preprocess"], self.layout) if "preprocess" in onnx_spec else None
+        self.preprocess = (
+            Preprocess.from_descriptor(onnx_spec["preprocess"], self.layout)
+            if "preprocess" in onnx_spec
+            else None
+        )
         self.decoder_config: dict[str, Any] = onnx_spec.get("decoder", {"type": "raw"})
         self.decode = decoder_for(self.decoder_config)
         requested = normalize_providers(providers or onnx_spec.get("providers"))
@@ -150,7 +174,9 @@ class ModelSession:
     @staticmethod
     def _options(ort: Any, threads: int | None) -> Any:
         options = ort.SessionOptions()
-        options.log_severity_level = 3  # errors only: old exporters trigger pages of harmless warnings
+        options.log_severity_level = (
+            3  # errors only: old exporters trigger pages of harmless warnings
+        )
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.intra_op_num_threads = threads or cpu_threads()
@@ -164,7 +190,7 @@ class ModelSession:
             log.info("model %s: running on %s", self.name, self.providers.primary)
 
     def warm_up(self, runs: int = 2) -> float:
-        """Run zeros through the model (full batch) so the first real frame is not slow; ms taken."""
+        """Run zeros through the model (full batch) so the first frame is not slow; ms taken."""
         start = time.perf_counter()
         shape = [self.batch, *self.shape[1:]]
         dtype = np.float32 if self.preprocess or self._input_is_float() else np.uint8
@@ -178,7 +204,9 @@ class ModelSession:
     def run(self, feeds: dict[str, Any], record: bool = True) -> list[Any]:
         """Raw outputs for raw inputs (what ``panoramasdk.node.call`` returns)."""
         start = time.perf_counter()
-        outputs = self._run_bound(feeds) if self.on_gpu else self.session.run(self.output_names, feeds)
+        outputs = (
+            self._run_bound(feeds) if self.on_gpu else self.session.run(self.output_names, feeds)
+        )
         if record:
             self.timing.add((time.perf_counter() - start) * 1000)
         return list(outputs)
@@ -204,10 +232,15 @@ class ModelSession:
         results: list[Any] = []
         step = max(1, self.batch)
         for start in range(0, len(prepared), step):
-            chunk = prepared[start:start + step]
-            batch = np.stack([tensor for tensor, _ in chunk]) if len(chunk) > 1 else chunk[0][0][None]
+            chunk = prepared[start : start + step]
+            batch = (
+                np.stack([tensor for tensor, _ in chunk]) if len(chunk) > 1 else chunk[0][0][None]
+            )
             outputs = self.run({self.input_name: batch})
-            results.extend(self.decode(outputs, i, geometry, self.decoder_config) for i, (_, geometry) in enumerate(chunk))
+            results.extend(
+                self.decode(outputs, i, geometry, self.decoder_config)
+                for i, (_, geometry) in enumerate(chunk)
+            )
         return results
 
 

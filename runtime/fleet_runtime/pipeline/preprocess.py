@@ -90,11 +90,17 @@ class Preprocess:
         h, w = image.shape[:2]
         tw, th = self.size
         if not self.letterbox:
-            out = image if (w, h) == (tw, th) else cv2.resize(image, (tw, th), interpolation=cv2.INTER_LINEAR)
+            out = (
+                image
+                if (w, h) == (tw, th)
+                else cv2.resize(image, (tw, th), interpolation=cv2.INTER_LINEAR)
+            )
             return out, Geometry(tw / w, th / h, 0.0, 0.0, w, h)
         ratio = min(tw / w, th / h)
         nw, nh = round(w * ratio), round(h * ratio)
         px, py = (tw - nw) // 2, (th - nh) // 2
         out = np.full((th, tw, 3), 114, np.uint8)
-        out[py:py + nh, px:px + nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        out[py : py + nh, px : px + nw] = cv2.resize(
+            image, (nw, nh), interpolation=cv2.INTER_LINEAR
+        )
         return out, Geometry(nw / w, nh / h, float(px), float(py), w, h)

@@ -1,4 +1,4 @@
-"""Run an application graph: models warmed up, cameras decoding, code nodes supervised, sinks serving.
+"""Run an application graph: models warm, cameras decoding, code supervised, sinks serving.
 
 >>> runner = Runner(load_application(Path("app")), RunOptions(cameras=cams))  # doctest: +SKIP
 >>> runner.run(duration=10)                                                  # doctest: +SKIP
@@ -33,7 +33,9 @@ log = logging.getLogger("fleet_runtime.runner")
 class RunOptions:
     """How to run an application (the command line fills this in)."""
 
-    cameras: dict[str, SourceSpec] = field(default_factory=dict)  # camera or camera-node name -> source
+    cameras: dict[str, SourceSpec] = field(
+        default_factory=dict
+    )  # camera or camera-node name -> source
     providers: list[str] | None = None
     threads: int | None = None
     http_port: int | None = None  # None: no HTTP server; 0: any free port
@@ -89,9 +91,16 @@ class Supervisor(threading.Thread):
             self.crashes.popleft()
         self.state = "crash_loop" if len(self.crashes) >= options.crash_loop_after else "restarting"
         delay = min(options.restart_initial * 2 ** (len(self.crashes) - 1), options.restart_max)
-        log.error("node %s crashed (%s); restarting in %.1fs\n%s", self.code.name, self.last_error, delay,
-                  "".join(traceback.format_exception(exc)).rstrip())
-        self.runner.events.write("crash", node=self.code.name, error=self.last_error, backoff_s=delay)
+        log.error(
+            "node %s crashed (%s); restarting in %.1fs\n%s",
+            self.code.name,
+            self.last_error,
+            delay,
+            "".join(traceback.format_exception(exc)).rstrip(),
+        )
+        self.runner.events.write(
+            "crash", node=self.code.name, error=self.last_error, backoff_s=delay
+        )
         return delay
 
     def _execute(self) -> None:
@@ -110,7 +119,12 @@ class Supervisor(threading.Thread):
         state = self.state
         if state == "running" and len(recent) >= self.runner.options.crash_loop_after:
             state = "crash_loop"  # running again, but it keeps falling over
-        return {"state": state, "restarts": self.restarts, "errors": self.errors, "last_error": self.last_error}
+        return {
+            "state": state,
+            "restarts": self.restarts,
+            "errors": self.errors,
+            "last_error": self.last_error,
+        }
 
 
 class CodeContext:
@@ -122,7 +136,9 @@ class CodeContext:
         self.params = dict(code.params)
         self.media_inputs = list(code.media_inputs)
         self.media_outputs = list(code.media_outputs)
-        self._cameras = {port: runner.cameras_of(nodes) for port, nodes in code.media_inputs.items()}
+        self._cameras = {
+            port: runner.cameras_of(nodes) for port, nodes in code.media_inputs.items()
+        }
         self._last: dict[str, Any] = {}
 
     def get_media(self, port: str, timeout: float | None) -> list[Any]:
@@ -134,7 +150,11 @@ class CodeContext:
             self.runner.bell.clear()
             fresh = self._take(cameras)
             if fresh:
-                return [self._media_for(c, fresh.get(c)) for c in cameras if c in fresh or c in self._last]
+                return [
+                    self._media_for(c, fresh.get(c))
+                    for c in cameras
+                    if c in fresh or c in self._last
+                ]
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return [self._media_for(c, None) for c in cameras if c in self._last]
@@ -166,25 +186,35 @@ class CodeContext:
     def put_media(self, port: str, streams: list[Any]) -> None:
         for item in streams:
             if not isinstance(item, media):
-                raise TypeError(f"{self.name}.{port}.put() takes media objects from get(), got {type(item).__name__}")
+                raise TypeError(
+                    f"{self.name}.{port}.put() takes media objects from get(),"
+                    f" got {type(item).__name__}"
+                )
             self.runner.output(item)
 
     def call(self, inputs: dict[str, Any], model_node: str, timeout: float | None = None) -> Any:
         session = self.runner.models.get(model_node)
         if session is None:
-            raise KeyError(f"no model node {model_node!r} in graph.json (models: {', '.join(self.runner.models) or 'none'})")
+            raise KeyError(
+                f"no model node {model_node!r} in graph.json"
+                f" (models: {', '.join(self.runner.models) or 'none'})"
+            )
         values = list(inputs.values())
         if len(values) == 1 and _is_media(values[0]):
-            return self.runner.infer_media(session, values[0] if isinstance(values[0], list) else [values[0]])
+            return self.runner.infer_media(
+                session, values[0] if isinstance(values[0], list) else [values[0]]
+            )
         return tuple(session.run(inputs))
 
 
 def _is_media(value: Any) -> bool:
-    return isinstance(value, media) or (isinstance(value, list | tuple) and bool(value) and all(isinstance(v, media) for v in value))
+    return isinstance(value, media) or (
+        isinstance(value, list | tuple) and bool(value) and all(isinstance(v, media) for v in value)
+    )
 
 
 class Runner:
-    """Starts and stops everything for one application; ``snapshot()`` feeds /metrics and /health."""
+    """Starts and stops everything for one application; ``snapshot()`` feeds /metrics, /health."""
 
     def __init__(self, app: Application, options: RunOptions) -> None:
         self.app, self.options = app, options
@@ -209,15 +239,26 @@ class Runner:
     def _spec_for(self, node: str, camera: str) -> SourceSpec:
         spec = self.options.cameras.get(camera) or self.options.cameras.get(node)
         if spec is None:
-            raise SourceError(f"camera {camera} (node {node}) is not bound: pass --camera {camera}=URI or add it to cameras.json")
+            raise SourceError(
+                f"camera {camera} (node {node}) is not bound:"
+                f" pass --camera {camera}=URI or add it to cameras.json"
+            )
         spec.name = camera
         return spec
 
     def start(self) -> None:
         """Models loaded and warmed up, HTTP up, cameras and code nodes started; then ready."""
-        specs = {cam: self._spec_for(node, cam) for node, cams in self._bindings.items() for cam in cams}
+        specs = {
+            cam: self._spec_for(node, cam) for node, cams in self._bindings.items() for cam in cams
+        }
         if self.options.http_port is not None:
-            self.http = HttpServer(self.hub, self.metrics_text, self.health_doc, self.options.http_host, self.options.http_port)
+            self.http = HttpServer(
+                self.hub,
+                self.metrics_text,
+                self.health_doc,
+                self.options.http_host,
+                self.options.http_port,
+            )
             self.http.start()
         for name, node in self.app.model_nodes.items():
             self.models[name] = self._load_model(name, node)
@@ -231,16 +272,22 @@ class Runner:
             self.supervisors.append(supervisor)
             supervisor.start()
         self.ready = True
-        self.events.write("started", app=self.app.name, cameras=list(specs), models=list(self.models))
+        self.events.write(
+            "started", app=self.app.name, cameras=list(specs), models=list(self.models)
+        )
 
     def _load_model(self, name: str, node: Any) -> ModelSession:
-        session = ModelSession(name, node.model_path, node.descriptor, self.options.providers, self.options.threads)
+        session = ModelSession(
+            name, node.model_path, node.descriptor, self.options.providers, self.options.threads
+        )
         warm = session.warm_up()
-        self.events.write("model", model=name, providers=session.providers.as_dict(), warmup_ms=round(warm, 1))
+        self.events.write(
+            "model", model=name, providers=session.providers.as_dict(), warmup_ms=round(warm, 1)
+        )
         return session
 
     def _prepare(self, frame: Frame) -> None:
-        """On the source thread: preprocess for models the app feeds with media (overlaps inference)."""
+        """On the source thread: preprocess for models fed with media (overlaps inference)."""
         for name in self._prepare_models:
             frame.prepared[name] = self.models[name].prepare(frame.image)
 
@@ -251,14 +298,24 @@ class Runner:
         if self.events.path is not None:
             for item, result in zip(items, results, strict=True):
                 if hasattr(result, "as_dicts") and len(result.as_dicts()):
-                    self.events.write("inference", camera=item.stream_id, frame=item.frame_id, model=session.name,
-                                      results=result.as_dicts())
+                    self.events.write(
+                        "inference",
+                        camera=item.stream_id,
+                        frame=item.frame_id,
+                        model=session.name,
+                        results=result.as_dicts(),
+                    )
         return results
 
     def output(self, item: Any) -> None:
         if self.events.path is not None and (item.labels or item.rects):
-            self.events.write("output", camera=item.stream_id, frame=item.frame_id,
-                              labels=[text for text, _, _ in item.labels], rects=len(item.rects))
+            self.events.write(
+                "output",
+                camera=item.stream_id,
+                frame=item.frame_id,
+                labels=[text for text, _, _ in item.labels],
+                rects=len(item.rects),
+            )
         image = item.render()
         self.counters.frame_out(item.stream_id)
         if self.http is not None:
@@ -310,15 +367,35 @@ class Runner:
         return snap
 
     def snapshot(self) -> dict[str, Any]:
-        cameras = {name: {"connected": s.status.connected, "frames_in": s.status.frames, "frames_dropped": self.queues[name].dropped,
-                          "frames_out": self.counters.frames_out.get(name, 0), "reconnects": s.status.reconnects,
-                          "last_error": s.status.last_error} for name, s in self.sources.items()}
-        models = {name: {"providers": m.providers.as_dict(), "runs": m.timing.count, "total_ms": round(m.timing.total_ms, 3),
-                         "p50": round(m.timing.quantile(0.5), 3), "p95": round(m.timing.quantile(0.95), 3)}
-                  for name, m in self.models.items()}
+        cameras = {
+            name: {
+                "connected": s.status.connected,
+                "frames_in": s.status.frames,
+                "frames_dropped": self.queues[name].dropped,
+                "frames_out": self.counters.frames_out.get(name, 0),
+                "reconnects": s.status.reconnects,
+                "last_error": s.status.last_error,
+            }
+            for name, s in self.sources.items()
+        }
+        models = {
+            name: {
+                "providers": m.providers.as_dict(),
+                "runs": m.timing.count,
+                "total_ms": round(m.timing.total_ms, 3),
+                "p50": round(m.timing.quantile(0.5), 3),
+                "p95": round(m.timing.quantile(0.95), 3),
+            }
+            for name, m in self.models.items()
+        }
         nodes = {s.code.name: s.status() for s in self.supervisors}
-        return {"ready": self.ready and not self.stopping.is_set(), "cameras": cameras, "models": models,
-                "nodes": nodes, "fps": self.counters.fps()}
+        return {
+            "ready": self.ready and not self.stopping.is_set(),
+            "cameras": cameras,
+            "models": models,
+            "nodes": nodes,
+            "fps": self.counters.fps(),
+        }
 
     def metrics_text(self) -> str:
         return render(self.snapshot())

@@ -1,4 +1,4 @@
-"""Where results go: the local HTTP server (MJPEG video, /metrics, /health), JSONL events, video files.
+"""Where results go: the local HTTP server (MJPEG, /metrics, /health), JSONL events, video files.
 
 The MJPEG stream replaces Panorama's HDMI output. JPEG encoding happens only
 when someone is watching, once per frame whatever the number of viewers.
@@ -45,8 +45,10 @@ class OutputHub:
         with self._cond:
             return sorted(self._frames)
 
-    def jpeg(self, camera: str | None, after: int = 0, timeout: float = 5.0) -> tuple[int, bytes] | None:
-        """(sequence, JPEG) of a frame newer than ``after``; None if none comes within ``timeout``."""
+    def jpeg(
+        self, camera: str | None, after: int = 0, timeout: float = 5.0
+    ) -> tuple[int, bytes] | None:
+        """(sequence, JPEG) of a frame newer than ``after``; None if none within ``timeout``."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
@@ -103,7 +105,13 @@ class EventLog:
 class VideoWriter(threading.Thread):
     """Encodes output frames to a video file on its own thread (H.264 by default)."""
 
-    def __init__(self, path: Path, fps: float = 15.0, codec: str = "libx264", options: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        fps: float = 15.0,
+        codec: str = "libx264",
+        options: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(name="video-writer", daemon=True)
         self.path, self.fps, self.codec = path, fps, codec
         self.options = options or {}
@@ -143,11 +151,25 @@ Snapshot = Callable[[], dict[str, Any]]
 class HttpServer:
     """The runtime's local HTTP endpoint; ``start`` binds, ``port`` is the bound port."""
 
-    def __init__(self, hub: OutputHub, metrics_text: Callable[[], str], health_doc: Callable[[], dict[str, Any]],
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        hub: OutputHub,
+        metrics_text: Callable[[], str],
+        health_doc: Callable[[], dict[str, Any]],
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
         self.closing = threading.Event()
-        handler = type("Handler", (_Handler,), {"hub": hub, "metrics_text": staticmethod(metrics_text),
-                                                "health_doc": staticmethod(health_doc), "closing": self.closing})
+        handler = type(
+            "Handler",
+            (_Handler,),
+            {
+                "hub": hub,
+                "metrics_text": staticmethod(metrics_text),
+                "health_doc": staticmethod(health_doc),
+                "closing": self.closing,
+            },
+        )
         self.server = ThreadingHTTPServer((host, port), handler)
         self.server.daemon_threads = True
         self.port = int(self.server.server_address[1])
@@ -175,8 +197,13 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
         url = urlsplit(self.path)
         camera = parse_qs(url.query).get("camera", [None])[0]
-        route = {"/": self._index, "/metrics": self._metrics, "/health": self._health,
-                 "/video": lambda: self._mjpeg(camera), "/frame.jpg": lambda: self._frame(camera)}.get(url.path)
+        route = {
+            "/": self._index,
+            "/metrics": self._metrics,
+            "/health": self._health,
+            "/video": lambda: self._mjpeg(camera),
+            "/frame.jpg": lambda: self._frame(camera),
+        }.get(url.path)
         if route is None:
             self._send(404, "text/plain", b"not found\n")
         else:
@@ -192,7 +219,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _index(self) -> None:
         links = "".join(f'<h3>{c}</h3><img src="/video?camera={c}">' for c in self.hub.cameras())
-        page = f"<html><body><h1>fleet-runtime</h1>{links}<p><a href=/metrics>metrics</a> <a href=/health>health</a></p></body></html>"
+        nav = "<p><a href=/metrics>metrics</a> <a href=/health>health</a></p>"
+        page = f"<html><body><h1>fleet-runtime</h1>{links}{nav}</body></html>"
         self._send(200, "text/html; charset=utf-8", page.encode())
 
     def _metrics(self) -> None:
@@ -224,7 +252,10 @@ class _Handler(BaseHTTPRequestHandler):
                 if found is None:
                     continue
                 seq, data = found
-                head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n"
+                head = (
+                    f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
+                    f"Content-Length: {len(data)}\r\n\r\n"
+                )
                 self.wfile.write(head.encode() + data + b"\r\n")
         except (BrokenPipeError, ConnectionResetError):
             return

@@ -85,7 +85,10 @@ def parse_source(name: str, uri: str) -> SourceSpec:
         return SourceSpec(name, "images", str(path))
     if path.is_file():
         return SourceSpec(name, "file", str(path))
-    raise SourceError(f"camera {name}: {redact(uri)} is not an rtsp:// URL, synthetic:WxH@FPS, a video file or an image folder")
+    raise SourceError(
+        f"camera {name}: {redact(uri)} is not an rtsp:// URL, synthetic:WxH@FPS,"
+        " a video file or an image folder"
+    )
 
 
 @dataclass
@@ -100,7 +103,12 @@ class SourceStatus:
 class Source(threading.Thread):
     """Decodes one camera on its own thread into ``queue``; ``prepare`` runs on each frame."""
 
-    def __init__(self, spec: SourceSpec, queue: FrameQueue[Frame], prepare: Callable[[Frame], None] | None = None) -> None:
+    def __init__(
+        self,
+        spec: SourceSpec,
+        queue: FrameQueue[Frame],
+        prepare: Callable[[Frame], None] | None = None,
+    ) -> None:
         super().__init__(name=f"source-{spec.name}", daemon=True)
         self.spec = spec
         self.queue = queue
@@ -188,9 +196,17 @@ def _synthetic(spec: SourceSpec, stop: threading.Event) -> Iterator[Any]:
 
     w, h = spec.size
     bars = np.zeros((h, w, 3), np.uint8)
-    colors = [(255, 255, 255), (0, 255, 255), (255, 255, 0), (0, 255, 0), (255, 0, 255), (0, 0, 255), (255, 0, 0)]
+    colors = [
+        (255, 255, 255),
+        (0, 255, 255),
+        (255, 255, 0),
+        (0, 255, 0),
+        (255, 0, 255),
+        (0, 0, 255),
+        (255, 0, 0),
+    ]
     for i, color in enumerate(colors):
-        bars[:, i * w // 7:(i + 1) * w // 7] = color
+        bars[:, i * w // 7 : (i + 1) * w // 7] = color
     pace = _paced(spec)
     side = max(8, h // 4)
     for index in range(spec.max_frames or 2**62):
@@ -199,7 +215,7 @@ def _synthetic(spec: SourceSpec, stop: threading.Event) -> Iterator[Any]:
         pace(index / spec.fps)
         image = bars.copy()
         x = (index * 7) % max(1, w - side)
-        image[h // 2 - side // 2:h // 2 + side // 2, x:x + side] = (index * 5) % 256
+        image[h // 2 - side // 2 : h // 2 + side // 2, x : x + side] = (index * 5) % 256
         yield image
 
 
@@ -228,9 +244,15 @@ def _open_options(spec: SourceSpec) -> dict[str, str]:
 def _open(spec: SourceSpec) -> Any:
     import av
 
-    url = with_credentials(spec.uri, spec.username, spec.password) if spec.kind == "rtsp" else spec.uri
+    url = (
+        with_credentials(spec.uri, spec.username, spec.password)
+        if spec.kind == "rtsp"
+        else spec.uri
+    )
     try:
-        return av.open(url, options=_open_options(spec), timeout=(spec.connect_timeout, spec.read_timeout))
+        return av.open(
+            url, options=_open_options(spec), timeout=(spec.connect_timeout, spec.read_timeout)
+        )
     except (av.error.FFmpegError, OSError) as exc:
         raise SourceError(f"cannot open {redact(spec.uri)}: {_reason(exc, spec)}") from None
 

@@ -22,7 +22,9 @@ def astronaut_bgr() -> Any:
     return rgb[:, :, ::-1].copy()
 
 
-def face_frame(index: int, size: tuple[int, int] = (640, 360), portrait: Any = None, moving: bool = True) -> Any:
+def face_frame(
+    index: int, size: tuple[int, int] = (640, 360), portrait: Any = None, moving: bool = True
+) -> Any:
     """Frame ``index`` of the moving-portrait sequence (BGR, size = width, height)."""
     index = index if moving else 0
     import cv2
@@ -37,12 +39,18 @@ def face_frame(index: int, size: tuple[int, int] = (640, 360), portrait: Any = N
     span = max(1, width - side)
     x = int((math.sin(index / 17.0) * 0.5 + 0.5) * span)
     y = (height - side) // 2
-    frame[y:y + side, x:x + side] = tile
+    frame[y : y + side, x : x + side] = tile
     return frame
 
 
-def face_video(path: Path, frames: int = 100, size: tuple[int, int] = (640, 360), fps: int = 25,
-               codec: str = "libx264", moving: bool = True) -> Path:
+def face_video(
+    path: Path,
+    frames: int = 100,
+    size: tuple[int, int] = (640, 360),
+    fps: int = 25,
+    codec: str = "libx264",
+    moving: bool = True,
+) -> Path:
     """Write ``frames`` frames of the moving portrait as H.264 (yuv420p, GOP of 1 s)."""
     import av
 
@@ -54,7 +62,9 @@ def face_video(path: Path, frames: int = 100, size: tuple[int, int] = (640, 360)
         stream.pix_fmt = "yuv420p"
         stream.options = {"preset": "ultrafast", "g": str(fps), "bf": "0"}
         for index in range(frames):
-            picture = av.VideoFrame.from_ndarray(face_frame(index, size, portrait, moving), format="bgr24")
+            picture = av.VideoFrame.from_ndarray(
+                face_frame(index, size, portrait, moving), format="bgr24"
+            )
             for packet in stream.encode(picture):
                 container.mux(packet)
         for packet in stream.encode():
