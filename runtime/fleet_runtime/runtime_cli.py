@@ -279,7 +279,7 @@ def cmd_providers(args: argparse.Namespace) -> int:
 
 def _loads(provider: str) -> bool:
     """Whether a session on ``provider`` really runs on it (a one-node model, built in memory)."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # type: ignore[import-untyped]
 
     try:
         model = _identity_model()
@@ -344,7 +344,7 @@ def _bench_model(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _probe_descriptor(path: Path) -> dict[str, Any]:
-    import onnxruntime as ort
+    import onnxruntime as ort  # type: ignore[import-untyped]
 
     first = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()[0]
     shape = [d if isinstance(d, int) and d > 0 else 1 for d in first.shape]

@@ -43,7 +43,7 @@ def normalize_providers(names: Sequence[str] | None) -> list[str]:
 
 
 def available_providers() -> list[str]:
-    import onnxruntime as ort
+    import onnxruntime as ort  # type: ignore[import-untyped]
 
     return list(ort.get_available_providers())
 
@@ -142,7 +142,7 @@ class ModelSession:
         providers: Sequence[str] | None = None,
         threads: int | None = None,
     ) -> None:
-        import onnxruntime as ort
+        import onnxruntime as ort  # type: ignore[import-untyped]
 
         self.name = name
         onnx_spec = descriptor.get("onnx", {})

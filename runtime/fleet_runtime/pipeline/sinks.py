@@ -129,7 +129,7 @@ class VideoWriter(threading.Thread):
         import av
 
         container = av.open(str(self.path), "w")
-        stream = None
+        stream: Any = None
         while (image := self._queue.get()) is not None:
             if stream is None:
                 stream = container.add_stream(self.codec, rate=round(self.fps))

@@ -57,7 +57,7 @@ def face_video(
     portrait = astronaut_bgr()
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=fps)
+        stream: Any = container.add_stream(codec, rate=fps)
         stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
         stream.options = {"preset": "ultrafast", "g": str(fps), "bf": "0"}
