@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -80,7 +81,7 @@ def connect(path: Path) -> sqlite3.Connection:
     """Open (creating 0600) the database with WAL, foreign keys and a busy timeout."""
     if not path.exists():
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-    conn = sqlite3.connect(str(path), isolation_level=None, timeout=10.0)
+    conn = sqlite3.connect(str(path), isolation_level=None, timeout=10.0, check_same_thread=False)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("PRAGMA synchronous = FULL")
@@ -94,6 +95,9 @@ class SQLiteRegistry:
 
     def __init__(self, conn: sqlite3.Connection, state_dir: Path, known_hosts: Path | None = None):
         self.conn, self.state_dir, self.known_hosts = conn, state_dir, known_hosts
+        # One connection shared by Nornir worker threads: a transaction holds the lock, so
+        # statements of different threads never interleave inside one.
+        self._lock = threading.RLock()
         self._box: SecretBox | None = None
 
     @classmethod
@@ -121,13 +125,19 @@ class SQLiteRegistry:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction: all of it commits, or none of it."""
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+        with self._lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+
+    def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """All rows of one read, under the lock."""
+        with self._lock:
+            return self.conn.execute(sql, args).fetchall()
 
     def _log(self, subject: str, kind: str, event: str, **detail: Any) -> None:
         self.conn.execute(
@@ -139,8 +149,8 @@ class SQLiteRegistry:
 
     def _device_row(self, name: str) -> dict[str, Any] | None:
         cols = ", ".join(_DEVICE_COLUMNS)
-        row = self.conn.execute(f"SELECT {cols} FROM devices WHERE name = ?", (name,)).fetchone()  # noqa: S608
-        return dict(zip(_DEVICE_COLUMNS, row, strict=True)) if row else None
+        rows = self._rows(f"SELECT {cols} FROM devices WHERE name = ?", (name,))  # noqa: S608
+        return dict(zip(_DEVICE_COLUMNS, rows[0], strict=True)) if rows else None
 
     def _require_device(self, name: str) -> dict[str, Any]:
         row = self._device_row(name)
@@ -156,7 +166,7 @@ class SQLiteRegistry:
         row = self._device_row(name)
         return self._device_record(row) if row else None
 
-    def _device_record(self, row: dict[str, Any]) -> dict[str, Any]:
+    def _device_record(self, row: dict[str, Any], cameras: int | None = None) -> dict[str, Any]:
         rec = dict(row)
         rec["tags"] = json.loads(row["tags"])
         rec["status"] = (
@@ -166,9 +176,11 @@ class SQLiteRegistry:
         rec["update_needed"] = bool(target and target != current)
         for key in ("last_seen", "created_at", "updated_at"):
             rec[key] = _iso(row[key])
-        rec["cameras"] = self.conn.execute(
-            "SELECT COUNT(*) FROM cameras WHERE device = ?", (row["name"],)
-        ).fetchone()[0]
+        if cameras is None:
+            cameras = self._rows("SELECT COUNT(*) FROM cameras WHERE device = ?", (row["name"],))[
+                0
+            ][0]
+        rec["cameras"] = cameras
         return rec
 
     def list_devices(
@@ -184,8 +196,11 @@ class SQLiteRegistry:
         wanted_tags = list(tags)
         cols = ", ".join(_DEVICE_COLUMNS)
         out = []
-        for row in self.conn.execute(f"SELECT {cols} FROM devices ORDER BY site, name"):  # noqa: S608
-            rec = self._device_record(dict(zip(_DEVICE_COLUMNS, row, strict=True)))
+        counts = dict(self._rows("SELECT device, COUNT(*) FROM cameras GROUP BY device"))
+        for row in self._rows(f"SELECT {cols} FROM devices ORDER BY site, name"):  # noqa: S608
+            rec = self._device_record(
+                dict(zip(_DEVICE_COLUMNS, row, strict=True)), counts.get(row[0], 0)
+            )
             if (
                 (not sites or rec["site"] in sites)
                 and (not names or rec["name"] in names)
@@ -371,7 +386,7 @@ class SQLiteRegistry:
     def history(self, subject: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Newest first: ``{"at", "subject", "kind", "event", "detail"}``."""
         where, args = ("WHERE subject = ?", (subject,)) if subject else ("", ())
-        rows = self.conn.execute(
+        rows = self._rows(
             f"SELECT at, subject, kind, event, detail FROM history {where} "  # noqa: S608
             "ORDER BY id DESC LIMIT ?",
             (*args, limit),
@@ -384,16 +399,16 @@ class SQLiteRegistry:
     # ---- cameras -------------------------------------------------------------------------
 
     def camera_names(self) -> set[str]:
-        return {r[0] for r in self.conn.execute("SELECT name FROM cameras")}
+        return {r[0] for r in self._rows("SELECT name FROM cameras")}
 
     def camera_counts(self) -> dict[tuple[str, str], int]:
         """Cameras per (device, app); app is the camera's ``app`` tag, '' when untagged."""
-        rows = self.conn.execute("SELECT device, app, COUNT(*) FROM cameras GROUP BY device, app")
+        rows = self._rows("SELECT device, app, COUNT(*) FROM cameras GROUP BY device, app")
         return {(d, a): n for d, a, n in rows}
 
     def camera_devices(self) -> dict[str, tuple[str, str]]:
         """camera name -> (device, app), for limit checks on update."""
-        return {n: (d, a) for n, d, a in self.conn.execute("SELECT name, device, app FROM cameras")}
+        return {n: (d, a) for n, d, a in self._rows("SELECT name, device, app FROM cameras")}
 
     def _seal_passwords(self, cameras: list[Camera]) -> list[str | None]:
         box = self.box
@@ -485,14 +500,14 @@ class SQLiteRegistry:
         }
 
     def get_camera(self, name: str) -> dict[str, Any] | None:
-        row = self.conn.execute(f"{_CAMERA_SELECT} WHERE c.name = ?", (name,)).fetchone()
-        return self._camera_record(row) if row else None
+        rows = self._rows(f"{_CAMERA_SELECT} WHERE c.name = ?", (name,))
+        return self._camera_record(rows[0]) if rows else None
 
     def list_cameras(
         self, *, devices: Iterable[str] = (), sites: Iterable[str] = (), names: Iterable[str] = ()
     ) -> list[dict[str, Any]]:
         devices, sites, names = set(devices), set(sites), set(names)
-        rows = self.conn.execute(f"{_CAMERA_SELECT} ORDER BY d.site, c.device, c.name")
+        rows = self._rows(f"{_CAMERA_SELECT} ORDER BY d.site, c.device, c.name")
         return [
             self._camera_record(r)
             for r in rows
@@ -502,9 +517,8 @@ class SQLiteRegistry:
         ]
 
     def _password_ref(self, name: str) -> str | None:
-        row = self.conn.execute(
-            "SELECT password_ref FROM cameras WHERE name = ?", (name,)
-        ).fetchone()
+        rows = self._rows("SELECT password_ref FROM cameras WHERE name = ?", (name,))
+        row = rows[0] if rows else None
         if row is None:
             raise NotFound(
                 f"camera '{name}' is not registered", fix="list cameras with `fleet cameras list`"

@@ -197,3 +197,22 @@ def test_aws_backend_needs_a_region(tmp_path: Path) -> None:
     (tmp_path / "fleet.yaml").write_text("registry: {backend: aws}\n")
     with pytest.raises(ConfigError, match="needs a region"):
         open_registry(Project.locate(tmp_path))
+
+
+def test_nornir_worker_threads_can_share_one_registry(reg) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = [f"d{i}" for i in range(8)]
+    for name in names:
+        reg.upsert_device(name, site="s1")
+
+    def work(name: str) -> None:
+        for n in range(25):
+            reg.set_current_software(name, f"1.0.{n}")
+            reg.set_device_status(name, ONLINE if n % 2 else OFFLINE)
+            assert len(reg.list_devices()) == 8
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(work, names))
+    assert {d["software_current"] for d in reg.list_devices()} == {"1.0.24"}
+    assert len(reg.history("d3")) == 51  # registered + 25 software + 25 status changes
