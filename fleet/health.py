@@ -45,7 +45,8 @@ def agent_flags(project: Project) -> list[str]:
     h = project.config["health"]
     return ["--disk-warn", str(h["disk_warn_pct"]), "--disk-fail", str(h["disk_fail_pct"]),
             "--mem-warn", str(h["mem_warn_pct"]), "--mem-fail", str(h["mem_fail_pct"]),
-            "--cert-warn-days", str(h["cert_warn_days"]), "--min-fps", str(h["min_fps"])]
+            "--cert-warn-days", str(h["cert_warn_days"]), "--min-fps", str(h["min_fps"]),
+            "--load-warn", str(h["load_warn_per_cpu"])]
 
 
 def health_task(task: Task, flags: list[str], skew_warn_s: float) -> Result:

@@ -49,6 +49,8 @@ CONFIG_SCHEMA: dict[str, Any] = {
                 "clock_skew_warn_s": {"type": "number", "default": 5},
                 "cert_warn_days": {"type": "number", "minimum": 0, "default": 30},
                 "min_fps": {"type": "number", "minimum": 0, "default": 0},
+                "load_warn_per_cpu": {"type": "number", "minimum": 0, "default": 2.0,
+                                      "description": "lab devices share one host: raise it there"},
             },
             "default": {},
         },

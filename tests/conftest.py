@@ -1,48 +1,21 @@
-"""Shared fixtures: a fleet project, a lab fleet behind real SSH servers, and the CLI.
+"""Shared fixtures: a fleet project and lab fleets behind real SSH servers.
 
 Servers are real: OpenSSH `sshd` (installed by `make test` as root) and
 asyncssh's server. Each lab is torn down by PID at the end of its scope.
+Plain helpers live in labkit.py.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from fleet.cli.app import app
 from fleet.lab import Lab
 from fleet.project import Project
-
-HAVE_SSHD = bool(shutil.which("sshd") or Path("/usr/sbin/sshd").exists())
-SSH_KINDS = ["openssh", "asyncssh"]
-
-
-def require_ssh(kind: str) -> None:
-    if kind == "openssh" and not HAVE_SSHD:
-        if os.environ.get("CI"):
-            pytest.fail("OpenSSH sshd is required in CI (scripts/system-deps.sh installs it)")
-        pytest.skip("OpenSSH sshd not installed (apt-get install openssh-server)")
-
-
-@dataclass
-class CliResult:
-    exit_code: int
-    stdout: str
-    stderr: str
-
-
-def run_cli(project: Path, *args: str, env: dict[str, str] | None = None) -> CliResult:
-    """Run `fleet --project PROJECT ARGS` in-process, colour off, fixed width."""
-    runner = CliRunner()
-    result = runner.invoke(app, ["--project", str(project), "--no-color", *args],
-                           env={"COLUMNS": "200", **(env or {})}, catch_exceptions=False)
-    return CliResult(result.exit_code, result.stdout, result.stderr)
+from labkit import HAVE_SSHD, SSH_KINDS, start_lab
 
 
 @pytest.fixture
@@ -53,13 +26,6 @@ def project_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def project(project_dir: Path) -> Project:
     return Project.locate(project_dir)
-
-
-def start_lab(root: Path, sites: int, per_site: int, ssh: str) -> Lab:
-    require_ssh(ssh)
-    lab = Lab(Project.locate(root))
-    lab.up(sites, per_site, ssh=ssh)
-    return lab
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from labkit import run_cli
 
 from fleet.cameras import Limits, import_cameras, sample_csv
 from fleet.project import Project

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from conftest import HAVE_SSHD, run_cli, start_lab
+from labkit import HAVE_SSHD, run_cli, start_lab
 from fleet.lab import Lab
 
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import HAVE_SSHD, run_cli, start_lab
+from labkit import HAVE_SSHD, run_cli, start_lab
 from fixtures_mqtt import require_mosquitto
 from fleet_runtime.layout import read_json
 from fleet_runtime.mqtt import MqttClient, MqttSettings

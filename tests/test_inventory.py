@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from labkit import run_cli
 from fleet import inventory as inv
 from fleet.errors import ConfigError
 from fleet.project import Project

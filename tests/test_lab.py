@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from conftest import run_cli
+from labkit import run_cli
 from fleet.lab import Lab, pid_is
 from fleet_runtime import slots
 

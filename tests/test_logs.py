@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import HAVE_SSHD, run_cli, start_lab
+from labkit import HAVE_SSHD, run_cli, start_lab
 from fleet_runtime.layout import atomic_write_json
 from fleet_runtime.logs import verify_bundle
 

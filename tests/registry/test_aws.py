@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from labkit import run_cli
 
 from fleet import pki
 from fleet.project import Project

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import run_cli
+from labkit import run_cli
 
 from fleet import pki
 from fleet.lab import Lab

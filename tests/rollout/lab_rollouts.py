@@ -6,7 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
-from conftest import HAVE_SSHD, start_lab
+from labkit import HAVE_SSHD, start_lab
 
 from fleet import firmware, inventory as inv
 from fleet.lab import Lab

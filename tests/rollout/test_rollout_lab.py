@@ -7,7 +7,7 @@ import json
 import threading
 
 import pytest
-from conftest import run_cli
+from labkit import run_cli
 from lab_rollouts import build, lab_project, rollout, versions
 
 from fleet.rollout.journal import Journal

@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from labkit import run_cli
 from lab_rollouts import build, lab_project, versions
 
 from fleet.rollout.journal import Journal

@@ -21,9 +21,7 @@ from rtsp_server import rtsp_server  # noqa: E402,F401  (session fixture)
 EXAMPLES = Path(__file__).resolve().parents[2] / "runtime" / "examples"
 FACE_MODEL_DIR = "packages/123456789012-CENTERFACE-1.0"
 COLOR_MODEL_DIR = "packages/123456789012-COLOR_MODEL-1.0"
-# Small frames keep CI cheap: 320x192 model input, 320x180 video.
-TEST_INPUT = (320, 192)
-TEST_VIDEO = (320, 180)
+from runtime_sizes import TEST_INPUT, TEST_VIDEO  # noqa: E402,F401
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ np = pytest.importorskip("numpy")
 cv2 = pytest.importorskip("cv2")
 parser = pytest.importorskip("prometheus_client.parser")
 
-from conftest import TEST_VIDEO  # noqa: E402
+from runtime_sizes import TEST_VIDEO  # noqa: E402
 from fleet_runtime.pipeline.frames import FrameQueue  # noqa: E402
 from fleet_runtime.pipeline.sources import Source, SourceSpec  # noqa: E402
 from fleet_runtime.pipeline.testmedia import face_frame  # noqa: E402

@@ -30,6 +30,7 @@ Check = dict[str, Any]
 WARN_PCT, FAIL_PCT = 85.0, 95.0
 CERT_WARN_DAYS = 30.0
 RUNTIME_TIMEOUT_S = 2.0
+LOAD_WARN_PER_CPU = 2.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -40,6 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--mem-fail", type=float, default=FAIL_PCT)
     p.add_argument("--cert-warn-days", type=float, default=CERT_WARN_DAYS)
     p.add_argument("--min-fps", type=float, default=0.0, help="warn when an app runs slower")
+    p.add_argument("--load-warn", type=float, default=LOAD_WARN_PER_CPU,
+                   help="warn when the 1-minute load per CPU exceeds this")
     p.set_defaults(handler=run)
 
 
@@ -77,10 +80,10 @@ def memory_check(warn: float, fail: float) -> Check:
     return check("memory", status, reason, used_pct=round(pct, 1), total_bytes=info["MemTotal"])
 
 
-def load_check() -> Check:
+def load_check(warn_per_cpu: float = LOAD_WARN_PER_CPU) -> Check:
     load1 = os.getloadavg()[0]
     per_cpu = load1 / (os.cpu_count() or 1)
-    status = "warn" if per_cpu > 2.0 else "ok"
+    status = "warn" if per_cpu > warn_per_cpu else "ok"
     reason = "" if status == "ok" else f"load {load1:.1f} is {per_cpu:.1f} per CPU"
     return check("load", status, reason, load1=round(load1, 2))
 
@@ -234,7 +237,7 @@ def run(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
         lambda: agent_check(layout),
         lambda: disk_check(layout, args.disk_warn, args.disk_fail),
         lambda: memory_check(args.mem_warn, args.mem_fail),
-        load_check,
+        lambda: load_check(args.load_warn),
         temperature_check,
         gpu_check,
         clock_check,

@@ -1,0 +1,59 @@
+"""Helpers every test module may import (`from labkit import run_cli, start_lab`).
+
+Kept out of conftest.py on purpose: several conftest.py files exist, and
+`from conftest import` would pick whichever pytest loaded first.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fleet.cli.app import app
+from fleet.lab import Lab
+from fleet.project import Project
+
+HAVE_SSHD = bool(shutil.which("sshd") or Path("/usr/sbin/sshd").exists())
+SSH_KINDS = ["openssh", "asyncssh"]
+
+# Lab devices share this machine's CPUs: its load is not theirs. The threshold
+# stays configurable (health.load_warn_per_cpu); tests raise it so a busy CI
+# host does not make every lab device "degraded".
+LAB_FLEET_YAML = "health:\n  load_warn_per_cpu: 1000\n"
+
+
+def require_ssh(kind: str) -> None:
+    if kind == "openssh" and not HAVE_SSHD:
+        if os.environ.get("CI"):
+            pytest.fail("OpenSSH sshd is required in CI (scripts/system-deps.sh installs it)")
+        pytest.skip("OpenSSH sshd not installed (apt-get install openssh-server)")
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(project: Path, *args: str, env: dict[str, str] | None = None) -> CliResult:
+    """Run `fleet --project PROJECT ARGS` in-process, colour off, fixed width."""
+    runner = CliRunner()
+    result = runner.invoke(app, ["--project", str(project), "--no-color", *args],
+                           env={"COLUMNS": "200", **(env or {})}, catch_exceptions=False)
+    return CliResult(result.exit_code, result.stdout, result.stderr)
+
+
+def start_lab(root: Path, sites: int, per_site: int, ssh: str) -> Lab:
+    require_ssh(ssh)
+    config = root / "fleet.yaml"
+    if not config.exists():
+        config.write_text(LAB_FLEET_YAML)
+    lab = Lab(Project.locate(root))
+    lab.up(sites, per_site, ssh=ssh)
+    return lab
