@@ -194,6 +194,8 @@ def probe(
     try:
         registry = open_registry(a.project)
         cams = _targets(registry, names or [], device or [], site or [])
+        where = "their devices over SSH" if from_device else "this machine"
+        a.display_info(f"probing {len(cams)} camera(s) from {where} (timeout {timeout:g} s)")
         if from_device:
             from fleet import inventory as inv
 
