@@ -182,7 +182,15 @@ class ArchiveBuilder:
             "network.json": _json(network),
             **{f"release-keys/{n}": data for n, data in self.release_keys.items()},
         }
+        if self.mqtt.get("endpoint"):
+            members[fmt.MQTT_MEMBER] = _json(self.mqtt_settings(spec))
         return members, issued, host_public
+
+    def mqtt_settings(self, spec: DeviceSpec) -> dict[str, Any]:
+        """The device's ``etc/fleet/mqtt.json`` without file paths (the agent adds its own)."""
+        keys = ("mode", "endpoint", "port", "topic_prefix", "heartbeat_s")
+        settings = {k: self.mqtt[k] for k in keys if self.mqtt.get(k) is not None}
+        return {**settings, "thing_name": f"{self.mqtt.get('thing_prefix', '')}{spec.name}"}
 
     def identity(self, spec: DeviceSpec) -> dict[str, Any]:
         return {

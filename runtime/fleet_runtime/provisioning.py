@@ -78,6 +78,7 @@ REQUIRED_MEMBERS = (
     "authorized_keys",
     "network.json",
 )
+MQTT_MEMBER = "mqtt.json"  # optional: present when the fleet has an MQTT endpoint
 RELEASE_KEY_RE = re.compile(r"^release-keys/[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 DEVICE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 MAX_ARCHIVE_BYTES = 4 * 1024 * 1024
@@ -340,6 +341,7 @@ def build_manifest(
 def _allowed(name: str) -> bool:
     return (
         name in REQUIRED_MEMBERS
+        or name == MQTT_MEMBER
         or name in (MANIFEST, SIGNATURE)
         or bool(RELEASE_KEY_RE.match(name))
     )
@@ -465,6 +467,8 @@ def verify_archive(path: Path, expect: Expectations | None = None) -> Archive:
     _check_hashes(manifest, members)
     _check_identity(manifest, members, ca)
     network = validate_network(_json_member(members, "network.json"))
+    if MQTT_MEMBER in members:
+        _check_mqtt(_json_member(members, MQTT_MEMBER))
     _check_expectations(manifest, expect)
     trust = "pinned" if expect.trusted_ca else "physical-presence"
     return Archive(manifest, members, sha256_hex(raw), trust, network)
@@ -475,6 +479,28 @@ def _json_member(members: dict[str, bytes], name: str) -> Any:
         return json.loads(members[name])
     except (KeyError, ValueError):
         raise ProvisioningError("bad-archive", f"{name} is missing or not JSON") from None
+
+
+MQTT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["endpoint"],
+    "properties": {
+        "mode": {"enum": ["broker", "iot-core"]},
+        "endpoint": {"type": "string", "minLength": 1, "maxLength": 253},
+        "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+        "topic_prefix": {"type": "string"},
+        "heartbeat_s": {"type": "number", "exclusiveMinimum": 0},
+        "thing_name": {"type": "string"},
+    },
+    "not": {"anyOf": [{"required": ["cert"]}, {"required": ["key"]}, {"required": ["ca"]}]},
+}
+
+
+def _check_mqtt(doc: Any) -> None:
+    # File paths are the device's business: the agent adds cert/key/ca at install time.
+    errors = list(jsonschema.Draft202012Validator(MQTT_SCHEMA).iter_errors(doc))
+    if errors:
+        raise ProvisioningError("bad-archive", f"{MQTT_MEMBER}: {errors[0].message}")
 
 
 def _check_signed(
@@ -652,6 +678,14 @@ def install_plan(
     for name in sorted(archive.members):
         if RELEASE_KEY_RE.match(name):
             plan.append((layout.release_keys / name.split("/", 1)[1], archive.members[name], 0o644))
+    if MQTT_MEMBER in archive.members:
+        mqtt = {
+            **json.loads(archive.members[MQTT_MEMBER]),
+            "cert": str(layout.device_crt),
+            "key": str(layout.device_key),
+            "ca": str(layout.ca_crt),
+        }
+        plan.append((layout.etc / MQTT_MEMBER, _json_bytes(mqtt), 0o644))
     identity = {**archive.identity, "provisioning": record}
     plan.append(
         (
@@ -663,10 +697,14 @@ def install_plan(
     return plan
 
 
+def _json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+
+
 def identity_paths(layout: Layout) -> list[Path]:
     """Everything provisioning installs (what reset removes); the trust anchor is not here."""
     return (
         [layout.device_json]
         + [layout.etc / rel for rel, _ in _INSTALL.values()]
-        + [layout.release_keys]
+        + [layout.etc / MQTT_MEMBER, layout.release_keys]
     )

@@ -345,3 +345,32 @@ def test_unreadable_key_signed_by_our_ca_is_refused(
     answer = agent(capsys, "provision", "--usb", str(drive))
     assert answer["error"]["code"] == "bad-archive" and "unreadable" in answer["error"]["message"]
     assert not device.device_json.exists()
+
+
+def test_mqtt_settings_are_installed_with_the_devices_own_paths(
+    factory: Factory, device: Layout, drive: Path, capsys
+) -> None:
+    factory.project.config["mqtt"] = {
+        "endpoint": "mqtt.example",
+        "port": 8883,
+        "mode": "broker",
+        "cert": "certs/controller.crt",
+    }
+    members = members_of(factory.build().path)
+    assert "cert" not in json.loads(members["mqtt.json"])  # never the controller's files
+    shutil.copy(factory.build().path, drive)
+    assert agent(capsys, "provision", "--usb", str(drive))["ok"]
+    settings = json.loads((device.etc / "mqtt.json").read_text())
+    assert settings["endpoint"] == "mqtt.example" and settings["thing_name"] == "cam-01"
+    assert settings["cert"] == str(device.device_crt) and settings["key"] == str(device.device_key)
+    assert settings["ca"] == str(device.ca_crt)
+    agent(capsys, "reset")
+    assert not (device.etc / "mqtt.json").exists()
+
+
+def test_mqtt_settings_carrying_paths_are_refused(factory: Factory, tmp_path: Path) -> None:
+    members = members_of(factory.build().path)
+    members["mqtt.json"] = json.dumps({"endpoint": "x", "key": "/etc/shadow"}).encode()
+    path = write_zip(tmp_path / "edgefleet-cam-01.zip", resign(members, factory.ca.key))
+    with pytest.raises(fmt.ProvisioningError, match="mqtt.json"):
+        fmt.verify_archive(path)
