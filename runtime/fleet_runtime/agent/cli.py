@@ -50,18 +50,41 @@ def _apply_lab_slowness(layout: Layout) -> None:
         time.sleep(float(delay))
 
 
+# Polled constantly by health sweeps; logging each call would only bloat agent.log.
+QUIET_COMMANDS = frozenset({"info", "health", "checksum", "slots"})
+
+
+def _log(layout: Layout, command: str, outcome: str, started: float, failed: bool) -> None:
+    """One line per state-changing command (or any failure) in var/log/fleet/agent.log."""
+    if command in QUIET_COMMANDS and not failed:
+        return
+    try:
+        from fleet_runtime.logs import device_logger
+
+        log = device_logger(layout, "agent")
+        level = log.warning if failed else log.info
+        level("%s %s (%.2fs)", command, outcome, time.monotonic() - started)
+    except OSError:  # a read-only or missing log directory must not fail the command
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     layout = Layout.from_env()
     _apply_lab_slowness(layout)
+    started = time.monotonic()
     try:
         payload = args.handler(args, layout)
     except AgentError as exc:
+        _log(layout, args.command, f"failed: {exc.code}: {exc.message}", started, True)
         emit(failure(exc.code, exc.message))
         return EXIT_FAILED
     except OSError as exc:
-        emit(failure("os-error", f"{exc.strerror or exc} ({exc.filename or 'no file'})"))
+        message = f"{exc.strerror or exc} ({exc.filename or 'no file'})"
+        _log(layout, args.command, f"failed: os-error: {message}", started, True)
+        emit(failure("os-error", message))
         return EXIT_FAILED
+    _log(layout, args.command, "ok", started, False)
     emit(success(payload))
     return EXIT_OK
 
