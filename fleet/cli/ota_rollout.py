@@ -115,19 +115,37 @@ def summary(report: Report) -> Group:
         table.add_column(outcome, justify="right")
     for site, counts in report.by_site().items():
         table.add_row(site, *[str(counts.get(o, 0)) for o in present])
-    parts: list[Any] = [table]
+    parts: list[Any] = [table, Text(batch_line(report))]
     if report.reason:
         parts.append(Text(f"reason: {report.reason}"))
     attention = [d for d in report.devices.values()
                  if d.outcome not in ("succeeded", "unchanged")]
     if attention:
-        detail = Table(header_style="bold", show_edge=False)
+        detail = Table(title="needs attention", title_justify="left", header_style="bold")
         for col in ("device", "site", "batch", "outcome", "reason"):
             detail.add_column(col, overflow="fold")
         for d in sorted(attention, key=lambda d: (d.batch, d.name)):
             detail.add_row(d.name, d.site, str(d.batch), styled(d.outcome), d.reason)
         parts.append(detail)
     return Group(*parts)
+
+
+def batch_line(report: Report) -> str:
+    """``batches: 1 ok · 1 ok · 1/7 failed (14%, limit 25%)`` — failures against the threshold."""
+    limit = (report.header.get("policy") or {}).get("max_fail_percentage")
+    parts = []
+    for batch in report.batches:
+        failed = report.failures(batch)
+        outcomes = {report.device(n).outcome for n in batch}
+        if not failed and outcomes <= {"succeeded", "unchanged", "skipped"}:
+            parts.append(f"{len(batch)} ok")
+            continue
+        if not failed:
+            parts.append(f"{len(batch)} {'/'.join(sorted(outcomes))}")
+            continue
+        bound = f", limit {limit:g}%" if limit is not None else ""
+        parts.append(f"{failed}/{len(batch)} failed ({100 * failed / len(batch):.0f}%{bound})")
+    return "batches: " + " · ".join(parts)
 
 
 def plan_table(batches: list[list[str]], facts: dict[str, dict[str, Any]], sites: dict[str, str],

@@ -404,7 +404,7 @@ def failure_reason(multi: MultiResult) -> str:
         if not res.failed or isinstance(res.exception, NornirSubTaskError):
             continue
         text = str(res.exception) if res.exception is not None else _text(res.result)
-        return f"{res.name}: {text}" if res.name else text
+        return f"{res.name}: {text}" if res.name == GATE_STEP else text
     return "failed"
 
 
