@@ -243,7 +243,7 @@ def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
 
 
 def _json(obj: Any) -> bytes:
-    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+    return (json.dumps(obj, sort_keys=True) + "\n").encode()  # C encoder: no indent
 
 
 def zip_bytes(members: dict[str, bytes]) -> bytes:

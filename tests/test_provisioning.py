@@ -559,14 +559,14 @@ def test_factory_device_refuses_another_devices_drive(factory_lab: Lab, tmp_path
     before = sorted(
         p.relative_to(factory_lab.root("berlin-01")).as_posix()
         for p in factory_lab.root("berlin-01").rglob("*")
-        if ".lab" not in p.parts
+        if ".lab" not in p.parts and "log" not in p.parts  # lab state, the agent's own logs
     )
     boot = run_cli(root, "lab", "usb", "berlin-01", str(drive))
     assert boot.exit_code == 1 and "serial-mismatch" in boot.stderr
     after = sorted(
         p.relative_to(factory_lab.root("berlin-01")).as_posix()
         for p in factory_lab.root("berlin-01").rglob("*")
-        if ".lab" not in p.parts
+        if ".lab" not in p.parts and "log" not in p.parts  # lab state, the agent's own logs
     )
     assert before == after
     assert not factory_lab.running(factory_lab.device("berlin-01"))

@@ -332,7 +332,7 @@ def build_manifest(
             for name, data in sorted(members.items())
         },
     }
-    return json.dumps(doc, indent=1, sort_keys=True).encode()
+    return json.dumps(doc, sort_keys=True).encode()  # canonical, one line (C encoder)
 
 
 # ---------------------------------------------------------------- safe reading

@@ -63,10 +63,11 @@ def agent(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
 
 
 def tree(layout: Layout) -> dict[str, bytes]:
+    """Every file of the device except its own logs (the agent logs each command)."""
     return {
         p.relative_to(layout.root).as_posix(): p.read_bytes()
         for p in sorted(layout.root.rglob("*"))
-        if p.is_file()
+        if p.is_file() and not p.is_relative_to(layout.logs)
     }
 
 
