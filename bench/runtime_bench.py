@@ -120,25 +120,32 @@ def run_pipeline(
     }
 
 
-def raw_loop(
-    app: Path, model: Path, video: Path, frames: int, distinct: int = 64
-) -> dict[str, Any]:
-    """The obvious loop: ``session.run`` on preprocessed tensors (cycled), default options."""
+def preprocessed(video: Path, count: int = 64) -> list[Any]:
+    """The first ``count`` frames preprocessed for the model (the raw loop cycles through them)."""
     import av
-    import onnxruntime as ort
-    from fleet_runtime.pipeline.models import prepare_model
     from fleet_runtime.pipeline.preprocess import Preprocess
 
-    pre = Preprocess(INPUT)
-    tensors = []
+    pre, tensors = Preprocess(INPUT), []
     with av.open(str(video)) as container:
         for frame in container.decode(video=0):
             tensors.append(pre.apply(frame.to_ndarray(format="bgr24"))[0][None])
-            if len(tensors) == distinct:
+            if len(tensors) == count:
                 break
+    return tensors
+
+
+def raw_loop(model: Path, tensors: list[Any], frames: int, tuned: bool) -> dict[str, Any]:
+    """The obvious loop: ``session.run`` on preprocessed tensors. ``tuned``: the runtime's
+    session options (threads = cores, no spinning) instead of onnxruntime's defaults."""
+    import onnxruntime as ort
+    from fleet_runtime.pipeline.models import prepare_model
+
     prepared = prepare_model(model, "input.1", [1, 3, INPUT[1], INPUT[0]], 4)
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if tuned:
+        options.intra_op_num_threads = len(os.sched_getaffinity(0))
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(prepared), options, providers=["CPUExecutionProvider"])
     for tensor in tensors[:3]:
         session.run(None, {"input.1": tensor})
@@ -147,6 +154,10 @@ def raw_loop(
         session.run(None, {"input.1": tensors[i % len(tensors)]})
     elapsed = time.perf_counter() - start
     return {"frames": frames, "seconds": round(elapsed, 2), "fps": round(frames / elapsed, 2)}
+
+
+def best(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return max(runs, key=lambda r: r["fps"])
 
 
 def timed_process(argv: list[str], env: dict[str, str] | None = None) -> float:
@@ -266,6 +277,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=1000)
     parser.add_argument("--camera-frames", type=int, default=300, help="frames per camera in (c)")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="interleaved rounds for (a), best kept"
+    )
     parser.add_argument("--skip-deface", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -277,15 +291,23 @@ def main() -> None:
     }
     say = (lambda *a: None) if args.json else print
 
-    pipeline = run_pipeline(app, {"camera_node": offline_camera("camera_node", video)})
-    raw = raw_loop(app, model, video, args.frames)
-    results["a"] = {
-        "pipeline": pipeline,
-        "raw_session_run": raw,
-        "ratio": round(pipeline["fps"] / raw["fps"], 3),
-    }
+    tensors = preprocessed(video)
+    runs: dict[str, list[dict[str, Any]]] = {"pipeline": [], "raw_default": [], "raw_tuned": []}
+    for _ in range(args.rounds):  # interleaved, best of each: the machine may be shared
+        runs["raw_default"].append(raw_loop(model, tensors, args.frames, tuned=False))
+        runs["raw_tuned"].append(raw_loop(model, tensors, args.frames, tuned=True))
+        camera = {"camera_node": offline_camera("camera_node", video)}
+        runs["pipeline"].append(run_pipeline(app, camera))
+    del tensors
+    a = {name: best(r) for name, r in runs.items()}
+    a["all_fps"] = {name: [r["fps"] for r in r_list] for name, r_list in runs.items()}
+    a["ratio"] = round(a["pipeline"]["fps"] / a["raw_default"]["fps"], 3)
+    a["ratio_vs_tuned_raw"] = round(a["pipeline"]["fps"] / a["raw_tuned"]["fps"], 3)
+    results["a"] = a
     say(
-        f"(a) pipeline {pipeline['fps']} fps vs raw session.run {raw['fps']} fps: ratio {results['a']['ratio']} (target >= 0.95)"
+        f"(a) pipeline {a['pipeline']['fps']} fps vs raw session.run {a['raw_default']['fps']} fps"
+        f" (onnxruntime defaults; {a['raw_tuned']['fps']} fps with the runtime's session options):"
+        f" ratio {a['ratio']} ({a['ratio_vs_tuned_raw']} vs tuned raw), target >= 0.95"
     )
 
     if not args.skip_deface:
@@ -302,10 +324,13 @@ def main() -> None:
             "speedup_vs_opencv": round(ours["fps"] / opencv["fps"], 3),
             "detections": matching,
         }
+        b = results["b"]
         say(
-            f"(b) fleet-runtime {ours['fps']} fps, deface onnxrt {onnxrt['fps']} fps, deface opencv {opencv['fps']} fps: "
-            f"{results['b']['speedup_vs_onnxrt']}x onnxrt (target >= 1.25), {results['b']['speedup_vs_opencv']}x opencv; "
-            f"detections matched {matching['matched_iou_0.8']}/{matching['deface_boxes']} ({matching['match_rate']})"
+            f"(b) fleet-runtime {ours['fps']} fps, deface onnxrt {onnxrt['fps']} fps,"
+            f" deface opencv {opencv['fps']} fps: {b['speedup_vs_onnxrt']}x onnxrt"
+            " (target >= 1.25),"
+            f" {b['speedup_vs_opencv']}x opencv; detections matched"
+            f" {matching['matched_iou_0.8']}/{matching['deface_boxes']} ({matching['match_rate']})"
         )
 
     short = WORK / f"faces-{SIZE[0]}x{SIZE[1]}-{args.camera_frames}.mp4"

@@ -26,9 +26,8 @@ class Frame:
     index: int
     image: Any
     timestamp: float = field(default_factory=time.time)
-    # model name -> (input tensor, Letterbox): filled on the source thread so
-    # preprocessing overlaps inference instead of adding to it
-    prepared: dict[str, Any] = field(default_factory=dict)
+    # model name -> decoded result, filled by the inference stage ahead of the code
+    results: dict[str, Any] = field(default_factory=dict)
 
 
 class QueueClosed(Exception):

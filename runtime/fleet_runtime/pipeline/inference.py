@@ -181,6 +181,10 @@ class ModelSession:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.intra_op_num_threads = threads or cpu_threads()
         options.inter_op_num_threads = 1
+        # Idle intra-op workers sleep instead of spinning: the pipeline's other threads
+        # (decoding, the code, a second frame in flight) use the gaps; spinning workers
+        # fight them for the cores and stall every parallel section.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return options
 
     def _report(self) -> None:

@@ -25,6 +25,7 @@ from fleet_runtime.pipeline.inference import ModelSession
 from fleet_runtime.pipeline.metrics import Counters, health, render
 from fleet_runtime.pipeline.sinks import EventLog, HttpServer, OutputHub, VideoWriter
 from fleet_runtime.pipeline.sources import Source, SourceError, SourceSpec
+from fleet_runtime.pipeline.stage import InferenceStage
 
 log = logging.getLogger("fleet_runtime.runner")
 
@@ -47,6 +48,7 @@ class RunOptions:
     restart_max: float = 30.0
     crash_window: float = 60.0
     crash_loop_after: int = 3
+    inference_workers: int = 2  # frames in flight in the inference stage
 
 
 class Supervisor(threading.Thread):
@@ -219,18 +221,20 @@ class Runner:
     def __init__(self, app: Application, options: RunOptions) -> None:
         self.app, self.options = app, options
         self.stopping = threading.Event()
-        self.bell = threading.Event()
+        self.bell = threading.Event()  # rung when a frame is ready for the code
+        self.camera_bell = threading.Event()  # rung when a camera decoded a frame
         self.counters = Counters()
         self.hub = OutputHub()
         self.events = EventLog(options.events)
         self.models: dict[str, ModelSession] = {}
         self.sources: dict[str, Source] = {}
-        self.queues: dict[str, FrameQueue[Frame]] = {}
+        self.decoded: dict[str, FrameQueue[Frame]] = {}  # camera -> inference stage
+        self.queues: dict[str, FrameQueue[Frame]] = {}  # inference stage -> code
+        self.stage: InferenceStage | None = None
         self.supervisors: list[Supervisor] = []
         self.http: HttpServer | None = None
         self.writers: dict[str, VideoWriter] = {}
         self.ready = False
-        self._prepare_models: set[str] = set()
         self._bindings = {node: cam.cameras for node, cam in app.camera_nodes.items()}
 
     def cameras_of(self, nodes: list[str]) -> list[str]:
@@ -263,8 +267,12 @@ class Runner:
         for name, node in self.app.model_nodes.items():
             self.models[name] = self._load_model(name, node)
         for camera, spec in specs.items():
+            self.decoded[camera] = FrameQueue(spec.queue_size, drop=spec.drop, bell=self.camera_bell)
             self.queues[camera] = FrameQueue(spec.queue_size, drop=spec.drop, bell=self.bell)
-            self.sources[camera] = Source(spec, self.queues[camera], self._prepare)
+            self.sources[camera] = Source(spec, self.decoded[camera])
+        self.stage = InferenceStage(self.decoded, self.queues, self.camera_bell, self.stopping,
+                                    self.options.inference_workers)
+        self.stage.start()
         for source in self.sources.values():
             source.start()
         for code in self.app.code_nodes:
@@ -286,25 +294,21 @@ class Runner:
         )
         return session
 
-    def _prepare(self, frame: Frame) -> None:
-        """On the source thread: preprocess for models fed with media (overlaps inference)."""
-        for name in self._prepare_models:
-            frame.prepared[name] = self.models[name].prepare(frame.image)
-
     def infer_media(self, session: ModelSession, items: list[Any]) -> list[Any]:
-        self._prepare_models.add(session.name)
-        prepared = [m.frame.prepared.get(session.name) or session.prepare(m.image) for m in items]
-        results = session.infer(prepared)
+        """Results for media: the stage's when it ran the model, else computed now (batched)."""
+        if self.stage is not None:
+            self.stage.stream(session)  # from now on the stage runs it ahead of the code
+        results = [item.frame.results.get(session.name) for item in items]
+        missing = [i for i, result in enumerate(results) if result is None]
+        if missing:
+            computed = session.infer([session.prepare(items[i].image) for i in missing])
+            for i, result in zip(missing, computed, strict=True):
+                results[i] = items[i].frame.results[session.name] = result
         if self.events.path is not None:
             for item, result in zip(items, results, strict=True):
                 if hasattr(result, "as_dicts") and len(result.as_dicts()):
-                    self.events.write(
-                        "inference",
-                        camera=item.stream_id,
-                        frame=item.frame_id,
-                        model=session.name,
-                        results=result.as_dicts(),
-                    )
+                    self.events.write("inference", camera=item.stream_id, frame=item.frame_id,
+                                      model=session.name, results=result.as_dicts())
         return results
 
     def output(self, item: Any) -> None:
@@ -344,9 +348,12 @@ class Runner:
     def stop(self) -> None:
         self.stopping.set()
         self.bell.set()
+        self.camera_bell.set()
         for source in self.sources.values():
             source.stop()
             source.queue.close()
+        if self.stage is not None:
+            self.stage.join(timeout=10)
         for supervisor in self.supervisors:
             supervisor.join(timeout=10)
         for writer in self.writers.values():
@@ -371,7 +378,7 @@ class Runner:
             name: {
                 "connected": s.status.connected,
                 "frames_in": s.status.frames,
-                "frames_dropped": self.queues[name].dropped,
+                "frames_dropped": self.decoded[name].dropped + self.queues[name].dropped,
                 "frames_out": self.counters.frames_out.get(name, 0),
                 "reconnects": s.status.reconnects,
                 "last_error": s.status.last_error,
