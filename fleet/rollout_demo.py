@@ -1,4 +1,4 @@
-"""Demo step for rollouts: a new version across the 3 lab sites, canary first, one device rolled back."""
+"""Demo step for rollouts: a new version across 3 lab sites, canary first, one rolled back."""
 
 from __future__ import annotations
 

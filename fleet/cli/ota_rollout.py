@@ -14,10 +14,9 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Optional
+from typing import Annotated, Any, NoReturn
 
 import typer
-
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -64,7 +63,7 @@ class LiveView:
     def __call__(self, event: dict[str, Any]) -> None:
         with self.lock:
             self.report.apply(event)
-            kind, device = event.get("event"), event.get("device")
+            kind, device = event.get("event"), str(event.get("device"))
             if kind == "device_started":
                 self.started[device] = time.monotonic()
             elif kind == "device_finished":
@@ -168,32 +167,32 @@ def plan_table(batches: list[list[str]], facts: dict[str, dict[str, Any]], sites
 # ---------------------------------------------------------------------------- commands
 
 Bundle = Annotated[Path, typer.Argument(help="a signed bundle from `fleet firmware build`")]
-RolloutId = Annotated[Optional[str], typer.Argument(help="rollout id (default: the latest)")]
-PolicyFile = Annotated[Optional[Path], typer.Option("--policy", help="policy YAML file")]
-Batches = Annotated[Optional[str], typer.Option(
+RolloutId = Annotated[str | None, typer.Argument(help="rollout id (default: the latest)")]
+PolicyFile = Annotated[Path | None, typer.Option("--policy", help="policy YAML file")]
+Batches = Annotated[str | None, typer.Option(
     "--batches", help="Ansible serial: sizes or percentages of the selection, e.g. 1,10%,50%")]
-MaxFailPct = Annotated[Optional[float], typer.Option(
+MaxFailPct = Annotated[float | None, typer.Option(
     "--max-fail-percentage", help="stop when a batch's failures exceed this percentage")]
-MaxFailures = Annotated[Optional[int], typer.Option(
+MaxFailures = Annotated[int | None, typer.Option(
     "--max-failures", help="stop once this many devices failed in the whole run")]
-Concurrency = Annotated[Optional[int], typer.Option("--concurrency", help="devices at once")]
-PerSite = Annotated[Optional[int], typer.Option(
+Concurrency = Annotated[int | None, typer.Option("--concurrency", help="devices at once")]
+PerSite = Annotated[int | None, typer.Option(
     "--per-site-concurrency", help="devices at once per site")]
-Order = Annotated[Optional[str], typer.Option(
+Order = Annotated[str | None, typer.Option(
     "--order", help="inventory | site-by-site | shuffle")]
-Seed = Annotated[Optional[int], typer.Option("--seed", help="shuffle seed")]
-Canary = Annotated[Optional[list[str]], typer.Option(
+Seed = Annotated[int | None, typer.Option("--seed", help="shuffle seed")]
+Canary = Annotated[list[str] | None, typer.Option(
     "--canary-tag", help="devices with this tag go first (repeatable)")]
-Offline = Annotated[Optional[str], typer.Option("--offline", help="skip | fail | wait")]
-OfflineWait = Annotated[Optional[float], typer.Option(
+Offline = Annotated[str | None, typer.Option("--offline", help="skip | fail | wait")]
+OfflineWait = Annotated[float | None, typer.Option(
     "--offline-wait", help="seconds to wait for an offline device (--offline wait)")]
-DeviceTimeout = Annotated[Optional[float], typer.Option(
+DeviceTimeout = Annotated[float | None, typer.Option(
     "--device-timeout", help="seconds before a device still in progress fails")]
-Pause = Annotated[Optional[bool], typer.Option(
+Pause = Annotated[bool | None, typer.Option(
     "--pause-after-batch/--no-pause-after-batch", help="stop after each batch until resumed")]
 Engine = Annotated[str, typer.Option("--engine", help="ssh (push, default) | iot-jobs")]
-Bucket = Annotated[Optional[str], typer.Option("--bucket", help="S3 bucket (--engine iot-jobs)")]
-RoleArn = Annotated[Optional[str], typer.Option(
+Bucket = Annotated[str | None, typer.Option("--bucket", help="S3 bucket (--engine iot-jobs)")]
+RoleArn = Annotated[str | None, typer.Option(
     "--role-arn", help="IAM role IoT uses to presign the bundle URL per device (iot-jobs)")]
 
 
@@ -369,7 +368,8 @@ def retry(ctx: typer.Context, rollout_id: RolloutId = None,
 
 
 def abort(ctx: typer.Context, rollout_id: RolloutId = None,
-          reason: Annotated[str, typer.Option(help="recorded in the journal")] = "aborted by operator",
+          reason: Annotated[str, typer.Option(
+              help="recorded in the journal")] = "aborted by operator",
           json: o.Json = False) -> None:
     """Stop scheduling new devices; devices in flight finish or roll back."""
     from fleet.rollout import engine as rollout_engine
@@ -507,6 +507,8 @@ def _iot_rollout(a: Application, bundle: Path, policy: Any, nr: Any, sel: Any,
         raise
     finally:
         journal.release()
+    journal.append({"event": "planned", "batches": [things],
+                    "sites": {h.name: batching.describe_host(h).site for h in hosts}})
     journal.append({"event": "job_created", **made})
     journal.append({"event": "run_finished", "status": "completed",
                     "reason": f"handed to AWS IoT Jobs as job {made['job_id']}"})

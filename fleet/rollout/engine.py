@@ -27,7 +27,16 @@ from fleet.rollout import batches as batching
 from fleet.rollout.journal import INTERRUPTED, Journal, refuse_overlap
 from fleet.rollout.policy import Policy
 from fleet.rollout.report import (
-    ABORTED, DONE, FAILED, NOT_RUN, PAUSED, RETRYABLE, SKIPPED, TERMINAL, Event, Report,
+    ABORTED,
+    DONE,
+    FAILED,
+    NOT_RUN,
+    PAUSED,
+    RETRYABLE,
+    SKIPPED,
+    TERMINAL,
+    Event,
+    Report,
 )
 from fleet.rollout.runner import Control, EventSink, RolloutRunner
 

@@ -39,7 +39,12 @@ from fleet.errors import ConfigError, FleetError
 from fleet.rollout.batches import batch_sizes
 from fleet.rollout.policy import Policy
 from fleet.rollout.report import (
-    FAILED, IN_FLIGHT, NOT_RUN, PENDING, SUCCEEDED, Report,
+    FAILED,
+    IN_FLIGHT,
+    NOT_RUN,
+    PENDING,
+    SUCCEEDED,
+    Report,
 )
 
 DOCUMENT_OPERATION = "fleet-ota"
@@ -232,10 +237,14 @@ class IotJobs:
 
 def report_from_executions(report: Report, job: dict[str, Any],
                            executions: dict[str, dict[str, Any]]) -> Report:
-    """Fold IoT job executions into a rollout Report for `fleet ota status`."""
+    """Fold IoT job executions into a rollout Report for `fleet ota status`. Devices with no
+    execution yet stay pending; executions of things outside the rollout are ignored."""
+    for name in report.header.get("devices", []):
+        report.device(name)
     for thing, ex in executions.items():
-        dev = report.device(thing)
-        dev.outcome, dev.reason = ex["outcome"], ex["status"]
+        if thing in report.devices:
+            dev = report.devices[thing]
+            dev.outcome, dev.reason = ex["outcome"], ex["status"]
     status = str(job.get("status", ""))
     report.status = {"COMPLETED": "completed", "CANCELED": "aborted",
                      "DELETION_IN_PROGRESS": "aborted"}.get(status, "running")

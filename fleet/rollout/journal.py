@@ -8,9 +8,9 @@ it from another process. A running rollout holds an exclusive ``flock`` on
 rollouts may not share devices while the first is unfinished: creation checks
 that under ``.fleet/rollouts/.create.lock``.
 
->>> j = Journal.create(project, header={"artifact": "os-1.1.0.bundle"}, devices=["a", "b"])  # doctest: +SKIP
->>> j.append({"event": "device_finished", "device": "a", "outcome": "succeeded"})         # doctest: +SKIP
->>> Journal.open(project, j.id).report().devices["a"].outcome                              # doctest: +SKIP
+>>> j = Journal.create(project, header={"artifact": "os.bundle"}, devices=["a"])  # doctest: +SKIP
+>>> j.append({"event": "device_finished", "device": "a", "outcome": "succeeded"})  # doctest: +SKIP
+>>> Journal.open(project, j.id).report().devices["a"].outcome                       # doctest: +SKIP
 'succeeded'
 """
 

@@ -35,7 +35,8 @@ POLICY_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
     "properties": {
         "batches": {
-            "description": "Ansible `serial`: sizes or 'N%' of the whole selection; the last repeats",
+            "description": "Ansible `serial`: sizes or 'N%' of the whole selection; "
+                           "the last repeats",
             "type": "array",
             "minItems": 1,
             "items": {

@@ -32,8 +32,19 @@ from nornir.core.task import AggregatedResult, MultiResult, Result, Task
 from fleet.rollout import batches as batching
 from fleet.rollout.policy import Policy
 from fleet.rollout.report import (
-    ABORTED, COMPLETED, DONE, FAILED, IN_FLIGHT, NOT_RUN, PAUSED, SKIPPED, STOPPED,
-    SUCCEEDED, UNCHANGED, Event, Report,
+    ABORTED,
+    COMPLETED,
+    DONE,
+    FAILED,
+    IN_FLIGHT,
+    NOT_RUN,
+    PAUSED,
+    SKIPPED,
+    STOPPED,
+    SUCCEEDED,
+    UNCHANGED,
+    Event,
+    Report,
 )
 
 POLL_S = 0.2
@@ -203,7 +214,7 @@ class RolloutRunner:
                    result: AggregatedResult) -> None:
         self.emit({"event": "batch_started", "batch": number, "size": len(batch),
                    "devices": [h.name for h in batch]})
-        pending, flights = list(todo), {}
+        pending, flights = list(todo), dict[str, _Flight]()
         while pending or flights:
             if self._stop is None:
                 self._check_abort()

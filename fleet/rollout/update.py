@@ -6,8 +6,8 @@ verify, commit or roll back). The gate looks again after the task, with fresh
 agent calls: a device counts as done only if it runs the target version,
 committed (no trial pending), and its health is not failing.
 
->>> work = OtaWork.for_bundle(project, Path("out/firmware/edgefleet-os-1.1.0.bundle"))  # doctest: +SKIP
->>> runner = RolloutRunner(policy, gate=work.gate, settle=work.settle, probe=work.probe)  # doctest: +SKIP
+>>> work = OtaWork.for_bundle(project, Path("out/firmware/os-1.1.0.bundle"))  # doctest: +SKIP
+>>> runner = RolloutRunner(policy, gate=work.gate, probe=work.probe(nr))     # doctest: +SKIP
 """
 
 from __future__ import annotations

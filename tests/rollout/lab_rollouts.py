@@ -8,7 +8,8 @@ from pathlib import Path
 
 from labkit import HAVE_SSHD, start_lab
 
-from fleet import firmware, inventory as inv
+from fleet import firmware
+from fleet import inventory as inv
 from fleet.lab import Lab
 from fleet.project import Project
 from fleet.rollout import engine

@@ -37,6 +37,7 @@ def aws(moto_server, monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-central-1")
+    reset(moto_server)  # moto's state is per process, shared by every server in it
     import boto3
 
     s3 = boto3.client("s3", region_name="eu-central-1")
@@ -46,8 +47,12 @@ def aws(moto_server, monkeypatch):
     for name in ("berlin-01", "berlin-02", "lisbon-01"):
         iot.create_thing(thingName=name)
     yield iot
-    urllib.request.urlopen(urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST"),
-                           timeout=10).close()
+    reset(moto_server)
+
+
+def reset(server: str) -> None:
+    request = urllib.request.Request(f"{server}/moto-api/reset", method="POST")
+    urllib.request.urlopen(request, timeout=10).close()
 
 
 @pytest.mark.parametrize(
@@ -110,11 +115,12 @@ def test_create_job_uploads_bundle_and_reads_executions(aws, tmp_path):
         "berlin-02": {"status": "QUEUED", "outcome": "pending"},
         "lisbon-01": {"status": "QUEUED", "outcome": "pending"},
     }
-    report = report_from_executions(Report(), jobs.job("r-test-1"), executions)
+    things = {"devices": ["berlin-01", "berlin-02", "lisbon-01"]}
+    report = report_from_executions(Report(header=things), jobs.job("r-test-1"), executions)
     assert report.status == "running" and report.counts() == {"pending": 3}
 
     jobs.cancel("r-test-1", "operator abort")
-    cancelled = report_from_executions(Report(), jobs.job("r-test-1"), executions)
+    cancelled = report_from_executions(Report(header=things), jobs.job("r-test-1"), executions)
     assert cancelled.status == "aborted"
 
 

@@ -7,8 +7,8 @@ import json
 import threading
 
 import pytest
-from labkit import run_cli
 from lab_rollouts import build, lab_project, rollout, versions
+from labkit import run_cli
 
 from fleet.rollout.journal import Journal
 from fleet.rollout.policy import Policy

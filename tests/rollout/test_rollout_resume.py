@@ -13,8 +13,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from labkit import run_cli
 from lab_rollouts import build, lab_project, versions
+from labkit import run_cli
 
 from fleet.rollout.journal import Journal
 

@@ -145,7 +145,8 @@ def test_concurrency_and_per_site_limits_hold(tmp_path):
 def test_gate_decides_success_not_the_exit_status(tmp_path):
     def gate(task: Task) -> Result:
         ok = task.host.name != "berlin-02"
-        return Result(task.host, failed=not ok, result="reports 1.0.0, expected 1.1.0 (rolled back)")
+        return Result(task.host, failed=not ok,
+                      result="reports 1.0.0, expected 1.1.0 (rolled back)")
 
     nr = fleet({"berlin": 3})
     report, _, _ = run(nr, Policy(batches=(3,), max_fail_percentage=50), tmp_path, gate=gate)

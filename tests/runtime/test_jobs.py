@@ -26,10 +26,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for fixtures
 
+import fixtures_mqtt  # noqa: E402
 from fixtures_bundle import make_bundle, make_device, new_key  # noqa: E402
-from fixtures_mqtt import Inbox, MqttLab, mqtt_broker  # noqa: E402,F401
+from fixtures_mqtt import Inbox, MqttLab  # noqa: E402
 from fleet_runtime import slots  # noqa: E402
 
+mqtt_broker = fixtures_mqtt.mqtt_broker  # the session fixture, used by name below
 SELFTEST_FAILS = b"#!/bin/sh\necho 'camera pipeline did not start' >&2\nexit 1\n"
 
 
