@@ -1,12 +1,16 @@
 """OTA on one device: the Nornir task the CLI and the rollout engine run per device.
 
 ``install_bundle`` walks: check (facts + compatibility, refused before any
-upload) -> upload (SFTP, resumable, SHA-256 verified) -> install (the agent
-verifies the signature and every hash into the inactive slot) -> activate
+upload) -> install (the bundle streams into ``fleet-agent install -``, which
+verifies the signature and every hash while writing the inactive slot, keeps
+the bytes received for a resume, and reports the whole bundle's SHA-256,
+compared with ours) -> activate
 (trial boots) -> reboot -> verify (the device reports the target version, its
 self-test and health pass) -> commit. A failure after activation rolls back
-(agent ``rollback`` + reboot) and the Result says why. Each step is a
-subtask, so processors see it; byte-level progress goes to ``progress``.
+(agent ``rollback`` + reboot) and the Result says why. An interrupted transfer
+is resumed by an ``upload`` step (SFTP from the bytes kept) before installing
+from the file. Each step is a subtask, so processors see it; byte-level
+progress goes to ``progress``.
 
 >>> nr.run(task=install_bundle,
 ...        bundle_path="out/firmware/edgefleet-os-1.1.0.bundle")   # doctest: +SKIP
@@ -33,7 +37,7 @@ from fleet.project import Project
 from fleet.transport import CONNECTION_NAME
 
 Progress = Callable[[str, str, dict[str, Any]], None]  # (device, step, fields)
-STEPS = ("check", "upload", "install", "activate", "reboot", "verify", "commit")
+STEPS = ("check", "install", "activate", "reboot", "verify", "commit")  # + "upload" to resume
 
 
 class Restarter(Protocol):
@@ -201,7 +205,7 @@ def _both(first: Callable[[], Any], second: Callable[[], Any]) -> tuple[Any, Any
 
 def _check(task: Task, run: _Run, manifest: Manifest) -> Result:
     agent = agent_for(task)
-    info, slots = _both(agent.info, lambda: agent.call("slots"))
+    info, slots = _both(agent.info, lambda: agent.call("slots", "--wait", "60"))
     facts = {"software": slots["software"], "state": slots["state"], "boots": slots["boots"],
              "incoming": slots["incoming"], "slot": slots["active"]}
     if slots["state"] == "trial":
@@ -217,29 +221,65 @@ def _check(task: Task, run: _Run, manifest: Manifest) -> Result:
     return Result(host=task.host, result=facts)
 
 
-def _upload(task: Task, run: _Run, path: Path, remote: str) -> Result:
+def _partial(task: Task, remote: str) -> int:
+    """Bytes of an earlier, interrupted transfer kept on the device (0 if none)."""
     session = task.host.get_connection(CONNECTION_NAME, task.nornir.config)
-    agent = agent_for(task)
     try:
-        resumed = int(session.sftp.stat(remote + ".part").st_size or 0)
+        return int(session.sftp.stat(remote + ".part").st_size or 0)
     except FileNotFoundError:
-        resumed = 0
+        return 0
+
+
+def _upload(task: Task, run: _Run, path: Path, remote: str, sha256: str, resumed: int) -> Result:
+    """Finish an interrupted transfer over SFTP from where it stopped."""
+    session = task.host.get_connection(CONNECTION_NAME, task.nornir.config)
     started = time.monotonic()
-    sha = session.put(path, remote, verify=agent.checksum,
-                      progress=lambda done, total: run.emit("upload", done=done, total=total))
+    # The SHA-256 check happens in `install`, which reads every byte anyway and
+    # reports the whole bundle's digest (see _install): one pass on the device, not two.
+    session.put(path, remote, verify=lambda _part: sha256,
+                progress=lambda done, total: run.emit("upload", done=done, total=total))
     seconds = time.monotonic() - started
     size = path.stat().st_size
     rate = (size - resumed) / seconds / 1e6 if seconds > 0 else 0.0
-    return Result(host=task.host, result={"remote": remote, "sha256": sha, "bytes": size,
+    return Result(host=task.host, result={"remote": remote, "bytes": size,
                                           "resumed_from": resumed, "MBps": round(rate, 1)})
 
 
-def _install(task: Task, run: _Run, remote: str, size: int) -> Result:
-    answer = agent_for(task).call(
-        "install", remote, "--remove-after", timeout=max(120.0, size / 20e6),
-        on_progress=lambda p: run.emit("install", **{k: v for k, v in p.items() if k != "step"}))
-    keep = ("slot", "version", "bytes", "files")
-    return Result(host=task.host, result={k: answer[k] for k in keep})
+class _Feed:
+    """The bundle file as the install's stdin, reporting bytes sent."""
+
+    def __init__(self, path: Path, run: _Run) -> None:
+        self.fh, self.run, self.done = open(path, "rb"), run, 0  # noqa: SIM115
+        self.total = path.stat().st_size
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.fh.read(size)
+        self.done += len(data)
+        self.run.emit("install", done=self.done, total=self.total)
+        return data
+
+
+def _install(task: Task, run: _Run, remote: str, path: Path, sha256: str,
+             uploaded: bool) -> Result:
+    """Stream the bundle into `fleet-agent install -` (kept as REMOTE.part for a resume),
+    or install the file a resumed upload completed."""
+    size = path.stat().st_size
+    timeout = max(120.0, size / 10e6)
+    agent = agent_for(task)
+    if uploaded:
+        answer = agent.call("install", remote, "--remove-after", timeout=timeout)
+    else:
+        feed = _Feed(path, run)
+        try:
+            answer = agent.call("install", "-", "--save", remote, stdin=feed, timeout=timeout)
+        finally:
+            feed.fh.close()
+    if answer.get("bundle_sha256") != sha256:
+        return Result(host=task.host, failed=True, result=(
+            f"transfer corrupted: the device read sha256 {str(answer.get('bundle_sha256'))[:12]}…"
+            f", the bundle is {sha256[:12]}…; run the install again"))
+    keep = ("slot", "version", "bytes", "files", "bundle_sha256")
+    return Result(host=task.host, result={**{k: answer[k] for k in keep}, "streamed": not uploaded})
 
 
 def _activate(task: Task, run: _Run, trials: int) -> Result:
@@ -321,9 +361,13 @@ def install_bundle(
 def _apply(run: _Run, path: Path, manifest: Manifest, facts: dict[str, Any], restarter: Restarter,
            trials: int, health_flags: list[str], require_healthy: bool) -> Result:
     remote = f"{facts['incoming']}/{manifest.name}-{manifest.version}-{manifest.digest[:12]}.bundle"
+    sha256 = bundle.sha256_file(path)
     try:
-        run.step("upload", _upload, path=path, remote=remote)
-        run.step("install", _install, remote=remote, size=path.stat().st_size)
+        resumed = _partial(run.task, remote)
+        if resumed:
+            run.step("upload", _upload, path=path, remote=remote, sha256=sha256, resumed=resumed)
+        run.step("install", _install, remote=remote, path=path, sha256=sha256,
+                 uploaded=bool(resumed))
         run.step("activate", _activate, trials=trials)
     except StepFailed as exc:
         return _finish(run, failed=True, reason=f"{exc.step}: {exc.reason}")

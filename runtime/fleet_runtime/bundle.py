@@ -368,6 +368,29 @@ def write_bundle(
     return raw
 
 
+class DigestingReader:
+    """Passes reads through and hashes them: the SHA-256 of the whole bundle as received.
+
+    The controller compares it with its own, so an upload is verified by the
+    install that reads it anyway (no second pass over the file on the device).
+    """
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw, self.digest, self.count = raw, hashlib.sha256(), 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.digest.update(data)
+        self.count += len(data)
+        return data
+
+    def drain(self) -> str:
+        """Read to the end (tar padding) and return the hex digest."""
+        while self.read(CHUNK):
+            pass
+        return self.digest.hexdigest()
+
+
 class _HashingReader(io.RawIOBase):
     def __init__(self, fh: IO[bytes]) -> None:
         self.fh, self.digest = fh, hashlib.sha256()
@@ -453,9 +476,10 @@ def _next(tar: tarfile.TarFile, expecting: str) -> tarfile.TarInfo | None:
 
 def _read_small(tar: tarfile.TarFile, member: tarfile.TarInfo | None, name: str,
                 limit: int) -> bytes:
-    if member is None or member.name != name:
-        found = "end of bundle" if member is None else repr(member.name)
-        raise BundleError("bad-format", f"expected {name} here, found {found}")
+    if member is None:
+        raise BundleError("truncated", f"bundle ends before {name}")
+    if member.name != name:
+        raise BundleError("bad-format", f"expected {name} here, found {member.name!r}")
     if not member.isreg() or member.size > limit:
         raise BundleError("oversize", f"{name} is not a regular file under {limit} bytes")
     fh = tar.extractfile(member)

@@ -352,12 +352,14 @@ def install(
         raise SlotError("wrong-state", _hint(doc))
     ring = keyring if keyring is not None else Keyring.from_dir(layout.release_keys)
     target: list[str] = []
+    reader = bundle.DigestingReader(stream)
 
     def on_manifest(manifest: Manifest) -> None:
         target.append(_begin_install(layout, doc, manifest))
 
     try:
-        manifest = _read_into_staging(layout, stream, ring, on_manifest, target, on_progress)
+        manifest = _read_into_staging(layout, reader, ring, on_manifest, target, on_progress)
+        digest = reader.drain()
         _finish_install(layout, doc, target[0], manifest)
     except (BundleError, SlotError, OSError) as exc:
         if target:
@@ -365,11 +367,12 @@ def install(
             _fail_install(layout, doc, target[0], code, _message(exc))
         raise
     return {"slot": target[0], "name": manifest.name, "version": manifest.version,
-            "bytes": manifest.total_size, "files": len(manifest.files), "state": doc["state"]}
+            "bytes": manifest.total_size, "files": len(manifest.files), "state": doc["state"],
+            "bundle_sha256": digest, "bundle_bytes": reader.count}
 
 
 def _read_into_staging(
-    layout: Layout, stream: BinaryIO, ring: Keyring, on_manifest: Callable[[Manifest], None],
+    layout: Layout, stream: Any, ring: Keyring, on_manifest: Callable[[Manifest], None],
     target: list[str], on_progress: bundle.Progress | None,
 ) -> Manifest:
     sink: list[bundle.DirectorySink] = []

@@ -8,6 +8,7 @@ up on a valid, intact slot) and the interrupted step is re-run (it must succeed)
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -60,9 +61,11 @@ def upgrade(layout: Layout, version: str = "1.1.0", **kw) -> None:
 
 def test_install_activate_boot_commit(device):
     before = tree_digest(device.slot("a"))
-    out = slots.install(device, io.BytesIO(make_bundle(KEY)))
+    data = make_bundle(KEY)
+    out = slots.install(device, io.BytesIO(data))
     assert out == {"slot": "b", "name": "lab-image", "version": "1.1.0",
-                   "bytes": out["bytes"], "files": 3, "state": "installed"}
+                   "bytes": out["bytes"], "files": 3, "state": "installed",
+                   "bundle_sha256": hashlib.sha256(data).hexdigest(), "bundle_bytes": len(data)}
     assert slots.software_version(device) == "1.0.0"  # nothing changes before a reboot
     assert slots.activate(device)["trials_left"] == 3
     booted = slots.boot(device)
@@ -302,6 +305,22 @@ def test_agent_reports_a_refusal_as_one_error(device):
     assert rc == 1 and out["error"]["code"] == "not-found"
     rc, out, _ = agent(device, "reboot")
     assert rc == 1 and out["error"]["code"] == "lab-device"
+
+
+def test_agent_keeps_a_cut_stream_for_resume_and_drops_a_refused_one(device):
+    upload = device.staging / "u.bundle"
+    data = make_bundle(KEY, dict(default_files("1.1.0"), big=os.urandom(300_000)))
+    rc, out, _ = agent(device, "install", "-", "--save", str(upload), stdin=data[:150_000])
+    assert rc == 1 and out["error"]["code"] == "truncated"
+    assert (device.staging / "u.bundle.part").read_bytes() == data[:150_000]
+    assert slots.read_state(device)["active"] == "a" and slots.problems(device) == []
+    rc, out, _ = agent(device, "install", "-", "--save", str(upload), stdin=_tampered_payload())
+    assert rc == 1 and out["error"]["code"] == "hash-mismatch"
+    assert not (device.staging / "u.bundle.part").exists()
+    rc, out, _ = agent(device, "install", "-", "--save", str(upload), stdin=data)
+    assert rc == 0 and not (device.staging / "u.bundle.part").exists()
+    rc, out, _ = agent(device, "install", "-", "--save", str(device.root / "x"), stdin=data)
+    assert rc == 1 and out["error"]["code"] == "usage"
 
 
 def test_agent_removes_an_installed_upload(device):

@@ -8,7 +8,9 @@ Thin: parse, call ``fleet_runtime.slots``, turn its errors into AgentError.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -31,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--remove-after", action="store_true",
                    help="delete the bundle file afterwards, installed or refused "
                    "(only under the upload dir)")
+    p.add_argument("--save", metavar="PATH",
+                   help="with -: keep the bytes received in PATH.part while installing, so an "
+                   "interrupted transfer can be resumed (SFTP) and installed from the file")
     p.set_defaults(handler=run_install)
     p = sub.add_parser("activate", help="boot the installed slot next, on trial")
     p.add_argument("--trials", type=int, default=slots.DEFAULT_TRIALS)
@@ -46,6 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("slots", help="both slots, versions, pending state, trials")
     p.add_argument("--json", action="store_true", help="accepted for symmetry; always JSON")
     p.add_argument("--verify", action="store_true", help="re-hash installed slots")
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="first wait (up to SECONDS) for a running install to finish")
     p.set_defaults(handler=run_slots)
     p = sub.add_parser("reboot", help="reboot a real device (lab devices: `fleet lab reboot`)")
     p.set_defaults(handler=run_reboot)
@@ -67,48 +74,118 @@ def agent_errors() -> Iterator[None]:
         raise AgentError(exc.code, exc.message) from exc
 
 
+def _say(step: str, **fields: Any) -> bool:
+    """A progress line; False once the controller has hung up (the work goes on)."""
+    try:
+        progress(step, **fields)
+        return True
+    except OSError:
+        return False
+
+
 def _throttled(step: str, every_s: float = 0.25) -> Callable[[int, int], None]:
     last = [0.0]
 
     def report(done: int, total: int) -> None:
         now = time.monotonic()
-        if now - last[0] >= every_s or done == total:
+        if last[0] >= 0 and (now - last[0] >= every_s or done == total):
             last[0] = now
-            progress(step, done=done, total=total)
+            if not _say(step, done=done, total=total):
+                last[0] = -1.0
 
     return report
 
 
 @contextmanager
-def _source(name: str) -> Iterator[BinaryIO]:
-    if name == "-":
+def install_lock(layout: Layout, exclusive: bool, wait_s: float) -> Iterator[None]:
+    """One install at a time; readers may wait for it (`slots --wait`)."""
+    layout.run.mkdir(parents=True, exist_ok=True)
+    with open(layout.run / "install.lock", "a+b") as fh:
+        mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fh, mode | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise AgentError("busy", "another install is running on this device; "
+                                     "wait for it or retry") from None
+                time.sleep(0.05)
+        yield
+
+
+class _Tee:
+    """Reads pass through and are appended to a file (the resumable copy of a stream)."""
+
+    def __init__(self, raw: BinaryIO, out: BinaryIO) -> None:
+        self.raw, self.out = raw, out
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.out.write(data)
+        return data
+
+
+@contextmanager
+def _source(args: argparse.Namespace, layout: Layout) -> Iterator[Any]:
+    if args.bundle != "-":
+        if args.save:
+            raise AgentError("usage", "--save only applies to installs from stdin (-)")
+        try:
+            fh = open(args.bundle, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError as exc:
+            raise AgentError("not-found", f"no bundle at {args.bundle}; upload it first") from exc
+        with fh:
+            yield fh
+        return
+    if not args.save:
         yield sys.stdin.buffer
         return
-    try:
-        fh = open(name, "rb")  # noqa: SIM115 - closed below
-    except FileNotFoundError as exc:
-        raise AgentError("not-found", f"no bundle at {name}; upload it first") from exc
-    with fh:
-        yield fh
+    part = Path(args.save + ".part")
+    _check_upload_path(layout, part)
+    with open(part, "wb") as out:
+        yield _Tee(sys.stdin.buffer, out)
+
+
+def _check_upload_path(layout: Layout, path: Path) -> None:
+    if path.resolve().parent != slots.incoming_dir(layout).resolve():
+        raise AgentError("usage", f"{path} is not in the upload dir {slots.incoming_dir(layout)}")
 
 
 def run_install(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
-    progress("verify", bundle=args.bundle)
-    try:
-        with agent_errors(), _source(args.bundle) as stream:
-            return slots.install(layout, stream, on_progress=_throttled("write"))
-    finally:
-        if args.remove_after and args.bundle != "-":
-            _remove_upload(layout, Path(args.bundle))
+    # A controller that hangs up must not kill an install midway: it ends on its own terms
+    # (a cut stream is "truncated", its bytes kept for a resume).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    _say("verify", bundle=args.bundle)
+    with install_lock(layout, exclusive=True, wait_s=30.0):
+        try:
+            with agent_errors(), _source(args, layout) as stream:
+                result = slots.install(layout, stream, on_progress=_throttled("write"))
+        except (AgentError, OSError) as exc:
+            _cleanup(args, layout, keep_partial=getattr(exc, "code", "") == "truncated")
+            raise
+        _cleanup(args, layout, keep_partial=False)
+        return result
+
+
+def _cleanup(args: argparse.Namespace, layout: Layout, keep_partial: bool) -> None:
+    """A stream cut short keeps its bytes for a resumed upload; anything else goes."""
+    if args.save and not keep_partial:
+        Path(args.save + ".part").unlink(missing_ok=True)
+    if args.remove_after and args.bundle != "-":
+        _remove_upload(layout, Path(args.bundle))
 
 
 def _remove_upload(layout: Layout, path: Path) -> None:
-    incoming = slots.incoming_dir(layout).resolve()
-    if path.resolve().parent == incoming:
+    if path.resolve().parent == slots.incoming_dir(layout).resolve():
         path.unlink(missing_ok=True)
 
 
 def run_slots(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
+    if args.wait:
+        with install_lock(layout, exclusive=False, wait_s=args.wait):
+            pass
     out = slots.summary(layout)
     slots.incoming_dir(layout).mkdir(parents=True, exist_ok=True)
     if args.verify:
