@@ -11,7 +11,7 @@ reboot, verify the reported version, commit; batches ``[1, "30%", "100%"]``
 * fleet: ``fleet ota rollout BUNDLE --batches 1,30%,100% --concurrency 10``
   (plus its health gate and journal, which Ansible does not have);
 * Ansible: ansible-core from PyPI in a bench venv, a play with ``serial``,
-  ``copy`` + ``command`` (fleet-agent install/activate/info/commit, the
+  ``copy`` + ``command`` (fleet-agent slots/install/activate/info/commit, the
   lab's reboot delegated to localhost), pipelining and ControlPersist on,
   host keys pinned through the same known_hosts.
 
@@ -48,8 +48,14 @@ PLAY = """\
   vars:
     target: "{version}"
     agent: "{agent}"
-    remote: "{{{{ fleet_root }}}}/var/lib/fleet/incoming/bench.bundle"
   tasks:
+    - name: read the slot state (where uploads go)
+      ansible.builtin.command: "{{{{ agent }}}} slots"
+      register: slots
+      changed_when: false
+    - name: remember the upload path
+      ansible.builtin.set_fact:
+        remote: "{{{{ (slots.stdout | from_json).incoming }}}}/bench.bundle"
     - name: upload the bundle
       ansible.builtin.copy: {{src: "{bundle}", dest: "{{{{ remote }}}}", mode: "0600"}}
     - name: install into the inactive slot
@@ -132,10 +138,6 @@ def report_total(report: dict) -> int:
 def run_ansible(lab: Lab, bundle: Path, concurrency: int) -> float:
     bindir = peer_venv("ansible-core")
     inventory = ansible_inventory(lab.project.root, lab, HERE / "ansible-hosts.ini")
-    host_vars = HERE / "host_vars"  # each device's FLEET_ROOT, for the upload path
-    host_vars.mkdir(exist_ok=True)
-    for name in lab.devices():
-        (host_vars / f"{name}.yml").write_text(f"fleet_root: {lab.root(name)}\n")
     play = HERE / "upgrade.yml"
     play.write_text(PLAY.format(
         serial=json.dumps(SERIAL), version="1.1.0", bundle=bundle,

@@ -84,38 +84,41 @@ class OtaWork:
 
     # gate, settle, probe ---------------------------------------------------------
     def gate(self, task: Task) -> Result:
-        """Nornir task: target version, committed, health not failing — asked afresh."""
-        agent = agent_for(task)
-        slots, health = agent.call("slots"), agent.health(*self.health_flags)
+        """Nornir task: the device reports the target version and its health is not failing,
+        asked afresh with one agent call (`health` reports the running software too)."""
+        health = agent_for(task).health(*self.health_flags)
         problems = []
-        if slots["software"] != self.version:
-            problems.append(f"reports {slots['software']}, expected {self.version}")
-        if slots["state"] != "idle":
-            problems.append(f"slot state is {slots['state']}, not committed")
+        if health.get("software") != self.version:
+            problems.append(f"reports {health.get('software')}, expected {self.version}")
         if health["verdict"] == "failing":
             problems.append(f"health failing: {health.get('reason')}")
         if problems:
             return Result(task.host, failed=True, result="; ".join(problems))
-        return Result(task.host, result={"software": slots["software"],
+        return Result(task.host, result={"software": health["software"],
                                          "verdict": health["verdict"]})
 
     def settle(self, task: Task) -> Result:
         """After a controller crash: a device left on trial at the target is committed when its
-        self-test passed; then the gate decides. Never installs."""
+        self-test passed; a device must be committed (idle) to count. Never installs."""
         agent = agent_for(task)
         slots = agent.call("slots")
         if slots["state"] == "trial" and slots["software"] == self.version:
-            agent.call("commit")  # refuses (AgentCallError) when its self-test failed
+            slots = {**slots, "state": "idle"} if agent.call("commit") else slots
+        if slots["state"] != "idle":
+            return Result(task.host, failed=True, result=f"slot state {slots['state']}")
         return self.gate(task)
 
     def probe(self, nr: Nornir) -> Callable[[Host], bool]:
-        """``probe(host) -> bool``: can we reach the device's agent now?"""
+        """``probe(host) -> bool``: does the device answer SSH with its pinned key now? The
+        connection stays open for the task that follows."""
         from fleet.transport import CONNECTION_NAME
 
         def reachable(host: Host) -> bool:
             try:
                 session = host.get_connection(CONNECTION_NAME, nr.config)
-                session.exec([str(host.get("agent", "fleet-agent")), "info"], timeout=15)
+                if not session.transport.is_active():  # a cached connection that died
+                    _drop(host, CONNECTION_NAME)
+                    host.get_connection(CONNECTION_NAME, nr.config)
                 return True
             except Exception:  # unreachable, refused, timed out: all mean "offline"
                 _drop(host, CONNECTION_NAME)
