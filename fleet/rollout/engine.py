@@ -75,7 +75,8 @@ def _run(journal: Journal, nr: Nornir, work: Work, policy: Policy, sinks: Sequen
     try:
         nr.with_runner(runner).run(task=work.task, name="rollout", **work.params())
     finally:
-        nr.close_connections(on_failed=True)
+        for host in nr.inventory.hosts.values():
+            _close(host)
         journal.release()
     return journal.report()
 
@@ -137,6 +138,13 @@ def abort(project: Project, rollout_id: str | None, reason: str = "aborted by op
             journal.append(_finished(name, NOT_RUN, why))
     journal.append({"event": "run_finished", "status": ABORTED, "reason": reason})
     return journal.report()
+
+
+def _close(host: Host) -> None:
+    try:
+        host.close_connections()
+    except Exception:  # a connection that died with its device: nothing left to close
+        host.connections.clear()
 
 
 def status(project: Project, rollout_id: str | None) -> Report:
