@@ -300,7 +300,7 @@ def rollout(ctx: typer.Context, bundle: Bundle, inventory: o.Inventory = None,
         nr = inv.select(a.project, sel, num_workers=policy.concurrency)
         if engine == "iot-jobs":
             report = _iot_rollout(a, bundle, policy, nr, sel, bucket, role_arn)
-            _finish(a, report, json)
+            _finish(a, report, json, handed_off=True)
         if engine != "ssh":
             raise UsageError(f"--engine {engine!r} is not ssh or iot-jobs")
         with _display(a, json, "rollout") as view:
@@ -423,7 +423,9 @@ def _display(a: Application, as_json: bool, title: str) -> Any:
     return _JsonEvents(a) if as_json else LiveView(a.err, title)
 
 
-def _finish(a: Application, report: Report, as_json: bool) -> NoReturn:
+def _finish(a: Application, report: Report, as_json: bool, *, handed_off: bool = False
+            ) -> NoReturn:
+    """Print the report; exit 0/1 (a job handed to IoT Jobs exits 0 once created)."""
     from fleet.rollout.engine import exit_code
 
     if as_json:
@@ -438,7 +440,7 @@ def _finish(a: Application, report: Report, as_json: bool) -> NoReturn:
             a.display_info(f"continue with `fleet ota resume {report.id}`")
         elif report.with_outcome("failed", "skipped", "not-run"):
             a.display_info(f"rerun the rest with `fleet ota retry {report.id} --failed`")
-    raise typer.Exit(exit_code(report))
+    raise typer.Exit(0 if handed_off else exit_code(report))
 
 
 def _work(a: Application, header: dict[str, Any], view: Any) -> Any:

@@ -108,7 +108,7 @@ def test_iot_jobs_engine_creates_a_job_then_status_and_abort_read_it(project, mo
     res = run_cli(project, "ota", "rollout", bundle, "-i", "lab", "--engine", "iot-jobs",
                   "--bucket", "fleet-artifacts", "--batches", "1,100%",
                   "--max-fail-percentage", "10", "--json")
-    assert res.exit_code == 1, res.stderr  # nothing has succeeded yet: the job just started
+    assert res.exit_code == 0, res.stderr  # the job is created; devices take it from here
     report = json.loads(res.stdout.splitlines()[-1])["report"]
     job_id = report["id"]
     assert report["status"] == "running" and report["counts"] == {"pending": 3}
