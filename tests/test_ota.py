@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fixtures_bundle import make_bundle, new_key
+from fixtures_bundle import default_files, make_bundle, new_key
 from fixtures_ota import run_cli, start_lab
 
 from fleet import firmware, ota
@@ -141,7 +141,9 @@ def test_downgrade_without_permit_is_refused(ota_lab):
 
 def test_bundle_signed_by_an_untrusted_key_is_refused_by_the_device(ota_lab, tmp_path):
     rogue = tmp_path / "rogue.bundle"
-    rogue.write_bytes(make_bundle(new_key(), name="edgefleet-os", version="6.6.6"))
+    files = dict(default_files("6.6.6"), **{"opt/big.bin": os.urandom(8 << 20)})
+    # big enough that the device refuses it long before the controller has sent it all
+    rogue.write_bytes(make_bundle(new_key(), files, name="edgefleet-os", version="6.6.6"))
     _refused(ota_lab, rogue, "install", "untrusted-key")
 
 
