@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fleet_runtime.layout import Layout
+from fleet_runtime.layout import Layout, atomic_write_json, read_json
 
 log = logging.getLogger("fleet_runtime")
 
@@ -231,6 +231,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except SourceError as exc:
         runner.stop()
         raise CliError(str(exc)) from None
+    registered = _register(app.name, runner.http.port if runner.http else None)
     if runner.http is not None:
         print(
             f"fleet-runtime: serving http://{args.http_host}:{runner.http.port}/"
@@ -245,8 +246,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         snap = runner.snapshot()
         runner.stop()
+        if registered:
+            _register(app.name, None)
     print(json.dumps(_summary(snap), indent=1))
     return 0 if all(n["state"] != "failed" for n in snap["nodes"].values()) else 1
+
+
+def _register(app: str, port: int | None) -> bool:
+    """Record (or, with None, remove) this app's HTTP port in run/fleet/runtime.json, where
+    ``fleet-agent health`` finds it. Only on a device root (etc/fleet/device.json exists)."""
+    import fcntl
+
+    layout = Layout.from_env()
+    if not layout.device_json.exists():
+        return False
+    layout.run.mkdir(parents=True, exist_ok=True)
+    with open(layout.run / "runtime.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # several apps may start or stop at once
+        doc = read_json(layout.run / "runtime.json", default=None) or {}
+        apps = dict(doc.get("apps", {}))
+        if port is None:
+            apps.pop(app, None)
+        else:
+            apps[app] = {"http_port": port}
+        atomic_write_json(layout.run / "runtime.json", {"apps": apps})
+    return port is not None
 
 
 def _summary(snap: dict[str, Any]) -> dict[str, Any]:

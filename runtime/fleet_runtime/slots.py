@@ -352,14 +352,14 @@ def install(
         raise SlotError("wrong-state", _hint(doc))
     ring = keyring if keyring is not None else Keyring.from_dir(layout.release_keys)
     target: list[str] = []
-    reader = bundle.DigestingReader(stream)
+    reader = bundle.CountingReader(stream)
 
     def on_manifest(manifest: Manifest) -> None:
         target.append(_begin_install(layout, doc, manifest))
 
     try:
         manifest = _read_into_staging(layout, reader, ring, on_manifest, target, on_progress)
-        digest = reader.drain()
+        received = reader.drain()
         _finish_install(layout, doc, target[0], manifest)
     except (BundleError, SlotError, OSError) as exc:
         if target:
@@ -368,7 +368,7 @@ def install(
         raise
     return {"slot": target[0], "name": manifest.name, "version": manifest.version,
             "bytes": manifest.total_size, "files": len(manifest.files), "state": doc["state"],
-            "bundle_sha256": digest, "bundle_bytes": reader.count}
+            "bundle_bytes": received}
 
 
 def _read_into_staging(

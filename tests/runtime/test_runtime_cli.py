@@ -89,11 +89,58 @@ def test_run_refuses_unbound_camera_in_one_line(color_app: Path, tmp_path: Path)
 
 def test_run_with_duration_and_synthetic_camera(color_app: Path, tmp_path: Path):
     cameras = tmp_path / "cameras.json"
-    cameras.write_text(json.dumps({"cameras": {"camera_node": {"url": "synthetic:64x48@30"}}}))
+    cameras.write_text(
+        json.dumps({"cameras": [{"name": "camera_node", "url": "synthetic:64x48@30"}]})
+    )
     result = fleet_runtime("run", str(color_app), "--cameras", str(cameras), "--duration", "1.5")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["nodes"] == {"code_node": "running"} and summary["frames_out"]["camera_node"] > 5
+
+
+def test_run_registers_its_port_for_the_agent(color_app: Path, tmp_path: Path):
+    """On a device root, run/fleet/runtime.json names the port (fleet-agent health reads it)."""
+    import os
+    import time
+    import urllib.request
+
+    root = tmp_path / "device"
+    (root / "etc/fleet").mkdir(parents=True)
+    (root / "etc/fleet/device.json").write_text('{"name": "lab-01"}')
+    env = {**os.environ, "FLEET_ROOT": str(root)}
+    argv = [
+        sys.executable,
+        "-m",
+        "fleet_runtime.runtime_cli",
+        "run",
+        str(color_app),
+        "--camera",
+        "camera_node=synthetic:64x48@15",
+        "--http",
+        "0",
+        "--duration",
+        "4",
+    ]
+    proc = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    registry = root / "run/fleet/runtime.json"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not json.loads(
+            registry.read_text() if registry.exists() else "{}"
+        ).get("apps"):
+            time.sleep(0.1)
+        port = json.loads(registry.read_text())["apps"]["color_classifier"]["http_port"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as response:
+            assert json.loads(response.read())["nodes"]["code_node"]["state"] in (
+                "running",
+                "starting",
+            )
+    finally:
+        proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert json.loads(registry.read_text()) == {"apps": {}}
 
 
 def test_panoramasdk_outside_the_runtime_says_how_to_run():

@@ -267,11 +267,18 @@ class Runner:
         for name, node in self.app.model_nodes.items():
             self.models[name] = self._load_model(name, node)
         for camera, spec in specs.items():
-            self.decoded[camera] = FrameQueue(spec.queue_size, drop=spec.drop, bell=self.camera_bell)
+            self.decoded[camera] = FrameQueue(
+                spec.queue_size, drop=spec.drop, bell=self.camera_bell
+            )
             self.queues[camera] = FrameQueue(spec.queue_size, drop=spec.drop, bell=self.bell)
             self.sources[camera] = Source(spec, self.decoded[camera])
-        self.stage = InferenceStage(self.decoded, self.queues, self.camera_bell, self.stopping,
-                                    self.options.inference_workers)
+        self.stage = InferenceStage(
+            self.decoded,
+            self.queues,
+            self.camera_bell,
+            self.stopping,
+            self.options.inference_workers,
+        )
         self.stage.start()
         for source in self.sources.values():
             source.start()
@@ -307,8 +314,13 @@ class Runner:
         if self.events.path is not None:
             for item, result in zip(items, results, strict=True):
                 if hasattr(result, "as_dicts") and len(result.as_dicts()):
-                    self.events.write("inference", camera=item.stream_id, frame=item.frame_id,
-                                      model=session.name, results=result.as_dicts())
+                    self.events.write(
+                        "inference",
+                        camera=item.stream_id,
+                        frame=item.frame_id,
+                        model=session.name,
+                        results=result.as_dicts(),
+                    )
         return results
 
     def output(self, item: Any) -> None:
@@ -412,13 +424,19 @@ class Runner:
 
 
 def load_cameras_file(path: Path) -> dict[str, SourceSpec]:
-    """Camera bindings from a JSON file: {"cameras": {"name": {"url", "username", "password"}}}."""
+    """Camera bindings from the device's cameras file (0600: it holds camera passwords).
+
+    ``{"cameras": [{"name", "url", "username", "password"}]}`` (a mapping of name to
+    the same fields is accepted too). Passwords stay in the SourceSpec, out of logs.
+    """
     from fleet_runtime.pipeline.sources import parse_source
 
-    doc = json.loads(path.read_text())
+    cameras = json.loads(path.read_text()).get("cameras", [])
+    if isinstance(cameras, dict):
+        cameras = [{"name": name, **fields} for name, fields in cameras.items()]
     specs = {}
-    for name, cam in doc.get("cameras", {}).items():
-        spec = parse_source(name, cam["url"])
+    for cam in cameras:
+        spec = parse_source(cam["name"], cam["url"])
         spec.username, spec.password = cam.get("username"), cam.get("password")
-        specs[name] = spec
+        specs[cam["name"]] = spec
     return specs

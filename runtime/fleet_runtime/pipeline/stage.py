@@ -25,8 +25,14 @@ from fleet_runtime.pipeline.inference import ModelSession
 class InferenceStage:
     """Moves frames from the cameras' queues to the code's queues, running streamed models."""
 
-    def __init__(self, inputs: dict[str, FrameQueue[Frame]], outputs: dict[str, FrameQueue[Frame]],
-                 wake: threading.Event, stop: threading.Event, workers: int = 2) -> None:
+    def __init__(
+        self,
+        inputs: dict[str, FrameQueue[Frame]],
+        outputs: dict[str, FrameQueue[Frame]],
+        wake: threading.Event,
+        stop: threading.Event,
+        workers: int = 2,
+    ) -> None:
         self.inputs, self.outputs = inputs, outputs
         self.wake, self.stop = wake, stop
         self.models: list[ModelSession] = []
@@ -38,8 +44,10 @@ class InferenceStage:
         self._delivery = {camera: threading.Lock() for camera in inputs}
         self._closed: set[str] = set()
         self._running = workers
-        self._threads = [threading.Thread(target=self._work, name=f"inference-{i}", daemon=True)
-                         for i in range(workers)]
+        self._threads = [
+            threading.Thread(target=self._work, name=f"inference-{i}", daemon=True)
+            for i in range(workers)
+        ]
 
     def start(self) -> None:
         for thread in self._threads:
@@ -75,7 +83,9 @@ class InferenceStage:
         models = self.models
         if not models:
             return len(self.inputs)  # nothing to run: just move frames along
-        waiting = sum(1 for camera, q in self.inputs.items() if len(q) and camera not in self._closed)
+        waiting = sum(
+            1 for camera, q in self.inputs.items() if len(q) and camera not in self._closed
+        )
         share = math.ceil(max(1, waiting) / len(self._threads))
         return max(1, min(min(m.batch for m in models), share))
 
