@@ -46,9 +46,9 @@ class media:  # noqa: N801 - Panorama's class name
             )
         for text, x, y in self.labels:
             org = (int(x * w), max(12, int(y * h)))
-            cv2.putText(
-                self.image, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA
-            )
+            (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+            top_left = (org[0] - 2, org[1] - th - 2)
+            cv2.rectangle(self.image, top_left, (org[0] + tw + 2, org[1] + base), (0, 0, 0), -1)
             cv2.putText(
                 self.image,
                 text,
