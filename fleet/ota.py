@@ -23,7 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol, cast
 
 from fleet_runtime import bundle
 from fleet_runtime.bundle import BundleError, Manifest
@@ -270,7 +270,8 @@ def _install(task: Task, run: _Run, remote: str, path: Path, uploaded: bool) -> 
     else:
         feed = _Feed(path, run)
         try:
-            answer = agent.call("install", "-", "--save", remote, stdin=feed, timeout=timeout)
+            answer = agent.call("install", "-", "--save", remote,
+                                stdin=cast(IO[bytes], feed), timeout=timeout)
         finally:
             feed.fh.close()
     if answer.get("bundle_bytes") != size:
