@@ -20,11 +20,11 @@ np = pytest.importorskip("numpy")
 cv2 = pytest.importorskip("cv2")
 parser = pytest.importorskip("prometheus_client.parser")
 
-from runtime_sizes import TEST_VIDEO  # noqa: E402
 from fleet_runtime.pipeline.frames import FrameQueue  # noqa: E402
 from fleet_runtime.pipeline.sources import Source, SourceSpec  # noqa: E402
 from fleet_runtime.pipeline.testmedia import face_frame  # noqa: E402
 from rtsp_server import start_rtsp_server  # noqa: E402
+from runtime_sizes import TEST_VIDEO  # noqa: E402
 
 CUDA_WARNING = (
     "CUDAExecutionProvider requested but not in this onnxruntime build;"
