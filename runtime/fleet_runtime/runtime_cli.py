@@ -211,6 +211,7 @@ def _options(args: argparse.Namespace, **extra: Any) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from fleet_runtime.pipeline.models import ModelError
     from fleet_runtime.pipeline.runner import Runner
     from fleet_runtime.pipeline.sources import SourceError
 
@@ -228,7 +229,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: runner.stopping.set())
     try:
         runner.start()
-    except SourceError as exc:
+    except (SourceError, ModelError, ValueError) as exc:
         runner.stop()
         raise CliError(str(exc)) from None
     registered = _register(app.name, runner.http.port if runner.http else None)

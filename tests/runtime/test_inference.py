@@ -118,3 +118,16 @@ def test_centerface_runs_at_descriptor_resolution(centerface_onnx: Path):
     blank = np.zeros((90, 160, 3), np.uint8)
     results = session.infer([session.prepare(blank), session.prepare(blank)])
     assert [len(r) for r in results] == [0, 0]
+
+
+def test_shape_mismatch_without_onnx_is_refused_in_one_line(tmp_path: Path, monkeypatch):
+    import fleet_runtime.pipeline.inference as inference
+
+    monkeypatch.setattr(inference, "prepare_model", lambda path, *a: path)  # as if onnx were missing
+    descriptor = {"inputs": [{"name": "x", "shape": [1, 3, 8, 8]}], "onnx": {"asset": "m.onnx"}}
+    with pytest.raises(ModelError) as err:
+        ModelSession("m", doubling_model(tmp_path / "m.onnx"), descriptor, ["cpu"])
+    assert str(err.value) == (
+        "m.onnx: input x is ['N', 3, 4, 4], the descriptor says [1, 3, 8, 8]:"
+        " pip install onnx so the runtime can adapt it"
+    )

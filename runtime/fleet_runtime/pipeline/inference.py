@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from fleet_runtime.pipeline.decoders import decoder_for
-from fleet_runtime.pipeline.models import prepare_model
+from fleet_runtime.pipeline.models import ModelError, prepare_model
 from fleet_runtime.pipeline.preprocess import Geometry, Preprocess
 
 log = logging.getLogger("fleet_runtime.inference")
@@ -160,16 +160,38 @@ class ModelSession:
         self.decode = decoder_for(self.decoder_config)
         requested = normalize_providers(providers or onnx_spec.get("providers"))
         available = available_providers()
+        prepared = prepare_model(model_path, self.input_name, self.shape, self.batch)
         self.session = ort.InferenceSession(
-            str(prepare_model(model_path, self.input_name, self.shape, self.batch)),
+            str(prepared),
             sess_options=self._options(ort, threads),
             providers=[(p, _provider_options(p, descriptor)) for p in requested if p in available],
         )
+        self._check_shape(model_path)
         self.providers = ProviderReport(requested, available, list(self.session.get_providers()))
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.on_gpu = self.providers.primary in (CUDA, TENSORRT)
         self.timing = Timing()
         self._report()
+
+    def _check_shape(self, model_path: Path) -> None:
+        """Refuse a model whose input cannot take the descriptor's shape (no onnx to adapt it)."""
+        inputs = {i.name: i.shape for i in self.session.get_inputs()}
+        if self.input_name not in inputs:
+            raise ModelError(
+                f"{model_path.name} has no input {self.input_name!r}"
+                f" (inputs: {', '.join(inputs)}): fix mlModelDescriptor.inputs[0].name"
+            )
+        fixed = inputs[self.input_name]
+        clash = [
+            i
+            for i, (m, d) in enumerate(zip(fixed, self.shape, strict=False))
+            if isinstance(m, int) and m != d and not (i == 0 and self.batch > 1)
+        ]
+        if clash or len(fixed) != len(self.shape):
+            raise ModelError(
+                f"{model_path.name}: input {self.input_name} is {list(fixed)}, the descriptor"
+                f" says {self.shape}: pip install onnx so the runtime can adapt it"
+            )
 
     @staticmethod
     def _options(ort: Any, threads: int | None) -> Any:
