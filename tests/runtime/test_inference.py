@@ -123,7 +123,9 @@ def test_centerface_runs_at_descriptor_resolution(centerface_onnx: Path):
 def test_shape_mismatch_without_onnx_is_refused_in_one_line(tmp_path: Path, monkeypatch):
     import fleet_runtime.pipeline.inference as inference
 
-    monkeypatch.setattr(inference, "prepare_model", lambda path, *a: path)  # as if onnx were missing
+    monkeypatch.setattr(
+        inference, "prepare_model", lambda path, *a: path
+    )  # as if onnx were missing
     descriptor = {"inputs": [{"name": "x", "shape": [1, 3, 8, 8]}], "onnx": {"asset": "m.onnx"}}
     with pytest.raises(ModelError) as err:
         ModelSession("m", doubling_model(tmp_path / "m.onnx"), descriptor, ["cpu"])
