@@ -224,3 +224,89 @@ def test_rtsp_source_with_credentials(rtsp_server):
         "wrong-Pa55word" not in source.status.last_error
         and "viewer" not in source.status.last_error
     )
+
+
+def test_camera_passwords_from_cameras_file_never_show(
+    color_app: Path, rtsp_server, tmp_path: Path
+):
+    """Credentials come from the device's cameras file (0600); logs, /health and events never hold them."""
+    cameras = tmp_path / "cameras.json"
+    secure = rtsp_server.url("secure")
+    cameras.write_text(
+        json.dumps(
+            {
+                "cameras": [
+                    {
+                        "name": "door",
+                        "url": secure,
+                        "username": rtsp_server.username,
+                        "password": rtsp_server.password,
+                    },
+                    {
+                        "name": "yard",
+                        "url": secure,
+                        "username": rtsp_server.username,
+                        "password": "Wr0ng-Secret-99",
+                    },
+                ]
+            }
+        )
+    )
+    cameras.chmod(0o600)
+    override = tmp_path / "override.json"
+    override.write_text(
+        json.dumps(
+            {
+                "nodeGraphOverrides": {
+                    "envelopeVersion": "2021-01-01",
+                    "nodeOverrides": [
+                        {"replace": "camera_node", "with": [{"name": "door"}, {"name": "yard"}]}
+                    ],
+                }
+            }
+        )
+    )
+    events = tmp_path / "events.jsonl"
+    runtime = RuntimeProcess(
+        [
+            "--log-level",
+            "DEBUG",
+            "run",
+            str(color_app),
+            "--override",
+            str(override),
+            "--cameras",
+            str(cameras),
+            "--http",
+            "0",
+            "--events",
+            str(events),
+            "--duration",
+            "60",
+        ]
+    )
+    try:
+        base = runtime.wait_ready()
+        health = wait_for(
+            lambda: (
+                lambda h: (
+                    h
+                    if h["cameras"]["door"]["frames_out"] >= 3
+                    and h["cameras"]["yard"]["last_error"]
+                    else None
+                )
+            )(json.loads(get(base + "/health")[1]))
+        )
+        _, metrics = get(base + "/metrics")
+    finally:
+        code, out = runtime.stop()
+    assert code == 0
+    assert (
+        health["cameras"]["yard"]["connected"] is False
+        and "401" in health["cameras"]["yard"]["last_error"]
+    )
+    everything = (
+        "".join(runtime.stderr) + out + json.dumps(health) + metrics.decode() + events.read_text()
+    )
+    for secret in (rtsp_server.password, "Wr0ng-Secret-99"):
+        assert secret not in everything
