@@ -229,7 +229,7 @@ def test_rtsp_source_with_credentials(rtsp_server):
 def test_camera_passwords_from_cameras_file_never_show(
     color_app: Path, rtsp_server, tmp_path: Path
 ):
-    """Credentials come from the device's cameras file (0600); logs, /health and events never hold them."""
+    """Credentials come from the cameras file (0600); logs, /health, events never hold them."""
     cameras = tmp_path / "cameras.json"
     secure = rtsp_server.url("secure")
     cameras.write_text(
