@@ -21,10 +21,6 @@ from fleet.project import Project
 HAVE_SSHD = bool(shutil.which("sshd") or Path("/usr/sbin/sshd").exists())
 SSH_KINDS = ["openssh", "asyncssh"]
 
-# Lab devices share this machine's CPUs: its load is not theirs. The threshold
-# stays configurable (health.load_warn_per_cpu); tests raise it so a busy CI
-# host does not make every lab device "degraded".
-LAB_FLEET_YAML = "health:\n  load_warn_per_cpu: 1000\n"
 
 
 def require_ssh(kind: str) -> None:
@@ -51,9 +47,6 @@ def run_cli(project: Path, *args: str, env: dict[str, str] | None = None) -> Cli
 
 def start_lab(root: Path, sites: int, per_site: int, ssh: str) -> Lab:
     require_ssh(ssh)
-    config = root / "fleet.yaml"
-    if not config.exists():
-        config.write_text(LAB_FLEET_YAML)
     lab = Lab(Project.locate(root))
     lab.up(sites, per_site, ssh=ssh)
     return lab

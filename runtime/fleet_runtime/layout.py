@@ -96,6 +96,11 @@ class Layout:
         return self.root / "var/log/fleet"
 
     @property
+    def is_lab(self) -> bool:
+        """A lab device simulated on a shared host (the lab writes `.lab/`)."""
+        return (self.root / ".lab").is_dir()
+
+    @property
     def lab_faults(self) -> Path:
         """Fault switches the lab sets on a simulated device (absent on real hardware)."""
         return self.root / ".lab/faults.json"

@@ -61,3 +61,14 @@ def test_unprovisioned_device_is_an_error_object(tmp_path: Path) -> None:
 def test_usage_error_exits_2_with_json(device: Path) -> None:
     code, out = call(device, "no-such-command")
     assert code == 2 and out["error"]["code"] == "usage"
+
+
+def test_load_is_judged_on_real_devices_not_on_shared_lab_hosts(device: Path) -> None:
+    _, out = call(device, "health", "--load-warn", "0")  # any load exceeds 0
+    load = next(c for c in out["checks"] if c["name"] == "load")
+    if load["load1"] > 0:
+        assert load["status"] == "warn" and "per CPU" in load["reason"]
+    (device / ".lab").mkdir()
+    _, out = call(device, "health", "--load-warn", "0")
+    load = next(c for c in out["checks"] if c["name"] == "load")
+    assert load["status"] == "ok" and load["shared_host"] is True
