@@ -3,8 +3,8 @@
 ``install_bundle`` walks: check (facts + compatibility, refused before any
 upload) -> install (the bundle streams into ``fleet-agent install -``, which
 verifies the signature and every file's SHA-256 while writing the inactive
-slot, and keeps the bytes received for a resume) -> activate
-(trial boots) -> reboot -> verify (the device reports the target version, its
+slot, keeps the bytes received for a resume, and then activates the slot for
+its trial boots) -> reboot -> verify (the device reports the target version, its
 self-test and health pass) -> commit. A failure after activation rolls back
 (agent ``rollback`` + reboot) and the Result says why. An interrupted transfer
 is resumed by an ``upload`` step (SFTP from the bytes kept) before installing
@@ -36,7 +36,7 @@ from fleet.project import Project
 from fleet.transport import CONNECTION_NAME
 
 Progress = Callable[[str, str, dict[str, Any]], None]  # (device, step, fields)
-STEPS = ("check", "install", "activate", "reboot", "verify", "commit")  # + "upload" to resume
+STEPS = ("check", "install", "reboot", "verify", "commit")  # + "upload" to resume
 
 
 class Restarter(Protocol):
@@ -203,8 +203,8 @@ def _both(first: Callable[[], Any], second: Callable[[], Any]) -> tuple[Any, Any
 
 
 def _check(task: Task, run: _Run, manifest: Manifest) -> Result:
-    agent = agent_for(task)
-    info, slots = _both(agent.info, lambda: agent.call("slots", "--wait", "60"))
+    slots = agent_for(task).call("slots", "--wait", "60")
+    info = slots.get("device") or {}
     facts = {"software": slots["software"], "state": slots["state"], "boots": slots["boots"],
              "incoming": slots["incoming"], "slot": slots["active"]}
     if slots["state"] == "trial":
@@ -259,18 +259,20 @@ class _Feed:
         return data
 
 
-def _install(task: Task, run: _Run, remote: str, path: Path, uploaded: bool) -> Result:
+def _install(task: Task, run: _Run, remote: str, path: Path, uploaded: bool,
+             trials: int) -> Result:
     """Stream the bundle into `fleet-agent install -` (kept as REMOTE.part for a resume),
     or install the file a resumed upload completed."""
     size = path.stat().st_size
     timeout = max(120.0, size / 10e6)
     agent = agent_for(task)
+    activate = ("--activate", "--trials", str(trials))  # one call: write, then mark for trial
     if uploaded:
-        answer = agent.call("install", remote, "--remove-after", timeout=timeout)
+        answer = agent.call("install", remote, "--remove-after", *activate, timeout=timeout)
     else:
         feed = _Feed(path, run)
         try:
-            answer = agent.call("install", "-", "--save", remote,
+            answer = agent.call("install", "-", "--save", remote, *activate,
                                 stdin=cast(IO[bytes], feed), timeout=timeout)
         finally:
             feed.fh.close()
@@ -278,13 +280,8 @@ def _install(task: Task, run: _Run, remote: str, path: Path, uploaded: bool) -> 
         return Result(host=task.host, failed=True, result=(
             f"transfer incomplete: the device read {answer.get('bundle_bytes')} of {size} bytes; "
             "run the install again"))
-    keep = ("slot", "version", "bytes", "files", "bundle_bytes")
+    keep = ("slot", "version", "bytes", "files", "bundle_bytes", "activated")
     return Result(host=task.host, result={**{k: answer[k] for k in keep}, "streamed": not uploaded})
-
-
-def _activate(task: Task, run: _Run, trials: int) -> Result:
-    answer = agent_for(task).call("activate", "--trials", str(trials))
-    return Result(host=task.host, result={"pending": answer["pending"], "trials": trials})
 
 
 def _reboot(task: Task, run: _Run, restarter: Restarter) -> Result:
@@ -332,8 +329,12 @@ def install_bundle(
     task: Task, bundle_path: str | Path, *, restarter: Restarter | None = None,
     project: Project | None = None, trials: int = 3, health_flags: list[str] | None = None,
     require_healthy: bool = False, dry_run: bool = False, progress: Progress | None = None,
+    transfer: str = "stream",
 ) -> Result:
     """Install a signed bundle on one device, fail-safe; see the module docstring.
+
+    ``transfer="stream"`` pipes the bundle into the agent's install (one pass on
+    the device); ``"sftp"`` uploads it first (resumable) and installs the file.
 
     ``changed`` is False when the device already runs the target version;
     ``failed`` when anything stopped it (``result["reason"]`` says what, and
@@ -353,18 +354,21 @@ def install_bundle(
         run.report.after = manifest.version
         return _finish(run, changed=True, reason="dry run: nothing changed")
     chosen = restarter or restarter_for(project or Project.locate(None), task.host.name)
-    return _apply(run, path, manifest, facts, chosen, trials, health_flags or [], require_healthy)
+    if transfer not in ("stream", "sftp"):
+        raise UsageError(f"unknown transfer {transfer!r}", fix="use stream or sftp")
+    return _apply(run, path, manifest, facts, chosen, trials, health_flags or [], require_healthy,
+                  transfer)
 
 
 def _apply(run: _Run, path: Path, manifest: Manifest, facts: dict[str, Any], restarter: Restarter,
-           trials: int, health_flags: list[str], require_healthy: bool) -> Result:
+           trials: int, health_flags: list[str], require_healthy: bool, transfer: str) -> Result:
     remote = f"{facts['incoming']}/{manifest.name}-{manifest.version}-{manifest.digest[:12]}.bundle"
     try:
         resumed = _partial(run.task, remote)
-        if resumed:
+        upload = bool(resumed) or transfer == "sftp"
+        if upload:
             run.step("upload", _upload, path=path, remote=remote, resumed=resumed)
-        run.step("install", _install, remote=remote, path=path, uploaded=bool(resumed))
-        run.step("activate", _activate, trials=trials)
+        run.step("install", _install, remote=remote, path=path, uploaded=upload, trials=trials)
     except StepFailed as exc:
         return _finish(run, failed=True, reason=f"{exc.step}: {exc.reason}")
     try:

@@ -565,8 +565,13 @@ def summary(layout: Layout) -> dict[str, Any]:
         "pending": doc["pending"], "trials_left": doc["trials_left"], "boots": doc["boots"],
         "software": software_version(layout), "slots": doc["slots"],
         "last_error": doc["last_error"], "selftest": read_selftest(layout),
-        "incoming": str(incoming_dir(layout)),
+        "incoming": str(incoming_dir(layout)), "device": _identity(layout),
     }
+
+
+def _identity(layout: Layout) -> dict[str, Any]:
+    device = read_json(layout.device_json, default=None) or {}
+    return {k: device.get(k) for k in ("name", "hardware", "arch")}
 
 
 def verify_slot(layout: Layout, slot: str) -> list[str]:

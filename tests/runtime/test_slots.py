@@ -287,11 +287,13 @@ def agent(layout: Layout, *args: str, stdin: bytes | None = None):
 
 
 def test_agent_installs_from_stdin_with_progress(device):
-    rc, out, err = agent(device, "install", "-", stdin=make_bundle(KEY))
+    rc, out, err = agent(device, "install", "-", "--activate", "--trials", "2",
+                         stdin=make_bundle(KEY))
     assert rc == 0 and out["ok"] and out["version"] == "1.1.0"
+    assert out["activated"] == {"pending": "b", "trials_left": 2, "version": "1.1.0"}
     steps = [json.loads(line)["progress"]["step"] for line in err.splitlines()]
     assert steps[0] == "verify" and steps[-1] == "write"
-    for args in (["activate", "--trials", "2"], ["boot"], ["commit"]):
+    for args in (["boot"], ["commit"]):
         assert agent(device, *args)[0] == 0
     rc, out, _ = agent(device, "slots", "--json", "--verify")
     assert (out["active"], out["software"], out["verify"]) == ("b", "1.1.0", {"a": [], "b": []})

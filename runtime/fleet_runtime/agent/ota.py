@@ -36,6 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--remove-after", action="store_true",
                    help="delete the bundle file afterwards, installed or refused "
                    "(only under the upload dir)")
+    p.add_argument("--activate", action="store_true",
+                   help="then mark the new slot for the next boot (as `activate`)")
+    p.add_argument("--trials", type=int, default=slots.DEFAULT_TRIALS,
+                   help="with --activate: boots the new slot gets before falling back")
     p.add_argument("--save", metavar="PATH",
                    help="with -: keep the bytes received in PATH.part while installing, so an "
                    "interrupted transfer can be resumed (SFTP) and installed from the file")
@@ -217,7 +221,10 @@ def run_install(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
             _cleanup(args, layout, keep_partial=getattr(exc, "code", "") == "truncated")
             raise
         _cleanup(args, layout, keep_partial=False)
-        return result
+    if args.activate:
+        with agent_errors():
+            result["activated"] = slots.activate(layout, args.trials)
+    return result
 
 
 def _cleanup(args: argparse.Namespace, layout: Layout, keep_partial: bool) -> None:
