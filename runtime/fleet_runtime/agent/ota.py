@@ -149,14 +149,15 @@ class _Prefetch:
             self.chunks.put(exc)
 
     def read(self, size: int = -1) -> bytes:
-        while not self.eof and (size < 0 or len(self.buffer) < size):
+        """Like a raw read: what has arrived, at most `size`, b"" only at the end (no copies)."""
+        if size < 0:
+            return b"".join(iter(lambda: self.read(1 << 20), b""))
+        if not self.buffer and not self.eof:
             chunk = self.chunks.get()
             if isinstance(chunk, BaseException):
                 raise chunk
-            self.eof = not chunk
-            self.buffer += chunk
-        n = len(self.buffer) if size < 0 else size
-        data, self.buffer = self.buffer[:n], self.buffer[n:]
+            self.eof, self.buffer = not chunk, chunk
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
         return data
 
     def discard(self, timeout_s: float = 600.0) -> None:
