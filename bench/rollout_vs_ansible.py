@@ -94,12 +94,19 @@ def setup(devices: int, mb: int) -> tuple[Project, Path]:
 
 
 def fresh_lab(project: Project, devices: int) -> Lab:
-    """All devices at the factory version (the lab recreated), SSH servers up."""
+    """All devices at the factory version (the lab recreated), SSH servers up.
+
+    Started by a `fleet lab up` process, as an operator would: its SSH servers then
+    belong to init once it exits. Started from this (long-lived, busy) process they
+    would be its children, and each one a reboot stops would linger as a zombie that
+    the lab waits 5 s for, in both runs alike."""
     lab = Lab(project)
     if lab.devices():
         stop_lab(lab)
         lab.destroy()
-    lab.up(3, devices // 3)
+    subprocess.run(fleet_cmd(project.root, "lab", "up", "--sites", "3",
+                             "--devices-per-site", str(devices // 3)),
+                   check=True, capture_output=True)
     return lab
 
 

@@ -2,9 +2,11 @@
 
 The runner is generic; this module is what makes it roll out a bundle. The
 task is `fleet.ota.install_bundle` (check, upload, install, activate, reboot,
-verify, commit or roll back). The gate looks again after the task, with fresh
-agent calls: a device counts as done only if it runs the target version,
-committed (no trial pending), and its health is not failing.
+verify, commit or roll back); its `verify` step is the health gate after the
+reboot (target version, self-test, health) and nothing is committed without
+it. The runner's gate then asks the device once more which version it runs:
+a device counts as done only on the device's word, never on an exit status.
+After a crash, `settle` does the whole check afresh (committed, version, health).
 
 >>> work = OtaWork.for_bundle(project, Path("out/firmware/os-1.1.0.bundle"))  # doctest: +SKIP
 >>> runner = RolloutRunner(policy, gate=work.gate, probe=work.probe(nr))     # doctest: +SKIP
@@ -84,8 +86,18 @@ class OtaWork:
 
     # gate, settle, probe ---------------------------------------------------------
     def gate(self, task: Task) -> Result:
-        """Nornir task: the device reports the target version and its health is not failing,
-        asked afresh with one agent call (`health` reports the running software too)."""
+        """Nornir task, after install_bundle (whose `verify` step already required the target
+        version, a passed self-test and health after the reboot, before committing): ask the
+        device afresh which version it runs now. One cheap agent call."""
+        info = agent_for(task).info()
+        if info.get("software") != self.version:
+            return Result(task.host, failed=True,
+                          result=f"reports {info.get('software')}, expected {self.version}")
+        return Result(task.host, result={"software": info["software"]})
+
+    def full_gate(self, task: Task) -> Result:
+        """Version and health, both asked afresh (used when this process did not watch the
+        install, i.e. after a crash)."""
         health = agent_for(task).health(*self.health_flags)
         problems = []
         if health.get("software") != self.version:
@@ -106,7 +118,7 @@ class OtaWork:
             slots = {**slots, "state": "idle"} if agent.call("commit") else slots
         if slots["state"] != "idle":
             return Result(task.host, failed=True, result=f"slot state {slots['state']}")
-        return self.gate(task)
+        return self.full_gate(task)
 
     def probe(self, nr: Nornir) -> Callable[[Host], bool]:
         """``probe(host) -> bool``: does the device answer SSH with its pinned key now? The

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
-from labkit import HAVE_SSHD, start_lab
+from labkit import HAVE_SSHD, require_ssh, start_lab
 
 from fleet import firmware
 from fleet import inventory as inv
@@ -21,11 +23,22 @@ SECRET = "correct-horse-battery"
 SSH = "openssh" if HAVE_SSHD or os.environ.get("CI") else "asyncssh"
 
 
-def lab_project(root: Path, sites: int, per_site: int) -> Lab:
-    """A fleet project with a release key, and a lab whose devices trust it."""
+def lab_project(root: Path, sites: int, per_site: int, *, via_cli: bool = False) -> Lab:
+    """A fleet project with a release key, and a lab whose devices trust it.
+
+    via_cli: start the lab with a `fleet lab up` process (for tests whose rollouts run in
+    another process: the SSH servers must not be this test process's children, or each
+    one a reboot stops lingers as a zombie until this process reaps it)."""
     shutil.copytree(REPO / "firmware", root / "firmware")
-    firmware.keygen(Project.locate(root), passphrase=SECRET.encode())
-    return start_lab(root, sites, per_site, SSH)
+    project = Project.locate(root)
+    firmware.keygen(project, passphrase=SECRET.encode())
+    if not via_cli:
+        return start_lab(root, sites, per_site, SSH)
+    require_ssh(SSH)
+    subprocess.run([sys.executable, "-m", "fleet.cli.app", "--project", str(root), "lab", "up",
+                    "--sites", str(sites), "--devices-per-site", str(per_site), "--ssh", SSH],
+                   check=True, capture_output=True)
+    return Lab(project)
 
 
 def failing_selftest(*devices: str) -> str:

@@ -21,7 +21,7 @@ from fleet.rollout.journal import Journal
 
 @pytest.fixture
 def lab(tmp_path):
-    lab = lab_project(tmp_path, 1, 3)
+    lab = lab_project(tmp_path, 1, 3, via_cli=True)
     yield lab
     lab.down()
 
