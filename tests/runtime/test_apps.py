@@ -187,3 +187,58 @@ def test_face_blur_on_a_video_file(face_blur_app: Path, face_video: Path, tmp_pa
 
     with av.open(str(record)) as container:
         assert sum(1 for _ in container.decode(video=0)) == 45
+
+
+def post(url: str) -> tuple[int, dict]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_on_signal_node_waits_for_resume_and_pauses(color_app: Path, tmp_path: Path):
+    app = tmp_path / "signalled"
+    shutil.copytree(color_app, app)
+    graph = app / "graphs/color_classifier/graph.json"
+    doc = json.loads(graph.read_text())
+    doc["nodeGraph"]["nodes"][0]["launch"] = "onSignal"
+    graph.write_text(json.dumps(doc))
+    camera = SourceSpec("camera_node", "synthetic", size=(32, 24), fps=30)
+    runner = Runner(load_application(app), RunOptions(cameras={"camera_node": camera}, http_port=0))
+    runner.start()
+    base = f"http://127.0.0.1:{runner.http.port}"
+
+    def out() -> int:
+        return runner.snapshot()["cameras"]["camera_node"]["frames_out"]
+
+    def wait(check, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+    try:
+        time.sleep(0.5)
+        assert runner.snapshot()["nodes"]["code_node"]["state"] == "paused" and out() == 0
+        assert post(base + "/signal?node=code_node&signal=RESUME") == (200, {"ok": True})
+        wait(lambda: out() >= 3)
+        assert post(base + "/signal?node=code_node&signal=PAUSE")[0] == 200
+        wait(lambda: runner.snapshot()["nodes"]["code_node"]["state"] == "paused")
+        time.sleep(0.3)  # a frame already taken may still come out
+        paused_at = out()
+        time.sleep(0.5)
+        assert out() == paused_at
+        assert post(base + "/signal?node=code_node&signal=STOP") == (
+            400,
+            {"ok": False, "error": "unknown signal 'STOP': use PAUSE or RESUME"},
+        )
+        assert post(base + "/signal?node=nope&signal=RESUME") == (
+            400,
+            {"ok": False, "error": "no code node 'nope'"},
+        )
+    finally:
+        runner.stop()

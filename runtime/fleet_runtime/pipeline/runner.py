@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import runpy
@@ -62,8 +63,33 @@ class Supervisor(threading.Thread):
         self.errors = 0
         self.last_error: str | None = None
         self.crashes: deque[float] = deque()
+        # Panorama's signals: onSignal nodes wait for RESUME; PAUSE holds the node in get()
+        self.resumed = threading.Event()
+        if code.launch != "onSignal":
+            self.resumed.set()
+
+    def signal(self, name: str) -> None:
+        """PAUSE or RESUME this node."""
+        if name == "RESUME":
+            self.resumed.set()
+        elif name == "PAUSE":
+            self.resumed.clear()
+        else:
+            raise ValueError(f"unknown signal {name!r}: use PAUSE or RESUME")
+        self.runner.bell.set()
+        self.runner.events.write("signal", node=self.code.name, signal=name)
+
+    def wait_resumed(self) -> None:
+        while not self.resumed.wait(0.2):
+            if self.runner.stopping.is_set():
+                raise ApplicationStopped("runtime stopping")
 
     def run(self) -> None:
+        try:
+            self.wait_resumed()
+        except ApplicationStopped:
+            self.state = "stopped"
+            return
         while not self.runner.stopping.is_set():
             try:
                 self.state = "running"
@@ -121,6 +147,8 @@ class Supervisor(threading.Thread):
         state = self.state
         if state == "running" and len(recent) >= self.runner.options.crash_loop_after:
             state = "crash_loop"  # running again, but it keeps falling over
+        elif state in ("starting", "running") and not self.resumed.is_set():
+            state = "paused"
         return {
             "state": state,
             "restarts": self.restarts,
@@ -142,6 +170,7 @@ class CodeContext:
             port: runner.cameras_of(nodes) for port, nodes in code.media_inputs.items()
         }
         self._last: dict[str, Any] = {}
+        self.supervisor: Supervisor | None = None
 
     def get_media(self, port: str, timeout: float | None) -> list[Any]:
         cameras = self._cameras.get(port, [])
@@ -149,6 +178,8 @@ class CodeContext:
         while True:
             if self.runner.stopping.is_set():
                 raise ApplicationStopped("runtime stopping")
+            if self.supervisor is not None:
+                self.supervisor.wait_resumed()  # a PAUSE signal holds the node here
             self.runner.bell.clear()
             fresh = self._take(cameras)
             if fresh:
@@ -247,8 +278,7 @@ class Runner:
                 f"camera {camera} (node {node}) is not bound:"
                 f" pass --camera {camera}=URI or add it to cameras.json"
             )
-        spec.name = camera
-        return spec
+        return dataclasses.replace(spec, name=camera)  # one spec may serve several cameras
 
     def start(self) -> None:
         """Models loaded and warmed up, HTTP up, cameras and code nodes started; then ready."""
@@ -262,6 +292,7 @@ class Runner:
                 self.health_doc,
                 self.options.http_host,
                 self.options.http_port,
+                signal=self.signal,
             )
             self.http.start()
         for name, node in self.app.model_nodes.items():
@@ -283,7 +314,8 @@ class Runner:
         for source in self.sources.values():
             source.start()
         for code in self.app.code_nodes:
-            supervisor = Supervisor(self, code, CodeContext(self, code))
+            context = CodeContext(self, code)
+            supervisor = context.supervisor = Supervisor(self, code, context)
             self.supervisors.append(supervisor)
             supervisor.start()
         self.ready = True
@@ -416,6 +448,13 @@ class Runner:
             "fps": self.counters.fps(),
         }
 
+    def signal(self, node: str, name: str) -> None:
+        """Send PAUSE or RESUME to a code node (Panorama's node signals)."""
+        found = [s for s in self.supervisors if s.code.name == node]
+        if not found:
+            raise KeyError(f"no code node {node!r}")
+        found[0].signal(name)
+
     def metrics_text(self) -> str:
         return render(self.snapshot())
 
@@ -434,6 +473,8 @@ def load_cameras_file(path: Path) -> dict[str, SourceSpec]:
     cameras = json.loads(path.read_text()).get("cameras", [])
     if isinstance(cameras, dict):
         cameras = [{"name": name, **fields} for name, fields in cameras.items()]
+    if any(c.get("password") for c in cameras) and path.stat().st_mode & 0o077:
+        log.warning("%s holds camera passwords and is readable by others: chmod 600 %s", path, path)
     specs = {}
     for cam in cameras:
         spec = parse_source(cam["name"], cam["url"])

@@ -158,6 +158,7 @@ class HttpServer:
         health_doc: Callable[[], dict[str, Any]],
         host: str = "127.0.0.1",
         port: int = 0,
+        signal: Callable[[str, str], None] | None = None,
     ) -> None:
         self.closing = threading.Event()
         handler = type(
@@ -167,6 +168,7 @@ class HttpServer:
                 "hub": hub,
                 "metrics_text": staticmethod(metrics_text),
                 "health_doc": staticmethod(health_doc),
+                "signal_node": staticmethod(signal) if signal else None,
                 "closing": self.closing,
             },
         )
@@ -188,6 +190,7 @@ class _Handler(BaseHTTPRequestHandler):
     hub: OutputHub
     metrics_text: Callable[[], str]
     health_doc: Callable[[], dict[str, Any]]
+    signal_node: Callable[[str, str], None] | None
     closing: threading.Event
     protocol_version = "HTTP/1.1"
 
@@ -208,6 +211,21 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, "text/plain", b"not found\n")
         else:
             route()
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib name
+        """``POST /signal?node=NAME&signal=PAUSE|RESUME`` (Panorama's node signals)."""
+        url = urlsplit(self.path)
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        if url.path != "/signal" or self.signal_node is None:
+            self._send(404, "text/plain", b"not found\n")
+            return
+        try:
+            self.signal_node(query.get("node", ""), query.get("signal", "").upper())
+        except (KeyError, ValueError) as exc:
+            error = str(exc.args[0]) if exc.args else str(exc)
+            self._send(400, "application/json", json.dumps({"ok": False, "error": error}).encode())
+            return
+        self._send(200, "application/json", b'{"ok": true}')
 
     def _send(self, code: int, ctype: str, body: bytes) -> None:
         self.send_response(code)
