@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections import deque
 import shlex
 import socket
 import time
@@ -28,6 +29,7 @@ from typing import IO, Any
 
 import paramiko
 from cryptography.hazmat.primitives import serialization
+from paramiko.sftp import CMD_WRITE, int64
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from nornir.core.configuration import Config
 
@@ -36,6 +38,7 @@ from fleet.errors import DeviceError, HostKeyError
 CONNECTION_NAME = "fleet_ssh"
 CHUNK = 32 * 1024  # SFTP's largest write request paramiko sends in one packet
 WINDOW = 16 * 1024 * 1024
+BIG_REQUEST = 252 * 1024  # under OpenSSH sftp-server's 256 KiB message limit
 
 
 @dataclass
@@ -171,11 +174,12 @@ class SSHSession:
         total = local.stat().st_size
         part = remote + ".part"
         offset = self._partial_size(part, total)
+        digest = hashlib.sha256()
         with local.open("rb") as src, self.sftp.open(part, "ab" if offset else "wb") as dst:
-            dst.set_pipelined(True)
-            src.seek(offset)
-            _copy(src, dst, offset, total, progress)
-        expected = sha256_file(local)
+            _hash_prefix(src, offset, digest)
+            _WindowedWriter(self.sftp, dst, self._request_size()).copy(src, offset, total,
+                                                                       digest, progress)
+        expected = digest.hexdigest()
         actual = verify(part)
         if actual != expected:
             self.sftp.remove(part)
@@ -184,6 +188,10 @@ class SSHSession:
                               fix="run the command again; the upload restarts from zero")
         self.sftp.posix_rename(part, remote)
         return expected
+
+    def _request_size(self) -> int:
+        # OpenSSH's sftp-server takes messages up to 256 KiB; others get SFTP's 32 KiB.
+        return BIG_REQUEST if "OpenSSH" in (self.transport.remote_version or "") else CHUNK
 
     def _partial_size(self, part: str, total: int) -> int:
         try:
@@ -196,17 +204,47 @@ class SSHSession:
         self.sftp.get(remote, str(local))
 
 
-def _copy(src: IO[bytes], dst: paramiko.SFTPFile, offset: int, total: int,
-          progress: Callable[[int, int], None] | None) -> None:
-    done = offset
-    while True:
-        block = src.read(CHUNK * 32)
-        if not block:
-            break
-        dst.write(block)
-        done += len(block)
-        if progress:
-            progress(done, total)
+def _hash_prefix(src: IO[bytes], offset: int, digest: Any) -> None:
+    """Hash the part of the file already on the device (the resume case)."""
+    left = offset
+    while left:
+        block = src.read(min(left, 1 << 20))
+        digest.update(block)
+        left -= len(block)
+
+
+class _WindowedWriter:
+    """SFTP writes with a bounded window of requests in flight.
+
+    paramiko's own pipelined `write` lets requests pile up and then drains
+    them all at once, which stalls the link; a fixed window keeps it full.
+    Uses paramiko's request/response primitives (`_async_request`,
+    `_read_response`), the same ones its SFTPFile is built on.
+    """
+
+    IN_FLIGHT = 32
+
+    def __init__(self, sftp: paramiko.SFTPClient, dst: paramiko.SFTPFile, request: int) -> None:
+        self.sftp, self.handle, self.request = sftp, dst.handle, request
+        self.pending: deque[int] = deque()
+
+    def copy(self, src: IO[bytes], offset: int, total: int, digest: Any,
+             progress: Callable[[int, int], None] | None) -> None:
+        done = offset
+        while block := src.read(self.request):
+            digest.update(block)
+            self.pending.append(self.sftp._async_request(  # noqa: SLF001
+                type(None), CMD_WRITE, self.handle, int64(done), block))
+            done += len(block)
+            while len(self.pending) >= self.IN_FLIGHT:
+                self._settle()
+            if progress:
+                progress(done, total)
+        while self.pending:
+            self._settle()
+
+    def _settle(self) -> None:
+        self.sftp._read_response(self.pending.popleft())  # noqa: SLF001  raises on error status
 
 
 def _feed(chan: paramiko.Channel, stdin: bytes | IO[bytes]) -> None:
