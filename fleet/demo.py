@@ -27,8 +27,8 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("Rolling update across 3 sites: canary, 10%, the rest; a rollback counted", "fleet.rollout_demo:step_rollout"),
     ("Register devices and import cameras from CSV", "fleet.cameras_demo:step_registry"),
     ("A new site from the factory: fleet CA, USB archives, first boot, online", "fleet.provisioning_demo:step_provisioning"),
-    ("Heartbeats over MQTT, health from them, and a log export", "fleet.logs_demo:step_heartbeats_and_logs"),
     ("Vision runtime: face blur on ONNX Runtime, metrics and health", "fleet.runtime_demo:step_face_blur"),
+    ("Heartbeats over MQTT, health from them, and a log export", "fleet.logs_demo:step_heartbeats_and_logs"),
 )
 
 
