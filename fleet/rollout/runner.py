@@ -111,6 +111,8 @@ class RolloutRunner:
         that may finish what is safe to finish (never the work itself) and
         says whether the device is already done; defaults to the gate.
     probe: ``probe(host) -> bool`` reachability check for the offline policy.
+    accept: ``accept(multi) -> reason | None`` judges a finished, unfailed work result by
+        what the device reported in it (a gate that costs no extra call); a reason fails it.
     cancel: ``cancel(host)`` asks the work on a timed-out device to stop where it
         safely can; the device already counts as failed, and when its thread ends
         a ``device_late`` event records what it finally did.
@@ -121,11 +123,12 @@ class RolloutRunner:
 
     def __init__(self, policy: Policy, *, gate: Gate | None = None, settle: Gate | None = None,
                  probe: Probe | None = None, cancel: Callable[[Host], None] | None = None,
+                 accept: Callable[[MultiResult], str | None] | None = None,
                  control: Control | None = None, on_event: Sequence[EventSink] = (),
                  plan: list[list[str]] | None = None,
                  prior: Mapping[str, str] | None = None) -> None:
         self.policy, self.gate, self.probe = policy, gate, probe
-        self.settle, self.cancel = settle or gate, cancel
+        self.settle, self.cancel, self.accept = settle or gate, cancel, accept
         self._abandoned: set[str] = set()
         self.control = control or Control()
         self.sinks = list(on_event)
@@ -345,6 +348,11 @@ class RolloutRunner:
         multi = wrapped.copy().start(host)
         if multi.failed:
             return FAILED, failure_reason(multi), multi
+        refused = self.accept(multi) if self.accept is not None else None
+        if refused:
+            multi.append(Result(host, failed=True, result=refused))
+            multi[-1].name = GATE_STEP
+            return FAILED, f"{GATE_STEP}: {refused}", multi
         return (SUCCEEDED if _work_changed(multi) else UNCHANGED), "", multi
 
     def _offline(self, host: Host) -> tuple[str, str, MultiResult] | None:

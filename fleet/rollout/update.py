@@ -2,14 +2,15 @@
 
 The runner is generic; this module is what makes it roll out a bundle. The
 task is `fleet.ota.install_bundle` (check, upload, install, activate, reboot,
-verify, commit or roll back); its `verify` step is the health gate after the
-reboot (target version, self-test, health) and nothing is committed without
-it. The runner's gate then asks the device once more which version it runs:
-a device counts as done only on the device's word, never on an exit status.
-After a crash, `settle` does the whole check afresh (committed, version, health).
+verify, commit or roll back); its `verify` step asks the device after the
+reboot for its version, self-test and health, and nothing is committed
+without it. `accept` is the runner's health gate on that report: a device
+counts as done only on what it reported (target version, not failing,
+committed), never on an exit status, and at no extra device call. After a
+crash, `settle` asks everything afresh (committed, version, health).
 
 >>> work = OtaWork.for_bundle(project, Path("out/firmware/os-1.1.0.bundle"))  # doctest: +SKIP
->>> runner = RolloutRunner(policy, gate=work.gate, probe=work.probe(nr))     # doctest: +SKIP
+>>> runner = RolloutRunner(policy, accept=work.accept, probe=work.probe(nr))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 from nornir.core import Nornir
 from nornir.core.inventory import Host
-from nornir.core.task import Result, Task
+from nornir.core.task import MultiResult, Result, Task
 
 from fleet.agent import agent_for
 from fleet.errors import FleetError
@@ -85,15 +86,27 @@ class OtaWork:
                 "artifact_name": self.name}
 
     # gate, settle, probe ---------------------------------------------------------
-    def gate(self, task: Task) -> Result:
-        """Nornir task, after install_bundle (whose `verify` step already required the target
-        version, a passed self-test and health after the reboot, before committing): ask the
-        device afresh which version it runs now. One cheap agent call."""
-        info = agent_for(task).info()
-        if info.get("software") != self.version:
-            return Result(task.host, failed=True,
-                          result=f"reports {info.get('software')}, expected {self.version}")
-        return Result(task.host, result={"software": info["software"]})
+    gate = None  # no extra device call: `accept` reads what the device reported
+
+    def accept(self, multi: MultiResult) -> str | None:
+        """The health gate on install_bundle's report: the device said, after the reboot, that it
+        runs the target version and is not failing (`verify`), and the commit answered with
+        the target version; or it already ran the target before (`check`). An exit status
+        alone never counts."""
+        report = multi[0].result if isinstance(multi[0].result, dict) else {}
+        steps = {s["step"]: s for s in report.get("steps", [])}
+        if not multi[0].changed and report.get("before") == self.version:
+            return None
+        verify, commit = steps.get("verify") or {}, steps.get("commit") or {}
+        seen = verify.get("detail") if isinstance(verify.get("detail"), dict) else {}
+        if not verify.get("ok") or seen.get("software") != self.version:
+            return f"no post-reboot report of {self.version} (saw {seen.get('software')})"
+        if seen.get("verdict") == "failing":
+            return "health failing after the reboot"
+        done = commit.get("detail") if isinstance(commit.get("detail"), dict) else {}
+        if not commit.get("ok") or done.get("version") != self.version:
+            return f"the commit did not report {self.version}"
+        return None
 
     def full_gate(self, task: Task) -> Result:
         """Version and health, both asked afresh (used when this process did not watch the

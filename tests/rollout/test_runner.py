@@ -154,6 +154,18 @@ def test_gate_decides_success_not_the_exit_status(tmp_path):
     assert "health gate: reports 1.0.0, expected 1.1.0" in report.devices["berlin-02"].reason
 
 
+def test_accept_judges_the_reported_result_without_another_call(tmp_path):
+    nr = fleet({"berlin": 2})
+    runner = RolloutRunner(Policy(max_fail_percentage=50),
+                           accept=lambda multi: None if multi.host.name == "berlin-01"
+                           else "reported 1.0.0 after the reboot")
+    result = nr.with_runner(runner).run(task=write_marker, out=tmp_path)
+    assert runner.report.devices["berlin-02"].outcome == "failed"
+    reason = runner.report.devices["berlin-02"].reason
+    assert reason == "health gate: reported 1.0.0 after the reboot"
+    assert result["berlin-02"].failed and not result["berlin-01"].failed
+
+
 def test_unchanged_devices_are_not_failures(tmp_path):
     nr = fleet({"berlin": 2})
     report, _, _ = run(nr, Policy(), tmp_path, noop=frozenset({"berlin-01"}))
