@@ -350,8 +350,9 @@ class RolloutRunner:
             return FAILED, failure_reason(multi), multi
         refused = self.accept(multi) if self.accept is not None else None
         if refused:
-            multi.append(Result(host, failed=True, result=refused))
-            multi[-1].name = GATE_STEP
+            gate_result = Result(host, failed=True, result=refused)
+            gate_result.name = GATE_STEP  # type: ignore[assignment]  # Nornir types it None
+            multi.append(gate_result)
             return FAILED, f"{GATE_STEP}: {refused}", multi
         return (SUCCEEDED if _work_changed(multi) else UNCHANGED), "", multi
 

@@ -98,12 +98,12 @@ class OtaWork:
         if not multi[0].changed and report.get("before") == self.version:
             return None
         verify, commit = steps.get("verify") or {}, steps.get("commit") or {}
-        seen = verify.get("detail") if isinstance(verify.get("detail"), dict) else {}
+        seen: dict[str, Any] = verify["detail"] if isinstance(verify.get("detail"), dict) else {}
         if not verify.get("ok") or seen.get("software") != self.version:
             return f"no post-reboot report of {self.version} (saw {seen.get('software')})"
         if seen.get("verdict") == "failing":
             return "health failing after the reboot"
-        done = commit.get("detail") if isinstance(commit.get("detail"), dict) else {}
+        done: dict[str, Any] = commit["detail"] if isinstance(commit.get("detail"), dict) else {}
         if not commit.get("ok") or done.get("version") != self.version:
             return f"the commit did not report {self.version}"
         return None
