@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -44,12 +45,43 @@ class Demo:
         self.say(f"[bold cyan]$ fleet {shlex.join(args)}[/bold cyan]")
         env = {**os.environ, "COLUMNS": os.environ.get("COLUMNS", "110")}
         proc = subprocess.run(
-            argv, text=True, env=env,
+            argv, text=True, env=env, cwd=self.project,
             stdout=subprocess.PIPE if json_out else None,
         )
         if check and proc.returncode != 0:
             raise FleetError(f"demo step failed: fleet {shlex.join(args)} exited {proc.returncode}")
         return proc
+
+
+MARKER = ".edgefleet-demo"
+TEMPLATE_PARTS = ("firmware", "inventories/example")
+
+
+def prepare_project(source: Path, target: Path) -> Path:
+    """A fresh demo project at `target`, seeded from the template parts of `source`.
+
+    The demo never runs in the operator's own project: it makes CAs, keys and
+    a registry, and starts from scratch each time. A `target` that exists must
+    carry our marker, or it is refused rather than deleted.
+    """
+    if target.exists():
+        if not (target / MARKER).exists():
+            raise FleetError(f"{target} exists and is not an edgefleet demo project",
+                             fix="pass another --dir, or remove it yourself")
+        stop_lab(target)
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    (target / MARKER).write_text("created by `fleet demo`; deleted by the next one\n")
+    for part in TEMPLATE_PARTS:
+        if (source / part).exists():
+            shutil.copytree(source / part, target / part, symlinks=False)
+    return target
+
+
+def stop_lab(project_dir: Path) -> None:
+    """Stop what an earlier demo's lab left running (SSH servers, broker, daemons)."""
+    subprocess.run([sys.executable, "-m", "fleet.cli.app", "--project", str(project_dir),
+                    "lab", "down"], capture_output=True, check=False)
 
 
 def resolve(ref: str) -> Callable[[Demo], None]:
