@@ -14,6 +14,7 @@ under ``devices/``; it survives `down`/`up`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -414,10 +415,8 @@ def terminate(pid: int, timeout: float = 5.0) -> None:
 
 
 def _reap(pid: int) -> None:
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def wait_for_port(port: int, pid: int, log: Path, timeout: float = 15.0) -> None:

@@ -17,11 +17,12 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
-from collections import deque
 import shlex
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +30,9 @@ from typing import IO, Any
 
 import paramiko
 from cryptography.hazmat.primitives import serialization
-from paramiko.sftp import CMD_WRITE, int64
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from nornir.core.configuration import Config
+from paramiko.sftp import CMD_WRITE, int64
 
 from fleet.errors import DeviceError, HostKeyError
 
@@ -355,7 +356,5 @@ def register_plugin() -> None:
     ConnectionPluginRegister.register(CONNECTION_NAME, FleetSSH)  # type: ignore[arg-type]
 
 
-try:
+with contextlib.suppress(Exception):  # already registered through the entry point
     register_plugin()
-except Exception:  # noqa: BLE001,S110 - already registered through the entry point
-    pass

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from labkit import HAVE_SSHD, SSH_KINDS, start_lab
 
 from fleet.lab import Lab
 from fleet.project import Project
-from labkit import HAVE_SSHD, SSH_KINDS, start_lab
 
 
 @pytest.fixture

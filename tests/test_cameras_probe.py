@@ -12,9 +12,9 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from labkit import run_cli
 from fixtures_rtsp_probe import DIGEST_PASSWORD, DIGEST_USER, digest_rtsp_server  # noqa: F401
 from fleet_runtime.rtsp import authorization, probe, sdp_codecs
+from labkit import run_cli
 from rtsp_server import RtspServer, rtsp_server  # noqa: F401
 
 from fleet.lab import Lab

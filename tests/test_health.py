@@ -6,8 +6,8 @@ import json
 from collections.abc import Iterator
 
 import pytest
-
 from labkit import HAVE_SSHD, run_cli, start_lab
+
 from fleet.lab import Lab
 
 

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from labkit import HAVE_SSHD, run_cli, start_lab
 from fixtures_mqtt import require_mosquitto
 from fleet_runtime.layout import read_json
 from fleet_runtime.mqtt import MqttClient, MqttSettings
+from labkit import HAVE_SSHD, run_cli, start_lab
 
 from fleet import heartbeats
 from fleet.broker import LabMqtt

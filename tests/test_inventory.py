@@ -7,8 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from labkit import run_cli
+
 from fleet import inventory as inv
 from fleet.errors import ConfigError
 from fleet.project import Project

@@ -6,9 +6,10 @@ import json
 import os
 from pathlib import Path
 
-from labkit import run_cli
-from fleet.lab import Lab, pid_is
 from fleet_runtime import slots
+from labkit import run_cli
+
+from fleet.lab import Lab, pid_is
 
 
 def test_status_json_and_state_survives_down_up(lab: Lab) -> None:

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from labkit import HAVE_SSHD, run_cli, start_lab
 from fleet_runtime.layout import atomic_write_json
 from fleet_runtime.logs import verify_bundle
+from labkit import HAVE_SSHD, run_cli, start_lab
 
 from fleet.lab import Lab
 

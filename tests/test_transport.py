@@ -11,12 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from fleet_runtime.layout import Layout
 
 from fleet.agent import Agent
 from fleet.errors import AgentCallError, DeviceError, HostKeyError
 from fleet.lab import HOST, Lab, host_key_path, write_host_key
 from fleet.transport import SSHSession, controller_key, pin_host_key, unpin_host_key
-from fleet_runtime.layout import Layout
 
 AGENT = str(Path(sys.executable).parent / "fleet-agent")
 

@@ -11,7 +11,6 @@ from fleet.cli import options as o
 from fleet.cli.application import app_of
 from fleet.errors import FleetError
 
-
 Source = Annotated[str, typer.Option(
     "--source", help="ssh: ask every device now; mqtt: their latest heartbeats (no SSH)")]
 Watch = Annotated[Optional[float], typer.Option(

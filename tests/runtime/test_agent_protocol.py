@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from fleet_runtime.layout import Layout, atomic_write_json
 from fleet_runtime import slots
+from fleet_runtime.layout import Layout, atomic_write_json
 
 AGENT = str(Path(sys.executable).parent / "fleet-agent")
 
