@@ -10,7 +10,9 @@ reboot, verify the reported version, commit; batches ``[1, "30%", "100%"]``
 
 * fleet: ``fleet ota rollout BUNDLE --batches 1,30%,100% --concurrency 10``
   (plus its health gate and journal, which Ansible does not have);
-* Ansible: ansible-core from PyPI in a bench venv, a play with ``serial``,
+* Ansible: ansible-core from PyPI in a bench venv, a play with ``serial``
+  (the lab reboot is retried up to 3 times: parallel ``fleet lab reboot``
+  processes race on the lab's state files, a lab bug this bench works around),
   ``copy`` + ``command`` (fleet-agent slots/install/activate/info/commit, the
   lab's reboot delegated to localhost), pipelining and ControlPersist on,
   host keys pinned through the same known_hosts.
@@ -65,6 +67,10 @@ PLAY = """\
     - name: reboot (the lab's power cycle)
       ansible.builtin.command: "{fleet} --project {project} lab reboot {{{{ inventory_hostname }}}}"
       delegate_to: localhost
+      register: rebooted
+      until: rebooted.rc == 0  # concurrent `fleet lab reboot`s can trip over each other's
+      retries: 3               # known_hosts/lab.json writes (a lab bug, reported)
+      delay: 1
     - name: reconnect after the reboot
       ansible.builtin.meta: reset_connection
     - name: verify the reported version
@@ -158,8 +164,11 @@ def run_ansible(lab: Lab, bundle: Path, concurrency: int) -> float:
     proc = subprocess.run([str(bindir / "ansible-playbook"), "-i", str(inventory), str(play)],
                           capture_output=True, text=True, env=env, cwd=HERE)
     seconds = time.perf_counter() - start
+    (HERE / "ansible.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
-        raise SystemExit(f"ansible-playbook failed ({proc.returncode}):\n{proc.stdout[-3000:]}")
+        fatal = [line for line in proc.stdout.splitlines() if "fatal:" in line or "ERROR" in line]
+        raise SystemExit(f"ansible-playbook failed ({proc.returncode}); log in "
+                         f"{HERE / 'ansible.log'}:\n" + "\n".join(fatal[:10]))
     versions = {row["software"] for row in lab.status()}
     if versions != {"1.1.0"}:
         raise SystemExit(f"ansible left devices at {versions}")
