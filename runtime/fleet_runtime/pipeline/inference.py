@@ -160,12 +160,14 @@ class ModelSession:
         self.decode = decoder_for(self.decoder_config)
         requested = normalize_providers(providers or onnx_spec.get("providers"))
         available = available_providers()
-        prepared = prepare_model(model_path, self.input_name, self.shape, self.batch)
+        self._path = str(prepare_model(model_path, self.input_name, self.shape, self.batch))
         self.session = ort.InferenceSession(
-            str(prepared),
+            self._path,
             sess_options=self._options(ort, threads),
             providers=[(p, _provider_options(p, descriptor)) for p in requested if p in available],
         )
+        self._stream: Any = None  # CPU: the inference stage's session, one thread per run
+        self._stream_lock = threading.Lock()
         self._check_shape(model_path)
         self.providers = ProviderReport(requested, available, list(self.session.get_providers()))
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -194,20 +196,36 @@ class ModelSession:
             )
 
     @staticmethod
-    def _options(ort: Any, threads: int | None) -> Any:
+    def _options(ort: Any, threads: int | None, spin: bool = True) -> Any:
         options = ort.SessionOptions()
-        options.log_severity_level = (
-            3  # errors only: old exporters trigger pages of harmless warnings
-        )
+        options.log_severity_level = 3  # errors only: old exporters log pages of harmless warnings
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.intra_op_num_threads = threads or cpu_threads()
         options.inter_op_num_threads = 1
-        # Idle intra-op workers sleep instead of spinning: the pipeline's other threads
-        # (decoding, the code, a second frame in flight) use the gaps; spinning workers
-        # fight them for the cores and stall every parallel section.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if not spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return options
+
+    def streaming(self, workers: int) -> Any:
+        """The session the inference stage's ``workers`` share. On the CPU a second session
+        whose runs use ``cores // workers`` threads: frames in flight side by side beat one
+        frame split across cores (no intra-op synchronisation, no spinning against the
+        decoders); on a GPU the main session."""
+        if self.on_gpu:
+            return self.session
+        with self._stream_lock:
+            if self._stream is None:
+                import onnxruntime as ort  # type: ignore[import-untyped]
+
+                threads = max(1, cpu_threads() // max(1, workers))
+                options = self._options(ort, threads, spin=threads > 1)
+                stream = ort.InferenceSession(self._path, options, providers=[CPU])
+                shape = [1, *self.shape[1:]]
+                dtype = np.float32 if self.preprocess or self._input_is_float() else np.uint8
+                stream.run(self.output_names, {self.input_name: np.zeros(shape, dtype)})
+                self._stream = stream
+            return self._stream
 
     def _report(self) -> None:
         if self.providers.warning:
@@ -227,12 +245,13 @@ class ModelSession:
     def _input_is_float(self) -> bool:
         return "float" in self.session.get_inputs()[0].type
 
-    def run(self, feeds: dict[str, Any], record: bool = True) -> list[Any]:
+    def run(self, feeds: dict[str, Any], record: bool = True, session: Any = None) -> list[Any]:
         """Raw outputs for raw inputs (what ``panoramasdk.node.call`` returns)."""
         start = time.perf_counter()
-        outputs = (
-            self._run_bound(feeds) if self.on_gpu else self.session.run(self.output_names, feeds)
-        )
+        if self.on_gpu:
+            outputs = self._run_bound(feeds)
+        else:
+            outputs = (session or self.session).run(self.output_names, feeds)
         if record:
             self.timing.add((time.perf_counter() - start) * 1000)
         return list(outputs)
@@ -253,7 +272,7 @@ class ModelSession:
             raise ValueError(f"model {self.name} has no onnx.preprocess section in its descriptor")
         return self.preprocess.apply(image)
 
-    def infer(self, prepared: Sequence[tuple[Any, Geometry]]) -> list[Any]:
+    def infer(self, prepared: Sequence[tuple[Any, Geometry]], session: Any = None) -> list[Any]:
         """Decoded results for preprocessed frames, batched up to the model's batch size."""
         results: list[Any] = []
         step = max(1, self.batch)
@@ -262,7 +281,7 @@ class ModelSession:
             batch = (
                 np.stack([tensor for tensor, _ in chunk]) if len(chunk) > 1 else chunk[0][0][None]
             )
-            outputs = self.run({self.input_name: batch})
+            outputs = self.run({self.input_name: batch}, session=session)
             results.extend(
                 self.decode(outputs, i, geometry, self.decoder_config)
                 for i, (_, geometry) in enumerate(chunk)

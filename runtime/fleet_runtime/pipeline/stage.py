@@ -112,7 +112,8 @@ class InferenceStage:
         for session in self.models:
             try:
                 prepared = [session.prepare(frame.image) for frame in frames]
-                for frame, result in zip(frames, session.infer(prepared), strict=True):
+                runner = session.streaming(len(self._threads))
+                for frame, result in zip(frames, session.infer(prepared, runner), strict=True):
                     frame.results[session.name] = result
             except Exception:  # noqa: BLE001 - the code's own call() will meet and report the error
                 self.failures += 1
