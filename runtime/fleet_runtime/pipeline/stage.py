@@ -5,9 +5,10 @@ annotate, put), so a straightforward runtime leaves the processor idle while
 the code annotates and the code idle while the model runs. Once the code has
 called a model with media objects (``self.call({"x": streams}, "model")``),
 the stage runs that model on every frame ahead of the code: ``workers``
-frames are in flight at once (cross-camera batches of up to the model's batch
-size when several cameras have frames waiting), and the code's ``call``
-just picks up the finished result. Frames reach the code in camera order;
+frames are in flight at once (on the CPU each run uses cores/workers threads;
+cross-camera batches of up to the model's batch size when several cameras
+have frames waiting), and the code's ``call`` just picks up the finished
+result. Frames reach the code in camera order;
 real-time cameras still drop their oldest frame when everything falls behind
 (counted), before any work is spent on it.
 """
@@ -92,7 +93,8 @@ class InferenceStage:
     def _take(self) -> list[tuple[str, int, Frame]] | None:
         """Up to a batch of waiting frames (one per camera); None once every camera has ended."""
         with self._lock:
-            limit, taken = self._limit(), []
+            limit = self._limit()
+            taken: list[tuple[str, int, Frame]] = []
             for camera, queue in self.inputs.items():
                 if len(taken) >= limit or camera in self._closed:
                     continue
