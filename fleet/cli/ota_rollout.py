@@ -66,6 +66,8 @@ class LiveView:
             kind, device = event.get("event"), str(event.get("device"))
             if kind == "device_started":
                 self.started[device] = time.monotonic()
+            elif kind == "device_step":
+                self.detail.pop(device, None)  # a new step: its own progress, if any, follows
             elif kind == "device_finished":
                 self._finished(event)
             if kind in ("planned", "retry"):
