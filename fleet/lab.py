@@ -15,6 +15,7 @@ under ``devices/``; it survives `down`/`up`.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -24,6 +25,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,6 +107,24 @@ class Lab:
         self.dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.file, {"devices": {n: asdict(d) for n, d in devices.items()}})
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Serialise read-modify-write of lab.json across threads and processes
+        (a rollout reboots many lab devices at once)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with (self.dir / "lab.lock").open("a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            yield
+
+    def update(self, name: str, **fields: Any) -> LabDevice:
+        """Change some fields of one device's record, atomically under the lab lock."""
+        with self._locked():
+            devices = self.devices()
+            for key, value in fields.items():
+                setattr(devices[name], key, value)
+            self._save(devices)
+            return devices[name]
+
     def device(self, name: str) -> LabDevice:
         devices = self.devices()
         if name not in devices:
@@ -127,14 +147,15 @@ class Lab:
         kind = ssh or default_ssh()
         if kind == "openssh":
             sshd_path()
-        devices = self.devices()
-        for s in range(sites):
-            for i in range(1, per_site + 1):
-                name = f"{site_name(s)}-{i:02d}"
-                if name not in devices:
-                    devices[name] = self._create(name, site_name(s), kind, factory)
-                devices[name].ssh = kind
-        self._save(devices)
+        with self._locked():
+            devices = self.devices()
+            for s in range(sites):
+                for i in range(1, per_site + 1):
+                    name = f"{site_name(s)}-{i:02d}"
+                    if name not in devices:
+                        devices[name] = self._create(name, site_name(s), kind, factory)
+                    devices[name].ssh = kind
+            self._save(devices)
         for name in devices:
             self.start(name)
         self.write_inventory()
@@ -178,15 +199,14 @@ class Lab:
 
     def start(self, name: str) -> None:
         """Start a device's SSH server unless it is running, offline or unprovisioned."""
-        devices = self.devices()
-        dev = devices[name]
+        dev = self.device(name)
         if dev.offline or self.running(dev) or not host_key_path(self.layout(name)).exists():
             return
         old_port = dev.port
         if not dev.port or not port_free(dev.port):
             dev.port = free_port()
-        dev.pid = self._spawn(dev)
-        self._save(devices)
+        dev = self.update(name, port=dev.port, pid=self._spawn(dev))
+        assert dev.pid is not None
         if dev.factory:  # its key was pinned from the provisioning archive, never from the device
             from fleet.provisioning import move_pin
 
@@ -242,13 +262,11 @@ class Lab:
         return dev.pid is not None and pid_is(dev.pid, str(self.root(dev.name)), dev.ssh)
 
     def stop(self, name: str) -> None:
-        devices = self.devices()
-        dev = devices[name]
+        dev = self.device(name)
         if self.running(dev):
             assert dev.pid is not None
             terminate(dev.pid)
-        dev.pid = None
-        self._save(devices)
+        self.update(name, pid=None)
 
     def down(self) -> int:
         """Stop every SSH server the lab started (by PID); device state stays on disk."""
@@ -275,9 +293,7 @@ class Lab:
             self._set_fault_switch(name, kind, seconds)
 
     def _set_offline(self, name: str, offline: bool) -> None:
-        devices = self.devices()
-        devices[name].offline = offline
-        self._save(devices)
+        self.update(name, offline=offline)
         self.stop(name) if offline else self.start(name)
 
     def _set_fault_switch(self, name: str, kind: str, seconds: float) -> None:

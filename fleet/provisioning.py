@@ -709,9 +709,7 @@ def lab_factory_reset(lab: Any, name: str) -> dict[str, Any]:
 
 def _mark_factory(lab: Any, name: str) -> None:
     # A reset box has no host key of its own any more: the next one comes from an archive.
-    devices = lab.devices()
-    devices[name].factory = True
-    lab._save(devices)
+    lab.update(name, factory=True)
 
 
 def _agent(lab: Any, dev: Any, args: list[str]) -> dict[str, Any]:

@@ -62,3 +62,15 @@ def test_inventory_written_for_the_lab(lab: Lab) -> None:
     assert {d["name"] for d in devices} == set(lab.devices())
     assert all(Path(d["data"]["agent"]).name == "fleet-agent" for d in devices)
     assert all(d["groups"] == [f"site-{d['site']}"] for d in devices)
+
+
+def test_concurrent_reboots_keep_every_device_record(lab: Lab) -> None:
+    """A rollout reboots many devices at once: no lab.json update may be lost."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = sorted(lab.devices())
+    with ThreadPoolExecutor(len(names)) as pool:
+        list(pool.map(lab.reboot, names))
+    devices = lab.devices()
+    assert all(lab.running(devices[n]) for n in names)
+    assert len({devices[n].pid for n in names}) == len(names)
