@@ -106,7 +106,7 @@ def test_hung_device_fails_at_device_timeout_and_counts(lab):
     assert dev.outcome == "failed" and "device_timeout 15s" in dev.reason
     assert 15 <= dev.duration < 20
     assert report.failures() == 1 and report.devices["berlin-01"].outcome == "succeeded"
-    assert versions(lab)["berlin-02"] == "1.0.0"  # never started: it was still being probed
+    assert versions(lab)["berlin-02"] == "1.0.0"  # stuck in its first agent call: untouched
 
 
 def test_second_rollout_on_overlapping_devices_is_refused_with_the_first_id(lab):
