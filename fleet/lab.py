@@ -421,13 +421,20 @@ def terminate(pid: int, timeout: float = 5.0) -> None:
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
         _reap(pid)
+        if not alive(pid):
+            return
         time.sleep(0.02)
     os.kill(pid, signal.SIGKILL)
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie: a server started by another process may never be reaped by us."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _reap(pid: int) -> None:

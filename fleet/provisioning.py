@@ -39,6 +39,7 @@ from fleet_runtime.provisioning import Archive, Expectations, ProvisioningError
 from fleet import pki
 from fleet.errors import ConfigError, DeviceError, FleetError, UsageError
 from fleet.project import Project
+from fleet.transport import known_hosts_name, pin_host_keys
 
 AWAITING_PROVISIONING, PROVISIONED = "AWAITING_PROVISIONING", "PROVISIONED"
 DEFAULT_VALID_FOR = "7d"
@@ -272,10 +273,6 @@ def controller_public_key(project: Project) -> str:
     return from_transport(project)
 
 
-def known_hosts_name(hostname: str, port: int) -> str:
-    return hostname if port == 22 else f"[{hostname}]:{port}"
-
-
 def build_archives(
     project: Project,
     ca: pki.FleetCA,
@@ -344,15 +341,6 @@ def _finalize(project: Project, ca: pki.FleetCA, report: BuildReport) -> None:
         {known_hosts_name(b.spec.hostname, b.spec.port): b.host_key for b in report.built},
     )
     ca.append_index([b.issued for b in report.built])
-
-
-def pin_host_keys(known_hosts: Path, pins: dict[str, str]) -> None:
-    """Pin each ``name -> "ssh-ed25519 AAAA..."`` (OpenSSH format) in one write,
-    replacing older pins for those names."""
-    lines = known_hosts.read_text().splitlines() if known_hosts.exists() else []
-    kept = [ln for ln in lines if ln.split(" ", 1)[0] not in pins]
-    kept += [f"{name} {' '.join(key.split()[:2])}" for name, key in pins.items()]
-    atomic_write(known_hosts, ("\n".join(kept) + "\n").encode(), 0o600)
 
 
 # ---------------------------------------------------------------- registry

@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import hashlib
+import os
 import shlex
 import socket
+import tempfile
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -60,29 +63,45 @@ def known_hosts_name(hostname: str, port: int) -> str:
 
 def pin_host_key(known_hosts: Path, hostname: str, port: int, public_openssh: str) -> None:
     """Pin `public_openssh` ("ssh-ed25519 AAAA...") for hostname:port, replacing any old pin."""
-    name = known_hosts_name(hostname, port)
-    lines = known_hosts.read_text().splitlines() if known_hosts.exists() else []
-    kept = [ln for ln in lines if ln.split(" ", 1)[0] != name]
-    kind, blob = public_openssh.split()[:2]
-    kept.append(f"{name} {kind} {blob}")
-    _write_private(known_hosts, "\n".join(kept) + "\n")
+    pin_host_keys(known_hosts, {known_hosts_name(hostname, port): public_openssh})
+
+
+def pin_host_keys(known_hosts: Path, pins: dict[str, str]) -> None:
+    """Pin each ``known-hosts name -> "ssh-ed25519 AAAA..."`` in one locked write,
+    replacing older pins for those names."""
+    with _known_hosts_lock(known_hosts):
+        lines = known_hosts.read_text().splitlines() if known_hosts.exists() else []
+        kept = [ln for ln in lines if ln.split(" ", 1)[0] not in pins]
+        kept += [f"{name} {' '.join(key.split()[:2])}" for name, key in pins.items()]
+        _write_private(known_hosts, "\n".join(kept) + "\n")
 
 
 def unpin_host_key(known_hosts: Path, hostname: str, port: int) -> bool:
     name = known_hosts_name(hostname, port)
     if not known_hosts.exists():
         return False
-    lines = known_hosts.read_text().splitlines()
-    kept = [ln for ln in lines if ln.split(" ", 1)[0] != name]
-    _write_private(known_hosts, "".join(f"{ln}\n" for ln in kept))
+    with _known_hosts_lock(known_hosts):
+        lines = known_hosts.read_text().splitlines()
+        kept = [ln for ln in lines if ln.split(" ", 1)[0] != name]
+        _write_private(known_hosts, "".join(f"{ln}\n" for ln in kept))
     return len(kept) != len(lines)
 
 
+@contextlib.contextmanager
+def _known_hosts_lock(known_hosts: Path) -> Iterator[None]:
+    """Pins change from many threads and processes at once (lab reboots, provisioning)."""
+    known_hosts.parent.mkdir(parents=True, exist_ok=True)
+    with known_hosts.with_name(known_hosts.name + ".lock").open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
 def _write_private(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.chmod(0o600)
-    tmp.replace(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        os.fchmod(fh.fileno(), 0o600)
+        fh.write(text)
+    os.replace(tmp, path)
 
 
 def controller_key(project: Any) -> Path:
