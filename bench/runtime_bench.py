@@ -136,8 +136,8 @@ def preprocessed(video: Path, count: int = 64) -> list[Any]:
 
 
 def raw_loop(model: Path, tensors: list[Any], frames: int, tuned: bool) -> dict[str, Any]:
-    """The obvious loop: ``session.run`` on preprocessed tensors. ``tuned``: the runtime's
-    session options (threads = cores, no spinning) instead of onnxruntime's defaults."""
+    """The obvious loop: ``session.run`` on preprocessed tensors with onnxruntime's default
+    options; ``tuned``: threads = cores and intra-op spinning off, a second reference."""
     import onnxruntime as ort
     from fleet_runtime.pipeline.models import prepare_model
 
@@ -308,7 +308,7 @@ def main() -> None:
     results["a"] = a
     say(
         f"(a) pipeline {a['pipeline']['fps']} fps vs raw session.run {a['raw_default']['fps']} fps"
-        f" (onnxruntime defaults; {a['raw_tuned']['fps']} fps with the runtime's session options):"
+        f" (onnxruntime defaults; {a['raw_tuned']['fps']} fps with intra-op spinning off):"
         f" ratio {a['ratio']} ({a['ratio_vs_tuned_raw']} vs tuned raw), target >= 0.95"
     )
 
