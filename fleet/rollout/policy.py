@@ -125,7 +125,7 @@ def validate(data: Any, where: str, *, show_path: bool = True) -> None:
 def _message(err: jsonschema.ValidationError) -> str:
     if err.validator == "anyOf" and list(err.absolute_path)[:1] == ["batches"]:
         return f"{err.instance!r} {BATCH_HINT}"
-    return err.message
+    return str(err.message)
 
 
 def load_policy(path: Path, base: Policy | None = None) -> Policy:

@@ -381,7 +381,7 @@ class CountingReader:
     def read(self, size: int = -1) -> bytes:
         data = self.raw.read(size)
         self.count += len(data)
-        return data
+        return bytes(data)
 
     def drain(self) -> int:
         """Read to the end (tar padding); the total byte count."""

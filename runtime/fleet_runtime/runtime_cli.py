@@ -314,7 +314,7 @@ def _loads(provider: str) -> bool:
         session = ort.InferenceSession(model, providers=[provider])
     except Exception:  # noqa: BLE001 - any failure means "does not load"
         return False
-    return session.get_providers()[0] == provider
+    return bool(session.get_providers()[0] == provider)
 
 
 def _identity_model() -> bytes:

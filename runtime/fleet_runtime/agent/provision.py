@@ -156,7 +156,8 @@ def _manifest_serial(path: Path) -> str | None:
 
     try:
         _, members = fmt.read_archive(path)
-        return json.loads(members[fmt.MANIFEST]).get("serial")
+        serial = json.loads(members[fmt.MANIFEST]).get("serial")
+        return str(serial) if serial is not None else None
     except (fmt.ProvisioningError, KeyError, ValueError, OSError):
         return None
 

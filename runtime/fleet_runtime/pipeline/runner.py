@@ -129,7 +129,7 @@ class Supervisor(threading.Thread):
         self.runner.events.write(
             "crash", node=self.code.name, error=self.last_error, backoff_s=delay
         )
-        return delay
+        return float(delay)
 
     def _execute(self) -> None:
         from fleet_runtime import panoramasdk

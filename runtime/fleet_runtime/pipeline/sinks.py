@@ -210,7 +210,7 @@ class _Handler(BaseHTTPRequestHandler):
         if route is None:
             self._send(404, "text/plain", b"not found\n")
         else:
-            route()
+            route()  # type: ignore[no-untyped-call]
 
     def do_POST(self) -> None:  # noqa: N802 - stdlib name
         """``POST /signal?node=NAME&signal=PAUSE|RESUME`` (Panorama's node signals)."""

@@ -18,7 +18,7 @@ def astronaut_bgr() -> Any:
     """The astronaut portrait as a BGR uint8 array (512x512)."""
     from skimage import data
 
-    rgb = data.astronaut()
+    rgb = data.astronaut()  # type: ignore[no-untyped-call]
     return rgb[:, :, ::-1].copy()
 
 
