@@ -25,16 +25,13 @@ started.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -46,7 +43,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from fleet_runtime.layout import Layout, atomic_write, atomic_write_json, read_json
 
-from fleet.errors import ConfigError, FleetError
+from fleet.errors import ConfigError
+from fleet.processes import pid_runs, reap, terminate, wait_for_port
 from fleet.project import Project
 
 HOST = "127.0.0.1"
@@ -253,51 +251,11 @@ class Broker:
 
 
 def pid_is_mosquitto(pid: int, marker: str) -> bool:
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return False
-    return "mosquitto" in cmdline and marker in cmdline
+    return pid_runs(pid, "mosquitto", marker)
 
 
 def wait_for_listener(port: int, pid: int, log: Path, timeout: float = 15.0) -> None:
-    """Poll (bounded) until the port accepts connections; report the log if it died."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((HOST, port), timeout=0.5):
-                return
-        except OSError:
-            _reap(pid)
-            if not Path(f"/proc/{pid}").exists():
-                break
-            time.sleep(0.02)
-    tail = log.read_text(errors="replace")[-400:] if log.exists() else ""
-    raise FleetError(f"mosquitto on port {port} did not start: {tail.strip()}",
-                     fix="check the broker log and that mosquitto is installed")
-
-
-def terminate(pid: int, timeout: float = 5.0) -> None:
-    """SIGTERM, wait (bounded), then SIGKILL."""
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        _reap(pid)
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.02)
-    os.kill(pid, signal.SIGKILL)
-    _reap(pid)
-
-
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+    wait_for_port(port, pid, log, "mosquitto", timeout)
 
 
 # ---- the lab's broker and device daemons -----------------------------------------------
@@ -397,6 +355,6 @@ def daemon_alive(pid: int, root: Path) -> bool:
         return False
     stat = Path(f"/proc/{pid}/stat").read_text().split()
     if len(stat) > 2 and stat[2] == "Z":
-        _reap(pid)
+        reap(pid)
         return False
     return b"daemon" in cmdline and f"FLEET_ROOT={root}".encode() in environ.split(b"\0")

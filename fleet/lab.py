@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from fleet_runtime import slots
 from fleet_runtime.layout import Layout, atomic_write_json, read_json
 
+from fleet import processes
 from fleet.errors import ConfigError, DeviceError, UsageError
 from fleet.project import Project
 from fleet.transport import controller_public_key, pin_host_key
@@ -265,7 +265,7 @@ class Lab:
         dev = self.device(name)
         if self.running(dev):
             assert dev.pid is not None
-            terminate(dev.pid)
+            processes.terminate(dev.pid)
         self.update(name, pid=None)
 
     def down(self) -> int:
@@ -405,54 +405,8 @@ def run_boot(lay: Layout, env: dict[str, str]) -> dict[str, Any]:
 
 def pid_is(pid: int, marker: str, kind: str) -> bool:
     """Is `pid` alive and really our server (not a reused PID)?"""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return False
-    if kind == "openssh":
-        return "sshd" in cmdline and marker in cmdline
-    return "fleet.lab_sshd" in cmdline and marker in cmdline
-
-
-def terminate(pid: int, timeout: float = 5.0) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        _reap(pid)
-        if not alive(pid):
-            return
-        time.sleep(0.02)
-    os.kill(pid, signal.SIGKILL)
-
-
-def alive(pid: int) -> bool:
-    """Running, not a zombie: a server started by another process may never be reaped by us."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+    return processes.pid_runs(pid, "sshd" if kind == "openssh" else "fleet.lab_sshd", marker)
 
 
 def wait_for_port(port: int, pid: int, log: Path, timeout: float = 15.0) -> None:
-    """Poll until the server accepts connections (bounded), or report its log."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((HOST, port), timeout=0.5):
-                return
-        except OSError:
-            _reap(pid)
-            if not Path(f"/proc/{pid}").exists():
-                break
-            time.sleep(0.02)
-    tail = log.read_text(errors="replace")[-400:] if log.exists() else ""
-    raise DeviceError(f"lab SSH server on port {port} did not start: {tail.strip()}")
+    processes.wait_for_port(port, pid, log, "lab SSH server", timeout)

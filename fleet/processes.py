@@ -1,0 +1,80 @@
+"""Processes the lab starts (SSH servers, mosquitto, device daemons): identify them
+by PID *and* command line, stop them politely, wait for their ports.
+
+>>> pid_runs(1234, "sshd", "/tmp/lab/berlin-01")   # doctest: +SKIP
+False
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+from fleet.errors import DeviceError
+
+HOST = "127.0.0.1"
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def pid_runs(pid: int, *words: str) -> bool:
+    """Is `pid` alive and really ours (every word in its command line), not a reused PID?"""
+    line = cmdline(pid)
+    return bool(line) and all(w in line for w in words)
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie: a server started by another process may never be reaped by us."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def terminate(pid: int, timeout: float = 5.0) -> None:
+    """SIGTERM, wait (bounded), then SIGKILL."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reap(pid)
+        if not alive(pid):
+            return
+        time.sleep(0.02)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    reap(pid)
+
+
+def wait_for_port(port: int, pid: int, log: Path, what: str, timeout: float = 15.0) -> None:
+    """Poll (bounded) until `port` accepts connections; report the server's log if it died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5):
+                return
+        except OSError:
+            reap(pid)
+            if not alive(pid):
+                break
+            time.sleep(0.02)
+    tail = log.read_text(errors="replace")[-400:] if log.exists() else ""
+    raise DeviceError(f"{what} on port {port} did not start: {tail.strip()}",
+                      fix=f"see {log}")
