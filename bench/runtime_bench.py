@@ -283,6 +283,7 @@ def main() -> None:
         "--rounds", type=int, default=2, help="interleaved rounds for (a), best kept"
     )
     parser.add_argument("--skip-deface", action="store_true")
+    parser.add_argument("--only-a", action="store_true", help="run (a) only")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     video, app, model = prepare(args.frames)
@@ -312,6 +313,10 @@ def main() -> None:
         f" ratio {a['ratio']} ({a['ratio_vs_tuned_raw']} vs tuned raw), target >= 0.95"
     )
 
+    if args.only_a:
+        if args.json:
+            print(json.dumps(results, indent=1))
+        return
     if not args.skip_deface:
         ensure_deface()
         ours, events = our_job(app, video, args.frames)

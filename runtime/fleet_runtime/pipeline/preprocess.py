@@ -70,8 +70,12 @@ class Preprocess:
         resized, geometry = self._resize(image)
         if self.layout == "NCHW":
             tensor = np.empty((3, resized.shape[0], resized.shape[1]), np.float32)
-            for c in range(3):  # one pass per plane does layout, colour order and dtype together
-                tensor[c] = resized[:, :, 2 - c if self.rgb else c]
+            # cv2.split makes contiguous uint8 planes (one C pass); each plane is then
+            # converted to float32 straight into its slot: layout, colour order and dtype
+            # without a strided gather per channel
+            planes = cv2.split(np.ascontiguousarray(resized))
+            for c in range(3):
+                tensor[c] = planes[2 - c if self.rgb else c]
         else:
             tensor = (resized[:, :, ::-1] if self.rgb else resized).astype(np.float32)
         if not self._identity:
