@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import zipfile
 from dataclasses import dataclass
 from datetime import timedelta
@@ -12,39 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from fleet_runtime import provisioning as fmt
+from labkit import HAVE_SSHD, run_cli  # noqa: F401  (re-exported for the provisioning tests)
 
 from fleet import pki
 from fleet import provisioning as prov
 from fleet.project import Project
 
 PASSPHRASE = b"test-passphrase"
-HAVE_SSHD = bool(shutil.which("sshd") or Path("/usr/sbin/sshd").exists())
-
-
-@dataclass
-class CliResult:
-    exit_code: int
-    stdout: str
-    stderr: str
-
-
-def run_cli(project: Path, *args: str, env: dict[str, str] | None = None) -> CliResult:
-    """`fleet --project PROJECT ARGS` in-process, colour off, fixed width.
-
-    (A copy of conftest's helper: `from conftest import` picks up tests/runtime/conftest.py
-    when the runtime tests were collected first.)
-    """
-    from typer.testing import CliRunner
-
-    from fleet.cli.app import app
-
-    result = CliRunner().invoke(
-        app,
-        ["--project", str(project), "--no-color", *args],
-        env={"COLUMNS": "200", **(env or {})},
-        catch_exceptions=False,
-    )
-    return CliResult(result.exit_code, result.stdout, result.stderr)
 
 
 @dataclass

@@ -45,7 +45,17 @@ def run_cli(project: Path, *args: str, env: dict[str, str] | None = None) -> Cli
     return CliResult(result.exit_code, result.stdout, result.stderr)
 
 
-def start_lab(root: Path, sites: int, per_site: int, ssh: str) -> Lab:
+def default_ssh_kind() -> str:
+    """OpenSSH when installed (required in CI), asyncssh's server otherwise."""
+    if HAVE_SSHD:
+        return "openssh"
+    if os.environ.get("CI"):
+        pytest.fail("OpenSSH sshd is required in CI (scripts/system-deps.sh installs it)")
+    return "asyncssh"
+
+
+def start_lab(root: Path, sites: int, per_site: int, ssh: str | None = None) -> Lab:
+    ssh = ssh or default_ssh_kind()
     require_ssh(ssh)
     lab = Lab(Project.locate(root))
     lab.up(sites, per_site, ssh=ssh)

@@ -8,8 +8,8 @@ import stat
 from pathlib import Path
 
 import pytest
-from fixtures_ota import run_cli
 from fleet_runtime import bundle, slots
+from labkit import run_cli
 
 from fleet import firmware
 from fleet.errors import ConfigError, FleetError, UsageError

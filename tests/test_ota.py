@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from fixtures_bundle import default_files, make_bundle, new_key
-from fixtures_ota import run_cli, start_lab
+from labkit import run_cli, start_lab
 
 from fleet import firmware, ota
 from fleet import inventory as inv
