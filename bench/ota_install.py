@@ -83,7 +83,7 @@ def time_put(project, src: Path, dest: str, device_check: bool = True) -> float:
         expected = [None]
 
         def trust(_path: str) -> str:  # measures the transfer without the device re-hash
-            from fleet.transport import sha256_file
+            from fleet_runtime.bundle import sha256_file
             expected[0] = expected[0] or sha256_file(src)
             return expected[0]
 

@@ -332,14 +332,6 @@ def _verify_host_key(device: str, hostname: str, port: int, offered: paramiko.PK
             fix="if the device was re-provisioned, re-pin its key from the new archive; otherwise investigate")
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 class FleetSSH:
     """Nornir connection plugin ``fleet_ssh``: `connection` is an SSHSession."""
 

@@ -27,13 +27,14 @@ Fields IoT Jobs cannot express (``max_failures``, ``per_site_concurrency``,
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from fleet_runtime.bundle import sha256_file
 
 from fleet.errors import ConfigError, FleetError
 from fleet.rollout.batches import batch_sizes
@@ -133,14 +134,6 @@ class AwsTarget:
     endpoint_url: str | None = None  # as the aws registry's; AWS_ENDPOINT_URL works too
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 class IotJobs:
     """Creates, reads and cancels rollout jobs with unmodified boto3 (endpoint from the
     environment, e.g. AWS_ENDPOINT_URL for moto's server)."""
@@ -154,7 +147,7 @@ class IotJobs:
 
     def upload(self, bundle: Path) -> tuple[str, str]:
         """Put the bundle in S3 under its SHA-256; returns (key, sha256)."""
-        digest = sha256_of(bundle)
+        digest = sha256_file(bundle)
         key = f"{self.target.prefix}/{digest}/{bundle.name}"
         self.s3.upload_file(str(bundle), self.target.bucket, key)
         return key, digest

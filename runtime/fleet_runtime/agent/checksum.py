@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +16,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(handler=run)
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def run(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
     path = Path(args.path)
     if not path.is_file():
         raise AgentError("not-found", f"no such file: {path}")
-    return {"path": str(path), "size": path.stat().st_size, "sha256": sha256_of(path)}
+    from fleet_runtime.bundle import sha256_file  # the one file hash both halves use
+
+    return {"path": str(path), "size": path.stat().st_size, "sha256": sha256_file(path)}
