@@ -334,18 +334,7 @@ def status(ctx: typer.Context, rollout_id: RolloutId = None, json: o.Json = Fals
 def resume(ctx: typer.Context, rollout_id: RolloutId = None, json: o.Json = False) -> None:
     """Continue an interrupted or paused rollout: finished devices are not touched, devices
     that were in flight are checked (their reported version decides), never installed twice."""
-    from fleet.rollout import engine as rollout_engine
-
-    a = app_of(ctx)
-    try:
-        header = rollout_engine.status(a.project, rollout_id).header
-        with _display(a, json, "resume") as view:
-            work = _work(a, header, view)
-            report = rollout_engine.resume(a.project, rollout_id, _nr_for(a, header), work,
-                                           sinks=[view])
-    except FleetError as exc:
-        a.fail(exc)
-    _finish(a, report, json)
+    _continue(app_of(ctx), rollout_id, json, "resume")
 
 
 def retry(ctx: typer.Context, rollout_id: RolloutId = None,
@@ -353,17 +342,22 @@ def retry(ctx: typer.Context, rollout_id: RolloutId = None,
               "--failed", help="rerun failed, skipped and never-reached devices")] = False,
           json: o.Json = False) -> None:
     """Rerun the devices of a finished rollout that did not succeed (requires --failed)."""
-    from fleet.rollout import engine as rollout_engine
-
     a = app_of(ctx)
     if not failed:
         a.abort("say which devices to retry: --failed", code=2)
+    _continue(a, rollout_id, json, "retry")
+
+
+def _continue(a: Application, rollout_id: str | None, json: bool, verb: str) -> None:
+    """`resume` or `retry` an existing rollout (the engine function of the same name)."""
+    from fleet.rollout import engine as rollout_engine
+
     try:
         header = rollout_engine.status(a.project, rollout_id).header
-        with _display(a, json, "retry") as view:
+        with _display(a, json, verb) as view:
             work = _work(a, header, view)
-            report = rollout_engine.retry(a.project, rollout_id, _nr_for(a, header), work,
-                                          sinks=[view])
+            report = getattr(rollout_engine, verb)(a.project, rollout_id, _nr_for(a, header),
+                                                   work, sinks=[view])
     except FleetError as exc:
         a.fail(exc)
     _finish(a, report, json)
