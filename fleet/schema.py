@@ -60,10 +60,19 @@ def schema_errors(doc: Any, schema: dict[str, Any], path: Path) -> list[str]:
     out = []
     for err in sorted(validator.iter_errors(_plain(doc)), key=lambda e: list(map(str, e.path))):
         where = list(err.absolute_path)
-        line = _line_of(doc, where)
+        line = _line_of(doc, where + _unexpected_key(err))
         loc = f"{path}:{line}" if line else str(path)
         out.append(f"{loc}: {json_path(where)}: {err.message}")
     return out
+
+
+def _unexpected_key(err: jsonschema.ValidationError) -> list[Any]:
+    """For an unknown key, point at the key's own line rather than its parent's."""
+    if err.validator != "additionalProperties" or not isinstance(err.instance, dict):
+        return []
+    known = set(err.schema.get("properties", {})) if isinstance(err.schema, dict) else set()
+    extra = [k for k in err.instance if k not in known]
+    return extra[:1]
 
 
 def load_yaml_validated(path: Path, schema: dict[str, Any], *, empty_ok: bool = False) -> Any:

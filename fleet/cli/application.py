@@ -30,7 +30,10 @@ class Application:
     @property
     def project(self) -> Project:
         if self._project is None:
-            self._project = Project.locate(self._project_dir)
+            try:
+                self._project = Project.locate(self._project_dir)
+            except FleetError as exc:  # bad fleet.yaml or --project: one line, whatever the command
+                self.fail(exc)
         return self._project
 
     def output(self, renderable: Any) -> None:
