@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from fleet.cli import options as o
 from fleet.cli.application import app_of
 from fleet.errors import FleetError
+
+if TYPE_CHECKING:  # typing only: --help stays instant
+    from nornir.core import Nornir
+
+    from fleet.cli.application import Application
+    from fleet.health import DeviceHealth
 
 Source = Annotated[str, typer.Option(
     "--source", help="ssh: ask every device now; mqtt: their latest heartbeats (no SSH)")]
@@ -49,7 +55,7 @@ def command(ctx: typer.Context, inventory: o.Inventory = None, site: o.Site = No
     raise typer.Exit(code)
 
 
-def _round(a, nr, source: str, json: bool, watch: float | None) -> int:  # type: ignore[no-untyped-def]
+def _round(a: Application, nr: Nornir, source: str, json: bool, watch: float | None) -> int:
     from fleet import health, heartbeats
     from fleet.render import ProgressProcessor
 
@@ -73,17 +79,17 @@ def _round(a, nr, source: str, json: bool, watch: float | None) -> int:  # type:
     return health.exit_code(reports)
 
 
-def _apps(r) -> str:  # type: ignore[no-untyped-def]
+def _apps(r: DeviceHealth) -> str:
     apps = [c for c in r.checks if c["name"].startswith("app:")]
     return ", ".join(f"{c['app']} {c.get('fps', 0):.1f}fps" for c in apps) or "-"
 
 
-def _cert(r) -> str:  # type: ignore[no-untyped-def]
+def _cert(r: DeviceHealth) -> str:
     days = r.check("certificate").get("days_left")
     return f"{days:.0f}d" if days is not None else "-"
 
 
-def _render(a, reports) -> None:  # type: ignore[no-untyped-def]
+def _render(a: Application, reports: list[DeviceHealth]) -> None:
     from fleet import health
     from fleet.render import grouped_table, styled
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from fleet.cli import options as o
 from fleet.cli.application import app_of
 from fleet.errors import FleetError
+
+if TYPE_CHECKING:
+    from fleet.cli.application import Application
 
 app = typer.Typer(help="A local lab fleet: simulated appliances behind real SSH servers.",
                   no_args_is_help=True)
@@ -136,7 +139,7 @@ def reset(ctx: typer.Context, device: str, json: o.Json = False) -> None:
     a.display_success(f"{device}: reset to factory state ({removed} files removed)")
 
 
-def _show_status(a, json: bool) -> None:  # type: ignore[no-untyped-def]
+def _show_status(a: Application, json: bool) -> None:
     from fleet.lab import Lab
     from fleet.render import grouped_table
 

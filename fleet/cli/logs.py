@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from fleet.cli import options as o
 from fleet.cli.application import app_of
 from fleet.errors import FleetError
+
+if TYPE_CHECKING:
+    from fleet.cli.application import Application
+    from fleet.logs import Bundle
 
 app = typer.Typer(help="Device logs: redacted bundles with a verified manifest.",
                   no_args_is_help=True)
@@ -73,7 +77,7 @@ def _shown(path: Path | None, out: Path) -> str:
         return str(path)
 
 
-def _render(a, bundles, summary, out: Path) -> None:  # type: ignore[no-untyped-def]
+def _render(a: Application, bundles: list[Bundle], summary: dict[str, Any], out: Path) -> None:
     from fleet.render import grouped_table, styled
 
     rows = []
