@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -250,7 +251,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         if registered:
             _register(app.name, None)
     print(json.dumps(_summary(snap), indent=1))
-    return 0 if all(n["state"] != "failed" for n in snap["nodes"].values()) else 1
+    code = 0 if all(n["state"] != "failed" for n in snap["nodes"].values()) else 1
+    # Everything is stopped, flushed and reported. A source still blocked inside
+    # FFmpeg (a camera timing out) must not meet interpreter finalization, which
+    # can crash in native code: leave without it.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _register(app: str, port: int | None) -> bool:

@@ -407,6 +407,9 @@ class Runner:
         for source in self.sources.values():
             source.stop()
             source.queue.close()
+        for source in self.sources.values():
+            # Decoder threads live in FFmpeg: let them leave before the interpreter goes.
+            source.join(timeout=2)
         if self.stage is not None:
             self.stage.join(timeout=10)
         for supervisor in self.supervisors:
