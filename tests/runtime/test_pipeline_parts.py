@@ -218,3 +218,33 @@ def test_classification_decoder():
     assert (result.label, result.index) == ("b", 1)
     assert [label for label, _ in result.top] == ["b", "c"]
     assert result.score == pytest.approx(np.exp(3) / np.exp([1, 2, 3]).sum())
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv444p"])
+def test_file_source_colours_match_ffmpeg(tmp_path: Path, pix_fmt: str):
+    """I420 goes through OpenCV, anything else through swscale: same picture either way."""
+    av = pytest.importorskip("av")
+    from fleet_runtime.pipeline.sources import frames_of
+
+    ramp = np.linspace(0, 255, 96, dtype=np.uint8)
+    picture = np.dstack(
+        [np.tile(ramp, (64, 1)), np.tile(ramp[:64, None], (1, 96)), 255 - np.tile(ramp, (64, 1))]
+    )
+    path = tmp_path / f"{pix_fmt}.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=5)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, pix_fmt
+        for _ in range(3):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(picture, format="bgr24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    with av.open(str(path)) as container:
+        reference = [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]
+    spec = SourceSpec("c", "file", str(path), realtime=False, loop=False)
+    ours = list(frames_of(spec, threading.Event()))
+    assert len(ours) == len(reference) == 3
+    for mine, theirs in zip(ours, reference, strict=True):
+        assert mine.shape == theirs.shape == (64, 96, 3) and mine.dtype == np.uint8
+        difference = np.abs(mine.astype(int) - theirs.astype(int))
+        assert difference.mean() < 2 and difference.max() <= 8

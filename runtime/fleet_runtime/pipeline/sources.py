@@ -241,6 +241,20 @@ def _open_options(spec: SourceSpec) -> dict[str, str]:
     return {"rtsp_transport": "tcp", "timeout": str(int(spec.read_timeout * 1e6))}
 
 
+# Up to 720p one decoder thread costs less CPU than FFmpeg's frame threads and keeps up
+# at camera rates; above it frame threading is needed for real time.
+SINGLE_THREAD_PIXELS = 1280 * 720
+
+
+def _bgr(frame: Any) -> Any:
+    """A decoded picture as BGR: I420 through OpenCV (half swscale's cost), else swscale."""
+    if frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0:
+        import cv2
+
+        return cv2.cvtColor(frame.to_ndarray(format="yuv420p"), cv2.COLOR_YUV2BGR_I420)
+    return frame.to_ndarray(format="bgr24")
+
+
 def _open(spec: SourceSpec) -> Any:
     import av
 
@@ -271,12 +285,16 @@ def _video(spec: SourceSpec) -> Iterator[Any]:
     container = _open(spec)
     try:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        context = stream.codec_context
+        if (context.width or 0) * (context.height or 0) > SINGLE_THREAD_PIXELS:
+            stream.thread_type = "AUTO"  # frame threads pay off on big pictures only
+        else:
+            context.thread_count = 1
         pace = _paced(spec)
         for frame in container.decode(stream):
             if spec.kind == "file" and frame.time is not None:
                 pace(float(frame.time))
-            yield frame.to_ndarray(format="bgr24")
+            yield _bgr(frame)
     except (av.error.FFmpegError, OSError) as exc:
         raise SourceError(f"lost {redact(spec.uri)}: {_reason(exc, spec)}") from None
     finally:

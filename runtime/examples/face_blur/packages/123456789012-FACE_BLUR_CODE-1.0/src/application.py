@@ -29,7 +29,7 @@ def blur_face(image, box, mask_scale):
     mask = np.zeros(roi.shape[:2], np.uint8)
     center = ((x2 - x1) // 2, (y2 - y1) // 2)
     cv2.ellipse(mask, center, center, 0, 0, 360, 255, -1)
-    np.copyto(roi, blurred, where=mask[:, :, None].astype(bool))
+    cv2.copyTo(blurred, mask, roi)  # in place, where the mask is set
 
 
 class Application(panoramasdk.node):
