@@ -87,6 +87,21 @@ def test_raw_run_and_batched_infer(tmp_path: Path):
     assert session.timing.count == 1 + 3
 
 
+@pytest.mark.parametrize(("threads", "workers", "per_run"), [(4, 2, 2), (1, 2, 1), (6, 3, 2)])
+def test_stage_session_splits_the_models_threads(
+    tmp_path: Path, threads: int, workers: int, per_run: int
+):
+    """--threads caps the stage too: each of its workers' runs gets threads // workers."""
+    session = ModelSession(
+        "m", doubling_model(tmp_path / "m.onnx"), DESCRIPTOR, ["cpu"], threads=threads
+    )
+    stream = session.streaming(workers)
+    assert stream.get_session_options().intra_op_num_threads == per_run
+    assert session.streaming(workers) is stream  # one stage session per model
+    [y] = session.run({"x": np.ones((1, 3, 4, 4), np.float32)}, session=stream)
+    assert float(y.max()) == 2.0
+
+
 def test_prepare_model_sets_shape_and_unlists_weights(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("FLEET_RUNTIME_CACHE", str(tmp_path / "cache"))
     source = doubling_model(tmp_path / "m.onnx")

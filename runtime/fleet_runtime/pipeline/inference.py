@@ -145,6 +145,7 @@ class ModelSession:
         import onnxruntime as ort  # type: ignore[import-untyped]
 
         self.name = name
+        self.threads = threads  # CPU threads for this model (None: the cores available)
         onnx_spec = descriptor.get("onnx", {})
         first = descriptor["inputs"][0]
         self.input_name: str = first["name"]
@@ -209,8 +210,8 @@ class ModelSession:
 
     def streaming(self, workers: int) -> Any:
         """The session the inference stage's ``workers`` share. On the CPU a second session
-        whose runs use ``cores // workers`` threads: frames in flight side by side beat one
-        frame split across cores (no intra-op synchronisation, no spinning against the
+        whose runs use ``threads // workers`` threads (``threads``: the model's, else the
+        cores): frames in flight side by side beat one frame split across cores (no intra-op synchronisation, no spinning against the
         decoders); on a GPU the main session."""
         if self.on_gpu:
             return self.session
@@ -218,7 +219,7 @@ class ModelSession:
             if self._stream is None:
                 import onnxruntime as ort  # type: ignore[import-untyped]
 
-                threads = max(1, cpu_threads() // max(1, workers))
+                threads = max(1, (self.threads or cpu_threads()) // max(1, workers))
                 options = self._options(ort, threads, spin=threads > 1)
                 stream = ort.InferenceSession(self._path, options, providers=[CPU])
                 shape = [1, *self.shape[1:]]
