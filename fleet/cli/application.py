@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -58,6 +60,14 @@ class Application:
 
     def fail(self, exc: FleetError) -> NoReturn:
         self.abort(exc.line(), exc.exit_code)
+
+    @contextmanager
+    def guarded(self) -> Iterator[None]:
+        """A FleetError raised in the block ends the command: its one line, its exit code."""
+        try:
+            yield
+        except FleetError as exc:
+            self.fail(exc)
 
 
 def app_of(ctx: typer.Context) -> Application:

@@ -10,7 +10,6 @@ import typer
 
 from fleet.cli import options as o
 from fleet.cli.application import Application, app_of
-from fleet.errors import FleetError
 
 app = typer.Typer(
     help="The fleet CA: device certificates and provisioning signatures.", no_args_is_help=True
@@ -49,7 +48,7 @@ def init(
     a = app_of(ctx)
     if key_type not in pki.KEY_TYPES:
         a.abort(f"unknown --key-type '{key_type}'; use one of {', '.join(pki.KEY_TYPES)}", 2)
-    try:
+    with a.guarded():
         ca = pki.init_ca(
             a.project,
             org=org,
@@ -58,8 +57,6 @@ def init(
             force=force,
         )
         info = pki.describe(a.project)
-    except FleetError as exc:
-        a.fail(exc)
     if json:
         a.output_json(info)
         return
@@ -77,10 +74,8 @@ def show(ctx: typer.Context, json: o.Json = False) -> None:
     from fleet import pki
 
     a = app_of(ctx)
-    try:
+    with a.guarded():
         info = pki.describe(a.project)
-    except FleetError as exc:
-        a.fail(exc)
     if json:
         a.output_json(info)
         return
@@ -116,11 +111,9 @@ def revoke(
     from fleet import pki
 
     a = app_of(ctx)
-    try:
+    with a.guarded():
         ca = pki.load_ca(a.project, passphrase(a))
         serials = ca.revoke(device, reason=reason)
-    except FleetError as exc:
-        a.fail(exc)
     if json:
         a.output_json({"device": device, "revoked": serials, "crl": str(ca.paths.crl)})
         return

@@ -9,7 +9,6 @@ import typer
 
 from fleet.cli import options as o
 from fleet.cli.application import Application, app_of
-from fleet.errors import FleetError
 
 app = typer.Typer(
     help="Cameras: bulk import from CSV, list, probe (RTSP DESCRIBE).", no_args_is_help=True
@@ -42,13 +41,11 @@ def import_(
     from fleet.registry import open_registry
 
     a = app_of(ctx)
-    try:
+    with a.guarded():
         registry = open_registry(a.project)
         limits = Limits.from_config(a.project.config.get("cameras") or {})
         result = import_cameras(registry, file, limits, on_conflict=on_conflict, dry_run=dry_run)
         registry.close()
-    except FleetError as exc:
-        a.fail(exc)
     if json:
         a.output_json(result.as_dict())
     else:
@@ -91,12 +88,10 @@ def list_(
     from fleet.render import grouped_table
 
     a = app_of(ctx)
-    try:
+    with a.guarded():
         registry = open_registry(a.project)
         cams = registry.list_cameras(devices=device or (), sites=site or ())
         registry.close()
-    except FleetError as exc:
-        a.fail(exc)
     if json:
         a.output_json({"cameras": cams})
         return
@@ -130,12 +125,10 @@ def show(ctx: typer.Context, name: str, json: o.Json = False) -> None:
     from fleet.registry import open_registry
 
     a = app_of(ctx)
-    try:
+    with a.guarded():
         registry = open_registry(a.project)
         cam = registry.get_camera(name)
         registry.close()
-    except FleetError as exc:
-        a.fail(exc)
     if cam is None:
         a.abort(f"camera '{name}' is not registered; see `fleet cameras list`")
     if json:
@@ -158,12 +151,10 @@ def remove(
     from fleet.registry import open_registry
 
     a = app_of(ctx)
-    try:
+    with a.guarded():
         registry = open_registry(a.project)
         removed = registry.remove_cameras(names)
         registry.close()
-    except FleetError as exc:
-        a.fail(exc)
     if json:
         a.output_json({"removed": removed})
         return
@@ -191,7 +182,7 @@ def probe(
     a = app_of(ctx)
     if not (names or all_ or device or site):
         a.abort("name cameras, or select them with --all, --device or --site", 2)
-    try:
+    with a.guarded():
         registry = open_registry(a.project)
         cams = _targets(registry, names or [], device or [], site or [])
         where = "their devices over SSH" if from_device else "this machine"
@@ -208,8 +199,6 @@ def probe(
             outcomes = domain.probe_from_controller(registry, cams, timeout)
         domain.record_probes(registry, outcomes)
         registry.close()
-    except FleetError as exc:
-        a.fail(exc)
     _report_probe(a, outcomes, json)
     if any(out["status"] != "REACHABLE" for out in outcomes):
         raise typer.Exit(1)

@@ -8,7 +8,6 @@ from typing import Annotated, Optional
 import typer
 
 from fleet.cli.application import app_of
-from fleet.errors import FleetError
 
 
 def command(ctx: typer.Context,
@@ -23,15 +22,13 @@ def command(ctx: typer.Context,
     from fleet import demo
 
     a = app_of(ctx)
-    try:
+    with a.guarded():
         target = (dir or a.project.root / "demo-fleet").resolve()
         if not (only and (target / demo.MARKER).exists()):  # --only reuses the last demo's lab
             demo.prepare_project(a.project.root, target)
         a.err.print(f"demo project: {target}")
         show = demo.Demo(project=target, say=lambda text: a.err.print(text))
         demo.run(show, only)
-    except FleetError as exc:
-        a.fail(exc)
     a.err.print("\n[bold green]Demo complete.[/bold green] Try next:\n"
                 "  cd demo-fleet && . ../.venv/bin/activate\n"
                 "  fleet inventory list -i lab\n  fleet health -i lab --json\n"

@@ -10,7 +10,6 @@ import typer
 
 from fleet.cli import options as o
 from fleet.cli.application import Application, app_of
-from fleet.errors import FleetError
 
 app = typer.Typer(
     help="The device registry: register, list, tag and deregister devices.", no_args_is_help=True
@@ -65,14 +64,12 @@ def list_(
 
     a = app_of(ctx)
     names = [n.strip() for n in (limit or "").split(",") if n.strip()]
-    try:
+    with a.guarded():
         registry = open_registry(a.project)
         devices = registry.list_devices(
             sites=site or (), tags=tag or (), names=names, statuses=status or ()
         )
         registry.close()
-    except FleetError as exc:
-        a.fail(exc)
     if json:
         a.output_json({"devices": devices})
         return
@@ -85,13 +82,11 @@ def show(ctx: typer.Context, name: str, json: o.Json = False) -> None:
     from fleet.registry import open_registry
 
     a = app_of(ctx)
-    try:
+    with a.guarded():
         registry = open_registry(a.project)
         device = registry.get_device(name)
         history = registry.history(name, limit=20)
         registry.close()
-    except FleetError as exc:
-        a.fail(exc)
     if device is None:
         a.abort(f"device '{name}' is not registered; see `fleet devices list`")
     if json:
@@ -149,13 +144,11 @@ def register(
     from fleet.registry import devices, open_registry
 
     a = app_of(ctx)
-    try:
+    with a.guarded():
         nr = inv.select(a.project, inv.Selection.of(inventory, site, group, tag, limit))
         registry = open_registry(a.project)
         result = devices.register(a.project, registry, nr)
         registry.close()
-    except FleetError as exc:
-        a.fail(exc)
     if json:
         a.output_json(result)
         return
@@ -186,13 +179,11 @@ def refresh(
     from fleet.render import grouped_table
 
     a = app_of(ctx)
-    try:
+    with a.guarded():
         nr = inv.select(a.project, inv.Selection.of(inventory, site, group, tag, limit))
         registry = open_registry(a.project)
         rows = devices.refresh(registry, nr)
         registry.close()
-    except FleetError as exc:
-        a.fail(exc)
     if json:
         a.output_json({"devices": rows})
     else:
@@ -233,7 +224,7 @@ def deregister(
     from fleet.registry import devices, open_registry
 
     a = app_of(ctx)
-    try:
+    with a.guarded():
         registry = open_registry(a.project)
         if registry.get_device(name) is None:
             a.abort(f"device '{name}' is not registered; see `fleet devices list`")
@@ -245,8 +236,6 @@ def deregister(
             remove_cameras=remove_cameras,
         )
         registry.close()
-    except FleetError as exc:
-        a.fail(exc)
     if json:
         a.output_json(result)
         return
@@ -274,12 +263,10 @@ def tag(
     from fleet.registry import hosts, open_registry
 
     a = app_of(ctx)
-    try:
+    with a.guarded():
         registry = open_registry(a.project)
         device = registry.tag_device(name, hosts.parse_tags(tags or ()), remove or ())
         registry.close()
-    except FleetError as exc:
-        a.fail(exc)
     if json:
         a.output_json({"device": device["name"], "tags": device["tags"]})
         return

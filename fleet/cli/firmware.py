@@ -10,7 +10,6 @@ import typer
 
 from fleet.cli import options as o
 from fleet.cli.application import Application, app_of
-from fleet.errors import FleetError
 
 app = typer.Typer(help="Release keys and signed OTA bundles (firmware/ recipes).",
                   no_args_is_help=True)
@@ -44,10 +43,8 @@ def keygen(ctx: typer.Context,
     from fleet import firmware
 
     a = app_of(ctx)
-    try:
+    with a.guarded():
         key = firmware.keygen(a.project, name, passphrase=_passphrase(a, new=True), force=force)
-    except FleetError as exc:
-        a.fail(exc)
     devices = _maybe_install(a, install_lab)
     if json:
         a.output_json({**key.record(), "installed_on": devices})
@@ -85,12 +82,10 @@ def build(ctx: typer.Context,
     from fleet import firmware
 
     a = app_of(ctx)
-    try:
+    with a.guarded():
         secret = _passphrase(a)
         with a.err.status(f"building {recipe}…"):
             built = firmware.build(a.project, recipe, passphrase=secret, out_dir=out, key_name=key)
-    except FleetError as exc:
-        a.fail(exc)
     if json:
         a.output_json(firmware.describe(built.manifest, built.path))
         return
@@ -134,10 +129,8 @@ def inspect(ctx: typer.Context, bundle: Path, json: o.Json = False) -> None:
     from fleet import firmware
 
     a = app_of(ctx)
-    try:
+    with a.guarded():
         info = firmware.describe(firmware.inspect(bundle), bundle)
-    except FleetError as exc:
-        a.fail(exc)
     a.output_json(info) if json else _render_manifest(a, info)
 
 
@@ -147,11 +140,8 @@ def verify(ctx: typer.Context, bundle: Path, json: o.Json = False) -> None:
     from fleet import firmware
 
     a = app_of(ctx)
-    try:
-        with a.err.status(f"verifying {bundle}…"):
-            manifest = firmware.verify(a.project, bundle)
-    except FleetError as exc:
-        a.fail(exc)
+    with a.guarded(), a.err.status(f"verifying {bundle}…"):
+        manifest = firmware.verify(a.project, bundle)
     if json:
         a.output_json({"ok": True, **firmware.describe(manifest, bundle)})
         return
@@ -167,10 +157,8 @@ def list_(ctx: typer.Context, json: o.Json = False) -> None:
     from fleet import firmware
 
     a = app_of(ctx)
-    try:
+    with a.guarded():
         data = firmware.listing(a.project)
-    except FleetError as exc:
-        a.fail(exc)
     if json:
         a.output_json(data)
         return

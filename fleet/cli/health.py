@@ -9,7 +9,6 @@ import typer
 
 from fleet.cli import options as o
 from fleet.cli.application import app_of
-from fleet.errors import FleetError
 
 if TYPE_CHECKING:  # typing only: --help stays instant
     from nornir.core import Nornir
@@ -38,11 +37,9 @@ def command(ctx: typer.Context, inventory: o.Inventory = None, site: o.Site = No
     a = app_of(ctx)
     if source not in ("ssh", "mqtt"):
         a.abort(f"unknown --source '{source}'; use ssh or mqtt", 2)
-    try:
+    with a.guarded():
         nr = inv.select(a.project, inv.Selection.of(inventory, site, group, tag, limit),
                         num_workers=concurrency)
-    except FleetError as exc:
-        a.fail(exc)
     code = 0
     try:
         while True:
@@ -59,14 +56,12 @@ def _round(a: Application, nr: Nornir, source: str, json: bool, watch: float | N
     from fleet import health, heartbeats
     from fleet.render import ProgressProcessor
 
-    try:
+    with a.guarded():
         if source == "mqtt":
             hosts = [(n, str(h.get("site", "?"))) for n, h in nr.inventory.hosts.items()]
             reports = heartbeats.sweep(a.project, hosts)
         else:
             reports = health.sweep(a.project, nr, processors=[ProgressProcessor(a.err, "health")])
-    except FleetError as exc:
-        a.fail(exc)
     if json:
         a.output_json({"devices": [r.as_json() for r in reports], "source": source,
                        "time": time.time(), "summary": health.summarize(reports)})

@@ -6,7 +6,6 @@ import typer
 
 from fleet.cli import options as o
 from fleet.cli.application import app_of
-from fleet.errors import FleetError
 
 app = typer.Typer(help="Inspect inventories (sites, groups, devices).", no_args_is_help=True)
 
@@ -20,11 +19,9 @@ def list_(ctx: typer.Context, inventory: o.Inventory = None, site: o.Site = None
     from fleet.render import grouped_table
 
     a = app_of(ctx)
-    try:
+    with a.guarded():
         nr = inv.select(a.project, inv.Selection.of(inventory, site, group, tag, limit),
                         allow_empty=True)
-    except FleetError as exc:
-        a.fail(exc)
     hosts = sorted((inv.describe(h) for h in nr.inventory.hosts.values()),
                    key=lambda d: (d["site"] or "", d["name"]))
     if json:
@@ -44,10 +41,8 @@ def check(ctx: typer.Context, inventory: o.Inventory = None, json: o.Json = Fals
     from fleet import inventory as inv
 
     a = app_of(ctx)
-    try:
+    with a.guarded():
         directory = inv.inventory_dir(a.project, inventory)
-    except FleetError as exc:
-        a.fail(exc)
     problems = inv.check(directory)
     if json:
         a.output_json({"inventory": str(directory), "problems": problems, "ok": not problems})

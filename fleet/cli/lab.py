@@ -9,7 +9,6 @@ import typer
 
 from fleet.cli import options as o
 from fleet.cli.application import app_of
-from fleet.errors import FleetError
 
 if TYPE_CHECKING:
     from fleet.cli.application import Application
@@ -33,18 +32,15 @@ def up(ctx: typer.Context,
     a = app_of(ctx)
     if ssh and ssh not in ("openssh", "asyncssh"):
         a.abort(f"unknown --ssh '{ssh}'; use openssh or asyncssh", 2)
-    try:
-        with a.err.status("starting lab devices…"):
-            lab = Lab(a.project)
-            lab.up(sites, devices_per_site, ssh=ssh or None, factory=factory)
-            if mqtt:
-                from fleet.broker import LabMqtt
+    with a.guarded(), a.err.status("starting lab devices…"):
+        lab = Lab(a.project)
+        lab.up(sites, devices_per_site, ssh=ssh or None, factory=factory)
+        if mqtt:
+            from fleet.broker import LabMqtt
 
-                state = LabMqtt(a.project).up({n: lab.root(n) for n in lab.devices()}, heartbeat)
-                a.display_info(f"mqtt: mosquitto (mutual TLS) on 127.0.0.1:{state.port}, "
-                               f"heartbeats every {heartbeat:g}s")
-    except FleetError as exc:
-        a.fail(exc)
+            state = LabMqtt(a.project).up({n: lab.root(n) for n in lab.devices()}, heartbeat)
+            a.display_info(f"mqtt: mosquitto (mutual TLS) on 127.0.0.1:{state.port}, "
+                           f"heartbeats every {heartbeat:g}s")
     _show_status(a, json)
 
 
@@ -76,12 +72,10 @@ def fault(ctx: typer.Context, device: str,
     from fleet.lab import Lab
 
     a = app_of(ctx)
-    try:
+    with a.guarded():
         lab = Lab(a.project)
         lab.fault(device, kind, seconds=seconds)
         LabMqtt(a.project).follow_fault(device, lab.root(device), kind)
-    except FleetError as exc:
-        a.fail(exc)
     a.display_success(f"{device}: {kind}")
 
 
@@ -91,10 +85,8 @@ def reboot(ctx: typer.Context, device: str) -> None:
     from fleet.lab import Lab
 
     a = app_of(ctx)
-    try:
+    with a.guarded():
         Lab(a.project).reboot(device)
-    except FleetError as exc:
-        a.fail(exc)
     a.display_success(f"{device}: rebooted")
 
 
@@ -108,10 +100,8 @@ def usb(ctx: typer.Context, device: str,
     from fleet.provisioning import lab_usb_boot
 
     a = app_of(ctx)
-    try:
+    with a.guarded():
         answer = lab_usb_boot(Lab(a.project), device, path)
-    except FleetError as exc:
-        a.fail(exc)
     if json:
         a.output_json(answer)
         return
@@ -128,10 +118,8 @@ def reset(ctx: typer.Context, device: str, json: o.Json = False) -> None:
     from fleet.provisioning import lab_factory_reset
 
     a = app_of(ctx)
-    try:
+    with a.guarded():
         answer = lab_factory_reset(Lab(a.project), device)
-    except FleetError as exc:
-        a.fail(exc)
     if json:
         a.output_json(answer)
         return

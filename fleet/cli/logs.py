@@ -9,7 +9,6 @@ import typer
 
 from fleet.cli import options as o
 from fleet.cli.application import app_of
-from fleet.errors import FleetError
 
 if TYPE_CHECKING:
     from fleet.cli.application import Application
@@ -43,15 +42,13 @@ def export(
     from fleet.render import ProgressProcessor
 
     a = app_of(ctx)
-    try:
+    with a.guarded():
         options = logs.ExportOptions(out=out, since=since or None,
                                      max_bytes=logs.parse_size(max_bytes), s3=s3)
         options.check()
         nr = inv.select(a.project, inv.Selection.of(inventory, site, group, tag, limit),
                         num_workers=concurrency)
         bundles = logs.export(nr, options, processors=[ProgressProcessor(a.err, "logs")])
-    except FleetError as exc:
-        a.fail(exc)
     summary = logs.summarize(bundles)
     if json:
         a.output_json({"bundles": [b.as_json() for b in bundles], "summary": summary})

@@ -10,7 +10,6 @@ import typer
 
 from fleet.cli import options as o
 from fleet.cli.application import Application, app_of
-from fleet.errors import FleetError
 
 app = typer.Typer(help="Over-the-air updates: signed bundles, A/B slots, automatic rollback.",
                   no_args_is_help=True)
@@ -83,11 +82,9 @@ def install(ctx: typer.Context,
     from fleet import inventory as inv
 
     a = app_of(ctx)
-    try:
+    with a.guarded():
         manifest = ota.read_target(bundle)
         nr = inv.select(a.project, inv.Selection.of(inventory, limit=device), num_workers=1)
-    except FleetError as exc:
-        a.fail(exc)
     if not json:
         a.display_info(f"installing {manifest.name} {manifest.version} on {device}")
     view = StepView(a)
@@ -132,10 +129,8 @@ def version(ctx: typer.Context, bundle: Path, json: o.Json = False) -> None:
     from fleet import ota
 
     a = app_of(ctx)
-    try:
+    with a.guarded():
         target = ota.target_version(bundle)
-    except FleetError as exc:
-        a.fail(exc)
     a.output_json({"version": target}) if json else a.output(target)
 
 

@@ -25,7 +25,7 @@ from rich.text import Text
 
 from fleet.cli import options as o
 from fleet.cli.application import Application, app_of
-from fleet.errors import FleetError, UsageError
+from fleet.errors import UsageError
 from fleet.rollout.report import DONE, NOT_RUN, Report
 
 OUTCOMES = ("succeeded", "unchanged", "failed", "skipped", "not-run", "in_flight", "pending")
@@ -240,7 +240,7 @@ def plan(ctx: typer.Context, bundle: Bundle, inventory: o.Inventory = None, site
     from fleet.rollout.update import OtaWork, facts_task
 
     a = app_of(ctx)
-    try:
+    with a.guarded():
         policy = _policy(a, policy_file, batches=batches, max_fail_percentage=max_fail_percentage,
                          max_failures=max_failures, concurrency=concurrency,
                          per_site_concurrency=per_site_concurrency, order=order, seed=seed,
@@ -248,8 +248,6 @@ def plan(ctx: typer.Context, bundle: Bundle, inventory: o.Inventory = None, site
                          device_timeout=device_timeout, pause_after_batch=pause_after_batch)
         work = OtaWork.for_bundle(a.project, bundle)
         nr = inv.select(a.project, _selection(inventory, site, group, tag, limit))
-    except FleetError as exc:
-        a.fail(exc)
     hosts = list(nr.inventory.hosts.values())
     planned = [[h.name for h in b] for b in batching.plan(hosts, policy, batching.describe_host)]
     facts = {n: r[0].result for n, r in nr.run(task=facts_task, version=work.version).items()}
@@ -292,7 +290,7 @@ def rollout(ctx: typer.Context, bundle: Bundle, inventory: o.Inventory = None,
     from fleet.rollout.update import OtaWork
 
     a = app_of(ctx)
-    try:
+    with a.guarded():
         policy = _policy(a, policy_file, batches=batches, max_fail_percentage=max_fail_percentage,
                          max_failures=max_failures, concurrency=concurrency,
                          per_site_concurrency=per_site_concurrency, order=order, seed=seed,
@@ -309,8 +307,6 @@ def rollout(ctx: typer.Context, bundle: Bundle, inventory: o.Inventory = None,
             work = OtaWork.for_bundle(a.project, bundle, progress=view.progress)
             report = rollout_engine.start(a.project, nr, work, policy,
                                           selection=_selection_dict(sel), sinks=[view])
-    except FleetError as exc:
-        a.fail(exc)
     _finish(a, report, json)
 
 
@@ -319,12 +315,10 @@ def status(ctx: typer.Context, rollout_id: RolloutId = None, json: o.Json = Fals
     from fleet.rollout import engine as rollout_engine
 
     a = app_of(ctx)
-    try:
+    with a.guarded():
         report = rollout_engine.status(a.project, rollout_id)
         if report.header.get("engine") == "iot-jobs":
             report = _iot_status(report)
-    except FleetError as exc:
-        a.fail(exc)
     if json:
         a.output_json(report.to_dict())
         return
@@ -352,14 +346,12 @@ def _continue(a: Application, rollout_id: str | None, json: bool, verb: str) -> 
     """`resume` or `retry` an existing rollout (the engine function of the same name)."""
     from fleet.rollout import engine as rollout_engine
 
-    try:
+    with a.guarded():
         header = rollout_engine.status(a.project, rollout_id).header
         with _display(a, json, verb) as view:
             work = _work(a, header, view)
             report = getattr(rollout_engine, verb)(a.project, rollout_id, _nr_for(a, header),
                                                    work, sinks=[view])
-    except FleetError as exc:
-        a.fail(exc)
     _finish(a, report, json)
 
 
@@ -371,15 +363,13 @@ def abort(ctx: typer.Context, rollout_id: RolloutId = None,
     from fleet.rollout import engine as rollout_engine
 
     a = app_of(ctx)
-    try:
+    with a.guarded():
         before = rollout_engine.status(a.project, rollout_id)
         if before.header.get("engine") == "iot-jobs":
             _iot_jobs(before.header).cancel(before.id, reason)
             report = _iot_status(before)
         else:
             report = rollout_engine.abort(a.project, rollout_id, reason)
-    except FleetError as exc:
-        a.fail(exc)
     if json:
         a.output_json(report.to_dict())
     elif report.status == "aborted":

@@ -10,7 +10,6 @@ import typer
 
 from fleet.cli import options as o
 from fleet.cli.application import Application, app_of
-from fleet.errors import FleetError
 
 app = typer.Typer(
     help="Provisioning archives for factory-fresh devices, on USB drives.", no_args_is_help=True
@@ -125,14 +124,12 @@ def archive(
     from fleet.provisioning import check_name
 
     a = app_of(ctx)
-    try:
+    with a.guarded():
         for name in devices:
             check_name(name)
         specs = _specs(a, inv.Selection.of(inventory, limit=",".join(devices)))
         started = time.perf_counter()
         report = _build(a, specs, out, valid_for, cert_days, progress=False)
-    except FleetError as exc:
-        a.fail(exc)
     _report(a, report, time.perf_counter() - started, json)
 
 
@@ -153,12 +150,10 @@ def all_(
     from fleet import inventory as inv
 
     a = app_of(ctx)
-    try:
+    with a.guarded():
         specs = _specs(a, inv.Selection.of(inventory, site, group, tag, limit))
         started = time.perf_counter()
         report = _build(a, specs, out, valid_for, cert_days, progress=not json)
-    except FleetError as exc:
-        a.fail(exc)
     _report(a, report, time.perf_counter() - started, json)
 
 
@@ -172,10 +167,8 @@ def verify(
     from fleet import provisioning as prov
 
     a = app_of(ctx)
-    try:
+    with a.guarded():
         checked = prov.verify_file(a.project, path)
-    except FleetError as exc:
-        a.fail(exc)
     info = {
         "archive": str(path),
         "ok": True,
@@ -220,7 +213,7 @@ def usb(
     from fleet import provisioning as prov
 
     a = app_of(ctx)
-    try:
+    with a.guarded():
         prov.check_name(device)
         prov.check_drive(mount, force=force)
         if archive_file is None:
@@ -234,8 +227,6 @@ def usb(
             a.abort(f"{archive_file} is for device {checked.device}, not {device}", 2)
         written = prov.write_to_drive(archive_file, mount, force=force, max_bytes=max_bytes)
         prov.verify_file(a.project, written.path)
-    except FleetError as exc:
-        a.fail(exc)
     if json:
         a.output_json(
             {
@@ -262,10 +253,8 @@ def wipe(ctx: typer.Context, mount: Mount, force: Force = False, json: o.Json = 
     from fleet import provisioning as prov
 
     a = app_of(ctx)
-    try:
+    with a.guarded():
         removed = prov.wipe_drive(mount, force=force)
-    except FleetError as exc:
-        a.fail(exc)
     if json:
         a.output_json({"mount": str(mount), "removed": removed})
         return
