@@ -123,3 +123,52 @@ def test_failed_runtime_and_silent_runtime(tmp_path: Path, runtime_http: tuple[i
 def test_no_runtime_file_means_no_apps(tmp_path: Path) -> None:
     assert health.runtime_checks(Layout(tmp_path), 0) == [
         {"name": "runtime", "status": "ok", "reason": "", "running": False}]
+
+
+# tegrastats lines as Jetson boards print them (Orin on JetPack 6, Nano on JetPack 4)
+ORIN = (
+    "11-22-2026 05:40:01 RAM 2872/7620MB (lfb 1x4MB) SWAP 0/3810MB (cached 0MB)"
+    " CPU [2%@729,1%@729,0%@729,0%@729,off,off] EMC_FREQ 0%@2133 GR3D_FREQ 37%@[305]"
+    " NVDEC off NVJPG off VIC_FREQ 729 APE 174 CV0@-256C CPU@46.5C SOC2@44.968C"
+    " GPU@44.875C tj@46.5C VDD_IN 4525mW/4525mW VDD_CPU_GPU_CV 482mW/482mW"
+)
+NANO = (
+    "RAM 1772/3956MB (lfb 61x4MB) SWAP 0/1978MB (cached 0MB) IRAM 0/252kB(lfb 252kB)"
+    " CPU [7%@1479,3%@1479,2%@1479,5%@1479] EMC_FREQ 3%@1600 GR3D_FREQ 0%@76 APE 25"
+    " PLL@32C CPU@34C PMIC@100C GPU@-256C AO@40C thermal@33.75C POM_5V_IN 2249/2249"
+)
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    (ORIN, {"mem_used_mb": 2872, "mem_total_mb": 7620, "util_pct": 37, "celsius": 44.875}),
+    (NANO, {"mem_used_mb": 1772, "mem_total_mb": 3956, "util_pct": 0}),  # GPU sensor off
+    ("tegrastats: permission denied", {}),
+])
+def test_parse_tegrastats(line: str, expected: dict[str, float]) -> None:
+    assert health.parse_tegrastats(line) == expected
+
+
+def fake_tool(folder: Path, name: str, script: str) -> None:
+    """A stand-in for a Jetson-only tool (the real one needs Jetson hardware)."""
+    folder.mkdir(exist_ok=True)
+    tool = folder / name
+    tool.write_text("#!/bin/sh\n" + script)
+    tool.chmod(0o755)
+
+
+@pytest.mark.parametrize(("script", "status", "reason"), [
+    (f"echo '{ORIN}'\nexec sleep 30\n", "ok", ""),  # streams until stopped: one line is read
+    ("exec sleep 30\n", "warn", "tegrastats: no output in 3s"),
+    ("echo 'usage: tegrastats [--interval ms]'\n", "warn", "tegrastats: unrecognised output in 3s"),
+])
+def test_gpu_check_reads_one_tegrastats_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str, status: str, reason: str
+) -> None:
+    fake_tool(tmp_path / "bin", "tegrastats", script)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin")
+    monkeypatch.setattr(health.shutil, "which", lambda name: (
+        str(tmp_path / "bin" / name) if (tmp_path / "bin" / name).exists() else None))
+    result = health.gpu_check()
+    assert (result["status"], result["reason"], result["present"]) == (status, reason, True)
+    if status == "ok":
+        assert (result["util_pct"], result["mem_total_mb"], result["source"]) == (37, 7620, "tegrastats")

@@ -11,9 +11,13 @@ streams from its ``/health`` (ports in ``run/fleet/runtime.json``:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import re
+import select
 import shutil
+import signal
 import subprocess
 import time
 import urllib.error
@@ -111,9 +115,69 @@ def gpu_check() -> Check:
     smi = shutil.which("nvidia-smi")
     if smi:
         return _nvidia_smi(smi)
-    if shutil.which("tegrastats"):
-        return check("gpu", "ok", "tegrastats present", source="tegrastats")
+    tegrastats = shutil.which("tegrastats")
+    if tegrastats:
+        return _tegrastats(tegrastats)
     return check("gpu", "ok", "no GPU tools on this device", present=False)
+
+
+# One tegrastats line (Nano/TX2 through Orin):
+#   RAM 2872/7620MB (lfb 1x4MB) SWAP 0/3810MB ... GR3D_FREQ 12%@[305,305] ... GPU@44.875C ...
+_RAM = re.compile(r"\bRAM (\d+)/(\d+)MB")
+_GR3D = re.compile(r"\bGR3D_FREQ (\d+)%")
+_GPU_TEMP = re.compile(r"\bGPU@(-?[\d.]+)C")
+
+
+def parse_tegrastats(line: str) -> dict[str, float]:
+    """GPU use (GR3D), shared RAM and GPU temperature from one tegrastats line."""
+    values: dict[str, float] = {}
+    if ram := _RAM.search(line):
+        values["mem_used_mb"], values["mem_total_mb"] = float(ram[1]), float(ram[2])
+    if gr3d := _GR3D.search(line):
+        values["util_pct"] = float(gr3d[1])
+    if (temp := _GPU_TEMP.search(line)) and float(temp[1]) > -200:  # -256C: sensor off
+        values["celsius"] = float(temp[1])
+    return values
+
+
+def _tegrastats(tegrastats: str, timeout: float = 3.0) -> Check:
+    """Read one line of tegrastats (it streams until stopped), then stop it."""
+    try:
+        proc = subprocess.Popen(
+            [tegrastats, "--interval", "200"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its own group: stopping it stops any helper it started
+        )
+    except OSError as exc:
+        return check("gpu", "warn", f"tegrastats failed: {exc}", present=True)
+    try:
+        line = _first_line(proc.stdout.fileno() if proc.stdout else -1, timeout)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+    values = parse_tegrastats(line)
+    if "util_pct" not in values:
+        why = "no output" if not line.strip() else "unrecognised output"
+        return check("gpu", "warn", f"tegrastats: {why} in {timeout:g}s", present=True)
+    return check("gpu", "ok", "", present=True, source="tegrastats", **values)
+
+
+def _first_line(fd: int, timeout: float) -> str:
+    """The first line written to ``fd`` within ``timeout`` seconds ("" if none)."""
+    deadline, data = time.monotonic() + timeout, b""
+    while fd >= 0 and b"\n" not in data and len(data) < 65536:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            break
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.split(b"\n", 1)[0].decode("utf-8", "replace")
 
 
 def _nvidia_smi(smi: str) -> Check:
