@@ -14,9 +14,10 @@ PID; its files live in one directory (config, ACL, certificates, log, state).
 
 ``fleet lab up --mqtt`` (see :class:`LabMqtt`) runs one for the lab: a
 broker CA under ``.fleet/lab/mqtt/``, the fleet CA (``certs/ca.crt``)
-trusted as well when present, each lab device given a certificate when it has
-none, its ``etc/fleet/mqtt.json`` written, and its ``fleet-agent daemon``
-started.
+trusted as well when present (with its CRL: mosquitto's ``crlfile`` holds a
+CRL per trusted CA, so a revoked device certificate fails the handshake), each
+lab device given a certificate when it has none, its ``etc/fleet/mqtt.json``
+written, and its ``fleet-agent daemon`` started.
 
 >>> broker = Broker(Path(".fleet/lab/mqtt"))            # doctest: +SKIP
 >>> broker.start().port                                  # doctest: +SKIP
@@ -104,6 +105,16 @@ class BrokerCA:
         atomic_write(crt, cert.public_bytes(serialization.Encoding.PEM))
         return cls(cert, key, crt)
 
+    def write_crl(self, path: Path) -> Path:
+        """An empty CRL signed by this CA: mosquitto checks a CRL for every CA it trusts."""
+        now = datetime.now(timezone.utc)
+        crl = (x509.CertificateRevocationListBuilder().issuer_name(self.cert.subject)
+               .last_update(now - timedelta(minutes=5))
+               .next_update(self.cert.not_valid_after_utc)
+               .sign(self.key, hashes.SHA256()))
+        atomic_write(path, crl.public_bytes(serialization.Encoding.PEM))
+        return path
+
     def issue(self, cn: str, directory: Path, *, server: bool = False, days: int = 365,
               stem: str | None = None) -> Identity:
         """Write ``<stem>.crt``/``<stem>.key`` for `cn` (client auth, or server for 127.0.0.1)."""
@@ -177,7 +188,9 @@ class BrokerState:
 class Broker:
     """A mosquitto process with mTLS and the ACL above; its files live in `directory`."""
 
-    def __init__(self, directory: Path, trusted_cas: tuple[Path, ...] = ()) -> None:
+    def __init__(self, directory: Path, trusted_cas: tuple[tuple[Path, Path], ...] = ()) -> None:
+        """``trusted_cas``: (CA certificate, its CRL) pairs trusted for clients besides the
+        broker's own CA, when the certificate exists (the fleet CA's is ``certs/crl.pem``)."""
         self.dir = directory
         self.trusted_cas = trusted_cas
         self.state_file = directory / "broker.json"
@@ -202,9 +215,9 @@ class Broker:
         ca = self.ca
         server = ca.issue("localhost", self.dir / "tls", server=True, stem="server")
         controller = ca.issue(CONTROLLER_CN, self.dir / "tls", stem=CONTROLLER_CN)
-        bundle = self._ca_bundle(ca)
+        bundle, crls = self._ca_bundle(ca), self._crl_bundle(ca)
         port = port or free_port()
-        conf = self._write_config(port, server, bundle)
+        conf = self._write_config(port, server, bundle, crls)
         log = (self.dir / "mosquitto.log").open("ab")
         proc = subprocess.Popen([mosquitto_path(), "-c", str(conf)], stdout=log, stderr=log,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
@@ -214,15 +227,42 @@ class Broker:
         wait_for_listener(port, proc.pid, self.dir / "mosquitto.log")
         return state
 
+    def restart(self) -> BrokerState:
+        """Stop and start again on the same port: every client reconnects, so a certificate
+        revoked since is refused now, not at its next reconnect."""
+        current = self.state()
+        self.stop()
+        return self.start(current.port if current else 0)
+
     def _ca_bundle(self, ca: BrokerCA) -> Path:
         """Client CAs mosquitto trusts: its own, plus the fleet CA when the project has one."""
         pems = [ca.path.read_bytes()]
-        pems += [p.read_bytes() for p in self.trusted_cas if p.exists()]
+        pems += [crt.read_bytes() for crt, _ in self.trusted_cas if crt.exists()]
         path = self.dir / "clients-ca.pem"
-        atomic_write(path, b"".join(p if p.endswith(b"\n") else p + b"\n" for p in pems))
+        atomic_write(path, _concat(pems))
         return path
 
-    def _write_config(self, port: int, server: Identity, client_cas: Path) -> Path:
+    def _crl_bundle(self, ca: BrokerCA) -> Path:
+        """One CRL per trusted CA (OpenSSL refuses a client whose CA has none). A missing or
+        expired CRL stops the start here, with the fix, rather than at every handshake."""
+        pems = [ca.write_crl(self.dir / "ca" / "crl.pem").read_bytes()]
+        now = datetime.now(timezone.utc)
+        for crt, crl_path in self.trusted_cas:
+            if not crt.exists():
+                continue
+            if not crl_path.exists():
+                raise ConfigError(f"the CA {crt} has no CRL at {crl_path}",
+                                  fix="`fleet ca crl` writes a fresh one")
+            crl = x509.load_pem_x509_crl(crl_path.read_bytes())
+            if crl.next_update_utc is not None and crl.next_update_utc < now:
+                raise ConfigError(f"the CRL {crl_path} expired on {crl.next_update_utc:%Y-%m-%d}",
+                                  fix="`fleet ca crl` re-signs it")
+            pems.append(crl_path.read_bytes())
+        path = self.dir / "clients-crl.pem"
+        atomic_write(path, _concat(pems))
+        return path
+
+    def _write_config(self, port: int, server: Identity, client_cas: Path, crls: Path) -> Path:
         acl = self.dir / "acl"
         atomic_write(acl, acl_text().encode())
         conf = self.dir / "mosquitto.conf"
@@ -234,7 +274,8 @@ class Broker:
             f"acl_file {acl}", f"log_dest file {self.dir / 'mosquitto.log'}",
             "log_type error", "log_type warning", "log_type notice",
             f"listener {port} {HOST}", "protocol mqtt",
-            f"cafile {client_cas}", f"certfile {server.cert}", f"keyfile {server.key}",
+            f"cafile {client_cas}", f"crlfile {crls}",
+            f"certfile {server.cert}", f"keyfile {server.key}",
             "require_certificate true", "use_identity_as_username true", "tls_version tlsv1.2",
             "",
         ]).encode())
@@ -248,6 +289,10 @@ class Broker:
             terminate(st.pid)
         self.state_file.unlink(missing_ok=True)
         return was
+
+
+def _concat(pems: list[bytes]) -> bytes:
+    return b"".join(p if p.endswith(b"\n") else p + b"\n" for p in pems)
 
 
 def pid_is_mosquitto(pid: int, marker: str) -> bool:
@@ -279,7 +324,8 @@ class LabMqtt:
     def __init__(self, project: Project) -> None:
         self.project = project
         self.dir = project.state_dir / "lab" / "mqtt"
-        self.broker = Broker(self.dir, trusted_cas=(project.certs / "ca.crt",))
+        self.broker = Broker(self.dir, trusted_cas=((project.certs / "ca.crt",
+                                                      project.certs / "crl.pem"),))
         self.daemons_file = self.dir / "daemons.json"
 
     def up(self, devices: dict[str, Path], interval: float = DEFAULT_INTERVAL) -> BrokerState:

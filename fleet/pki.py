@@ -440,7 +440,17 @@ def describe(project: Project) -> dict[str, Any]:
         "devices": len({r["device"] for r in issued}),
         "revoked": len(revoked),
         "crl": str(paths.crl),
+        "crl_next_update": _crl_next_update(paths.crl),
     }
+
+
+def _crl_next_update(path: Path) -> str | None:
+    """When the CRL must be re-signed (`fleet ca crl`): the lab broker refuses an expired one."""
+    try:
+        crl = x509.load_pem_x509_crl(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return crl.next_update_utc.isoformat() if crl.next_update_utc else None
 
 
 def _is_encrypted(path: Path) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -217,3 +218,88 @@ def test_a_device_with_a_fleet_ca_certificate_heartbeats_with_it(tmp_path: Path)
         assert found["nairobi-01"]["device"] == "nairobi-01"
     finally:
         mq.down({"nairobi-01": layout.root})
+
+
+PASS = "correct-horse-battery"
+
+
+def fleet_ca_devices(project: Project, root: Path, names: tuple[str, ...]) -> dict[str, Path]:
+    """Device roots whose identities come from the fleet CA (as provisioning leaves them)."""
+    from fleet_runtime.layout import Layout, atomic_write, atomic_write_json
+
+    from fleet import pki
+
+    ca = pki.load_ca(project, PASS.encode()) if (project.certs / "ca.crt").exists() \
+        else pki.init_ca(project, org="Acme", passphrase=PASS.encode())
+    roots = {}
+    for name in names:
+        issued = ca.issue_device(name, serial=f"SN-{name}", site="nairobi")
+        ca.record_issued([issued])
+        layout = Layout(root / name)
+        atomic_write_json(layout.device_json, {"name": name, "site": "nairobi"})
+        atomic_write(layout.device_crt, issued.cert_pem)
+        atomic_write(layout.device_key, issued.key_pem, mode=0o600)
+        roots[name] = layout.root
+    return roots
+
+
+def connect_as(root: Path) -> MqttClient:
+    settings = MqttSettings.from_dict(read_json(root / "etc/fleet/mqtt.json"))
+    return MqttClient.connect(settings, f"probe-{root.name}-{time.monotonic_ns()}", timeout=5)
+
+
+def test_a_revoked_device_is_refused_by_the_lab_broker(tmp_path: Path) -> None:
+    """`fleet ca revoke` restarts the lab broker with the new CRL: the revoked certificate
+    fails the TLS handshake, the others reconnect and heartbeat on."""
+    require_mosquitto()
+    from fleet_runtime.mqtt import MqttError
+
+    project = Project.locate(tmp_path)
+    roots = fleet_ca_devices(project, tmp_path, ("nairobi-01", "nairobi-02"))
+    mq = LabMqtt(project)
+    port = mq.up(roots, INTERVAL).port
+    try:
+        for root in roots.values():
+            connect_as(root).disconnect()  # both trusted before
+        res = run_cli(project.root, "ca", "revoke", "nairobi-01", "--json",
+                      env={"FLEET_CA_PASSPHRASE": PASS})
+        assert res.exit_code == 0 and json.loads(res.stdout)["lab_broker_restarted"] is True
+        assert mq.broker.state().port == port  # same address: the daemons find it again
+        with pytest.raises(MqttError):
+            connect_as(roots["nairobi-01"])
+        connect_as(roots["nairobi-02"]).disconnect()
+        found = wait_until(lambda: heartbeats.latest(heartbeats.settings_for(project)))
+        assert set(found) == {"nairobi-02"}  # the broker lost retained beats when it restarted
+    finally:
+        mq.down(roots)
+
+
+def test_broker_refuses_to_start_on_an_expired_or_missing_crl(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An expired CRL would make mosquitto refuse every fleet-CA device at the handshake:
+    say so at start, with the fix; `fleet ca crl` re-signs it."""
+    require_mosquitto()
+    from fleet import pki
+    from fleet.errors import ConfigError
+
+    project = Project.locate(tmp_path)
+    roots = fleet_ca_devices(project, tmp_path, ("nairobi-01",))
+    past = pki.now_utc() - timedelta(days=pki.CRL_DAYS + 1)
+    monkeypatch.setattr(pki, "now_utc", lambda: past)  # signed a month ago: expired now
+    pki.load_ca(project, PASS.encode()).write_crl()
+    mq = LabMqtt(project)
+    with pytest.raises(ConfigError, match=r"crl.pem expired on .*`fleet ca crl` re-signs it"):
+        mq.up(roots, INTERVAL)
+    assert not mq.broker.running()
+    monkeypatch.undo()
+    res = run_cli(project.root, "ca", "crl", "--json", env={"FLEET_CA_PASSPHRASE": PASS})
+    assert res.exit_code == 0 and json.loads(res.stdout)["lab_broker_restarted"] is False
+    try:
+        mq.up(roots, INTERVAL)
+        connect_as(roots["nairobi-01"]).disconnect()
+    finally:
+        mq.down(roots)
+    (project.certs / "crl.pem").unlink()
+    with pytest.raises(ConfigError, match="has no CRL"):
+        mq.up(roots, INTERVAL)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import stat
 import subprocess
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -139,6 +139,8 @@ def test_cli_init_show_revoke(project_dir: Path) -> None:
     info = json.loads(shown.stdout)
     assert info["key_type"] == "ec-p384" and info["key_encrypted"] is True
     assert info["fingerprint"] == result.stdout.strip()
+    left = datetime.fromisoformat(info["crl_next_update"]) - datetime.now(timezone.utc)
+    assert timedelta(days=pki.CRL_DAYS - 1) < left <= timedelta(days=pki.CRL_DAYS)
     table = run_cli(project_dir, "ca", "show")
     assert "O=Acme,CN=Acme fleet root CA" in table.stdout
     again = run_cli(project_dir, "ca", "init", env=ENV)

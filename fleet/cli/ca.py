@@ -1,4 +1,4 @@
-"""fleet ca: the fleet's root certificate authority (init, show, revoke)."""
+"""fleet ca: the fleet's root certificate authority (init, show, revoke, crl)."""
 
 from __future__ import annotations
 
@@ -95,6 +95,7 @@ def show(ctx: typer.Context, json: o.Json = False) -> None:
         "devices",
         "revoked",
         "crl",
+        "crl_next_update",
     ):
         table.add_row(key.replace("_", " "), str(info[key]))
     a.output(table)
@@ -114,7 +115,40 @@ def revoke(
     with a.guarded():
         ca = pki.load_ca(a.project, passphrase(a))
         serials = ca.revoke(device, reason=reason)
+        broker = _restart_lab_broker(a)
     if json:
-        a.output_json({"device": device, "revoked": serials, "crl": str(ca.paths.crl)})
+        a.output_json({"device": device, "revoked": serials, "crl": str(ca.paths.crl),
+                       "lab_broker_restarted": broker})
         return
     a.display_success(f"{device}: revoked {len(serials)} certificate(s); CRL {ca.paths.crl}")
+
+
+@app.command()
+def crl(ctx: typer.Context, json: o.Json = False) -> None:
+    """Re-sign the CRL (certs/crl.pem) with a fresh validity; run it before it expires."""
+    from fleet import pki
+
+    a = app_of(ctx)
+    with a.guarded():
+        ca = pki.load_ca(a.project, passphrase(a))
+        written = ca.write_crl()
+        broker = _restart_lab_broker(a)
+    next_update = written.next_update_utc.isoformat() if written.next_update_utc else None
+    if json:
+        a.output_json({"crl": str(ca.paths.crl), "next_update": next_update,
+                       "lab_broker_restarted": broker})
+        return
+    a.display_success(f"CRL {ca.paths.crl} re-signed; valid until {next_update}")
+
+
+def _restart_lab_broker(a: Application) -> bool:
+    """The lab's mosquitto reads the CRL when it starts: restart it (clients reconnect; a
+    revoked certificate is refused from now on). False when no lab broker runs."""
+    from fleet.broker import LabMqtt
+
+    broker = LabMqtt(a.project).broker
+    if not broker.running():
+        return False
+    broker.restart()
+    a.display_info("lab broker restarted with the new CRL; devices reconnect")
+    return True
