@@ -7,6 +7,11 @@ key file readable by others is refused). Each secret is sealed with a fresh
 so a ciphertext copied onto another row does not decrypt. The sealed text
 names the key it was made with, so a wrong key is reported as such.
 
+`rotate_key` replaces the key file and re-seals every secret with the new one.
+It crashes safely: the new key is written to ``secret.key.new`` first, and a box
+opens with either key while that file exists. Running it again finishes an
+interrupted rotation with the same new key.
+
 >>> box = SecretBox(os.urandom(32))
 >>> sealed = box.seal("hunter2", aad="camera:door")
 >>> box.open(sealed, aad="camera:door")
@@ -21,6 +26,8 @@ import contextlib
 import hashlib
 import os
 import stat
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -30,6 +37,7 @@ from fleet.errors import ConfigError
 
 KEY_ENV = "FLEET_SECRET_KEY"
 KEY_FILE = "secret.key"
+PENDING_KEY_FILE = "secret.key.new"  # a rotation in progress: the key it is moving to
 MASK = "***"
 _PREFIX = "v1"
 
@@ -62,12 +70,19 @@ def parse_key(text: str, where: str) -> bytes:
     return key
 
 
-class SecretBox:
-    """Seals and opens small secrets with AES-256-GCM."""
+def key_id(key: bytes) -> str:
+    return hashlib.sha256(b"edgefleet-secret-key" + key).hexdigest()[:12]
 
-    def __init__(self, key: bytes) -> None:
+
+class SecretBox:
+    """Seals with one AES-256-GCM key; opens with it or with keys from ``also`` (the other
+    side of an interrupted rotation)."""
+
+    def __init__(self, key: bytes, *, also: tuple[bytes, ...] = ()) -> None:
         self._aead = AESGCM(key)
-        self.key_id = hashlib.sha256(b"edgefleet-secret-key" + key).hexdigest()[:12]
+        self.key_id = key_id(key)
+        self._openers = {key_id(k): AESGCM(k) for k in also}
+        self._openers[self.key_id] = self._aead
 
     def seal(self, plaintext: str, *, aad: str) -> str:
         """Encrypt `plaintext`; the result is ASCII (``v1.<key id>.<nonce+ciphertext>``)."""
@@ -84,7 +99,8 @@ class SecretBox:
                 where=aad,
                 fix="re-import the camera with its password",
             )
-        if key_id != self.key_id:
+        aead = self._openers.get(key_id)
+        if aead is None:
             raise ConfigError(
                 f"stored secret was encrypted with another key (key id {key_id})",
                 where=aad,
@@ -92,7 +108,7 @@ class SecretBox:
             )
         raw = _b64d(body)
         try:
-            return self._aead.decrypt(raw[:12], raw[12:], aad.encode("utf-8")).decode("utf-8")
+            return aead.decrypt(raw[:12], raw[12:], aad.encode("utf-8")).decode("utf-8")
         except InvalidTag as exc:
             raise ConfigError(
                 "stored secret failed authentication",
@@ -107,6 +123,15 @@ def _create_key_file(path: Path) -> None:
         fh.write(generate_key() + "\n")
         fh.flush()
         os.fsync(fh.fileno())
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _read_key_file(path: Path) -> bytes:
@@ -137,8 +162,46 @@ def load_key(state_dir: Path, *, create: bool = True) -> bytes:
 
 
 def secret_box(state_dir: Path, *, create: bool = True) -> SecretBox:
-    """The SecretBox for a project's state directory."""
-    return SecretBox(load_key(state_dir, create=create))
+    """The SecretBox for a project's state directory (opening with the pending key too
+    while a rotation is unfinished)."""
+    pending = state_dir / PENDING_KEY_FILE
+    also = (_read_key_file(pending),) if pending.exists() and not os.environ.get(KEY_ENV) else ()
+    return SecretBox(load_key(state_dir, create=create), also=also)
+
+
+def ensure_rotatable() -> None:
+    """Refuse before anything changes when the key is not ours to replace."""
+    if os.environ.get(KEY_ENV):
+        raise ConfigError(
+            f"the secret key comes from {KEY_ENV}; only the key file can be rotated here",
+            where=KEY_ENV,
+            fix=f"unset {KEY_ENV} to rotate .fleet/{KEY_FILE}",
+        )
+
+
+@dataclass(frozen=True)
+class Rotation:
+    old_key_id: str
+    new_key_id: str
+    resealed: int
+    resumed: bool  # an interrupted rotation was finished
+
+
+def rotate_key(state_dir: Path, reseal: Callable[[SecretBox, SecretBox], int]) -> Rotation:
+    """Move the project to a new key file; ``reseal(current, new)`` re-seals every secret
+    with ``new`` in one transaction and returns how many. Order, for crash safety: the new
+    key is made durable, secrets are re-sealed, then the new key replaces the old file."""
+    ensure_rotatable()
+    current_path, pending = state_dir / KEY_FILE, state_dir / PENDING_KEY_FILE
+    old = load_key(state_dir, create=True)
+    resumed = pending.exists()
+    if not resumed:
+        _create_key_file(pending)
+    new = _read_key_file(pending)
+    count = reseal(SecretBox(old, also=(new,)), SecretBox(new))
+    os.replace(pending, current_path)
+    _fsync_dir(state_dir)
+    return Rotation(key_id(old), key_id(new), count, resumed)
 
 
 def mask(value: str | None) -> str:

@@ -22,6 +22,7 @@ SUBCOMMANDS = (
     ("fleet.cli.provision", "provision"),
     ("fleet.cli.devices", "devices"),
     ("fleet.cli.cameras", "cameras"),
+    ("fleet.cli.secrets", "secrets"),
     ("fleet.cli.firmware", "firmware"),
     ("fleet.cli.ota", "ota"),
 )

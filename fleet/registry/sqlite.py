@@ -39,7 +39,7 @@ from fleet.registry import (
 )
 from fleet.registry import hosts as inventory_hosts
 from fleet.registry.schema import migrate
-from fleet.secrets import SecretBox, mask, secret_box
+from fleet.secrets import Rotation, SecretBox, mask, rotate_key, secret_box
 
 NAME_OK = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 _DEVICE_COLUMNS = (
@@ -529,6 +529,30 @@ class SQLiteRegistry:
         """The camera's password in clear ('' when it has none). Never print it."""
         ref = self._password_ref(name)
         return self.box.open(ref, aad=f"camera:{name}") if ref else ""
+
+    def count_secrets(self) -> int:
+        """How many sealed secrets the registry holds (what a key rotation re-seals)."""
+        return int(self._rows("SELECT COUNT(*) FROM cameras WHERE password_ref IS NOT NULL")[0][0])
+
+    def rotate_secret_key(self) -> Rotation:
+        """A new key file, every camera password re-sealed with it (`fleet secrets rotate`)."""
+
+        def reseal(current: SecretBox, new: SecretBox) -> int:
+            with self.transaction() as conn:
+                rows = conn.execute(
+                    "SELECT name, password_ref FROM cameras WHERE password_ref IS NOT NULL"
+                ).fetchall()
+                for name, ref in rows:
+                    aad = f"camera:{name}"
+                    conn.execute(
+                        "UPDATE cameras SET password_ref = ? WHERE name = ?",
+                        (new.seal(current.open(ref, aad=aad), aad=aad), name),
+                    )
+            return len(rows)
+
+        rotation = rotate_key(self.state_dir, reseal)
+        self._box = None  # the next use reads the new key file
+        return rotation
 
     def set_camera_probe(self, name: str, status: str, codec: str | None, detail: str) -> None:
         if status not in CAMERA_STATUSES:
