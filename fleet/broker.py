@@ -227,6 +227,12 @@ class Broker:
         wait_for_listener(port, proc.pid, self.dir / "mosquitto.log")
         return state
 
+    def trusts(self, ca_cert: Path) -> bool:
+        """Is `ca_cert` among the client CAs the running broker was started with?"""
+        bundle = self.dir / "clients-ca.pem"
+        pem = ca_cert.read_bytes().strip() if ca_cert.exists() else b""
+        return bool(pem) and bundle.exists() and pem in bundle.read_bytes()
+
     def restart(self) -> BrokerState:
         """Stop and start again on the same port: every client reconnects, so a certificate
         revoked since is refused now, not at its next reconnect."""
@@ -327,10 +333,12 @@ class LabMqtt:
         self.broker = Broker(self.dir, trusted_cas=((project.certs / "ca.crt",
                                                       project.certs / "crl.pem"),))
         self.daemons_file = self.dir / "daemons.json"
+        self.settings_file = self.dir / "settings.json"  # what `lab up --mqtt` was given
 
     def up(self, devices: dict[str, Path], interval: float = DEFAULT_INTERVAL) -> BrokerState:
         """Start the broker, give each device (name -> FLEET_ROOT) settings and a daemon."""
         state = self.broker.start()
+        atomic_write_json(self.settings_file, {"heartbeat_s": interval})
         for name, root in sorted(devices.items()):
             if not Layout(root).device_json.exists():
                 continue  # a factory device has no identity yet: no heartbeats before provisioning
@@ -345,6 +353,20 @@ class LabMqtt:
         elif kind in ("online", "clear") and self.broker.running() \
                 and (root / "etc/fleet/mqtt.json").exists():
             self.start_daemon(name, root)
+
+    def follow_provisioning(self, name: str, root: Path) -> bool:
+        """A device provisioned (USB first boot) while the lab broker runs joins it with its
+        new certificate: settings written, daemon (re)started. False when no broker runs."""
+        state = self.broker.state()
+        if state is None or not self.broker.running():
+            return False
+        if not self.broker.trusts(self.project.certs / "ca.crt"):
+            state = self.broker.restart()  # the fleet CA was made after the broker started
+        raw = read_json(self.settings_file, default={}) or {}
+        self.stop_daemon(name, root)  # one left from an earlier identity
+        self.configure(name, Layout(root), state, float(raw.get("heartbeat_s", DEFAULT_INTERVAL)))
+        self.start_daemon(name, root)
+        return True
 
     def configure(self, name: str, layout: Layout, state: BrokerState, interval: float) -> None:
         """The device's MQTT identity (its own certificate when it has one) and settings."""
@@ -377,9 +399,11 @@ class LabMqtt:
 
     def stop_daemon(self, name: str, root: Path) -> bool:
         running = self.daemons()
-        pid = running.pop(name, None)
+        if name not in running:
+            return False
+        pid = running.pop(name)
         atomic_write_json(self.daemons_file, running)
-        if pid is None or not daemon_alive(pid, root):
+        if not daemon_alive(pid, root):
             return False
         terminate(pid)
         return True

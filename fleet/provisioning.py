@@ -678,14 +678,20 @@ def lab_usb_boot(lab: Any, name: str, drive: Path) -> dict[str, Any]:
         )
     lab.reboot(name)
     answer["registry"] = mark_provisioned(lab.project, name)
+    from fleet.broker import LabMqtt
+
+    answer["mqtt"] = LabMqtt(lab.project).follow_provisioning(name, lab.root(name))
     return answer
 
 
 def lab_factory_reset(lab: Any, name: str) -> dict[str, Any]:
     """Press the lab device's reset button: power off, ``fleet-agent reset`` (identity, keys,
     host key gone), manufacturing data written again (serial, this project's CA pinned)."""
+    from fleet.broker import LabMqtt
+
     dev = lab.device(name)
     lab.stop(name)
+    LabMqtt(lab.project).stop_daemon(name, lab.root(name))  # its identity is about to go
     answer = _agent(lab, dev, ["reset"])
     if not answer.get("ok"):
         error = answer.get("error") or {}

@@ -303,3 +303,25 @@ def test_broker_refuses_to_start_on_an_expired_or_missing_crl(
     (project.certs / "crl.pem").unlink()
     with pytest.raises(ConfigError, match="has no CRL"):
         mq.up(roots, INTERVAL)
+
+
+def test_a_device_provisioned_after_the_broker_started_makes_it_trust_the_fleet_ca(
+    tmp_path: Path,
+) -> None:
+    """The broker started before `fleet ca init`: the first fleet-CA device to join restarts
+    it with the fleet CA (and its CRL) trusted, and heartbeats."""
+    require_mosquitto()
+    project = Project.locate(tmp_path)
+    mq = LabMqtt(project)
+    first = mq.up({}, INTERVAL)
+    roots: dict[str, Path] = {}
+    try:
+        roots = fleet_ca_devices(project, tmp_path, ("nairobi-01",))
+        assert not mq.broker.trusts(project.certs / "ca.crt")
+        assert mq.follow_provisioning("nairobi-01", roots["nairobi-01"])
+        assert mq.broker.trusts(project.certs / "ca.crt")
+        assert mq.broker.state().pid != first.pid and mq.broker.state().port == first.port
+        found = wait_until(lambda: heartbeats.latest(heartbeats.settings_for(project)))
+        assert set(found) == {"nairobi-01"}
+    finally:
+        mq.down(roots)

@@ -546,6 +546,44 @@ def test_factory_device_provisioned_end_to_end(factory_lab: Lab, tmp_path: Path)
     assert "PROVISIONED as berlin-01" in log and "BEGIN" not in log
 
 
+def test_a_device_provisioned_while_the_lab_broker_runs_joins_it(
+    factory_lab: Lab, tmp_path: Path
+) -> None:
+    """USB first boot with `lab up --mqtt` running: the new device heartbeats with its own
+    fleet-CA certificate; a factory reset stops its daemon."""
+    import time
+
+    from fixtures_mqtt import require_mosquitto
+    from fleet_runtime.layout import read_json
+
+    from fleet import heartbeats
+    from fleet.broker import LabMqtt
+
+    require_mosquitto()
+    root, project = factory_lab.project.root, factory_lab.project
+    roots = {n: factory_lab.root(n) for n in factory_lab.devices()}
+    mq = LabMqtt(project)
+    mq.up(roots, 0.5)
+    try:
+        assert mq.daemons() == {}  # factory boxes have no identity: nothing to heartbeat with
+        drive = tmp_path / "usb"
+        drive.mkdir()
+        assert run_cli(root, "provision", "usb", "berlin-01", "--mount", str(drive), "--force",
+                       env=ENV).exit_code == 0
+        boot = run_cli(root, "lab", "usb", "berlin-01", str(drive), "--json")
+        assert boot.exit_code == 0 and json.loads(boot.stdout)["mqtt"] is True, boot.stderr
+        layout = factory_lab.layout("berlin-01")
+        assert read_json(layout.etc / "mqtt.json")["cert"] == str(layout.device_crt)
+        deadline, found = time.monotonic() + 20, {}
+        while "berlin-01" not in found and time.monotonic() < deadline:
+            found = heartbeats.latest(heartbeats.settings_for(project))
+        assert found["berlin-01"]["device"] == "berlin-01"
+        assert run_cli(root, "lab", "reset", "berlin-01").exit_code == 0
+        assert "berlin-01" not in mq.daemons()
+    finally:
+        mq.down(roots)
+
+
 def test_factory_device_refuses_another_devices_drive(factory_lab: Lab, tmp_path: Path) -> None:
     root = factory_lab.project.root
     drive = tmp_path / "usb"
