@@ -68,12 +68,38 @@ def order(members: Sequence[T], policy: Policy, describe: Callable[[T], Member])
 
 
 def plan(members: Sequence[T], policy: Policy, describe: Callable[[T], Member]) -> list[list[T]]:
-    """Ordered batches for `members` under `policy`."""
+    """Ordered batches for `members` under `policy`.
+
+    With ``order: site-by-site`` a batch never spans two sites: it ends where its site
+    does (the canaries, first, count as one group), so a failing site stops the rollout
+    before the next site is touched; sizes still follow `batches`, one value per batch.
+    """
     ordered = order(members, policy, describe)
-    out, start = [], 0
-    for size in batch_sizes(policy.batches, len(ordered)):
-        out.append(ordered[start:start + size])
-        start += size
+    if policy.order != "site-by-site":
+        out, start = [], 0
+        for size in batch_sizes(policy.batches, len(ordered)):
+            out.append(ordered[start:start + size])
+            start += size
+        return out
+    canary = set(policy.canary_tags)
+    groups: list[list[T]] = []
+    last: object = None
+    for item in ordered:
+        member = describe(item)
+        key = ("canary",) if member.tags & canary else ("site", member.site)
+        if key != last:
+            groups.append([])
+            last = key
+        groups[-1].append(item)
+    out, index, total = [], 0, len(ordered)
+    for group in groups:
+        start = 0
+        while start < len(group):
+            size = serial_value(policy.batches[index], total)
+            size = len(group) - start if size <= 0 else size
+            out.append(group[start:start + size])
+            start += size
+            index = min(index + 1, len(policy.batches) - 1)
     return out
 
 

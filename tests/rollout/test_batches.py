@@ -73,3 +73,22 @@ def test_plan_cuts_the_ordered_selection():
     policy = Policy(batches=(1, "50%"), canary_tags=("canary",))
     assert [names(b) for b in plan(MEMBERS, policy, lambda m: m)] == [
         ["b1"], ["a3", "a1", "a2"], ["c1", "b2"]]
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        (Policy(order="site-by-site", batches=(2,)),
+         [["a1", "a2"], ["a3"], ["b1", "b2"], ["c1"]]),
+        (Policy(order="site-by-site", batches=(1, "50%")),  # 50% of 6 = 3, cut at each site
+         [["a1"], ["a2", "a3"], ["b1", "b2"], ["c1"]]),
+        (Policy(order="site-by-site", batches=(1, 0)),  # 0: the rest, of each site
+         [["a1"], ["a2", "a3"], ["b1", "b2"], ["c1"]]),
+        (Policy(order="site-by-site", batches=(1, "50%"), canary_tags=("canary",)),
+         [["a3"], ["b1"], ["a1", "a2"], ["b2"], ["c1"]]),
+    ],
+)
+def test_site_by_site_batches_never_span_two_sites(policy, expected):
+    batches = plan(MEMBERS, policy, lambda m: m)
+    assert [names(b) for b in batches] == expected
+    assert sorted(n for b in batches for n in names(b)) == sorted(names(MEMBERS))
