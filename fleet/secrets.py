@@ -32,6 +32,7 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from fleet_runtime.layout import fsync_dir
 
 from fleet.errors import ConfigError
 
@@ -123,15 +124,7 @@ def _create_key_file(path: Path) -> None:
         fh.write(generate_key() + "\n")
         fh.flush()
         os.fsync(fh.fileno())
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)
 
 
 def _read_key_file(path: Path) -> bytes:
@@ -200,7 +193,7 @@ def rotate_key(state_dir: Path, reseal: Callable[[SecretBox, SecretBox], int]) -
     new = _read_key_file(pending)
     count = reseal(SecretBox(old, also=(new,)), SecretBox(new))
     os.replace(pending, current_path)
-    _fsync_dir(state_dir)
+    fsync_dir(state_dir)
     return Rotation(key_id(old), key_id(new), count, resumed)
 
 
