@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     _source_args(run)
     run.add_argument(
         "--duration",
-        type=float,
+        type=_number(float, above=0),
         help="stop after S seconds (default: run until the streams end or SIGTERM)",
     )
     run.add_argument(
         "--http",
-        type=int,
+        type=_number(int, at_least=0, at_most=65535),
         metavar="PORT",
         help="serve MJPEG video, /metrics and /health on PORT (0: any free port)",
     )
@@ -81,12 +81,38 @@ def _parser() -> argparse.ArgumentParser:
         "bench", help="frames/s of a model (raw session loop) or of an application (whole pipeline)"
     )
     bench.add_argument("target", type=Path, help="a .onnx model or an application directory")
-    bench.add_argument("--frames", type=int, default=200)
+    bench.add_argument("--frames", type=_number(int, at_least=1), default=200)
     bench.add_argument("--json", action="store_true")
     bench.add_argument("--override", type=Path)
     _source_args(bench)
     bench.set_defaults(handler=cmd_bench)
     return parser
+
+
+def _number(
+    kind: Callable[[str], Any],
+    *,
+    at_least: float | None = None,
+    at_most: float | None = None,
+    above: float | None = None,
+) -> Callable[[str], Any]:
+    """An argparse type: ``kind`` within bounds, else a one-line usage error (exit 2)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            what = "whole number" if kind is int else "number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {what}") from None
+        if at_least is not None and value < at_least:
+            raise argparse.ArgumentTypeError(f"{text} is below {at_least:g}")
+        if at_most is not None and value > at_most:
+            raise argparse.ArgumentTypeError(f"{text} is above {at_most:g}")
+        if above is not None and value <= above:
+            raise argparse.ArgumentTypeError(f"{text} must be above {above:g}")
+        return value
+
+    return parse
 
 
 def _app_args(parser: argparse.ArgumentParser) -> None:
@@ -98,7 +124,7 @@ def _app_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-cameras",
-        type=int,
+        type=_number(int, at_least=1),
         default=8,
         help="camera streams allowed per application (default 8)",
     )
@@ -124,7 +150,7 @@ def _source_args(parser: argparse.ArgumentParser) -> None:
         " (default tensorrt,cuda,cpu)",
     )
     parser.add_argument(
-        "--threads", type=int, help="CPU intra-op threads (default: cores available)"
+        "--threads", type=_number(int, at_least=1), help="CPU intra-op threads (default: cores available)"
     )
     parser.add_argument(
         "--offline",

@@ -87,6 +87,25 @@ def test_run_refuses_unbound_camera_in_one_line(color_app: Path, tmp_path: Path)
     )
 
 
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (("run", "{app}", "--threads", "0"), "argument --threads: 0 is below 1"),
+        (("run", "{app}", "--threads", "two"), "argument --threads: 'two' is not a whole number"),
+        (("run", "{app}", "--duration", "-5"), "argument --duration: -5 must be above 0"),
+        (("run", "{app}", "--http", "70000"), "argument --http: 70000 is above 65535"),
+        (("run", "{app}", "--max-cameras", "0"), "argument --max-cameras: 0 is below 1"),
+        (("bench", "{app}", "--frames", "0"), "argument --frames: 0 is below 1"),
+    ],
+)
+def test_out_of_range_numbers_are_refused_before_anything_runs(
+    color_app: Path, args: tuple[str, ...], error: str
+):
+    result = fleet_runtime(*(a.format(app=color_app) for a in args))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines()[-1].endswith(error)
+
+
 def test_run_with_duration_and_synthetic_camera(color_app: Path, tmp_path: Path):
     cameras = tmp_path / "cameras.json"
     cameras.write_text(
