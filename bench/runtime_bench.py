@@ -105,18 +105,11 @@ def run_pipeline(
     from fleet_runtime.manifest import load_application
     from fleet_runtime.pipeline.runner import Runner, RunOptions
 
-    runner = Runner(
+    snap = Runner(
         load_application(app, override, max_cameras=16),
         RunOptions(cameras=cameras, providers=["cpu"], **options),
-    )
-    runner.start()
-    start = time.perf_counter()
-    try:
-        runner.wait()
-    finally:
-        elapsed = time.perf_counter() - start
-        snap = runner.snapshot()
-        runner.stop()
+    ).run()
+    elapsed = snap["seconds"]
     frames = sum(c["frames_out"] for c in snap["cameras"].values())
     model = snap["models"]["face_model"]
     return {

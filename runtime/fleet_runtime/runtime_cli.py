@@ -427,15 +427,8 @@ def _bench_app(args: argparse.Namespace) -> dict[str, Any]:
     for spec in options.cameras.values():
         spec.max_frames = args.frames
         spec.realtime, spec.drop, spec.loop = False, False, False
-    runner = Runner(app, options)
-    runner.start()  # models loaded and warmed up before the clock starts
-    start = time.perf_counter()
-    try:
-        runner.wait()
-    finally:
-        elapsed = time.perf_counter() - start
-        snap = runner.snapshot()
-        runner.stop()
+    snap = Runner(app, options).run()  # the clock starts once models are loaded and warm
+    elapsed = snap["seconds"]
     frames = sum(c["frames_out"] for c in snap["cameras"].values())
     return {
         "target": str(args.target),

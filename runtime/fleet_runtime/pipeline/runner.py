@@ -422,14 +422,17 @@ class Runner:
         self.events.close()
 
     def run(self, duration: float | None = None) -> dict[str, Any]:
-        """start, wait, stop; the final snapshot."""
+        """start, wait, stop; the final snapshot, plus ``seconds``: from ready (models loaded
+        and warm) to the end of the wait, what frames/s figures divide by."""
         self.start()
+        start = time.perf_counter()
         try:
             self.wait(duration)
         finally:
+            seconds = time.perf_counter() - start
             snap = self.snapshot()
             self.stop()
-        return snap
+        return {**snap, "seconds": seconds}
 
     def snapshot(self) -> dict[str, Any]:
         cameras = {
