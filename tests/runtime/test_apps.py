@@ -15,6 +15,7 @@ cv2 = pytest.importorskip("cv2")
 from fleet_runtime.manifest import load_application  # noqa: E402
 from fleet_runtime.pipeline.runner import Runner, RunOptions  # noqa: E402
 from fleet_runtime.pipeline.sources import SourceSpec  # noqa: E402
+from runtime_overrides import write_override  # noqa: E402
 
 CODE = "packages/123456789012-COLOR_CODE-1.0/src/application.py"
 
@@ -59,21 +60,7 @@ def test_panorama_style_app_runs_unchanged(color_app: Path, colour_frames: Path,
 
 
 def test_parameters_come_from_override(color_app: Path, colour_frames: Path, tmp_path: Path):
-    override = tmp_path / "override.json"
-    override.write_text(
-        json.dumps(
-            {
-                "nodeGraphOverrides": {
-                    "envelopeVersion": "2021-01-01",
-                    "nodes": [{"name": "lenient", "interface": "float32", "value": 0.1}],
-                    "nodeOverrides": [
-                        {"replace": "threshold_param", "with": [{"name": "lenient"}]},
-                        {"replace": "camera_node", "with": [{"name": "lobby"}]},
-                    ],
-                }
-            }
-        )
-    )
+    override = write_override(tmp_path / "override.json", ["lobby"], threshold=0.1)
     events = tmp_path / "events.jsonl"
     runner = Runner(
         load_application(color_app, override),
@@ -139,22 +126,7 @@ def test_crashing_code_node_is_restarted_with_backoff(color_app: Path, tmp_path:
 
 
 def test_cameras_are_batched_into_one_inference(face_blur_app: Path, tmp_path: Path):
-    override = tmp_path / "override.json"
-    override.write_text(
-        json.dumps(
-            {
-                "nodeGraphOverrides": {
-                    "envelopeVersion": "2021-01-01",
-                    "nodeOverrides": [
-                        {
-                            "replace": "camera_node",
-                            "with": [{"name": "a"}, {"name": "b"}, {"name": "c"}],
-                        }
-                    ],
-                }
-            }
-        )
-    )
+    override = write_override(tmp_path / "override.json", ["a", "b", "c"])
     cameras = {n: offline(n, "synthetic", size=(160, 90), max_frames=6) for n in "abc"}
     runner = Runner(
         load_application(face_blur_app, override), RunOptions(cameras=cameras, providers=["cpu"])

@@ -24,6 +24,7 @@ from fleet_runtime.pipeline.frames import FrameQueue  # noqa: E402
 from fleet_runtime.pipeline.sources import Source, SourceSpec  # noqa: E402
 from fleet_runtime.pipeline.testmedia import face_frame  # noqa: E402
 from rtsp_server import start_rtsp_server  # noqa: E402
+from runtime_overrides import write_override  # noqa: E402
 from runtime_sizes import TEST_VIDEO  # noqa: E402
 
 CUDA_WARNING = (
@@ -253,19 +254,7 @@ def test_camera_passwords_from_cameras_file_never_show(
         )
     )
     cameras.chmod(0o600)
-    override = tmp_path / "override.json"
-    override.write_text(
-        json.dumps(
-            {
-                "nodeGraphOverrides": {
-                    "envelopeVersion": "2021-01-01",
-                    "nodeOverrides": [
-                        {"replace": "camera_node", "with": [{"name": "door"}, {"name": "yard"}]}
-                    ],
-                }
-            }
-        )
-    )
+    override = write_override(tmp_path / "override.json", ["door", "yard"])
     events = tmp_path / "events.jsonl"
     runtime = RuntimeProcess(
         [

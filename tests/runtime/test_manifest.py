@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from fleet_runtime.manifest import load_application, validate_application, validate_document
 from fleet_runtime.manifest.application import param_error
+from runtime_overrides import override_doc
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "runtime" / "examples"
 GRAPH = "graphs/color_classifier/graph.json"
@@ -163,24 +164,6 @@ def test_detection_decoder_needs_a_name():
     }
     [problem] = validate_document(doc, "model", "d.json")
     assert str(problem) == "d.json: $.mlModelDescriptor.onnx.decoder: 'name' is a required property"
-
-
-def override_doc(cameras: list[str], threshold: float | None = None) -> dict:
-    doc = {
-        "nodeGraphOverrides": {
-            "envelopeVersion": "2021-01-01",
-            "nodes": [],
-            "nodeOverrides": [{"replace": "camera_node", "with": [{"name": c} for c in cameras]}],
-        }
-    }
-    if threshold is not None:
-        doc["nodeGraphOverrides"]["nodes"].append(
-            {"name": "strict", "interface": "float32", "value": threshold}
-        )
-        doc["nodeGraphOverrides"]["nodeOverrides"].append(
-            {"replace": "threshold_param", "with": [{"name": "strict"}]}
-        )
-    return doc
 
 
 def test_override_binds_cameras_and_parameters(app: Path, tmp_path: Path):
