@@ -259,7 +259,15 @@ class Broker:
             if not crl_path.exists():
                 raise ConfigError(f"the CA {crt} has no CRL at {crl_path}",
                                   fix="`fleet ca crl` writes a fresh one")
-            crl = x509.load_pem_x509_crl(crl_path.read_bytes())
+            try:
+                crl = x509.load_pem_x509_crl(crl_path.read_bytes())
+                signed = crl.is_signature_valid(
+                    x509.load_pem_x509_certificate(crt.read_bytes()).public_key())  # type: ignore[arg-type]
+            except ValueError:
+                signed = False
+            if not signed:
+                raise ConfigError(f"{crl_path} is not a CRL signed by the CA {crt}",
+                                  fix="`fleet ca crl` writes a fresh one")
             if crl.next_update_utc is not None and crl.next_update_utc < now:
                 raise ConfigError(f"the CRL {crl_path} expired on {crl.next_update_utc:%Y-%m-%d}",
                                   fix="`fleet ca crl` re-signs it")

@@ -325,3 +325,23 @@ def test_a_device_provisioned_after_the_broker_started_makes_it_trust_the_fleet_
         assert set(found) == {"nairobi-01"}
     finally:
         mq.down(roots)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "foreign"])
+def test_broker_refuses_a_corrupt_or_foreign_crl(tmp_path: Path, damage: str) -> None:
+    """A CRL that does not parse, or that another CA signed, stops the start in one line."""
+    require_mosquitto()
+    from fleet.broker import BrokerCA
+    from fleet.errors import ConfigError
+
+    project = Project.locate(tmp_path)
+    roots = fleet_ca_devices(project, tmp_path, ("nairobi-01",))
+    crl = project.certs / "crl.pem"
+    if damage == "truncated":
+        crl.write_bytes(crl.read_bytes()[:60])
+    else:
+        BrokerCA.load_or_create(tmp_path / "other-ca").write_crl(crl)
+    mq = LabMqtt(project)
+    with pytest.raises(ConfigError, match=r"crl.pem is not a CRL signed by the CA .*ca.crt"):
+        mq.up(roots, INTERVAL)
+    assert not mq.broker.running()
