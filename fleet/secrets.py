@@ -119,11 +119,18 @@ class SecretBox:
 
 
 def _create_key_file(path: Path) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(generate_key() + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    """A new key at `path`, whole or not at all (a crash leaves no empty key file behind);
+    FileExistsError when another process made one first."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(generate_key() + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.link(tmp, path)  # exclusive and atomic: the name appears with the whole key
+    finally:
+        tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)
 
 

@@ -199,3 +199,46 @@ def test_rotate_refuses_an_environment_key_and_changes_nothing(
         assert result.exit_code == 2 and f"unset {KEY_ENV}" in result.stderr
     assert stored_refs(project_dir) == before
     assert not (project_dir / ".fleet/secret.key.new").exists()
+
+
+def test_a_crash_while_making_the_new_key_leaves_no_partial_key(
+    project_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fleet.secrets as secrets_module
+    from fleet.project import Project
+    from fleet.registry import open_registry
+
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    passwords = registry_with_passwords(project_dir)
+
+    def crash(src: object, dst: object) -> None:
+        raise OSError("power cut")
+
+    monkeypatch.setattr(secrets_module.os, "link", crash)
+    registry = open_registry(Project.locate(project_dir))
+    with pytest.raises(OSError, match="power cut"):
+        registry.rotate_secret_key()
+    registry.close()
+    monkeypatch.undo()
+    assert sorted(p.name for p in (project_dir / ".fleet").glob("secret.key*")) == ["secret.key"]
+    assert passwords_now(project_dir) == passwords
+
+
+def test_rotate_refuses_a_damaged_pending_key_and_changes_nothing(
+    project_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from labkit import run_cli
+
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    registry_with_passwords(project_dir)
+    before = stored_refs(project_dir)
+    pending = project_dir / ".fleet/secret.key.new"
+    pending.write_text("not-a-key\n")
+    pending.chmod(0o600)
+    result = run_cli(project_dir, "secrets", "rotate")
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "error: secret key is not 32 bytes of URL-safe base64"
+    )
+    assert "secret.key.new" in result.stderr and "Traceback" not in result.stderr
+    assert stored_refs(project_dir) == before
