@@ -242,3 +242,15 @@ def test_rotate_refuses_a_damaged_pending_key_and_changes_nothing(
     )
     assert "secret.key.new" in result.stderr and "Traceback" not in result.stderr
     assert stored_refs(project_dir) == before
+
+
+def test_dry_run_on_a_project_without_a_key_makes_none(
+    project_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from labkit import run_cli
+
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    result = run_cli(project_dir, "secrets", "rotate", "--dry-run", "--json")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout) == {"dry_run": True, "key_id": None, "would_reseal": 0}
+    assert not list((project_dir / ".fleet").glob("secret.key*"))

@@ -17,17 +17,19 @@ def rotate(ctx: typer.Context, dry_run: o.DryRun = False, json: o.Json = False) 
     transaction). Safe to interrupt: run it again to finish. No secret is printed."""
     from fleet.registry import open_registry
     from fleet.registry.sqlite import SQLiteRegistry
-    from fleet.secrets import ensure_rotatable, secret_box
+    from fleet.secrets import KEY_FILE, ensure_rotatable, secret_box
 
     a = app_of(ctx)
     with a.guarded():
         registry = open_registry(a.project)
-        if not isinstance(registry, SQLiteRegistry):
+        if registry.backend != "sqlite" or not isinstance(registry, SQLiteRegistry):
             a.abort("the aws registry keeps camera passwords in AWS Secrets Manager;"
                     " rotate them there", 2)
         ensure_rotatable()
         if dry_run:
-            count, current = registry.count_secrets(), secret_box(a.project.state_dir).key_id
+            count = registry.count_secrets()
+            has_key = (a.project.state_dir / KEY_FILE).exists()  # a dry run makes none
+            current = secret_box(a.project.state_dir).key_id if has_key else None
             registry.close()
             if json:
                 a.output_json({"dry_run": True, "key_id": current, "would_reseal": count})

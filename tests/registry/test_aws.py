@@ -242,3 +242,15 @@ def test_failed_secret_write_rolls_back_the_whole_import(
     assert registry.list_cameras() == []
     assert _secret_names(sm) == set()  # fine-1 and fine-2 were undone
     registry.close()
+
+
+def test_secrets_rotate_is_refused_on_the_aws_backend(aws_project: Project) -> None:
+    """Camera passwords live in Secrets Manager there: nothing local to re-seal."""
+    for args in (("--dry-run",), ()):
+        res = run_cli(aws_project.root, "secrets", "rotate", *args)
+        assert res.exit_code == 2
+        assert res.stderr.strip() == (
+            "error: the aws registry keeps camera passwords in AWS Secrets Manager;"
+            " rotate them there"
+        )
+    assert not list(aws_project.state_dir.glob("secret.key*"))
