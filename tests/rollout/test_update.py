@@ -76,7 +76,7 @@ def test_a_changed_result_without_a_post_reboot_report_is_refused(reports):
     (verify_saw("software", "1.0.0"), "no post-reboot report of 1.1.0 (saw 1.0.0)"),
     (verify_saw("verdict", "failing"), "health failing after the reboot"),
     (drop("commit"), "the commit did not report 1.1.0"),
-])
+], ids=["no-verify", "old-version", "health-failing", "no-commit"])
 def test_a_report_missing_its_evidence_is_refused(reports, edit, reason):
     work, _dry, real = reports
     assert work.accept(edited(real, edit)) == reason

@@ -226,8 +226,8 @@ def test_a_crash_loop_in_the_real_runtime_shows_in_the_agents_health(
             assert runtime.poll() is None and time.monotonic() < deadline, "no crash loop seen"
             time.sleep(0.1)
         agent = Path(sys.executable).parent / "fleet-agent"
-        calm = ["--disk-warn", "100", "--disk-fail", "101", "--mem-warn", "100",
-                "--mem-fail", "101", "--load-warn", "1000"]  # the host must not decide it
+        calm = ["--disk-warn", "100", "--disk-fail", "100", "--mem-warn", "100",
+                "--mem-fail", "100", "--load-warn", "1000"]  # the host must not decide it
         proc = subprocess.run([str(agent), "health", *calm], env=env, capture_output=True,
                               text=True, timeout=60)
     finally:
