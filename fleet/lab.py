@@ -41,7 +41,12 @@ from fleet.transport import controller_public_key, pin_host_key
 
 SITE_NAMES = ("berlin", "lisbon", "osaka", "denver", "sydney", "toronto", "nairobi", "lima")
 FACTORY_VERSION = "1.0.0"
-FAULTS = ("offline", "online", "slow", "disk-full", "clear")
+FAULTS = ("offline", "online", "slow", "disk-full", "fallback", "no-reboot", "clear")
+# One-shot faults the next `reboot` consumes: "fallback" = every trial boot of the new slot
+# dies before anything commits it, so the boot logic itself falls back to the committed slot;
+# "no-reboot" = the reboot does nothing (the device keeps running, SSH never drops).
+BOOT_FAULTS = ("fallback", "no-reboot")
+MAX_TRIAL_BOOTS = 16
 HOST = "127.0.0.1"
 
 
@@ -289,7 +294,7 @@ class Lab:
         self.device(name)
         if kind in ("offline", "online", "clear"):
             self._set_offline(name, kind == "offline")
-        if kind in ("slow", "disk-full", "clear"):
+        if kind in ("slow", "disk-full", "clear", *BOOT_FAULTS):
             self._set_fault_switch(name, kind, seconds)
 
     def _set_offline(self, name: str, offline: bool) -> None:
@@ -301,9 +306,18 @@ class Lab:
         faults = {} if kind == "clear" else read_json(lay.lab_faults, default={})
         if kind == "slow":
             faults["slow"] = seconds
-        elif kind == "disk-full":
-            faults["disk-full"] = True
+        elif kind in ("disk-full", *BOOT_FAULTS):
+            faults[kind] = True
         atomic_write_json(lay.lab_faults, faults)
+
+    def _take_boot_fault(self, name: str) -> str | None:
+        """The one-shot boot fault set on `name` (cleared as the reboot uses it), if any."""
+        lay = self.layout(name)
+        faults = read_json(lay.lab_faults, default={}) or {}
+        kind = next((k for k in BOOT_FAULTS if faults.pop(k, None)), None)
+        if kind is not None:
+            atomic_write_json(lay.lab_faults, faults)
+        return kind
 
     def faults(self, name: str) -> list[str]:
         dev = self.device(name)
@@ -311,10 +325,25 @@ class Lab:
         return (["offline"] if dev.offline else []) + active
 
     def reboot(self, name: str) -> dict[str, Any]:
-        """Power-cycle: SSH goes away, the boot logic picks the slot, services come back."""
+        """Power-cycle: SSH goes away, the boot logic picks the slot, services come back.
+        A `fallback` or `no-reboot` fault set on the device changes this one reboot."""
+        fault = self._take_boot_fault(name)
+        if fault == "no-reboot":
+            return {"event": "none", "fault": fault}
         self.stop(name)
         boot = run_boot(self.layout(name), self._device_env(self.device(name)))
+        if fault == "fallback":
+            boot = self._boot_until_fallback(name, boot)
         self.start(name)
+        return boot
+
+    def _boot_until_fallback(self, name: str, boot: dict[str, Any]) -> dict[str, Any]:
+        """Each trial boot dies before a commit: boot again until the boot logic falls back."""
+        env = self._device_env(self.device(name))
+        for _ in range(MAX_TRIAL_BOOTS):
+            if boot.get("state") != "trial":
+                break
+            boot = run_boot(self.layout(name), env)
         return boot
 
     # ---- inventory -------------------------------------------------------------

@@ -23,6 +23,12 @@ SSH_KINDS = ["openssh", "asyncssh"]
 
 
 
+# fleet.yaml for tests that assert an exact verdict: the shared host's disk and memory
+# (lab devices report the host's) must not turn a healthy device degraded.
+CALM_HEALTH = ("health: {disk_warn_pct: 100, disk_fail_pct: 100, mem_warn_pct: 100, "
+               "mem_fail_pct: 100}\n")
+
+
 def require_ssh(kind: str) -> None:
     if kind == "openssh" and not HAVE_SSHD:
         if os.environ.get("CI"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -195,10 +194,8 @@ def _ten_thousand(reg, tmp_path: Path, bad_row: int | None = None) -> Path:
 
 def test_ten_thousand_rows_in_one_transaction(reg, tmp_path: Path) -> None:
     path = _ten_thousand(reg, tmp_path)
-    started = time.perf_counter()
-    result = run_import(reg, path)
+    result = run_import(reg, path)  # its speed is the bench's to measure, not a test's
     assert result.ok and len(result.created) == 10_000
-    assert time.perf_counter() - started < 10  # the bench measures; this only guards regressions
     assert len(reg.list_cameras()) == 10_000
     assert reg.camera_password("cam-09999") == "pw-9999"
 

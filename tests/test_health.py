@@ -6,14 +6,16 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from labkit import HAVE_SSHD, run_cli, start_lab
+from labkit import CALM_HEALTH, HAVE_SSHD, run_cli, start_lab
 
 from fleet.lab import Lab
 
 
 @pytest.fixture(scope="module")
 def lab12(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    lab = start_lab(tmp_path_factory.mktemp("lab12"), 3, 4, "openssh" if HAVE_SSHD else "asyncssh")
+    root = tmp_path_factory.mktemp("lab12")
+    (root / "fleet.yaml").write_text(CALM_HEALTH)  # "healthy" must not hang on the host's disk
+    lab = start_lab(root, 3, 4, "openssh" if HAVE_SSHD else "asyncssh")
     yield lab
     lab.down()
 

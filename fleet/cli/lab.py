@@ -65,9 +65,13 @@ def status(ctx: typer.Context, json: o.Json = False) -> None:
 
 @app.command()
 def fault(ctx: typer.Context, device: str,
-          kind: Annotated[str, typer.Argument(help="offline | online | slow | disk-full | clear")],
+          kind: Annotated[str, typer.Argument(help="offline | online | slow | disk-full | fallback | no-reboot | clear")],
           seconds: Annotated[float, typer.Option(help="delay per command for `slow`")] = 3.0) -> None:
-    """Inject a fault into a lab device (or clear it)."""
+    """Inject a fault into a lab device (or clear it).
+
+    `fallback` and `no-reboot` apply to the next reboot only: with `fallback` the device
+    boots the new slot until its trials run out and falls back to the committed one by
+    itself; with `no-reboot` the reboot does nothing."""
     from fleet.broker import LabMqtt
     from fleet.lab import Lab
 

@@ -50,6 +50,7 @@ DEFAULT_TRIALS = 3
 HOOK_TIMEOUT_S = 60.0
 MANIFEST_IN_SLOT = f"{bundle.RESERVED_PREFIX}/manifest.json"
 CRASH_ENV = "FLEET_AGENT_CRASH_AT"  # power-loss tests: "N", "label" or "label:N"
+PAUSE_ENV = "FLEET_AGENT_PAUSE"  # power-loss tests: "1" = SIGSTOP at the first point crossed
 
 
 class State(str, Enum):
@@ -108,14 +109,20 @@ class SlotError(Exception):
 # ---------------------------------------------------------------------------- state file
 
 _crossings: dict[str, int] = {}
+_paused: list[bool] = []
 
 
 def crash_point(label: str) -> None:
     """Test hook for the power-loss suite: SIGKILL ourselves at a chosen point.
 
     ``FLEET_AGENT_CRASH_AT=7`` dies at the 7th point crossed, ``=write:3`` at the
-    third ``write`` point. Unset (always, outside tests) it costs one lookup.
+    third ``write`` point. ``FLEET_AGENT_PAUSE=1`` stops the process (SIGSTOP) at
+    the first point, so a test knows the step has begun before it times a kill.
+    Unset (always, outside tests) they cost two lookups.
     """
+    if os.environ.get(PAUSE_ENV) and not _paused:
+        _paused.append(True)
+        os.kill(os.getpid(), signal.SIGSTOP)
     target = os.environ.get(CRASH_ENV)
     if not target:
         return

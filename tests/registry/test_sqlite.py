@@ -147,6 +147,40 @@ def test_camera_needs_a_registered_device_foreign_key(reg) -> None:
     assert reg.list_cameras() == []
 
 
+def _camera_rows(project: Project) -> list[tuple[str, str]]:
+    """What another process would read: a fresh connection, not the writer's."""
+    conn = connect(project.state_dir / "registry.db")
+    try:
+        return conn.execute("SELECT name, rtsp_url FROM cameras ORDER BY name").fetchall()
+    finally:
+        conn.close()
+
+
+def test_a_camera_import_that_fails_on_a_later_row_writes_no_row(project: Project, reg) -> None:
+    reg.upsert_device("d1", site="s1")
+    good, bad = Camera("c1", "d1", "rtsp://h/1"), Camera("c2", "ghost", "rtsp://h/2")
+    with pytest.raises(sqlite3.IntegrityError):
+        reg.write_cameras([good, bad], [])  # c1 is valid; c2's device does not exist
+    assert _camera_rows(project) == []
+    assert reg.history("c1") == []
+
+
+def test_a_camera_write_failing_after_its_inserts_and_updates_rolls_all_back(
+        project: Project, reg) -> None:
+    """The last statement of the write (its history rows) fails: the inserts and updates
+    before it, which SQLite had already applied, must not survive."""
+    reg.upsert_device("d1", site="s1")
+    reg.write_cameras([Camera("c0", "d1", "rtsp://h/old")], [])
+    reg.conn.execute("CREATE TRIGGER fail_history BEFORE INSERT ON history "
+                     "WHEN NEW.subject = 'c2' BEGIN SELECT RAISE(ABORT, 'disk trouble'); END")
+    with pytest.raises(sqlite3.IntegrityError, match="disk trouble"):
+        reg.write_cameras([Camera("c1", "d1", "rtsp://h/1"), Camera("c2", "d1", "rtsp://h/2")],
+                          [Camera("c0", "d1", "rtsp://h/new")])
+    assert _camera_rows(project) == [("c0", "rtsp://h/old")]
+    assert [e["event"] for e in reg.history("c0")] == ["imported"]
+    assert reg.history("c1") == []
+
+
 def test_camera_password_is_encrypted_and_masked(project: Project, reg) -> None:
     reg.upsert_device("d1", site="s1")
     reg.write_cameras([Camera("c1", "d1", "rtsp://h/s", "admin", "Tr0ub4dor&3")], [])

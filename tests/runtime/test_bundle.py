@@ -226,6 +226,18 @@ def test_downgrade_needs_a_signed_permit():
     compat(permitted)
 
 
+def test_downgrade_floor_is_the_committed_version_not_the_running_one():
+    """Committed and running differ only while a slot is on trial (and installs are refused
+    then); the floor anti-rollback protects is still the committed version, both ways."""
+    between = make_manifest(KEY, {"ok.txt": b"x"}, version="1.5.0", min_version=None)
+    # on trial at a newer 2.0.0, committed 1.0.0: 1.5.0 is no downgrade of what is committed
+    compat(between, current="2.0.0", committed="1.0.0")
+    # on trial at an older 1.0.0 (a permitted downgrade), committed 2.0.0: 1.5.0 is one
+    with pytest.raises(BundleError) as info:
+        compat(between, current="1.0.0", committed="2.0.0")
+    assert info.value.code == "downgrade" and "older than committed 2.0.0" in info.value.message
+
+
 @pytest.mark.parametrize("a,b,expected", [("1.0.0", "1.0", 0), ("1.10.0", "1.9.9", 1),
                                           ("1.2.0-rc1", "1.2.0", -1), ("2", "10", -1),
                                           ("1.0.0+build7", "1.0.0", 0)])

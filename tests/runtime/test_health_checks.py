@@ -111,10 +111,12 @@ def test_failed_runtime_and_silent_runtime(tmp_path: Path, runtime_http: tuple[i
     port, handler = runtime_http
     layout = Layout(tmp_path)
     atomic_write_json(layout.run / "runtime.json", {"http_port": port, "app": "ppe"})
-    handler.doc = {**runtime_doc("failed", 0, {}), "reasons": ["node code: crash_loop"]}
+    # what the runtime sends once a node has failed for good (a crash loop: see the real
+    # runtime's test below); the document rides on a 503
+    handler.doc = {**runtime_doc("failed", 0, {}), "reasons": ["node code: failed (OSError: x)"]}
     handler.code = 503
     app = {c["name"]: c for c in health.runtime_checks(layout, 0)}["app:ppe"]
-    assert app["status"] == "fail" and app["reason"] == "app ppe: node code: crash_loop"
+    assert app["status"] == "fail" and app["reason"] == "app ppe: node code: failed (OSError: x)"
     atomic_write_json(layout.run / "runtime.json", {"http_port": 1, "app": "ppe"})
     silent = {c["name"]: c for c in health.runtime_checks(layout, 0)}["app:ppe"]
     assert silent["status"] == "fail" and "not answering" in silent["reason"]
@@ -172,3 +174,67 @@ def test_gpu_check_reads_one_tegrastats_line(
     assert (result["status"], result["reason"], result["present"]) == (status, reason, True)
     if status == "ok":
         assert (result["util_pct"], result["mem_total_mb"], result["source"]) == (37, 7620, "tegrastats")
+
+
+CRASHING_CODE = """
+import panoramasdk
+
+class Application(panoramasdk.node):
+    def process_streams(self):
+        self.inputs.video_in.get()
+        raise RuntimeError("bad frame handling")
+
+app = Application()
+while True:
+    app.process_streams()
+"""
+COLOR_CODE = "packages/123456789012-COLOR_CODE-1.0/src/application.py"
+
+
+def _runtime_health(layout: Layout) -> dict[str, Any] | None:
+    ports = health.runtime_ports(layout)
+    try:
+        return health.fetch_health(ports["color_classifier"]) if ports else None
+    except OSError:
+        return None  # registered, not answering yet
+
+
+def test_a_crash_loop_in_the_real_runtime_shows_in_the_agents_health(
+        color_app: Path, tmp_path: Path) -> None:
+    """fleet-runtime runs an app whose code node raises on every frame; the agent's health,
+    reading that runtime's own /health, names the crash loop and degrades the device."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    app = tmp_path / "crashy"
+    shutil.copytree(color_app, app)
+    (app / COLOR_CODE).write_text(CRASHING_CODE)
+    layout = Layout(tmp_path / "device")
+    atomic_write_json(layout.device_json, {"name": "lab-01"})
+    env = {**os.environ, "FLEET_ROOT": str(layout.root)}
+    runtime = subprocess.Popen(
+        [sys.executable, "-m", "fleet_runtime.runtime_cli", "run", str(app), "--camera",
+         "camera_node=synthetic:32x24@30", "--providers", "cpu", "--http", "0",
+         "--duration", "600"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while "crash_loop" not in json.dumps(_runtime_health(layout) or {}):
+            assert runtime.poll() is None and time.monotonic() < deadline, "no crash loop seen"
+            time.sleep(0.1)
+        agent = Path(sys.executable).parent / "fleet-agent"
+        calm = ["--disk-warn", "100", "--disk-fail", "100", "--mem-warn", "100",
+                "--mem-fail", "100", "--load-warn", "1000"]  # the host must not decide it
+        proc = subprocess.run([str(agent), "health", *calm], env=env, capture_output=True,
+                              text=True, timeout=60)
+    finally:
+        runtime.terminate()
+        runtime.wait(timeout=60)
+    report = json.loads(proc.stdout)
+    app_check = {c["name"]: c for c in report["checks"]}["app:color_classifier"]
+    assert (app_check["status"], app_check["runtime_status"]) == ("warn", "degraded")
+    assert app_check["reason"].startswith("app color_classifier: node code_node: crash_loop")
+    assert report["verdict"] == "degraded" and report["reason"] == app_check["reason"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -138,25 +139,31 @@ def test_run_registers_its_port_for_the_agent(color_app: Path, tmp_path: Path):
         "--http",
         "0",
         "--duration",
-        "4",
+        "600",  # stopped by SIGTERM below, once seen running: a slow start cannot beat it
     ]
     proc = subprocess.Popen(
         argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     )
     registry = root / "run/fleet/runtime.json"
+
+    def code_node_state() -> str | None:
+        apps = json.loads(registry.read_text() if registry.exists() else "{}").get("apps")
+        if not apps:
+            return None
+        url = f"http://127.0.0.1:{apps['color_classifier']['http_port']}/health"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return str(json.loads(response.read())["nodes"]["code_node"]["state"])
+        except OSError:
+            return None  # registered, not serving yet
+
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not json.loads(
-            registry.read_text() if registry.exists() else "{}"
-        ).get("apps"):
+        deadline = time.monotonic() + 120
+        while code_node_state() != "running":
+            assert proc.poll() is None and time.monotonic() < deadline, "never seen running"
             time.sleep(0.1)
-        port = json.loads(registry.read_text())["apps"]["color_classifier"]["http_port"]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as response:
-            assert json.loads(response.read())["nodes"]["code_node"]["state"] in (
-                "running",
-                "starting",
-            )
     finally:
+        proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=60)
     assert proc.returncode == 0
     assert json.loads(registry.read_text()) == {"apps": {}}

@@ -1,9 +1,6 @@
-"""The A/B state machine: the flow, every refusal, the trial counter, and power loss.
+"""The A/B state machine: the flow, every refusal, the trial counter.
 
-Power loss is simulated with a real SIGKILL of a forked process running the
-real code, either at a chosen crash point (``FLEET_AGENT_CRASH_AT``) or at a
-random instant. After each kill a copy of the device is booted (it must come
-up on a valid, intact slot) and the interrupted step is re-run (it must succeed).
+Power loss (the agent killed in every step) is tested in test_power_loss.py.
 """
 
 from __future__ import annotations
@@ -11,13 +8,9 @@ from __future__ import annotations
 import io
 import json
 import os
-import random
-import shutil
-import signal
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import pytest
@@ -329,154 +322,3 @@ def test_agent_removes_an_installed_upload(device):
     upload.write_bytes(make_bundle(KEY))
     assert agent(device, "install", str(upload), "--remove-after")[0] == 0
     assert not upload.exists()
-
-
-# ---------------------------------------------------------------------------- power loss
-
-STEPS = ("install", "activate", "boot", "commit")
-POWER_FILES = {f"opt/edgefleet/lib/part{i}.bin": bytes([i]) * (40 << 10) for i in range(5)}
-POWER_FILES["opt/edgefleet/models/big.onnx"] = os.urandom(1 << 20) + b"tail"
-
-
-@pytest.fixture(scope="module")
-def power_bundle(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("power") / "update.bundle"
-    path.write_bytes(make_bundle(KEY, dict(POWER_FILES, **default_files("1.1.0"))))
-    return path
-
-
-def run_step(layout: Layout, step: str, bundle_path: Path) -> None:
-    if step == "install":
-        with open(bundle_path, "rb") as fh:
-            slots.install(layout, fh)
-    elif step == "activate":
-        slots.activate(layout)
-    elif step == "boot":
-        slots.boot(layout)
-    else:
-        slots.commit(layout)
-
-
-def prepare(root: Path, step: str, bundle_path: Path) -> Layout:
-    layout = make_device(root, KEY)
-    for earlier in STEPS[:STEPS.index(step)]:
-        run_step(layout, earlier, bundle_path)
-    return layout
-
-
-def kill_during(layout: Layout, step: str, bundle_path: Path, *, crash_at: str | None = None,
-                after_s: float | None = None) -> bool:
-    """Run `step` in a forked child and SIGKILL it; True when the kill landed mid-step."""
-    pid = os.fork()
-    if pid == 0:  # the child: the device agent, about to lose power
-        code = 0
-        try:
-            if crash_at:
-                os.environ[slots.CRASH_ENV] = crash_at
-            run_step(layout, step, bundle_path)
-        except BaseException:
-            code = 3
-        os._exit(code)
-    if after_s is not None:
-        time.sleep(after_s)  # a random instant, chosen by the trial, not a wait for luck
-        os.kill(pid, signal.SIGKILL)
-    _, status = os.waitpid(pid, 0)
-    assert not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 3), "step raised"
-    return os.WIFSIGNALED(status)
-
-
-def count_points(tmp: Path, step: str, bundle_path: Path) -> int:
-    layout = prepare(tmp / f"count-{step}", step, bundle_path)
-    os.environ[slots.CRASH_ENV] = str(10**9)
-    try:
-        slots._crossings.clear()
-        run_step(layout, step, bundle_path)
-        return slots.crossings()
-    finally:
-        del os.environ[slots.CRASH_ENV]
-        slots._crossings.clear()
-
-
-def assert_boots_valid(layout: Layout, sim_root: Path) -> str:
-    """Boot a copy of the device after the power cut: valid slot, consistent, intact."""
-    shutil.copytree(layout.root, sim_root, symlinks=True)
-    sim = Layout(sim_root)
-    booted = slots.boot(sim)
-    assert slots.problems(sim) == [], slots.read_state(sim)
-    assert slots.verify_slot(sim, booted["slot"]) == []
-    assert booted["version"] in {"1.0.0", "1.1.0"}
-    assert not list(sim.slots.glob(".staging-*")) and not list(sim.slots.glob(".trash-*"))
-    shutil.rmtree(sim_root)
-    return str(booted["slot"])
-
-
-def finish(layout: Layout, step: str, bundle_path: Path) -> None:
-    """Re-run the interrupted step, then the rest of the update: it must end committed."""
-    run_step(layout, step, bundle_path)
-    state = slots.read_state(layout)["state"]
-    rest = {"installing": STEPS[1:], "installed": STEPS[1:], "activated": STEPS[2:],
-            "trial": STEPS[3:], "idle": ()}[state]
-    if state == "idle" and slots.software_version(layout) != "1.1.0":
-        rest = STEPS  # a kill that became a discard: install again
-    for later in rest:
-        run_step(layout, later, bundle_path)
-    assert slots.software_version(layout) == "1.1.0"
-    assert slots.read_state(layout)["state"] == "idle" and slots.problems(layout) == []
-    assert slots.verify_slot(layout, slots.active_slot(layout)) == []
-
-
-FAULT_TABLE = [
-    # (step, crash point) -> (state after the power cut and one boot, running version)
-    ("install", "after-persist:1", "idle", "1.0.0"),      # `installing` persisted
-    ("install", "write:3", "idle", "1.0.0"),              # mid-payload
-    ("install", "after-slot-rename", "idle", "1.0.0"),    # image in place, not yet recorded
-    ("install", "after-persist:2", "installed", "1.0.0"),  # `installed` persisted
-    ("activate", "before-persist", "installed", "1.0.0"),
-    ("activate", "after-persist", "trial", "1.1.0"),
-    ("boot", "before-persist", "trial", "1.1.0"),         # the real boot after that picks b
-    ("boot", "after-persist", "trial", "1.1.0"),
-    ("commit", "before-persist", "trial", "1.1.0"),
-    ("commit", "after-persist", "idle", "1.1.0"),
-]
-
-
-@pytest.mark.parametrize("step,point,state,version", FAULT_TABLE)
-def test_killed_in_state(tmp_path, power_bundle, step, point, state, version):
-    layout = prepare(tmp_path / "dev", step, power_bundle)
-    assert kill_during(layout, step, power_bundle, crash_at=point)
-    slots.boot(layout)
-    assert (slots.read_state(layout)["state"], slots.software_version(layout)) == (state, version)
-    assert slots.problems(layout) == []
-    finish(layout, step if state != "trial" or step != "activate" else "boot", power_bundle)
-
-
-def test_two_hundred_power_cuts(tmp_path, power_bundle):
-    rng = random.Random(int(os.environ.get("POWER_SEED", "5")))
-    points = {step: count_points(tmp_path, step, power_bundle) for step in STEPS}
-    assert all(points.values()), points
-    timing = {}
-    for step in STEPS:
-        layout = prepare(tmp_path / f"time-{step}", step, power_bundle)
-        started = time.perf_counter()
-        run_step(layout, step, power_bundle)
-        timing[step] = time.perf_counter() - started
-    unbootable, landed = [], 0
-    for trial in range(200):
-        step = STEPS[trial % len(STEPS)]
-        root = tmp_path / f"t{trial}"
-        layout = prepare(root, step, power_bundle)
-        if trial % 2 == 0:
-            killed = kill_during(layout, step, power_bundle,
-                                 crash_at=str(rng.randint(1, points[step])))
-        else:
-            killed = kill_during(layout, step, power_bundle,
-                                 after_s=rng.uniform(0, timing[step] * 1.2))
-        landed += killed
-        try:
-            assert_boots_valid(layout, tmp_path / f"t{trial}-sim")
-        except AssertionError as exc:
-            unbootable.append((trial, step, str(exc)[:200]))
-        finish(layout, step, power_bundle)
-        shutil.rmtree(root)
-    assert unbootable == []
-    assert landed >= 100  # at least every counted crash point trial really died mid-step
