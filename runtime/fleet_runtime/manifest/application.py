@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fleet_runtime.manifest import layouts
 from fleet_runtime.manifest.schema import Problem, validate_document
 
 MAX_CAMERAS = 8
@@ -56,6 +57,7 @@ class Interface:
     asset: str = ""
     package_dir: Path | None = None
     inbound_ports: tuple[int, ...] = ()
+    defaults: dict[str, str] = field(default_factory=dict)  # camera url/username/password
 
 
 @dataclass
@@ -65,6 +67,7 @@ class CameraNode:
     name: str
     cameras: list[str]
     mandatory: bool = False
+    defaults: dict[str, str] = field(default_factory=dict)  # from the package's input defaults
 
 
 @dataclass
@@ -85,6 +88,8 @@ class CodeNode:
     media_inputs: dict[str, list[str]] = field(default_factory=dict)
     media_outputs: dict[str, list[str]] = field(default_factory=dict)
     launch: str = "onAppStart"
+    needs_gpu: bool = False  # the package asks for inferenceAccelerators
+    package_dir: Path | None = None
 
 
 @dataclass
@@ -96,6 +101,7 @@ class Application:
     camera_nodes: dict[str, CameraNode]
     sink_nodes: list[str]
     routing: list[dict[str, Any]]
+    warnings: list[Problem] = field(default_factory=list)  # accepted, but worth knowing
 
 
 @dataclass
@@ -105,6 +111,7 @@ class _Loader:
     interfaces: dict[str, Interface] = field(default_factory=dict)
     assets: dict[str, dict[str, Any]] = field(default_factory=dict)  # "pkg.asset" -> asset
     broken: set[str] = field(default_factory=set)  # packages already reported invalid
+    warnings: list[Problem] = field(default_factory=list)
     override_file: str = "override.json"
 
     def rel(self, path: Path) -> str:
@@ -116,6 +123,9 @@ class _Loader:
     def problem(self, file: Path | str, path: str, message: str) -> None:
         name = self.rel(file) if isinstance(file, Path) else file
         self.problems.append(Problem(name, path, message))
+
+    def warn(self, file: Path, path: str, message: str) -> None:
+        self.warnings.append(Problem(self.rel(file), path, message))
 
     def read(self, path: Path, kind: str) -> dict[str, Any] | None:
         """A JSON document validated against its schema, or None (problems recorded)."""
@@ -202,6 +212,7 @@ def _resolve(
         cameras,
         sinks,
         routing,
+        loader.warnings,
     )
 
 
@@ -258,6 +269,7 @@ def _load_package(loader: _Loader, gpath: Path, index: int, name: str, version: 
             iface["asset"],
             pdir,
             tuple(ports),
+            layouts.camera_defaults(iface.get("inputs", [])),
         )
     loader.assets.update({f"{name}.{asset['name']}": asset for asset in pkg["assets"]})
 
@@ -293,7 +305,9 @@ def _camera_nodes(
     for name, node in nodes.items():
         iface = loader.interfaces.get(node["interface"])
         if iface and iface.category == "media_source":
-            cameras[name] = CameraNode(name, [name], bool(node.get("overrideMandatory")))
+            cameras[name] = CameraNode(
+                name, [name], bool(node.get("overrideMandatory")), dict(iface.defaults)
+            )
     return cameras
 
 
@@ -390,6 +404,24 @@ def _asset(loader: _Loader, iface: Interface) -> dict[str, Any] | None:
     return loader.assets.get(f"{iface.package}.{iface.asset}")
 
 
+def _cli_asset(loader: _Loader, iface: Interface) -> dict[str, Any] | None:
+    """A panorama-cli project before build-container: resolve its folders as the tool does."""
+    if iface.package_dir is None or any(
+        key.startswith(f"{iface.package}.") for key in loader.assets
+    ):
+        return None  # the package declares assets: a missing one is an error
+    impl = layouts.cli_asset(iface.package_dir, iface.category)
+    if impl is None:
+        return None
+    loader.warn(
+        iface.package_dir / "package.json",
+        "$.nodePackage.assets",
+        f"empty (a panorama-cli project before build-container): using"
+        f" {impl['assetUri']}/ and {impl['descriptorUri']} for {iface.asset or iface.name}",
+    )
+    return {"name": iface.asset, "implementations": [impl]}
+
+
 def _resolve_uri(loader: _Loader, pdir: Path, uri: str) -> Path:
     local = pdir / uri
     return local if local.exists() else loader.root / "assets" / uri
@@ -408,7 +440,7 @@ def _typed_nodes(
         if iface.category == "media_sink":
             sinks.append(name)
             continue
-        asset = _asset(loader, iface)
+        asset = _asset(loader, iface) or _cli_asset(loader, iface)
         if asset is None or iface.package_dir is None:
             loader.problem(
                 gpath,
@@ -423,6 +455,8 @@ def _typed_nodes(
         if iface.category == "business_logic":
             built = _code_node(loader, name, node, asset_path, descriptor)
             if built:
+                built.needs_gpu = layouts.needs_gpu(asset, impl)
+                built.package_dir = iface.package_dir
                 code[name] = built
         elif iface.category == "ml_model":
             model = _model_node(loader, name, asset_path, descriptor)
@@ -437,16 +471,48 @@ def _code_node(
     doc = loader.read(descriptor, "runtime")
     if doc is None:
         return None
-    entry_name = doc["runtimeDescriptor"]["entry"]["name"]
-    entry = asset / entry_name.removeprefix("/panorama/")
+    entry_doc = doc["runtimeDescriptor"]["entry"]
+    entry = _entry_file(loader, descriptor, asset, entry_doc["name"])
+    if entry is not None and layouts.is_shell(entry_doc["path"]):
+        entry = _shell_entry(loader, descriptor, asset, entry)
+    elif entry is not None and entry.suffix != ".py":
+        loader.problem(
+            descriptor,
+            "$.runtimeDescriptor.entry",
+            f"{entry_doc['path']} cannot start {entry_doc['name']}: use bash for a .sh script",
+        )
+        return None
+    if entry is None:
+        return None
+    return CodeNode(name, entry, asset, launch=node.get("launch", "onAppStart"))
+
+
+def _entry_file(loader: _Loader, descriptor: Path, asset: Path, name: str) -> Path | None:
+    entry = asset / name.removeprefix("/panorama/")
     if not entry.is_file():
         loader.problem(
             descriptor,
             "$.runtimeDescriptor.entry.name",
-            f"{entry_name} not found: expected {loader.rel(entry)}",
+            f"{name} not found: expected {loader.rel(entry)}",
         )
         return None
-    return CodeNode(name, entry, asset, launch=node.get("launch", "onAppStart"))
+    return entry
+
+
+def _shell_entry(loader: _Loader, descriptor: Path, asset: Path, script: Path) -> Path | None:
+    """The Python file a launch script starts (the script itself is read, not run)."""
+    name, skipped = layouts.python_entry(script.read_text(errors="replace"))
+    for line in skipped:
+        loader.warn(script, "$", line)
+    if name is None or not name.startswith("/panorama/"):
+        loader.problem(
+            descriptor,
+            "$.runtimeDescriptor.entry.name",
+            f"{loader.rel(script)} starts no python3 /panorama/<file>.py: add that line,"
+            " or name the .py file as the entry with path python3",
+        )
+        return None
+    return _entry_file(loader, script, asset, name)
 
 
 def _model_node(loader: _Loader, name: str, asset: Path, descriptor: Path) -> ModelNode | None:
