@@ -143,15 +143,22 @@ def install() -> None:
     opener = _first(io.open)
     builtins.open = io.open = opener
     logging.FileHandler._builtin_open = opener  # type: ignore[attr-defined]
-    for name in _ONE_PATH:
-        if hasattr(os, name):
-            setattr(os, name, _first(getattr(os, name)))
-    for name in _TWO_PATHS:
-        if hasattr(os, name):
-            setattr(os, name, _both(getattr(os, name)))
+    for names, wrap in ((_ONE_PATH, _first), (_TWO_PATHS, _both)):
+        for name in names:
+            if hasattr(os, name):
+                _replace_os(name, wrap(getattr(os, name)))
     _patch_old_pathlib(opener)
     _patch_native_loaders()
     _patch_basic_config()
+
+
+def _replace_os(name: str, wrapper: Callable[..., Any]) -> None:
+    """Swap an os function, keeping its place in os.supports_* (shutil and pathlib ask)."""
+    original = getattr(os, name)
+    for group in (os.supports_dir_fd, os.supports_fd, os.supports_follow_symlinks):
+        if original in group:
+            group.add(wrapper)
+    setattr(os, name, wrapper)
 
 
 def _patch_old_pathlib(opener: Callable[..., Any]) -> None:
