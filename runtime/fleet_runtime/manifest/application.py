@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet_runtime.manifest import layouts
+from fleet_runtime.manifest.entries import cli_asset, code_entry
 from fleet_runtime.manifest.schema import Problem, validate_document
 
 MAX_CAMERAS = 8
@@ -404,24 +405,6 @@ def _asset(loader: _Loader, iface: Interface) -> dict[str, Any] | None:
     return loader.assets.get(f"{iface.package}.{iface.asset}")
 
 
-def _cli_asset(loader: _Loader, iface: Interface) -> dict[str, Any] | None:
-    """A panorama-cli project before build-container: resolve its folders as the tool does."""
-    if iface.package_dir is None or any(
-        key.startswith(f"{iface.package}.") for key in loader.assets
-    ):
-        return None  # the package declares assets: a missing one is an error
-    impl = layouts.cli_asset(iface.package_dir, iface.category)
-    if impl is None:
-        return None
-    loader.warn(
-        iface.package_dir / "package.json",
-        "$.nodePackage.assets",
-        f"empty (a panorama-cli project before build-container): using"
-        f" {impl['assetUri']}/ and {impl['descriptorUri']} for {iface.asset or iface.name}",
-    )
-    return {"name": iface.asset, "implementations": [impl]}
-
-
 def _resolve_uri(loader: _Loader, pdir: Path, uri: str) -> Path:
     local = pdir / uri
     return local if local.exists() else loader.root / "assets" / uri
@@ -440,7 +423,7 @@ def _typed_nodes(
         if iface.category == "media_sink":
             sinks.append(name)
             continue
-        asset = _asset(loader, iface) or _cli_asset(loader, iface)
+        asset = _asset(loader, iface) or cli_asset(loader, iface)
         if asset is None or iface.package_dir is None:
             loader.problem(
                 gpath,
@@ -468,51 +451,10 @@ def _typed_nodes(
 def _code_node(
     loader: _Loader, name: str, node: dict[str, Any], asset: Path, descriptor: Path
 ) -> CodeNode | None:
-    doc = loader.read(descriptor, "runtime")
-    if doc is None:
-        return None
-    entry_doc = doc["runtimeDescriptor"]["entry"]
-    entry = _entry_file(loader, descriptor, asset, entry_doc["name"])
-    if entry is not None and layouts.is_shell(entry_doc["path"]):
-        entry = _shell_entry(loader, descriptor, asset, entry)
-    elif entry is not None and entry.suffix != ".py":
-        loader.problem(
-            descriptor,
-            "$.runtimeDescriptor.entry",
-            f"{entry_doc['path']} cannot start {entry_doc['name']}: use bash for a .sh script",
-        )
-        return None
+    entry = code_entry(loader, asset, descriptor)
     if entry is None:
         return None
     return CodeNode(name, entry, asset, launch=node.get("launch", "onAppStart"))
-
-
-def _entry_file(loader: _Loader, descriptor: Path, asset: Path, name: str) -> Path | None:
-    entry = asset / name.removeprefix("/panorama/")
-    if not entry.is_file():
-        loader.problem(
-            descriptor,
-            "$.runtimeDescriptor.entry.name",
-            f"{name} not found: expected {loader.rel(entry)}",
-        )
-        return None
-    return entry
-
-
-def _shell_entry(loader: _Loader, descriptor: Path, asset: Path, script: Path) -> Path | None:
-    """The Python file a launch script starts (the script itself is read, not run)."""
-    name, skipped = layouts.python_entry(script.read_text(errors="replace"))
-    for line in skipped:
-        loader.warn(script, "$", line)
-    if name is None or not name.startswith("/panorama/"):
-        loader.problem(
-            descriptor,
-            "$.runtimeDescriptor.entry.name",
-            f"{loader.rel(script)} starts no python3 /panorama/<file>.py: add that line,"
-            " or name the .py file as the entry with path python3",
-        )
-        return None
-    return _entry_file(loader, script, asset, name)
 
 
 def _model_node(loader: _Loader, name: str, asset: Path, descriptor: Path) -> ModelNode | None:
