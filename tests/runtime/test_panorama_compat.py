@@ -172,6 +172,22 @@ def test_crash_looping_app_exits_non_zero_with_its_error(
     assert "calibration.json is missing" in bench.stderr.strip().splitlines()[-1]
 
 
+def test_live_run_whose_node_only_crashed_exits_non_zero(
+    tmp_path: Path, device: Layout, video: Path
+):
+    """A run bounded by --duration (the camera loops) where the node crashed throughout."""
+    app = write_app(tmp_path, "tracker", video=video)
+    code = app / "packages/123456789012-TRACKER_CODE-1.0/src/app.py"
+    code.write_text(code.read_text().replace("import tracker_utils", "import tracker_utils\n1 / 0"))
+    result = fleet_runtime(
+        device, "run", str(app), "--camera", f"front_door={video}", "--duration", "2"
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("fleet-runtime: code node code_node ")
+    assert last.endswith("ZeroDivisionError: division by zero")
+
+
 def test_node_that_never_puts_a_frame_fails_the_run(tmp_path: Path, device: Layout, video: Path):
     app = write_app(tmp_path, "tracker", video=video)
     code = app / "packages/123456789012-TRACKER_CODE-1.0/src/app.py"
