@@ -315,3 +315,21 @@ def test_launch_scripts_name_their_python_entry(script: str, entry: str | None):
     from fleet_runtime.manifest.layouts import python_entry
 
     assert python_entry(script)[0] == entry
+
+
+def test_paths_the_device_unit_already_bound_are_left_alone(tmp_path: Path):
+    from fleet_runtime.panoramasdk import paths
+
+    code = tmp_path / "code"
+    code.mkdir()
+    (tmp_path / "bound").symlink_to(code)  # stands in for BindReadOnlyPaths=code:/panorama
+    assert paths._bound(str(tmp_path / "bound"), code)
+    assert not paths._bound(str(tmp_path / "unbound"), code)
+    if Path(paths.PANORAMA).exists():
+        pytest.skip("this host has a /panorama of its own")
+    table = paths.device_paths(code, tmp_path / "logs", tmp_path / "storage")
+    assert dict(table.mapping) == {
+        "/panorama": str(code),
+        "/opt/aws/panorama/logs": str(tmp_path / "logs"),
+        "/opt/aws/panorama/storage": str(tmp_path / "storage"),
+    }
