@@ -180,16 +180,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from fleet_runtime.manifest import validate_application
+    from fleet_runtime.manifest import ManifestError, Problem, load_application
 
-    problems = validate_application(args.app, args.override, args.max_cameras)
+    warnings: list[Problem] = []
+    try:
+        app = load_application(args.app, args.override, args.max_cameras)
+    except ManifestError as exc:
+        problems = list(exc.problems)
+    else:
+        problems, warnings = _preflight(app)
+        warnings = app.warnings + warnings
     if args.json:
-        print(
-            json.dumps({"ok": not problems, "problems": [p.__dict__ for p in problems]}, indent=1)
-        )
+        doc = {
+            "ok": not problems,
+            "problems": [p.__dict__ for p in problems],
+            "warnings": [w.__dict__ for w in warnings],
+        }
+        print(json.dumps(doc, indent=1))
     else:
         for problem in problems:
             print(problem)
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
         print(
             f"{args.app}: {'valid' if not problems else f'{len(problems)} problem(s)'}",
             file=sys.stderr,
@@ -210,12 +222,46 @@ def _load(args: argparse.Namespace) -> Any:
         ) from None
 
 
-def _cameras(args: argparse.Namespace) -> dict[str, Any]:
+def _preflight(app: Any) -> tuple[list[Any], list[Any]]:
+    """What the app's code needs that this machine lacks: (errors, warnings), one line each."""
+    from fleet_runtime.pipeline.preflight import check
+
+    try:
+        from fleet_runtime.pipeline.inference import available_providers
+
+        cuda = "CUDAExecutionProvider" in available_providers() and _loads(
+            "CUDAExecutionProvider"
+        )
+    except ImportError:
+        cuda = False
+    return check(app, cuda)
+
+
+def _ready(app: Any) -> None:
+    """Refuse, before the first frame, an app whose code cannot run here; say why."""
+    errors, warnings = _preflight(app)
+    for warning in app.warnings + warnings:
+        print(f"fleet-runtime: warning: {warning}", file=sys.stderr)
+    for error in errors[:-1]:
+        print(f"fleet-runtime: {error}", file=sys.stderr)
+    if errors:
+        raise CliError(str(errors[-1]))
+
+
+def _cameras(args: argparse.Namespace, app: Any = None) -> dict[str, Any]:
     from fleet_runtime.pipeline.runner import load_cameras_file
     from fleet_runtime.pipeline.sources import SourceError, parse_source
 
     path = args.cameras or Layout.from_env().etc / "cameras.json"
     specs = load_cameras_file(path) if (args.cameras or path.is_file()) else {}
+    for name, node in (app.camera_nodes if app else {}).items():
+        if "url" in node.defaults and name not in specs:  # a camera package's default stream
+            try:
+                specs[name] = parse_source(name, node.defaults["url"])
+            except SourceError as exc:
+                raise CliError(f"{exc} (the default streamUrl of camera node {name})") from None
+            specs[name].username = node.defaults.get("username")
+            specs[name].password = node.defaults.get("password")
     for binding in args.camera:
         name, sep, uri = binding.partition("=")
         if not sep:
@@ -230,27 +276,33 @@ def _cameras(args: argparse.Namespace) -> dict[str, Any]:
     return specs
 
 
-def _options(args: argparse.Namespace, **extra: Any) -> Any:
+def _options(args: argparse.Namespace, app: Any = None, **extra: Any) -> Any:
     from fleet_runtime.pipeline.runner import RunOptions
 
     providers = args.providers.split(",") if args.providers else None
-    return RunOptions(cameras=_cameras(args), providers=providers, threads=args.threads, **extra)
+    return RunOptions(
+        cameras=_cameras(args, app), providers=providers, threads=args.threads, **extra
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from fleet_runtime.pipeline.models import ModelError
+    from fleet_runtime.pipeline.outcome import failure, produced_by
     from fleet_runtime.pipeline.runner import Runner
     from fleet_runtime.pipeline.sources import SourceError
 
     app = _load(args)
+    _ready(app)
     runner = Runner(
         app,
         _options(
             args,
+            app,
             http_port=args.http,
             http_host=args.http_host,
             events=args.events,
             record=args.record,
+            stop_on_crash_loop=args.offline,
         ),
     )
     signal.signal(signal.SIGTERM, lambda *_: runner.stopping.set())
@@ -278,6 +330,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             _register(app.name, None)
     print(json.dumps(_summary(snap), indent=1))
     code = 0 if all(n["state"] != "failed" for n in snap["nodes"].values()) else 1
+    reason = failure(snap, produced_by(runner))
+    if reason:
+        print(f"fleet-runtime: {reason}", file=sys.stderr)
+        code = 1
     # Everything is stopped, flushed and reported. A source still blocked inside
     # FFmpeg (a camera timing out) must not meet interpreter finalization, which
     # can crash in native code: leave without it.
@@ -363,11 +419,15 @@ def _identity_model() -> bytes:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     result = _bench_model(args) if args.target.suffix == ".onnx" else _bench_app(args)
+    reason = result.pop("failure", None)
     if args.json:
         print(json.dumps(result, indent=1))
     else:
         for key, value in result.items():
             print(f"{key:22} {value}")
+    if reason:
+        print(f"fleet-runtime: {reason}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -415,19 +475,22 @@ def _providers(args: argparse.Namespace) -> list[str] | None:
 
 def _bench_app(args: argparse.Namespace) -> dict[str, Any]:
     """The whole application on its cameras (synthetic if none bound), offline, N frames each."""
+    from fleet_runtime.pipeline.outcome import failure, produced_by
     from fleet_runtime.pipeline.runner import Runner
     from fleet_runtime.pipeline.sources import SourceSpec
 
     args.offline, args.app = True, args.target
     app = _load(args)
-    options = _options(args)
+    _ready(app)
+    options = _options(args, app, stop_on_crash_loop=True)
     for node in app.camera_nodes.values():
         for camera in node.cameras:
             options.cameras.setdefault(camera, SourceSpec(camera, "synthetic", size=(640, 360)))
     for spec in options.cameras.values():
         spec.max_frames = args.frames
         spec.realtime, spec.drop, spec.loop = False, False, False
-    snap = Runner(app, options).run()  # the clock starts once models are loaded and warm
+    runner = Runner(app, options)
+    snap = runner.run()  # the clock starts once models are loaded and warm
     elapsed = snap["seconds"]
     frames = sum(c["frames_out"] for c in snap["cameras"].values())
     return {
@@ -436,6 +499,7 @@ def _bench_app(args: argparse.Namespace) -> dict[str, Any]:
         "frames": frames,
         "fps": round(frames / elapsed, 2),
         **_summary(snap),
+        "failure": failure(snap, produced_by(runner)),
     }
 
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fleet_runtime.manifest import layouts
+from fleet_runtime.manifest.entries import cli_asset, code_entry
 from fleet_runtime.manifest.schema import Problem, validate_document
 
 MAX_CAMERAS = 8
@@ -56,6 +58,7 @@ class Interface:
     asset: str = ""
     package_dir: Path | None = None
     inbound_ports: tuple[int, ...] = ()
+    defaults: dict[str, str] = field(default_factory=dict)  # camera url/username/password
 
 
 @dataclass
@@ -65,6 +68,7 @@ class CameraNode:
     name: str
     cameras: list[str]
     mandatory: bool = False
+    defaults: dict[str, str] = field(default_factory=dict)  # from the package's input defaults
 
 
 @dataclass
@@ -85,6 +89,8 @@ class CodeNode:
     media_inputs: dict[str, list[str]] = field(default_factory=dict)
     media_outputs: dict[str, list[str]] = field(default_factory=dict)
     launch: str = "onAppStart"
+    needs_gpu: bool = False  # the package asks for inferenceAccelerators
+    package_dir: Path | None = None
 
 
 @dataclass
@@ -96,6 +102,7 @@ class Application:
     camera_nodes: dict[str, CameraNode]
     sink_nodes: list[str]
     routing: list[dict[str, Any]]
+    warnings: list[Problem] = field(default_factory=list)  # accepted, but worth knowing
 
 
 @dataclass
@@ -105,6 +112,7 @@ class _Loader:
     interfaces: dict[str, Interface] = field(default_factory=dict)
     assets: dict[str, dict[str, Any]] = field(default_factory=dict)  # "pkg.asset" -> asset
     broken: set[str] = field(default_factory=set)  # packages already reported invalid
+    warnings: list[Problem] = field(default_factory=list)
     override_file: str = "override.json"
 
     def rel(self, path: Path) -> str:
@@ -116,6 +124,9 @@ class _Loader:
     def problem(self, file: Path | str, path: str, message: str) -> None:
         name = self.rel(file) if isinstance(file, Path) else file
         self.problems.append(Problem(name, path, message))
+
+    def warn(self, file: Path, path: str, message: str) -> None:
+        self.warnings.append(Problem(self.rel(file), path, message))
 
     def read(self, path: Path, kind: str) -> dict[str, Any] | None:
         """A JSON document validated against its schema, or None (problems recorded)."""
@@ -202,6 +213,7 @@ def _resolve(
         cameras,
         sinks,
         routing,
+        loader.warnings,
     )
 
 
@@ -258,6 +270,7 @@ def _load_package(loader: _Loader, gpath: Path, index: int, name: str, version: 
             iface["asset"],
             pdir,
             tuple(ports),
+            layouts.camera_defaults(iface.get("inputs", [])),
         )
     loader.assets.update({f"{name}.{asset['name']}": asset for asset in pkg["assets"]})
 
@@ -293,7 +306,9 @@ def _camera_nodes(
     for name, node in nodes.items():
         iface = loader.interfaces.get(node["interface"])
         if iface and iface.category == "media_source":
-            cameras[name] = CameraNode(name, [name], bool(node.get("overrideMandatory")))
+            cameras[name] = CameraNode(
+                name, [name], bool(node.get("overrideMandatory")), dict(iface.defaults)
+            )
     return cameras
 
 
@@ -408,7 +423,7 @@ def _typed_nodes(
         if iface.category == "media_sink":
             sinks.append(name)
             continue
-        asset = _asset(loader, iface)
+        asset = _asset(loader, iface) or cli_asset(loader, iface)
         if asset is None or iface.package_dir is None:
             loader.problem(
                 gpath,
@@ -423,6 +438,8 @@ def _typed_nodes(
         if iface.category == "business_logic":
             built = _code_node(loader, name, node, asset_path, descriptor)
             if built:
+                built.needs_gpu = layouts.needs_gpu(asset, impl)
+                built.package_dir = iface.package_dir
                 code[name] = built
         elif iface.category == "ml_model":
             model = _model_node(loader, name, asset_path, descriptor)
@@ -434,17 +451,8 @@ def _typed_nodes(
 def _code_node(
     loader: _Loader, name: str, node: dict[str, Any], asset: Path, descriptor: Path
 ) -> CodeNode | None:
-    doc = loader.read(descriptor, "runtime")
-    if doc is None:
-        return None
-    entry_name = doc["runtimeDescriptor"]["entry"]["name"]
-    entry = asset / entry_name.removeprefix("/panorama/")
-    if not entry.is_file():
-        loader.problem(
-            descriptor,
-            "$.runtimeDescriptor.entry.name",
-            f"{entry_name} not found: expected {loader.rel(entry)}",
-        )
+    entry = code_entry(loader, asset, descriptor)
+    if entry is None:
         return None
     return CodeNode(name, entry, asset, launch=node.get("launch", "onAppStart"))
 

@@ -88,10 +88,23 @@ class _Ports:
 
 
 class node:  # noqa: N801 - Panorama's class name
-    """Subclass this; ``inputs``, ``outputs`` and ``call`` are wired by the runtime."""
+    """Subclass this; ``inputs``, ``outputs`` and ``call`` are wired by the runtime.
+
+    The ports are wired in ``__new__``, as on the appliance: applications that
+    never call ``super().__init__()`` still find ``self.inputs`` in their own
+    ``__init__``. Calling ``super().__init__()`` as well changes nothing.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> node:
+        instance = super().__new__(cls)
+        instance._wire(_current())
+        return instance
 
     def __init__(self) -> None:
-        context = _current()
+        if getattr(self, "_context", None) is None:  # built without __new__ (copy, pickle)
+            self._wire(_current())
+
+    def _wire(self, context: NodeContext) -> None:
         self._context = context
         inputs: dict[str, Any] = {p: _MediaInput(context, p) for p in context.media_inputs}
         inputs.update({p: _ParamInput(v) for p, v in context.params.items()})
@@ -100,9 +113,18 @@ class node:  # noqa: N801 - Panorama's class name
             "output", {p: _MediaOutput(context, p) for p in context.media_outputs}
         )
 
-    def call(self, inputs: dict[str, Any], model_node: str, timeout: float | None = None) -> Any:
-        """Run ``model_node``: arrays in -> tuple of arrays; media in -> one result per media."""
-        return self._context.call(inputs, model_node, timeout)
+    def call(
+        self,
+        inputs: dict[str, Any],
+        model_node: str,
+        timeout: float | None = None,
+        time_out: float | None = None,
+    ) -> Any:
+        """Run ``model_node``: arrays in -> tuple of arrays; media in -> one result per media.
+
+        ``time_out`` is the appliance SDK's spelling of ``timeout``.
+        """
+        return self._context.call(inputs, model_node, timeout if timeout is not None else time_out)
 
     def get_component_name(self) -> str:
         return self._context.name

@@ -50,6 +50,7 @@ class RunOptions:
     crash_window: float = 60.0
     crash_loop_after: int = 3
     inference_workers: int = 2  # frames in flight in the inference stage
+    stop_on_crash_loop: bool = False  # finite runs (bench, offline files): give up, don't hang
 
 
 class Supervisor(threading.Thread):
@@ -102,6 +103,8 @@ class Supervisor(threading.Thread):
                 return
             except (Exception, SystemExit) as exc:  # the application's own failure
                 delay = self._crashed(exc)
+                if self.state == "crash_loop" and self.runner.options.stop_on_crash_loop:
+                    return
             if self.runner.stopping.wait(delay):
                 return
             self.restarts += 1
@@ -133,9 +136,12 @@ class Supervisor(threading.Thread):
 
     def _execute(self) -> None:
         from fleet_runtime import panoramasdk
+        from fleet_runtime.panoramasdk import paths
 
         panoramasdk.install()
         panoramasdk.bind(self.context)
+        paths.install()  # /panorama, /opt/aws/panorama/logs: see panoramasdk/paths.py
+        paths.bind(paths.for_node(self.code.code_root, self.runner.app.name))
         root = str(self.code.code_root)
         if root not in sys.path:
             sys.path.insert(0, root)
@@ -171,6 +177,7 @@ class CodeContext:
         }
         self._last: dict[str, Any] = {}
         self.supervisor: Supervisor | None = None
+        self.frames_out = 0  # media this node put on its outputs (did the app ever work?)
 
     def get_media(self, port: str, timeout: float | None) -> list[Any]:
         cameras = self._cameras.get(port, [])
@@ -224,6 +231,7 @@ class CodeContext:
                     f" got {type(item).__name__}"
                 )
             self.runner.output(item)
+            self.frames_out += 1
 
     def call(self, inputs: dict[str, Any], model_node: str, timeout: float | None = None) -> Any:
         session = self.runner.models.get(model_node)

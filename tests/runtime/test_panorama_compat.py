@@ -1,0 +1,335 @@
+"""Applications written as AWS's Panorama samples are run unchanged by `fleet-runtime` (issue 13).
+
+The apps (tests/runtime/panorama_apps.py) are our own code in the samples' style:
+ports used without ``super().__init__()``, logs opened under
+``/opt/aws/panorama/logs`` at import, assets opened under ``/panorama``, and
+the package layouts Panorama's tooling produced.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+pytest.importorskip("av")
+
+from fleet_runtime.layout import Layout  # noqa: E402
+from panorama_apps import VARIANTS, write_app, write_video  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_video(tmp_path_factory.mktemp("video") / "colours.mp4")
+
+
+@pytest.fixture
+def device(tmp_path: Path) -> Layout:
+    """A device root (etc/fleet/device.json): app logs go under its var/log/fleet."""
+    layout = Layout(tmp_path / "device")
+    layout.etc.mkdir(parents=True)
+    layout.device_json.write_text(json.dumps({"name": "dev1", "site": "hq", "serial": "S1"}))
+    return layout
+
+
+def fleet_runtime(layout: Layout, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "FLEET_ROOT": str(layout.root)}
+    return subprocess.run(
+        [sys.executable, "-m", "fleet_runtime.runtime_cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+    )
+
+
+def run_offline(layout: Layout, app: Path, video: Path, events: Path, *extra: str):
+    camera = [] if "--no-camera" in extra else ["--camera", f"front_door={video}"]
+    extra = tuple(e for e in extra if e != "--no-camera")
+    return fleet_runtime(
+        layout, "run", str(app), *camera, "--offline", "--events", str(events), *extra
+    )
+
+
+def outputs(events: Path) -> list[dict]:
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    return [e for e in lines if e["event"] == "output"]
+
+
+def exported_logs(layout: Layout) -> dict[str, str]:
+    """What `fleet-agent logs export` (behind `fleet logs export`) bundles, by path."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "fleet_runtime.agent.cli", "logs", "export", "--stdout"],
+        env={**os.environ, "FLEET_ROOT": str(layout.root)},
+        capture_output=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    with tarfile.open(fileobj=io.BytesIO(proc.stdout), mode="r:gz") as tar:
+        return {
+            m.name.split("/", 1)[1]: tar.extractfile(m).read().decode()  # type: ignore[union-attr]
+            for m in tar
+            if m.isfile()
+        }
+
+
+def test_tracker_without_super_init_runs_and_its_log_reaches_export(
+    tmp_path: Path, device: Layout, video: Path
+):
+    app = write_app(tmp_path, "tracker", video=video)
+    events = tmp_path / "events.jsonl"
+    result = run_offline(device, app, video, events)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["frames_out"] == {"front_door": 24}
+    assert summary["nodes"] == {"code_node": "stopped"}
+    out = outputs(events)
+    assert [e["labels"] for e in out[:1] + out[-1:]] == [["red track 1"], ["blue track 3"]]
+    assert all(e["rects"] == 1 for e in out) and len(out) == 24
+    bundle = exported_logs(device)
+    log = bundle["var/log/fleet/apps/tracker_plain/app.log"]
+    assert "tracker module loaded" in log and "tracker ready, min_score=0.50" in log
+    assert "tracked blue as track 3" in log
+    assert not Path("/opt/aws/panorama/logs/app.log").exists() or "tracker" not in Path(
+        "/opt/aws/panorama/logs/app.log"
+    ).read_text()
+
+
+def test_app_running_its_own_onnx_model_from_panorama_path(
+    tmp_path: Path, device: Layout, video: Path
+):
+    app = write_app(tmp_path, "ort_app", video=video)
+    events = tmp_path / "events.jsonl"
+    result = run_offline(device, app, video, events)
+    assert result.returncode == 0, result.stderr
+    labels = [e["labels"][0].split()[0] for e in outputs(events)]
+    assert labels == ["red"] * 8 + ["green"] * 8 + ["blue"] * 8
+    log = exported_logs(device)["var/log/fleet/apps/ort_app_plain/app.log"]
+    assert "own model loaded from /panorama/onnx_model/model.onnx with 3 labels" in log
+    assert "own model says blue" in log
+    assert "fleet_runtime" not in log  # the runtime's own records stay out of the app's log
+
+
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if v != "plain"])
+def test_each_package_layout_validates_and_runs(
+    variant: str, tmp_path: Path, device: Layout, video: Path
+):
+    app = write_app(tmp_path, "tracker", variant, video=video)
+    checked = fleet_runtime(device, "validate", str(app), "--json")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    warnings = [w["message"] for w in json.loads(checked.stdout)["warnings"]]
+    if variant == "setup_sh":
+        assert warnings == ["line 4 is not run: pip3 install -r requirements.txt"]
+    elif variant == "cli_project":
+        assert len(warnings) == 1 and "using src/ and descriptor.json" in warnings[0]
+    elif variant == "impl_requirements" and not _cuda_works():
+        assert len(warnings) == 1 and "inferenceAccelerators" in warnings[0]
+    else:
+        assert warnings == []
+    events = tmp_path / "events.jsonl"
+    # the camera package's own default streamUrl is the video: no --camera needed
+    extra = ("--no-camera",) if variant == "camera_package" else ()
+    result = run_offline(device, app, video, events, *extra)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["frames_out"] == {"front_door": 24}
+    assert outputs(events)[-1]["labels"] == ["blue track 3"]
+
+
+def _cuda_works() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def test_crash_looping_app_exits_non_zero_with_its_error(
+    tmp_path: Path, device: Layout, video: Path
+):
+    app = write_app(tmp_path, "tracker", video=video)
+    code = app / "packages/123456789012-TRACKER_CODE-1.0/src/app.py"
+    code.write_text(
+        code.read_text().replace(
+            'log.info("tracker module loaded")',
+            'raise FileNotFoundError("calibration.json is missing")',
+        )
+    )
+    result = run_offline(device, app, video, tmp_path / "events.jsonl")
+    assert result.returncode == 1
+    assert json.loads(result.stdout)["nodes"] == {"code_node": "crash_loop"}
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("fleet-runtime: code node code_node is crash-looping (")
+    assert last.endswith("FileNotFoundError: calibration.json is missing")
+    bench = fleet_runtime(device, "bench", str(app), "--frames", "5", "--json",
+                          "--camera", f"front_door={video}")
+    assert bench.returncode == 1
+    assert "calibration.json is missing" in bench.stderr.strip().splitlines()[-1]
+
+
+def test_live_run_whose_node_only_crashed_exits_non_zero(
+    tmp_path: Path, device: Layout, video: Path
+):
+    """A run bounded by --duration (the camera loops) where the node crashed throughout."""
+    app = write_app(tmp_path, "tracker", video=video)
+    code = app / "packages/123456789012-TRACKER_CODE-1.0/src/app.py"
+    code.write_text(code.read_text().replace("import tracker_utils", "import tracker_utils\n1 / 0"))
+    result = fleet_runtime(
+        device, "run", str(app), "--camera", f"front_door={video}", "--duration", "2"
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("fleet-runtime: code node code_node ")
+    assert last.endswith("ZeroDivisionError: division by zero")
+
+
+def test_node_that_never_puts_a_frame_fails_the_run(tmp_path: Path, device: Layout, video: Path):
+    app = write_app(tmp_path, "tracker", video=video)
+    code = app / "packages/123456789012-TRACKER_CODE-1.0/src/app.py"
+    code.write_text(code.read_text().replace(
+        "        self.outputs.video_out.put(streams)\n", ""
+    ))
+    result = run_offline(device, app, video, tmp_path / "events.jsonl")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "fleet-runtime: code node code_node never put out a frame while the cameras delivered"
+        " 24 (no error raised: is it stuck before its loop?)"
+    )
+
+
+def test_missing_python_packages_are_reported_before_the_first_frame(
+    tmp_path: Path, device: Layout, video: Path
+):
+    app = write_app(tmp_path, "tracker", video=video)
+    src = app / "packages/123456789012-TRACKER_CODE-1.0/src"
+    utils = src / "tracker_utils.py"
+    utils.write_text("import tensorflow as tf\n" + utils.read_text())
+    (src / "requirements.txt").write_text("numpy\ntorch==2.1.0  # the detector\n")
+    checked = fleet_runtime(device, "validate", str(app))
+    assert checked.returncode == 1
+    assert checked.stdout.splitlines() == [
+        "packages/123456789012-TRACKER_CODE-1.0/src/requirements.txt: line 2: code_node"
+        " requires torch==2.1.0, which is not installed here: pip install 'torch==2.1.0' on"
+        " the device, or build the app without it",
+        "packages/123456789012-TRACKER_CODE-1.0/src/tracker_utils.py: line 1: code_node"
+        " imports tensorflow, which is not installed here: pip install tensorflow on the"
+        " device, or move that model to ONNX and call a model node",
+    ]
+    result = run_offline(device, app, video, tmp_path / "events.jsonl")
+    assert result.returncode == 1 and result.stdout == ""
+    assert "Traceback" not in result.stderr
+    assert [line.split(": line")[0] for line in result.stderr.strip().splitlines()] == [
+        "fleet-runtime: packages/123456789012-TRACKER_CODE-1.0/src/requirements.txt",
+        "fleet-runtime: packages/123456789012-TRACKER_CODE-1.0/src/tracker_utils.py",
+    ]
+    assert not (device.logs / "apps").exists()  # the app never started
+
+
+def test_app_binding_tensors_to_cuda_is_reported_before_the_first_frame(
+    tmp_path: Path, device: Layout, video: Path
+):
+    if _cuda_works():
+        pytest.skip("this machine has CUDA: the app may run")
+    app = write_app(tmp_path, "ort_app", "plain", video=video, device="cuda")
+    code = "packages/123456789012-ORT_APP_CODE-1.0/src/app.py"
+    lines = (app / code).read_text().splitlines()
+    line = next(i for i, text in enumerate(lines, 1) if "ortvalue_from_numpy" in text)
+    expected = (
+        f"{code}: line {line}: code_node puts tensors on CUDA itself"
+        " (ortvalue_from_numpy(..., 'cuda')), and this machine has no CUDA: run it on a GPU"
+        " device, or use 'cpu'"
+    )
+    checked = fleet_runtime(device, "validate", str(app))
+    assert checked.returncode == 1 and checked.stdout.splitlines() == [expected]
+    result = run_offline(device, app, video, tmp_path / "events.jsonl")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [f"fleet-runtime: {expected}"]
+
+
+class _Context:
+    """The runner's side of a code node, reduced to what the SDK reads while wiring."""
+
+    name = "code_node"
+    media_inputs = ["video_in"]
+    media_outputs = ["video_out"]
+    params = {"min_score": 0.5}
+
+    def get_media(self, port, timeout):
+        return []
+
+    def put_media(self, port, streams):
+        pass
+
+    def call(self, inputs, model_node, timeout):
+        return (model_node, timeout)
+
+
+def test_ports_are_wired_in_new_once_with_or_without_super_init():
+    from fleet_runtime import panoramasdk
+
+    class Bare(panoramasdk.node):
+        def __init__(self):
+            self.min_score = self.inputs.min_score.get()  # no super().__init__()
+
+    class Polite(panoramasdk.node):
+        def __init__(self):
+            self.before = self.inputs
+            super().__init__()
+
+    panoramasdk.bind(_Context())
+    try:
+        bare, polite = Bare(), Polite()
+    finally:
+        panoramasdk.bind(None)
+    assert bare.min_score == 0.5 and hasattr(bare.outputs, "video_out")
+    assert polite.inputs is polite.before  # super().__init__() did not wire again
+    assert bare.call({"x": 1}, "model_node", time_out=2) == ("model_node", 2)
+
+
+def test_other_appliance_paths_are_refused_not_written_on_the_host(tmp_path: Path):
+    from fleet_runtime.panoramasdk.paths import PathTable
+
+    table = PathTable({"/panorama": str(tmp_path / "code"), "/opt/aws/panorama/logs": "/l"})
+    assert table.map(Path("/panorama/a/b.onnx")) == f"{tmp_path}/code/a/b.onnx"
+    assert table.map("/opt/aws/panorama/logs/app.log") == "/l/app.log"
+    assert table.map("/panoramax/file") == "/panoramax/file"
+    with pytest.raises(PermissionError, match="only /panorama"):
+        table.map("/opt/aws/panorama/secrets/key")
+
+
+@pytest.mark.parametrize(
+    ("script", "entry"),
+    [
+        ("#!/bin/bash\nexec python3 /panorama/main.py\n", "/panorama/main.py"),
+        ("cd /panorama/app && PYTHONPATH=. python3.8 -u run.py --x 1\n", "/panorama/app/run.py"),
+        ("python3 -m pkg.main\n", "/panorama/pkg/main.py"),
+        ("echo starting\n", None),
+    ],
+)
+def test_launch_scripts_name_their_python_entry(script: str, entry: str | None):
+    from fleet_runtime.manifest.layouts import python_entry
+
+    assert python_entry(script)[0] == entry
+
+
+def test_paths_the_device_unit_already_bound_are_left_alone(tmp_path: Path):
+    from fleet_runtime.panoramasdk import paths
+
+    code = tmp_path / "code"
+    code.mkdir()
+    (tmp_path / "bound").symlink_to(code)  # stands in for BindReadOnlyPaths=code:/panorama
+    assert paths._bound(str(tmp_path / "bound"), code)
+    assert not paths._bound(str(tmp_path / "unbound"), code)
+    if Path(paths.PANORAMA).exists():
+        pytest.skip("this host has a /panorama of its own")
+    table = paths.device_paths(code, tmp_path / "logs", tmp_path / "storage")
+    assert dict(table.mapping) == {
+        "/panorama": str(code),
+        "/opt/aws/panorama/logs": str(tmp_path / "logs"),
+        "/opt/aws/panorama/storage": str(tmp_path / "storage"),
+    }
