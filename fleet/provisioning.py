@@ -38,6 +38,7 @@ from fleet_runtime.provisioning import Archive, Expectations, ProvisioningError
 
 from fleet import pki
 from fleet.errors import ConfigError, DeviceError, FleetError, UsageError
+from fleet.processes import clean_env
 from fleet.project import Project
 from fleet.transport import known_hosts_name, pin_host_keys
 
@@ -708,7 +709,7 @@ def _mark_factory(lab: Any, name: str) -> None:
 
 def _agent(lab: Any, dev: Any, args: list[str]) -> dict[str, Any]:
     agent = str(Path(sys.executable).parent / "fleet-agent")
-    env = {**os.environ, "FLEET_ROOT": str(lab.root(dev.name))}
+    env = {**clean_env(), "FLEET_ROOT": str(lab.root(dev.name))}
     proc = subprocess.run([agent, *args], env=env, capture_output=True, text=True, timeout=120)
     lines = proc.stdout.strip().splitlines()
     try:

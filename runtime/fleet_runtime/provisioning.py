@@ -85,6 +85,9 @@ REQUIRED_MEMBERS = (
 MQTT_MEMBER = "mqtt.json"  # optional: present when the fleet has an MQTT endpoint
 RELEASE_KEY_RE = re.compile(r"^release-keys/[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 DEVICE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+# Names of roles, never of devices: a device certificate must not look like the controller's
+# (CN = device name on the broker), whatever the broker's ACL says.
+RESERVED_NAMES = frozenset({"controller", "broker", "localhost", "edgefleet"})
 MAX_ARCHIVE_BYTES = 4 * 1024 * 1024
 MAX_MEMBER_BYTES = 256 * 1024
 MAX_TOTAL_BYTES = 2 * 1024 * 1024
@@ -110,10 +113,16 @@ def archive_name(device: str) -> str:
 
 
 def check_device_name(name: str) -> str:
-    """Panorama's rule: ``A-Z a-z 0-9 _ -``, 1 to 255 characters."""
+    """Panorama's rule: ``A-Z a-z 0-9 _ -``, 1 to 255 characters, and not a role's name."""
     if not isinstance(name, str) or not DEVICE_NAME_RE.match(name):
         raise ProvisioningError(
             "bad-name", f"invalid device name {name!r}: use A-Z a-z 0-9 _ - (1 to 255 characters)"
+        )
+    if name.lower() in RESERVED_NAMES:
+        raise ProvisioningError(
+            "bad-name",
+            f"device name {name!r} is reserved for the fleet's own services "
+            f"({', '.join(sorted(RESERVED_NAMES))}); choose another name",
         )
     return name
 
