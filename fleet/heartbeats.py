@@ -34,7 +34,7 @@ from fleet_runtime.mqtt import MqttClient, MqttError, MqttSettings, health_topic
 
 from fleet.broker import CONTROLLER_CLIENT_PREFIX, SYNC_PREFIX, Broker, BrokerState
 from fleet.errors import ConfigError, DeviceError
-from fleet.health import DeviceHealth
+from fleet.health import DeviceHealth, apply_revocations
 from fleet.project import Project
 
 STALE_INTERVALS = 3
@@ -172,6 +172,7 @@ def sweep(project: Project, hosts: Iterable[tuple[str, str]], *,
         beats = latest(settings_for(project))
     moment = time.time() if now is None else now
     reports = [to_health(name, site, beats.get(name), moment) for name, site in hosts]
+    apply_revocations(project, [r for r in reports if r.verdict != OFFLINE])
     return sorted(reports, key=lambda r: (r.site, r.name))
 
 
