@@ -767,7 +767,23 @@ def lab_factory_reset(lab: Any, name: str) -> dict[str, Any]:
         raise DeviceError(f"{name}: reset failed: {error.get('code')}: {error.get('message')}")
     lab_manufacture(lab.project, lab.layout(name), dev.serial)
     _mark_factory(lab, name)
+    answer["registry"] = mark_reset(lab.project, name)
     return answer
+
+
+def mark_reset(project: Project, name: str) -> str | None:
+    """A factory reset box has no identity: the registry shows it AWAITING_PROVISIONING
+    again, so `fleet provision all` builds it a new archive without --replace-identity."""
+    store = _registry(project)
+    if store is None:
+        return None
+    try:
+        if store.get_device(name) is None:
+            return None
+        store.set_device_status(name, AWAITING_PROVISIONING)
+    finally:
+        store.close()
+    return "registry"
 
 
 def _mark_factory(lab: Any, name: str) -> None:

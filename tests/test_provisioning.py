@@ -685,6 +685,11 @@ def test_provision_all_leaves_provisioned_devices_alone_until_replace_identity(
 
     certificates = _issued(factory_lab, "berlin-01")
     assert run_cli(root, "lab", "reset", "berlin-01").exit_code == 0
+    store = open_registry(factory_lab.project)
+    try:  # a reset box has no identity left: provisioning it again needs no flag
+        assert store.get_device("berlin-01")["provisioning"] == "AWAITING_PROVISIONING"
+    finally:
+        store.close()
     second = tmp_path / "usb2"
     second.mkdir()
     usb = run_cli(root, "provision", "usb", "berlin-01", "--mount", str(second), "--force",
