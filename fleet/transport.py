@@ -356,7 +356,7 @@ def _verify_host_key(device: str, hostname: str, port: int, offered: paramiko.PK
     """Accept only a pinned key. Every line for the host counts (paramiko's HostKeys keeps
     one key per type): a device whose identity is being replaced has two."""
     name = known_hosts_name(hostname, port)
-    pinned = pinned_lines(known_hosts, name)
+    pinned = pinned_lines(known_hosts, name) or _hashed_lines(known_hosts, name)
     if not pinned:
         raise HostKeyError(
             f"{device}: host key for {name} is not pinned (device offers {fingerprint(offered)})",
@@ -373,6 +373,14 @@ def _verify_host_key(device: str, hostname: str, port: int, offered: paramiko.PK
             fix="if the device was re-provisioned, re-pin its key from the new archive; otherwise investigate")
     if match[3:] == [PENDING]:
         settle_pending(known_hosts, name, *offer)
+
+
+def _hashed_lines(known_hosts: Path, name: str) -> list[list[str]]:
+    # Entries hashed by `ssh-keygen -H` (we write plain names, an operator may hash them).
+    if not known_hosts.exists():
+        return []
+    found = paramiko.HostKeys(str(known_hosts)).lookup(name) or {}
+    return [[name, kind, key.get_base64()] for kind, key in found.items()]
 
 
 def _fingerprint_b64(key_b64: str) -> str:
