@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -142,14 +143,24 @@ class BrokerCA:
         atomic_write(path, crl.public_bytes(serialization.Encoding.PEM))
         return path
 
-    def revoke(self, cn: str) -> list[str]:
-        """Revoke every certificate this CA issued to `cn`; the serials (hex). The broker
-        reads the CRL when it starts (``Broker.restart``)."""
+    def revoke(self, cn: str, found: tuple[Path, ...] = ()) -> list[str]:
+        """Revoke every certificate this CA issued to `cn`, and those of the certificate
+        files `found` that it issued to `cn` (ones from before it kept an index); the
+        serials (hex). The broker reads the CRL when it starts (``Broker.restart``)."""
         serials = [r["serial"] for r in self._records() if r.get("cn") == cn]
+        serials += [s for s in map(self._serial_if_ours, found) if s and s not in serials]
         revoked = dict(read_json(self._revoked, default={}) or {})
         revoked.update({serial: cn for serial in serials})
         atomic_write_json(self._revoked, revoked)
         return serials
+
+    def _serial_if_ours(self, path: Path) -> str | None:
+        try:
+            cert = x509.load_pem_x509_certificate(path.read_bytes())
+            cert.verify_directly_issued_by(self.cert)
+        except (OSError, ValueError, TypeError, InvalidSignature):
+            return None
+        return format(cert.serial_number, "x")  # the caller names the device's own file
 
     def _records(self) -> list[dict[str, Any]]:
         if not self._issued.exists():
@@ -480,7 +491,10 @@ class LabMqtt:
         cover. Applies when the broker next (re)starts. The serials revoked."""
         if not (self.dir / "ca" / "ca.crt").exists():
             return []  # no lab broker was ever set up: nothing issued
-        return self.broker.ca.revoke(name)
+        from fleet.lab import Lab
+
+        on_disk = Layout(Lab(self.project).root(name)).etc / "mqtt.crt"
+        return self.broker.ca.revoke(name, (on_disk,) if on_disk.exists() else ())
 
     def daemons(self) -> dict[str, int]:
         return {k: int(v) for k, v in (read_json(self.daemons_file, default={}) or {}).items()}

@@ -347,11 +347,14 @@ def test_broker_refuses_a_corrupt_or_foreign_crl(tmp_path: Path, damage: str) ->
     assert not mq.broker.running()
 
 
-def test_revoke_also_revokes_the_lab_brokers_own_identity_for_the_device(tmp_path: Path) -> None:
+@pytest.mark.parametrize("index", ["kept", "lost"])
+def test_revoke_also_revokes_the_lab_brokers_own_identity_for_the_device(
+    tmp_path: Path, index: str
+) -> None:
     """Issue 12.8: a lab device that had a broker-CA identity (`mqtt.crt`, given before
-    it was provisioned) kept connecting with it after `fleet ca revoke`."""
+    it was provisioned) kept connecting with it after `fleet ca revoke`. "lost": a
+    broker CA from before it kept an index; the device's own file names the serial."""
     require_mosquitto()
-    from fleet_runtime.layout import Layout
     from fleet_runtime.mqtt import MqttError
 
     project = Project.locate(tmp_path)
@@ -361,7 +364,10 @@ def test_revoke_also_revokes_the_lab_brokers_own_identity_for_the_device(tmp_pat
     try:
         state = mq.broker.state()
         assert state is not None
-        second = {n: mq.broker.ca.issue(n, Layout(r).etc, stem="mqtt") for n, r in roots.items()}
+        lab = Lab(project)
+        second = {n: mq.broker.ca.issue(n, lab.layout(n).etc, stem="mqtt") for n in roots}
+        if index == "lost":
+            (mq.dir / "ca" / "issued.jsonl").unlink()
 
         def connect_second(name: str) -> MqttClient:
             ident = second[name]
