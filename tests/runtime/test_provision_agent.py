@@ -420,6 +420,7 @@ def test_a_linked_log_folder_is_never_written_through(
     shutil.copy(factory.build().path, drive)
     answer = agent(capsys, "provision", "--usb", str(drive))
     assert answer["ok"] and answer["log_written"] is False
+    assert answer["log_problem"] == "edgefleet/ on the drive is a link or not a folder"
     assert not (target / "provision.log").exists()
 
 

@@ -85,12 +85,20 @@ def _open_log(drive: Path) -> int:
         with contextlib.suppress(FileExistsError):  # a link there fails the open below
             os.mkdir(LOG_DIR, 0o755, dir_fd=root)
         folder = os.open(LOG_DIR, os.O_RDONLY | os.O_DIRECTORY | _NO_FOLLOW, dir_fd=root)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise OSError(exc.errno, f"{LOG_DIR}/ on the drive is a link or not a folder") from None
+        raise
     finally:
         os.close(root)
     try:
         # O_NONBLOCK: a FIFO planted as the log must not hang the first boot.
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NO_FOLLOW
         fd = os.open(LOG_NAME, flags, 0o644, dir_fd=folder)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(exc.errno, f"{LOG_NAME} on the drive is a link") from None
+        raise
     finally:
         os.close(folder)
     info = os.fstat(fd)
@@ -121,7 +129,10 @@ def run(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
         log.line(f"FAILED os-error: {what}; the device was left as it was")
         raise AgentError("os-error", what) from None
     log.line(f"PROVISIONED as {result['device']}; remove the drive and wipe it (it holds secrets)")
-    return {**result, "log": str(log.path), "log_written": log.written}
+    answer = {**result, "log": str(log.path), "log_written": log.written}
+    if log.refused:
+        answer["log_problem"] = log.refused  # e.g. a link planted on the drive
+    return answer
 
 
 def provision(layout: Layout, drive: Path, log: UsbLog) -> dict[str, Any]:
