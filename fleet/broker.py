@@ -1,16 +1,27 @@
 """The on-prem MQTT broker: mosquitto with mutual TLS, identities from certificate CNs.
 
-Every client (device or controller) presents a certificate signed by a
-trusted CA; mosquitto takes the certificate's CN as the username
-(``use_identity_as_username``) and the ACL lets a device publish only under
-its own topics::
+Every client presents a certificate signed by a trusted CA; mosquitto takes
+the certificate's CN as the username (``use_identity_as_username``). There
+are two listeners, one per role, so that no device certificate can ever
+carry the controller's rights:
 
-    edgefleet/<site>/<its CN>/#       heartbeats (health), job status
-    $aws/things/<its CN>/#            device shadow topics (same names as AWS IoT Core)
+* the device listener (``port``) trusts the broker CA and the fleet CA, and
+  its ACL has no user rules at all: a device publishes only under its own
+  topics, whatever its name (even ``controller``)::
 
-The controller (CN ``controller``) reads everything and may publish job
-documents. The broker is a real ``mosquitto`` process started and stopped by
-PID; its files live in one directory (config, ACL, certificates, log, state).
+      edgefleet/<site>/<its CN>/#       heartbeats (health), job status
+      $aws/things/<its CN>/#            device shadow and job topics (as on AWS IoT Core)
+
+  The client id is the CN (``use_username_as_clientid``): a device cannot
+  connect under another device's id and so cannot take over its session.
+* the controller listener (``controller_port``) trusts only the controller
+  CA, which issues nothing but the controller's own certificate (CN
+  ``edgefleet.controller``; the dot is not allowed in a device name). It reads
+  everything and may publish job documents, under any client id, so several
+  controller commands can be connected at once.
+
+The broker is a real ``mosquitto`` process started and stopped by PID; its
+files live in one directory (config, ACLs, certificates, log, state).
 
 ``fleet lab up --mqtt`` (see :class:`LabMqtt`) runs one for the lab: a
 broker CA under ``.fleet/lab/mqtt/``, the fleet CA (``certs/ca.crt``)
@@ -27,6 +38,7 @@ written, and its ``fleet-agent daemon`` started.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import pwd
 import shutil
@@ -39,17 +51,20 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from fleet_runtime.layout import Layout, atomic_write, atomic_write_json, read_json
 
 from fleet.errors import ConfigError
-from fleet.processes import pid_runs, reap, terminate, wait_for_port
+from fleet.processes import clean_env, pid_runs, reap, terminate, wait_for_port
 from fleet.project import Project
 
 HOST = "127.0.0.1"
-CONTROLLER_CN = "controller"
+# Not a valid device name (it has a dot), so no device certificate can ever carry it.
+CONTROLLER_CN = "edgefleet.controller"
+CONTROLLER_CLIENT_PREFIX = f"{CONTROLLER_CN}."  # controller client ids: no device CN looks like it
 TOPIC_PREFIX = "edgefleet"
 SYNC_PREFIX = "edgefleet-sync"  # the controller's read barrier (see fleet/heartbeats.py)
 DEFAULT_INTERVAL = 10.0
@@ -105,15 +120,56 @@ class BrokerCA:
         atomic_write(crt, cert.public_bytes(serialization.Encoding.PEM))
         return cls(cert, key, crt)
 
+    @property
+    def _issued(self) -> Path:
+        return self.path.parent / "issued.jsonl"  # one {"cn", "serial"} line per certificate
+
+    @property
+    def _revoked(self) -> Path:
+        return self.path.parent / "revoked.json"  # serial (hex) -> CN
+
     def write_crl(self, path: Path) -> Path:
-        """An empty CRL signed by this CA: mosquitto checks a CRL for every CA it trusts."""
+        """This CA's CRL (every certificate `revoke` named): mosquitto checks one CRL for
+        every CA it trusts."""
         now = datetime.now(timezone.utc)
-        crl = (x509.CertificateRevocationListBuilder().issuer_name(self.cert.subject)
-               .last_update(now - timedelta(minutes=5))
-               .next_update(self.cert.not_valid_after_utc)
-               .sign(self.key, hashes.SHA256()))
+        builder = (x509.CertificateRevocationListBuilder().issuer_name(self.cert.subject)
+                   .last_update(now - timedelta(minutes=5))
+                   .next_update(self.cert.not_valid_after_utc))
+        for serial in sorted(read_json(self._revoked, default={}) or {}):
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(int(serial, 16))
+                .revocation_date(now - timedelta(minutes=5)).build())
+        crl = builder.sign(self.key, hashes.SHA256())
         atomic_write(path, crl.public_bytes(serialization.Encoding.PEM))
         return path
+
+    def revoke(self, cn: str, found: tuple[Path, ...] = ()) -> list[str]:
+        """Revoke every certificate this CA issued to `cn`, and those of the certificate
+        files `found` that it issued to `cn` (ones from before it kept an index); the
+        serials (hex). The broker reads the CRL when it starts (``Broker.restart``)."""
+        serials = [r["serial"] for r in self._records() if r.get("cn") == cn]
+        serials += [s for s in map(self._serial_if_ours, found) if s and s not in serials]
+        revoked = dict(read_json(self._revoked, default={}) or {})
+        revoked.update({serial: cn for serial in serials})
+        atomic_write_json(self._revoked, revoked)
+        return serials
+
+    def _serial_if_ours(self, path: Path) -> str | None:
+        try:
+            cert = x509.load_pem_x509_certificate(path.read_bytes())
+            cert.verify_directly_issued_by(self.cert)
+        except (OSError, ValueError, TypeError, InvalidSignature):
+            return None
+        return format(cert.serial_number, "x")  # the caller names the device's own file
+
+    def _records(self) -> list[dict[str, Any]]:
+        if not self._issued.exists():
+            return []
+        return [json.loads(line) for line in self._issued.read_text().splitlines() if line]
+
+    def _record(self, cn: str, cert: x509.Certificate) -> None:
+        with self._issued.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"cn": cn, "serial": format(cert.serial_number, "x")}) + "\n")
 
     def issue(self, cn: str, directory: Path, *, server: bool = False, days: int = 365,
               stem: str | None = None) -> Identity:
@@ -133,6 +189,7 @@ class BrokerCA:
                 x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(HOST))]),
                 critical=False)
         cert = builder.sign(self.key, hashes.SHA256())
+        self._record(cn, cert)
         stem = stem or cn
         directory.mkdir(parents=True, exist_ok=True)
         identity = Identity(directory / f"{stem}.crt", directory / f"{stem}.key", self.path)
@@ -143,20 +200,27 @@ class BrokerCA:
 
 # ---- mosquitto ---------------------------------------------------------------------------
 
-def acl_text(prefix: str = TOPIC_PREFIX, controller: str = CONTROLLER_CN) -> str:
-    """The broker ACL: devices write only under their CN; the controller reads all."""
+def acl_text(prefix: str = TOPIC_PREFIX) -> str:
+    """The device listener's ACL: patterns only, every device confined to its own CN."""
     return "\n".join([
-        "# written by edgefleet (fleet/broker.py); identities are certificate CNs",
+        "# written by edgefleet (fleet/broker.py): the device listener; %u is the certificate CN",
+        f"pattern write {prefix}/+/%u/#",
+        f"pattern read {prefix}/+/%u/jobs/#",
+        "pattern readwrite $aws/things/%u/#",
+        "",
+    ])
+
+
+def controller_acl_text(prefix: str = TOPIC_PREFIX, controller: str = CONTROLLER_CN) -> str:
+    """The controller listener's ACL: the controller reads all and publishes jobs."""
+    return "\n".join([
+        "# written by edgefleet (fleet/broker.py): the controller listener (controller CA only)",
         f"user {controller}",
         f"topic read {prefix}/#",
         f"topic write {prefix}/+/+/jobs/#",
         f"topic readwrite {SYNC_PREFIX}/#",
         "topic read $aws/things/#",
-        "",
-        "# every device (pattern: %u is the certificate CN)",
-        f"pattern write {prefix}/+/%u/#",
-        f"pattern read {prefix}/+/%u/jobs/#",
-        "pattern readwrite $aws/things/%u/#",
+        "topic write $aws/things/+/jobs/#",
         "",
     ])
 
@@ -183,6 +247,7 @@ class BrokerState:
     controller_cert: str
     controller_key: str
     host: str = HOST
+    controller_port: int = 0  # the controller's own listener (0: a state file from before it)
 
 
 class Broker:
@@ -199,6 +264,11 @@ class Broker:
     def ca(self) -> BrokerCA:
         return BrokerCA.load_or_create(self.dir / "ca")
 
+    @property
+    def controller_ca(self) -> BrokerCA:
+        """Issues the controller's certificate and nothing else (see the module doc)."""
+        return BrokerCA.load_or_create(self.dir / "controller-ca", cn="edgefleet controller CA")
+
     def state(self) -> BrokerState | None:
         raw = read_json(self.state_file, default=None)
         return BrokerState(**raw) if raw else None
@@ -207,25 +277,33 @@ class Broker:
         st = self.state()
         return st is not None and pid_is_mosquitto(st.pid, str(self.dir))
 
-    def start(self, port: int = 0) -> BrokerState:
+    def start(self, port: int = 0, controller_port: int = 0) -> BrokerState:
         """Start mosquitto (or return the running one) and wait until it accepts TLS."""
         current = self.state()
         if current is not None and self.running():
             return current
-        ca = self.ca
+        ca, controller_ca = self.ca, self.controller_ca
         server = ca.issue("localhost", self.dir / "tls", server=True, stem="server")
-        controller = ca.issue(CONTROLLER_CN, self.dir / "tls", stem=CONTROLLER_CN)
+        controller = controller_ca.issue(CONTROLLER_CN, self.dir / "tls", stem="controller")
+        controller = Identity(controller.cert, controller.key, ca.path)  # verify the server
         bundle, crls = self._ca_bundle(ca), self._crl_bundle(ca)
-        port = port or free_port()
-        conf = self._write_config(port, server, bundle, crls)
+        ports = Ports(port or free_port(), controller_port or free_port())
+        conf = self._write_config(ports, server, (bundle, crls), self._controller_trust())
         log = (self.dir / "mosquitto.log").open("ab")
         proc = subprocess.Popen([mosquitto_path(), "-c", str(conf)], stdout=log, stderr=log,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                env=clean_env())
         log.close()
-        state = BrokerState(port, proc.pid, str(ca.path), str(controller.cert), str(controller.key))
+        state = BrokerState(ports.devices, proc.pid, str(ca.path), str(controller.cert),
+                            str(controller.key), controller_port=ports.controller)
         atomic_write_json(self.state_file, asdict(state))
-        wait_for_listener(port, proc.pid, self.dir / "mosquitto.log")
+        wait_for_listener(ports.devices, proc.pid, self.dir / "mosquitto.log")
+        wait_for_listener(ports.controller, proc.pid, self.dir / "mosquitto.log")
         return state
+
+    def _controller_trust(self) -> tuple[Path, Path]:
+        controller_ca = self.controller_ca
+        return controller_ca.path, controller_ca.write_crl(self.dir / "controller-ca" / "crl.pem")
 
     def trusts(self, ca_cert: Path) -> bool:
         """Is `ca_cert` among the client CAs the running broker was started with?"""
@@ -238,7 +316,9 @@ class Broker:
         revoked since is refused now, not at its next reconnect."""
         current = self.state()
         self.stop()
-        return self.start(current.port if current else 0)
+        if current is None:
+            return self.start()
+        return self.start(current.port, current.controller_port)
 
     def _ca_bundle(self, ca: BrokerCA) -> Path:
         """Client CAs mosquitto trusts: its own, plus the fleet CA when the project has one."""
@@ -276,21 +356,24 @@ class Broker:
         atomic_write(path, _concat(pems))
         return path
 
-    def _write_config(self, port: int, server: Identity, client_cas: Path, crls: Path) -> Path:
-        acl = self.dir / "acl"
+    def _write_config(self, ports: Ports, server: Identity, devices: tuple[Path, Path],
+                      controller: tuple[Path, Path]) -> Path:
+        """mosquitto.conf: two listeners, each with its own CAs, ACL and client-id rule."""
+        acl, controller_acl = self.dir / "acl", self.dir / "controller.acl"
         atomic_write(acl, acl_text().encode())
+        atomic_write(controller_acl, controller_acl_text().encode())
         conf = self.dir / "mosquitto.conf"
         atomic_write(conf, "\n".join([
             "# written by edgefleet (fleet/broker.py)",
             # As root, mosquitto would switch to its own user and lose our 0600 files.
             f"user {pwd.getpwuid(os.getuid()).pw_name}",
-            "per_listener_settings false", "persistence false", "allow_anonymous false",
-            f"acl_file {acl}", f"log_dest file {self.dir / 'mosquitto.log'}",
+            "per_listener_settings true", "persistence false",
+            f"log_dest file {self.dir / 'mosquitto.log'}",
             "log_type error", "log_type warning", "log_type notice",
-            f"listener {port} {HOST}", "protocol mqtt",
-            f"cafile {client_cas}", f"crlfile {crls}",
-            f"certfile {server.cert}", f"keyfile {server.key}",
-            "require_certificate true", "use_identity_as_username true", "tls_version tlsv1.2",
+            *_listener(ports.devices, server, devices, acl),
+            # The client id is the certificate's CN: no device can take over another's session.
+            "use_username_as_clientid true",
+            *_listener(ports.controller, server, controller, controller_acl),
             "",
         ]).encode())
         return conf
@@ -303,6 +386,21 @@ class Broker:
             terminate(st.pid)
         self.state_file.unlink(missing_ok=True)
         return was
+
+
+@dataclass(frozen=True)
+class Ports:
+    devices: int
+    controller: int
+
+
+def _listener(port: int, server: Identity, trust: tuple[Path, Path], acl: Path) -> list[str]:
+    cafile, crlfile = trust
+    return [f"listener {port} {HOST}", "protocol mqtt", "allow_anonymous false",
+            f"acl_file {acl}", f"cafile {cafile}", f"crlfile {crlfile}",
+            f"certfile {server.cert}", f"keyfile {server.key}",
+            "require_certificate true", "use_identity_as_username true",
+            "tls_version tlsv1.2"]
 
 
 def _concat(pems: list[bytes]) -> bytes:
@@ -387,6 +485,17 @@ class LabMqtt:
         atomic_write_json(layout.etc / "mqtt.json",
                           mqtt_settings(state, identity, interval, agent_flags(self.project)))
 
+    def revoke_identity(self, name: str) -> list[str]:
+        """After ``fleet ca revoke``: also revoke what the lab broker's own CA gave `name`
+        (its ``etc/fleet/mqtt.crt`` from before provisioning), which the fleet CRL does not
+        cover. Applies when the broker next (re)starts. The serials revoked."""
+        if not (self.dir / "ca" / "ca.crt").exists():
+            return []  # no lab broker was ever set up: nothing issued
+        from fleet.lab import Lab
+
+        on_disk = Layout(Lab(self.project).root(name)).etc / "mqtt.crt"
+        return self.broker.ca.revoke(name, (on_disk,) if on_disk.exists() else ())
+
     def daemons(self) -> dict[str, int]:
         return {k: int(v) for k, v in (read_json(self.daemons_file, default={}) or {}).items()}
 
@@ -400,7 +509,7 @@ class LabMqtt:
         with log.open("ab") as out:
             proc = subprocess.Popen([agent, "daemon"], stdout=out, stderr=out,
                                     stdin=subprocess.DEVNULL, start_new_session=True,
-                                    env={**os.environ, "FLEET_ROOT": str(root)})
+                                    env={**clean_env(), "FLEET_ROOT": str(root)})
         running[name] = proc.pid
         atomic_write_json(self.daemons_file, running)
         return proc.pid

@@ -20,7 +20,7 @@ from fleet.agent import agent_for
 from fleet.errors import FleetError
 from fleet.project import Project
 
-VERDICTS = ("healthy", "degraded", "failing", "unreachable", "offline")
+VERDICTS = ("healthy", "degraded", "failing", "revoked", "unreachable", "offline")
 EXIT_HEALTHY, EXIT_DEGRADED, EXIT_UNREACHABLE = 0, 1, 2
 
 
@@ -79,7 +79,25 @@ def sweep(project: Project, nr: Nornir, *, processors: list[Any] | None = None) 
     reports = [to_health(nr, name, multi) for name, multi in results.items()]
     nr.close_connections(on_failed=True)
     apply_targets(reports, software_targets(project, [r.name for r in reports]))
+    apply_revocations(project, reports)
     return sorted(reports, key=lambda r: (r.site, r.name))
+
+
+def apply_revocations(project: Project, reports: list[DeviceHealth]) -> None:
+    """Look every device certificate up in the fleet CRL: a revoked one fails its
+    `certificate` check and makes the verdict `revoked`, whatever its expiry date says."""
+    from fleet import pki
+
+    issuer, revoked = pki.revoked_serials(project)
+    for r in reports:
+        cert = r.check("certificate")
+        when = revoked.get(str(cert.get("serial"))) if cert.get("issuer") == issuer else None
+        if when is None:
+            continue
+        reason = f"device certificate {cert['serial']} revoked on {when:%Y-%m-%d}"
+        cert.update(status="fail", revoked=True, reason=reason)
+        r.verdict = "revoked"
+        r.reason = "; ".join(x for x in (reason, r.reason) if x)
 
 
 def software_targets(project: Project, names: list[str]) -> dict[str, str]:
@@ -149,4 +167,4 @@ def exit_code(reports: list[DeviceHealth]) -> int:
     verdicts = {r.verdict for r in reports}
     if verdicts & {"unreachable", "offline"}:
         return EXIT_UNREACHABLE
-    return EXIT_DEGRADED if verdicts & {"degraded", "failing"} else EXIT_HEALTHY
+    return EXIT_DEGRADED if verdicts & {"degraded", "failing", "revoked"} else EXIT_HEALTHY

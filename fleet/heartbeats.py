@@ -32,9 +32,9 @@ from typing import Any
 
 from fleet_runtime.mqtt import MqttClient, MqttError, MqttSettings, health_topic
 
-from fleet.broker import SYNC_PREFIX, Broker
+from fleet.broker import CONTROLLER_CLIENT_PREFIX, SYNC_PREFIX, Broker, BrokerState
 from fleet.errors import ConfigError, DeviceError
-from fleet.health import DeviceHealth
+from fleet.health import DeviceHealth, apply_revocations
 from fleet.project import Project
 
 STALE_INTERVALS = 3
@@ -57,8 +57,18 @@ def settings_for(project: Project) -> MqttSettings:
     if state is None:
         raise ConfigError("no MQTT broker configured", where="fleet.yaml: mqtt",
                           fix="set mqtt.endpoint/cert/key/ca, or run `fleet lab up --mqtt`")
-    return MqttSettings(endpoint=state.host, port=state.port, cert=state.controller_cert,
-                        key=state.controller_key, ca=state.ca)
+    return controller_settings(state)
+
+
+def controller_settings(state: BrokerState) -> MqttSettings:
+    """How the controller reaches the lab broker: its own listener and certificate."""
+    return MqttSettings(endpoint=state.host, port=state.controller_port or state.port,
+                        cert=state.controller_cert, key=state.controller_key, ca=state.ca)
+
+
+def controller_client_id() -> str:
+    """A fresh client id that no device can hold (a device's client id is its name)."""
+    return f"{CONTROLLER_CLIENT_PREFIX}{uuid.uuid4().hex[:12]}"
 
 
 class _Collector:
@@ -82,7 +92,7 @@ def latest(settings: MqttSettings, *, timeout: float = 10.0) -> dict[str, dict[s
     marker = f"{SYNC_PREFIX}/{uuid.uuid4().hex}"
     collector = _Collector()
     try:
-        client = MqttClient.connect(settings, client_id=f"controller-{uuid.uuid4().hex[:12]}",
+        client = MqttClient.connect(settings, client_id=controller_client_id(),
                                     timeout=timeout)
     except MqttError as exc:
         raise DeviceError(str(exc), fix="check the broker is up (`fleet lab up --mqtt`)") from None
@@ -162,6 +172,7 @@ def sweep(project: Project, hosts: Iterable[tuple[str, str]], *,
         beats = latest(settings_for(project))
     moment = time.time() if now is None else now
     reports = [to_health(name, site, beats.get(name), moment) for name, site in hosts]
+    apply_revocations(project, [r for r in reports if r.verdict != OFFLINE])
     return sorted(reports, key=lambda r: (r.site, r.name))
 
 

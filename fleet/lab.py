@@ -18,7 +18,6 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -234,7 +233,8 @@ class Lab:
 
     def _device_env(self, dev: LabDevice) -> dict[str, str]:
         bindir = str(Path(sys.executable).parent)
-        return {**os.environ, "FLEET_ROOT": str(self.root(dev.name)),
+        # Never the controller's environment: it may hold FLEET_CA_PASSPHRASE (issue 12.8).
+        return {**processes.clean_env(), "FLEET_ROOT": str(self.root(dev.name)),
                 "PATH": f"{bindir}:/usr/sbin:/usr/bin:/sbin:/bin"}
 
     def _openssh_argv(self, dev: LabDevice) -> list[str]:

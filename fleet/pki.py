@@ -444,6 +444,27 @@ def describe(project: Project) -> dict[str, Any]:
     }
 
 
+def revoked_serials(project: Project) -> tuple[str, dict[str, datetime]]:
+    """The fleet CA's subject (RFC 4514) and every serial (hex) its CRL revokes, with the
+    date; nothing when the project has no CA or CRL. A CRL the CA did not sign is refused."""
+    paths = ca_paths(project)
+    if not paths.cert.exists() or not paths.crl.exists():
+        return "", {}
+    cert = load_ca_cert(project)
+    try:
+        crl = x509.load_pem_x509_crl(paths.crl.read_bytes())
+        signed = crl.is_signature_valid(cert.public_key())  # type: ignore[arg-type]
+    except ValueError:
+        signed = False
+    if not signed:
+        raise ConfigError(
+            "the CRL is not signed by the fleet CA", where=str(paths.crl),
+            fix="`fleet ca crl` writes a fresh one",
+        )
+    revoked = {format(r.serial_number, "x"): r.revocation_date_utc for r in crl}
+    return cert.subject.rfc4514_string(), revoked
+
+
 def _crl_next_update(path: Path) -> str | None:
     """When the CRL must be re-signed (`fleet ca crl`): the lab broker refuses an expired one."""
     try:

@@ -46,6 +46,14 @@ def reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
+def clean_env() -> dict[str, str]:
+    """The environment for lab processes (mosquitto, device daemons): what a real box
+    would have, never the controller's secrets such as FLEET_CA_PASSPHRASE."""
+    keep = ("PATH", "LANG", "LC_ALL", "TZ", "HOME", "USER", "LOGNAME", "TMPDIR", "PYTHONPATH",
+            "COVERAGE_PROCESS_START")
+    return {k: os.environ[k] for k in keep if k in os.environ}
+
+
 def terminate(pid: int, timeout: float = 5.0) -> None:
     """SIGTERM, wait (bounded), then SIGKILL."""
     try:

@@ -32,14 +32,16 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
 from fleet_runtime import provisioning as fmt
 from fleet_runtime.layout import atomic_write, fsync_dir, read_json
 from fleet_runtime.provisioning import Archive, Expectations, ProvisioningError
 
 from fleet import pki
 from fleet.errors import ConfigError, DeviceError, FleetError, UsageError
+from fleet.processes import clean_env
 from fleet.project import Project
-from fleet.transport import known_hosts_name, pin_host_keys
+from fleet.transport import PENDING, known_hosts_name, pin_host_keys, pinned_lines
 
 AWAITING_PROVISIONING, PROVISIONED = "AWAITING_PROVISIONING", "PROVISIONED"
 DEFAULT_VALID_FOR = "7d"
@@ -127,6 +129,7 @@ class BuiltArchive:
     install_by: datetime
     host_key: str  # "ssh-ed25519 AAAA..."
     issued: pki.IssuedDevice
+    replacing: bool = False  # a new identity for a provisioned device (--replace-identity)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -145,7 +148,14 @@ class BuiltArchive:
 class BuildReport:
     built: list[BuiltArchive] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # provisioned devices left alone
     registry: str = "registry"
+
+
+SKIP_REASON = (
+    "already provisioned: a new archive would replace its identity and host key "
+    "(pass --replace-identity to do that)"
+)
 
 
 # ---------------------------------------------------------------- building
@@ -154,8 +164,14 @@ class BuildReport:
 class ArchiveBuilder:
     """Everything one archive needs that is the same for every device of a run."""
 
-    def __init__(self, project: Project, ca: pki.FleetCA, settings: BuildSettings) -> None:
-        self.ca, self.settings = ca, settings
+    def __init__(
+        self,
+        project: Project,
+        ca: pki.FleetCA,
+        settings: BuildSettings,
+        replacing: frozenset[str] = frozenset(),
+    ) -> None:
+        self.ca, self.settings, self.replacing = ca, settings, replacing
         self.controller_key = controller_public_key(project)
         self.release_keys = release_keys(project)
         self.mqtt = dict(project.config.get("mqtt") or {})
@@ -224,7 +240,10 @@ class ArchiveBuilder:
         path = self.settings.out_dir / fmt.archive_name(spec.name)
         write_private(path, data)
         self.ca.save_certificate(issued)
-        return BuiltArchive(spec, path, fmt.sha256_hex(data), install_by, host_public, issued)
+        return BuiltArchive(
+            spec, path, fmt.sha256_hex(data), install_by, host_public, issued,
+            replacing=spec.name in self.replacing,
+        )
 
 
 def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
@@ -281,17 +300,29 @@ def build_archives(
     *,
     workers: int | None = None,
     on_done: Callable[[str, str | None], None] | None = None,
+    replace_identity: bool = False,
 ) -> BuildReport:
     """Build one archive per device in parallel, then pin host keys, record certificates
     and mark the devices AWAITING_PROVISIONING. Every spec is checked before anything is built.
+
+    Devices the registry knows as provisioned are skipped (`report.skipped`): re-pinning
+    a running device's host key would lock the controller out of it. With
+    `replace_identity` they get a new archive, and their new host key is pinned beside
+    the old one until the device first answers with it (``fleet.transport.PENDING``).
 
     The registry is written by one thread of its own while archives are built (its
     commits wait on the disk, or on the cloud for the aws backend)."""
     specs = list(specs)
     check_specs(specs)
-    settings.out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    builder = ArchiveBuilder(project, ca, settings)
     report = BuildReport()
+    provisioned = provisioned_devices(project, [s.name for s in specs])
+    if not replace_identity:
+        report.skipped = {name: SKIP_REASON for name in sorted(provisioned)}
+        specs = [s for s in specs if s.name not in provisioned]
+        if not specs:
+            return report
+    settings.out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    builder = ArchiveBuilder(project, ca, settings, frozenset(provisioned))
     recorder = RegistryRecorder(project)
     recorder.start()
     try:
@@ -336,11 +367,28 @@ def check_specs(specs: list[DeviceSpec]) -> None:
 def _finalize(project: Project, ca: pki.FleetCA, report: BuildReport) -> None:
     if not report.built:
         return
-    pin_host_keys(
-        project.known_hosts,
-        {known_hosts_name(b.spec.hostname, b.spec.port): b.host_key for b in report.built},
-    )
+    for beside in (False, True):
+        pins = {
+            known_hosts_name(b.spec.hostname, b.spec.port): b.host_key
+            for b in report.built
+            if b.replacing == beside
+        }
+        if pins:
+            pin_host_keys(project.known_hosts, pins, beside=beside)
     ca.append_index([b.issued for b in report.built])
+
+
+def provisioned_devices(project: Project, names: list[str]) -> set[str]:
+    """Those of `names` the registry knows as PROVISIONED (running with an identity)."""
+    store = _registry(project)
+    if store is None:
+        doc = read_json(_fallback_path(project), default={}) or {}
+        return {n for n in names if (doc.get(n) or {}).get("status") == PROVISIONED}
+    try:
+        found = store.list_devices(names=names)
+    finally:
+        store.close()
+    return {str(r["name"]) for r in found if r.get("provisioning") == PROVISIONED}
 
 
 # ---------------------------------------------------------------- registry
@@ -397,10 +445,10 @@ class RegistryRecorder:
                 )
                 self.where = str(_fallback_path(self.project))
                 return
-            # one transaction per device: status and certificate ride the upsert
-            store.upsert_device(
-                built.spec.name, **_registry_fields(built), provisioning=AWAITING_PROVISIONING
-            )
+            # one transaction per device: status and certificate ride the upsert; a device
+            # getting a new identity runs on its old one until it boots with the archive
+            status = PROVISIONED if built.replacing else AWAITING_PROVISIONING
+            store.upsert_device(built.spec.name, **_registry_fields(built), provisioning=status)
             if store.backend != "sqlite":  # a cloud backend registers the certificate itself
                 store.set_device_certificate(built.spec.name, built.issued.cert_pem.decode())
         except BaseException as exc:  # noqa: BLE001
@@ -486,6 +534,27 @@ def verify_file(project: Project, path: Path, *, now: datetime | None = None) ->
         ) from None
     except FileNotFoundError:
         raise ConfigError("no such archive", where=str(path)) from None
+
+
+def reusable_archive(project: Project, spec: DeviceSpec, out_dir: Path) -> Path | None:
+    """The archive built earlier for `spec` in `out_dir`, when it may still be used: it
+    verifies (signature, deadline not passed), its certificate is not revoked and its
+    host key is the one pinned for the device. `fleet provision usb` writes it again
+    rather than issue the device a second certificate."""
+    path = out_dir / fmt.archive_name(spec.name)
+    if not path.is_file():
+        return None
+    try:
+        archive = verify_file(project, path)
+    except ConfigError:
+        return None  # expired, or not this project's: build a new one
+    _, revoked = pki.revoked_serials(project)
+    cert = x509.load_pem_x509_certificate(archive.members["device.crt"])
+    if archive.device != spec.name or format(cert.serial_number, "x") in revoked:
+        return None
+    host_key = archive.members["ssh_host_ed25519_key.pub"].decode().split()[:2]
+    pinned = pinned_lines(project.known_hosts, known_hosts_name(spec.hostname, spec.port))
+    return path if any(f[1:3] == host_key for f in pinned) else None
 
 
 # ---------------------------------------------------------------- USB drive
@@ -647,14 +716,14 @@ def move_pin(known_hosts: Path, hostname: str, old_port: int, new_port: int) -> 
     if old_port == new_port or not known_hosts.exists():
         return False
     old, new = known_hosts_name(hostname, old_port), known_hosts_name(hostname, new_port)
-    keys = [
-        ln.split(" ", 1)[1]
-        for ln in known_hosts.read_text().splitlines()
-        if ln.split(" ", 1)[0] == old and " " in ln
-    ]
+    keys = [f for f in pinned_lines(known_hosts, old) if f[0] == old]
     if not keys:
         return False
-    pin_host_keys(known_hosts, {new: keys[-1]})
+    settled = [f for f in keys if f[3:] != [PENDING]]  # a pending key moves along, still pending
+    pin_host_keys(known_hosts, {new: " ".join((settled or keys)[-1][1:3])})
+    pending = [f for f in keys if f[3:] == [PENDING]]
+    if settled and pending:
+        pin_host_keys(known_hosts, {new: " ".join(pending[-1][1:3])}, beside=True)
     return True
 
 
@@ -698,7 +767,23 @@ def lab_factory_reset(lab: Any, name: str) -> dict[str, Any]:
         raise DeviceError(f"{name}: reset failed: {error.get('code')}: {error.get('message')}")
     lab_manufacture(lab.project, lab.layout(name), dev.serial)
     _mark_factory(lab, name)
+    answer["registry"] = mark_reset(lab.project, name)
     return answer
+
+
+def mark_reset(project: Project, name: str) -> str | None:
+    """A factory reset box has no identity: the registry shows it AWAITING_PROVISIONING
+    again, so `fleet provision all` builds it a new archive without --replace-identity."""
+    store = _registry(project)
+    if store is None:
+        return None
+    try:
+        if store.get_device(name) is None:
+            return None
+        store.set_device_status(name, AWAITING_PROVISIONING)
+    finally:
+        store.close()
+    return "registry"
 
 
 def _mark_factory(lab: Any, name: str) -> None:
@@ -708,7 +793,7 @@ def _mark_factory(lab: Any, name: str) -> None:
 
 def _agent(lab: Any, dev: Any, args: list[str]) -> dict[str, Any]:
     agent = str(Path(sys.executable).parent / "fleet-agent")
-    env = {**os.environ, "FLEET_ROOT": str(lab.root(dev.name))}
+    env = {**clean_env(), "FLEET_ROOT": str(lab.root(dev.name))}
     proc = subprocess.run([agent, *args], env=env, capture_output=True, text=True, timeout=120)
     lines = proc.stdout.strip().splitlines()
     try:

@@ -15,7 +15,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 VERDICT_STYLE = {"healthy": "green", "degraded": "yellow", "failing": "red",
-                 "unreachable": "bold red", "offline": "bold red", "ok": "green", "warn": "yellow", "fail": "red"}
+                 "unreachable": "bold red", "offline": "bold red", "revoked": "bold red",
+                 "ok": "green", "warn": "yellow", "fail": "red"}
 
 
 def styled(word: str) -> str:

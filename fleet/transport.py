@@ -66,14 +66,53 @@ def pin_host_key(known_hosts: Path, hostname: str, port: int, public_openssh: st
     pin_host_keys(known_hosts, {known_hosts_name(hostname, port): public_openssh})
 
 
-def pin_host_keys(known_hosts: Path, pins: dict[str, str]) -> None:
+# Marks a key pinned beside the one a running device still has (``--replace-identity``):
+# both are accepted until the device first answers with this one, then the old one goes.
+PENDING = "edgefleet-pending"
+
+
+def pin_host_keys(known_hosts: Path, pins: dict[str, str], *, beside: bool = False) -> None:
     """Pin each ``known-hosts name -> "ssh-ed25519 AAAA..."`` in one locked write,
-    replacing older pins for those names."""
+    replacing older pins for those names; with `beside`, keep them and add the new key
+    as pending (see `PENDING`)."""
     with _known_hosts_lock(known_hosts):
         lines = known_hosts.read_text().splitlines() if known_hosts.exists() else []
-        kept = [ln for ln in lines if ln.split(" ", 1)[0] not in pins]
-        kept += [f"{name} {' '.join(key.split()[:2])}" for name, key in pins.items()]
+        if beside:
+            kept = [ln for ln in lines if not _pending_for(ln, pins)]
+            kept += [f"{name} {' '.join(key.split()[:2])} {PENDING}" for name, key in pins.items()
+                     if f"{name} {' '.join(key.split()[:2])}" not in kept]
+        else:
+            kept = [ln for ln in lines if ln.split(" ", 1)[0] not in pins]
+            kept += [f"{name} {' '.join(key.split()[:2])}" for name, key in pins.items()]
         _write_private(known_hosts, "\n".join(kept) + "\n")
+
+
+def _pending_for(line: str, names: dict[str, str]) -> bool:
+    # An earlier pending key for the same host is replaced, not piled up.
+    fields = line.split()
+    return len(fields) > 3 and fields[0] in names and fields[3] == PENDING
+
+
+def pinned_lines(known_hosts: Path, name: str) -> list[list[str]]:
+    """The known_hosts entries for `name`, each as its fields (name, type, key[, mark])."""
+    if not known_hosts.exists():
+        return []
+    rows = (ln.split() for ln in known_hosts.read_text().splitlines())
+    return [f for f in rows if len(f) >= 3 and name in f[0].split(",")]
+
+
+def settle_pending(known_hosts: Path, name: str, key_type: str, key_b64: str) -> bool:
+    """The device answered with its pending key: it booted with its new identity, so that
+    key alone stays pinned for `name`. True when something changed."""
+    with _known_hosts_lock(known_hosts):
+        lines = known_hosts.read_text().splitlines()
+        ours = [f for f in (ln.split() for ln in lines) if len(f) >= 3 and f[0] == name]
+        if not any(f[1:3] == [key_type, key_b64] and f[3:] == [PENDING] for f in ours):
+            return False
+        kept = [ln for ln in lines if ln.split(" ", 1)[0] != name]
+        kept.append(f"{name} {key_type} {key_b64}")
+        _write_private(known_hosts, "\n".join(kept) + "\n")
+    return True
 
 
 def unpin_host_key(known_hosts: Path, hostname: str, port: int) -> bool:
@@ -314,22 +353,42 @@ def _load_key(path: Path) -> paramiko.PKey:
 
 def _verify_host_key(device: str, hostname: str, port: int, offered: paramiko.PKey,
                      known_hosts: Path) -> None:
-    keys = paramiko.HostKeys(str(known_hosts)) if known_hosts.exists() else paramiko.HostKeys()
+    """Accept only a pinned key. Every line for the host counts (paramiko's HostKeys keeps
+    one key per type): a device whose identity is being replaced has two."""
     name = known_hosts_name(hostname, port)
-    pinned = keys.lookup(name)
+    pinned = pinned_lines(known_hosts, name) or _hashed_lines(known_hosts, name)
     if not pinned:
         raise HostKeyError(
             f"{device}: host key for {name} is not pinned (device offers {fingerprint(offered)})",
             where=str(known_hosts),
             fix="provision the device (its key is pinned from the archive); keys are never trusted on first use")
-    expected = pinned.get(offered.get_name())
-    if expected is None or expected.asbytes() != offered.asbytes():
-        want = expected or next(iter(pinned.values()))
+    offer = [offered.get_name(), base64.b64encode(offered.asbytes()).decode()]
+    match = next((f for f in pinned if f[1:3] == offer), None)
+    if match is None:
+        want = next((f for f in pinned if f[1] == offer[0]), pinned[0])
         raise HostKeyError(
-            f"{device}: HOST KEY CHANGED for {name}: pinned {fingerprint(want)}, "
+            f"{device}: HOST KEY CHANGED for {name}: pinned {_fingerprint_b64(want[2])}, "
             f"device offers {fingerprint(offered)}",
             where=str(known_hosts),
             fix="if the device was re-provisioned, re-pin its key from the new archive; otherwise investigate")
+    if match[3:] == [PENDING]:
+        settle_pending(known_hosts, name, *offer)
+
+
+def _hashed_lines(known_hosts: Path, name: str) -> list[list[str]]:
+    # Entries hashed by `ssh-keygen -H` (we write plain names, an operator may hash them).
+    if not known_hosts.exists():
+        return []
+    found = paramiko.HostKeys(str(known_hosts)).lookup(name) or {}
+    return [[name, kind, key.get_base64()] for kind, key in found.items()]
+
+
+def _fingerprint_b64(key_b64: str) -> str:
+    try:
+        digest = hashlib.sha256(base64.b64decode(key_b64)).digest()
+    except ValueError:
+        return "(unreadable pin)"
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
 class FleetSSH:

@@ -7,17 +7,18 @@ Usage in a test module (tests/ is on sys.path; add it first from a subfolder)::
     def test_x(mqtt_broker: MqttLab, tmp_path):
         layout = mqtt_broker.device(tmp_path / "dev", "berlin-01", "berlin")  # identity + mqtt.json
         inbox = Inbox()
-        reader = mqtt_broker.client()                   # CN "controller": reads edgefleet/#
+        reader = mqtt_broker.client()                   # the controller: reads edgefleet/#
         reader.subscribe("edgefleet/+/+/health", inbox)
         device = mqtt_broker.client("berlin-01")        # a device identity (CN = name)
         device.publish("edgefleet/berlin/berlin-01/health", {"seq": 1})
         inbox.wait_for(lambda t, m: m["seq"] == 1)      # waits on an event, bounded
 
 The broker is `fleet.broker.Broker` (the same config `fleet lab up --mqtt` uses):
-its own CA (EC P-256, made with `cryptography`), CN = username, the device ACL
-(a device writes only under ``edgefleet/+/<CN>/#`` and ``$aws/things/<CN>/#``).
-Clients made here are disconnected at the end of the session; pass unique
-client ids when a test needs two connections with the same certificate.
+its own CA (EC P-256, made with `cryptography`), CN = username = client id on
+the device listener, the device ACL (a device writes only under
+``edgefleet/+/<CN>/#`` and ``$aws/things/<CN>/#``), and the controller on a
+listener of its own. Clients made here are disconnected at the end of the
+session; one device certificate holds one session at a time.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ import pytest
 from fleet_runtime.layout import Layout, atomic_write_json
 from fleet_runtime.mqtt import MqttClient, MqttSettings
 
-from fleet.broker import Broker, BrokerState, Identity, mqtt_settings
+from fleet.broker import CONTROLLER_CLIENT_PREFIX, Broker, BrokerState, Identity, mqtt_settings
+from fleet.heartbeats import controller_settings
 
 HAVE_MOSQUITTO = bool(shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists())
 _ids = itertools.count(1)
@@ -99,9 +101,15 @@ class MqttLab:
                             ca=str(identity.ca), **extra)
 
     def client(self, cn: str = "controller", client_id: str | None = None) -> MqttClient:
-        identity = self.controller_identity if cn == "controller" else self.identity(cn)
-        client = MqttClient.connect(self.settings(identity),
-                                    client_id or f"{cn}-test-{next(_ids)}")
+        """``"controller"``: the controller's own identity on its listener; anything else a
+        device certificate with that CN on the device listener (where the broker makes the
+        client id the CN, whatever `client_id` asks for)."""
+        if cn == "controller":
+            settings = controller_settings(self.state)
+            client_id = client_id or f"{CONTROLLER_CLIENT_PREFIX}test-{next(_ids)}"
+        else:
+            settings = self.settings(self.identity(cn))
+        client = MqttClient.connect(settings, client_id or f"{cn}-test-{next(_ids)}")
         self.clients.append(client)
         return client
 

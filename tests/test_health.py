@@ -69,3 +69,38 @@ def test_table_output_groups_by_site_and_names_the_reason(lab12: Lab) -> None:
     assert res.exit_code == 2
     assert "3/4 healthy" in res.stdout and "unreachable" in res.stdout
     assert "berlin-04" in res.stdout and "Traceback" not in res.stdout + res.stderr
+
+
+def test_a_revoked_device_is_reported_revoked_not_valid(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Issue 12.14: after `fleet ca revoke`, health over SSH showed the certificate as
+    valid for 825 days. It is looked up in the fleet CRL now."""
+    from fleet_runtime.layout import atomic_write
+
+    from fleet import pki
+
+    lab = start_lab(tmp_path, 1, 2, "openssh" if HAVE_SSHD else "asyncssh")
+    try:
+        passphrase = "correct-horse-battery"
+        ca = pki.init_ca(lab.project, org="Acme", passphrase=passphrase.encode())
+        for name in lab.devices():
+            issued = ca.issue_device(name)
+            ca.record_issued([issued])
+            atomic_write(lab.layout(name).device_crt, issued.cert_pem)
+        victim, other = sorted(lab.devices())
+        code, before = health(lab)
+        assert code == 0 and {d["verdict"] for d in before["devices"]} == {"healthy"}
+        res = run_cli(lab.project.root, "ca", "revoke", victim, "--json",
+                      env={"FLEET_CA_PASSPHRASE": passphrase})
+        assert res.exit_code == 0, res.stderr
+        code, after = health(lab)
+        devices = {d["name"]: d for d in after["devices"]}
+        assert code == 1 and after["summary"]["revoked"] == 1
+        assert devices[victim]["verdict"] == "revoked"
+        cert = next(c for c in devices[victim]["checks"] if c["name"] == "certificate")
+        assert cert["status"] == "fail" and cert["revoked"] is True
+        assert "revoked on" in devices[victim]["reason"]
+        assert devices[other]["verdict"] == "healthy"
+        table = run_cli(lab.project.root, "health", "-i", "lab")
+        assert "1 revoked" in table.stdout and "revoked" in table.stdout
+    finally:
+        lab.down()

@@ -368,3 +368,66 @@ def test_broker_refuses_a_corrupt_or_foreign_crl(tmp_path: Path, damage: str) ->
     with pytest.raises(ConfigError, match=r"crl.pem is not a CRL signed by the CA .*ca.crt"):
         mq.up(roots, INTERVAL)
     assert not mq.broker.running()
+
+
+@pytest.mark.parametrize("index", ["kept", "lost"])
+def test_revoke_also_revokes_the_lab_brokers_own_identity_for_the_device(
+    tmp_path: Path, index: str
+) -> None:
+    """Issue 12.8: a lab device that had a broker-CA identity (`mqtt.crt`, given before
+    it was provisioned) kept connecting with it after `fleet ca revoke`. "lost": a
+    broker CA from before it kept an index; the device's own file names the serial."""
+    require_mosquitto()
+    from fleet_runtime.mqtt import MqttError
+
+    project = Project.locate(tmp_path)
+    roots = fleet_ca_devices(project, tmp_path, ("nairobi-01", "nairobi-02"))
+    mq = LabMqtt(project)
+    mq.up(roots, INTERVAL)
+    try:
+        state = mq.broker.state()
+        assert state is not None
+        lab = Lab(project)
+        second = {n: mq.broker.ca.issue(n, lab.layout(n).etc, stem="mqtt") for n in roots}
+        if index == "lost":
+            (mq.dir / "ca" / "issued.jsonl").unlink()
+
+        def connect_second(name: str) -> MqttClient:
+            ident = second[name]
+            return MqttClient.connect(
+                MqttSettings(endpoint=state.host, port=state.port, cert=str(ident.cert),
+                             key=str(ident.key), ca=str(ident.ca)),
+                name, timeout=5)
+
+        connect_second("nairobi-01").disconnect()  # trusted before
+        res = run_cli(project.root, "ca", "revoke", "nairobi-01", "--json",
+                      env={"FLEET_CA_PASSPHRASE": PASS})
+        assert res.exit_code == 0, res.stderr
+        assert json.loads(res.stdout)["lab_broker_revoked"]
+        with pytest.raises(MqttError):
+            connect_second("nairobi-01")
+        connect_second("nairobi-02").disconnect()  # only the revoked device is refused
+    finally:
+        mq.down(roots)
+
+
+def test_lab_processes_do_not_inherit_the_ca_passphrase(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12.8: mosquitto, device daemons and device SSH servers started from a shell
+    holding FLEET_CA_PASSPHRASE had it in their environment."""
+    require_mosquitto()
+    monkeypatch.setenv("FLEET_CA_PASSPHRASE", PASS)
+    lab = start_lab(tmp_path, 1, 1, "openssh" if HAVE_SSHD else "asyncssh")
+    mq = LabMqtt(lab.project)
+    roots = {n: lab.root(n) for n in lab.devices()}
+    try:
+        state = mq.up(roots, INTERVAL)
+        pids = [state.pid, *mq.daemons().values(), *(lab.device(n).pid for n in roots)]
+        assert len(pids) == 3
+        for pid in pids:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+            assert b"FLEET_CA_PASSPHRASE" not in environ and PASS.encode() not in environ, pid
+    finally:
+        mq.down(roots)
+        lab.down()

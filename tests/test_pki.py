@@ -113,6 +113,14 @@ def test_device_certificate_validity_and_names_are_checked(ca: pki.FleetCA) -> N
         ca.issue_device("ok", days=0)
 
 
+def test_role_names_are_never_device_names(ca: pki.FleetCA) -> None:
+    """Issue 12.6: a device certificate named `controller` looked like the controller."""
+    for role in ("controller", "Controller", "broker", "localhost", "edgefleet"):
+        with pytest.raises(UsageError, match="reserved for the fleet's own services"):
+            ca.issue_device(role)
+    assert ca.issue_device("controller-01").name == "controller-01"
+
+
 def test_revoke_writes_a_crl_signed_by_the_ca(project: Project, ca: pki.FleetCA) -> None:
     first, other = ca.issue_device("cam-01"), ca.issue_device("cam-02")
     second = ca.issue_device("cam-01")

@@ -635,3 +635,73 @@ def test_lab_reset_then_a_new_archive_provisions_again(factory_lab: Lab, tmp_pat
     # After a reset the same archive works again until its deadline (documented limit).
     again = run_cli(root, "lab", "usb", "berlin-02", str(drive))
     assert again.exit_code == 0, again.stderr
+
+
+def _pins(lab: Lab, name: str) -> list[str]:
+    port = lab.device(name).port
+    return [ln for ln in lab.project.known_hosts.read_text().splitlines()
+            if ln.startswith(f"[127.0.0.1]:{port} ")]
+
+
+def _reachable(lab: Lab, name: str) -> bool:
+    health = run_cli(lab.project.root, "health", "-i", "lab", "--limit", name, "--json")
+    return bool(json.loads(health.stdout)["devices"][0]["verdict"] != "unreachable")
+
+
+def _issued(lab: Lab, name: str) -> int:
+    lines = (lab.project.certs / "issued.jsonl").read_text().splitlines()
+    return sum(json.loads(ln)["device"] == name for ln in lines)
+
+
+def test_provision_all_leaves_provisioned_devices_alone_until_replace_identity(
+    factory_lab: Lab, tmp_path: Path
+) -> None:
+    """Issue 12.5: `provision all` re-pinned running devices' host keys and locked the
+    controller out. Now they are skipped; --replace-identity pins the new key beside the
+    old one until the device boots with the new archive; `provision usb` reuses it."""
+    root = factory_lab.project.root
+    first = tmp_path / "usb1"
+    first.mkdir()
+    assert run_cli(root, "provision", "usb", "berlin-01", "--mount", str(first), "--force",
+                   env=ENV).exit_code == 0
+    assert run_cli(root, "lab", "usb", "berlin-01", str(first)).exit_code == 0
+    running = _pins(factory_lab, "berlin-01")
+    assert len(running) == 1
+
+    every = run_cli(root, "provision", "all", "-i", "lab", "--json", env=ENV)
+    assert every.exit_code == 0, every.stderr
+    doc = json.loads(every.stdout)
+    assert [b["device"] for b in doc["built"]] == ["berlin-02"]
+    assert "already provisioned" in doc["skipped"]["berlin-01"]
+    assert _pins(factory_lab, "berlin-01") == running and _reachable(factory_lab, "berlin-01")
+    named = run_cli(root, "provision", "archive", "berlin-01", "-i", "lab", env=ENV)
+    assert named.exit_code == 2 and "--replace-identity" in named.stderr
+
+    replace = run_cli(root, "provision", "all", "-i", "lab", "--limit", "berlin-01",
+                      "--replace-identity", "--json", env=ENV)
+    assert replace.exit_code == 0, replace.stderr
+    both = _pins(factory_lab, "berlin-01")
+    assert both[0] == running[0] and len(both) == 2 and both[1].endswith(" edgefleet-pending")
+    assert _reachable(factory_lab, "berlin-01")  # still on its old identity: old key accepted
+    assert _pins(factory_lab, "berlin-01") == both
+
+    certificates = _issued(factory_lab, "berlin-01")
+    assert run_cli(root, "lab", "reset", "berlin-01").exit_code == 0
+    store = open_registry(factory_lab.project)
+    try:  # a reset box has no identity left: provisioning it again needs no flag
+        assert store.get_device("berlin-01")["provisioning"] == "AWAITING_PROVISIONING"
+    finally:
+        store.close()
+    second = tmp_path / "usb2"
+    second.mkdir()
+    usb = run_cli(root, "provision", "usb", "berlin-01", "--mount", str(second), "--force",
+                  "--json", env=ENV)
+    assert usb.exit_code == 0, usb.stderr
+    assert json.loads(usb.stdout)["reused"] is True
+    assert _issued(factory_lab, "berlin-01") == certificates  # no second certificate
+    assert run_cli(root, "lab", "usb", "berlin-01", str(second)).exit_code == 0
+    assert _reachable(factory_lab, "berlin-01")  # first answer with the new key settles it
+    new_key = (factory_lab.layout("berlin-01").ssh_dir / "ssh_host_ed25519_key.pub").read_text()
+    port = factory_lab.device("berlin-01").port
+    assert _pins(factory_lab, "berlin-01") == [
+        f"[127.0.0.1]:{port} {' '.join(new_key.split()[:2])}"]

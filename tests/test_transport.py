@@ -16,7 +16,15 @@ from fleet_runtime.layout import Layout
 from fleet.agent import Agent
 from fleet.errors import AgentCallError, DeviceError, HostKeyError
 from fleet.lab import HOST, Lab, host_key_path, write_host_key
-from fleet.transport import SSHSession, controller_key, pin_host_key, unpin_host_key
+from fleet.transport import (
+    PENDING,
+    SSHSession,
+    controller_key,
+    pin_host_key,
+    pin_host_keys,
+    pinned_lines,
+    unpin_host_key,
+)
 
 AGENT = str(Path(sys.executable).parent / "fleet-agent")
 
@@ -79,6 +87,41 @@ def test_changed_host_key_is_refused_naming_both_fingerprints(any_lab: Lab, tmp_
         assert "\n" not in text
     finally:
         pin_host_key(any_lab.project.known_hosts, HOST, dev.port, real)
+
+
+def test_a_pending_key_is_accepted_beside_the_old_and_then_replaces_it(
+    any_lab: Lab, tmp_path: Path
+) -> None:
+    """`--replace-identity` (issue 12.5): the running box keeps answering with its old
+    key; the first answer with the new one leaves only the new one pinned."""
+    dev = any_lab.device("berlin-02")
+    known = any_lab.project.known_hosts
+    real = host_key_path(any_lab.layout("berlin-02")).with_suffix(".pub").read_text()
+    spare = write_host_key(Layout(tmp_path))
+    name = f"[{HOST}]:{dev.port}"
+    try:
+        pin_host_key(known, HOST, dev.port, spare)  # the old identity...
+        pin_host_keys(known, {name: real}, beside=True)  # ...and the new one, pending
+        connect(any_lab, "berlin-02").close()
+        assert [f[1:3] for f in pinned_lines(known, name)] == [real.split()[:2]]
+        assert PENDING not in known.read_text()
+        pin_host_keys(known, {name: spare}, beside=True)  # the device still on its old key
+        connect(any_lab, "berlin-02").close()
+        assert len(pinned_lines(known, name)) == 2  # nothing settled yet
+    finally:
+        pin_host_key(known, HOST, dev.port, real)
+
+
+def test_hashed_known_hosts_still_pin(any_lab: Lab) -> None:
+    known = any_lab.project.known_hosts
+    saved = known.read_bytes()
+    try:
+        subprocess.run(["ssh-keygen", "-H", "-f", str(known)], check=True, capture_output=True)
+        assert "[127.0.0.1]" not in known.read_text()
+        connect(any_lab, "berlin-01").close()
+    finally:
+        known.write_bytes(saved)
+        Path(f"{known}.old").unlink(missing_ok=True)
 
 
 def test_connection_refused_is_a_device_error(any_lab: Lab) -> None:

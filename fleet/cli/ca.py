@@ -115,10 +115,11 @@ def revoke(
     with a.guarded():
         ca = pki.load_ca(a.project, passphrase(a))
         serials = ca.revoke(device, reason=reason)
+        lab_serials = _revoke_lab_identity(a, device)
         broker = _restart_lab_broker(a)
     if json:
         a.output_json({"device": device, "revoked": serials, "crl": str(ca.paths.crl),
-                       "lab_broker_restarted": broker})
+                       "lab_broker_revoked": lab_serials, "lab_broker_restarted": broker})
         return
     a.display_success(f"{device}: revoked {len(serials)} certificate(s); CRL {ca.paths.crl}")
 
@@ -139,6 +140,13 @@ def crl(ctx: typer.Context, json: o.Json = False) -> None:
                        "lab_broker_restarted": broker})
         return
     a.display_success(f"CRL {ca.paths.crl} re-signed; valid until {next_update}")
+
+
+def _revoke_lab_identity(a: Application, device: str) -> list[str]:
+    """The lab broker's CA may have given the device a second identity: revoke it too."""
+    from fleet.broker import LabMqtt
+
+    return LabMqtt(a.project).revoke_identity(device)
 
 
 def _restart_lab_broker(a: Application) -> bool:

@@ -1,4 +1,5 @@
-"""fleet health: one verdict per device; exit 0 healthy, 1 degraded/failing, 2 unreachable."""
+"""fleet health: one verdict per device; exit 0 healthy, 1 degraded/failing/revoked,
+2 unreachable."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ def command(ctx: typer.Context, inventory: o.Inventory = None, site: o.Site = No
 
     With --source mqtt the answer comes from the devices' latest heartbeats on
     the broker; a device silent for 3 heartbeat intervals is offline.
-    Exit codes: 0 all healthy, 1 any degraded or failing, 2 any unreachable or offline.
+    A device whose certificate the fleet CRL lists is `revoked`.
+    Exit codes: 0 all healthy, 1 any degraded, failing or revoked, 2 any unreachable or offline.
     """
     from fleet import inventory as inv
 
@@ -80,7 +82,10 @@ def _apps(r: DeviceHealth) -> str:
 
 
 def _cert(r: DeviceHealth) -> str:
-    days = r.check("certificate").get("days_left")
+    cert = r.check("certificate")
+    if cert.get("revoked"):
+        return "revoked"
+    days = cert.get("days_left")
     return f"{days:.0f}d" if days is not None else "-"
 
 
@@ -100,6 +105,7 @@ def _render(a: Application, reports: list[DeviceHealth]) -> None:
     s = health.summarize(reports)
     title = (f"fleet health: {s['healthy']}/{s['total']} healthy, {s['degraded']} degraded, "
              f"{s['failing']} failing, {s['unreachable']} unreachable"
-             + (f", {s['offline']} offline" if s["offline"] else ""))
+             + (f", {s['offline']} offline" if s["offline"] else "")
+             + (f", {s['revoked']} revoked" if s["revoked"] else ""))
     a.output(grouped_table(title, ["Site", "Device", "Software", "Slot", "Disk", "Memory",
                                    "Apps", "Cert", "Verdict", "Reason"], rows))

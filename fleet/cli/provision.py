@@ -24,6 +24,14 @@ ValidFor = Annotated[
 CertDays = Annotated[int, typer.Option("--cert-days", help="device certificate validity in days")]
 Mount = Annotated[Path, typer.Option("--mount", help="mount point of the USB drive")]
 Force = Annotated[bool, typer.Option("--force", help="allow a folder that is not a mount point")]
+ReplaceIdentity = Annotated[
+    bool,
+    typer.Option(
+        "--replace-identity",
+        help="also build for devices already provisioned: a new certificate and host key "
+        "(the old key stays accepted until the device boots with the new archive)",
+    ),
+]
 
 KEEP_SAFE = (
     "the archive holds the device's private key: keep it safe, and wipe the drive after "
@@ -47,6 +55,7 @@ def _build(
     cert_days: int,
     *,
     progress: bool,
+    replace_identity: bool = False,
 ) -> Any:
     from fleet import pki
     from fleet import provisioning as prov
@@ -58,7 +67,9 @@ def _build(
     prov.check_specs(specs)  # refuse bad input before asking for the passphrase
     ca = pki.load_ca(a.project, passphrase(a))
     if not progress:
-        return prov.build_archives(a.project, ca, specs, settings)
+        return prov.build_archives(
+            a.project, ca, specs, settings, replace_identity=replace_identity
+        )
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(
@@ -71,7 +82,12 @@ def _build(
     ) as bar:
         task = bar.add_task("archives", total=len(specs))
         return prov.build_archives(
-            a.project, ca, specs, settings, on_done=lambda _n, _e: bar.advance(task)
+            a.project,
+            ca,
+            specs,
+            settings,
+            on_done=lambda _n, _e: bar.advance(task),
+            replace_identity=replace_identity,
         )
 
 
@@ -84,6 +100,7 @@ def _report(a: Application, report: Any, seconds: float, json: bool) -> None:
             {
                 "built": built,
                 "failed": report.failed,
+                "skipped": report.skipped,
                 "seconds": round(seconds, 3),
                 "recorded_in": report.registry,
             }
@@ -97,6 +114,8 @@ def _report(a: Application, report: Any, seconds: float, json: bool) -> None:
         )
         for name, error in sorted(report.failed.items()):
             a.err.print(f"[red]✗[/red] {name}: {error}", markup=True, highlight=False)
+        for name, why in sorted(report.skipped.items()):
+            a.display_info(f"skipped {name}: {why}")
         rate = len(built) / seconds if seconds > 0 else 0.0
         a.display_info(
             f"built {len(built)}, failed {len(report.failed)} in {seconds:.2f}s "
@@ -117,9 +136,13 @@ def archive(
     out: Out = None,
     valid_for: ValidFor = "7d",
     cert_days: CertDays = 825,
+    replace_identity: ReplaceIdentity = False,
     json: o.Json = False,
 ) -> None:
-    """Build one archive per DEVICE: identity, host key (pinned now), network, signed manifest."""
+    """Build one archive per DEVICE: identity, host key (pinned now), network, signed manifest.
+
+    A device the registry knows as provisioned is refused unless --replace-identity.
+    """
     from fleet import inventory as inv
     from fleet.provisioning import check_name
 
@@ -129,8 +152,18 @@ def archive(
             check_name(name)
         specs = _specs(a, inv.Selection.of(inventory, limit=",".join(devices)))
         started = time.perf_counter()
-        report = _build(a, specs, out, valid_for, cert_days, progress=False)
+        report = _build(
+            a, specs, out, valid_for, cert_days, progress=False, replace_identity=replace_identity
+        )
+    _refuse_skipped(a, report)
     _report(a, report, time.perf_counter() - started, json)
+
+
+def _refuse_skipped(a: Application, report: Any) -> None:
+    """Devices named one by one: a provisioned one is an error, not a quiet skip."""
+    if report.skipped:
+        name = sorted(report.skipped)[0]
+        a.abort(f"{name}: {report.skipped[name]}", 2)
 
 
 @app.command("all")
@@ -144,16 +177,23 @@ def all_(
     out: Out = None,
     valid_for: ValidFor = "7d",
     cert_days: CertDays = 825,
+    replace_identity: ReplaceIdentity = False,
     json: o.Json = False,
 ) -> None:
-    """Build archives for every selected device, in parallel, with a progress bar and summary."""
+    """Build archives for every selected device, in parallel, with a progress bar and summary.
+
+    Devices the registry knows as provisioned are skipped unless --replace-identity.
+    """
     from fleet import inventory as inv
 
     a = app_of(ctx)
     with a.guarded():
         specs = _specs(a, inv.Selection.of(inventory, site, group, tag, limit))
         started = time.perf_counter()
-        report = _build(a, specs, out, valid_for, cert_days, progress=not json)
+        report = _build(
+            a, specs, out, valid_for, cert_days, progress=not json,
+            replace_identity=replace_identity,
+        )
     _report(a, report, time.perf_counter() - started, json)
 
 
@@ -206,9 +246,14 @@ def usb(
     max_bytes: Annotated[
         int | None, typer.Option("--max-bytes", help="use at most this much of the drive")
     ] = None,
+    replace_identity: ReplaceIdentity = False,
     json: o.Json = False,
 ) -> None:
-    """Write DEVICE's archive to the root of a mounted USB drive and read it back."""
+    """Write DEVICE's archive to the root of a mounted USB drive and read it back.
+
+    An unexpired archive built before for DEVICE is written again (no second
+    certificate); otherwise a fresh one is built.
+    """
     from fleet import inventory as inv
     from fleet import provisioning as prov
 
@@ -216,9 +261,17 @@ def usb(
     with a.guarded():
         prov.check_name(device)
         prov.check_drive(mount, force=force)
+        reused = False
         if archive_file is None:
             specs = _specs(a, inv.Selection.of(inventory, limit=device))
-            report = _build(a, specs, None, valid_for, cert_days, progress=False)
+            archive_file = _reusable(a, specs)
+            reused = archive_file is not None
+        if archive_file is None:
+            report = _build(
+                a, specs, None, valid_for, cert_days, progress=False,
+                replace_identity=replace_identity,
+            )
+            _refuse_skipped(a, report)
             if report.failed:
                 a.abort(f"{device}: {report.failed[device]}")
             archive_file = report.built[0].path
@@ -236,6 +289,7 @@ def usb(
                 "sha256": written.sha256,
                 "free_after": written.free_after,
                 "install_by": checked.manifest["install_by"],
+                "reused": reused,
                 "secret": True,
             }
         )
@@ -244,7 +298,17 @@ def usb(
         f"✓ {written.path} written and read back ({written.bytes} bytes, "
         f"sha256 {written.sha256[:16]}…); install by {checked.manifest['install_by']}"
     )
+    if reused:
+        a.display_info(f"wrote the archive built before ({archive_file.name}): no new certificate")
     a.display_warning("this drive now holds secrets: " + KEEP_SAFE)
+
+
+def _reusable(a: Application, specs: list[Any]) -> Path | None:
+    from fleet import provisioning as prov
+
+    if len(specs) != 1:
+        return None  # not in the inventory: the build says so
+    return prov.reusable_archive(a.project, specs[0], a.project.state_dir / "archives")
 
 
 @app.command()

@@ -25,10 +25,14 @@ Trust decision: what lets a factory-fresh device believe an archive?
   an attacker who builds a whole archive with their own CA.
 * So a device trusts a CA by fingerprint pinned outside the archive: the
   SHA-256 of the fleet CA certificate, written at manufacturing or staging to
-  ``etc/fleet/trust/fleet-ca.sha256`` (one fingerprint per line, so a CA can
-  be rotated). When that anchor exists, an archive from any other CA is
+  ``etc/fleet/trust/fleet-ca.sha256`` (one ``sha256:<64 hex>`` per line, so
+  a CA can be rotated; any other byte in the file refuses every archive,
+  ``bad-anchor``). When that anchor exists, an archive from any other CA is
   refused (``untrusted-ca``): this covers substitution by someone holding the
   drive or the box. Reset keeps the anchor.
+* The drive is hostile before it is verified: the only thing the device
+  writes there, ``edgefleet/provision.log``, is opened without following
+  links, and names taken from the drive are escaped (``printable``).
 * A device with no anchor (a box bought off the shelf) accepts the archive's CA
   on physical presence: whoever can plug a drive into the box is already
   trusted to provision it, as with Panorama. The device records
@@ -81,6 +85,9 @@ REQUIRED_MEMBERS = (
 MQTT_MEMBER = "mqtt.json"  # optional: present when the fleet has an MQTT endpoint
 RELEASE_KEY_RE = re.compile(r"^release-keys/[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 DEVICE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+# Names of roles, never of devices: a device certificate must not look like the controller's
+# (CN = device name on the broker), whatever the broker's ACL says.
+RESERVED_NAMES = frozenset({"controller", "broker", "localhost", "edgefleet"})
 MAX_ARCHIVE_BYTES = 4 * 1024 * 1024
 MAX_MEMBER_BYTES = 256 * 1024
 MAX_TOTAL_BYTES = 2 * 1024 * 1024
@@ -106,10 +113,16 @@ def archive_name(device: str) -> str:
 
 
 def check_device_name(name: str) -> str:
-    """Panorama's rule: ``A-Z a-z 0-9 _ -``, 1 to 255 characters."""
+    """Panorama's rule: ``A-Z a-z 0-9 _ -``, 1 to 255 characters, and not a role's name."""
     if not isinstance(name, str) or not DEVICE_NAME_RE.match(name):
         raise ProvisioningError(
             "bad-name", f"invalid device name {name!r}: use A-Z a-z 0-9 _ - (1 to 255 characters)"
+        )
+    if name.lower() in RESERVED_NAMES:
+        raise ProvisioningError(
+            "bad-name",
+            f"device name {name!r} is reserved for the fleet's own services "
+            f"({', '.join(sorted(RESERVED_NAMES))}); choose another name",
         )
     return name
 
@@ -348,58 +361,58 @@ def _allowed(name: str) -> bool:
 
 
 def _check_entry(info: zipfile.ZipInfo, seen: set[str]) -> None:
-    name = info.filename
+    name, shown = info.filename, printable(info.filename)
     if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
-        raise ProvisioningError("unsafe-archive", f"member {name!r} has an absolute path")
+        raise ProvisioningError("unsafe-archive", f"member {shown} has an absolute path")
     if ".." in re.split(r"[\\/]", name):
-        raise ProvisioningError("unsafe-archive", f"member {name!r} escapes the archive (../)")
+        raise ProvisioningError("unsafe-archive", f"member {shown} escapes the archive (../)")
     if stat.S_ISLNK(info.external_attr >> 16):
-        raise ProvisioningError("unsafe-archive", f"member {name!r} is a symbolic link")
+        raise ProvisioningError("unsafe-archive", f"member {shown} is a symbolic link")
     if name in seen:
-        raise ProvisioningError("unsafe-archive", f"member {name!r} appears more than once")
+        raise ProvisioningError("unsafe-archive", f"member {shown} appears more than once")
     if not _allowed(name):
-        raise ProvisioningError("unsafe-archive", f"unexpected member {name!r}")
+        raise ProvisioningError("unsafe-archive", f"unexpected member {shown}")
     if info.file_size > MAX_MEMBER_BYTES:
         raise ProvisioningError(
             "unsafe-archive",
-            f"member {name!r} declares {info.file_size} bytes (limit {MAX_MEMBER_BYTES})",
+            f"member {shown} declares {info.file_size} bytes (limit {MAX_MEMBER_BYTES})",
         )
     seen.add(name)
 
 
 def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
     # Never trust the declared size: read at most one byte past the limit.
+    shown = printable(info.filename)
     try:
         with zf.open(info) as fh:
             data = fh.read(MAX_MEMBER_BYTES + 1)
     except (zipfile.BadZipFile, NotImplementedError, RuntimeError, ValueError, EOFError) as exc:
-        raise ProvisioningError(
-            "bad-archive", f"member {info.filename!r} is unreadable: {exc}"
-        ) from None
+        raise ProvisioningError("bad-archive", f"member {shown} is unreadable: {exc}") from None
     if len(data) > MAX_MEMBER_BYTES:
         raise ProvisioningError(
-            "unsafe-archive", f"member {info.filename!r} inflates past {MAX_MEMBER_BYTES} bytes"
+            "unsafe-archive", f"member {shown} inflates past {MAX_MEMBER_BYTES} bytes"
         )
     return data
 
 
 def read_archive(path: Path) -> tuple[bytes, dict[str, bytes]]:
     """The archive's bytes and every member, refusing anything unsafe or unexpected."""
+    shown = printable(path.name)  # the name is the drive's choice, like everything on it
     if path.is_symlink():
-        raise ProvisioningError("unsafe-archive", f"{path.name} is a symbolic link")
+        raise ProvisioningError("unsafe-archive", f"{shown} is a symbolic link")
     if not path.is_file():
         raise ProvisioningError("not-found", f"no archive at {path}")
     size = path.stat().st_size
     if size > MAX_ARCHIVE_BYTES:
         raise ProvisioningError(
-            "unsafe-archive", f"{path.name} is {size} bytes (limit {MAX_ARCHIVE_BYTES})"
+            "unsafe-archive", f"{shown} is {size} bytes (limit {MAX_ARCHIVE_BYTES})"
         )
     raw = path.read_bytes()
     try:
         with zipfile.ZipFile(io.BytesIO(raw)) as zf:
             return raw, _read_all(zf)
     except zipfile.BadZipFile as exc:
-        raise ProvisioningError("bad-archive", f"{path.name} is not a zip archive: {exc}") from None
+        raise ProvisioningError("bad-archive", f"{shown} is not a zip archive: {exc}") from None
 
 
 def _read_all(zf: zipfile.ZipFile) -> dict[str, bytes]:
@@ -612,8 +625,8 @@ def _check_expectations(manifest: dict[str, Any], expect: Expectations) -> None:
     if expect.serial and serial and serial != expect.serial:
         raise ProvisioningError(
             "serial-mismatch",
-            f"archive is for {manifest['device']} with serial {serial}; "
-            f"this device's serial is {expect.serial}",
+            f"archive is for {manifest['device']} with serial {printable(str(serial))}; "
+            f"this device's serial is {printable(expect.serial)}",
         )
 
 
@@ -625,12 +638,65 @@ def trust_anchor_path(layout: Layout) -> Path:
     return layout.etc / "trust/fleet-ca.sha256"
 
 
+ANCHOR_LINE_RE = re.compile(r"sha256:[0-9a-f]{64}")
+
+
 def trusted_fingerprints(layout: Layout) -> tuple[str, ...]:
+    """The pinned CA fingerprints; () when the device has no anchor (physical presence).
+
+    Strict on purpose: every line must be exactly ``sha256:<64 hex>``. A lenient
+    parse (split on whitespace) let any text that reached the file, such as a log
+    line naming an attacker's fingerprint, become a trusted CA. An anchor that
+    exists but is empty or holds anything else refuses every archive.
+    """
+    path = trust_anchor_path(layout)
     try:
-        lines = trust_anchor_path(layout).read_text().split()
+        text = path.read_bytes().decode("ascii")
     except FileNotFoundError:
         return ()
-    return tuple(line if line.startswith("sha256:") else f"sha256:{line}" for line in lines)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _bad_anchor(path, f"unreadable ({getattr(exc, 'strerror', None) or exc})") from None
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the newline that ends the last line
+    if not lines:
+        raise _bad_anchor(path, "empty")
+    for number, line in enumerate(lines, 1):
+        if not ANCHOR_LINE_RE.fullmatch(line):
+            raise _bad_anchor(path, f"line {number} is not one sha256:<64 hex digits>")
+    return tuple(dict.fromkeys(lines))
+
+
+def _bad_anchor(path: Path, why: str) -> ProvisioningError:
+    return ProvisioningError(
+        "bad-anchor",
+        f"trust anchor {path}: {why}; every archive is refused until it is rewritten "
+        "(one sha256:<fingerprint> per line)",
+    )
+
+
+_LOG_SAFE = frozenset(chr(c) for c in range(0x21, 0x7F)) - {"\\"}  # visible ASCII
+
+
+def printable(text: str) -> str:
+    """`text` with every control, whitespace, backslash and non-ASCII character escaped.
+
+    For names that come from the drive (archive file names, manifest fields)
+    before they reach a log line: a name stays one token on one line whatever
+    it holds, so it can neither start a line of its own nor pass for a separate
+    word (a fingerprint, a key) to anything that later reads the log.
+
+    >>> printable("edgefleet- sha256:ab\\n.zip")
+    'edgefleet-\\\\x20sha256:ab\\\\x0a.zip'
+    """
+    return "".join(ch if ch in _LOG_SAFE else _escape(ch) for ch in text)
+
+
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 _SERIAL_SOURCES = (

@@ -18,9 +18,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for fixt
 from fixtures_mqtt import Inbox, MqttLab, mqtt_broker, require_mosquitto  # noqa: E402,F401
 from fleet_runtime.agent import daemon as daemon_mod  # noqa: E402
 from fleet_runtime.layout import Layout, atomic_write_json, read_json  # noqa: E402
-from fleet_runtime.mqtt import MqttClient, MqttSettings  # noqa: E402
+from fleet_runtime.mqtt import MqttClient  # noqa: E402
 
 from fleet.broker import Broker, mqtt_settings  # noqa: E402
+from fleet.heartbeats import controller_client_id, controller_settings  # noqa: E402
 
 
 def start_daemon(layout: Layout, *args: str) -> subprocess.Popen[bytes]:
@@ -111,18 +112,17 @@ def test_daemon_reconnects_after_the_broker_restarts(tmp_path: Path, running: li
         atomic_write_json(layout.device_json, {"name": "rc-01", "site": "osaka"})
         identity = broker.ca.issue("rc-01", layout.etc, stem="mqtt")
         atomic_write_json(layout.etc / "mqtt.json", mqtt_settings(state, identity, 0.3))
-        controller = MqttSettings(endpoint=state.host, port=state.port, cert=state.controller_cert,
-                                  key=state.controller_key, ca=state.ca)
+        controller = controller_settings(state)
         running.append(proc := start_daemon(layout))
         first = Inbox()
-        reader = MqttClient.connect(controller, "rc-reader-1")
+        reader = MqttClient.connect(controller, controller_client_id())
         reader.subscribe("edgefleet/osaka/rc-01/health", first)
         seen = first.wait_for(lambda t, m: True)[1]["seq"]
         reader.disconnect()
         broker.stop()
-        broker.start(port=state.port)  # same port, same CA, no retained state
+        broker.start(state.port, state.controller_port)  # same ports and CAs, no retained state
         second = Inbox()
-        reader = MqttClient.connect(controller, "rc-reader-2")
+        reader = MqttClient.connect(controller, controller_client_id())
         reader.subscribe("edgefleet/osaka/rc-01/health", second)
         assert second.wait_for(lambda t, m: m["seq"] > seen, timeout=30)
         reader.disconnect()

@@ -4,9 +4,10 @@ The broker is a real mosquitto (fixtures_mqtt). The AWS IoT Jobs service
 itself cannot run here, so `JobsService` below plays it on the documented
 topics (``$aws/things/T/jobs/notify-next``, ``$next/get`` ->
 ``$next/get/accepted``, ``<jobId>/update``): it queues executions, answers
-$next/get and records every update. It connects with a certificate whose CN
-is the thing's name, the one identity the broker's ACL lets touch
-``$aws/things/T/#``. The bundle is served over real HTTP from 127.0.0.1.
+$next/get and records every update. It connects as the controller, the one
+identity besides the thing itself that the broker's ACL lets publish on
+``$aws/things/T/jobs/#`` (a second connection with the thing's certificate
+would take the daemon's client id, which the broker binds to the CN). The bundle is served over real HTTP from 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class JobsService:
 
     def __init__(self, lab: MqttLab, thing: str) -> None:
         self.thing, self.base = thing, f"$aws/things/{thing}/jobs"
-        self.client = lab.client(thing, client_id=f"jobs-service-{thing}")
+        self.client = lab.client()  # the controller's listener: a device holds one session
         self.queue: list[dict[str, Any]] = []
         self.updates = Inbox()
         self.client.subscribe(f"{self.base}/$next/get", self._on_get_next)

@@ -8,6 +8,8 @@ runs it as a subprocess behind a real sshd).
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import stat
 import sys
@@ -75,6 +77,14 @@ def log_of(drive: Path) -> str:
     return (drive / "edgefleet/provision.log").read_text()
 
 
+def pin(device: Layout, text: str) -> Path:
+    """Write the device's manufacturing trust anchor with exactly `text`."""
+    anchor = fmt.trust_anchor_path(device)
+    anchor.parent.mkdir(parents=True, exist_ok=True)
+    anchor.write_text(text)
+    return anchor
+
+
 def test_first_boot_installs_identity(
     factory: Factory, device: Layout, drive: Path, capsys
 ) -> None:
@@ -136,7 +146,7 @@ def test_pinned_anchor_accepts_its_ca_and_refuses_others(
 ) -> None:
     anchor = fmt.trust_anchor_path(device)
     anchor.parent.mkdir(parents=True)
-    anchor.write_text(factory.ca.fingerprint.removeprefix("sha256:") + "\n")
+    anchor.write_text(factory.ca.fingerprint + "\n")
     other = make_factory(tmp_path / "other", org="Mallory")
     shutil.copy(other.build().path, drive)
     before = tree(device)
@@ -375,3 +385,121 @@ def test_mqtt_settings_carrying_paths_are_refused(factory: Factory, tmp_path: Pa
     path = write_zip(tmp_path / "edgefleet-cam-01.zip", resign(members, factory.ca.key))
     with pytest.raises(fmt.ProvisioningError, match="mqtt.json"):
         fmt.verify_archive(path)
+
+
+# ---------------------------------------------------------------- the drive is hostile (issue 12.4)
+
+
+def test_two_insertions_cannot_pin_an_attackers_ca_through_a_linked_log(
+    factory: Factory, device: Layout, drive: Path, tmp_path: Path, capsys
+) -> None:
+    """The reported attack: the drive's log is a link to the trust anchor and the
+    archive's name carries the attacker's fingerprint between spaces. The first
+    insertion used to append that fingerprint to the anchor; the second then
+    provisioned the box with the attacker's CA as "pinned"."""
+    anchor = pin(device, factory.ca.fingerprint + "\n")
+    pinned = anchor.read_bytes()
+    mallory = make_factory(tmp_path / "mallory", org="Mallory")
+    (drive / "edgefleet").mkdir()
+    (drive / "edgefleet/provision.log").symlink_to(anchor)
+    name = f"edgefleet- {mallory.ca.fingerprint} .zip"
+    shutil.copy(mallory.build().path, drive / name)
+    for _insertion in range(2):
+        answer = agent(capsys, "provision", "--usb", str(drive))
+        assert answer["error"]["code"] == "untrusted-ca", answer
+        assert anchor.read_bytes() == pinned
+    assert not device.device_json.exists()
+
+
+def test_a_linked_log_folder_is_never_written_through(
+    factory: Factory, device: Layout, drive: Path, capsys
+) -> None:
+    target = device.ssh_dir
+    target.mkdir(parents=True)
+    (drive / "edgefleet").symlink_to(target)
+    shutil.copy(factory.build().path, drive)
+    answer = agent(capsys, "provision", "--usb", str(drive))
+    assert answer["ok"] and answer["log_written"] is False
+    assert answer["log_problem"] == "edgefleet/ on the drive is a link or not a folder"
+    assert not (target / "provision.log").exists()
+
+
+@pytest.mark.parametrize("kind", ["symlink", "hardlink", "fifo"])
+def test_a_log_that_is_not_a_plain_file_is_refused(
+    kind: str, device: Layout, drive: Path, tmp_path: Path
+) -> None:
+    victim = tmp_path / "authorized_keys"
+    victim.write_text("ssh-ed25519 AAAA operator\n")
+    (drive / "edgefleet").mkdir()
+    log_path = drive / "edgefleet/provision.log"
+    if kind == "symlink":
+        log_path.symlink_to(victim)
+    elif kind == "hardlink":
+        log_path.hardlink_to(victim)
+    else:
+        os.mkfifo(log_path)  # nobody reads it: a blocking open would hang the first boot
+    log = agent_provision.UsbLog(drive)
+    log.line("hello")
+    assert log.written is False
+    assert victim.read_text() == "ssh-ed25519 AAAA operator\n"
+
+
+def test_names_from_the_drive_are_escaped_in_the_log(
+    factory: Factory, device: Layout, drive: Path, tmp_path: Path, capsys
+) -> None:
+    """A newline in an archive's name used to write a line of the attacker's choice
+    (an SSH key, say) into the log, or any file the log was linked to."""
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMallory mallory@evil"
+    name = f"edgefleet-x\n{key}\n\t.zip"
+    shutil.copy(factory.build().path, drive / name)
+    agent(capsys, "provision", "--usb", str(drive))
+    log = log_of(drive)
+    assert "edgefleet-x\\x0assh-ed25519\\x20AAAA" in log
+    for line in log.splitlines():
+        assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ", line), line
+        assert not line.startswith("ssh-") and "\t" not in line
+
+
+def test_printable_keeps_a_name_one_token() -> None:
+    assert fmt.printable("edgefleet-cam-01.zip") == "edgefleet-cam-01.zip"
+    assert fmt.printable("a b\nc\\d\u2028é") == "a\\x20b\\x0ac\\x5cd\\u2028\\xe9"
+
+
+ANCHORS = {
+    "two tokens on one line": "{good} {evil}\n",
+    "bare hex without sha256:": "{bare}\n",
+    "log line around a fingerprint": "2026-01-01T00:00:00Z archive edgefleet- {evil} .zip\n",
+    "upper-case hex": "{upper}\n",
+    "blank line": "{good}\n\n",
+    "carriage return": "{good}\r\n",
+    "empty file": "",
+    "not text": "\udcff",
+}
+
+
+@pytest.mark.parametrize("case", sorted(ANCHORS))
+def test_a_malformed_trust_anchor_refuses_every_archive(
+    case: str, factory: Factory, device: Layout, drive: Path, capsys
+) -> None:
+    good, evil = factory.ca.fingerprint, "sha256:" + "ab" * 32
+    text = ANCHORS[case].format(
+        good=good, evil=evil, bare=good.removeprefix("sha256:"), upper=good.upper()
+    )
+    anchor = fmt.trust_anchor_path(device)
+    anchor.parent.mkdir(parents=True)
+    anchor.write_bytes(text.encode("utf-8", "surrogateescape"))
+    shutil.copy(factory.build().path, drive)
+    before = tree(device)
+    answer = agent(capsys, "provision", "--usb", str(drive))
+    assert answer["error"]["code"] == "bad-anchor", answer
+    assert "one sha256:<fingerprint> per line" in answer["error"]["message"]
+    assert tree(device) == before
+    assert "REFUSED bad-anchor" in log_of(drive)
+
+
+def test_a_strict_anchor_still_allows_a_rotated_ca(
+    factory: Factory, device: Layout, drive: Path, capsys
+) -> None:
+    pin(device, f"sha256:{'0' * 64}\n{factory.ca.fingerprint}\n")
+    shutil.copy(factory.build().path, drive)
+    assert agent(capsys, "provision", "--usb", str(drive))["trust"] == "pinned"

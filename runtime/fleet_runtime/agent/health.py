@@ -214,12 +214,16 @@ def certificate_check(layout: Layout, warn_days: float) -> Check:
     except ValueError:
         return check("certificate", "fail", f"unreadable device certificate {layout.device_crt}")
     days = (cert.not_valid_after_utc.timestamp() - time.time()) / 86400
+    # Serial and issuer let the controller look the certificate up in the fleet CRL:
+    # the device cannot know it was revoked.
+    ident = {"days_left": round(days, 1), "serial": format(cert.serial_number, "x"),
+             "issuer": cert.issuer.rfc4514_string()}
     if days <= 0:
         return check("certificate", "fail", f"device certificate expired {-days:.0f} days ago",
-                     days_left=round(days, 1))
+                     **ident)
     status = "warn" if days < warn_days else "ok"
     reason = f"device certificate expires in {days:.0f} days" if status == "warn" else ""
-    return check("certificate", status, reason, days_left=round(days, 1))
+    return check("certificate", status, reason, **ident)
 
 
 def slot_check(layout: Layout) -> Check:

@@ -15,8 +15,12 @@ Secrets never reach the log.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
+import os
 import shutil
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -41,27 +45,80 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 class UsbLog:
-    """Appends to ``<drive>/edgefleet/provision.log``; a read-only drive is noted, not fatal."""
+    """Appends to ``<drive>/edgefleet/provision.log``; a read-only drive is noted, not fatal.
+
+    Everything on the drive is the attacker's choice, the log's path included, and
+    this runs as root before the archive is verified. So the log is opened through
+    a descriptor of the drive's root with ``O_NOFOLLOW`` at every step: a linked
+    ``edgefleet/`` or ``provision.log`` (pointing at, say, the trust anchor or
+    ``authorized_keys``) is refused, as is anything but a plain file with one link.
+    Every line is escaped so that no name can add a line of its own.
+    """
 
     def __init__(self, drive: Path) -> None:
         self.path = drive / LOG_DIR / LOG_NAME
         self.written = True
+        self.refused: str | None = None  # why the log was not written, when it was not
 
     def line(self, text: str) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         try:
-            self.path.parent.mkdir(exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(f"{stamp} {text}\n")
-        except OSError:
-            self.written = False
+            fd = _open_log(self.path.parent.parent)
+        except OSError as exc:
+            self.written, self.refused = False, exc.strerror or str(exc)
+            return
+        try:
+            os.write(fd, f"{stamp} {_one_line(text)}\n".encode())
+        except OSError as exc:
+            self.written, self.refused = False, exc.strerror or str(exc)
+        finally:
+            os.close(fd)
+
+
+_NO_FOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
+
+
+def _open_log(drive: Path) -> int:
+    """A write descriptor for the drive's log, never through a link; raises OSError."""
+    root = os.open(drive, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        with contextlib.suppress(FileExistsError):  # a link there fails the open below
+            os.mkdir(LOG_DIR, 0o755, dir_fd=root)
+        folder = os.open(LOG_DIR, os.O_RDONLY | os.O_DIRECTORY | _NO_FOLLOW, dir_fd=root)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise OSError(exc.errno, f"{LOG_DIR}/ on the drive is a link or not a folder") from None
+        raise
+    finally:
+        os.close(root)
+    try:
+        # O_NONBLOCK: a FIFO planted as the log must not hang the first boot.
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NO_FOLLOW
+        fd = os.open(LOG_NAME, flags, 0o644, dir_fd=folder)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(exc.errno, f"{LOG_NAME} on the drive is a link") from None
+        raise
+    finally:
+        os.close(folder)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)  # a device node, or a hard link to a file elsewhere
+        raise OSError(errno.EPERM, "not a plain file with a single link", LOG_NAME)
+    return fd
+
+
+def _one_line(text: str) -> str:
+    # Messages quote archive contents (serials, schema errors): no control character
+    # may reach the file raw, so one call always writes exactly one line.
+    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
 
 
 def run(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
     from fleet_runtime import provisioning as fmt
 
     log = UsbLog(args.usb)
-    log.line(f"first boot: fleet-agent {__version__}, drive {args.usb}")
+    log.line(f"first boot: fleet-agent {__version__}, drive {fmt.printable(str(args.usb))}")
     try:
         result = provision(layout, args.usb, log)
     except fmt.ProvisioningError as exc:
@@ -72,7 +129,10 @@ def run(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
         log.line(f"FAILED os-error: {what}; the device was left as it was")
         raise AgentError("os-error", what) from None
     log.line(f"PROVISIONED as {result['device']}; remove the drive and wipe it (it holds secrets)")
-    return {**result, "log": str(log.path), "log_written": log.written}
+    answer = {**result, "log": str(log.path), "log_written": log.written}
+    if log.refused:
+        answer["log_problem"] = log.refused  # e.g. a link planted on the drive
+    return answer
 
 
 def provision(layout: Layout, drive: Path, log: UsbLog) -> dict[str, Any]:
@@ -85,13 +145,14 @@ def provision(layout: Layout, drive: Path, log: UsbLog) -> dict[str, Any]:
     )
     anchors = len(expect.trusted_ca)
     trust = f"pinned ({anchors})" if anchors else "not pinned: physical presence"
-    log.line(f"device serial {expect.serial or 'unknown'}; trusted CA {trust}")
+    log.line(f"device serial {fmt.printable(expect.serial or 'unknown')}; trusted CA {trust}")
     path = choose_archive(drive, expect.serial)
-    log.line(f"archive {path.name}: verifying")
+    shown = fmt.printable(path.name)  # the drive chose the name: never write it raw
+    log.line(f"archive {shown}: verifying")
     progress("verify", archive=path.name)
     archive = fmt.verify_archive(path, expect)
     log.line(
-        f"archive {path.name}: signature, {len(archive.members) - 2} member hashes, "
+        f"archive {shown}: signature, {len(archive.members) - 2} member hashes, "
         f"deadline {archive.manifest['install_by']} and serial checked; sha256 {archive.sha256}"
     )
     record = {
