@@ -32,6 +32,25 @@ def pid_runs(pid: int, *words: str) -> bool:
     return bool(line) and all(w in line for w in words)
 
 
+def marked(name: str, value: str, path: str) -> list[int]:
+    """Live processes (not us) whose environment has ``name=value`` or whose command line
+    names something under `path`: how the lab finds what it started even when a PID was
+    never recorded. (Both, because sshd rewrites its environment block for its title.)"""
+    needle, under = f"{name}={value}".encode(), path.rstrip("/") + "/"
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        ours = needle in environ.split(b"\0") or under in cmdline(int(entry.name))
+        if ours and alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
 def alive(pid: int) -> bool:
     """Running, not a zombie: a server started by another process may never be reaped by us."""
     try:
