@@ -225,8 +225,10 @@ def _check(task: Task, run: _Run, manifest: Manifest) -> Result:
         facts["held"] = None if problems else slots["state"]
         facts["held_problems"] = problems
     if slots["state"] == "trial" and facts["held"] is None:
+        damaged = f" and fails its re-hash ({facts['held_problems'][0]})" if slot else ""
         return Result(host=task.host, failed=True, result=f"slot {slots['active']} is already on "
-                      "trial; commit or roll it back first (`fleet-agent commit|rollback`)")
+                      f"trial{damaged}; commit or roll it back first (`fleet-agent "
+                      "commit|rollback`)")
     try:
         bundle.check_compatible(manifest, hardware=str(info.get("hardware")),
                                 arch=str(info.get("arch")), current=slots["software"],

@@ -225,3 +225,22 @@ def test_retry_accepts_a_device_on_trial_at_the_target(lab1):
     assert res.exit_code == 0, res.stdout + res.stderr
     assert journal.report().devices["berlin-01"].outcome == "succeeded"
     assert_committed_once(lab1, "berlin-01")
+
+
+def test_resume_installs_again_when_the_held_slot_fails_its_rehash(lab1):
+    """The slot's record names the target's manifest hash, but a file in it was damaged
+    since: the hash of the record alone is not trusted, the files are re-hashed."""
+    bundle = build(lab1)
+    journal = interrupted_in_check(lab1, bundle)
+    on_device(lab1, "berlin-01", "install", str(bundle))
+    doc = boot_state(lab1, "berlin-01")
+    slot = "b" if doc["active"] == "a" else "a"
+    version_file = lab1.layout("berlin-01").slot(slot) / "opt/edgefleet/VERSION"
+    version_file.write_text("9.9.9\n")
+
+    res = run_cli(lab1.project.root, "ota", "resume", journal.id)
+    assert res.exit_code == 0, res.stdout + res.stderr
+    assert "ota.install" in steps_after_resume(journal, "berlin-01")
+    assert device_installs(lab1, "berlin-01") == 2  # the damaged copy, then a good one
+    assert version_file.read_text() == "1.1.0\n"
+    assert boot_state(lab1, "berlin-01")["state"] == "idle"
