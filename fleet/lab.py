@@ -8,9 +8,10 @@ services. State lives in ``.fleet/lab/``: ``lab.json`` and one root per device
 under ``devices/``; it survives `down`/`up`.
 
 Every process the lab starts carries ``FLEET_LAB_DIR=<this lab's dir>`` in its
-environment from its first instruction, or this dir in its command line (an
-SSH server's config), so `down` finds it even when its PID never reached
-``lab.json`` (the process that started it died in between). A reboot runs in a
+environment from its first instruction (an OpenSSH server, which overwrites
+that block, names its config under this dir on its command line), so `down`
+finds it even when its PID never reached ``lab.json`` (the process that started
+it died in between). A reboot runs in a
 detached process (``fleet.lab_reboot``, its own session) that records itself in
 ``lab.json``: like a real box, a lab device comes back even if the controller
 that rebooted it is killed.
@@ -300,12 +301,15 @@ class Lab:
                 for dev in devices.values():
                     dev.rebooting = None
                 self._save(devices)
+                for tmp in self.dir.glob(f".{self.file.name}.*.tmp"):
+                    tmp.unlink()  # a writer killed mid-write; never the only copy of a PID now
         return stopped
 
     def strays(self) -> list[int]:
         """PIDs of live processes this lab started (by the mark in their environment)."""
         where = str(self.dir.resolve())
-        return processes.marked(LAB_ENV, where, where)
+        sshd = ("sshd", f"{where}/devices/", "/.lab/sshd_config")  # an OpenSSH server's config
+        return processes.marked(LAB_ENV, where, sshd)
 
     def _stop_strays(self, reboots_only: bool) -> int:
         stopped = 0

@@ -32,11 +32,11 @@ def pid_runs(pid: int, *words: str) -> bool:
     return bool(line) and all(w in line for w in words)
 
 
-def marked(name: str, value: str, path: str) -> list[int]:
-    """Live processes (not us) whose environment has ``name=value`` or whose command line
-    names something under `path`: how the lab finds what it started even when a PID was
-    never recorded. (Both, because sshd rewrites its environment block for its title.)"""
-    needle, under = f"{name}={value}".encode(), path.rstrip("/") + "/"
+def marked(name: str, value: str, words: tuple[str, ...]) -> list[int]:
+    """Live processes (not us) whose environment has ``name=value``, or whose command line
+    has every one of `words`: how the lab finds what it started even when a PID was never
+    recorded. (Both, because sshd overwrites its environment block with its title.)"""
+    needle = f"{name}={value}".encode()
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -45,7 +45,7 @@ def marked(name: str, value: str, path: str) -> list[int]:
             environ = (entry / "environ").read_bytes()
         except OSError:  # gone meanwhile, or not ours to read
             continue
-        ours = needle in environ.split(b"\0") or under in cmdline(int(entry.name))
+        ours = needle in environ.split(b"\0") or pid_runs(int(entry.name), *words)
         if ours and alive(int(entry.name)):
             found.append(int(entry.name))
     return found

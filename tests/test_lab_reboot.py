@@ -77,5 +77,7 @@ def test_lab_down_stops_a_server_whose_pid_was_never_recorded(lab: Lab) -> None:
     running = lab.device("berlin-01").pid
     assert running is not None and running in lab_processes(lab)
     lab.update("berlin-01", pid=None)
+    (lab.dir / ".lab.json.k1ll3d.tmp").write_text(f'{{"pid": {running}}}')  # its last trace
     lab.down()
     assert lab_processes(lab) == []
+    assert not list(lab.dir.glob(".lab.json.*.tmp"))
