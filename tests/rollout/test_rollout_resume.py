@@ -77,6 +77,8 @@ def test_kill_9_during_a_batch_then_resume_installs_each_device_exactly_once(lab
     installs = Counter(e["device"] for e in journal.events() if e["event"] == "device_installing")
     assert installs == {"berlin-01": 1, "berlin-02": 1, "berlin-03": 1}
     assert set(versions(lab).values()) == {"1.1.0"}
+    for name in ("berlin-01", "berlin-02", "berlin-03"):  # on the device, not the journal
+        assert_committed_once(lab, name)
     res = run_cli(root, "ota", "resume", journal.id)
     assert res.exit_code == 2 and "nothing to resume" in res.stderr
 
@@ -244,3 +246,22 @@ def test_resume_installs_again_when_the_held_slot_fails_its_rehash(lab1):
     assert device_installs(lab1, "berlin-01") == 2  # the damaged copy, then a good one
     assert version_file.read_text() == "1.1.0\n"
     assert boot_state(lab1, "berlin-01")["state"] == "idle"
+
+
+def test_retry_waits_for_a_device_the_dead_controller_left_rebooting(lab1):
+    """Interrupted, then aborted (the device still mid-update), then retried while the
+    device is away for its reboot: retry waits for it (policy `skip` notwithstanding)."""
+    bundle = build(lab1)
+    root = lab1.project.root
+    journal = interrupted_in_check(lab1, bundle)
+    assert run_cli(root, "ota", "abort", journal.id).exit_code == 0
+    on_device(lab1, "berlin-01", "install", str(bundle), "--activate")
+    lab1.fault("berlin-01", "offline")
+    proc = start_fleet(root, "ota", "retry", journal.id, "--failed")
+    wait_for_event(root, proc, lambda e: e.get("event") == "device_waiting"
+                   and e.get("device") == "berlin-01")
+    lab1.reboot("berlin-01")
+    lab1.fault("berlin-01", "online")
+    assert proc.wait(120) == 0, proc.stderr.read().decode() if proc.stderr else ""
+    assert journal.report().devices["berlin-01"].outcome == "succeeded"
+    assert_committed_once(lab1, "berlin-01")
