@@ -24,6 +24,7 @@ from pathlib import Path
 
 from fleet_runtime.layout import read_json
 
+from fleet import processes
 from fleet.lab import Lab
 
 SEED_ENV = "EDGEFLEET_CRASH_SEED"
@@ -86,6 +87,14 @@ def installs(lab: Lab, name: str) -> int:
     log = lab.layout(name).logs / "agent.log"
     return sum(1 for line in log.read_text().splitlines() if " install ok " in line) \
         if log.exists() else 0
+
+
+def leftovers(lab: Lab) -> list[str]:
+    """Processes of this lab still alive (after `down`): by command line and by its mark."""
+    marker = str(lab.dir)
+    pids = {int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
+            and marker in processes.cmdline(int(p.name)) and processes.alive(int(p.name))}
+    return sorted(processes.cmdline(pid) for pid in pids | set(lab.strays()))
 
 
 def fleet(project: Path, *args: str) -> subprocess.Popen[bytes]:

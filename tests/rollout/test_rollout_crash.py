@@ -10,10 +10,20 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from pathlib import Path
 
 import pytest
-from crashkit import PHASES, Trial, crash_recipe, fleet, installs, plan_points, seed_from_env
+from crashkit import (
+    PHASES,
+    Trial,
+    crash_recipe,
+    fleet,
+    installs,
+    leftovers,
+    plan_points,
+    seed_from_env,
+)
 from lab_rollouts import SECRET, lab_project, versions
 
 from fleet import firmware
@@ -47,8 +57,6 @@ def crash_rollout(tmp_path: Path, sites: int, per_site: int, points: int | None,
 
 def _wait_for_plan(lab: Lab, proc) -> Journal:
     folder = lab.project.state_dir / "rollouts"
-    import time
-
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         for path in folder.glob("*.jsonl") if folder.is_dir() else []:
@@ -80,6 +88,7 @@ def test_random_kills_during_a_rollout_then_resume(tmp_path: Path) -> None:
     run."""
     lab, trial, seed = crash_rollout(tmp_path, 1, 3, points=None, batches="1,100%")
     lab.down()
+    assert leftovers(lab) == [], f"seed={seed}: `lab down` left these running"
     assert len(trial.landed) >= 1, f"seed={seed}: {trial.summary()}"
 
 
@@ -89,6 +98,7 @@ def test_fifty_random_kills_over_a_rolling_rollout(tmp_path: Path) -> None:
     at least 5 in each phase."""
     lab, trial, seed = crash_rollout(tmp_path, 2, 8, points=64, batches="1,25%,100%")
     lab.down()
+    assert leftovers(lab) == [], f"seed={seed}: `lab down` left these running"
     landed = {p: sum(1 for _, q in trial.landed if q == p) for p in PHASES}
     assert len(trial.landed) >= 50, f"seed={seed}: {trial.summary()}"
     assert min(landed.values()) >= 5, f"seed={seed}: {trial.summary()}"
