@@ -11,10 +11,10 @@ Every process the lab starts carries ``FLEET_LAB_DIR=<this lab's dir>`` in its
 environment from its first instruction (an OpenSSH server, which overwrites
 that block, names its config under this dir on its command line), so `down`
 finds it even when its PID never reached ``lab.json`` (the process that started
-it died in between). A reboot runs in a
-detached process (``fleet.lab_reboot``, its own session) that records itself in
-``lab.json``: like a real box, a lab device comes back even if the controller
-that rebooted it is killed.
+it died in between). A reboot runs in a detached process
+(``fleet.lab_reboot``, its own session) that records itself in ``lab.json``:
+like a real box, a lab device comes back even if the controller that rebooted
+it is killed.
 
 >>> lab = Lab(project)                                   # doctest: +SKIP
 >>> lab.up(sites=3, per_site=4)                          # doctest: +SKIP
@@ -306,7 +306,8 @@ class Lab:
         return stopped
 
     def strays(self) -> list[int]:
-        """PIDs of live processes this lab started (by the mark in their environment)."""
+        """PIDs of live processes this lab started: by the mark in their environment, or
+        (an OpenSSH server) by the config under this lab it was started with."""
         where = str(self.dir.resolve())
         sshd = ("sshd", f"{where}/devices/", "/.lab/sshd_config")  # an OpenSSH server's config
         return processes.marked(LAB_ENV, where, sshd)

@@ -73,7 +73,10 @@ def test_kill_9_during_a_batch_then_resume_installs_each_device_exactly_once(lab
     assert res.exit_code == 0, res.stdout + res.stderr
     after = journal.report()
     assert after.status == "completed" and after.counts() == {"succeeded": 3}
-    assert after.devices["berlin-02"].reason.startswith("verified after resume")
+    # The commit landed before the kill (resume only checks), or it did not (resume verifies
+    # and commits the slot on trial): never a second install or reboot.
+    assert after.devices["berlin-02"].reason.startswith("verified after resume") or \
+        steps_after_resume(journal, "berlin-02") == ["ota.check", "ota.verify", "ota.commit"]
     installs = Counter(e["device"] for e in journal.events() if e["event"] == "device_installing")
     assert installs == {"berlin-01": 1, "berlin-02": 1, "berlin-03": 1}
     assert set(versions(lab).values()) == {"1.1.0"}
