@@ -7,6 +7,15 @@ missing. A lab "reboot" runs the same boot logic a real boot does
 services. State lives in ``.fleet/lab/``: ``lab.json`` and one root per device
 under ``devices/``; it survives `down`/`up`.
 
+Every process the lab starts carries ``FLEET_LAB_DIR=<this lab's dir>`` in its
+environment from its first instruction (an OpenSSH server, which overwrites
+that block, names its config under this dir on its command line), so `down`
+finds it even when its PID never reached ``lab.json`` (the process that started
+it died in between). A reboot runs in a detached process
+(``fleet.lab_reboot``, its own session) that records itself in ``lab.json``:
+like a real box, a lab device comes back even if the controller that rebooted
+it is killed.
+
 >>> lab = Lab(project)                                   # doctest: +SKIP
 >>> lab.up(sites=3, per_site=4)                          # doctest: +SKIP
 >>> lab.fault("berlin-02", "offline")                    # doctest: +SKIP
@@ -18,6 +27,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -47,6 +57,8 @@ FAULTS = ("offline", "online", "slow", "disk-full", "fallback", "no-reboot", "cl
 BOOT_FAULTS = ("fallback", "no-reboot")
 MAX_TRIAL_BOOTS = 16
 HOST = "127.0.0.1"
+LAB_ENV = "FLEET_LAB_DIR"  # marks every process a lab starts (see `Lab.strays`)
+REBOOT_TIMEOUT_S = 120.0
 
 
 @dataclass
@@ -62,6 +74,7 @@ class LabDevice:
     offline: bool = False
     pid: int | None = None
     tags: list[str] = field(default_factory=list)
+    rebooting: int | None = None  # PID of the detached reboot in progress
 
 
 def site_name(index: int) -> str:
@@ -233,9 +246,13 @@ class Lab:
 
     def _device_env(self, dev: LabDevice) -> dict[str, str]:
         bindir = str(Path(sys.executable).parent)
-        # Never the controller's environment: it may hold FLEET_CA_PASSPHRASE (issue 12.8).
-        return {**processes.clean_env(), "FLEET_ROOT": str(self.root(dev.name)),
+        return {**self._lab_env(), "FLEET_ROOT": str(self.root(dev.name)),
                 "PATH": f"{bindir}:/usr/sbin:/usr/bin:/sbin:/bin"}
+
+    def _lab_env(self) -> dict[str, str]:
+        # Never the controller's environment: it may hold FLEET_CA_PASSPHRASE (issue 12.8).
+        # The mark lets `lab down` find a process whose PID never reached lab.json.
+        return {**processes.clean_env(), LAB_ENV: str(self.dir.resolve())}
 
     def _openssh_argv(self, dev: LabDevice) -> list[str]:
         root = self.root(dev.name)
@@ -274,12 +291,44 @@ class Lab:
         self.update(name, pid=None)
 
     def down(self) -> int:
-        """Stop every SSH server the lab started (by PID); device state stays on disk."""
-        stopped = 0
+        """Stop every process the lab started; device state stays on disk.
+
+        Reboots first (so none starts a server behind our back), then each SSH server by
+        its recorded PID, then any process still carrying this lab's mark (a server whose
+        PID was lost when the process that started it died)."""
+        stopped = self._stop_strays(reboots_only=True)
         for name, dev in self.devices().items():
             if self.running(dev):
                 stopped += 1
             self.stop(name)
+        stopped += self._stop_strays(reboots_only=False)
+        if self.file.exists():
+            with self._locked():
+                devices = self.devices()
+                for dev in devices.values():
+                    dev.rebooting = None
+                self._save(devices)
+                for tmp in self.dir.glob(f".{self.file.name}.*.tmp"):
+                    tmp.unlink()  # a writer killed mid-write; never the only copy of a PID now
+        return stopped
+
+    def strays(self) -> list[int]:
+        """PIDs of live processes this lab started: by the mark in their environment, or
+        (an OpenSSH server) by the config under this lab it was started with."""
+        where = str(self.dir.resolve())
+        sshd = ("sshd", f"{where}/devices/", "/.lab/sshd_config")  # an OpenSSH server's config
+        return processes.marked(LAB_ENV, where, sshd)
+
+    def _stop_strays(self, reboots_only: bool) -> int:
+        stopped = 0
+        for _ in range(3):  # a reboot killed mid-way may have just started a server
+            found = [p for p in self.strays()
+                     if not reboots_only or "fleet.lab_reboot" in processes.cmdline(p)]
+            if not found:
+                break
+            for pid in found:
+                processes.terminate(pid)
+            stopped += len(found)
         return stopped
 
     def destroy(self) -> None:
@@ -326,15 +375,47 @@ class Lab:
 
     def reboot(self, name: str) -> dict[str, Any]:
         """Power-cycle: SSH goes away, the boot logic picks the slot, services come back.
+        Done by a detached process (own session): it finishes even if this one dies, as a
+        real box comes back by itself. This process waits for it and reports its answer.
         A `fallback` or `no-reboot` fault set on the device changes this one reboot."""
-        fault = self._take_boot_fault(name)
-        if fault == "no-reboot":
-            return {"event": "none", "fault": fault}
-        self.stop(name)
-        boot = run_boot(self.layout(name), self._device_env(self.device(name)))
-        if fault == "fallback":
-            boot = self._boot_until_fallback(name, boot)
-        self.start(name)
+        self.device(name)
+        lab_dir = self.root(name) / ".lab"
+        lab_dir.mkdir(parents=True, exist_ok=True)
+        answer_file = lab_dir / "reboot.json"
+        answer_file.unlink(missing_ok=True)
+        with (lab_dir / "reboot.log").open("ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "fleet.lab_reboot", str(self.project.root), name],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                env=self._lab_env())
+        try:
+            proc.wait(REBOOT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise DeviceError(f"{name}: the lab reboot did not finish within "
+                              f"{REBOOT_TIMEOUT_S:g}s", fix=f"see {lab_dir / 'reboot.log'}") from None
+        answer = read_json(answer_file, default=None) or {}
+        if not answer.get("ok"):
+            raise DeviceError(f"{name}: reboot failed: {answer.get('error', 'no answer')}",
+                              fix=f"see {lab_dir / 'reboot.log'}")
+        return dict(answer["boot"])
+
+    def reboot_here(self, name: str) -> dict[str, Any]:
+        """The reboot itself, in this process (what `fleet.lab_reboot` runs). One reboot of
+        a device at a time; the device record names this process while it runs."""
+        with (self.root(name) / ".lab/reboot.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            fault = self._take_boot_fault(name)
+            if fault == "no-reboot":
+                return {"event": "none", "fault": fault}
+            self.update(name, rebooting=os.getpid())
+            try:
+                self.stop(name)
+                boot = run_boot(self.layout(name), self._device_env(self.device(name)))
+                if fault == "fallback":
+                    boot = self._boot_until_fallback(name, boot)
+                self.start(name)
+            finally:
+                self.update(name, rebooting=None)
         return boot
 
     def _boot_until_fallback(self, name: str, boot: dict[str, Any]) -> dict[str, Any]:

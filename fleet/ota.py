@@ -11,6 +11,13 @@ is resumed by an ``upload`` step (SFTP from the bytes kept) before installing
 from the file. Each step is a subtask, so processors see it; byte-level
 progress goes to ``progress``.
 
+The walk starts from the device's own state, so running it again after the
+controller died never installs twice: ``check`` waits (bounded) for an install
+still running, and a slot that already holds the target (same manifest hash,
+files re-hashed) is not written again: an ``installed`` one is activated, an
+``activated`` one rebooted, one on ``trial`` verified and committed (or rolled
+back).
+
 >>> nr.run(task=install_bundle,
 ...        bundle_path="out/firmware/edgefleet-os-1.1.0.bundle")   # doctest: +SKIP
 """
@@ -37,6 +44,8 @@ from fleet.transport import CONNECTION_NAME
 
 Progress = Callable[[str, str, dict[str, Any]], None]  # (device, step, fields)
 STEPS = ("check", "install", "reboot", "verify", "commit")  # + "upload" to resume
+INSTALL_WAIT_S = 120  # how long `check` waits for an install already running on the device
+HELD = ("installed", "activated", "trial")  # states in which a slot may hold the target
 
 
 class Restarter(Protocol):
@@ -203,14 +212,23 @@ def _both(first: Callable[[], Any], second: Callable[[], Any]) -> tuple[Any, Any
 
 
 def _check(task: Task, run: _Run, manifest: Manifest) -> Result:
-    slots = agent_for(task).call("slots", "--wait", "60")
+    agent = agent_for(task)
+    slots = agent.call("slots", "--wait", str(INSTALL_WAIT_S), timeout=INSTALL_WAIT_S + 30.0)
     info = slots.get("device") or {}
-    facts = {"software": slots["software"], "state": slots["state"], "boots": slots["boots"],
-             "incoming": slots["incoming"], "slot": slots["active"]}
-    if slots["state"] == "trial":
-        return Result(host=task.host, failed=True, result=f"slot {slots['active']} is already on "
-                      "trial; commit or roll it back first (`fleet-agent commit|rollback`)")
     committed = (slots["slots"].get(slots["committed_slot"]) or {}).get("version")
+    facts = {"software": slots["software"], "state": slots["state"], "boots": slots["boots"],
+             "incoming": slots["incoming"], "slot": slots["active"], "committed": committed,
+             "held": None}
+    slot = _holding_slot(slots, manifest)
+    if slot is not None:
+        problems = agent.call("slots", "--verify").get("verify", {}).get(slot, ["not verified"])
+        facts["held"] = None if problems else slots["state"]
+        facts["held_problems"] = problems
+    if slots["state"] == "trial" and facts["held"] is None:
+        damaged = f" and fails its re-hash ({facts['held_problems'][0]})" if slot else ""
+        return Result(host=task.host, failed=True, result=f"slot {slots['active']} is already on "
+                      f"trial{damaged}; commit or roll it back first (`fleet-agent "
+                      "commit|rollback`)")
     try:
         bundle.check_compatible(manifest, hardware=str(info.get("hardware")),
                                 arch=str(info.get("arch")), current=slots["software"],
@@ -218,6 +236,18 @@ def _check(task: Task, run: _Run, manifest: Manifest) -> Result:
     except BundleError as exc:
         return Result(host=task.host, failed=True, result=f"refused: {exc.code}: {exc.message}")
     return Result(host=task.host, result=facts)
+
+
+def _holding_slot(slots: dict[str, Any], manifest: Manifest) -> str | None:
+    """The slot an earlier, interrupted run left holding this very bundle (by its manifest
+    hash), in a state this walk can continue from; None when it must install."""
+    state = slots["state"]
+    if state not in HELD:
+        return None
+    slot = {"installed": "b" if slots["active"] == "a" else "a",
+            "activated": slots.get("pending"), "trial": slots["active"]}[state]
+    record = slots["slots"].get(slot) or {}
+    return str(slot) if record.get("manifest_sha256") == manifest.digest else None
 
 
 def _partial(task: Task, remote: str) -> int:
@@ -284,6 +314,11 @@ def _install(task: Task, run: _Run, remote: str, path: Path, uploaded: bool,
     return Result(host=task.host, result={**{k: answer[k] for k in keep}, "streamed": not uploaded})
 
 
+def _activate(task: Task, run: _Run, trials: int) -> Result:
+    answer = agent_for(task).call("activate", "--trials", str(trials))
+    return Result(host=task.host, result={"slot": answer["pending"], "version": answer["version"]})
+
+
 def _reboot(task: Task, run: _Run, restarter: Restarter) -> Result:
     restarter.reboot(task)  # that it really booted is checked by `verify` (boot counter)
     return Result(host=task.host, result={"rebooted": True})
@@ -347,7 +382,7 @@ def install_bundle(
         facts = run.step("check", _check, manifest=manifest)
     except StepFailed as exc:
         return _finish(run, failed=True, reason=exc.reason)
-    run.report.before = run.report.after = facts["software"]
+    run.report.before = run.report.after = facts["committed"] or facts["software"]
     if facts["software"] == manifest.version and facts["state"] == "idle":
         return _finish(run, changed=False, reason="already at the target version")
     if dry_run:
@@ -362,24 +397,37 @@ def install_bundle(
 
 def _apply(run: _Run, path: Path, manifest: Manifest, facts: dict[str, Any], restarter: Restarter,
            trials: int, health_flags: list[str], require_healthy: bool, transfer: str) -> Result:
-    remote = f"{facts['incoming']}/{manifest.name}-{manifest.version}-{manifest.digest[:12]}.bundle"
+    held = facts["held"]  # the state an interrupted run left the target slot in, or None
     try:
-        resumed = _partial(run.task, remote)
-        upload = bool(resumed) or transfer == "sftp"
-        if upload:
-            run.step("upload", _upload, path=path, remote=remote, resumed=resumed)
-        run.step("install", _install, remote=remote, path=path, uploaded=upload, trials=trials)
+        if held is None:
+            _write(run, path, manifest, facts, trials, transfer)
+        elif held == "installed":
+            run.step("activate", _activate, trials=trials)
     except StepFailed as exc:
         return _finish(run, failed=True, reason=f"{exc.step}: {exc.reason}")
+    # On trial the device already booted the new slot: verify that boot, do not boot again.
+    boots_before = int(facts["boots"]) - (1 if held == "trial" else 0)
     try:
-        run.step("reboot", _reboot, restarter=restarter)
+        if held != "trial":
+            run.step("reboot", _reboot, restarter=restarter)
         run.step("verify", _verify, target=manifest.version, health_flags=health_flags,
-                 require_healthy=require_healthy, boots_before=int(facts["boots"]))
+                 require_healthy=require_healthy, boots_before=boots_before)
         run.step("commit", _commit)
     except StepFailed as exc:
         return _recover(run, restarter, facts, f"{exc.step}: {exc.reason}")
     run.report.after = manifest.version
     return _finish(run, changed=True)
+
+
+def _write(run: _Run, path: Path, manifest: Manifest, facts: dict[str, Any], trials: int,
+           transfer: str) -> None:
+    """Upload (when resuming a cut transfer, or asked to) and install + activate."""
+    remote = f"{facts['incoming']}/{manifest.name}-{manifest.version}-{manifest.digest[:12]}.bundle"
+    resumed = _partial(run.task, remote)
+    upload = bool(resumed) or transfer == "sftp"
+    if upload:
+        run.step("upload", _upload, path=path, remote=remote, resumed=resumed)
+    run.step("install", _install, remote=remote, path=path, uploaded=upload, trials=trials)
 
 
 def _recover(run: _Run, restarter: Restarter, facts: dict[str, Any], why: str) -> Result:
@@ -388,7 +436,8 @@ def _recover(run: _Run, restarter: Restarter, facts: dict[str, Any], why: str) -
     try:
         run.step("rollback", _rollback, reason=why)
         run.step("reboot", _reboot, restarter=restarter)
-        back = run.step("verify", _verify, target=facts["software"], health_flags=[],
+        back = run.step("verify", _verify, target=facts["committed"] or facts["software"],
+                        health_flags=[],
                         require_healthy=False, boots_before=int(facts["boots"]))
         run.report.after = back["software"]
     except StepFailed as exc:

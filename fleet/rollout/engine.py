@@ -30,6 +30,7 @@ from fleet.rollout.report import (
     ABORTED,
     DONE,
     FAILED,
+    IN_FLIGHT,
     NOT_RUN,
     PAUSED,
     RETRYABLE,
@@ -39,6 +40,8 @@ from fleet.rollout.report import (
     Report,
 )
 from fleet.rollout.runner import Control, EventSink, RolloutRunner
+
+ABORTED_IN_FLIGHT = "aborted; was in flight when the controller stopped: check the device"
 
 
 class Work(Protocol):
@@ -119,7 +122,10 @@ def retry(project: Project, rollout_id: str | None, nr_for: Callable[[list[str]]
             for b in batching.plan(hosts, policy, batching.describe_host)]
     journal.append({"event": "retry", "devices": names, "batches": plan,
                     "sites": {h.name: batching.describe_host(h).site for h in hosts}})
-    return _run(journal, nr, work, policy, sinks, plan=plan, prior=None)
+    # Devices a dead controller left mid-update are continued like a resume (waited for if
+    # away, e.g. rebooting; settled first), not started afresh.
+    prior = {n: IN_FLIGHT for n in names if report.devices[n].reason == ABORTED_IN_FLIGHT}
+    return _run(journal, nr, work, policy, sinks, plan=plan, prior=prior)
 
 
 def abort(project: Project, rollout_id: str | None, reason: str = "aborted by operator"
@@ -135,8 +141,7 @@ def abort(project: Project, rollout_id: str | None, reason: str = "aborted by op
         return journal.report()
     for name, dev in report.devices.items():
         if dev.outcome not in DONE:
-            why = "aborted; was in flight when the controller stopped: check the device" \
-                if dev.outcome == "in_flight" else "aborted before it was reached"
+            why = ABORTED_IN_FLIGHT if dev.outcome == IN_FLIGHT else "aborted before it was reached"
             journal.append(_finished(name, NOT_RUN, why))
     journal.append({"event": "run_finished", "status": ABORTED, "reason": reason})
     return journal.report()

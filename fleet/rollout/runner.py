@@ -118,7 +118,9 @@ class RolloutRunner:
         a ``device_late`` event records what it finally did.
     plan / prior: from a journal when resuming (batches of names; outcomes so
         far). Devices whose prior outcome is final are not touched; in-flight
-        ones are settled first and the work is redone only if that fails.
+        ones are waited for when offline (up to offline_wait, whatever the
+        offline policy: they may be rebooting), settled first, and handed to the
+        work again only if that fails (the work continues from the device's state).
     """
 
     def __init__(self, policy: Policy, *, gate: Gate | None = None, settle: Gate | None = None,
@@ -257,7 +259,8 @@ class RolloutRunner:
     def _launch(self, number: int, host: Host, flights: dict[str, _Flight],
                 wrapped: Task) -> None:
         now = time.monotonic()
-        wait = self.policy.offline_wait if self.policy.offline == "wait" else 0.0
+        waits = self.policy.offline == "wait" or self._resuming(host)
+        wait = self.policy.offline_wait if waits else 0.0
         flights[host.name] = _Flight(host, now, now + wait + self.policy.device_timeout)
         self.emit({"event": "device_started", "device": host.name, "batch": number})
         thread = threading.Thread(target=self._device, args=(host, wrapped),
@@ -334,17 +337,20 @@ class RolloutRunner:
         self._done.put(("done", host.name, payload))
 
     def _device_outcome(self, host: Host, wrapped: Task) -> tuple[str, str, MultiResult]:
-        offline = self._offline(host)
+        resuming = self._resuming(host)
+        offline = self._offline(host, must_wait=resuming)
         if offline is not None:
             return offline
         if host.name in self._abandoned:  # timed out while we were still probing it
             why = "cancelled before it started: past device_timeout"
             return FAILED, why, _single(host, why, failed=True)
         self._done.put(("working", host.name, None))
-        if self.prior.get(host.name) == IN_FLIGHT and self._verified(host, wrapped):
+        if resuming and self._verified(host, wrapped):
             why = "verified after resume: already in the wanted state"
             return SUCCEEDED, why, _single(host, why, failed=False)
-        self.emit({"event": "device_installing", "device": host.name})
+        # A resumed device is continued from its own state by the work, not started afresh.
+        self.emit({"event": "device_continuing" if resuming else "device_installing",
+                   "device": host.name})
         multi = wrapped.copy().start(host)
         if multi.failed:
             return FAILED, failure_reason(multi), multi
@@ -356,10 +362,17 @@ class RolloutRunner:
             return FAILED, f"{GATE_STEP}: {refused}", multi
         return (SUCCEEDED if _work_changed(multi) else UNCHANGED), "", multi
 
-    def _offline(self, host: Host) -> tuple[str, str, MultiResult] | None:
+    def _resuming(self, host: Host) -> bool:
+        """Was the device in flight when the controller died (it may be rebooting now)?"""
+        return self.prior.get(host.name) == IN_FLIGHT
+
+    def _offline(self, host: Host, must_wait: bool = False
+                 ) -> tuple[str, str, MultiResult] | None:
+        """None when the device answers (after waiting, if the policy or `must_wait` says
+        so: a device left in flight by a dead controller may be rebooting)."""
         if self.probe is None or self._probe(host):
             return None
-        if self.policy.offline == "wait":
+        if self.policy.offline == "wait" or must_wait:
             self.emit({"event": "device_waiting", "device": host.name,
                        "timeout": self.policy.offline_wait})
             if self._wait_online(host):

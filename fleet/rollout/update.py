@@ -7,7 +7,8 @@ reboot for its version, self-test and health, and nothing is committed
 without it. `accept` is the runner's health gate on that report: a device
 counts as done only on what it reported (target version, not failing,
 committed), never on an exit status, and at no extra device call. After a
-crash, `settle` asks everything afresh (committed, version, health).
+crash, `settle` asks everything afresh (committed, version, health) and changes
+nothing; a device not yet done is continued by the task from its own state.
 
 >>> work = OtaWork.for_bundle(project, Path("out/firmware/os-1.1.0.bundle"))  # doctest: +SKIP
 >>> runner = RolloutRunner(policy, accept=work.accept, probe=work.probe(nr))  # doctest: +SKIP
@@ -123,12 +124,14 @@ class OtaWork:
                                          "verdict": health["verdict"]})
 
     def settle(self, task: Task) -> Result:
-        """After a controller crash: a device left on trial at the target is committed when its
-        self-test passed; a device must be committed (idle) to count. Never installs."""
-        agent = agent_for(task)
-        slots = agent.call("slots")
-        if slots["state"] == "trial" and slots["software"] == self.version:
-            slots = {**slots, "state": "idle"} if agent.call("commit") else slots
+        """After a controller crash: is the device already done, i.e. idle (committed) on the
+        target and not failing? Read-only: a device anywhere else (installing, installed,
+        activated, on trial) is continued by `install_bundle` from its own state, which
+        commits only what it verified. Waits (bounded) for an install still running."""
+        from fleet.ota import INSTALL_WAIT_S
+
+        slots = agent_for(task).call("slots", "--wait", str(INSTALL_WAIT_S),
+                                     timeout=INSTALL_WAIT_S + 30.0)
         if slots["state"] != "idle":
             return Result(task.host, failed=True, result=f"slot state {slots['state']}")
         return self.full_gate(task)

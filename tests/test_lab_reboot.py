@@ -1,0 +1,83 @@
+"""A lab reboot outlives the process that asked for it, and `lab down` stops every process
+the lab started, even one whose PID never reached lab.json."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from labkit import start_lab
+
+from fleet import processes
+from fleet.lab import Lab
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    lab = start_lab(tmp_path, 1, 2)
+    yield lab
+    lab.down()
+
+
+def lab_processes(lab: Lab) -> list[int]:
+    """Live processes whose command line names this lab's directory (its SSH servers)."""
+    marker = str(lab.dir)
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
+            and marker in processes.cmdline(int(p.name)) and processes.alive(int(p.name))]
+
+
+def wait_until(predicate, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.02)
+
+
+def kill_reboot_midway(lab: Lab, name: str) -> None:
+    """`fleet lab reboot NAME` in its own process, SIGKILLed once the device's SSH server
+    has gone down for the reboot (before the boot logic ran or the server came back)."""
+    server = lab.device(name).pid
+    proc = subprocess.Popen([sys.executable, "-m", "fleet.cli.app", "--project",
+                             str(lab.project.root), "lab", "reboot", name],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: server not in lab_processes(lab) or proc.poll() is not None,
+                   "the reboot stops the SSH server")
+        assert proc.poll() is None, "the reboot finished before it could be interrupted"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+
+
+def test_a_device_comes_back_after_the_controller_dies_during_its_reboot(lab: Lab) -> None:
+    boots = json.loads(lab.layout("berlin-01").boot_json.read_text())["boots"]
+    kill_reboot_midway(lab, "berlin-01")
+    wait_until(lambda: getattr(lab.device("berlin-01"), "rebooting", None) is None
+               and lab.running(lab.device("berlin-01")), "the device is back")
+    assert json.loads(lab.layout("berlin-01").boot_json.read_text())["boots"] == boots + 1
+    assert lab.device("berlin-01").pid in lab_processes(lab)
+
+
+def test_lab_down_after_a_killed_reboot_leaves_no_ssh_server(lab: Lab) -> None:
+    kill_reboot_midway(lab, "berlin-02")
+    lab.down()  # maybe while the reboot is still starting the server again
+    assert lab_processes(lab) == []
+    time.sleep(0)  # nothing to wait for: a reboot still running would have been stopped too
+    assert lab_processes(lab) == [] and lab.strays() == []
+
+
+def test_lab_down_stops_a_server_whose_pid_was_never_recorded(lab: Lab) -> None:
+    """The process that started sshd died before it wrote the PID to lab.json."""
+    running = lab.device("berlin-01").pid
+    assert running is not None and running in lab_processes(lab)
+    lab.update("berlin-01", pid=None)
+    (lab.dir / ".lab.json.k1ll3d.tmp").write_text(f'{{"pid": {running}}}')  # its last trace
+    lab.down()
+    assert lab_processes(lab) == []
+    assert not list(lab.dir.glob(".lab.json.*.tmp"))
