@@ -308,12 +308,15 @@ def _register(app: str, port: int | None) -> bool:
 
 
 def _summary(snap: dict[str, Any]) -> dict[str, Any]:
+    from fleet_runtime.pipeline.metrics import notes as metrics_notes
+
     return {
         "frames_out": {n: c["frames_out"] for n, c in snap["cameras"].items()},
         "frames_dropped": {n: c["frames_dropped"] for n, c in snap["cameras"].items()},
         "providers": {n: m["providers"]["primary"] for n, m in snap["models"].items()},
         "inference_ms_p50": {n: m["p50"] for n, m in snap["models"].items()},
         "nodes": {n: s["state"] for n, s in snap["nodes"].items()},
+        "notes": metrics_notes(snap),
     }
 
 
