@@ -24,11 +24,18 @@ def styled(word: str) -> str:
 
 
 def grouped_table(title: str, columns: Sequence[str], rows: Iterable[dict[str, Any]],
-                  *, group_key: str = "site") -> Table:
-    """One table; a section line between sites."""
+                  *, group_key: str = "site", whole: Sequence[str] = ()) -> Table:
+    """One table; a section line between sites. Columns named in `whole` hold tokens
+    (file names, timestamps) that are never split: a path broken over two lines cannot
+    be copied, so the other columns give way instead."""
+    rows = list(rows)
     table = Table(title=title, title_justify="left", header_style="bold")
     for col in columns:
-        table.add_column(col, overflow="fold")
+        if col in whole:
+            widest = max([len(col), *(len(str(r.get(col.lower(), ""))) for r in rows)])
+            table.add_column(col, no_wrap=True, min_width=widest)
+        else:
+            table.add_column(col, overflow="fold")
     last = object()
     for row in rows:
         if row.get(group_key) != last and last is not object():

@@ -89,8 +89,10 @@ def _render(a: Application, bundles: list[Bundle], summary: dict[str, Any], out:
                      "status": styled("ok") if b.ok else styled("fail"), "error": b.error or ""})
     title = (f"logs: {summary['exported']}/{summary['devices']} bundles verified in {out}, "
              f"{_size(summary['bytes'])} for {_size(summary['log_bytes'])} of logs")
-    a.output(grouped_table(title, ["Site", "Device", "Bundle", "Size", "Logs", "From", "To",
-                                   "Status", "Error"], rows))
+    # No Site column: the bundle path starts with it, and every column here is needed whole.
+    a.output(grouped_table(title, ["Device", "Bundle", "Size", "Logs", "From", "To",
+                                   "Status", "Error"], rows,
+                           whole=("Device", "Bundle", "Size", "From", "To")))
     if summary["unreachable"]:
         a.display_warning(f"unreachable: {', '.join(summary['unreachable'])}")
     if summary["failed"]:
