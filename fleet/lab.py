@@ -24,7 +24,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -335,7 +335,19 @@ class Lab:
             with (out / fname).open("w") as fh:
                 fh.write("# written by `fleet lab up`; edits are overwritten\n")
                 yaml.dump(doc, fh)
+        self._write_cameras_csv(out / "cameras.csv", devices)
         return out
+
+    @staticmethod
+    def _write_cameras_csv(path: Path, devices: dict[str, LabDevice]) -> None:
+        """Sample cameras for the lab's devices, ready for `fleet cameras import`: the first
+        camera of each device takes its password from $LAB_CAMERA_PASSWORD."""
+        from fleet.cameras import sample_csv
+
+        rows: list[Mapping[str, Any]] = [
+            {"name": d.name, "site": d.site} for d in sorted(devices.values(), key=lambda d: d.name)
+        ]
+        path.write_text(sample_csv(rows), encoding="utf-8")
 
     def status(self) -> list[dict[str, Any]]:
         rows = []

@@ -34,7 +34,9 @@ def up(ctx: typer.Context,
         a.abort(f"unknown --ssh '{ssh}'; use openssh or asyncssh", 2)
     with a.guarded(), a.err.status("starting lab devices…"):
         lab = Lab(a.project)
+        existing = set(lab.devices())
         lab.up(sites, devices_per_site, ssh=ssh or None, factory=factory)
+        _say_created(a, sorted(set(lab.devices()) - existing), factory)
         if mqtt:
             from fleet.broker import LabMqtt
 
@@ -125,6 +127,17 @@ def reset(ctx: typer.Context, device: str, json: o.Json = False) -> None:
         return
     removed = len(answer.get("removed", []))
     a.display_success(f"{device}: reset to factory state ({removed} files removed)")
+
+
+def _say_created(a: Application, created: list[str], factory: bool) -> None:
+    """--factory shapes only the devices this call creates; say so when it created none."""
+    if created:
+        kind = "factory-fresh (provision them by USB: `fleet lab usb`)" if factory else "provisioned"
+        a.display_info(f"created {len(created)} {kind} device(s): {', '.join(created)}")
+    elif factory:
+        a.display_warning("--factory changed nothing: it applies only to devices `lab up` creates, "
+                          "and every device exists already; add a site (--sites N+1) or reset one "
+                          "to factory state with `fleet lab reset DEVICE`")
 
 
 def _show_status(a: Application, json: bool) -> None:

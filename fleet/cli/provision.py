@@ -217,7 +217,7 @@ def usb(
         prov.check_name(device)
         prov.check_drive(mount, force=force)
         if archive_file is None:
-            specs = _specs(a, inv.Selection.of(inventory, limit=device))
+            specs = _specs(a, inv.Selection.of(inventory, limit=device, limit_given_as="DEVICE"))
             report = _build(a, specs, None, valid_for, cert_days, progress=False)
             if report.failed:
                 a.abort(f"{device}: {report.failed[device]}")
