@@ -50,6 +50,13 @@ def test_bad_input_is_refused_before_anything_changes(project, args, needle):
         (project / ".fleet/rollouts").glob("*.jsonl"))
 
 
+def test_a_device_typo_in_ota_install_names_the_argument_not_limit(project):
+    res = run_cli(project, "ota", "install", "berlin-1", str(project / "os-1.1.0.bundle"),
+                  "-i", "lab")
+    assert res.exit_code == 2, res.stderr
+    assert "unknown device(s) in DEVICE: berlin-1" in res.stderr and "--limit" not in res.stderr
+
+
 def test_bad_policy_file_names_file_and_line(project):
     policy = project / "policy.yaml"
     policy.write_text("batches: [1, '10%']\nmax_failures: 0\n")
