@@ -57,7 +57,8 @@ def wanted(app: Path) -> list[Wanted]:
 def _model_file(package_dir: Path, impl: dict[str, str]) -> Path:
     descriptor = package_dir / impl.get("descriptorUri", "descriptor.json")
     doc = json.loads(descriptor.read_text(encoding="utf-8"))
-    return package_dir / impl.get("assetUri", "model") / doc["mlModelDescriptor"]["onnx"]["asset"]
+    asset = str(doc["mlModelDescriptor"]["onnx"]["asset"])
+    return package_dir / impl.get("assetUri", "model") / asset
 
 
 def fetch(app: Path) -> list[Wanted]:
