@@ -139,18 +139,23 @@ class Lab:
         return Layout(self.root(name))
 
     # ---- lifecycle ------------------------------------------------------------
-    def up(self, sites: int = 3, per_site: int = 3, *, ssh: str | None = None,
+    def up(self, sites: int | None = 3, per_site: int | None = 3, *, ssh: str | None = None,
            factory: bool = False) -> list[LabDevice]:
-        """Create missing devices (sites x per_site), start every SSH server, write the inventory."""
-        if sites < 1 or per_site < 1:
+        """Create missing devices (sites x per_site), start every SSH server, write the inventory.
+
+        With neither size given, an existing lab restarts as it is (a new one gets 3 x 3), so
+        `fleet lab up --mqtt` never grows a lab that was made smaller."""
+        if (sites is not None and sites < 1) or (per_site is not None and per_site < 1):
             raise UsageError("--sites and --devices-per-site must be at least 1")
         kind = ssh or default_ssh()
         if kind == "openssh":
             sshd_path()
         with self._locked():
             devices = self.devices()
-            for s in range(sites):
-                for i in range(1, per_site + 1):
+            if sites is None and per_site is None and devices:
+                sites, per_site = 0, 0  # restart the lab as it is
+            for s in range(3 if sites is None else sites):
+                for i in range(1, (3 if per_site is None else per_site) + 1):
                     name = f"{site_name(s)}-{i:02d}"
                     if name not in devices:
                         devices[name] = self._create(name, site_name(s), kind, factory)

@@ -80,7 +80,8 @@ def test_factory_on_an_existing_lab_says_it_changed_nothing(lab: Lab) -> None:
     res = run_cli(lab.project.root, "lab", "up", "--factory", "--sites", "2",
                   "--devices-per-site", "2")
     assert res.exit_code == 0, res.stderr
-    assert "--factory changed nothing" in res.stderr and "fleet lab reset DEVICE" in res.stderr
+    said = " ".join(res.stderr.split())  # the console wraps long lines
+    assert "--factory changed nothing" in said and "fleet lab reset DEVICE" in said
     assert all(r["provisioned"] for r in lab.status())  # nothing was reset behind our back
 
 
@@ -92,3 +93,11 @@ def test_the_lab_writes_a_cameras_csv_that_imports(lab: Lab) -> None:
     res = run_cli(root, "cameras", "import", str(csv_path), "--dry-run",
                   env={"LAB_CAMERA_PASSWORD": "lab-test-password"})
     assert res.exit_code == 0, res.stderr
+
+
+def test_up_without_sizes_restarts_the_lab_as_it_is(lab: Lab) -> None:
+    before = sorted(lab.devices())
+    res = run_cli(lab.project.root, "lab", "up", "--json")
+    assert res.exit_code == 0, res.stderr
+    assert sorted(r["name"] for r in json.loads(res.stdout)["devices"]) == before  # not 3 x 3
+    assert "created" not in res.stderr

@@ -28,7 +28,7 @@ def test_logs_export_table_never_splits_file_names_or_timestamps(tmp_path: Path)
     summary = {"exported": 2, "devices": 3, "bytes": 96_426, "log_bytes": 420_000,
                "unreachable": ["lisbon-03"], "failed": []}
     a = Application(tmp_path, color=False)
-    a.out = Console(file=io.StringIO(), width=140, color_system=None)
+    a.out = Console(file=io.StringIO(), width=120, color_system=None)
     a.err = Console(file=io.StringIO(), width=100, color_system=None)
     _render(a, bundles, summary, out)
     text = a.out.file.getvalue()  # type: ignore[attr-defined]
