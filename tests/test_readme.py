@@ -13,6 +13,7 @@ The self-checks at the bottom prove the runner fails on a broken command.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -89,11 +90,12 @@ def run_script(text: str, cwd: Path, env: dict[str, str],
                             start_new_session=True)
     try:
         out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out = proc.communicate()[0] + f"\nthe tour did not finish in {timeout:g}s\n"
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
 
 
