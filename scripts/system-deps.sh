@@ -38,6 +38,7 @@ PY
 }
 
 wait_for_lock() {
+  start=$(date +%s)
   waited=0
   # shellcheck disable=SC2086 # LOCKS is a list of paths
   while lock_busy $LOCKS; do
@@ -49,7 +50,8 @@ wait_for_lock() {
       exit 1
     fi
     sleep 1
-    waited=$((waited + 1))
+    waited=$(( $(date +%s) - start ))
+    [ "$waited" -gt 0 ] || waited=1
   done
   [ "$waited" -eq 0 ] || echo "dpkg lock free after ${waited}s; carrying on" >&2
 }
