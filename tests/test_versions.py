@@ -56,3 +56,27 @@ def test_help_shows_no_value_type_on_flags(argv: list[str]) -> None:
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "--help" in proc.stdout and "<bool>" not in proc.stdout
+
+
+def test_register_warns_about_a_device_whose_agent_is_too_old(lab, tmp_path: Path) -> None:
+    """A real lab device behind sshd whose agent reports an old version in its answers."""
+    from ruamel.yaml import YAML
+
+    old = tmp_path / "fleet-agent-0.0.9"
+    old.write_text(f'#!/bin/sh\n"{BIN / "fleet-agent"}" "$@" | '
+                   "sed 's/\"agent_version\": *\"[^\"]*\"/\"agent_version\": \"0.0.9\"/'\n")
+    old.chmod(0o755)
+    yaml = YAML()
+    inventory = lab.project.inventories / "oldagent"
+    inventory.mkdir()
+    for name in ("groups.yaml", "defaults.yaml"):
+        (inventory / name).write_text((lab.project.inventories / "lab" / name).read_text())
+    hosts = yaml.load((lab.project.inventories / "lab" / "hosts.yaml").read_text())
+    hosts["berlin-01"]["data"]["agent"] = str(old)
+    with (inventory / "hosts.yaml").open("w") as fh:
+        yaml.dump(hosts, fh)
+    res = run_cli(lab.project.root, "devices", "register", "-i", "oldagent", "--site", "berlin")
+    assert res.exit_code == 0, res.stderr
+    said = " ".join(res.stderr.split())
+    assert "berlin-01: fleet-agent 0.0.9 is older than 0.1.0" in said
+    assert "berlin-02:" not in said  # its agent is current
