@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test setup system-deps lint bench clean
+.PHONY: demo test test-fast setup system-deps lint bench clean
 
 demo: system-deps setup
 	$(BIN)/fleet --project . demo
@@ -14,13 +14,24 @@ demo: system-deps setup
 test: system-deps setup
 	scripts/run-tests
 
+# The edit-run loop: no labs, brokers, clouds or models (tests/areas.py marks those
+# `servers`). `make test` stays the test of record.
+test-fast: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow and not servers"
+
 setup: $(VENV)/.installed
 
+# PYTHONWARNINGS: setuptools' deprecation boxes say nothing a user can act on here.
 $(VENV)/.installed: pyproject.toml runtime/pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e './runtime[vision,mqtt]' -e '.[test,dev]'
-	touch $@
+	@echo "setup: creating $(VENV) with $(PYTHON)"
+	@$(PYTHON) -m venv $(VENV)
+	@echo "setup: upgrading pip"
+	@$(BIN)/pip install -q --upgrade pip
+	@echo "setup: installing edgefleet-runtime (agent, ONNX Runtime, OpenCV, PyAV, MQTT) and"
+	@echo "       edgefleet (controller, test and lint tools); this takes a few minutes"
+	@PYTHONWARNINGS=ignore $(BIN)/pip install -q -e './runtime[vision,mqtt]' -e '.[test,dev]'
+	@touch $@
+	@echo "setup: done; . $(BIN)/activate to use fleet and fleet-runtime"
 
 system-deps:
 	scripts/system-deps.sh

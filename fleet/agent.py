@@ -20,6 +20,8 @@ from fleet.errors import AgentCallError
 from fleet.transport import CONNECTION_NAME, SSHSession
 
 PROTOCOL = 1
+# The oldest agent that speaks everything this controller asks for (commands, fields).
+MIN_AGENT_VERSION = "0.1.0"
 Progress = Callable[[dict[str, Any]], None]
 
 
@@ -63,9 +65,29 @@ def parse_answer(device: str, stdout: bytes, stderr: bytes, rc: int) -> dict[str
         detail = (stderr.decode(errors="replace").strip() or text or f"exit {rc}")[-300:]
         raise AgentCallError(device, "protocol", f"no agent answer (exit {rc}): {detail}")
     if answer.get("protocol") != PROTOCOL:
+        theirs = answer.get("protocol")
+        age = "older" if isinstance(theirs, int) and theirs < PROTOCOL else "other"
         raise AgentCallError(device, "protocol",
-                             f"agent speaks protocol {answer.get('protocol')}, we speak {PROTOCOL}")
+                             f"agent speaks protocol {theirs}, {age} than the {PROTOCOL} this "
+                             "controller needs; install the matching edgefleet-runtime on the device")
     return answer
+
+
+def version_tuple(text: str) -> tuple[int, ...]:
+    """``"1.10.2"`` -> ``(1, 10, 2)``; anything unparsable sorts first."""
+    try:
+        return tuple(int(part) for part in text.split("+")[0].split("."))
+    except ValueError:
+        return ()
+
+
+def outdated_agent(info: dict[str, Any]) -> str | None:
+    """Why a device's agent (its `info` answer) is too old for this controller, or None."""
+    version = str(info.get("agent_version") or "unknown")
+    if version_tuple(version) >= version_tuple(MIN_AGENT_VERSION):
+        return None
+    return (f"fleet-agent {version} is older than {MIN_AGENT_VERSION}, which this controller "
+            f"(protocol {PROTOCOL}) needs; update edgefleet-runtime on the device")
 
 
 def _progress_sink(on_progress: Progress | None) -> Callable[[bytes], None] | None:

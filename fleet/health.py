@@ -155,11 +155,15 @@ def failure_reason(exc: BaseException | None) -> str:
     return f"{type(exc).__name__}: {exc}" if exc else "unknown failure"
 
 
-def summarize(reports: list[DeviceHealth]) -> dict[str, int]:
-    counts = {v: 0 for v in VERDICTS}
+def summarize(reports: list[DeviceHealth]) -> dict[str, Any]:
+    """Counts per verdict, and the devices that are not healthy by name, so a script
+    reading only the summary learns who needs attention, not just how many."""
+    counts: dict[str, Any] = {v: 0 for v in VERDICTS}
     for r in reports:
         counts[r.verdict] += 1
     counts["total"] = len(reports)
+    counts["not_healthy"] = [{"name": r.name, "site": r.site, "verdict": r.verdict,
+                              "reason": r.reason} for r in reports if r.verdict != "healthy"]
     return counts
 
 

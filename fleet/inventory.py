@@ -81,13 +81,17 @@ class Selection:
     groups: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     limit: tuple[str, ...] = field(default=())
+    # What the user typed the names as, for messages: a command taking one DEVICE
+    # argument must not blame a --limit flag that was never given.
+    limit_given_as: str = field(default="--limit", compare=False)
 
     @classmethod
     def of(cls, inventory: str | None = None, site: Iterable[str] | None = None,
            group: Iterable[str] | None = None, tag: Iterable[str] | None = None,
-           limit: str | None = None) -> Selection:
+           limit: str | None = None, *, limit_given_as: str = "--limit") -> Selection:
         names = tuple(n.strip() for n in (limit or "").split(",") if n.strip())
-        return cls(inventory, tuple(site or ()), tuple(group or ()), tuple(tag or ()), names)
+        return cls(inventory, tuple(site or ()), tuple(group or ()), tuple(tag or ()), names,
+                   limit_given_as)
 
 
 def inventory_dir(project: Project, name_or_path: str | None) -> Path:
@@ -190,7 +194,7 @@ def select(project: Project, selection: Selection, *, num_workers: int | None = 
     nr = load(project, selection.inventory, num_workers=num_workers)
     unknown = [n for n in selection.limit if n not in nr.inventory.hosts]
     if unknown:
-        raise ConfigError(f"unknown device(s) in --limit: {', '.join(unknown)}",
+        raise ConfigError(f"unknown device(s) in {selection.limit_given_as}: {', '.join(unknown)}",
                           fix="check the names with `fleet inventory list`")
     chosen = nr.filter(filter_func=lambda h: matches(h, selection))
     if not chosen.inventory.hosts and not allow_empty:

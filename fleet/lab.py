@@ -33,7 +33,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,18 +156,23 @@ class Lab:
         return Layout(self.root(name))
 
     # ---- lifecycle ------------------------------------------------------------
-    def up(self, sites: int = 3, per_site: int = 3, *, ssh: str | None = None,
+    def up(self, sites: int | None = 3, per_site: int | None = 3, *, ssh: str | None = None,
            factory: bool = False) -> list[LabDevice]:
-        """Create missing devices (sites x per_site), start every SSH server, write the inventory."""
-        if sites < 1 or per_site < 1:
+        """Create missing devices (sites x per_site), start every SSH server, write the inventory.
+
+        With neither size given, an existing lab restarts as it is (a new one gets 3 x 3), so
+        `fleet lab up --mqtt` never grows a lab that was made smaller."""
+        if (sites is not None and sites < 1) or (per_site is not None and per_site < 1):
             raise UsageError("--sites and --devices-per-site must be at least 1")
         kind = ssh or default_ssh()
         if kind == "openssh":
             sshd_path()
         with self._locked():
             devices = self.devices()
-            for s in range(sites):
-                for i in range(1, per_site + 1):
+            if sites is None and per_site is None and devices:
+                sites, per_site = 0, 0  # restart the lab as it is
+            for s in range(3 if sites is None else sites):
+                for i in range(1, (3 if per_site is None else per_site) + 1):
                     name = f"{site_name(s)}-{i:02d}"
                     if name not in devices:
                         devices[name] = self._create(name, site_name(s), kind, factory)
@@ -445,7 +450,19 @@ class Lab:
             with (out / fname).open("w") as fh:
                 fh.write("# written by `fleet lab up`; edits are overwritten\n")
                 yaml.dump(doc, fh)
+        self._write_cameras_csv(out / "cameras.csv", devices)
         return out
+
+    @staticmethod
+    def _write_cameras_csv(path: Path, devices: dict[str, LabDevice]) -> None:
+        """Sample cameras for the lab's devices, ready for `fleet cameras import`: the first
+        camera of each device takes its password from $LAB_CAMERA_PASSWORD."""
+        from fleet.cameras import sample_csv
+
+        rows: list[Mapping[str, Any]] = [
+            {"name": d.name, "site": d.site} for d in sorted(devices.values(), key=lambda d: d.name)
+        ]
+        path.write_text(sample_csv(rows), encoding="utf-8")
 
     def status(self) -> list[dict[str, Any]]:
         rows = []

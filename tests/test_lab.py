@@ -74,3 +74,30 @@ def test_concurrent_reboots_keep_every_device_record(lab: Lab) -> None:
     devices = lab.devices()
     assert all(lab.running(devices[n]) for n in names)
     assert len({devices[n].pid for n in names}) == len(names)
+
+
+def test_factory_on_an_existing_lab_says_it_changed_nothing(lab: Lab) -> None:
+    res = run_cli(lab.project.root, "lab", "up", "--factory", "--sites", "2",
+                  "--devices-per-site", "2")
+    assert res.exit_code == 0, res.stderr
+    said = " ".join(res.stderr.split())  # the console wraps long lines
+    assert "--factory changed nothing" in said and "fleet lab reset DEVICE" in said
+    assert all(r["provisioned"] for r in lab.status())  # nothing was reset behind our back
+
+
+def test_the_lab_writes_a_cameras_csv_that_imports(lab: Lab) -> None:
+    root = lab.project.root
+    csv_path = root / "inventories/lab/cameras.csv"
+    assert csv_path.is_file()
+    assert run_cli(root, "devices", "register", "-i", "lab").exit_code == 0
+    res = run_cli(root, "cameras", "import", str(csv_path), "--dry-run",
+                  env={"LAB_CAMERA_PASSWORD": "lab-test-password"})
+    assert res.exit_code == 0, res.stderr
+
+
+def test_up_without_sizes_restarts_the_lab_as_it_is(lab: Lab) -> None:
+    before = sorted(lab.devices())
+    res = run_cli(lab.project.root, "lab", "up", "--json")
+    assert res.exit_code == 0, res.stderr
+    assert sorted(r["name"] for r in json.loads(res.stdout)["devices"]) == before  # not 3 x 3
+    assert "created" not in res.stderr

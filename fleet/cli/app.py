@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -35,6 +35,15 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from fleet import __version__
+        from fleet.agent import PROTOCOL
+
+        typer.echo(f"fleet {__version__} (agent protocol {PROTOCOL})")
+        raise typer.Exit()
+
+
 @app.callback()
 def root(
     ctx: typer.Context,
@@ -43,6 +52,11 @@ def root(
         typer.Option("--project", envvar="FLEET_PROJECT", help="fleet project directory"),
     ] = None,
     no_color: Annotated[bool, typer.Option("--no-color", help="plain output")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True,
+                     help="print the version (and the agent protocol) and exit"),
+    ] = False,
 ) -> None:
     ctx.obj = Application(project, color=False if no_color else None)
 
@@ -59,9 +73,22 @@ def _register() -> None:
 _register()
 
 
+def _hide_flag_types(command: Any) -> None:
+    """Flags take no value, but this typer shows `<bool>` beside each one in --help, which
+    reads as if they wanted one (`--json <bool>`): give them an empty metavar instead."""
+    help_option = command.get_help_option(command.context_class(command))  # made once, cached
+    for param in [*command.params, *([help_option] if help_option else [])]:
+        if getattr(param, "is_flag", False):  # typer's options are its own click's classes
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        _hide_flag_types(sub)
+
+
 def main() -> None:
+    command = typer.main.get_command(app)
+    _hide_flag_types(command)
     try:
-        app()
+        command(prog_name="fleet")
     except FleetError as exc:  # raised outside a command body (e.g. in the callback)
         sys.stderr.write(f"error: {exc.line()}\n")
         sys.exit(exc.exit_code)

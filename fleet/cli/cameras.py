@@ -130,7 +130,7 @@ def show(ctx: typer.Context, name: str, json: o.Json = False) -> None:
         cam = registry.get_camera(name)
         registry.close()
     if cam is None:
-        a.abort(f"camera '{name}' is not registered; see `fleet cameras list`")
+        a.abort(f"camera '{name}' is not registered; see `fleet cameras list`", 2)
     if json:
         a.output_json({"camera": cam})
         return

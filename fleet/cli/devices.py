@@ -88,7 +88,7 @@ def show(ctx: typer.Context, name: str, json: o.Json = False) -> None:
         history = registry.history(name, limit=20)
         registry.close()
     if device is None:
-        a.abort(f"device '{name}' is not registered; see `fleet devices list`")
+        a.abort(f"device '{name}' is not registered; see `fleet devices list`", 2)
     if json:
         a.output_json({"device": device, "history": history})
         return
@@ -137,9 +137,14 @@ def register(
     group: o.Group = None,
     tag: o.Tag = None,
     limit: o.Limit = None,
+    no_contact: Annotated[
+        bool,
+        typer.Option("--no-contact", help="only read the inventory; do not ask the devices"),
+    ] = False,
     json: o.Json = False,
 ) -> None:
-    """Register inventory devices in the registry (idempotent: run it again any time)."""
+    """Register inventory devices in the registry (idempotent: run it again any time), then
+    record what each reachable device reports: status, provisioning, software."""
     from fleet import inventory as inv
     from fleet.registry import devices, open_registry
 
@@ -148,6 +153,8 @@ def register(
         nr = inv.select(a.project, inv.Selection.of(inventory, site, group, tag, limit))
         registry = open_registry(a.project)
         result = devices.register(a.project, registry, nr)
+        # A registry that says AWAITING_PROVISIONING for a device answering right now is wrong.
+        result["devices"] = [] if no_contact else devices.refresh(registry, nr)
         registry.close()
     if json:
         a.output_json(result)
@@ -160,6 +167,25 @@ def register(
             if result["certificates"]
             else ""
         )
+    )
+    if result["devices"]:
+        a.display_info(_contact_line(result["devices"]))
+    _warn_outdated(a, result["devices"])
+
+
+def _warn_outdated(a: Application, rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        if row.get("warning"):
+            a.display_warning(f"{row['name']}: {row['warning']}")
+
+
+def _contact_line(rows: list[dict[str, Any]]) -> str:
+    """`asked the devices: 5 ONLINE, 1 OFFLINE (lisbon-02)`."""
+    statuses = sorted({r["status"] for r in rows})
+    parts = [f"{sum(r['status'] == s for r in rows)} {s}" for s in statuses]
+    offline = [r["name"] for r in rows if r["status"] == "OFFLINE"]
+    return "asked the devices: " + ", ".join(parts) + (
+        f" ({', '.join(offline)}; see `fleet devices refresh` later)" if offline else ""
     )
 
 
@@ -187,6 +213,7 @@ def refresh(
     if json:
         a.output_json({"devices": rows})
     else:
+        _warn_outdated(a, rows)
         table = [{**r, "device": r["name"], "software": r["software"] or "-"} for r in rows]
         a.output(
             grouped_table(
@@ -227,7 +254,7 @@ def deregister(
     with a.guarded():
         registry = open_registry(a.project)
         if registry.get_device(name) is None:
-            a.abort(f"device '{name}' is not registered; see `fleet devices list`")
+            a.abort(f"device '{name}' is not registered; see `fleet devices list`", 2)
         result = devices.deregister(
             a.project,
             registry,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -19,8 +19,10 @@ app = typer.Typer(help="A local lab fleet: simulated appliances behind real SSH 
 
 @app.command()
 def up(ctx: typer.Context,
-       sites: Annotated[int, typer.Option(help="number of sites")] = 3,
-       devices_per_site: Annotated[int, typer.Option(help="devices at each site")] = 3,
+       sites: Annotated[Optional[int], typer.Option(
+           help="number of sites (default: 3 for a new lab, as it is for an existing one)")] = None,
+       devices_per_site: Annotated[Optional[int], typer.Option(
+           help="devices at each site (default: 3 for a new lab)")] = None,
        ssh: Annotated[str, typer.Option(help="openssh | asyncssh (default: openssh if installed)")] = "",
        factory: Annotated[bool, typer.Option(help="new devices are unprovisioned (need USB first boot)")] = False,
        mqtt: Annotated[bool, typer.Option(help="also run a mosquitto broker (mutual TLS) and each device's heartbeat daemon")] = False,
@@ -34,7 +36,9 @@ def up(ctx: typer.Context,
         a.abort(f"unknown --ssh '{ssh}'; use openssh or asyncssh", 2)
     with a.guarded(), a.err.status("starting lab devices…"):
         lab = Lab(a.project)
+        existing = set(lab.devices())
         lab.up(sites, devices_per_site, ssh=ssh or None, factory=factory)
+        _say_created(a, sorted(set(lab.devices()) - existing), factory)
         if mqtt:
             from fleet.broker import LabMqtt
 
@@ -129,6 +133,17 @@ def reset(ctx: typer.Context, device: str, json: o.Json = False) -> None:
         return
     removed = len(answer.get("removed", []))
     a.display_success(f"{device}: reset to factory state ({removed} files removed)")
+
+
+def _say_created(a: Application, created: list[str], factory: bool) -> None:
+    """--factory shapes only the devices this call creates; say so when it created none."""
+    if created:
+        how = " (factory-fresh: provision them by USB with `fleet lab usb`)" if factory else ""
+        a.display_info(f"created {len(created)} device(s): {', '.join(created)}{how}")
+    elif factory:
+        a.display_warning("--factory changed nothing: it applies only to devices `lab up` creates, "
+                          "and every device exists already; add a site (--sites N+1) or reset a device "
+                          "to factory state with `fleet lab reset DEVICE`")
 
 
 def _show_status(a: Application, json: bool) -> None:

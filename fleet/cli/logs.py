@@ -82,15 +82,15 @@ def _render(a: Application, bundles: list[Bundle], summary: dict[str, Any], out:
         span = b.time_range or {}
         rows.append({"site": b.site, "device": b.device,
                      "bundle": _shown(b.path, out),
-                     "size": _size(b.bytes) if b.ok else "-",
-                     "logs": (_size(b.log_bytes) + (" (capped)" if b.truncated else ""))
+                     "size": (_size(b.bytes) + (" (logs capped)" if b.truncated else ""))
                      if b.ok else "-",
-                     "from": (span.get("start") or "-"), "to": (span.get("end") or "-"),
+                     "logs span": f"{span.get('start') or '-'} → {span.get('end') or '-'}",
                      "status": styled("ok") if b.ok else styled("fail"), "error": b.error or ""})
     title = (f"logs: {summary['exported']}/{summary['devices']} bundles verified in {out}, "
              f"{_size(summary['bytes'])} for {_size(summary['log_bytes'])} of logs")
-    a.output(grouped_table(title, ["Site", "Device", "Bundle", "Size", "Logs", "From", "To",
-                                   "Status", "Error"], rows))
+    # No Site column: the bundle path starts with it, and the paths and times need the room.
+    a.output(grouped_table(title, ["Device", "Bundle", "Size", "Logs span", "Status", "Error"],
+                           rows, whole=("Device", "Bundle", "Logs span")))
     if summary["unreachable"]:
         a.display_warning(f"unreachable: {', '.join(summary['unreachable'])}")
     if summary["failed"]:

@@ -84,7 +84,7 @@ def install(ctx: typer.Context,
     a = app_of(ctx)
     with a.guarded():
         manifest = ota.read_target(bundle)
-        nr = inv.select(a.project, inv.Selection.of(inventory, limit=device), num_workers=1)
+        nr = inv.select(a.project, inv.Selection.of(inventory, limit=device, limit_given_as="DEVICE"), num_workers=1)
     if not json:
         a.display_info(f"installing {manifest.name} {manifest.version} on {device}")
     view = StepView(a)

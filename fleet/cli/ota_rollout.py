@@ -254,7 +254,8 @@ def plan(ctx: typer.Context, bundle: Bundle, inventory: o.Inventory = None, site
     nr.close_connections(on_failed=True)
     sites = {h.name: batching.describe_host(h).site for h in hosts}
     out: dict[str, Any] = {"version": work.version, "policy": policy.to_dict(),
-                           "batches": planned, "devices": facts}
+                           "batches": planned,
+                           "devices": [{"name": n, **f} for n, f in sorted(facts.items())]}
     if engine == "iot-jobs":
         translation = translate(policy, len(hosts))
         out["iot_jobs"] = {"config": translation.config, "notes": translation.notes}

@@ -263,7 +263,7 @@ def usb(
         prov.check_drive(mount, force=force)
         reused = False
         if archive_file is None:
-            specs = _specs(a, inv.Selection.of(inventory, limit=device))
+            specs = _specs(a, inv.Selection.of(inventory, limit=device, limit_given_as="DEVICE"))
             archive_file = _reusable(a, specs)
             reused = archive_file is not None
         if archive_file is None:

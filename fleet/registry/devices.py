@@ -113,6 +113,7 @@ def refresh(registry: Store, nr: Any) -> list[dict[str, Any]]:
     """Ask each registered device's agent who it is and what it runs (`fleet-agent info`):
     answering devices become PROVISIONED and ONLINE with their current software; devices
     that cannot be reached become OFFLINE; unprovisioned ones AWAITING_PROVISIONING."""
+    from fleet.agent import outdated_agent
     from fleet.errors import AgentCallError, FleetError
 
     known = {d["name"] for d in registry.list_devices()}
@@ -121,8 +122,9 @@ def refresh(registry: Store, nr: Any) -> list[dict[str, Any]]:
     chosen.close_connections(on_failed=True)
     rows = []
     for name, multi in sorted(results.items()):
-        first, reason = multi[0], ""
+        first, reason, warning = multi[0], "", None
         if not first.failed:
+            warning = outdated_agent(first.result)
             registry.set_device_status(name, "PROVISIONED")
             registry.set_device_status(name, "ONLINE")
             registry.set_current_software(name, first.result.get("software"))
@@ -144,6 +146,7 @@ def refresh(registry: Store, nr: Any) -> list[dict[str, Any]]:
                 "status": device.get("status"),
                 "software": device.get("software_current"),
                 "reason": reason,
+                "warning": warning,
             }
         )
     return rows

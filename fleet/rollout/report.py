@@ -140,7 +140,7 @@ class Report:
             "id": self.id, "status": self.status, "reason": self.reason,
             "batches": self.batches, "current_batch": self.current_batch,
             "counts": self.counts(), "by_site": self.by_site(),
-            "devices": {n: asdict(d) for n, d in self.devices.items()},
+            "devices": [asdict(d) for _, d in sorted(self.devices.items())],
             "header": self.header,
         }
 

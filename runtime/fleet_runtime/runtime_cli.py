@@ -4,6 +4,7 @@
     fleet-runtime run APP [--override FILE] [--camera NODE=URI]... [--duration S] [--http PORT]
     fleet-runtime providers [--json]
     fleet-runtime bench MODEL.onnx|APP [--frames N] [--json]
+    fleet-runtime models fetch APP [--json]
 
 Exit codes: 0 ok, 1 failed (one line on stderr says what, where, how to fix), 2 usage.
 """
@@ -76,6 +77,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     providers.add_argument("--json", action="store_true")
     providers.set_defaults(handler=cmd_providers)
+
+    models = sub.add_parser(
+        "models", help="model files: `models fetch APP` fetches or builds what APP needs"
+    )
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    fetch = models_sub.add_parser(
+        "fetch", help="put every model file the application needs in place (PyPI, or its"
+        " build_model.py)"
+    )
+    fetch.add_argument("app", type=Path, help="application directory")
+    fetch.add_argument("--json", action="store_true")
+    fetch.set_defaults(handler=cmd_models_fetch)
 
     bench = sub.add_parser(
         "bench", help="frames/s of a model (raw session loop) or of an application (whole pipeline)"
@@ -177,6 +190,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+def cmd_models_fetch(args: argparse.Namespace) -> int:
+    from fleet_runtime.pipeline.fetch import fetch
+    from fleet_runtime.pipeline.models import ModelError
+
+    try:
+        models = fetch(args.app)
+    except ModelError as exc:
+        raise CliError(str(exc)) from None
+    if args.json:
+        print(json.dumps({"models": [m.as_dict() for m in models]}, indent=1))
+    for model in models if not args.json else []:
+        print(f"{model.path}: {model.how}")
+    return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -364,12 +392,15 @@ def _register(app: str, port: int | None) -> bool:
 
 
 def _summary(snap: dict[str, Any]) -> dict[str, Any]:
+    from fleet_runtime.pipeline.metrics import notes as metrics_notes
+
     return {
         "frames_out": {n: c["frames_out"] for n, c in snap["cameras"].items()},
         "frames_dropped": {n: c["frames_dropped"] for n, c in snap["cameras"].items()},
         "providers": {n: m["providers"]["primary"] for n, m in snap["models"].items()},
         "inference_ms_p50": {n: m["p50"] for n, m in snap["models"].items()},
         "nodes": {n: s["state"] for n, s in snap["nodes"].items()},
+        "notes": metrics_notes(snap),
     }
 
 

@@ -29,7 +29,10 @@ def test_register_is_idempotent_and_reads_the_inventory(lab: Lab) -> None:
         lab_dev.serial,
         lab_dev.port,
     )
-    assert first["status"] == "AWAITING_PROVISIONING" and first["tags"] == {"canary": ""}
+    # registering asked the running devices: no stale AWAITING_PROVISIONING until a refresh
+    assert (first["status"], first["provisioning"], first["software_current"]) == (
+        "ONLINE", "PROVISIONED", "1.0.0")
+    assert first["tags"] == {"canary": ""}
     assert first["host_key_fingerprint"].startswith("SHA256:")
 
 
@@ -41,12 +44,12 @@ def test_list_filters_table_and_show(lab: Lab) -> None:
     canary = json.loads(run_cli(root, "devices", "list", "--tag", "canary", "--json").stdout)
     assert [d["name"] for d in canary["devices"]] == ["berlin-01"]
     table = run_cli(root, "devices", "list").stdout
-    assert "berlin-01" in table and "AWAITING_PROVISIONING" in table and "4 devices" in table
+    assert "berlin-01" in table and "ONLINE" in table and "4 devices" in table
     shown = json.loads(run_cli(root, "devices", "show", "berlin-01", "--json").stdout)
     assert shown["device"]["name"] == "berlin-01"
     assert shown["history"][-1]["event"] == "registered"
     res = run_cli(root, "devices", "show", "nope")
-    assert res.exit_code == 1 and "not registered" in res.stderr
+    assert res.exit_code == 2 and "not registered" in res.stderr
 
 
 def test_tag_sets_and_removes(lab: Lab) -> None:
@@ -119,7 +122,7 @@ def test_deregister_revokes_certificate_unpins_host_key_keeps_history(
         json.loads((lab.project.certs / "revoked.json").read_text())
     )
     assert pin not in lab.project.known_hosts.read_text()
-    assert run_cli(root, "devices", "show", name).exit_code == 1
+    assert run_cli(root, "devices", "show", name).exit_code == 2  # not found: bad input
     history = run_cli(root, "cameras", "list", "--json")
     assert "cam-l1" not in history.stdout
     from fleet.registry import open_registry

@@ -50,6 +50,13 @@ def test_bad_input_is_refused_before_anything_changes(project, args, needle):
         (project / ".fleet/rollouts").glob("*.jsonl"))
 
 
+def test_a_device_typo_in_ota_install_names_the_argument_not_limit(project):
+    res = run_cli(project, "ota", "install", "berlin-1", str(project / "os-1.1.0.bundle"),
+                  "-i", "lab")
+    assert res.exit_code == 2, res.stderr
+    assert "unknown device(s) in DEVICE: berlin-1" in res.stderr and "--limit" not in res.stderr
+
+
 def test_bad_policy_file_names_file_and_line(project):
     policy = project / "policy.yaml"
     policy.write_text("batches: [1, '10%']\nmax_failures: 0\n")
@@ -65,7 +72,7 @@ def test_plan_lists_batches_and_unreachable_devices_without_touching_them(projec
     assert res.exit_code == 0, res.stderr
     plan = json.loads(res.stdout)
     assert plan["batches"] == [["berlin-01"], ["berlin-02", "lisbon-01"]]
-    assert {f["state"] for f in plan["devices"].values()} == {"offline"}
+    assert {f["state"] for f in plan["devices"]} == {"offline"}
     assert plan["iot_jobs"]["config"]["jobExecutionsRolloutConfig"]["exponentialRate"][
         "baseRatePerMinute"] == 1
     assert plan["iot_jobs"]["notes"][0].startswith("max_failures:")

@@ -48,9 +48,10 @@ def test_canary_then_batches_with_a_rollback_counted(lab):
                              "lisbon-01": "1.0.0", "lisbon-02": "1.1.0"}
     # status replays the journal; plan now sees who is current
     res = run_cli(lab.project.root, "ota", "status", report.id, "--json")
-    assert json.loads(res.stdout)["devices"]["lisbon-01"]["outcome"] == "failed"
+    listed = {d["name"]: d for d in json.loads(res.stdout)["devices"]}  # a named list
+    assert listed["lisbon-01"]["outcome"] == "failed"
     res = run_cli(lab.project.root, "ota", "plan", str(bundle), "-i", "lab", "--json")
-    states = {n: f["state"] for n, f in json.loads(res.stdout)["devices"].items()}
+    states = {f["name"]: f["state"] for f in json.loads(res.stdout)["devices"]}
     assert states == {"berlin-01": "current", "berlin-02": "current", "lisbon-01": "change",
                       "lisbon-02": "current"}
 

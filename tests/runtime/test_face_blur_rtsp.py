@@ -21,15 +21,15 @@ cv2 = pytest.importorskip("cv2")
 parser = pytest.importorskip("prometheus_client.parser")
 
 from fleet_runtime.pipeline.frames import FrameQueue  # noqa: E402
+from fleet_runtime.pipeline.inference import gpu_present  # noqa: E402
 from fleet_runtime.pipeline.sources import Source, SourceSpec  # noqa: E402
 from fleet_runtime.pipeline.testmedia import face_frame  # noqa: E402
 from rtsp_server import start_rtsp_server  # noqa: E402
 from runtime_overrides import write_override  # noqa: E402
 from runtime_sizes import TEST_VIDEO  # noqa: E402
 
-CUDA_WARNING = (
-    "CUDAExecutionProvider requested but not in this onnxruntime build;"
-    " running on CPUExecutionProvider"
+CPU_NOTE = (
+    "running on CPU: this machine has no GPU (CUDAExecutionProvider is used where one is)"
 )
 
 
@@ -150,13 +150,16 @@ def test_face_blur_over_rtsp_with_mjpeg_metrics_and_health(
     assert code == 0, "".join(runtime.stderr)
     logs = "".join(runtime.stderr)
 
-    # the log, /health and /metrics all say CUDA did not load; nothing claims CUDA
-    assert CUDA_WARNING in logs
+    # no GPU on this machine: the CPU is the plan, so the app is healthy; the log, /health
+    # and /metrics say plainly that it runs on the CPU, and nothing claims CUDA
+    if gpu_present():
+        pytest.skip("this machine has a GPU: the CPU-by-design path cannot be shown here")
+    assert CPU_NOTE in logs
     health = json.loads(health_body)
-    assert status == 200 and health["status"] == "degraded" and health["ready"]
+    assert status == 200 and health["status"] == "ok" and health["ready"], health["reasons"]
     assert health["providers"]["face_model"]["fallback"] is True
     assert health["providers"]["face_model"]["active"] == ["CPUExecutionProvider"]
-    assert f"model face_model: {CUDA_WARNING}" in health["reasons"]
+    assert f"model face_model: {CPU_NOTE}" in health["notes"]
     families = {f.name: f for f in parser.text_string_to_metric_families(metrics_body.decode())}
     [info] = families["fleet_runtime_provider_info"].samples
     assert info.labels == {

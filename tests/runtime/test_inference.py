@@ -16,6 +16,7 @@ from fleet_runtime.pipeline.inference import (  # noqa: E402
     CUDA,
     ModelSession,
     ProviderReport,
+    gpu_present,
     normalize_providers,
 )
 from fleet_runtime.pipeline.models import ModelError, prepare_model  # noqa: E402
@@ -51,25 +52,32 @@ def test_provider_names():
 
 
 def test_cuda_request_on_a_cpu_machine_falls_back_and_says_so(tmp_path: Path, caplog):
-    if CUDA in ort.get_available_providers():
+    if CUDA in ort.get_available_providers() or gpu_present():
         pytest.skip("this machine has CUDA: the fallback path cannot be shown here")
-    caplog.set_level(logging.WARNING, "fleet_runtime.inference")
+    caplog.set_level(logging.INFO, "fleet_runtime.inference")
     session = ModelSession("m", doubling_model(tmp_path / "m.onnx"), DESCRIPTOR, ["cuda", "cpu"])
     report = session.providers
     assert report.requested == [CUDA, CPU]
     assert report.active == [CPU] and report.primary == CPU
     assert report.fallback and not session.on_gpu
-    assert report.warning == f"{CUDA} requested but not in this onnxruntime build; running on {CPU}"
-    assert report.warning in caplog.text
+    # no GPU here: the CPU is the plan, said plainly, and not a warning
+    assert report.warning is None
+    assert report.note == f"running on CPU: this machine has no GPU ({CUDA} is used where one is)"
+    assert report.note in caplog.text and "WARNING" not in caplog.text
 
 
 def test_fallback_when_provider_is_in_build_but_does_not_load():
     report = ProviderReport(
-        [CUDA, CPU], [CUDA, CPU], [CPU]
-    )  # onnxruntime-gpu without CUDA libraries
-    assert report.fallback
+        [CUDA, CPU], [CUDA, CPU], [CPU], gpu_present=True
+    )  # onnxruntime-gpu without CUDA libraries, on a machine with a GPU
+    assert report.fallback and report.note is None
     assert report.warning.startswith(f"{CUDA} requested but failed to load")
     assert not ProviderReport([CPU], [CPU], [CPU]).fallback
+
+
+def test_a_cpu_build_on_a_gpu_machine_still_warns():
+    report = ProviderReport([CUDA, CPU], [CPU], [CPU], gpu_present=True)
+    assert report.warning == f"{CUDA} requested but not in this onnxruntime build; running on {CPU}"
 
 
 def test_raw_run_and_batched_infer(tmp_path: Path):

@@ -137,7 +137,8 @@ def test_missing_package_and_model_file(app: Path):
     ) in found
     assert (
         "packages/123456789012-COLOR_MODEL-1.0/descriptor.json: $.mlModelDescriptor.onnx.asset: "
-        "model file not found: packages/123456789012-COLOR_MODEL-1.0/model/color.onnx"
+        "model file not found: packages/123456789012-COLOR_MODEL-1.0/model/color.onnx; "
+        f"fetch or build it with `fleet-runtime models fetch {app}`"
     ) in found
 
 

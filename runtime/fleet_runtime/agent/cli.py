@@ -16,10 +16,12 @@ import time
 from collections.abc import Sequence
 from typing import NoReturn
 
+from fleet_runtime import __version__
 from fleet_runtime.agent.protocol import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
+    PROTOCOL,
     AgentError,
     emit,
     failure,
@@ -38,6 +40,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fleet-agent", description="edgefleet device agent (JSON in/out)")
+    parser.add_argument("--version", action="version",
+                        version=f"fleet-agent {__version__} (agent protocol {PROTOCOL})")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in COMMAND_MODULES:
         importlib.import_module(f"fleet_runtime.agent.{name}").register(sub)

@@ -406,8 +406,19 @@ def _asset(loader: _Loader, iface: Interface) -> dict[str, Any] | None:
 
 
 def _resolve_uri(loader: _Loader, pdir: Path, uri: str) -> Path:
+    """The package's own folder, else Panorama's assets/ store; when neither exists, the
+    package folder (where `models fetch` puts files and messages should point)."""
     local = pdir / uri
-    return local if local.exists() else loader.root / "assets" / uri
+    stored = loader.root / "assets" / uri
+    return stored if not local.exists() and stored.exists() else local
+
+
+def _shown(path: Path) -> str:
+    """``path`` as the user would type it here: relative to the working directory if inside."""
+    try:
+        return str(path.relative_to(Path.cwd())) or "."
+    except ValueError:
+        return str(path)
 
 
 def _typed_nodes(
@@ -462,13 +473,15 @@ def _model_node(loader: _Loader, name: str, asset: Path, descriptor: Path) -> Mo
     if doc is None:
         return None
     desc = doc["mlModelDescriptor"]
-    base = asset if asset.is_dir() else asset.parent
+    # assetUri names a folder (Panorama's "model"), or a file; a missing folder is still one
+    base = asset.parent if asset.is_file() or asset.suffix else asset
     model_path = base / desc["onnx"]["asset"]
     if not model_path.is_file():
         loader.problem(
             descriptor,
             "$.mlModelDescriptor.onnx.asset",
-            f"model file not found: {loader.rel(model_path)}",
+            f"model file not found: {loader.rel(model_path)}; fetch or build it with "
+            f"`fleet-runtime models fetch {_shown(loader.root)}`",
         )
         return None
     return ModelNode(name, model_path, desc)

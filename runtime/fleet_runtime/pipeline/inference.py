@@ -48,6 +48,15 @@ def available_providers() -> list[str]:
     return list(ort.get_available_providers())
 
 
+# Device nodes of an NVIDIA GPU: a discrete card, or a Jetson's integrated one.
+GPU_DEVICE_NODES = ("/dev/nvidia0", "/dev/nvhost-ctrl-gpu")
+
+
+def gpu_present() -> bool:
+    """Whether this machine has an NVIDIA GPU at all (not whether onnxruntime can use it)."""
+    return any(os.path.exists(node) for node in GPU_DEVICE_NODES)
+
+
 @dataclass
 class ProviderReport:
     """What was asked for, what this onnxruntime build offers, and what the session loaded."""
@@ -55,6 +64,7 @@ class ProviderReport:
     requested: list[str]
     available: list[str]
     active: list[str]
+    gpu_present: bool = field(default_factory=gpu_present)
 
     @property
     def primary(self) -> str:
@@ -66,8 +76,20 @@ class ProviderReport:
         return bool(self.requested) and self.primary != self.requested[0]
 
     @property
+    def cpu_by_design(self) -> bool:
+        """A GPU provider was asked for on a machine without a GPU: the CPU is the plan,
+        not a fault (the same application config runs on GPU boxes and CPU boxes)."""
+        return self.fallback and self.primary == CPU and not self.gpu_present
+
+    @property
+    def note(self) -> str | None:
+        if not self.cpu_by_design:
+            return None
+        return f"running on CPU: this machine has no GPU ({self.requested[0]} is used where one is)"
+
+    @property
     def warning(self) -> str | None:
-        if not self.fallback:
+        if not self.fallback or self.cpu_by_design:
             return None
         why = (
             "not in this onnxruntime build"
@@ -84,6 +106,7 @@ class ProviderReport:
             "primary": self.primary,
             "fallback": self.fallback,
             "warning": self.warning,
+            "note": self.note,
         }
 
 
@@ -231,6 +254,8 @@ class ModelSession:
     def _report(self) -> None:
         if self.providers.warning:
             log.warning("model %s: %s", self.name, self.providers.warning)
+        elif self.providers.note:
+            log.info("model %s: %s", self.name, self.providers.note)
         else:
             log.info("model %s: running on %s", self.name, self.providers.primary)
 

@@ -181,8 +181,22 @@ def _node_metrics(out: _Text, nodes: dict[str, Any]) -> None:
     )
 
 
+def notes(snap: dict[str, Any]) -> list[str]:
+    """What a person should know that is not a fault: the CPU on a machine without a GPU,
+    and frames dropped because inference is slower than the camera (newest frames win)."""
+    said = [f"model {n}: {m['providers']['note']}" for n, m in snap["models"].items()
+            if m["providers"].get("note")]
+    for name, cam in snap["cameras"].items():
+        dropped, seen = cam["frames_dropped"], cam["frames_in"]
+        if dropped:
+            said.append(f"camera {name}: dropped {dropped} of {seen} frames because inference "
+                        "is slower than the camera (the newest frames are kept)")
+    return said
+
+
 def health(snap: dict[str, Any]) -> dict[str, Any]:
-    """The /health document: status ok | degraded | starting | failed, with reasons."""
+    """The /health document: status ok | degraded | starting | failed, with reasons
+    (why not ok) and notes (worth knowing, not a fault)."""
     reasons = [
         f"model {n}: {m['providers']['warning']}"
         for n, m in snap["models"].items()
@@ -208,6 +222,7 @@ def health(snap: dict[str, Any]) -> dict[str, Any]:
         "status": status,
         "ready": snap["ready"],
         "reasons": reasons,
+        "notes": notes(snap),
         "fps": round(snap["fps"], 2),
         "providers": {n: m["providers"] for n, m in snap["models"].items()},
         "nodes": snap["nodes"],
