@@ -46,8 +46,11 @@ MAX_BUNDLE_BYTES = 64 << 30
 CHUNK = 1 << 20
 RESERVED_PREFIX = ".fleet-bundle"  # where an installed slot keeps its manifest
 FILE_MODES = (0o644, 0o755)
-_VERSION_RE = re.compile(r"^[0-9]+(\.[0-9]+)*([-+][0-9A-Za-z.-]+)?$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# \Z, not $: "$" also matches before a final newline, and "1.4.0\n" would name a file.
+VERSION_PATTERN = r"^[0-9]+(\.[0-9]+)*([-+][0-9A-Za-z.-]+)?\Z"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z"
+_VERSION_RE = re.compile(VERSION_PATTERN)
+_NAME_RE = re.compile(NAME_PATTERN)
 
 Progress = Callable[[int, int], None]
 
@@ -68,7 +71,7 @@ def parse_version(text: str) -> tuple[tuple[int, ...], str]:
     """``"1.2.0-rc1"`` -> ``((1, 2, 0), "-rc1")``; a release sorts after its pre-releases."""
     if not isinstance(text, str) or not _VERSION_RE.match(text):
         raise BundleError("bad-version", f"version {text!r} is not dotted numbers like 1.2.0")
-    match = re.match(r"^([0-9.]+)(.*)$", text)
+    match = re.fullmatch(r"([0-9.]+)(.*)", text)
     assert match is not None
     numbers = tuple(int(p) for p in match.group(1).split("."))
     while len(numbers) > 1 and numbers[-1] == 0:

@@ -33,7 +33,8 @@ BACKUPS = 3
 MASK = b"[REDACTED]"
 LINE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
-# Keys whose string values in the device's configuration are secrets.
+# Keys whose string values in the device's configuration are secrets. "$" rather
+# than \Z on purpose: a key with a trailing newline is redacted too.
 SECRET_KEYS = re.compile(
     r"(pass(word|wd)?|secret|token|api[_-]?key|access[_-]?key|credential|private[_-]?key)$",
     re.IGNORECASE,

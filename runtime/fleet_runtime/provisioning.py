@@ -79,8 +79,8 @@ REQUIRED_MEMBERS = (
     "network.json",
 )
 MQTT_MEMBER = "mqtt.json"  # optional: present when the fleet has an MQTT endpoint
-RELEASE_KEY_RE = re.compile(r"^release-keys/[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-DEVICE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+RELEASE_KEY_RE = re.compile(r"^release-keys/[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\Z")
+DEVICE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}\Z")
 MAX_ARCHIVE_BYTES = 4 * 1024 * 1024
 MAX_MEMBER_BYTES = 256 * 1024
 MAX_TOTAL_BYTES = 2 * 1024 * 1024
@@ -170,7 +170,7 @@ NETWORK_SCHEMA: dict[str, Any] = {
             "type": "array",
             "maxItems": MAX_NTP,
             "uniqueItems": True,
-            "items": {"type": "string", "pattern": r"^[A-Za-z0-9.:-]{1,253}$"},
+            "items": {"type": "string", "pattern": r"^[A-Za-z0-9.:-]{1,253}\Z"},
         },
     },
 }
@@ -293,14 +293,14 @@ MANIFEST_SCHEMA: dict[str, Any] = {
         "serial": {"type": ["string", "null"]},
         "created_at": {"type": "string"},
         "install_by": {"type": "string"},
-        "ca_fingerprint": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"},
+        "ca_fingerprint": {"type": "string", "pattern": r"^sha256:[0-9a-f]{64}\Z"},
         "members": {
             "type": "object",
             "additionalProperties": {
                 "type": "object",
                 "required": ["sha256", "size"],
                 "properties": {
-                    "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                    "sha256": {"type": "string", "pattern": r"^[0-9a-f]{64}\Z"},
                     "size": {"type": "integer", "minimum": 0},
                 },
             },
