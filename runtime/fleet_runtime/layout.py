@@ -88,6 +88,11 @@ class Layout:
         return self.state / "apps"
 
     @property
+    def runtime_token(self) -> Path:
+        """The bearer token for the runtime's POST endpoints (0600; see fleet_runtime.http_token)."""
+        return self.state / "runtime.token"
+
+    @property
     def run(self) -> Path:
         return self.root / "run/fleet"
 

@@ -249,6 +249,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             args,
             http_port=args.http,
             http_host=args.http_host,
+            http_token=_http_token() if args.http is not None else None,
             events=args.events,
             record=args.record,
         ),
@@ -284,6 +285,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _http_token() -> str | None:
+    """The device's runtime token (made on first use), or None: POST /signal then refuses.
+
+    Only on a device root, like the port registry: a run on a workstation must
+    not write under /var/lib.
+    """
+    from fleet_runtime.http_token import ensure_token
+
+    layout = Layout.from_env()
+    try:
+        if not layout.device_json.exists():
+            raise FileNotFoundError(f"{layout.device_json} is missing, so this is no device root")
+        return ensure_token(layout.runtime_token)
+    except (OSError, ValueError) as exc:
+        print(f"fleet-runtime: POST /signal is disabled ({exc}); set FLEET_ROOT to the "
+              "device root", file=sys.stderr, flush=True)
+        return None
 
 
 def _register(app: str, port: int | None) -> bool:

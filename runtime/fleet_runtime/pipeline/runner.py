@@ -42,6 +42,7 @@ class RunOptions:
     threads: int | None = None
     http_port: int | None = None  # None: no HTTP server; 0: any free port
     http_host: str = "127.0.0.1"
+    http_token: str | None = None  # POST /signal needs it; None: signals are refused
     events: Path | None = None
     record: Path | None = None  # output video; "{camera}" in the name for one file per camera
     record_options: dict[str, str] = field(default_factory=dict)
@@ -293,6 +294,7 @@ class Runner:
                 self.options.http_host,
                 self.options.http_port,
                 signal=self.signal,
+                token=self.options.http_token,
             )
             self.http.start()
         for name, node in self.app.model_nodes.items():
