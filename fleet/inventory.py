@@ -145,7 +145,7 @@ def _group_references(directory: Path) -> list[str]:
             if isinstance(group, str) and group not in known:
                 line = host["groups"].lc.line + 1 if hasattr(host.get("groups"), "lc") else "?"
                 out.append(f"{directory / 'hosts.yaml'}:{line}: $.{name}.groups: "
-                           f"unknown group '{group}' (define it in groups.yaml)")
+                           f"unknown group {group!r} (define it in groups.yaml)")
     return out
 
 

@@ -250,6 +250,7 @@ def _hooks(doc: dict[str, Any], paths: set[str]) -> dict[str, str]:
     _require(isinstance(hooks, dict), "'hooks' must be an object")
     for hook, path in hooks.items():
         _require(hook in HOOKS, f"unknown hook {hook!r} (known: {', '.join(HOOKS)})")
+        _require(isinstance(path, str), f"hook {hook} must name one payload file")
         _require(path in paths, f"hook {hook} names {path!r}, which is not a payload file")
     return {str(k): str(v) for k, v in hooks.items()}
 

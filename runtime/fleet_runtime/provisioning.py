@@ -135,7 +135,11 @@ def utc_iso(moment: datetime) -> str:
 
 
 def parse_time(text: str) -> datetime:
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    """An ISO 8601 time (UTC when it names no zone); ProvisioningError when it is not one."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except (ValueError, AttributeError) as exc:
+        raise ProvisioningError("bad-archive", f"{text!r} is not an ISO 8601 time") from exc
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 

@@ -215,7 +215,10 @@ def _cameras(args: argparse.Namespace) -> dict[str, Any]:
     from fleet_runtime.pipeline.sources import SourceError, parse_source
 
     path = args.cameras or Layout.from_env().etc / "cameras.json"
-    specs = load_cameras_file(path) if (args.cameras or path.is_file()) else {}
+    try:
+        specs = load_cameras_file(path) if (args.cameras or path.is_file()) else {}
+    except SourceError as exc:
+        raise CliError(str(exc)) from None
     for binding in args.camera:
         name, sep, uri = binding.partition("=")
         if not sep:
