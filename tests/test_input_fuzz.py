@@ -234,3 +234,29 @@ def test_odd_characters_in_names_stay_on_one_line_and_are_not_markup(
         res = run_cli(project.root, "inventory", command, "-i", "example")
         assert res.exit_code in (1, 2) and len(res.stderr.strip().splitlines()) == 1, res.stderr
         assert "\x1b" not in res.stderr and "Traceback" not in res.stderr
+
+
+def test_heartbeats_of_the_wrong_shape_make_the_device_offline_not_the_sweep_fail() -> None:
+    """A device writes its own heartbeat (MQTT or shadow): `fleet health` must survive any."""
+    from fleet.heartbeats import OFFLINE, _Collector, to_health
+
+    now = 1_000_000.0
+    beat = {"device": "d1", "time": now - 5, "interval_s": 30, "verdict": "healthy",
+            "reason": "", "software": "1.0.0", "slot": "a", "seq": 3,
+            "checks": [{"name": "disk", "status": "ok"}]}
+    assert to_health("d1", "s", beat, now).verdict == "healthy"
+    broken = []
+    for label, bad in wrong_types(beat, random.Random(SEED), count=80):
+        collector = _Collector()
+        try:
+            collector.on_heartbeat("fleet/s/d1/health", beat)
+            collector.on_heartbeat("fleet/s/d1/health", bad)
+            health = to_health("d1", "s", bad, now)
+        except Exception as exc:  # noqa: BLE001 - any escape is the failure being looked for
+            broken.append(f"{label}: {type(exc).__name__}: {exc}")
+            continue
+        if "malformed" in health.reason and collector.beats["d1"] is not beat:
+            broken.append(f"{label}: a malformed beat replaced a good one")
+        if "malformed" in health.reason and health.verdict != OFFLINE:
+            broken.append(f"{label}: a malformed beat is {health.verdict}")
+    assert not broken, f"FLEET_FUZZ_SEED={SEED}\n" + "\n".join(broken[:20])

@@ -194,3 +194,22 @@ def test_fleet_runtime_run_with_a_bad_cameras_file(color_app: Path, tmp_path: Pa
     assert proc.returncode in (1, 2) and one_line_error(proc.returncode, proc.stderr) is None, \
         proc.stderr
     assert "cameras.json" in proc.stderr
+
+
+def test_rtsp_probe_requests() -> None:
+    from fleet_runtime.agent.protocol import AgentError
+    from fleet_runtime.agent.rtsp import read_request
+
+    doc = {"cameras": [{"name": "door", "url": "rtsp://127.0.0.1:8554/door",
+                        "username": "u", "password": "p"}], "timeout": 2.5}
+    text = json.dumps(doc).encode()
+
+    def run(data: bytes) -> str | None:
+        try:
+            read_request(data.decode("utf-8", "replace"))
+        except AgentError as exc:
+            return None if "\n" not in exc.message else repr(exc.message)
+        return None
+
+    check_all(run, cases(doc, text) + [("timeout-nan", b'{"cameras": [{"url": "x"}], '
+                                                        b'"timeout": NaN}')])
