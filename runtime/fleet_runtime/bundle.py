@@ -139,7 +139,7 @@ class Keyring:
         if key is None:
             raise BundleError(
                 "untrusted-key",
-                f"bundle is signed by key {kid}, which is not in this keyring "
+                f"bundle is signed by key {kid!r}, which is not in this keyring "
                 f"({', '.join(sorted(self.keys)) or 'empty'})",
             )
         try:

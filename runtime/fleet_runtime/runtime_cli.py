@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from fleet_runtime.layout import Layout, atomic_write_json, read_json
+from fleet_runtime.layout import Layout, StateFileError, atomic_write_json, read_json
 
 log = logging.getLogger("fleet_runtime")
 
@@ -320,8 +320,12 @@ def _register(app: str, port: int | None) -> bool:
     layout.run.mkdir(parents=True, exist_ok=True)
     with open(layout.run / "runtime.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # several apps may start or stop at once
-        doc = read_json(layout.run / "runtime.json", default=None) or {}
-        apps = dict(doc.get("apps", {}))
+        try:
+            doc = read_json(layout.run / "runtime.json", default=None)
+        except StateFileError:
+            doc = None  # our own registry, damaged: the apps that run now register again
+        apps = doc.get("apps") if isinstance(doc, dict) else None
+        apps = dict(apps) if isinstance(apps, dict) else {}
         if port is None:
             apps.pop(app, None)
         else:

@@ -213,3 +213,50 @@ def test_rtsp_probe_requests() -> None:
 
     check_all(run, cases(doc, text) + [("timeout-nan", b'{"cameras": [{"url": "x"}], '
                                                         b'"timeout": NaN}')])
+
+
+DEVICE_FILES = ["etc/fleet/device.json", "var/lib/fleet/boot.json", "run/fleet/runtime.json",
+                "run/fleet/boot-time.json"]
+
+
+@pytest.mark.parametrize("rel", DEVICE_FILES, ids=[p.split("/")[-1] for p in DEVICE_FILES])
+def test_agent_answers_one_json_line_whatever_its_files_hold(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        rel: str) -> None:
+    """A damaged device file makes a command fail with its one JSON answer, never a traceback."""
+    from fleet_runtime.agent.cli import main
+
+    device = make_device(tmp_path / "dev1", KEY)
+    monkeypatch.setenv("FLEET_ROOT", str(device.root))
+    path = device.root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    good: dict[str, Any] = json.loads(path.read_bytes()) if path.exists() else \
+        {"apps": {"color": {"http_port": 1}}, "boot_time": 1.0}
+
+    def run(data: bytes) -> str | None:
+        path.write_bytes(data)
+        capsys.readouterr()  # what came before (the seed line)
+        for command in (["info"], ["slots"], ["health"]):
+            code = main(command)
+            out, err = capsys.readouterr()
+            lines = out.strip().splitlines()
+            if code not in (0, 1, 2) or len(lines) != 1 or "Traceback" in err:
+                return f"{command[0]}: exit {code}, {len(lines)} lines: {(out + err)[-300:]!r}"
+            answer = json.loads(lines[0])
+            if answer["ok"] is not (code == 0):
+                return f"{command[0]}: exit {code} but ok={answer['ok']}"
+        return None
+
+    check_all(run, cases(good, as_json(good), count=15))
+
+
+@pytest.mark.parametrize("data", [b"{", b"[1]", b'{"apps": [1]}', b"\xff\xfe"])
+def test_runtime_registry_that_is_damaged_is_written_anew(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data: bytes) -> None:
+    device = make_device(tmp_path / "dev1")
+    monkeypatch.setenv("FLEET_ROOT", str(device.root))
+    registry = device.run / "runtime.json"
+    registry.parent.mkdir(parents=True, exist_ok=True)
+    registry.write_bytes(data)
+    assert runtime_cli._register("color", 8080) is True
+    assert json.loads(registry.read_text()) == {"apps": {"color": {"http_port": 8080}}}
