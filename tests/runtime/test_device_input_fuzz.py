@@ -260,3 +260,35 @@ def test_runtime_registry_that_is_damaged_is_written_anew(
     registry.write_bytes(data)
     assert runtime_cli._register("color", 8080) is True
     assert json.loads(registry.read_text()) == {"apps": {"color": {"http_port": 8080}}}
+
+
+def _log_bundle(path: Path, manifest: bytes, log: bytes = b"line\n") -> None:
+    with tarfile.open(path, mode="w:gz") as tar:
+        for name, data in (("logs/manifest.json", manifest), ("logs/agent.log", log)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def test_log_bundle_manifests(tmp_path: Path) -> None:
+    """A device makes the log bundle the controller checks: any manifest is refused cleanly."""
+    import hashlib
+
+    from fleet_runtime import logs
+
+    log = b"line\n"
+    doc = {"format": logs.BUNDLE_FORMAT, "device": "dev1", "files": [
+        {"path": "agent.log", "size": len(log), "sha256": hashlib.sha256(log).hexdigest()}]}
+    path = tmp_path / "logs.tar.gz"
+    _log_bundle(path, as_json(doc))
+    assert logs.verify_bundle(path)["device"] == "dev1"
+
+    def run(data: bytes) -> str | None:
+        _log_bundle(path, data)
+        try:
+            logs.verify_bundle(path)
+        except logs.BundleError:
+            return None
+        return None
+
+    check_all(run, cases(doc, as_json(doc)))
