@@ -100,6 +100,18 @@ def test_a_page_of_another_site_is_refused(server, method: str) -> None:
     assert same[0] == 200
 
 
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:80", "[", ""])
+def test_a_page_on_a_rebound_name_is_refused(server, host: str) -> None:
+    """DNS rebinding: evil.example now resolves to 127.0.0.1, and its page is same-origin."""
+    srv, _ = server
+    origin = {"Origin": f"http://{host}"} if host else {}
+    for path, method in (("/health", "GET"), (SIGNAL, "POST")):
+        code, body = request(srv.port, path, method, Host=host, **origin,
+                             Authorization=f"Bearer {TOKEN}")
+        assert code == 403 and "cross-origin" in body["error"]
+    assert request(srv.port, "/health", "GET", Host="localhost")[0] == 200
+
+
 def _recv_all(sock: socket.socket) -> bytes:
     sock.settimeout(30)  # generous: the server answers at once or closes after its idle timeout
     chunks = []
@@ -131,7 +143,7 @@ def test_an_idle_connection_is_closed() -> None:
         with socket.create_connection(("127.0.0.1", srv.port)) as sock:
             assert _recv_all(sock) == b""  # closed by the server, having sent nothing
         with socket.create_connection(("127.0.0.1", srv.port)) as sock:
-            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")  # keep-alive, then silence
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # then silence
             data = _recv_all(sock)  # the answer, then the end once the connection has idled
             assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"}\n")
     finally:

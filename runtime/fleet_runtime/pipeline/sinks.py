@@ -151,6 +151,7 @@ class VideoWriter(threading.Thread):
 
 
 Snapshot = Callable[[], dict[str, Any]]
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 MAX_CONNECTIONS = 64  # MJPEG viewers, scrapers and agents together; one thread each
 IDLE_TIMEOUT = 30.0  # seconds a connection may send nothing (or accept nothing) before it is closed
 _BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -188,6 +189,14 @@ class _BoundedServer(ThreadingHTTPServer):
         log.debug("http: connection from %s ended with an error", client_address, exc_info=True)
 
 
+def _host_name(host: str) -> str | None:
+    """``"127.0.0.1:8080"`` -> ``"127.0.0.1"``; None for no name or one that does not parse."""
+    try:
+        return urlsplit(f"//{host}").hostname
+    except ValueError:
+        return None
+
+
 def _refuse_busy(request: socket) -> None:
     try:
         request.setblocking(False)  # the accept loop must never wait on a client
@@ -223,6 +232,7 @@ class HttpServer:
                 "signal_node": staticmethod(signal) if signal else None,
                 "closing": self.closing,
                 "token": token,
+                "loopback_only": host in LOOPBACK,
                 "timeout": idle_timeout,
             },
         )
@@ -246,15 +256,25 @@ class _Handler(BaseHTTPRequestHandler):
     signal_node: Callable[[str, str], None] | None
     closing: threading.Event
     token: str | None
+    loopback_only: bool
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         log.debug("http: " + format, *args)
 
     def _cross_origin(self) -> bool:
-        """A browser names the page's origin; a page of another site must not drive us."""
+        """A browser names the page's origin; a page of another site must not drive us.
+
+        Served on loopback, the Host must be a loopback name too: a page whose
+        own name was re-pointed at 127.0.0.1 (DNS rebinding) is same-origin to
+        itself, but names its own host.
+        """
+        host = self.headers.get("Host", "")
         origin = self.headers.get("Origin")
-        if origin is None or origin == f"http://{self.headers.get('Host', '')}":
+        foreign = origin is not None and origin != f"http://{host}"
+        if self.loopback_only and _host_name(host) not in LOOPBACK:
+            foreign = True
+        if not foreign:
             return False
         self.close_connection = True
         self._send(403, "application/json",
