@@ -38,7 +38,7 @@ COLUMNS = ("name", "device", "rtsp_url", "username", "password", "description", 
 REQUIRED = ("name", "device", "rtsp_url")
 ON_CONFLICT = ("fail", "skip", "update")
 MAX_URL, MAX_TEXT, MAX_PASSWORD, MAX_FILE_BYTES = 2048, 255, 1024, 64 * 1024 * 1024
-_TAG_KEY = re.compile(r"^[A-Za-z0-9_.:/-]{1,128}$")
+_TAG_KEY = re.compile(r"^[A-Za-z0-9_.:/-]{1,128}\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 

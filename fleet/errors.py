@@ -22,7 +22,16 @@ class FleetError(Exception):
             text += f" ({self.where})"
         if self.fix:
             text += f"; {self.fix}"
-        return text
+        return printable(text)
+
+
+def printable(text: str) -> str:
+    """`text` on one line: control characters (a newline in a name from a file) as escapes.
+
+    >>> printable("unknown group 'x\\n'")
+    "unknown group 'x\\\\n'"
+    """
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class ConfigError(FleetError):

@@ -38,20 +38,20 @@ from fleet.project import Project
 PASSPHRASE_ENV = "FLEET_RELEASE_PASSPHRASE"  # noqa: S105 - the variable's name, not a secret
 MIN_PASSPHRASE = 8
 DEFAULT_KEY = "release"
-_KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
 
 RECIPE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
     "required": ["name", "version", "hardware", "arch"],
     "properties": {
-        "name": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"},
-        "version": {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)*([-+][0-9A-Za-z.-]+)?$"},
+        "name": {"type": "string", "pattern": bundle.NAME_PATTERN},
+        "version": {"type": "string", "pattern": bundle.VERSION_PATTERN},
         "description": {"type": "string"},
         "hardware": {"type": "array", "items": {"type": "string"}, "minItems": 1},
         "arch": {"oneOf": [{"type": "string"},
                            {"type": "array", "items": {"type": "string"}, "minItems": 1}]},
-        "min_version": {"type": "string"},
+        "min_version": {"type": "string", "pattern": bundle.VERSION_PATTERN},
         "key": {"type": "string", "description": "release key name under certs/release/"},
         "payload": {"type": "string", "description": "directory (relative to the recipe)"},
         "files": {"type": "object", "additionalProperties": {"type": "string"},

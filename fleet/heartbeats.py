@@ -25,7 +25,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -80,7 +80,10 @@ class _Collector:
     def on_heartbeat(self, topic: str, beat: dict[str, Any]) -> None:
         device = topic.split("/")[-2]
         with self.lock:
-            if beat.get("time", 0) >= self.beats.get(device, {}).get("time", 0):
+            kept = self.beats.get(device)
+            # a malformed beat is kept only when there is nothing better: to_health reports it
+            if kept is None or _malformed(kept) or (
+                    not _malformed(beat) and beat.get("time", 0) >= kept.get("time", 0)):
                 self.beats[device] = beat
 
     def on_sync(self, topic: str, message: dict[str, Any]) -> None:
@@ -116,10 +119,35 @@ def age_reason(age: float) -> str:
         f"last heartbeat {age / 60:.0f} min ago"
 
 
+def _malformed(beat: Any) -> str | None:
+    """What is wrong with a heartbeat's shape, or None."""
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v  # not NaN
+
+    fields: dict[str, Callable[[Any], bool]] = {
+        "time": number,
+        "interval_s": lambda v: v is None or (number(v) and v > 0),
+        "checks": lambda v: v is None or (isinstance(v, list)
+                                          and all(isinstance(c, dict) for c in v)),
+        "verdict": lambda v: isinstance(v, str),
+        "reason": lambda v: isinstance(v, str),
+        "software": lambda v: v is None or isinstance(v, str),
+        "slot": lambda v: v is None or isinstance(v, str),
+    }
+    if not isinstance(beat, dict):
+        return "not an object"
+    if beat.get("malformed") is True:
+        return "not JSON"
+    bad = [key for key, ok in fields.items() if key in beat and not ok(beat[key])]
+    return f"{', '.join(bad)} of the wrong type" if bad else None
+
+
 def to_health(name: str, site: str, beat: dict[str, Any] | None, now: float) -> DeviceHealth:
     """One device's health from its heartbeat; stale (> 3 intervals) or none is offline."""
     if beat is None:
         return DeviceHealth(name, site, OFFLINE, "no heartbeat received")
+    if problem := _malformed(beat):  # a device writes its own heartbeat: trust no field of it
+        return DeviceHealth(name, site, OFFLINE, f"malformed heartbeat: {problem}")
     age = now - float(beat.get("time", 0))
     interval = float(beat.get("interval_s") or 30)
     checks = list(beat.get("checks") or [])
@@ -140,8 +168,13 @@ def shadow_heartbeat(client: Any, thing: str) -> dict[str, Any] | None:
         payload = client.get_thing_shadow(thingName=thing)["payload"].read()
     except client.exceptions.ResourceNotFoundException:
         return None
-    beat = json.loads(payload).get("state", {}).get("reported", {}).get("health")
-    return beat if isinstance(beat, dict) else None
+    try:
+        doc = json.loads(payload)
+    except ValueError:
+        return {"malformed": True}  # to_health reports it; one device does not stop the sweep
+    for key in ("state", "reported", "health"):
+        doc = doc.get(key) if isinstance(doc, dict) else None
+    return doc if isinstance(doc, dict) else None
 
 
 def latest_from_shadows(conf: dict[str, Any], names: list[str]) -> dict[str, dict[str, Any]]:

@@ -25,7 +25,7 @@ from fleet.errors import ConfigError
 from fleet.project import Project
 from fleet.schema import load_yaml, schema_errors
 
-NAME_PATTERN = "^[A-Za-z0-9_-]{1,255}$"
+NAME_PATTERN = r"^[A-Za-z0-9_-]{1,255}\Z"  # \Z: "$" would accept a trailing newline
 ARCHES = ["aarch64", "x86_64", "armv7l", "armv6l"]
 
 _DATA_SCHEMA: dict[str, Any] = {
@@ -132,19 +132,24 @@ def check(directory: Path) -> list[str]:
 
 
 def _group_references(directory: Path) -> list[str]:
-    hosts = load_yaml(directory / "hosts.yaml") if (directory / "hosts.yaml").exists() else None
-    groups_path = directory / "groups.yaml"
-    groups = load_yaml(groups_path) if groups_path.exists() else {}
+    try:
+        hosts = load_yaml(directory / "hosts.yaml") if (directory / "hosts.yaml").exists() \
+            else None
+        groups_path = directory / "groups.yaml"
+        groups = load_yaml(groups_path) if groups_path.exists() else {}
+    except ConfigError:
+        return []  # check() has reported the file already
     if not isinstance(hosts, dict):
         return []
-    known = set(groups or {})
+    known = set(groups) if isinstance(groups, dict) else set()
     out = []
     for name, host in hosts.items():
-        for group in (host or {}).get("groups", []) or []:
-            if group not in known:
+        listed = host.get("groups") if isinstance(host, dict) else None
+        for group in listed if isinstance(listed, list) else []:
+            if isinstance(group, str) and group not in known:
                 line = host["groups"].lc.line + 1 if hasattr(host.get("groups"), "lc") else "?"
                 out.append(f"{directory / 'hosts.yaml'}:{line}: $.{name}.groups: "
-                           f"unknown group '{group}' (define it in groups.yaml)")
+                           f"unknown group {group!r} (define it in groups.yaml)")
     return out
 
 

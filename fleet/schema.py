@@ -6,14 +6,25 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 from ruamel.yaml import YAML
+from ruamel.yaml.composer import Composer, ComposerError, MaxDepthExceededError
 from ruamel.yaml.error import YAMLError
+from ruamel.yaml.events import AliasEvent
+from ruamel.yaml.reader import ReaderError
 
 from fleet.errors import ConfigError
+
+# Every YAML file we read is written by hand: inventories, recipes, policies and
+# fleet.yaml. 8 MiB holds an inventory of tens of thousands of hosts, and
+# refusing aliases keeps the parsed document no larger than the file.
+MAX_YAML_BYTES = 8 << 20
+MAX_YAML_DEPTH = 64
 
 
 def _plain(node: Any) -> Any:
@@ -43,16 +54,61 @@ def json_path(path: list[Any]) -> str:
     return "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
 
 
-def load_yaml(path: Path) -> Any:
+class _NoAliasComposer(Composer):
+    """Refuses ``*alias`` nodes: a few of them nested expand to billions of values."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.parser.check_event(AliasEvent):
+            event = self.parser.peek_event()
+            raise ComposerError(None, None, f"alias *{event.anchor} is not allowed; write the value out",
+                                event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def read_text_capped(path: Path, limit: int = MAX_YAML_BYTES) -> str:
+    """A regular file's UTF-8 text, refused (ConfigError) when larger than `limit` bytes.
+
+    Opened without blocking so a FIFO in place of the file cannot hang the CLI.
+    """
     try:
-        return YAML(typ="rt").load(path.read_text(encoding="utf-8"))
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError as exc:
         raise ConfigError(f"file not found: {path}", fix="check the path") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}", fix="check the path") from exc
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(f"{path} is not a regular file", fix="point at a file")
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise ConfigError(f"{path} is larger than {limit} bytes", fix="split or shorten it")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (bad byte at offset {exc.start})",
+                          fix="save the file as UTF-8") from exc
+
+
+def load_yaml(path: Path) -> Any:
+    """One YAML document, read the one safe way: size capped, UTF-8, no aliases, bounded depth."""
+    text = read_text_capped(path)
+    yaml = YAML(typ="rt")
+    yaml.Composer = _NoAliasComposer
+    yaml.max_depth = MAX_YAML_DEPTH
+    try:
+        return yaml.load(text)
+    except (RecursionError, MaxDepthExceededError) as exc:
+        raise ConfigError(f"{path} is nested deeper than {MAX_YAML_DEPTH} levels",
+                          fix="flatten the document") from exc
+    except ReaderError as exc:  # a control character; its own message spans two lines
+        raise ConfigError(f"invalid YAML: character {exc.character!r} is not allowed "
+                          f"(offset {exc.position})", where=str(path),
+                          fix="remove it, or quote it as an escape") from exc
     except YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"invalid YAML: {getattr(exc, 'problem', exc)}", where=where,
-                          fix="fix the syntax") from exc
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise ConfigError(f"invalid YAML: {problem}", where=where, fix="fix the syntax") from exc
 
 
 def schema_errors(doc: Any, schema: dict[str, Any], path: Path) -> list[str]:

@@ -15,8 +15,9 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from fleet.errors import FleetError
+from fleet.errors import FleetError, printable
 from fleet.project import Project
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -55,7 +56,8 @@ class Application:
         self.err.print(f"[yellow]warning:[/yellow] {text}")
 
     def abort(self, text: str, code: int = EXIT_FAILED) -> NoReturn:
-        self.err.print(f"[red]error:[/red] {text}", markup=True, soft_wrap=True)
+        # the text quotes file names and values: "[x]" in them is not markup
+        self.err.print(f"[red]error:[/red] {escape(printable(text))}", markup=True, soft_wrap=True)
         raise typer.Exit(code)
 
     def fail(self, exc: FleetError) -> NoReturn:

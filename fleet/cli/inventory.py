@@ -38,7 +38,10 @@ def list_(ctx: typer.Context, inventory: o.Inventory = None, site: o.Site = None
 @app.command("check")
 def check(ctx: typer.Context, inventory: o.Inventory = None, json: o.Json = False) -> None:
     """Validate an inventory; every problem is printed with its file and line."""
+    from rich.markup import escape
+
     from fleet import inventory as inv
+    from fleet.errors import printable
 
     a = app_of(ctx)
     with a.guarded():
@@ -48,7 +51,7 @@ def check(ctx: typer.Context, inventory: o.Inventory = None, json: o.Json = Fals
         a.output_json({"inventory": str(directory), "problems": problems, "ok": not problems})
     else:
         for line in problems:
-            a.err.print(f"[red]✗[/red] {line}", markup=True, highlight=False)
+            a.err.print(f"[red]✗[/red] {escape(printable(line))}", markup=True, highlight=False)
         if not problems:
             a.display_success(f"✓ {directory}: no problems")
     if problems:

@@ -25,7 +25,8 @@ from fleet.errors import ConfigError
 from fleet.schema import json_path, load_yaml, schema_errors
 
 BatchSize = int | str
-PERCENT = re.compile(r"^[0-9]+%$")
+PERCENT = re.compile(r"^[0-9]+%\Z")
+DIGITS = re.compile(r"[0-9]+")  # str.isdigit() also takes "²", which int() refuses
 BATCH_HINT = "is not a device count (0 or more) or a percentage like '10%'"
 ORDERS = ("inventory", "site-by-site", "shuffle")
 OFFLINE = ("skip", "fail", "wait")
@@ -144,7 +145,7 @@ def parse_batches(text: str) -> list[BatchSize]:
     for item in (part.strip() for part in text.split(",")):
         if PERCENT.match(item):
             out.append(item)
-        elif item.isdigit():
+        elif DIGITS.fullmatch(item):
             out.append(int(item))
         else:
             raise ConfigError(f"--batches: {item!r} is not a device count or a percentage",

@@ -31,7 +31,7 @@ import tarfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, BinaryIO, Protocol
+from typing import IO, Any, BinaryIO, Protocol, cast
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -39,15 +39,22 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 FORMAT = 1
 MANIFEST, SIGNATURE, PAYLOAD = "manifest.json", "manifest.sig", "payload/"
-MAX_MANIFEST_BYTES = 1 << 20
+# The limits a device enforces, and so the limits `fleet firmware build` checks
+# (build_manifest runs the device's parse_manifest). A root filesystem holds a
+# few hundred thousand files; each costs about 150 bytes of manifest plus its
+# path, so 320 bytes a file leaves room for paths of ~160 characters on average.
+MAX_FILES = 500_000
+MAX_MANIFEST_BYTES = MAX_FILES * 320
 SIGNATURE_BYTES = 64
-MAX_FILES = 100_000
 MAX_BUNDLE_BYTES = 64 << 30
 CHUNK = 1 << 20
 RESERVED_PREFIX = ".fleet-bundle"  # where an installed slot keeps its manifest
 FILE_MODES = (0o644, 0o755)
-_VERSION_RE = re.compile(r"^[0-9]+(\.[0-9]+)*([-+][0-9A-Za-z.-]+)?$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# \Z, not $: "$" also matches before a final newline, and "1.4.0\n" would name a file.
+VERSION_PATTERN = r"^[0-9]+(\.[0-9]+)*([-+][0-9A-Za-z.-]+)?\Z"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z"
+_VERSION_RE = re.compile(VERSION_PATTERN)
+_NAME_RE = re.compile(NAME_PATTERN)
 
 Progress = Callable[[int, int], None]
 
@@ -68,7 +75,7 @@ def parse_version(text: str) -> tuple[tuple[int, ...], str]:
     """``"1.2.0-rc1"`` -> ``((1, 2, 0), "-rc1")``; a release sorts after its pre-releases."""
     if not isinstance(text, str) or not _VERSION_RE.match(text):
         raise BundleError("bad-version", f"version {text!r} is not dotted numbers like 1.2.0")
-    match = re.match(r"^([0-9.]+)(.*)$", text)
+    match = re.fullmatch(r"([0-9.]+)(.*)", text)
     assert match is not None
     numbers = tuple(int(p) for p in match.group(1).split("."))
     while len(numbers) > 1 and numbers[-1] == 0:
@@ -132,7 +139,7 @@ class Keyring:
         if key is None:
             raise BundleError(
                 "untrusted-key",
-                f"bundle is signed by key {kid}, which is not in this keyring "
+                f"bundle is signed by key {kid!r}, which is not in this keyring "
                 f"({', '.join(sorted(self.keys)) or 'empty'})",
             )
         try:
@@ -232,11 +239,18 @@ def _file_entry(item: Any) -> FileEntry:
     return FileEntry(safe_path(item.get("path")), size, digest, mode)
 
 
+def _check_file_count(count: int) -> None:
+    if count > MAX_FILES:
+        raise BundleError("oversize", f"manifest lists {count} files, more than the "
+                          f"{MAX_FILES} a device accepts: split the image")
+
+
 def _hooks(doc: dict[str, Any], paths: set[str]) -> dict[str, str]:
     hooks = doc.get("hooks") or {}
     _require(isinstance(hooks, dict), "'hooks' must be an object")
     for hook, path in hooks.items():
         _require(hook in HOOKS, f"unknown hook {hook!r} (known: {', '.join(HOOKS)})")
+        _require(isinstance(path, str), f"hook {hook} must name one payload file")
         _require(path in paths, f"hook {hook} names {path!r}, which is not a payload file")
     return {str(k): str(v) for k, v in hooks.items()}
 
@@ -246,6 +260,9 @@ HOOKS = ("post-install", "selftest")
 
 def parse_manifest(raw: bytes) -> Manifest:
     """Parse and validate manifest bytes (signature is checked separately, by the caller)."""
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise BundleError("oversize", f"manifest.json is {len(raw)} bytes, more than the "
+                          f"{MAX_MANIFEST_BYTES} a device reads: shorten paths or split the image")
     try:
         doc = json.loads(raw)
     except ValueError as exc:
@@ -258,7 +275,8 @@ def parse_manifest(raw: bytes) -> Manifest:
         parse_version(doc["min_version"])
     _require(isinstance(doc.get("key_id"), str), "'key_id' missing")
     files = doc.get("files")
-    _require(isinstance(files, list) and 0 < len(files) <= MAX_FILES, "'files' must list 1+ files")
+    _require(isinstance(files, list) and len(files) > 0, "'files' must list 1+ files")
+    _check_file_count(len(files))
     entries = tuple(_file_entry(item) for item in files)
     paths = {e.path for e in entries}
     if len(paths) != len(entries):
@@ -583,6 +601,7 @@ def read_bundle(
         entry = _member_entry(member, expected, seen)
         _copy_member(tar, member, entry, sink or NullSink(), tick)
         seen.add(entry.path)
+        cast(Any, tar).members.clear()  # read once: keeping every header costs memory per file
     missing = [p for p in expected if p not in seen]
     if missing:
         raise BundleError("truncated", f"bundle ends before {len(missing)} file(s), "
@@ -595,6 +614,8 @@ def build_manifest(
     files: Iterable[FileEntry], min_version: str | None = None, **extra: Any,
 ) -> Manifest:
     """A validated Manifest (validation is the same parse the device runs)."""
+    files = tuple(files)
+    _check_file_count(len(files))  # before encoding a manifest far too large to send
     draft = Manifest(name=name, version=version, hardware=tuple(hardware), arch=tuple(arch),
-                     key_id=key, files=tuple(files), min_version=min_version, **extra)
+                     key_id=key, files=files, min_version=min_version, **extra)
     return parse_manifest(draft.encode())

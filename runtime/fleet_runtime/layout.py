@@ -88,6 +88,11 @@ class Layout:
         return self.state / "apps"
 
     @property
+    def runtime_token(self) -> Path:
+        """The bearer token for the runtime's POST endpoints (0600; see fleet_runtime.http_token)."""
+        return self.state / "runtime.token"
+
+    @property
     def run(self) -> Path:
         return self.root / "run/fleet"
 
@@ -151,8 +156,15 @@ def atomic_write_json(path: Path, obj: Any, mode: int = 0o644) -> None:
     atomic_write(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), mode)
 
 
+class StateFileError(ValueError):
+    """A device file that is not the JSON it should be (damaged, truncated, another encoding)."""
+
+
 def read_json(path: Path, default: Any = None) -> Any:
+    """The JSON in `path`, `default` when it is missing, StateFileError when it is not JSON."""
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_bytes())
     except FileNotFoundError:
         return default
+    except ValueError as exc:  # a decoding error is a ValueError too
+        raise StateFileError(f"{path} is not valid JSON ({exc})") from None

@@ -33,7 +33,8 @@ BACKUPS = 3
 MASK = b"[REDACTED]"
 LINE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
-# Keys whose string values in the device's configuration are secrets.
+# Keys whose string values in the device's configuration are secrets. "$" rather
+# than \Z on purpose: a key with a trailing newline is redacted too.
 SECRET_KEYS = re.compile(
     r"(pass(word|wd)?|secret|token|api[_-]?key|access[_-]?key|credential|private[_-]?key)$",
     re.IGNORECASE,
@@ -274,10 +275,19 @@ def verify_bundle(path: Path) -> dict[str, Any]:
                     seen[name] = (len(data), hashlib.sha256(data).hexdigest())
     except (OSError, tarfile.TarError, EOFError, ValueError) as exc:
         raise BundleError(f"{path.name}: not a readable tar.gz log bundle ({exc})") from None
-    if manifest is None or manifest.get("format") != BUNDLE_FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
         raise BundleError(f"{path.name}: no {BUNDLE_FORMAT} manifest")
+    if not _files_well_formed(manifest.get("files", [])):
+        raise BundleError(f"{path.name}: the manifest's file list is malformed")
     _compare(path.name, manifest, seen)
     return manifest
+
+
+def _files_well_formed(files: Any) -> bool:
+    """A device made the bundle: check the list's shape before trusting any entry."""
+    return isinstance(files, list) and all(
+        isinstance(f, dict) and isinstance(f.get("path"), str)
+        and isinstance(f.get("size"), int) and isinstance(f.get("sha256"), str) for f in files)
 
 
 def _compare(name: str, manifest: dict[str, Any], seen: dict[str, tuple[int, str]]) -> None:

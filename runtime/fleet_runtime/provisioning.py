@@ -83,8 +83,8 @@ REQUIRED_MEMBERS = (
     "network.json",
 )
 MQTT_MEMBER = "mqtt.json"  # optional: present when the fleet has an MQTT endpoint
-RELEASE_KEY_RE = re.compile(r"^release-keys/[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-DEVICE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+RELEASE_KEY_RE = re.compile(r"^release-keys/[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\Z")
+DEVICE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}\Z")
 # Names of roles, never of devices: a device certificate must not look like the controller's
 # (CN = device name on the broker), whatever the broker's ACL says.
 RESERVED_NAMES = frozenset({"controller", "broker", "localhost", "edgefleet"})
@@ -148,7 +148,11 @@ def utc_iso(moment: datetime) -> str:
 
 
 def parse_time(text: str) -> datetime:
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    """An ISO 8601 time (UTC when it names no zone); ProvisioningError when it is not one."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except (ValueError, AttributeError) as exc:
+        raise ProvisioningError("bad-archive", f"{text!r} is not an ISO 8601 time") from exc
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
@@ -183,7 +187,7 @@ NETWORK_SCHEMA: dict[str, Any] = {
             "type": "array",
             "maxItems": MAX_NTP,
             "uniqueItems": True,
-            "items": {"type": "string", "pattern": r"^[A-Za-z0-9.:-]{1,253}$"},
+            "items": {"type": "string", "pattern": r"^[A-Za-z0-9.:-]{1,253}\Z"},
         },
     },
 }
@@ -306,14 +310,14 @@ MANIFEST_SCHEMA: dict[str, Any] = {
         "serial": {"type": ["string", "null"]},
         "created_at": {"type": "string"},
         "install_by": {"type": "string"},
-        "ca_fingerprint": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"},
+        "ca_fingerprint": {"type": "string", "pattern": r"^sha256:[0-9a-f]{64}\Z"},
         "members": {
             "type": "object",
             "additionalProperties": {
                 "type": "object",
                 "required": ["sha256", "size"],
                 "properties": {
-                    "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                    "sha256": {"type": "string", "pattern": r"^[0-9a-f]{64}\Z"},
                     "size": {"type": "integer", "minimum": 0},
                 },
             },

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from fleet_runtime.layout import Layout, atomic_write_json, read_json
+from fleet_runtime.layout import Layout, StateFileError, atomic_write_json, read_json
 
 log = logging.getLogger("fleet_runtime")
 
@@ -281,7 +281,10 @@ def _cameras(args: argparse.Namespace, app: Any = None) -> dict[str, Any]:
     from fleet_runtime.pipeline.sources import SourceError, parse_source
 
     path = args.cameras or Layout.from_env().etc / "cameras.json"
-    specs = load_cameras_file(path) if (args.cameras or path.is_file()) else {}
+    try:
+        specs = load_cameras_file(path) if (args.cameras or path.is_file()) else {}
+    except SourceError as exc:
+        raise CliError(str(exc)) from None
     for name, node in (app.camera_nodes if app else {}).items():
         if "url" in node.defaults and name not in specs:  # a camera package's default stream
             try:
@@ -328,6 +331,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             app,
             http_port=args.http,
             http_host=args.http_host,
+            http_token=_http_token() if args.http is not None else None,
             events=args.events,
             record=args.record,
             stop_on_crash_loop=args.offline,
@@ -370,6 +374,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     os._exit(code)
 
 
+def _http_token() -> str | None:
+    """The device's runtime token (made on first use), or None: POST /signal then refuses.
+
+    Only on a device root, like the port registry: a run on a workstation must
+    not write under /var/lib.
+    """
+    from fleet_runtime.http_token import ensure_token
+
+    layout = Layout.from_env()
+    try:
+        if not layout.device_json.exists():
+            raise FileNotFoundError(f"{layout.device_json} is missing, so this is no device root")
+        return ensure_token(layout.runtime_token)
+    except (OSError, ValueError) as exc:
+        print(f"fleet-runtime: POST /signal is disabled ({exc}); set FLEET_ROOT to the "
+              "device root", file=sys.stderr, flush=True)
+        return None
+
+
 def _register(app: str, port: int | None) -> bool:
     """Record (or, with None, remove) this app's HTTP port in run/fleet/runtime.json, where
     ``fleet-agent health`` finds it. Only on a device root (etc/fleet/device.json exists)."""
@@ -381,8 +404,12 @@ def _register(app: str, port: int | None) -> bool:
     layout.run.mkdir(parents=True, exist_ok=True)
     with open(layout.run / "runtime.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # several apps may start or stop at once
-        doc = read_json(layout.run / "runtime.json", default=None) or {}
-        apps = dict(doc.get("apps", {}))
+        try:
+            doc = read_json(layout.run / "runtime.json", default=None)
+        except StateFileError:
+            doc = None  # our own registry, damaged: the apps that run now register again
+        apps = doc.get("apps") if isinstance(doc, dict) else None
+        apps = dict(apps) if isinstance(apps, dict) else {}
         if port is None:
             apps.pop(app, None)
         else:

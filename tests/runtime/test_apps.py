@@ -165,12 +165,16 @@ def test_face_blur_on_a_video_file(face_blur_app: Path, face_video: Path, tmp_pa
         assert sum(1 for _ in container.decode(video=0)) == 45
 
 
+TOKEN = "t" * 43  # what fleet_runtime.http_token makes: 32 random bytes, URL-safe base64
+
+
 def post(url: str) -> tuple[int, dict]:
     import urllib.error
     import urllib.request
 
+    request = urllib.request.Request(url, method="POST", headers={"Authorization": f"Bearer {TOKEN}"})
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=10) as r:
+        with urllib.request.urlopen(request, timeout=10) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
@@ -184,7 +188,8 @@ def test_on_signal_node_waits_for_resume_and_pauses(color_app: Path, tmp_path: P
     doc["nodeGraph"]["nodes"][0]["launch"] = "onSignal"
     graph.write_text(json.dumps(doc))
     camera = SourceSpec("camera_node", "synthetic", size=(32, 24), fps=30)
-    runner = Runner(load_application(app), RunOptions(cameras={"camera_node": camera}, http_port=0))
+    runner = Runner(load_application(app), RunOptions(cameras={"camera_node": camera}, http_port=0,
+                                                             http_token=TOKEN))
     runner.start()
     base = f"http://127.0.0.1:{runner.http.port}"
 

@@ -157,8 +157,31 @@ def test_oversize_member_is_refused_before_writing(tmp_path):
 
 
 def test_oversize_manifest_is_refused():
-    raw = b"{" + b" " * (bundle.MAX_MANIFEST_BYTES + 1) + b"}"
-    assert code_of(raw_bundle(raw, b"x" * 64, [])) == "oversize"
+    """Refused on its tar header: no byte of it is read, so the stream may stop right there."""
+    info = tarfile.TarInfo(bundle.MANIFEST)
+    info.size = bundle.MAX_MANIFEST_BYTES + 1
+    assert code_of(info.tobuf(tarfile.PAX_FORMAT)) == "oversize"
+
+
+def test_manifest_of_a_root_filesystem_fits_the_manifest_limit():
+    """MAX_FILES files with paths of 160 characters stay under MAX_MANIFEST_BYTES."""
+    entry = bundle.FileEntry("usr/" + "p" * 156, 1 << 30, "f" * 64, 0o755)
+    one = len(json.dumps({"files": [entry.as_json()] * 2}, indent=1, sort_keys=True)) // 2
+    assert bundle.MAX_FILES >= 300_000
+    assert one * bundle.MAX_FILES < bundle.MAX_MANIFEST_BYTES
+
+
+def test_build_refuses_more_files_than_a_device_takes():
+    entry = make_manifest(KEY, {"ok.txt": b"hello"}).files[0]
+    with pytest.raises(BundleError, match=f"more than the {bundle.MAX_FILES} a device accepts"):
+        bundle.build_manifest(name="x", version="1.0", hardware=["h"], arch=["a"], key="k",
+                              files=[entry] * (bundle.MAX_FILES + 1))
+
+
+def test_manifest_larger_than_a_device_reads_is_refused_before_parsing():
+    raw = b"{" + b" " * bundle.MAX_MANIFEST_BYTES + b"}"
+    with pytest.raises(BundleError, match="more than the .* a device reads"):
+        bundle.parse_manifest(raw)
 
 
 def test_missing_signature_member_is_refused():

@@ -13,6 +13,7 @@ import importlib
 import os
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -27,7 +28,7 @@ from fleet_runtime.agent.protocol import (
     failure,
     success,
 )
-from fleet_runtime.layout import Layout, lab_faults
+from fleet_runtime.layout import Layout, StateFileError, lab_faults
 
 COMMAND_MODULES = ("info", "health", "checksum", "logs", "ota", "provision", "rtsp", "daemon")
 
@@ -87,6 +88,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = f"{exc.strerror or exc} ({exc.filename or 'no file'})"
         _log(layout, args.command, f"failed: os-error: {message}", started, True)
         emit(failure("os-error", message))
+        return EXIT_FAILED
+    except StateFileError as exc:
+        _log(layout, args.command, f"failed: bad-state-file: {exc}", started, True)
+        emit(failure("bad-state-file", str(exc)))
+        return EXIT_FAILED
+    except Exception as exc:  # noqa: BLE001 - the controller needs its one JSON answer
+        # A bug or a device file of the wrong shape: the answer says so in one line and
+        # the traceback goes to agent.log, where `fleet logs` collects it.
+        _log(layout, args.command, "failed: internal-error\n" + traceback.format_exc(),
+             started, True)
+        emit(failure("internal-error", f"{type(exc).__name__}: {exc}"))
         return EXIT_FAILED
     _log(layout, args.command, "ok", started, False)
     emit(success(payload))

@@ -44,8 +44,10 @@ def read_request(text: str) -> tuple[list[dict[str, Any]], float]:
     for cam in cameras:
         if not isinstance(cam, dict) or not isinstance(cam.get("url"), str):
             raise AgentError("bad-request", "every camera needs a url")
-    timeout = float(request.get("timeout", 5.0))
-    return cameras, min(max(timeout, 0.1), 60.0)
+    timeout = request.get("timeout", 5.0)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout != timeout:
+        raise AgentError("bad-request", "timeout must be a number of seconds")
+    return cameras, min(max(float(timeout), 0.1), 60.0)
 
 
 def probe_one(cam: dict[str, Any], timeout: float) -> dict[str, Any]:

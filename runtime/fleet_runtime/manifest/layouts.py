@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 SHELLS = ("bash", "/bin/bash", "/usr/bin/bash", "sh", "/bin/sh", "/usr/bin/sh")
-_PYTHON = re.compile(r"^(/usr(/local)?/bin/)?python(3(\.\d+)?)?$")
+_PYTHON = re.compile(r"^(/usr(/local)?/bin/)?python(3(\.\d+)?)?\Z")
 _HARMLESS = {"set", "export", "echo", "true", ":", "source", "."}
-_COPY = re.compile(r"^\s*(?:COPY|ADD)\s+(?:--\S+\s+)*(\S+)\s+/panorama/?\s*$", re.IGNORECASE)
+_COPY = re.compile(r"^\s*(?:COPY|ADD)\s+(?:--\S+\s+)*(\S+)\s+/panorama/?\s*\Z", re.IGNORECASE)
 
 
 def is_shell(path: str) -> bool:

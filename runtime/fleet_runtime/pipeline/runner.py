@@ -42,6 +42,7 @@ class RunOptions:
     threads: int | None = None
     http_port: int | None = None  # None: no HTTP server; 0: any free port
     http_host: str = "127.0.0.1"
+    http_token: str | None = None  # POST /signal needs it; None: signals are refused
     events: Path | None = None
     record: Path | None = None  # output video; "{camera}" in the name for one file per camera
     record_options: dict[str, str] = field(default_factory=dict)
@@ -301,6 +302,7 @@ class Runner:
                 self.options.http_host,
                 self.options.http_port,
                 signal=self.signal,
+                token=self.options.http_token,
             )
             self.http.start()
         for name, node in self.app.model_nodes.items():
@@ -492,17 +494,33 @@ def load_cameras_file(path: Path) -> dict[str, SourceSpec]:
 
     ``{"cameras": [{"name", "url", "username", "password"}]}`` (a mapping of name to
     the same fields is accepted too). Passwords stay in the SourceSpec, out of logs.
+    A file that is not that shape raises SourceError naming the file and entry.
     """
-    from fleet_runtime.pipeline.sources import parse_source
+    from fleet_runtime.pipeline.sources import SourceError, parse_source
 
-    cameras = json.loads(path.read_text()).get("cameras", [])
+    try:
+        doc = json.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:  # a decoding error is a ValueError too
+        raise SourceError(f"{path}: not a readable JSON file ({exc})") from None
+    cameras = doc.get("cameras", []) if isinstance(doc, dict) else None
     if isinstance(cameras, dict):
-        cameras = [{"name": name, **fields} for name, fields in cameras.items()]
-    if any(c.get("password") for c in cameras) and path.stat().st_mode & 0o077:
-        log.warning("%s holds camera passwords and is readable by others: chmod 600 %s", path, path)
+        cameras = [{"name": n, **f} if isinstance(f, dict) else f for n, f in cameras.items()]
+    if not isinstance(cameras, list):
+        raise SourceError(f'{path}: expected {{"cameras": [{{"name": ..., "url": ...}}]}}')
     specs = {}
-    for cam in cameras:
+    for index, cam in enumerate(cameras):
+        if not _camera_entry_ok(cam):
+            raise SourceError(f"{path}: cameras[{index}]: needs text 'name' and 'url', and "
+                              "text or null 'username' and 'password'")
         spec = parse_source(cam["name"], cam["url"])
         spec.username, spec.password = cam.get("username"), cam.get("password")
         specs[cam["name"]] = spec
+    if any(s.password for s in specs.values()) and path.stat().st_mode & 0o077:
+        log.warning("%s holds camera passwords and is readable by others: chmod 600 %s", path, path)
     return specs
+
+
+def _camera_entry_ok(cam: Any) -> bool:
+    return (isinstance(cam, dict) and isinstance(cam.get("name"), str)
+            and isinstance(cam.get("url"), str)
+            and all(isinstance(cam.get(k), (str, type(None))) for k in ("username", "password")))

@@ -5,11 +5,15 @@ when someone is watching, once per frame whatever the number of viewers.
 
 Routes: ``/`` (index), ``/video?camera=NAME`` (multipart/x-mixed-replace
 MJPEG), ``/frame.jpg?camera=NAME`` (the latest frame), ``/metrics``
-(Prometheus text), ``/health`` (JSON; 200 when ok or degraded, 503 otherwise).
+(Prometheus text), ``/health`` (JSON; 200 when ok or degraded, 503 otherwise),
+``POST /signal`` (needs ``Authorization: Bearer <token>``, see
+``fleet_runtime.http_token``). Requests whose ``Origin`` is another site are
+refused, connections are capped and an idle one is closed after ``idle_timeout``.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import queue
@@ -18,6 +22,7 @@ import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from socket import socket
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -146,6 +151,58 @@ class VideoWriter(threading.Thread):
 
 
 Snapshot = Callable[[], dict[str, Any]]
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+MAX_CONNECTIONS = 64  # MJPEG viewers, scrapers and agents together; one thread each
+IDLE_TIMEOUT = 30.0  # seconds a connection may send nothing (or accept nothing) before it is closed
+_BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """One thread per connection, at most `max_connections`: the next ones get a 503 at once."""
+
+    daemon_threads = True
+    request_queue_size = 128  # a burst of connections is answered (503) rather than left waiting
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
+                 max_connections: int) -> None:
+        self.slots = threading.BoundedSemaphore(max_connections)
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            _refuse_busy(request)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()  # no thread started, so nobody else frees the slot
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("http: connection from %s ended with an error", client_address, exc_info=True)
+
+
+def _host_name(host: str) -> str | None:
+    """``"127.0.0.1:8080"`` -> ``"127.0.0.1"``; None for no name or one that does not parse."""
+    try:
+        return urlsplit(f"//{host}").hostname
+    except ValueError:
+        return None
+
+
+def _refuse_busy(request: socket) -> None:
+    try:
+        request.setblocking(False)  # the accept loop must never wait on a client
+        request.send(_BUSY)
+    except OSError:
+        pass
 
 
 class HttpServer:
@@ -159,7 +216,11 @@ class HttpServer:
         host: str = "127.0.0.1",
         port: int = 0,
         signal: Callable[[str, str], None] | None = None,
+        token: str | None = None,
+        max_connections: int = MAX_CONNECTIONS,
+        idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
+        """`token` guards POST /signal; without one the endpoint refuses every request."""
         self.closing = threading.Event()
         handler = type(
             "Handler",
@@ -170,10 +231,12 @@ class HttpServer:
                 "health_doc": staticmethod(health_doc),
                 "signal_node": staticmethod(signal) if signal else None,
                 "closing": self.closing,
+                "token": token,
+                "loopback_only": host in LOOPBACK,
+                "timeout": idle_timeout,
             },
         )
-        self.server = ThreadingHTTPServer((host, port), handler)
-        self.server.daemon_threads = True
+        self.server = _BoundedServer((host, port), handler, max_connections)
         self.port = int(self.server.server_address[1])
         self._thread = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
 
@@ -192,12 +255,45 @@ class _Handler(BaseHTTPRequestHandler):
     health_doc: Callable[[], dict[str, Any]]
     signal_node: Callable[[str, str], None] | None
     closing: threading.Event
+    token: str | None
+    loopback_only: bool
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         log.debug("http: " + format, *args)
 
+    def _cross_origin(self) -> bool:
+        """A browser names the page's origin; a page of another site must not drive us.
+
+        Served on loopback, the Host must be a loopback name too: a page whose
+        own name was re-pointed at 127.0.0.1 (DNS rebinding) is same-origin to
+        itself, but names its own host.
+        """
+        host = self.headers.get("Host", "")
+        origin = self.headers.get("Origin")
+        foreign = origin is not None and origin != f"http://{host}"
+        if self.loopback_only and _host_name(host) not in LOOPBACK:
+            foreign = True
+        if not foreign:
+            return False
+        self.close_connection = True
+        self._send(403, "application/json",
+                   b'{"ok": false, "error": "cross-origin requests are refused"}')
+        return True
+
+    def _authorized(self) -> bool:
+        given = self.headers.get("Authorization", "").encode()
+        if self.token is not None and hmac.compare_digest(given, f"Bearer {self.token}".encode()):
+            return True
+        self.close_connection = True
+        why = "send Authorization: Bearer <token> from var/lib/fleet/runtime.token" \
+            if self.token else "this runtime has no token file, so signals are disabled"
+        self._send(401, "application/json", json.dumps({"ok": False, "error": why}).encode())
+        return False
+
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        if self._cross_origin():
+            return
         url = urlsplit(self.path)
         camera = parse_qs(url.query).get("camera", [None])[0]
         route = {
@@ -216,8 +312,14 @@ class _Handler(BaseHTTPRequestHandler):
         """``POST /signal?node=NAME&signal=PAUSE|RESUME`` (Panorama's node signals)."""
         url = urlsplit(self.path)
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        if self.headers.get("Content-Length", "0") != "0":
+            self.close_connection = True  # we read no body, so the stream cannot be reused
+        if self._cross_origin():
+            return
         if url.path != "/signal" or self.signal_node is None:
             self._send(404, "text/plain", b"not found\n")
+            return
+        if not self._authorized():
             return
         try:
             self.signal_node(query.get("node", ""), query.get("signal", "").upper())
@@ -275,5 +377,5 @@ class _Handler(BaseHTTPRequestHandler):
                     f"Content-Length: {len(data)}\r\n\r\n"
                 )
                 self.wfile.write(head.encode() + data + b"\r\n")
-        except (BrokenPipeError, ConnectionResetError):
-            return
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            return  # the viewer left, or stopped reading for longer than the idle timeout

@@ -86,7 +86,7 @@ def parse_source(name: str, uri: str) -> SourceSpec:
     if path.is_file():
         return SourceSpec(name, "file", str(path))
     raise SourceError(
-        f"camera {name}: {redact(uri)} is not an rtsp:// URL, synthetic:WxH@FPS,"
+        f"camera {name!r}: {redact(uri)!r} is not an rtsp:// URL, synthetic:WxH@FPS,"
         " a video file or an image folder"
     )
 
