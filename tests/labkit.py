@@ -6,12 +6,12 @@ Kept out of conftest.py on purpose: several conftest.py files exist, and
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from ci_skips import in_ci
 from typer.testing import CliRunner
 
 from fleet.cli.app import app
@@ -25,7 +25,7 @@ SSH_KINDS = ["openssh", "asyncssh"]
 
 def require_ssh(kind: str) -> None:
     if kind == "openssh" and not HAVE_SSHD:
-        if os.environ.get("CI"):
+        if in_ci():
             pytest.fail("OpenSSH sshd is required in CI (scripts/system-deps.sh installs it)")
         pytest.skip("OpenSSH sshd not installed (apt-get install openssh-server)")
 
@@ -49,7 +49,7 @@ def default_ssh_kind() -> str:
     """OpenSSH when installed (required in CI), asyncssh's server otherwise."""
     if HAVE_SSHD:
         return "openssh"
-    if os.environ.get("CI"):
+    if in_ci():
         pytest.fail("OpenSSH sshd is required in CI (scripts/system-deps.sh installs it)")
     return "asyncssh"
 

@@ -6,14 +6,14 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from labkit import HAVE_SSHD, run_cli, start_lab
+from labkit import default_ssh_kind, run_cli, start_lab
 
 from fleet.lab import Lab
 
 
 @pytest.fixture(scope="module")
 def lab12(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    lab = start_lab(tmp_path_factory.mktemp("lab12"), 3, 4, "openssh" if HAVE_SSHD else "asyncssh")
+    lab = start_lab(tmp_path_factory.mktemp("lab12"), 3, 4, default_ssh_kind())
     yield lab
     lab.down()
 

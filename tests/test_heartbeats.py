@@ -12,7 +12,7 @@ import pytest
 from fixtures_mqtt import require_mosquitto
 from fleet_runtime.layout import read_json
 from fleet_runtime.mqtt import MqttClient, MqttSettings
-from labkit import HAVE_SSHD, run_cli, start_lab
+from labkit import default_ssh_kind, run_cli, start_lab
 
 from fleet import heartbeats
 from fleet.broker import LabMqtt
@@ -25,7 +25,7 @@ INTERVAL = 0.5
 @pytest.fixture(scope="module")
 def mqtt_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab, LabMqtt]]:
     require_mosquitto()
-    lab = start_lab(tmp_path_factory.mktemp("hb-lab"), 2, 2, "openssh" if HAVE_SSHD else "asyncssh")
+    lab = start_lab(tmp_path_factory.mktemp("hb-lab"), 2, 2, default_ssh_kind())
     mq = LabMqtt(lab.project)
     mq.up({n: lab.root(n) for n in lab.devices()}, INTERVAL)
     yield lab, mq
