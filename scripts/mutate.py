@@ -47,13 +47,19 @@ class Target:
 
 
 TARGETS = (
-    Target("bundle", "runtime/fleet_runtime/bundle.py", ("tests/runtime/test_bundle.py",)),
+    Target("bundle", "runtime/fleet_runtime/bundle.py", ("tests/runtime/test_bundle.py",),
+           ("parse_version", "compare_versions", "load_public_key", "verify", "safe_path",
+            "_require", "_str_list", "_file_entry", "_hooks", "parse_manifest", "check_compatible",
+            "_known", "_check_permit", "_next", "_read_small", "_read_exact", "_header",
+            "read_manifest", "_member_entry", "_copy_member", "read_bundle", "begin", "write",
+            "end")),
     Target("secrets", "fleet/secrets.py", ("tests/test_secrets.py",)),
     Target("transport-host-keys", "fleet/transport.py",
            ("tests/test_transport.py", "-k", "host_key or exec_runs"),
            ("fingerprint", "known_hosts_name", "pin_host_key", "pin_host_keys",
             "unpin_host_key", "_verify_host_key"), timeout=240.0),
     Target("slots", "runtime/fleet_runtime/slots.py", ("tests/runtime/test_slots.py",),
+           ("_begin_install", "_check_space", "_transition", "_persist", "read_state", "_upgrade"),
            timeout=240.0),
     Target("rollout-update", "fleet/rollout/update.py",
            ("tests/rollout/test_runner.py", "tests/rollout/test_engine.py"),
