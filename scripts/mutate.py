@@ -47,13 +47,14 @@ class Target:
 
 
 TARGETS = (
-    Target("bundle", "runtime/fleet_runtime/bundle.py", ("tests/runtime/test_bundle.py",),
+    Target("bundle", "runtime/fleet_runtime/bundle.py",
+           ("tests/runtime/test_bundle.py", "tests/runtime/test_bundle_guards.py"),
            ("parse_version", "compare_versions", "load_public_key", "verify", "safe_path",
             "_require", "_str_list", "_file_entry", "_hooks", "parse_manifest", "check_compatible",
             "_known", "_check_permit", "_next", "_read_small", "_read_exact", "_header",
             "read_manifest", "_member_entry", "_copy_member", "read_bundle", "begin", "write",
             "end")),
-    Target("secrets", "fleet/secrets.py", ("tests/test_secrets.py",)),
+    Target("secrets", "fleet/secrets.py", ("tests/test_secrets.py", "tests/test_secrets_guards.py")),
     Target("transport-host-keys", "fleet/transport.py",
            ("tests/test_transport.py", "-k", "host_key or exec_runs"),
            ("fingerprint", "known_hosts_name", "pin_host_key", "pin_host_keys",
@@ -171,7 +172,15 @@ def prefilter(db_path: Path, target: Target, work: Path) -> None:
                                                       output=why))
 
 
-def run_target(target: Target, work: Path) -> None:
+def forget_survivors(db_path: Path) -> None:
+    """Make survivors pending again, so `exec` runs them against today's tests."""
+    import sqlite3
+
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED'")
+
+
+def run_target(target: Target, work: Path, *, rerun_survivors: bool = False) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(work), str(work / "runtime"), str(work / "tests")])}
     db = STATE / f"{target.name}.sqlite"
@@ -179,6 +188,8 @@ def run_target(target: Target, work: Path) -> None:
     if not db.exists():
         cosmic("init", str(config), str(db), cwd=work, env=env)
         prefilter(db, target, work)
+    elif rerun_survivors:
+        forget_survivors(db)
     print(f"== {target.name}: {target.module} <- {' '.join(target.tests)}", flush=True)
     cosmic("baseline", str(config), cwd=work, env=env)
     cosmic("exec", str(config), str(db), cwd=work, env=env)
@@ -233,6 +244,8 @@ def main() -> int:
     parser.add_argument("targets", nargs="*", help="target names (default: all)")
     parser.add_argument("--list", action="store_true", help="list the targets and exit")
     parser.add_argument("--report", action="store_true", help="only print the last results")
+    parser.add_argument("--rerun-survivors", action="store_true",
+                        help="run the last session's survivors again (after adding tests)")
     args = parser.parse_args()
     by_name = {t.name: t for t in TARGETS}
     unknown = [n for n in args.targets if n not in by_name]
@@ -250,7 +263,7 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
         scratch_copy(work)
         for target in chosen:
-            run_target(target, work)
+            run_target(target, work, rerun_survivors=args.rerun_survivors)
     text = report(chosen)
     (STATE / "report.txt").write_text(text)
     print(text, end="")
