@@ -27,7 +27,7 @@ from fleet.project import Project
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {"FLEET_CA_PASSPHRASE": "json-test-ca", "FLEET_RELEASE_PASSPHRASE": "json-test-release"}
-BUNDLE = "out/edgefleet-os-1.1.0.bundle"
+BUNDLE = "{root}/out/edgefleet-os-1.1.0.bundle"  # paths are absolute: the CLI runs in this cwd
 CAMERAS = "name,device,rtsp_url,username,password,description,tags\n" \
           "door,berlin-01,rtsp://127.0.0.1:9/door,admin,s3cret-door,front door,\n"
 
@@ -52,7 +52,7 @@ SCENARIO = (
     Step("inventory list", ("-i", "lab")),
     Step("inventory check", ("-i", "lab")),
     Step("health", ("-i", "lab"), exits=(0, 1)),  # 1: degraded by a loaded machine, still a report
-    Step("logs export", ("-i", "lab", "--out", "logs")),
+    Step("logs export", ("-i", "lab", "--out", "{root}/logs")),
     Step("devices register", ("-i", "lab")),
     Step("devices refresh", ("-i", "lab")),
     Step("devices list"),
@@ -64,7 +64,7 @@ SCENARIO = (
     Step("cameras probe", ("--all", "--timeout", "2"), exits=(1,)),  # nothing listens on :9
     Step("secrets rotate", listing=False),
     Step("cameras remove", ("door",)),
-    Step("firmware build", ("firmware/lab-1.1.0.yaml", "--out", "out"), listing=False),
+    Step("firmware build", ("{root}/firmware/lab-1.1.0.yaml", "--out", "{root}/out"), listing=False),
     Step("firmware inspect", (BUNDLE,)),
     Step("firmware verify", (BUNDLE,)),
     Step("firmware list"),
@@ -81,9 +81,9 @@ SCENARIO = (
          stream=True),
     Step("ota resume", stream=True),
     # archives re-pin a device's host key: only for the device that is re-provisioned
-    Step("provision archive", ("berlin-02", "-i", "lab", "--out", "archives")),
-    Step("provision all", ("-i", "lab", "--limit", "berlin-02", "--out", "archives")),
-    Step("provision verify", ("archives/edgefleet-berlin-02.zip",), listing=False),
+    Step("provision archive", ("berlin-02", "-i", "lab", "--out", "{root}/archives")),
+    Step("provision all", ("-i", "lab", "--limit", "berlin-02", "--out", "{root}/archives")),
+    Step("provision verify", ("{root}/archives/edgefleet-berlin-02.zip",), listing=False),
     Step("lab reset", ("berlin-02",), listing=False),
     Step("provision usb", ("berlin-02", "-i", "lab", "--mount", "{root}/usb", "--force"),
          listing=False),
