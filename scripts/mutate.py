@@ -69,9 +69,14 @@ TARGETS = (
            ("read_target", "target_version", "_check", "_verify", "_commit", "_recover"),
            timeout=600.0),
     Target("registry-sqlite", "fleet/registry/sqlite.py",
-           ("tests/registry/test_sqlite.py", "tests/test_cameras.py"), timeout=240.0),
+           ("tests/registry/test_sqlite.py", "tests/test_cameras.py", "tests/test_secrets.py"),
+           ("transaction", "write_cameras", "_write_cameras", "_seal_passwords",
+            "rotate_secret_key", "remove_cameras", "deregister_device"), timeout=240.0),
     Target("provisioning", "runtime/fleet_runtime/provisioning.py",
-           ("tests/test_provisioning.py", "-k", "not usb and not lab"), timeout=300.0),
+           ("tests/test_provisioning.py", "-k", "not usb and not lab"),
+           ("verify_archive", "read_archive", "_read_all", "_read_member", "_check_entry",
+            "_allowed", "_check_signed", "_check_hashes", "_check_identity", "_check_key_pair",
+            "_check_expectations", "verify_bytes", "trusted_fingerprints"), timeout=300.0),
 )
 
 
