@@ -11,13 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-# No silent skips under CI=true: these hooks turn a skip into a failure (tests/ci_skips.py).
-from ci_skips import pytest_make_collect_report, pytest_runtest_makereport  # noqa: F401
 from labkit import SSH_KINDS, default_ssh_kind, start_lab
 
 from fleet.lab import Lab
 from fleet.project import Project
+
+# No silent skips under CI=true: a plugin of its own (tests/ci_skips.py), so that hooks
+# defined in this file and its own never replace each other.
+pytest_plugins = ["ci_skips"]
 
 
 @pytest.fixture
