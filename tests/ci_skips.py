@@ -11,7 +11,7 @@ A test may still skip under CI when it carries
 machine (for example "needs a GPU": CI machines have none). A module-level
 skip cannot be excused this way: the module never loaded.
 
-Loaded by tests/conftest.py; tests/test_ci_skips.py checks it with pytester.
+Loaded by tests/conftest.py (`pytest_plugins`); tests/test_ci_skips.py checks it with pytester.
 """
 
 from __future__ import annotations
