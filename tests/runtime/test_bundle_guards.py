@@ -14,7 +14,16 @@ from fleet_runtime import bundle
 from fleet_runtime.bundle import BundleError, Keyring
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fixtures_bundle import ARCH, HARDWARE, default_files, make_bundle, make_manifest, new_key  # noqa: E402
+from fixtures_bundle import (  # noqa: E402
+    ARCH,
+    HARDWARE,
+    default_files,
+    make_bundle,
+    make_manifest,
+    new_key,
+    raw_bundle,
+    signed,
+)
 
 KEY = new_key()
 DIGEST = "0" * 64
@@ -125,3 +134,158 @@ def test_progress_counts_every_payload_byte_once(tmp_path: Path) -> None:
     total = sum(len(data) for data in files.values())
     assert seen and seen[-1] == (total, total)
     assert all(a[0] <= b[0] for a, b in zip(seen, seen[1:]))
+
+
+# --------------------------------------------------------------- versions, keys, paths
+
+
+@pytest.mark.parametrize("a, b, order", [
+    ("1.2.0", "1.2", 0), ("1.2.0.0", "1.2", 0), ("1.2.0-rc1", "1.2.0", -1),
+    ("1.2.0", "1.2.0-rc1", 1), ("1.2.0-rc1", "1.2.0-rc1", 0), ("1.10", "1.9", 1),
+])
+def test_version_order(a: str, b: str, order: int) -> None:
+    assert bundle.compare_versions(a, b) == order
+
+
+def test_a_key_that_is_not_an_ed25519_pem_is_refused() -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    with pytest.raises(BundleError, match="not a PEM public key"):
+        bundle.load_public_key(b"not a key")
+    ec_pem = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    with pytest.raises(BundleError, match="not an Ed25519 key"):
+        bundle.load_public_key(ec_pem)
+    assert bundle.key_id(bundle.load_public_key(bundle.public_pem(KEY.public_key()))) == \
+        bundle.key_id(KEY.public_key())
+
+
+def test_an_unknown_key_id_names_the_keys_the_ring_holds() -> None:
+    ring = Keyring()
+    with pytest.raises(BundleError, match=r"\(empty\)"):
+        ring.verify("abc", b"", b"")
+    kid = ring.add(KEY.public_key())
+    with pytest.raises(BundleError, match=rf"\({kid}\)"):
+        ring.verify("abc", b"", b"")
+
+
+@pytest.mark.parametrize("name", ["", "/etc/x", "a\\b", "a\x00b", ".", "a/./b", "a//b", "..",
+                                  "a/../b", ".fleet-bundle/manifest.json", None, 5])
+def test_unsafe_payload_paths_are_refused(name: Any) -> None:
+    with pytest.raises(BundleError, match="refusing path"):
+        bundle.safe_path(name)
+
+
+@pytest.mark.parametrize("name", ["etc/os-release", "a", "-dash", ".hidden/x", "A/B"])
+def test_ordinary_payload_paths_are_kept(name: str) -> None:
+    assert bundle.safe_path(name) == name
+
+
+# --------------------------------------------------------------- manifest fields
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"format": 0}, "format 0"), ({"format": 2}, "format 2"),
+    ({"name": 5}, "bad name"), ({"name": ""}, "bad name"),
+])
+def test_manifest_format_and_name(changes: dict[str, Any], words: str) -> None:
+    assert words in refusal(doc(**changes))
+
+
+def test_a_manifest_listing_a_path_twice_is_refused() -> None:
+    twice = [{"path": "x", "size": 1, "sha256": DIGEST}] * 2
+    with pytest.raises(BundleError) as info:
+        parse(doc(files=twice))
+    assert info.value.code == "duplicate-member"
+
+
+@pytest.mark.parametrize("current, allowed", [("1.5.0", True), ("1.0.0", True), ("0.9.9", False)])
+def test_min_version_is_a_floor_for_the_running_version(current: str, allowed: bool) -> None:
+    manifest = make_manifest(KEY, default_files("2.0.0"), version="2.0.0", min_version="1.0.0")
+    check = lambda: bundle.check_compatible(manifest, hardware=HARDWARE, arch=ARCH,  # noqa: E731
+                                            current=current)
+    if allowed:
+        check()
+    else:
+        with pytest.raises(BundleError, match="needs at least 1.0.0"):
+            check()
+
+
+def test_a_device_that_reports_no_version_can_still_install() -> None:
+    manifest = make_manifest(KEY, default_files("1.1.0"))
+    bundle.check_compatible(manifest, hardware=HARDWARE, arch=ARCH, current="unknown")
+
+
+# --------------------------------------------------------------- the stream
+
+
+def ring() -> Keyring:
+    out = Keyring()
+    out.add(KEY.public_key())
+    return out
+
+
+def read_raw(data: bytes) -> BundleError:
+    with pytest.raises(BundleError) as info:
+        bundle.read_bundle(io.BytesIO(data), ring(), None)
+    return info.value
+
+
+def one_file(data: bytes) -> tuple[bytes, bytes, dict[str, Any]]:
+    document = make_manifest(KEY, {"f": data}).as_json()
+    raw, sig = signed(KEY, document)
+    return raw, sig, document
+
+
+def test_the_first_member_must_be_the_manifest() -> None:
+    import tarfile
+
+    from fixtures_bundle import add
+
+    raw, sig, _ = one_file(b"x")
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        add(tar, "a.json", raw)  # sorts before manifest.json: a bare `>` would let it through
+        add(tar, bundle.SIGNATURE, sig)
+    error = read_raw(out.getvalue())
+    assert error.code == "bad-format" and "found 'a.json'" in error.message
+
+
+def test_link_and_device_members_are_named_for_what_they_are() -> None:
+    import tarfile
+
+    raw, sig, _ = one_file(b"x")
+    link = read_raw(raw_bundle(raw, sig, [("payload/f", b"", tarfile.SYMTYPE, "/etc/passwd")]))
+    assert link.code == "unsafe-member" and "is a link" in link.message
+    fifo = read_raw(raw_bundle(raw, sig, [("payload/f", b"", tarfile.FIFOTYPE, "")]))
+    assert fifo.code == "unsafe-member" and "device or special file" in fifo.message
+
+
+def test_a_member_bigger_or_smaller_than_declared_is_refused() -> None:
+    import tarfile
+
+    raw, sig, _ = one_file(b"xx")
+    assert read_raw(raw_bundle(raw, sig, [("payload/f", b"xxx", tarfile.REGTYPE, "")])).code \
+        == "oversize"
+    assert read_raw(raw_bundle(raw, sig, [("payload/f", b"x", tarfile.REGTYPE, "")])).code \
+        == "size-mismatch"
+
+
+def test_a_changed_payload_is_refused_whichever_way_its_digest_sorts() -> None:
+    import hashlib
+    import tarfile
+
+    raw, sig, document = one_file(b"original")
+    expected = document["files"][0]["sha256"]
+    below = next(d for d in (bytes([i]) * 8 for i in range(256))
+                 if hashlib.sha256(d).hexdigest() < expected)
+    above = next(d for d in (bytes([i]) * 8 for i in range(256))
+                 if hashlib.sha256(d).hexdigest() > expected)
+    for payload in (below, above):
+        assert read_raw(raw_bundle(raw, sig, [("payload/f", payload, tarfile.REGTYPE, "")])).code \
+            == "hash-mismatch"
+
+
+def test_an_empty_stream_is_not_a_bundle() -> None:
+    assert read_raw(b"").code == "truncated"
