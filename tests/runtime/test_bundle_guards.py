@@ -289,3 +289,41 @@ def test_a_changed_payload_is_refused_whichever_way_its_digest_sorts() -> None:
 
 def test_an_empty_stream_is_not_a_bundle() -> None:
     assert read_raw(b"").code == "truncated"
+
+
+# --------------------------------------------------------------- second mutation round
+
+
+def test_the_file_count_limit_is_inclusive(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bundle, "MAX_FILES", 3)
+    files = [{"path": f"f{i}", "size": 1, "sha256": DIGEST} for i in range(4)]
+    assert len(parse(doc(files=files[:3])).files) == 3
+    assert "1+ files" in refusal(doc(files=files))
+
+
+def test_a_manifest_of_many_files_is_not_mistaken_for_duplicates() -> None:
+    files = [{"path": f"f{i}", "size": 1, "sha256": DIGEST} for i in range(300)]
+    assert len(parse(doc(files=files)).files) == 300
+
+
+@pytest.mark.parametrize("entry, words", [
+    ({"path": "x", "size": 1, "sha256": "not-hex"}, "bad sha256"),
+    ({"path": "x", "size": 1, "sha256": 5}, "bad sha256"),
+    ({"path": "x", "size": -1, "sha256": DIGEST}, "bad size"),
+])
+def test_a_file_entry_with_a_bad_digest_or_size_is_refused(entry: dict[str, Any], words: str) -> None:
+    assert words in refusal(doc(files=[entry]))
+
+
+@pytest.mark.parametrize("manifest", [b"{not json", b"[1, 2]"])
+def test_a_manifest_member_that_is_not_a_json_object_is_refused_before_the_signature(
+        manifest: bytes) -> None:
+    assert read_raw(raw_bundle(manifest, b"\0" * 64, [])).code == "bad-signature"
+
+
+def test_a_bundle_that_ends_before_two_files_names_the_first(tmp_path: Path) -> None:
+    files = {"a": b"1", "b": b"2", "c": b"3"}
+    whole = make_bundle(KEY, files)
+    cut = whole.index(b"payload/b") // 512 * 512
+    error = read_raw(whole[:cut] + bytes(1024))
+    assert error.code == "truncated" and "2 file(s), first 'b'" in error.message
