@@ -86,3 +86,20 @@ def test_unpin_says_whether_it_removed_a_pin(tmp_path: Path) -> None:
     assert unpin_host_key(known_hosts, "127.0.0.1", 2222) is True
     assert unpin_host_key(known_hosts, "127.0.0.1", 2222) is False
     assert known_hosts.read_text().startswith("[127.0.0.1]:2223 ")
+
+
+def test_a_pin_keeps_the_key_and_drops_its_comment(tmp_path: Path) -> None:
+    key = ed25519()
+    pin_host_key(tmp_path / "known_hosts", "127.0.0.1", 2222, openssh(key) + " root@factory")
+    assert (tmp_path / "known_hosts").read_text() == f"[127.0.0.1]:2222 {openssh(key)}\n"
+
+
+def test_unpin_on_a_big_fleet_still_says_whether_it_removed_a_pin(tmp_path: Path) -> None:
+    from fleet.transport import pin_host_keys
+
+    known_hosts = tmp_path / "known_hosts"
+    key = openssh(ed25519())
+    pin_host_keys(known_hosts, {known_hosts_name("127.0.0.1", 3000 + i): key for i in range(300)})
+    assert unpin_host_key(known_hosts, "127.0.0.1", 2999) is False
+    assert unpin_host_key(known_hosts, "127.0.0.1", 3299) is True
+    assert len(known_hosts.read_text().splitlines()) == 299
