@@ -8,6 +8,7 @@ short is shown; the lab tests run the same gate on real devices.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,12 @@ def report(before: str = "1.0.0", **steps: dict[str, Any] | None) -> dict[str, A
 
 
 def judged(doc: Any, changed: bool = True) -> str | None:
+    """The gate's answer on install_bundle's MultiResult: the task's own result first, then
+    its steps' results (Nornir appends subtasks; the last is the commit's, unchanged). The
+    report goes through JSON, as it does from a device, so no string is the gate's own."""
     multi = MultiResult("install_bundle")
-    multi.append(Result(host=None, result=doc, changed=changed))
+    multi.append(Result(host=None, result=json.loads(json.dumps(doc)), changed=changed))
+    multi.append(Result(host=None, result={"slot": "b", "version": TARGET}))
     return work().accept(multi)
 
 
@@ -75,9 +80,14 @@ def test_a_missing_or_wrong_post_reboot_report_does_not_count(verify: Any, why: 
 
 @pytest.mark.parametrize("commit", [
     None, step("commit", "refused", ok=False), step("commit", {"slot": "a", "version": "1.0.0"}),
+    step("commit", {"slot": "b", "version": "1.2.0"}),
 ])
 def test_a_commit_that_did_not_answer_the_target_does_not_count(commit: Any) -> None:
     assert judged(report(commit=commit)) == "the commit did not report 1.1.0"
+
+
+def test_a_device_that_installed_must_show_its_report_even_if_it_ran_the_target_before() -> None:
+    assert "no post-reboot report" in judged({"before": TARGET, "steps": []}, changed=True)
 
 
 def test_a_report_that_is_not_an_object_does_not_count() -> None:
