@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test test-fast setup system-deps lint bench clean
+.PHONY: demo test test-fast setup system-deps lint bench clean mutate
 
 demo: system-deps setup
 	$(BIN)/fleet --project . demo
@@ -38,6 +38,11 @@ system-deps:
 
 lint: setup
 	$(BIN)/ruff check fleet runtime/fleet_runtime tests bench
+
+# Mutation testing of the guard modules (scripts/mutate.py; not part of `make test`:
+# it takes tens of minutes). Results: .mutate/report.txt; docs/promises.md explains survivors.
+mutate: setup
+	$(BIN)/python scripts/mutate.py $(TARGETS)
 
 clean:
 	rm -rf $(VENV) .fleet inventories/lab

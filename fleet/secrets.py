@@ -107,10 +107,10 @@ class SecretBox:
                 where=aad,
                 fix=f"restore the original .fleet/{KEY_FILE} or {KEY_ENV}",
             )
-        raw = _b64d(body)
         try:
+            raw = _b64d(body)
             return aead.decrypt(raw[:12], raw[12:], aad.encode("utf-8")).decode("utf-8")
-        except InvalidTag as exc:
+        except (InvalidTag, binascii.Error, ValueError) as exc:  # an altered row: cut or padded
             raise ConfigError(
                 "stored secret failed authentication",
                 where=aad,
@@ -122,7 +122,10 @@ def _create_key_file(path: Path) -> None:
     """A new key at `path`, whole or not at all (a crash leaves no empty key file behind);
     FileExistsError when another process made one first."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # A crashed process with a reused pid may have left this name, with any mode: start anew,
+    # and O_EXCL so the key is only ever written into a file made here, 0600.
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(generate_key() + "\n")

@@ -7,18 +7,19 @@ Plain helpers live in labkit.py.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from labkit import HAVE_SSHD, SSH_KINDS, start_lab
+from labkit import SSH_KINDS, default_ssh_kind, start_lab
 
 from fleet.lab import Lab
 from fleet.project import Project
 
-# Per-area progress lines and the `servers` mark (make test-fast): tests/areas.py
-pytest_plugins = ["areas"]
+# Plugins of their own, so that hooks defined here and theirs never replace each other:
+# per-area progress lines and the `servers` mark (make test-fast): tests/areas.py;
+# no silent skips under CI=true: tests/ci_skips.py.
+pytest_plugins = ["areas", "ci_skips"]
 
 
 @pytest.fixture
@@ -34,8 +35,7 @@ def project(project_dir: Path) -> Project:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """A 2-site x 2-device lab on OpenSSH (asyncssh if sshd is missing outside CI)."""
-    kind = "openssh" if HAVE_SSHD or os.environ.get("CI") else "asyncssh"
-    lab = start_lab(tmp_path_factory.mktemp("lab"), 2, 2, kind)
+    lab = start_lab(tmp_path_factory.mktemp("lab"), 2, 2, default_ssh_kind())
     yield lab
     lab.down()
 

@@ -24,7 +24,6 @@ session; one device certificate holds one session at a time.
 from __future__ import annotations
 
 import itertools
-import os
 import shutil
 import threading
 from collections.abc import Callable, Iterator
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ci_skips import in_ci
 from fleet_runtime.layout import Layout, atomic_write_json
 from fleet_runtime.mqtt import MqttClient, MqttSettings
 
@@ -45,7 +45,7 @@ _ids = itertools.count(1)
 
 def require_mosquitto() -> None:
     if not HAVE_MOSQUITTO:
-        if os.environ.get("CI"):
+        if in_ci():
             pytest.fail("mosquitto is required in CI (scripts/system-deps.sh installs it)")
         pytest.skip("mosquitto not installed (apt-get install mosquitto)")
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ci_skips import in_ci
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rtsp_server import (  # noqa: E402
@@ -75,7 +76,7 @@ def digest_rtsp_server() -> Iterator[RtspServer]:
     """gst-rtsp-server with ``/secure`` behind Digest auth (DIGEST_USER / DIGEST_PASSWORD)."""
     if not rtsp_available():
         missing = f"gst-rtsp-server missing: apt-get install {DEBIAN_PACKAGES}"
-        if os.environ.get("CI"):
+        if in_ci():
             pytest.fail(missing)
         pytest.skip(missing)
     config = {"username": DIGEST_USER, "password": DIGEST_PASSWORD}

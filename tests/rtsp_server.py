@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from ci_skips import in_ci
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 DEBIAN_PACKAGES = (
@@ -234,7 +235,7 @@ def rtsp_server() -> Iterator[RtspServer]:
     """Session-wide RTSP server with /test (H.264), /h265 and /secure (basic auth)."""
     if not rtsp_available():
         missing = f"gst-rtsp-server missing: apt-get install {DEBIAN_PACKAGES}"
-        if os.environ.get("CI"):
+        if in_ci():
             pytest.fail(missing)  # CI must not go green by skipping the real server
         pytest.skip(missing)
     with start_rtsp_server() as server:

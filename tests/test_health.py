@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from labkit import CALM_HEALTH, HAVE_SSHD, run_cli, start_lab
+from labkit import CALM_HEALTH, default_ssh_kind, run_cli, start_lab
 
 from fleet.lab import Lab
 
@@ -15,7 +15,7 @@ from fleet.lab import Lab
 def lab12(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     root = tmp_path_factory.mktemp("lab12")
     (root / "fleet.yaml").write_text(CALM_HEALTH)  # "healthy" must not hang on the host's disk
-    lab = start_lab(root, 3, 4, "openssh" if HAVE_SSHD else "asyncssh")
+    lab = start_lab(root, 3, 4, default_ssh_kind())
     yield lab
     lab.down()
 
@@ -81,7 +81,7 @@ def test_a_revoked_device_is_reported_revoked_not_valid(tmp_path) -> None:  # ty
 
     from fleet import pki
 
-    lab = start_lab(tmp_path, 1, 2, "openssh" if HAVE_SSHD else "asyncssh")
+    lab = start_lab(tmp_path, 1, 2, default_ssh_kind())
     try:
         passphrase = "correct-horse-battery"
         ca = pki.init_ca(lab.project, org="Acme", passphrase=passphrase.encode())

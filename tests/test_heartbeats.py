@@ -12,7 +12,7 @@ import pytest
 from fixtures_mqtt import require_mosquitto
 from fleet_runtime.layout import read_json
 from fleet_runtime.mqtt import MqttClient, MqttSettings
-from labkit import CALM_HEALTH, HAVE_SSHD, run_cli, start_lab
+from labkit import CALM_HEALTH, default_ssh_kind, run_cli, start_lab
 
 from fleet import heartbeats
 from fleet.broker import LabMqtt
@@ -27,7 +27,7 @@ def mqtt_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab, La
     require_mosquitto()
     root = tmp_path_factory.mktemp("hb-lab")
     (root / "fleet.yaml").write_text(CALM_HEALTH)  # exact verdicts, whatever the host's disk
-    lab = start_lab(root, 2, 2, "openssh" if HAVE_SSHD else "asyncssh")
+    lab = start_lab(root, 2, 2, default_ssh_kind())
     mq = LabMqtt(lab.project)
     mq.up({n: lab.root(n) for n in lab.devices()}, INTERVAL)
     yield lab, mq
@@ -418,7 +418,7 @@ def test_lab_processes_do_not_inherit_the_ca_passphrase(
     holding FLEET_CA_PASSPHRASE had it in their environment."""
     require_mosquitto()
     monkeypatch.setenv("FLEET_CA_PASSPHRASE", PASS)
-    lab = start_lab(tmp_path, 1, 1, "openssh" if HAVE_SSHD else "asyncssh")
+    lab = start_lab(tmp_path, 1, 1, default_ssh_kind())
     mq = LabMqtt(lab.project)
     roots = {n: lab.root(n) for n in lab.devices()}
     try:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from fleet_runtime.layout import atomic_write_json
 from fleet_runtime.logs import verify_bundle
-from labkit import HAVE_SSHD, run_cli, start_lab
+from labkit import default_ssh_kind, run_cli, start_lab
 
 from fleet.lab import Lab
 
@@ -35,7 +35,7 @@ def plant(lab: Lab, name: str) -> None:
 
 @pytest.fixture(scope="module")
 def lab30(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    lab = start_lab(tmp_path_factory.mktemp("lab30"), 3, 10, "openssh" if HAVE_SSHD else "asyncssh")
+    lab = start_lab(tmp_path_factory.mktemp("lab30"), 3, 10, default_ssh_kind())
     for name in lab.devices():
         plant(lab, name)
     yield lab

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
 import subprocess
 import zipfile
@@ -12,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from ci_skips import in_ci
 from fixtures_provisioning import (
     HAVE_SSHD,
     PASSPHRASE,
@@ -506,7 +506,7 @@ def test_cli_archive_usb_verify_wipe(tmp_path: Path) -> None:
 
 @pytest.fixture
 def factory_lab(tmp_path: Path) -> Iterator[Lab]:
-    if not HAVE_SSHD and not os.environ.get("CI"):
+    if not HAVE_SSHD and not in_ci():
         pytest.skip("OpenSSH sshd not installed")
     root = tmp_path / "lab"
     root.mkdir()

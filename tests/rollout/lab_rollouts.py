@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from ci_skips import in_ci
 from labkit import HAVE_SSHD, require_ssh, start_lab
 
 from fleet import firmware
@@ -20,7 +20,7 @@ from fleet.rollout.update import OtaWork
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "correct-horse-battery"
-SSH = "openssh" if HAVE_SSHD or os.environ.get("CI") else "asyncssh"
+SSH = "openssh" if HAVE_SSHD or in_ci() else "asyncssh"  # never asyncssh under CI
 
 
 def lab_project(root: Path, sites: int, per_site: int, *, via_cli: bool = False) -> Lab:
