@@ -7,6 +7,7 @@ Plain helpers live in labkit.py.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,18 @@ from fleet.project import Project
 # per-area progress lines and the `servers` mark (make test-fast): tests/areas.py;
 # no silent skips under CI=true: tests/ci_skips.py.
 pytest_plugins = ["areas", "ci_skips"]
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """In-process CLI calls (fleet-runtime's main runs logging.basicConfig) must not leave a
+    root handler on a captured stream that is closed by the next test: a later warning would
+    print a logging error with a traceback into another test's output."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture

@@ -80,9 +80,12 @@ SCENARIO = (
     Step("ota rollout", (BUNDLE, "-i", "lab", "--batches", "1,100%", "--pause-after-batch"),
          stream=True),
     Step("ota resume", stream=True),
-    # archives re-pin a device's host key: only for the device that is re-provisioned
-    Step("provision archive", ("berlin-02", "-i", "lab", "--out", "{root}/archives")),
-    Step("provision all", ("-i", "lab", "--limit", "berlin-02", "--out", "{root}/archives")),
+    # archives re-pin a device's host key: only for the device that is re-provisioned, and
+    # only with --replace-identity, since the registry knows it as provisioned
+    Step("provision archive", ("berlin-02", "-i", "lab", "--out", "{root}/archives",
+                               "--replace-identity")),
+    Step("provision all", ("-i", "lab", "--limit", "berlin-02", "--out", "{root}/archives",
+                           "--replace-identity")),
     Step("provision verify", ("{root}/archives/edgefleet-berlin-02.zip",), listing=False),
     Step("lab reset", ("berlin-02",), listing=False),
     Step("provision usb", ("berlin-02", "-i", "lab", "--mount", "{root}/usb", "--force"),
