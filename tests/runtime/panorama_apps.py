@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 ACCOUNT = "123456789012"
-VARIANTS = ("plain", "impl_requirements", "setup_sh", "camera_package", "cli_project")
+VARIANTS = (
+    "plain", "impl_requirements", "setup_sh", "camera_package", "camera_template", "cli_project"
+)
 LABELS = ["red", "green", "blue"]
 
 TRACKER_APP = '''\
@@ -291,10 +293,14 @@ def _model_package(app: Path) -> None:
     }]))
 
 
-def _camera_package(app: Path, url: str) -> str:
-    """An older samples' own camera package: a system asset and input defaults."""
+def _camera_package(app: Path, url: str, variant: str) -> str:
+    """An older samples' own camera package: a system asset and input defaults.
+
+    ``camera_template``: as panorama-cli's camera template wrote it, with no
+    ``name``/``version`` (the package folder names them).
+    """
     pdir = app / "packages" / f"{ACCOUNT}-LOBBY_CAMERA-1.0"
-    _write(pdir / "package.json", _package("LOBBY_CAMERA", [{
+    package = _package("LOBBY_CAMERA", [{
         "name": "lobby_camera_asset",
         "implementations": [{
             "type": "system",
@@ -309,7 +315,10 @@ def _camera_package(app: Path, url: str) -> str:
             {"name": "streamUrl", "type": "string", "default": url},
         ],
         "outputs": [{"description": "Video stream output", "name": "video_out", "type": "media"}],
-    }]))
+    }])
+    if variant == "camera_template":
+        del package["nodePackage"]["name"], package["nodePackage"]["version"]
+    _write(pdir / "package.json", package)
     return f"{ACCOUNT}::LOBBY_CAMERA.lobby_camera_interface"
 
 
@@ -320,8 +329,8 @@ def write_app(
     app = dest / f"{kind}_{variant}"
     packages = [f"{ACCOUNT}::{kind.upper()}_CODE", "panorama::hdmi_data_sink"]
     camera_iface = "panorama::abstract_rtsp_media_source.rtsp_v1_interface"
-    if variant == "camera_package":
-        camera_iface = _camera_package(app, str(video))
+    if variant in ("camera_package", "camera_template"):
+        camera_iface = _camera_package(app, str(video), variant)
         packages.append(f"{ACCOUNT}::LOBBY_CAMERA")
     else:
         packages.append("panorama::abstract_rtsp_media_source")

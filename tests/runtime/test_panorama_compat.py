@@ -136,7 +136,7 @@ def test_each_package_layout_validates_and_runs(
         assert warnings == []
     events = tmp_path / "events.jsonl"
     # the camera package's own default streamUrl is the video: no --camera needed
-    extra = ("--no-camera",) if variant == "camera_package" else ()
+    extra = ("--no-camera",) if variant.startswith("camera_") else ()
     result = run_offline(device, app, video, events, *extra)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["frames_out"] == {"front_door": 24}

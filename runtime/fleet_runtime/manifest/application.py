@@ -253,11 +253,13 @@ def _load_package(loader: _Loader, gpath: Path, index: int, name: str, version: 
         loader.broken.add(name)
         return
     pkg = doc["nodePackage"]
-    if pkg["name"] != name.partition("::")[2] or pkg["version"] != version:
+    # panorama-cli's camera package template has no name/version: the folder names them
+    declared = (pkg.get("name", name.partition("::")[2]), pkg.get("version", version))
+    if declared != (name.partition("::")[2], version):
         loader.problem(
             pdir / "package.json",
             "$.nodePackage",
-            f"declares {pkg['name']} {pkg['version']}, graph asks for {name} {version}",
+            f"declares {declared[0]} {declared[1]}, graph asks for {name} {version}",
         )
     for iface in pkg["interfaces"]:
         ports = [p["port"] for p in iface.get("network", {}).get("inboundPorts", [])]
