@@ -19,8 +19,10 @@ from typing import Any
 
 ACCOUNT = "123456789012"
 VARIANTS = (
-    "plain", "impl_requirements", "setup_sh", "camera_package", "camera_template", "cli_project"
+    "plain", "impl_requirements", "setup_sh", "camera_package", "camera_template", "cli_project",
+    "built_image", "built_clone",
 )
+BUILT = "4f2a" * 16  # the sha-like name panorama-cli build-container gives an image
 LABELS = ["red", "green", "blue"]
 
 TRACKER_APP = '''\
@@ -260,8 +262,17 @@ def _code_package(app: Path, kind: str, variant: str, source: dict[str, str]) ->
     assets = [{"name": "code_asset", "implementations": [impl]}]
     if variant == "cli_project":
         assets = []
+    if variant in ("cli_project", "built_image", "built_clone"):
         _write(pdir / "Dockerfile", "FROM public.ecr.aws/panorama/panorama-application\n"
                "COPY src /panorama\n")
+    if variant.startswith("built_"):
+        # after build-container: assets/<sha>.tar.gz is a Docker image, assets/<sha>.json
+        # the descriptor's copy; a cloned project has neither (assets/ is not committed)
+        impl.update(assetUri=f"{BUILT}.tar.gz", descriptorUri=f"{BUILT}.json")
+        if variant == "built_image":
+            _write(app / "assets" / f"{BUILT}.json",
+                   {"runtimeDescriptor": {"envelopeVersion": "2021-01-01", "entry": entry}})
+            _image_tarball(app / "assets" / f"{BUILT}.tar.gz")
     inputs = [{"name": "video_in", "type": "media"}]
     if kind == "tracker":
         inputs.append({"name": "min_score", "type": "float32"})
@@ -271,6 +282,17 @@ def _code_package(app: Path, kind: str, variant: str, source: dict[str, str]) ->
         "name": "interface", "category": "business_logic", "asset": "code_asset",
         "inputs": inputs, "outputs": [{"name": "video_out", "type": "media"}],
     }]))
+
+
+def _image_tarball(path: Path) -> None:
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        data = b'[{"Config": "config.json", "Layers": []}]'
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
 
 
 def _model_package(app: Path) -> None:

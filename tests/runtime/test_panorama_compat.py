@@ -130,6 +130,9 @@ def test_each_package_layout_validates_and_runs(
         assert warnings == ["line 4 is not run: pip3 install -r requirements.txt"]
     elif variant == "cli_project":
         assert len(warnings) == 1 and "using src/ and descriptor.json" in warnings[0]
+    elif variant.startswith("built_"):
+        state = "a built container image" if variant == "built_image" else "missing"
+        assert len(warnings) == 1 and f"tar.gz is {state}: using src/" in warnings[0]
     elif variant == "impl_requirements" and not _cuda_works():
         assert len(warnings) == 1 and "inferenceAccelerators" in warnings[0]
     else:

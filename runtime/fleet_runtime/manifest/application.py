@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet_runtime.manifest import layouts
-from fleet_runtime.manifest.entries import cli_asset, code_entry
+from fleet_runtime.manifest.entries import built_image_source, cli_asset, code_entry
 from fleet_runtime.manifest.schema import Problem, validate_document
 
 MAX_CAMERAS = 8
@@ -438,6 +438,7 @@ def _typed_nodes(
         asset_path = _resolve_uri(loader, iface.package_dir, impl["assetUri"])
         descriptor = _resolve_uri(loader, iface.package_dir, impl["descriptorUri"])
         if iface.category == "business_logic":
+            asset_path, descriptor = built_image_source(loader, iface, impl, asset_path, descriptor)
             built = _code_node(loader, name, node, asset_path, descriptor)
             if built:
                 built.needs_gpu = layouts.needs_gpu(asset, impl)
