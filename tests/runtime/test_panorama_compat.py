@@ -233,6 +233,23 @@ def test_missing_python_packages_are_reported_before_the_first_frame(
     assert not (device.logs / "apps").exists()  # the app never started
 
 
+def test_missing_gstreamer_bindings_name_the_package_that_provides_them(
+    tmp_path: Path, device: Layout, video: Path
+):
+    import importlib.util
+
+    if importlib.util.find_spec("gi") is not None:
+        pytest.skip("this Python has the GStreamer bindings")
+    app = write_app(tmp_path, "tracker", video=video)
+    utils = app / "packages/123456789012-TRACKER_CODE-1.0/src/tracker_utils.py"
+    utils.write_text("import gi\ngi.require_version('Gst', '1.0')\n" + utils.read_text())
+    checked = fleet_runtime(device, "validate", str(app))
+    assert checked.returncode == 1
+    assert "code_node imports gi, which is not installed here: pip install PyGObject" in (
+        checked.stdout
+    )
+
+
 def test_app_binding_tensors_to_cuda_is_reported_before_the_first_frame(
     tmp_path: Path, device: Layout, video: Path
 ):
