@@ -103,6 +103,24 @@ def test_tracker_without_super_init_runs_and_its_log_reaches_export(
     ).read_text()
 
 
+def test_call_takes_arrays_of_any_dtype_as_the_simulator_did(
+    tmp_path: Path, device: Layout, video: Path
+):
+    # AWS's simulator (DLR) turned every input into the model's float32: code written
+    # against it often hands call() float64 (uint8 / 255.0) or a non-contiguous view
+    app = write_app(tmp_path, "tracker", video=video)
+    utils = app / "packages/123456789012-TRACKER_CODE-1.0/src/tracker_utils.py"
+    text = utils.read_text()
+    text = text.replace(".astype(np.float32) / 255.0", " / 255.0")
+    text = text.replace("np.ascontiguousarray(small.transpose(2, 0, 1)[None])",
+                        "small.transpose(2, 0, 1)[None]")
+    utils.write_text(text)
+    events = tmp_path / "events.jsonl"
+    result = run_offline(device, app, video, events)
+    assert result.returncode == 0, result.stderr
+    assert outputs(events)[-1]["labels"] == ["blue track 3"] and len(outputs(events)) == 24
+
+
 def test_app_running_its_own_onnx_model_from_panorama_path(
     tmp_path: Path, device: Layout, video: Path
 ):
