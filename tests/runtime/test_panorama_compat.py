@@ -121,6 +121,52 @@ def test_call_takes_arrays_of_any_dtype_as_the_simulator_did(
     assert outputs(events)[-1]["labels"] == ["blue track 3"] and len(outputs(events)) == 24
 
 
+METRICS_RELAY = """\
+import multiprocessing
+import os
+
+METRICS_FIFO = "/opt/aws/panorama/logs/metrics_ipc"
+
+
+class MetricsRelay(multiprocessing.Process):
+    # as AWS's metric samples do: a child process owns a fifo in the logs folder
+    def run(self):
+        os.mkfifo(METRICS_FIFO)
+        with open(METRICS_FIFO) as fifo, open("/opt/aws/panorama/logs/metrics.log", "a") as out:
+            for line in fifo:
+                out.write("metric " + line)
+
+
+def send_startup_metric():
+    relay = MetricsRelay()
+    relay.start()
+    deadline = 200
+    while not os.path.exists(METRICS_FIFO) and relay.is_alive() and deadline:
+        relay.join(0.1)
+        deadline -= 1
+    with open(METRICS_FIFO, "w") as fifo:
+        fifo.write("AppStarted 1\\n")
+    relay.join()
+    os.remove(METRICS_FIFO)
+
+
+send_startup_metric()
+"""
+
+
+def test_app_whose_child_process_makes_a_fifo_in_the_logs_folder(
+    tmp_path: Path, device: Layout, video: Path
+):
+    app = write_app(tmp_path, "tracker", video=video)
+    code = app / "packages/123456789012-TRACKER_CODE-1.0/src/app.py"
+    code.write_text(METRICS_RELAY + code.read_text())
+    result = run_offline(device, app, video, tmp_path / "events.jsonl")
+    assert result.returncode == 0, result.stderr
+    bundle = exported_logs(device)
+    assert bundle["var/log/fleet/apps/tracker_plain/metrics.log"] == "metric AppStarted 1\n"
+    assert not (device.logs / "apps/tracker_plain/metrics_ipc").exists()
+
+
 def test_app_running_its_own_onnx_model_from_panorama_path(
     tmp_path: Path, device: Layout, video: Path
 ):
