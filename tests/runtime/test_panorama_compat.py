@@ -167,6 +167,27 @@ def test_app_whose_child_process_makes_a_fifo_in_the_logs_folder(
     assert not (device.logs / "apps/tracker_plain/metrics_ipc").exists()
 
 
+def test_put_on_an_output_no_edge_consumes_is_accepted(
+    tmp_path: Path, device: Layout, video: Path
+):
+    # AWS's ONNX sample declares video_out and puts every batch on it, but its graph
+    # has no output node: the appliance dropped those frames instead of failing
+    app = write_app(tmp_path, "tracker", video=video)
+    graph_path = app / "graphs" / app.name / "graph.json"
+    graph = json.loads(graph_path.read_text())["nodeGraph"]
+    graph["nodes"] = [n for n in graph["nodes"] if n["name"] != "output_node"]
+    graph["edges"] = [e for e in graph["edges"] if e["consumer"] != "output_node.video_in"]
+    graph["packages"] = [p for p in graph["packages"] if p["name"] != "panorama::hdmi_data_sink"]
+    graph_path.write_text(json.dumps({"nodeGraph": graph}))
+    events = tmp_path / "events.jsonl"
+    result = run_offline(device, app, video, events)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["nodes"] == {"code_node": "stopped"}
+    assert outputs(events) == []
+    log = exported_logs(device)["var/log/fleet/apps/tracker_plain/app.log"]
+    assert "tracked blue as track 3" in log
+
+
 def test_app_running_its_own_onnx_model_from_panorama_path(
     tmp_path: Path, device: Layout, video: Path
 ):

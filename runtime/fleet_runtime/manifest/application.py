@@ -88,6 +88,9 @@ class CodeNode:
     params: dict[str, Any] = field(default_factory=dict)
     media_inputs: dict[str, list[str]] = field(default_factory=dict)
     media_outputs: dict[str, list[str]] = field(default_factory=dict)
+    # every media output of the interface, also those no edge consumes: put() on those is
+    # accepted and dropped, as on the appliance (AWS's ONNX sample has no output node)
+    declared_outputs: list[str] = field(default_factory=list)
     launch: str = "onAppStart"
     needs_gpu: bool = False  # the package asks for inferenceAccelerators
     package_dir: Path | None = None
@@ -443,6 +446,7 @@ def _typed_nodes(
             if built:
                 built.needs_gpu = layouts.needs_gpu(asset, impl)
                 built.package_dir = iface.package_dir
+                built.declared_outputs = [p for p, t in iface.outputs.items() if t == "media"]
                 code[name] = built
         elif iface.category == "ml_model":
             model = _model_node(loader, name, asset_path, descriptor)

@@ -172,6 +172,8 @@ class CodeContext:
         self.params = dict(code.params)
         self.media_inputs = list(code.media_inputs)
         self.media_outputs = list(code.media_outputs)
+        self._unconnected = [p for p in code.declared_outputs if p not in code.media_outputs]
+        self.media_outputs += self._unconnected
         self._cameras = {
             port: runner.cameras_of(nodes) for port, nodes in code.media_inputs.items()
         }
@@ -230,6 +232,8 @@ class CodeContext:
                     f"{self.name}.{port}.put() takes media objects from get(),"
                     f" got {type(item).__name__}"
                 )
+            if port in self._unconnected:
+                continue  # no node consumes this port in graph.json
             self.runner.output(item)
             self.frames_out += 1
 
