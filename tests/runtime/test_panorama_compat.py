@@ -396,6 +396,18 @@ def test_ports_are_wired_in_new_once_with_or_without_super_init():
     assert bare.call({"x": 1}, "model_node", time_out=2) == ("model_node", 2)
 
 
+def test_media_has_the_simulators_shape_attributes():
+    import numpy as np
+
+    from fleet_runtime import panoramasdk
+    from fleet_runtime.pipeline.frames import Frame
+
+    stream = panoramasdk.media(Frame("front_door", 0, np.zeros((48, 64, 3), np.uint8)))
+    assert (stream.w, stream.h, stream.c) == (48, 64, 3)  # w, h, c = image.shape, as there
+    stream.image = np.zeros((24, 32, 3), np.uint8)
+    assert (stream.w, stream.h) == (24, 32)
+
+
 def test_other_appliance_paths_are_refused_not_written_on_the_host(tmp_path: Path):
     from fleet_runtime.panoramasdk.paths import PathTable
 
