@@ -398,7 +398,6 @@ def test_ports_are_wired_in_new_once_with_or_without_super_init():
 
 def test_media_has_the_simulators_shape_attributes():
     import numpy as np
-
     from fleet_runtime import panoramasdk
     from fleet_runtime.pipeline.frames import Frame
 
