@@ -188,6 +188,40 @@ def test_put_on_an_output_no_edge_consumes_is_accepted(
     assert "tracked blue as track 3" in log
 
 
+def test_app_prints_reach_its_console_log_not_the_run_summary(
+    tmp_path: Path, device: Layout, video: Path
+):
+    # AWS's samples print progress per frame (flush=True); on the appliance that was the
+    # app's console_output log. Here stdout carries the run summary that scripts parse.
+    app = write_app(tmp_path, "tracker", video=video)
+    code = app / "packages/123456789012-TRACKER_CODE-1.0/src/app.py"
+    text = code.read_text().replace(
+        "        self.outputs.video_out.put(streams)",
+        '        print("frame done:", len(streams), "stream(s)", flush=True)\n'
+        "        self.outputs.video_out.put(streams)",
+    )
+    code.write_text('print("tracker starting", flush=True)\n' + text)
+    result = run_offline(device, app, video, tmp_path / "events.jsonl")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["frames_out"] == {"front_door": 24}
+    console = exported_logs(device)["var/log/fleet/apps/tracker_plain/console_output.log"]
+    assert console.splitlines() == ["tracker starting"] + ["frame done: 1 stream(s)"] * 24
+    assert "frame done: 1 stream(s)" in result.stderr  # still visible on the terminal
+
+
+def test_console_log_rotates_instead_of_filling_the_disk(tmp_path: Path):
+    from fleet_runtime.panoramasdk.console import _RotatingFile
+
+    console = _RotatingFile(tmp_path / "console_output.log", max_bytes=100, backups=2)
+    for index in range(35):
+        console.write(f"frame {index:04d}\n")  # 11 bytes a line
+    console.flush()
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["console_output.log", "console_output.log.1", "console_output.log.2"]
+    assert all(p.stat().st_size <= 110 for p in tmp_path.iterdir())
+    assert (tmp_path / "console_output.log").read_text().splitlines()[-1] == "frame 0034"
+
+
 def test_app_running_its_own_onnx_model_from_panorama_path(
     tmp_path: Path, device: Layout, video: Path
 ):
