@@ -222,6 +222,25 @@ def test_console_log_rotates_instead_of_filling_the_disk(tmp_path: Path):
     assert (tmp_path / "console_output.log").read_text().splitlines()[-1] == "frame 0034"
 
 
+def test_panorama_model_descriptor_says_how_to_bring_its_model(
+    tmp_path: Path, device: Layout, video: Path
+):
+    # a descriptor as Panorama's samples shipped it: a MXNET model, no onnx section
+    app = write_app(tmp_path, "tracker", video=video)
+    descriptor = app / "packages/123456789012-TRACKER_MODEL-1.0/descriptor.json"
+    doc = json.loads(descriptor.read_text())
+    del doc["mlModelDescriptor"]["onnx"]
+    doc["mlModelDescriptor"]["framework"] = "MXNET"
+    descriptor.write_text(json.dumps(doc))
+    checked = fleet_runtime(device, "validate", str(app))
+    assert checked.returncode == 1
+    assert checked.stdout.splitlines() == [
+        "packages/123456789012-TRACKER_MODEL-1.0/descriptor.json: $.mlModelDescriptor: 'onnx'"
+        " is a required property: export the MXNET model to ONNX once and name the .onnx file"
+        " (in the model's asset folder) in mlModelDescriptor.onnx.asset"
+    ]
+
+
 def test_app_running_its_own_onnx_model_from_panorama_path(
     tmp_path: Path, device: Layout, video: Path
 ):
