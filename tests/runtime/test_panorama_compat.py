@@ -11,9 +11,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -40,13 +42,15 @@ def device(tmp_path: Path) -> Layout:
     return layout
 
 
-def fleet_runtime(layout: Layout, *args: str) -> subprocess.CompletedProcess[str]:
+def fleet_runtime(
+    layout: Layout, *args: str, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "FLEET_ROOT": str(layout.root)}
     return subprocess.run(
         [sys.executable, "-m", "fleet_runtime.runtime_cli", *args],
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=timeout,
         env=env,
     )
 
@@ -98,9 +102,10 @@ def test_tracker_without_super_init_runs_and_its_log_reaches_export(
     log = bundle["var/log/fleet/apps/tracker_plain/app.log"]
     assert "tracker module loaded" in log and "tracker ready, min_score=0.50" in log
     assert "tracked blue as track 3" in log
-    assert not Path("/opt/aws/panorama/logs/app.log").exists() or "tracker" not in Path(
-        "/opt/aws/panorama/logs/app.log"
-    ).read_text()
+    assert (
+        not Path("/opt/aws/panorama/logs/app.log").exists()
+        or "tracker" not in Path("/opt/aws/panorama/logs/app.log").read_text()
+    )
 
 
 def test_call_takes_arrays_of_any_dtype_as_the_simulator_did(
@@ -112,8 +117,9 @@ def test_call_takes_arrays_of_any_dtype_as_the_simulator_did(
     utils = app / "packages/123456789012-TRACKER_CODE-1.0/src/tracker_utils.py"
     text = utils.read_text()
     text = text.replace(".astype(np.float32) / 255.0", " / 255.0")
-    text = text.replace("np.ascontiguousarray(small.transpose(2, 0, 1)[None])",
-                        "small.transpose(2, 0, 1)[None]")
+    text = text.replace(
+        "np.ascontiguousarray(small.transpose(2, 0, 1)[None])", "small.transpose(2, 0, 1)[None]"
+    )
     utils.write_text(text)
     events = tmp_path / "events.jsonl"
     result = run_offline(device, app, video, events)
@@ -167,9 +173,7 @@ def test_app_whose_child_process_makes_a_fifo_in_the_logs_folder(
     assert not (device.logs / "apps/tracker_plain/metrics_ipc").exists()
 
 
-def test_put_on_an_output_no_edge_consumes_is_accepted(
-    tmp_path: Path, device: Layout, video: Path
-):
+def test_put_on_an_output_no_edge_consumes_is_accepted(tmp_path: Path, device: Layout, video: Path):
     # AWS's ONNX sample declares video_out and puts every batch on it, but its graph
     # has no output node: the appliance dropped those frames instead of failing
     app = write_app(tmp_path, "tracker", video=video)
@@ -241,6 +245,71 @@ def test_panorama_model_descriptor_says_how_to_bring_its_model(
     ]
 
 
+def _retry_every_frame(app: Path) -> None:
+    """The app's loop catches everything (bare except:) and carries on, as much field code does."""
+    code = app / "packages/123456789012-TRACKER_CODE-1.0/src/app.py"
+    code.write_text(
+        code.read_text().replace(
+            "    while True:\n        tracker.process_streams()\n",
+            "    while True:\n        try:\n            tracker.process_streams()\n"
+            '        except:\n            log.exception("frame failed, next one")\n',
+        )
+    )
+
+
+def test_app_that_swallows_the_end_of_its_streams_still_ends_the_run(
+    tmp_path: Path, device: Layout, video: Path
+):
+    app = write_app(tmp_path, "tracker", video=video)
+    _retry_every_frame(app)
+    result = fleet_runtime(  # 60 s: a guard against the old endless loop, not a measure
+        device, "run", str(app), "--camera", f"front_door={video}", "--offline", timeout=60
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout)["frames_out"] == {"front_door": 24}
+    log = exported_logs(device)["var/log/fleet/apps/tracker_plain/app.log"]
+    assert log.count("frame failed, next one") == 1  # told once, then held: no flood
+
+
+def test_sigterm_stops_a_live_app_that_swallows_the_stop(tmp_path: Path, device: Layout):
+    app = write_app(tmp_path, "tracker")
+    _retry_every_frame(app)
+    events = tmp_path / "events.jsonl"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fleet_runtime.runtime_cli",
+            "run",
+            str(app),
+            "--camera",
+            "front_door=synthetic:96x64@10",
+            "--events",
+            str(events),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "FLEET_ROOT": str(device.root)},
+    )
+    try:
+        for _ in range(600):  # up to 60 s for the first frame out (the wait ends on it)
+            if events.exists() and '"output"' in events.read_text():
+                break
+            if proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)  # a guard against hanging, not a measure
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err[-2000:]
+    assert json.loads(out)["nodes"] == {"code_node": "stopped"}
+
+
 def test_app_running_its_own_onnx_model_from_panorama_path(
     tmp_path: Path, device: Layout, video: Path
 ):
@@ -307,8 +376,9 @@ def test_crash_looping_app_exits_non_zero_with_its_error(
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("fleet-runtime: code node code_node is crash-looping (")
     assert last.endswith("FileNotFoundError: calibration.json is missing")
-    bench = fleet_runtime(device, "bench", str(app), "--frames", "5", "--json",
-                          "--camera", f"front_door={video}")
+    bench = fleet_runtime(
+        device, "bench", str(app), "--frames", "5", "--json", "--camera", f"front_door={video}"
+    )
     assert bench.returncode == 1
     assert "calibration.json is missing" in bench.stderr.strip().splitlines()[-1]
 
@@ -332,9 +402,7 @@ def test_live_run_whose_node_only_crashed_exits_non_zero(
 def test_node_that_never_puts_a_frame_fails_the_run(tmp_path: Path, device: Layout, video: Path):
     app = write_app(tmp_path, "tracker", video=video)
     code = app / "packages/123456789012-TRACKER_CODE-1.0/src/app.py"
-    code.write_text(code.read_text().replace(
-        "        self.outputs.video_out.put(streams)\n", ""
-    ))
+    code.write_text(code.read_text().replace("        self.outputs.video_out.put(streams)\n", ""))
     result = run_offline(device, app, video, tmp_path / "events.jsonl")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
