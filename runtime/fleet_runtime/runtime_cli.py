@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet_runtime.layout import Layout, StateFileError, atomic_write_json, read_json
+from fleet_runtime.panoramasdk import console
 
 log = logging.getLogger("fleet_runtime")
 
@@ -338,17 +339,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         ),
     )
     signal.signal(signal.SIGTERM, lambda *_: runner.stopping.set())
+    out, err = _capture_console(app.name)
     try:
         runner.start()
     except (SourceError, ModelError, ValueError) as exc:
         runner.stop()
+        console.release()
         raise CliError(str(exc)) from None
     registered = _register(app.name, runner.http.port if runner.http else None)
     if runner.http is not None:
         print(
             f"fleet-runtime: serving http://{args.http_host}:{runner.http.port}/"
             " (video, /metrics, /health)",
-            file=sys.stderr,
+            file=err,
             flush=True,
         )
     try:
@@ -360,17 +363,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         runner.stop()
         if registered:
             _register(app.name, None)
-    print(json.dumps(_summary(snap), indent=1))
+    print(json.dumps(_summary(snap), indent=1), file=out)
     code = 0 if all(n["state"] != "failed" for n in snap["nodes"].values()) else 1
     reason = failure(snap, produced_by(runner))
     if reason:
-        print(f"fleet-runtime: {reason}", file=sys.stderr)
+        print(f"fleet-runtime: {reason}", file=err)
         code = 1
     # Everything is stopped, flushed and reported. A source still blocked inside
     # FFmpeg (a camera timing out) must not meet interpreter finalization, which
     # can crash in native code: leave without it.
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, out, err):
+        stream.flush()
     os._exit(code)
 
 
@@ -391,6 +394,13 @@ def _http_token() -> str | None:
         print(f"fleet-runtime: POST /signal is disabled ({exc}); set FLEET_ROOT to the "
               "device root", file=sys.stderr, flush=True)
         return None
+
+
+def _capture_console(app: str) -> tuple[Any, Any]:
+    """The app's print() output to its console log, not into the summary on stdout."""
+    from fleet_runtime.panoramasdk.paths import app_dirs
+
+    return console.capture(app_dirs(app)[0])
 
 
 def _register(app: str, port: int | None) -> bool:
@@ -476,15 +486,16 @@ def _identity_model() -> bytes:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    out, err = sys.stdout, sys.stderr  # the app's own prints go to its console log
     result = _bench_model(args) if args.target.suffix == ".onnx" else _bench_app(args)
     reason = result.pop("failure", None)
     if args.json:
-        print(json.dumps(result, indent=1))
+        print(json.dumps(result, indent=1), file=out)
     else:
         for key, value in result.items():
-            print(f"{key:22} {value}")
+            print(f"{key:22} {value}", file=out)
     if reason:
-        print(f"fleet-runtime: {reason}", file=sys.stderr)
+        print(f"fleet-runtime: {reason}", file=err)
         return 1
     return 0
 
@@ -548,7 +559,11 @@ def _bench_app(args: argparse.Namespace) -> dict[str, Any]:
         spec.max_frames = args.frames
         spec.realtime, spec.drop, spec.loop = False, False, False
     runner = Runner(app, options)
-    snap = runner.run()  # the clock starts once models are loaded and warm
+    _capture_console(app.name)
+    try:
+        snap = runner.run()  # the clock starts once models are loaded and warm
+    finally:
+        console.release()
     elapsed = snap["seconds"]
     frames = sum(c["frames_out"] for c in snap["cameras"].values())
     return {

@@ -18,7 +18,11 @@ from pathlib import Path
 from typing import Any
 
 ACCOUNT = "123456789012"
-VARIANTS = ("plain", "impl_requirements", "setup_sh", "camera_package", "cli_project")
+VARIANTS = (
+    "plain", "impl_requirements", "setup_sh", "camera_package", "camera_template", "cli_project",
+    "built_image", "built_clone",
+)
+BUILT = "4f2a" * 16  # the sha-like name panorama-cli build-container gives an image
 LABELS = ["red", "green", "blue"]
 
 TRACKER_APP = '''\
@@ -258,8 +262,17 @@ def _code_package(app: Path, kind: str, variant: str, source: dict[str, str]) ->
     assets = [{"name": "code_asset", "implementations": [impl]}]
     if variant == "cli_project":
         assets = []
+    if variant in ("cli_project", "built_image", "built_clone"):
         _write(pdir / "Dockerfile", "FROM public.ecr.aws/panorama/panorama-application\n"
                "COPY src /panorama\n")
+    if variant.startswith("built_"):
+        # after build-container: assets/<sha>.tar.gz is a Docker image, assets/<sha>.json
+        # the descriptor's copy; a cloned project has neither (assets/ is not committed)
+        impl.update(assetUri=f"{BUILT}.tar.gz", descriptorUri=f"{BUILT}.json")
+        if variant == "built_image":
+            _write(app / "assets" / f"{BUILT}.json",
+                   {"runtimeDescriptor": {"envelopeVersion": "2021-01-01", "entry": entry}})
+            _image_tarball(app / "assets" / f"{BUILT}.tar.gz")
     inputs = [{"name": "video_in", "type": "media"}]
     if kind == "tracker":
         inputs.append({"name": "min_score", "type": "float32"})
@@ -269,6 +282,17 @@ def _code_package(app: Path, kind: str, variant: str, source: dict[str, str]) ->
         "name": "interface", "category": "business_logic", "asset": "code_asset",
         "inputs": inputs, "outputs": [{"name": "video_out", "type": "media"}],
     }]))
+
+
+def _image_tarball(path: Path) -> None:
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        data = b'[{"Config": "config.json", "Layers": []}]'
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
 
 
 def _model_package(app: Path) -> None:
@@ -291,10 +315,14 @@ def _model_package(app: Path) -> None:
     }]))
 
 
-def _camera_package(app: Path, url: str) -> str:
-    """An older samples' own camera package: a system asset and input defaults."""
+def _camera_package(app: Path, url: str, variant: str) -> str:
+    """An older samples' own camera package: a system asset and input defaults.
+
+    ``camera_template``: as panorama-cli's camera template wrote it, with no
+    ``name``/``version`` (the package folder names them).
+    """
     pdir = app / "packages" / f"{ACCOUNT}-LOBBY_CAMERA-1.0"
-    _write(pdir / "package.json", _package("LOBBY_CAMERA", [{
+    package = _package("LOBBY_CAMERA", [{
         "name": "lobby_camera_asset",
         "implementations": [{
             "type": "system",
@@ -309,7 +337,10 @@ def _camera_package(app: Path, url: str) -> str:
             {"name": "streamUrl", "type": "string", "default": url},
         ],
         "outputs": [{"description": "Video stream output", "name": "video_out", "type": "media"}],
-    }]))
+    }])
+    if variant == "camera_template":
+        del package["nodePackage"]["name"], package["nodePackage"]["version"]
+    _write(pdir / "package.json", package)
     return f"{ACCOUNT}::LOBBY_CAMERA.lobby_camera_interface"
 
 
@@ -320,8 +351,8 @@ def write_app(
     app = dest / f"{kind}_{variant}"
     packages = [f"{ACCOUNT}::{kind.upper()}_CODE", "panorama::hdmi_data_sink"]
     camera_iface = "panorama::abstract_rtsp_media_source.rtsp_v1_interface"
-    if variant == "camera_package":
-        camera_iface = _camera_package(app, str(video))
+    if variant in ("camera_package", "camera_template"):
+        camera_iface = _camera_package(app, str(video), variant)
         packages.append(f"{ACCOUNT}::LOBBY_CAMERA")
     else:
         packages.append("panorama::abstract_rtsp_media_source")

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet_runtime.manifest import layouts
-from fleet_runtime.manifest.entries import cli_asset, code_entry
+from fleet_runtime.manifest.entries import built_image_source, cli_asset, code_entry
 from fleet_runtime.manifest.schema import Problem, validate_document
 
 MAX_CAMERAS = 8
@@ -88,6 +88,9 @@ class CodeNode:
     params: dict[str, Any] = field(default_factory=dict)
     media_inputs: dict[str, list[str]] = field(default_factory=dict)
     media_outputs: dict[str, list[str]] = field(default_factory=dict)
+    # every media output of the interface, also those no edge consumes: put() on those is
+    # accepted and dropped, as on the appliance (AWS's ONNX sample has no output node)
+    declared_outputs: list[str] = field(default_factory=list)
     launch: str = "onAppStart"
     needs_gpu: bool = False  # the package asks for inferenceAccelerators
     package_dir: Path | None = None
@@ -253,11 +256,13 @@ def _load_package(loader: _Loader, gpath: Path, index: int, name: str, version: 
         loader.broken.add(name)
         return
     pkg = doc["nodePackage"]
-    if pkg["name"] != name.partition("::")[2] or pkg["version"] != version:
+    # panorama-cli's camera package template has no name/version: the folder names them
+    declared = (pkg.get("name", name.partition("::")[2]), pkg.get("version", version))
+    if declared != (name.partition("::")[2], version):
         loader.problem(
             pdir / "package.json",
             "$.nodePackage",
-            f"declares {pkg['name']} {pkg['version']}, graph asks for {name} {version}",
+            f"declares {declared[0]} {declared[1]}, graph asks for {name} {version}",
         )
     for iface in pkg["interfaces"]:
         ports = [p["port"] for p in iface.get("network", {}).get("inboundPorts", [])]
@@ -447,10 +452,12 @@ def _typed_nodes(
         asset_path = _resolve_uri(loader, iface.package_dir, impl["assetUri"])
         descriptor = _resolve_uri(loader, iface.package_dir, impl["descriptorUri"])
         if iface.category == "business_logic":
+            asset_path, descriptor = built_image_source(loader, iface, impl, asset_path, descriptor)
             built = _code_node(loader, name, node, asset_path, descriptor)
             if built:
                 built.needs_gpu = layouts.needs_gpu(asset, impl)
                 built.package_dir = iface.package_dir
+                built.declared_outputs = [p for p, t in iface.outputs.items() if t == "media"]
                 code[name] = built
         elif iface.category == "ml_model":
             model = _model_node(loader, name, asset_path, descriptor)

@@ -34,6 +34,33 @@ def cli_asset(loader: _Loader, iface: Interface) -> dict[str, Any] | None:
     return {"name": iface.asset, "implementations": [impl]}
 
 
+def built_image_source(
+    loader: _Loader, iface: Interface, impl: dict[str, Any], asset: Path, descriptor: Path
+) -> tuple[Path, Path]:
+    """The source folder of a code asset that ``panorama-cli build-container`` turned into an image.
+
+    After build-container a code asset names ``assets/<sha>.tar.gz``, a Docker
+    image the runtime does not unpack (and a cloned project often lacks it:
+    assets/ is not committed). The package's own source folder, the one its
+    Dockerfile copies to /panorama, holds the same code.
+    """
+    if impl["type"] != "container" or asset.is_dir() or iface.package_dir is None:
+        return asset, descriptor
+    source = layouts.cli_asset(iface.package_dir, iface.category)
+    if source is None:
+        return asset, descriptor
+    state = "a built container image" if asset.exists() else "missing"
+    loader.warn(
+        iface.package_dir / "package.json",
+        "$.nodePackage.assets",
+        f"{impl['assetUri']} is {state}: using {source['assetUri']}/, the folder the"
+        " Dockerfile copies to /panorama",
+    )
+    if not descriptor.is_file():
+        descriptor = iface.package_dir / source["descriptorUri"]
+    return iface.package_dir / source["assetUri"], descriptor
+
+
 def code_entry(loader: _Loader, asset: Path, descriptor: Path) -> Path | None:
     """The Python file a code descriptor starts (problems recorded when there is none)."""
     doc = loader.read(descriptor, "runtime")

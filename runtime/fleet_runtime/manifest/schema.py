@@ -63,4 +63,12 @@ def validate_document(doc: Any, kind: str, file: str) -> list[Problem]:
 def _message(error: Any) -> str:
     if error.validator == "additionalProperties":
         return f"{error.message} (check the spelling)"
+    if error.validator == "required" and error.message.startswith("'onnx'"):
+        # every Panorama model descriptor lacks it: say what to do
+        framework = error.instance.get("framework") if isinstance(error.instance, dict) else None
+        model = f"the {framework} model" if isinstance(framework, str) else "the model"
+        return (
+            f"{error.message}: export {model} to ONNX once and name the .onnx file"
+            " (in the model's asset folder) in mlModelDescriptor.onnx.asset"
+        )
     return str(error.message)

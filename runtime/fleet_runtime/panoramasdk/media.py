@@ -31,6 +31,20 @@ class media:  # noqa: N801 - Panorama's class name
     def add_rect(self, x1: float, y1: float, x2: float, y2: float) -> None:
         self.rects.append((float(x1), float(y1), float(x2), float(y2)))
 
+    # AWS's SDK simulator set w, h, c from ``image.shape`` (so ``w`` is the row count);
+    # code written against it reads them, so they mean the same here
+    @property
+    def w(self) -> int:
+        return int(self.image.shape[0])
+
+    @property
+    def h(self) -> int:
+        return int(self.image.shape[1])
+
+    @property
+    def c(self) -> int:
+        return int(self.image.shape[2]) if self.image.ndim > 2 else 1
+
     @property
     def frame(self) -> Frame:
         return self._frame

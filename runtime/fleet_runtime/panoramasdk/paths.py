@@ -110,7 +110,7 @@ def _bound(prefix: str, target: Path) -> bool:
 
 # ---- the in-process remapping layer ---------------------------------------------------
 
-_ONE_PATH = ["open", "stat", "lstat", "listdir", "scandir", "mkdir", "makedirs", "remove", "unlink", "rmdir", "access", "chmod", "utime", "readlink", "truncate"]
+_ONE_PATH = ["open", "stat", "lstat", "listdir", "scandir", "mkdir", "makedirs", "remove", "unlink", "rmdir", "access", "chmod", "utime", "readlink", "truncate", "mkfifo", "mknod", "chdir", "chown", "lchown", "statvfs", "pathconf", "listxattr", "getxattr", "setxattr", "removexattr"]
 _TWO_PATHS = ("rename", "replace", "link", "symlink")
 
 

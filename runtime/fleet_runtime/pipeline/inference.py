@@ -31,6 +31,12 @@ log = logging.getLogger("fleet_runtime.inference")
 TENSORRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
 PREFERENCE = (TENSORRT, CUDA, CPU)
 ALIASES = {"tensorrt": TENSORRT, "trt": TENSORRT, "cuda": CUDA, "gpu": CUDA, "cpu": CPU}
+# ONNX Runtime's input type -> the numpy dtype call() converts raw inputs to
+NUMPY_TYPES = {
+    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+    "tensor(uint8)": np.uint8, "tensor(int8)": np.int8, "tensor(int32)": np.int32,
+    "tensor(int64)": np.int64, "tensor(bool)": np.bool_,
+}
 
 
 def normalize_providers(names: Sequence[str] | None) -> list[str]:
@@ -195,6 +201,7 @@ class ModelSession:
         self._check_shape(model_path)
         self.providers = ProviderReport(requested, available, list(self.session.get_providers()))
         self.output_names = [o.name for o in self.session.get_outputs()]
+        self.input_types = {i.name: NUMPY_TYPES.get(i.type) for i in self.session.get_inputs()}
         self.on_gpu = self.providers.primary in (CUDA, TENSORRT)
         self.timing = Timing()
         self._report()
@@ -273,6 +280,7 @@ class ModelSession:
 
     def run(self, feeds: dict[str, Any], record: bool = True, session: Any = None) -> list[Any]:
         """Raw outputs for raw inputs (what ``panoramasdk.node.call`` returns)."""
+        feeds = self._typed(feeds)
         start = time.perf_counter()
         if self.on_gpu:
             outputs = self._run_bound(feeds)
@@ -281,6 +289,18 @@ class ModelSession:
         if record:
             self.timing.add((time.perf_counter() - start) * 1000)
         return list(outputs)
+
+    def _typed(self, feeds: dict[str, Any]) -> dict[str, Any]:
+        """Inputs as contiguous arrays of the model's types (no copy when they already are).
+
+        AWS's SDK simulator (DLR) converted whatever it was given, so Panorama
+        code often passes float64 (``image / 255.0``), views or nested lists.
+        """
+        typed = {}
+        for name, value in feeds.items():
+            dtype = self.input_types.get(name)
+            typed[name] = value if dtype is None else np.ascontiguousarray(value, dtype=dtype)
+        return typed
 
     def _run_bound(self, feeds: dict[str, Any]) -> list[Any]:
         """CUDA/TensorRT: bind host inputs once (one copy to the device), outputs back to host."""

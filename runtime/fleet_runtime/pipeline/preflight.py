@@ -37,9 +37,10 @@ PROVIDES = {
     "pyyaml": "yaml",
     "tensorflow-gpu": "tensorflow",
     "paho-mqtt": "paho",
+    "pygobject": "gi",
 }
 PIP_NAME = {"cv2": "opencv-python-headless", "PIL": "pillow", "sklearn": "scikit-learn",
-            "skimage": "scikit-image", "yaml": "pyyaml", "paho": "paho-mqtt"}
+            "skimage": "scikit-image", "yaml": "pyyaml", "paho": "paho-mqtt", "gi": "PyGObject"}
 SDK = {"panoramasdk"}
 _CUDA_CALLS = {"ortvalue_from_numpy", "ortvalue_from_shape_and_type", "bind_input", "bind_output"}
 _GPU_ONLY = {"CUDAExecutionProvider", "TensorrtExecutionProvider"}

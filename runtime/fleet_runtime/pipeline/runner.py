@@ -173,14 +173,41 @@ class CodeContext:
         self.params = dict(code.params)
         self.media_inputs = list(code.media_inputs)
         self.media_outputs = list(code.media_outputs)
+        self._unconnected = [p for p in code.declared_outputs if p not in code.media_outputs]
+        self.media_outputs += self._unconnected
         self._cameras = {
             port: runner.cameras_of(nodes) for port, nodes in code.media_inputs.items()
         }
         self._last: dict[str, Any] = {}
         self.supervisor: Supervisor | None = None
         self.frames_out = 0  # media this node put on its outputs (did the app ever work?)
+        self.told_to_stop = False  # get() raised ApplicationStopped
+        self.parked = threading.Event()  # the app swallowed it and asked again: held in get()
 
     def get_media(self, port: str, timeout: float | None) -> list[Any]:
+        if self.told_to_stop:
+            self._park()
+        try:
+            return self._get_media(port, timeout)
+        except ApplicationStopped:
+            self.told_to_stop = True
+            raise
+
+    def _park(self) -> None:
+        """Hold a node that caught ApplicationStopped (a bare ``except:`` in its loop).
+
+        Raising again would spin its loop, logging a traceback per turn, and the
+        run would never end. On the appliance a stop killed the container; here
+        the thread waits until the process exits (it is a daemon).
+        """
+        self.runner.stopping.set()  # its streams ended or the runtime is stopping: end the run
+        if self.supervisor is not None:
+            self.supervisor.state = "stopped"
+        log.info("node %s caught ApplicationStopped and asked again: holding it", self.name)
+        self.parked.set()
+        threading.Event().wait()
+
+    def _get_media(self, port: str, timeout: float | None) -> list[Any]:
         cameras = self._cameras.get(port, [])
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -231,6 +258,8 @@ class CodeContext:
                     f"{self.name}.{port}.put() takes media objects from get(),"
                     f" got {type(item).__name__}"
                 )
+            if port in self._unconnected:
+                continue  # no node consumes this port in graph.json
             self.runner.output(item)
             self.frames_out += 1
 
@@ -399,8 +428,8 @@ class Runner:
     def wait(self, duration: float | None = None) -> None:
         """Until ``duration`` passes or every code node has finished."""
         deadline = None if duration is None else time.monotonic() + duration
-        while True:
-            alive = [s for s in self.supervisors if s.is_alive()]
+        while not self.stopping.is_set():  # SIGTERM, or a node ignored the end of its streams
+            alive = [s for s in self.supervisors if s.is_alive() and not s.context.parked.is_set()]
             if not alive:
                 return
             left = None if deadline is None else deadline - time.monotonic()
@@ -423,7 +452,11 @@ class Runner:
         if self.stage is not None:
             self.stage.join(timeout=10)
         for supervisor in self.supervisors:
-            supervisor.join(timeout=10)
+            give_up = time.monotonic() + 10
+            while supervisor.is_alive() and not supervisor.context.parked.is_set():
+                supervisor.join(0.1)  # parked: held in get() for good, do not wait on it
+                if time.monotonic() > give_up:
+                    break
         for writer in self.writers.values():
             writer.close()
         if self.http is not None:
