@@ -70,3 +70,19 @@ def start_lab(root: Path, sites: int, per_site: int, ssh: str | None = None) -> 
     lab = Lab(Project.locate(root))
     lab.up(sites, per_site, ssh=ssh)
     return lab
+
+
+RELEASE_PASS = {"FLEET_RELEASE_PASSPHRASE": "correct-horse-battery"}
+REPO = Path(__file__).resolve().parents[1]
+
+
+def keyed_project(root: Path) -> Project:
+    """A project with the repository's firmware recipes, its example inventory and a
+    release key (passphrase RELEASE_PASS): enough to build and inspect bundles."""
+    from fleet import firmware
+
+    shutil.copytree(REPO / "firmware", root / "firmware")
+    shutil.copytree(REPO / "inventories/example", root / "inventories/example")
+    project = Project.locate(root)
+    firmware.keygen(project, passphrase=RELEASE_PASS["FLEET_RELEASE_PASSPHRASE"].encode())
+    return project

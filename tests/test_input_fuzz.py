@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import random
-import shutil
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -20,16 +19,15 @@ import pytest
 from fixtures_bundle import make_bundle, new_key
 from fixtures_provisioning import PASSPHRASE, make_factory, members_of, resign, write_zip
 from fuzzkit import as_json, encodings, one_line_error, seed, truncations, wrong_types
-from labkit import run_cli
+from labkit import RELEASE_PASS, keyed_project, run_cli
 from ruamel.yaml import YAML
 
-from fleet import firmware
 from fleet.errors import ConfigError
 from fleet.project import CONFIG_SCHEMA, Project, _defaults
 from fleet.rollout.policy import load_policy
 
 REPO = Path(__file__).resolve().parents[1]
-PASS = {"FLEET_RELEASE_PASSPHRASE": "correct-horse-battery"}
+PASS = RELEASE_PASS
 SEED = seed()
 Case = tuple[str, bytes]
 
@@ -68,11 +66,7 @@ def listed_problems(code: int, stderr: str) -> str | None:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Project:
-    shutil.copytree(REPO / "firmware", tmp_path / "firmware")
-    shutil.copytree(REPO / "inventories/example", tmp_path / "inventories/example")
-    project = Project.locate(tmp_path)
-    firmware.keygen(project, passphrase=PASS["FLEET_RELEASE_PASSPHRASE"].encode())
-    return project
+    return keyed_project(tmp_path)
 
 
 def test_fleet_yaml(project: Project) -> None:

@@ -6,11 +6,10 @@ a bundle whose file name ended in a newline. Every pattern now ends in \\Z.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
-from labkit import run_cli
+from labkit import RELEASE_PASS, keyed_project, run_cli
 
 from fleet import firmware
 from fleet import inventory as inv
@@ -18,17 +17,12 @@ from fleet.errors import ConfigError, UsageError
 from fleet.project import Project
 from fleet.rollout.policy import load_policy, parse_batches
 
-REPO = Path(__file__).resolve().parents[1]
-PASS = {"FLEET_RELEASE_PASSPHRASE": "correct-horse-battery"}
+PASS = RELEASE_PASS
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Project:
-    shutil.copytree(REPO / "firmware", tmp_path / "firmware")
-    shutil.copytree(REPO / "inventories/example", tmp_path / "inventories/example")
-    project = Project.locate(tmp_path)
-    firmware.keygen(project, passphrase=PASS["FLEET_RELEASE_PASSPHRASE"].encode())
-    return project
+    return keyed_project(tmp_path)
 
 
 @pytest.mark.parametrize(("line", "quoted"), [

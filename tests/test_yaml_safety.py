@@ -7,23 +7,20 @@ generous timeout: before the fix they ran until killed.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from labkit import run_cli
+from labkit import RELEASE_PASS, keyed_project, run_cli
 
-from fleet import firmware
 from fleet.errors import ConfigError
 from fleet.project import Project
 from fleet.rollout.policy import load_policy
 from fleet.schema import MAX_YAML_BYTES, load_yaml
 
-REPO = Path(__file__).resolve().parents[1]
 FLEET = str(Path(sys.executable).parent / "fleet")
-PASS = {"FLEET_RELEASE_PASSPHRASE": "correct-horse-battery"}
+PASS = RELEASE_PASS
 
 
 def alias_bomb(levels: int = 10) -> str:
@@ -36,11 +33,7 @@ def alias_bomb(levels: int = 10) -> str:
 
 @pytest.fixture
 def fw_project(tmp_path: Path) -> Project:
-    shutil.copytree(REPO / "firmware", tmp_path / "firmware")
-    shutil.copytree(REPO / "inventories/example", tmp_path / "inventories/example")
-    project = Project.locate(tmp_path)
-    firmware.keygen(project, passphrase=PASS["FLEET_RELEASE_PASSPHRASE"].encode())
-    return project
+    return keyed_project(tmp_path)
 
 
 def fleet(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
