@@ -1,0 +1,120 @@
+"""`fleet lab up --link RATE`: sites behind shaped veth uplinks in their own namespaces.
+
+Needs root with `ip` and `tc` (as `make test` runs); skipped otherwise, outside CI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from labkit import CALM_HEALTH, HAVE_SSHD, run_cli
+
+from fleet import lab_net
+from fleet.lab import Lab
+from fleet.project import Project
+
+WHY_NOT = lab_net.missing_tools()
+
+
+def _require_link() -> None:
+    if WHY_NOT:
+        if os.environ.get("CI"):
+            pytest.fail(f"the link lab is required in CI: {WHY_NOT}")
+        pytest.skip(WHY_NOT)
+
+
+def _ip(*args: str) -> str:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.fixture(scope="module")
+def link_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    _require_link()
+    root = tmp_path_factory.mktemp("linklab")
+    (root / "fleet.yaml").write_text(CALM_HEALTH)
+    lab = Lab(Project.locate(root))
+    res = run_cli(root, "lab", "up", "--sites", "2", "--devices-per-site", "1", "--link", "10mbit",
+                  "--ssh", "openssh" if HAVE_SSHD else "asyncssh")
+    assert res.exit_code == 0, res.stderr
+    yield lab
+    lab.down()
+
+
+def test_health_over_the_link(link_lab: Lab) -> None:
+    devices = link_lab.devices()
+    assert {d.host for d in devices.values()} == {
+        link_lab.devices()["berlin-01"].host, link_lab.devices()["lisbon-01"].host}
+    for dev in devices.values():
+        assert dev.host.startswith("198.1") and dev.netns
+        assert dev.netns in _ip("netns", "list")
+    res = run_cli(link_lab.project.root, "health", "-i", "lab", "--json")
+    report = json.loads(res.stdout)
+    assert res.exit_code == 0, res.stdout
+    assert report["summary"]["healthy"] == 2
+
+
+def test_status_names_rate_and_delay(link_lab: Lab) -> None:
+    res = run_cli(link_lab.project.root, "lab", "status", "--json")
+    link = json.loads(res.stdout)["link"]
+    assert link["rate"] == "10mbit" and set(link["sites"]) == {"berlin", "lisbon"}
+    assert ("netem" in link["describe"]) if link["netem"] else ("no sch_netem" in link["describe"])
+    shown = run_cli(link_lab.project.root, "lab", "status")
+    assert "link: 10mbit per site" in shown.stderr + shown.stdout
+
+
+def test_each_end_is_shaped(link_lab: Lab) -> None:
+    state = lab_net.LabNet(link_lab.dir).state()
+    assert state is not None
+    for site in state.sites.values():
+        assert "tbf" in subprocess.run(["tc", "qdisc", "show", "dev", site.host_if],
+                                       capture_output=True, text=True).stdout
+        assert "tbf" in subprocess.run(["tc", "-n", site.ns, "qdisc", "show", "dev", site.site_if],
+                                       capture_output=True, text=True).stdout
+
+
+def test_down_removes_namespaces_links_and_qdiscs(tmp_path: Path) -> None:
+    _require_link()
+    lab = Lab(Project.locate(tmp_path))
+    lab.up(1, 1, ssh="asyncssh", link="5mbit")
+    made = lab_net.LabNet(lab.dir).leftovers()
+    assert len(made) == 2  # namespace + controller-side veth (its peer lives in the namespace)
+    lab.down()
+    assert lab_net.LabNet(lab.dir).leftovers() == []
+    prefix = lab_net.prefix_for(lab.dir)
+    assert prefix not in _ip("netns", "list") and prefix not in _ip("link")
+
+
+def test_lab_down_after_kill_9_of_up_leaves_nothing(tmp_path: Path) -> None:
+    """`lab up --link` killed while it builds links and starts servers: `lab down` finds
+    everything by name. The kill lands when the first namespace exists (seen from outside)."""
+    _require_link()
+    net = lab_net.LabNet(Lab(Project.locate(tmp_path)).dir)
+    cmd = [sys.executable, "-m", "fleet.cli.app", "--project", str(tmp_path), "lab", "up",
+           "--sites", "3", "--devices-per-site", "2", "--ssh", "asyncssh", "--link", "5mbit"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not net.leftovers() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert net.leftovers(), "killed before it made anything: nothing tested"
+    res = run_cli(tmp_path, "lab", "down")
+    assert res.exit_code == 0, res.stderr
+    assert net.leftovers() == []
+    assert net.prefix not in _ip("netns", "list") and net.prefix not in _ip("link")
+    assert Lab(Project.locate(tmp_path)).strays() == []
+
+
+def test_bad_rate_is_one_line_and_changes_nothing(tmp_path: Path) -> None:
+    res = run_cli(tmp_path, "lab", "up", "--link", "fast")
+    assert res.exit_code == 2
+    assert "--link 'fast' is not a rate" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / ".fleet/lab/lab.json").exists()
