@@ -203,7 +203,7 @@ class Lab:
             want = where.get(dev.site, ("", HOST))
             if (dev.netns, dev.host) != want:
                 self.stop(name)
-                self.update(name, netns=want[0], host=want[1])
+                self.update(name, netns=want[0], host=want[1], port=0)  # start() picks it
         if link is None and net.state() is not None:
             net.down()
 
@@ -249,7 +249,9 @@ class Lab:
         if dev.offline or self.running(dev) or not host_key_path(self.layout(name)).exists():
             return
         old_port = dev.port
-        if not dev.port or not port_free(dev.port):
+        if dev.netns:  # only this site's servers listen in its namespace: the port is ours
+            dev.port = lab_net.ssh_port(dev.name)
+        elif not dev.port or not port_free(dev.port):
             dev.port = free_port()
         dev = self.update(name, port=dev.port, pid=self._spawn(dev))
         assert dev.pid is not None

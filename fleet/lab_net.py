@@ -38,6 +38,7 @@ BENCH_NET = ipaddress.ip_network("198.18.0.0/15")
 BLOCKS = BENCH_NET.num_addresses // 256  # one /24 per lab
 MAX_SITES = 64  # one /30 per site in the lab's /24
 DEFAULT_DELAY_MS = 10.0
+SSH_PORT_BASE = 2200
 _RATE = re.compile(r"^(\d+(?:\.\d+)?)(kbit|mbit|gbit)$")
 _UNITS = {"kbit": 1e3, "mbit": 1e6, "gbit": 1e9}
 
@@ -306,3 +307,11 @@ def check(rate: str, factory: bool) -> None:
 def inside(ns: str, argv: list[str]) -> list[str]:
     """`argv` run inside network namespace `ns` (as is when `ns` is empty)."""
     return [_which("ip") or "ip", "netns", "exec", ns, *argv] if ns else argv
+
+
+def ssh_port(device: str) -> int:
+    """A device's SSH port in its site's namespace: fixed by its number at the site
+    (berlin-03 -> 2203), so a reboot never moves it, whatever the controller's own
+    loopback has bound meanwhile."""
+    number = device.rsplit("-", 1)[-1]
+    return SSH_PORT_BASE + (int(number) if number.isdigit() else 0)

@@ -5,9 +5,11 @@ Needs root with `ip` and `tc` (as `make test` runs); skipped otherwise, outside 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -59,6 +61,21 @@ def test_health_over_the_link(link_lab: Lab) -> None:
     report = json.loads(res.stdout)
     assert res.exit_code == 0, res.stdout
     assert report["summary"]["healthy"] == 2
+
+
+def test_a_reboot_keeps_the_port_the_inventory_names(link_lab: Lab) -> None:
+    """The controller's loopback holding the same port number (another lab, any program)
+    must not move a namespace device's server away from what the inventory says."""
+    dev = link_lab.device("lisbon-01")
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with contextlib.suppress(OSError):  # already held by someone: the same situation
+            squatter.bind(("127.0.0.1", dev.port))
+            squatter.listen()
+        link_lab.reboot("lisbon-01")
+    assert link_lab.device("lisbon-01").port == dev.port
+    res = run_cli(link_lab.project.root, "health", "-i", "lab", "--limit", "lisbon-01", "--json")
+    assert res.exit_code == 0, res.stdout
 
 
 def test_status_names_rate_and_delay(link_lab: Lab) -> None:
