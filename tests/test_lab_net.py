@@ -17,9 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fixtures_mqtt import require_mosquitto
 from labkit import CALM_HEALTH, HAVE_SSHD, run_cli
 
 from fleet import lab_net
+from fleet.broker import LabMqtt
 from fleet.lab import Lab
 from fleet.project import Project
 
@@ -135,3 +137,30 @@ def test_bad_rate_is_one_line_and_changes_nothing(tmp_path: Path) -> None:
     assert res.exit_code == 2
     assert "--link 'fast' is not a rate" in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert not (tmp_path / ".fleet/lab/lab.json").exists()
+
+
+def test_heartbeats_cross_the_site_link_to_the_lab_broker(tmp_path: Path) -> None:
+    """`lab up --link --mqtt`: each device's daemon runs in its site's namespace and
+    reaches the lab broker at the controller's end of the site link."""
+    _require_link()
+    require_mosquitto()
+    (tmp_path / "fleet.yaml").write_text(CALM_HEALTH)
+    res = run_cli(tmp_path, "lab", "up", "--sites", "2", "--devices-per-site", "1", "--link",
+                  "10mbit", "--mqtt", "--heartbeat", "0.5")
+    assert res.exit_code == 0, res.stderr
+    try:
+        mq, lab = LabMqtt(Project.locate(tmp_path)), Lab(Project.locate(tmp_path))
+        for name, pid in mq.daemons().items():
+            ns = subprocess.run(["ip", "netns", "identify", str(pid)], capture_output=True,
+                                text=True).stdout.strip()
+            assert ns == lab.device(name).netns
+        deadline = time.monotonic() + 60
+        while True:
+            health = run_cli(tmp_path, "health", "-i", "lab", "--source", "mqtt", "--json")
+            if health.exit_code == 0 or time.monotonic() > deadline:
+                break
+        assert health.exit_code == 0, health.stdout
+        assert json.loads(health.stdout)["summary"]["healthy"] == 2
+    finally:
+        assert run_cli(tmp_path, "lab", "down").exit_code == 0
+    assert lab_net.LabNet(lab.dir).leftovers() == [] and lab.strays() == []
