@@ -21,6 +21,7 @@ both sides cross it; target (issue 22, at 10mbit): at least 4x faster.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import shutil
@@ -163,7 +164,12 @@ def fleet_export(root: Path, out: Path) -> int:
     proc = subprocess.run(fleet_cmd(root, "logs", "export", "-i", "lab", "--since", "24h",
                                     "--out", str(out), "--json"), stdout=subprocess.PIPE)
     if proc.returncode != 0:
-        raise SystemExit(f"fleet logs export failed ({proc.returncode})")
+        try:
+            errors = [f"{b['device']}: {b['error']}" for b in json.loads(proc.stdout)["bundles"]
+                      if not b["ok"]]
+        except (ValueError, KeyError):
+            errors = [proc.stdout.decode(errors="replace")[-2000:]]
+        raise SystemExit(f"fleet logs export failed ({proc.returncode}):\n" + "\n".join(errors))
     return sum(p.stat().st_size for p in out.rglob("*.tar.gz"))
 
 

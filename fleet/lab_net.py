@@ -69,8 +69,7 @@ def missing_tools() -> str | None:
 
 
 def _which(tool: str) -> str | None:
-    return shutil.which(tool) or next((str(p) for d in ("/usr/sbin", "/sbin")
-                                       if (p := Path(d) / tool).exists()), None)
+    return shutil.which(tool)
 
 
 @dataclass

@@ -164,3 +164,18 @@ def test_heartbeats_cross_the_site_link_to_the_lab_broker(tmp_path: Path) -> Non
     finally:
         assert run_cli(tmp_path, "lab", "down").exit_code == 0
     assert lab_net.LabNet(lab.dir).leftovers() == [] and lab.strays() == []
+
+
+def test_without_tc_the_option_refuses_in_one_line(tmp_path: Path) -> None:
+    """`tc` lives in /usr/sbin: a PATH without it is a machine without it, for the lab."""
+    bindir = Path(sys.executable).parent
+    if (Path("/usr/bin/tc").exists() or Path("/bin/tc").exists()) or os.geteuid() != 0:
+        pytest.skip("needs root and tc outside /usr/bin to hide it")
+    res = subprocess.run([str(bindir / "fleet"), "--project", str(tmp_path), "lab", "up",
+                          "--link", "10mbit"], capture_output=True, text=True,
+                         env={**os.environ, "PATH": f"{bindir}:/usr/bin:/bin"})
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().splitlines() == [
+        "error: --link needs tc (iproute2), not found on PATH; apt-get install iproute2 or "
+        "drop --link"], res.stderr
+    assert not (tmp_path / ".fleet/lab/lab.json").exists()
