@@ -207,8 +207,7 @@ def main() -> int:
         ansible_s = run_ansible(lab, bundle, args.concurrency)
         print(f"ansible-playbook  : {ansible_s:7.1f} s", flush=True)
     finally:
-        if not os.environ.get("BENCH_KEEP_LAB"):
-            stop_lab(Lab(project))
+        stop_lab(Lab(project))
     print(f"ratio (ansible / fleet): {ansible_s / fleet_s:.2f}x  (target >= 3x)")
     return 0
 

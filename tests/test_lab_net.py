@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -26,6 +27,7 @@ from fleet.lab import Lab
 from fleet.project import Project
 
 WHY_NOT = lab_net.missing_tools()
+SEED_ENV = "EDGEFLEET_CRASH_SEED"
 
 
 def _require_link() -> None:
@@ -111,17 +113,32 @@ def test_down_removes_namespaces_links_and_qdiscs(tmp_path: Path) -> None:
     assert prefix not in _ip("netns", "list") and prefix not in _ip("link")
 
 
+def _kill_point() -> int:
+    """Where to kill `lab up --link`: after the k-th namespace or link exists (1-6 for three
+    sites), or (7) once a device server runs. From EDGEFLEET_CRASH_SEED, printed."""
+    raw = os.environ.get(SEED_ENV)
+    seed = int(raw) if raw else random.SystemRandom().randrange(1, 2**32)
+    print(f"\n{SEED_ENV}={seed}  (set it to replay this kill point)", flush=True)
+    return random.Random(seed).randint(1, 7)
+
+
 def test_lab_down_after_kill_9_of_up_leaves_nothing(tmp_path: Path) -> None:
-    """`lab up --link` killed while it builds links and starts servers: `lab down` finds
-    everything by name. The kill lands when the first namespace exists (seen from outside)."""
+    """`lab up --link` killed while it builds links or starts servers: `lab down` finds
+    everything by name. The kill lands at a point seen from outside, not after a timer."""
     _require_link()
-    net = lab_net.LabNet(Lab(Project.locate(tmp_path)).dir)
-    cmd = [sys.executable, "-m", "fleet.cli.app", "--project", str(tmp_path), "lab", "up",
+    point = _kill_point()
+    lab = Lab(Project.locate(tmp_path))
+    net = lab_net.LabNet(lab.dir)
+    cmd = [str(Path(sys.executable).parent / "fleet"), "--project", str(tmp_path), "lab", "up",
            "--sites", "3", "--devices-per-site", "2", "--ssh", "asyncssh", "--link", "5mbit"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def reached() -> bool:
+        return bool(lab.strays()) if point == 7 else len(net.leftovers()) >= point
+
     deadline = time.monotonic() + 120
-    while not net.leftovers() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
+    while not reached() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert net.leftovers(), "killed before it made anything: nothing tested"
@@ -129,7 +146,7 @@ def test_lab_down_after_kill_9_of_up_leaves_nothing(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.stderr
     assert net.leftovers() == []
     assert net.prefix not in _ip("netns", "list") and net.prefix not in _ip("link")
-    assert Lab(Project.locate(tmp_path)).strays() == []
+    assert lab.strays() == []
 
 
 def test_bad_rate_is_one_line_and_changes_nothing(tmp_path: Path) -> None:
