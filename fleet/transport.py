@@ -42,7 +42,6 @@ from fleet.errors import DeviceError, HostKeyError
 CONNECTION_NAME = "fleet_ssh"
 CHUNK = 32 * 1024  # SFTP's largest write request paramiko sends in one packet
 WINDOW = 16 * 1024 * 1024
-EXIT_GRACE_S = 5.0  # after the exit status, how long output may still trickle in without EOF
 BIG_REQUEST = 252 * 1024  # under OpenSSH sftp-server's 256 KiB message limit
 
 
@@ -319,7 +318,6 @@ def _collect(chan: paramiko.Channel, device: str, what: list[str], timeout: floa
              on_stderr_line: Callable[[bytes], None] | None) -> ExecResult:
     out, err, pending = bytearray(), bytearray(), b""
     deadline = time.monotonic() + timeout
-    quiet_since = time.monotonic()
     chan.settimeout(0.2)
     while True:
         got = False
@@ -332,27 +330,28 @@ def _collect(chan: paramiko.Channel, device: str, what: list[str], timeout: floa
             got = True
             if on_stderr_line:
                 pending = _lines(pending + data, on_stderr_line)
-        if got:
-            quiet_since = time.monotonic()
-        else:
-            if _all_received(chan, quiet_since):
+        if not got:
+            if _all_received(chan):
                 break
             if time.monotonic() > deadline:
                 raise DeviceError(f"{device}: `{shlex.join(what)}` timed out after {timeout:.0f}s",
                                   fix="raise ssh.command_timeout in fleet.yaml or check the device")
-            chan.status_event.wait(0.05)
+            if chan.status_event.is_set():
+                time.sleep(0.02)  # exited, output still on its way: poll, do not spin
+            else:
+                chan.status_event.wait(0.05)
     return ExecResult(chan.recv_exit_status(), bytes(out), bytes(err))
 
 
-def _all_received(chan: paramiko.Channel, quiet_since: float) -> bool:
+def _all_received(chan: paramiko.Channel) -> bool:
     """The command exited and its output is all here. sshd sends the exit status as soon
-    as the command exits, possibly ahead of output still queued behind a slow link (a
-    full SSH window), so wait for the channel's EOF too; a command that left a child
-    holding its output open gets EXIT_GRACE_S of silence instead."""
+    as the command exits, possibly ahead of output still queued behind a slow or
+    congested link, so wait for the channel's EOF too (as OpenSSH's client does; the
+    command timeout bounds it). No quiet period stands in for EOF: on a shared uplink a
+    stream can stall for many seconds and still be incomplete."""
     if not chan.exit_status_ready() or chan.recv_ready() or chan.recv_stderr_ready():
         return False
-    return bool(chan.eof_received or chan.closed) or \
-        time.monotonic() - quiet_since > EXIT_GRACE_S
+    return bool(chan.eof_received or chan.closed)
 
 
 def _lines(buffer: bytes, sink: Callable[[bytes], None]) -> bytes:
