@@ -541,9 +541,14 @@ class LabMqtt:
         return {k: int(v) for k, v in (read_json(self.daemons_file, default={}) or {}).items()}
 
     def start_daemon(self, name: str, root: Path) -> int:
+        from fleet.lab_net import runs_in
+
         running = self.daemons()
         if name in running and daemon_alive(running[name], root):
-            return running[name]
+            if runs_in(running[name], self._netns(name)):
+                return running[name]
+            self.stop_daemon(name, root)  # the device moved to or from a site link
+            running = self.daemons()
         agent = str(Path(sys.executable).parent / "fleet-agent")
         log = (root / ".lab").joinpath("daemon.out")
         log.parent.mkdir(parents=True, exist_ok=True)

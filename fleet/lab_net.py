@@ -314,3 +314,13 @@ def ssh_port(device: str) -> int:
     loopback has bound meanwhile."""
     number = device.rsplit("-", 1)[-1]
     return SSH_PORT_BASE + (int(number) if number.isdigit() else 0)
+
+
+def runs_in(pid: int, ns: str) -> bool:
+    """Is process `pid` in network namespace `ns` (ours when `ns` is empty)?"""
+    try:
+        theirs = os.stat(f"/proc/{pid}/ns/net").st_ino
+        wanted = os.stat(f"/run/netns/{ns}" if ns else "/proc/self/ns/net").st_ino
+    except OSError:
+        return False
+    return theirs == wanted
