@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 import time
@@ -33,6 +34,16 @@ def best_of(n: int, fn: Callable[[], object]) -> float:
     return min(timed(fn) for _ in range(n))
 
 
+def add_link_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--link", default="", metavar="RATE",
+                        help="run both sides over a lab whose sites sit behind shaped uplinks "
+                             "of RATE each (`fleet lab up --link`, e.g. 10mbit; needs root)")
+
+
+def link_label(link: str) -> str:
+    return f"over {link} per-site links" if link else "on loopback"
+
+
 def fleet_cmd(project: Path, *args: str) -> list[str]:
     return [str(Path(sys.executable).parent / "fleet"), "--project", str(project), "--no-color", *args]
 
@@ -45,7 +56,7 @@ def ansible_inventory(project: Path, lab: object, out: Path) -> Path:
     known = project / ".fleet/known_hosts"
     lines = ["[lab]"]
     for name, dev in sorted(lab.devices().items()):  # type: ignore[attr-defined]
-        lines.append(f"{name} ansible_host=127.0.0.1 ansible_port={dev.port}")
+        lines.append(f"{name} ansible_host={dev.host} ansible_port={dev.port}")
     lines += ["", "[lab:vars]", "ansible_user=root", f"ansible_ssh_private_key_file={key}",
               "ansible_python_interpreter=/usr/bin/python3",
               f"ansible_ssh_common_args='-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes'"]

@@ -6,7 +6,10 @@
     commit) against a naive script: `scp` + `ssh tar -x` into the slot + restart,
     with no signature, no hashes, no health gate.
 
-    .venv/bin/python bench/ota_install.py [--mb 200] [--runs 3] [--json]
+    .venv/bin/python bench/ota_install.py [--mb 200] [--runs 3] [--json] [--link 10mbit]
+
+With ``--link RATE`` the device sits behind a shaped uplink (`fleet lab up
+--link`) and every side crosses it (try ``--mb 20 --runs 1`` at 10mbit).
 
 Targets (issue 5): (a) >= 0.5x scp's MB/s; (b) within 2x of the naive script.
 """
@@ -29,7 +32,7 @@ SECRET = b"bench-passphrase"
 DEVICE = "berlin-01"
 
 
-def setup(mb: int):
+def setup(mb: int, link: str = ""):
     from fleet import firmware
     from fleet.lab import Lab
     from fleet.project import Project
@@ -47,7 +50,7 @@ def setup(mb: int):
         for _ in range(mb):
             fh.write(os.urandom(1 << 20))
     lab = Lab(project)
-    lab.up(1, 1)
+    lab.up(1, 1, link=link or None)
     recipe = WORK / "firmware/lab-1.1.0.yaml"
     built = firmware.build(project, recipe, passphrase=SECRET).path
     return project, lab, built
@@ -61,10 +64,10 @@ def ssh_opts(project, port: int) -> list[str]:
 
 
 def time_scp(project, lab, src: Path, dest: str) -> float:
-    port = lab.device(DEVICE).port
+    dev = lab.device(DEVICE)
     started = time.perf_counter()
-    subprocess.run(["scp", "-q", *ssh_opts(project, port), "-P", str(port), str(src),
-                    f"root@127.0.0.1:{dest}"], check=True)
+    subprocess.run(["scp", "-q", *ssh_opts(project, dev.port), "-P", str(dev.port), str(src),
+                    f"root@{dev.host}:{dest}"], check=True)
     return time.perf_counter() - started
 
 
@@ -98,13 +101,14 @@ def time_put(project, src: Path, dest: str, device_check: bool = True) -> float:
 def naive_install(project, lab, src: Path) -> float:
     """What people script without an OTA system: copy, untar over the slot, restart."""
     lay = lab.layout(DEVICE)
-    port = lab.device(DEVICE).port
+    dev = lab.device(DEVICE)
+    port = dev.port
     remote = str(lay.staging / "naive.tar")
     slot = str(lay.slot("b"))
     started = time.perf_counter()
     subprocess.run(["scp", "-q", *ssh_opts(project, port), "-P", str(port), str(src),
-                    f"root@127.0.0.1:{remote}"], check=True)
-    subprocess.run(["ssh", *ssh_opts(project, port), "-p", str(port), "root@127.0.0.1",
+                    f"root@{dev.host}:{remote}"], check=True)
+    subprocess.run(["ssh", *ssh_opts(project, port), "-p", str(port), f"root@{dev.host}",
                     f"mkdir -p {slot} && tar -xf {remote} -C {slot} && rm -f {remote}"], check=True)
     lab.reboot(DEVICE)
     return time.perf_counter() - started
@@ -143,8 +147,10 @@ def main() -> int:
     parser.add_argument("--mb", type=int, default=200)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--link", default="", metavar="RATE",
+                        help="the device behind a shaped uplink of RATE (e.g. 10mbit; needs root)")
     args = parser.parse_args()
-    project, lab, bundle_path = setup(args.mb)
+    project, lab, bundle_path = setup(args.mb, args.link)
     size_mb = bundle_path.stat().st_size / 1e6
     lay = lab.layout(DEVICE)
     try:
@@ -167,7 +173,7 @@ def main() -> int:
     scp_mbs = size_mb / statistics.median(scp_s)
     put_mbs = size_mb / statistics.median(put_s)
     out = {
-        "bundle_mb": round(size_mb, 1), "runs": args.runs,
+        "bundle_mb": round(size_mb, 1), "runs": args.runs, "link": args.link or "loopback",
         "upload": {"scp_MBps": round(scp_mbs, 1), "fleet_put_MBps": round(put_mbs, 1),
                    "ratio_vs_scp": round(put_mbs / scp_mbs, 2), "target": ">= 0.5",
                    "fleet_put_without_device_rehash_MBps": round(
@@ -191,7 +197,8 @@ def main() -> int:
         print(json.dumps(out, indent=2))
         return 0
     u, i = out["upload"], out["install"]
-    print(f"bundle {out['bundle_mb']} MB, {args.runs} runs (median), load {out['load_avg'][0]:.1f}")
+    print(f"bundle {out['bundle_mb']} MB, {args.runs} runs (median), link {out['link']}, "
+          f"load {out['load_avg'][0]:.1f}")
     print(f"(a) upload   scp {u['scp_MBps']:7.1f} MB/s   fleet put {u['fleet_put_MBps']:7.1f} MB/s"
           f"   ratio {u['ratio_vs_scp']:.2f}x (target >= 0.5x)")
     raw = u["fleet_put_without_device_rehash_MBps"]

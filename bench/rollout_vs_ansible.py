@@ -1,6 +1,7 @@
 """A rolling OTA upgrade of a 30-device lab: `fleet ota rollout` vs `ansible-playbook`.
 
 Run: .venv/bin/python bench/rollout_vs_ansible.py [--devices 30] [--mb 20] [--concurrency 10]
+     [--link 10mbit]
 
 Both do the same upgrade of the same lab (real OpenSSH sshd per device, the
 real agent, the lab's reboot) from the same factory state, in the same run:
@@ -18,7 +19,9 @@ reboot, verify the reported version, commit; batches ``[1, "30%", "100%"]``
   host keys pinned through the same known_hosts.
 
 The lab is recreated at its factory version between the two runs. Prints both
-wall times and the ratio. Target (issue 6): fleet at least 3x faster.
+wall times and the ratio. Target (issue 6): fleet at least 3x faster. With
+``--link RATE`` each site sits behind its own shaped uplink (`fleet lab up
+--link`) in both runs, so both pay for their bytes and round trips (issue 22).
 """
 
 from __future__ import annotations
@@ -33,7 +36,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import WORK, ansible_inventory, fleet_cmd, peer_venv  # noqa: E402
+from _common import (  # noqa: E402
+    WORK,
+    add_link_option,
+    ansible_inventory,
+    fleet_cmd,
+    link_label,
+    peer_venv,
+)
 
 from fleet import firmware  # noqa: E402
 from fleet.lab import Lab  # noqa: E402
@@ -99,7 +109,7 @@ def setup(devices: int, mb: int) -> tuple[Project, Path]:
     return project, built.path
 
 
-def fresh_lab(project: Project, devices: int) -> Lab:
+def fresh_lab(project: Project, devices: int, link: str = "") -> Lab:
     """All devices at the factory version (the lab recreated), SSH servers up.
 
     Started by a `fleet lab up` process, as an operator would: its SSH servers then
@@ -110,8 +120,9 @@ def fresh_lab(project: Project, devices: int) -> Lab:
     if lab.devices():
         stop_lab(lab)
         lab.destroy()
+    link_args = ["--link", link] if link else []
     subprocess.run(fleet_cmd(project.root, "lab", "up", "--sites", "3",
-                             "--devices-per-site", str(devices // 3)),
+                             "--devices-per-site", str(devices // 3), *link_args),
                    check=True, capture_output=True)
     return lab
 
@@ -180,17 +191,19 @@ def main() -> int:
     parser.add_argument("--devices", type=int, default=30)
     parser.add_argument("--mb", type=int, default=20)
     parser.add_argument("--concurrency", type=int, default=10)
+    add_link_option(parser)
     args = parser.parse_args()
     os.environ.setdefault("FLEET_RELEASE_PASSPHRASE", SECRET)
     project, bundle = setup(args.devices, args.mb)
     peer_venv("ansible-core")  # installed before timing anything
     print(f"lab: {args.devices} devices, bundle {bundle.stat().st_size / 1e6:.1f} MB, "
-          f"batches {SERIAL}, concurrency {args.concurrency}", flush=True)
+          f"batches {SERIAL}, concurrency {args.concurrency}, {link_label(args.link)}",
+          flush=True)
     try:
-        lab = fresh_lab(project, args.devices)
+        lab = fresh_lab(project, args.devices, args.link)
         fleet_s = run_fleet(project.root, bundle, args.concurrency)
         print(f"fleet ota rollout : {fleet_s:7.1f} s", flush=True)
-        lab = fresh_lab(project, args.devices)
+        lab = fresh_lab(project, args.devices, args.link)
         ansible_s = run_ansible(lab, bundle, args.concurrency)
         print(f"ansible-playbook  : {ansible_s:7.1f} s", flush=True)
     finally:

@@ -45,7 +45,7 @@ import shutil
 import socket
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -172,8 +172,9 @@ class BrokerCA:
             fh.write(json.dumps({"cn": cn, "serial": format(cert.serial_number, "x")}) + "\n")
 
     def issue(self, cn: str, directory: Path, *, server: bool = False, days: int = 365,
-              stem: str | None = None) -> Identity:
-        """Write ``<stem>.crt``/``<stem>.key`` for `cn` (client auth, or server for 127.0.0.1)."""
+              stem: str | None = None, addresses: tuple[str, ...] = ()) -> Identity:
+        """Write ``<stem>.crt``/``<stem>.key`` for `cn` (client auth, or server for 127.0.0.1
+        and any further `addresses` it listens on)."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.now(timezone.utc)
         usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
@@ -186,7 +187,8 @@ class BrokerCA:
                    .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
         if server:
             builder = builder.add_extension(x509.SubjectAlternativeName([
-                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(HOST))]),
+                x509.DNSName("localhost"),
+                *(x509.IPAddress(ipaddress.ip_address(a)) for a in (HOST, *addresses))]),
                 critical=False)
         cert = builder.sign(self.key, hashes.SHA256())
         self._record(cn, cert)
@@ -248,6 +250,7 @@ class BrokerState:
     controller_key: str
     host: str = HOST
     controller_port: int = 0  # the controller's own listener (0: a state file from before it)
+    site_hosts: list[str] = field(default_factory=list)  # device listener on lab site links too
 
 
 class Broker:
@@ -277,25 +280,31 @@ class Broker:
         st = self.state()
         return st is not None and pid_is_mosquitto(st.pid, str(self.dir))
 
-    def start(self, port: int = 0, controller_port: int = 0) -> BrokerState:
-        """Start mosquitto (or return the running one) and wait until it accepts TLS."""
+    def start(self, port: int = 0, controller_port: int = 0,
+              site_hosts: tuple[str, ...] = ()) -> BrokerState:
+        """Start mosquitto (or return the running one) and wait until it accepts TLS.
+        ``site_hosts``: controller-side addresses of lab site links (`lab up --link`) where
+        the device listener answers too, on the same port."""
         current = self.state()
         if current is not None and self.running():
             return current
         ca, controller_ca = self.ca, self.controller_ca
-        server = ca.issue("localhost", self.dir / "tls", server=True, stem="server")
+        server = ca.issue("localhost", self.dir / "tls", server=True, stem="server",
+                          addresses=site_hosts)
         controller = controller_ca.issue(CONTROLLER_CN, self.dir / "tls", stem="controller")
         controller = Identity(controller.cert, controller.key, ca.path)  # verify the server
         bundle, crls = self._ca_bundle(ca), self._crl_bundle(ca)
         ports = Ports(port or free_port(), controller_port or free_port())
-        conf = self._write_config(ports, server, (bundle, crls), self._controller_trust())
+        conf = self._write_config(ports, server, (bundle, crls), self._controller_trust(),
+                                  site_hosts)
         log = (self.dir / "mosquitto.log").open("ab")
         proc = subprocess.Popen([mosquitto_path(), "-c", str(conf)], stdout=log, stderr=log,
                                 stdin=subprocess.DEVNULL, start_new_session=True,
                                 env=clean_env())
         log.close()
         state = BrokerState(ports.devices, proc.pid, str(ca.path), str(controller.cert),
-                            str(controller.key), controller_port=ports.controller)
+                            str(controller.key), controller_port=ports.controller,
+                            site_hosts=list(site_hosts))
         atomic_write_json(self.state_file, asdict(state))
         wait_for_listener(ports.devices, proc.pid, self.dir / "mosquitto.log")
         wait_for_listener(ports.controller, proc.pid, self.dir / "mosquitto.log")
@@ -318,7 +327,7 @@ class Broker:
         self.stop()
         if current is None:
             return self.start()
-        return self.start(current.port, current.controller_port)
+        return self.start(current.port, current.controller_port, tuple(current.site_hosts))
 
     def _ca_bundle(self, ca: BrokerCA) -> Path:
         """Client CAs mosquitto trusts: its own, plus the fleet CA when the project has one."""
@@ -357,7 +366,7 @@ class Broker:
         return path
 
     def _write_config(self, ports: Ports, server: Identity, devices: tuple[Path, Path],
-                      controller: tuple[Path, Path]) -> Path:
+                      controller: tuple[Path, Path], site_hosts: tuple[str, ...] = ()) -> Path:
         """mosquitto.conf: two listeners, each with its own CAs, ACL and client-id rule."""
         acl, controller_acl = self.dir / "acl", self.dir / "controller.acl"
         atomic_write(acl, acl_text().encode())
@@ -370,9 +379,11 @@ class Broker:
             "per_listener_settings true", "persistence false",
             f"log_dest file {self.dir / 'mosquitto.log'}",
             "log_type error", "log_type warning", "log_type notice",
-            *_listener(ports.devices, server, devices, acl),
-            # The client id is the certificate's CN: no device can take over another's session.
-            "use_username_as_clientid true",
+            *(line for host in (HOST, *site_hosts)
+              for line in [*_listener(ports.devices, server, devices, acl, host),
+                           # The client id is the certificate's CN: no device can take
+                           # over another's session.
+                           "use_username_as_clientid true"]),
             *_listener(ports.controller, server, controller, controller_acl),
             "",
         ]).encode())
@@ -394,9 +405,10 @@ class Ports:
     controller: int
 
 
-def _listener(port: int, server: Identity, trust: tuple[Path, Path], acl: Path) -> list[str]:
+def _listener(port: int, server: Identity, trust: tuple[Path, Path], acl: Path,
+              host: str = HOST) -> list[str]:
     cafile, crlfile = trust
-    return [f"listener {port} {HOST}", "protocol mqtt", "allow_anonymous false",
+    return [f"listener {port} {host}", "protocol mqtt", "allow_anonymous false",
             f"acl_file {acl}", f"cafile {cafile}", f"crlfile {crlfile}",
             f"certfile {server.cert}", f"keyfile {server.key}",
             "require_certificate true", "use_identity_as_username true",
@@ -418,13 +430,13 @@ def wait_for_listener(port: int, pid: int, log: Path, timeout: float = 15.0) -> 
 # ---- the lab's broker and device daemons -----------------------------------------------
 
 def mqtt_settings(state: BrokerState, identity: Identity, interval: float,
-                  health_args: list[str] | None = None) -> dict[str, Any]:
+                  health_args: list[str] | None = None, endpoint: str = "") -> dict[str, Any]:
     """A device's ``etc/fleet/mqtt.json`` for an on-prem broker.
 
     ``health_args`` carries the fleet.yaml thresholds, so heartbeats judge
     health the way `fleet health` over SSH does.
     """
-    return {"mode": "broker", "endpoint": state.host, "port": state.port,
+    return {"mode": "broker", "endpoint": endpoint or state.host, "port": state.port,
             "ca": str(identity.ca), "cert": str(identity.cert), "key": str(identity.key),
             "topic_prefix": TOPIC_PREFIX, "heartbeat_s": interval,
             "health_args": list(health_args or [])}
@@ -442,8 +454,10 @@ class LabMqtt:
         self.settings_file = self.dir / "settings.json"  # what `lab up --mqtt` was given
 
     def up(self, devices: dict[str, Path], interval: float = DEFAULT_INTERVAL) -> BrokerState:
-        """Start the broker, give each device (name -> FLEET_ROOT) settings and a daemon."""
-        state = self.broker.start()
+        """Start the broker, give each device (name -> FLEET_ROOT) settings and a daemon.
+        Behind `lab up --link`, a device's daemon runs in its site's namespace and reaches
+        the broker across the site's link."""
+        state = self._start_for(tuple(sorted(set(self._uplinks().values()))))
         atomic_write_json(self.settings_file, {"heartbeat_s": interval})
         for name, root in sorted(devices.items()):
             if not Layout(root).device_json.exists():
@@ -451,6 +465,32 @@ class LabMqtt:
             self.configure(name, Layout(root), state, interval)
             self.start_daemon(name, root)
         return state
+
+    def _uplinks(self) -> dict[str, str]:
+        """Lab device -> the broker address it reaches over its site link (`--link` only)."""
+        from fleet.lab import Lab
+        from fleet.lab_net import LabNet
+
+        lab = Lab(self.project)
+        net = LabNet(lab.dir).state()
+        by_ns = {site.ns: site.host_addr for site in (net.sites.values() if net else [])}
+        return {name: by_ns[dev.netns] for name, dev in lab.devices().items()
+                if dev.netns in by_ns}
+
+    def _netns(self, name: str) -> str:
+        from fleet.lab import Lab
+
+        devices = Lab(self.project).devices()
+        return devices[name].netns if name in devices else ""
+
+    def _start_for(self, site_hosts: tuple[str, ...]) -> BrokerState:
+        """The broker, listening on every site link the lab has now (restarted if not)."""
+        current = self.broker.state()
+        if current is not None and self.broker.running() \
+                and not set(site_hosts) <= set(current.site_hosts):
+            self.broker.stop()
+            return self.broker.start(current.port, current.controller_port, site_hosts)
+        return self.broker.start(site_hosts=site_hosts)
 
     def follow_fault(self, name: str, root: Path, kind: str) -> None:
         """An offline lab device stops its heartbeats too; back online, they resume."""
@@ -483,7 +523,8 @@ class LabMqtt:
         from fleet.health import agent_flags
 
         atomic_write_json(layout.etc / "mqtt.json",
-                          mqtt_settings(state, identity, interval, agent_flags(self.project)))
+                          mqtt_settings(state, identity, interval, agent_flags(self.project),
+                                        endpoint=self._uplinks().get(name, "")))
 
     def revoke_identity(self, name: str) -> list[str]:
         """After ``fleet ca revoke``: also revoke what the lab broker's own CA gave `name`
@@ -500,14 +541,21 @@ class LabMqtt:
         return {k: int(v) for k, v in (read_json(self.daemons_file, default={}) or {}).items()}
 
     def start_daemon(self, name: str, root: Path) -> int:
+        from fleet.lab_net import runs_in
+
         running = self.daemons()
         if name in running and daemon_alive(running[name], root):
-            return running[name]
+            if runs_in(running[name], self._netns(name)):
+                return running[name]
+            self.stop_daemon(name, root)  # the device moved to or from a site link
+            running = self.daemons()
         agent = str(Path(sys.executable).parent / "fleet-agent")
         log = (root / ".lab").joinpath("daemon.out")
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as out:
-            proc = subprocess.Popen([agent, "daemon"], stdout=out, stderr=out,
+            from fleet.lab_net import inside
+
+            proc = subprocess.Popen(inside(self._netns(name), [agent, "daemon"]), stdout=out, stderr=out,
                                     stdin=subprocess.DEVNULL, start_new_session=True,
                                     env={**clean_env(), "FLEET_ROOT": str(root)})
         running[name] = proc.pid

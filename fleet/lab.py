@@ -43,7 +43,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from fleet_runtime import slots
 from fleet_runtime.layout import Layout, atomic_write_json, read_json
 
-from fleet import processes
+from fleet import lab_net, processes
 from fleet.errors import ConfigError, DeviceError, UsageError
 from fleet.project import Project
 from fleet.transport import controller_public_key, pin_host_key
@@ -75,6 +75,15 @@ class LabDevice:
     pid: int | None = None
     tags: list[str] = field(default_factory=list)
     rebooting: int | None = None  # PID of the detached reboot in progress
+    host: str = HOST  # its server's address: a site namespace's with `up --link`
+    netns: str = ""  # the site's network namespace with `up --link` (fleet.lab_net)
+
+
+def site_order(site: str) -> int:
+    """A site's index (its namespace number with `--link`), from its name."""
+    if site in SITE_NAMES:
+        return SITE_NAMES.index(site)
+    return int(site[4:]) - 1 if site.startswith("site") and site[4:].isdigit() else len(SITE_NAMES)
 
 
 def site_name(index: int) -> str:
@@ -157,16 +166,19 @@ class Lab:
 
     # ---- lifecycle ------------------------------------------------------------
     def up(self, sites: int | None = 3, per_site: int | None = 3, *, ssh: str | None = None,
-           factory: bool = False) -> list[LabDevice]:
+           factory: bool = False, link: str | None = None) -> list[LabDevice]:
         """Create missing devices (sites x per_site), start every SSH server, write the inventory.
 
         With neither size given, an existing lab restarts as it is (a new one gets 3 x 3), so
-        `fleet lab up --mqtt` never grows a lab that was made smaller."""
+        `fleet lab up --mqtt` never grows a lab that was made smaller. With `link` (a rate such
+        as "10mbit") each site sits behind its own shaped uplink."""
         if (sites is not None and sites < 1) or (per_site is not None and per_site < 1):
             raise UsageError("--sites and --devices-per-site must be at least 1")
         kind = ssh or default_ssh()
         if kind == "openssh":
             sshd_path()
+        if link is not None:
+            lab_net.check(link, factory or any(d.factory for d in self.devices().values()))
         with self._locked():
             devices = self.devices()
             if sites is None and per_site is None and devices:
@@ -178,10 +190,27 @@ class Lab:
                         devices[name] = self._create(name, site_name(s), kind, factory)
                     devices[name].ssh = kind
             self._save(devices)
+        self._place({d.site: site_order(d.site) for d in devices.values()}, link)
         for name in devices:
             self.start(name)
         self.write_inventory()
         return list(self.devices().values())
+
+    def _place(self, sites: dict[str, int], link: str | None) -> None:
+        """Put each device where this `up` wants it: its site's namespace, or loopback.
+        A device that moves is stopped first; a lab going back to loopback loses its links."""
+        net = lab_net.LabNet(self.dir)
+        where = {s: ("", HOST) for s in sites}
+        if link is not None:
+            state = net.up(sites, link)
+            where = {s: (state.sites[s].ns, state.sites[s].site_addr) for s in sites}
+        for name, dev in self.devices().items():
+            want = where.get(dev.site, ("", HOST))
+            if (dev.netns, dev.host) != want:
+                self.stop(name)
+                self.update(name, netns=want[0], host=want[1], port=0)  # start() picks it
+        if link is None and net.state() is not None:
+            net.down()
 
     def _create(self, name: str, site: str, ssh: str, factory: bool) -> LabDevice:
         serial = "EF" + hashlib.sha256(f"{site}/{name}".encode()).hexdigest()[:10].upper()
@@ -225,7 +254,9 @@ class Lab:
         if dev.offline or self.running(dev) or not host_key_path(self.layout(name)).exists():
             return
         old_port = dev.port
-        if not dev.port or not port_free(dev.port):
+        if dev.netns:  # only this site's servers listen in its namespace: the port is ours
+            dev.port = lab_net.ssh_port(dev.name)
+        elif not dev.port or not port_free(dev.port):
             dev.port = free_port()
         dev = self.update(name, port=dev.port, pid=self._spawn(dev))
         assert dev.pid is not None
@@ -236,13 +267,14 @@ class Lab:
                 self.write_inventory()
         else:
             pub = host_key_path(self.layout(name)).with_suffix(".pub").read_text()
-            pin_host_key(self.project.known_hosts, HOST, dev.port, pub)
-        wait_for_port(dev.port, dev.pid, self.root(name) / ".lab/ssh.log")
+            pin_host_key(self.project.known_hosts, dev.host, dev.port, pub)
+        wait_for_port(dev.port, dev.pid, self.root(name) / ".lab/ssh.log", host=dev.host)
 
     def _spawn(self, dev: LabDevice) -> int:
         root = self.root(dev.name)
         (root / ".lab").mkdir(parents=True, exist_ok=True)
         argv = (self._openssh_argv(dev) if dev.ssh == "openssh" else self._asyncssh_argv(dev))
+        argv = lab_net.inside(dev.netns, argv)
         log = (root / ".lab/ssh.log").open("ab")
         proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                                 start_new_session=True, env=self._device_env(dev))
@@ -266,7 +298,7 @@ class Lab:
         env = self._device_env(dev)
         config = root / ".lab/sshd_config"
         config.write_text("\n".join([
-            f"Port {dev.port}", f"ListenAddress {HOST}",
+            f"Port {dev.port}", f"ListenAddress {dev.host}",
             f"HostKey {host_key_path(lay)}",
             f"AuthorizedKeysFile {lay.ssh_dir / 'authorized_keys'}",
             f"PidFile {root / '.lab/sshd.pid'}",
@@ -281,7 +313,7 @@ class Lab:
 
     def _asyncssh_argv(self, dev: LabDevice) -> list[str]:
         lay = self.layout(dev.name)
-        return [sys.executable, "-m", "fleet.lab_sshd", "--port", str(dev.port),
+        return [sys.executable, "-m", "fleet.lab_sshd", "--host", dev.host, "--port", str(dev.port),
                 "--host-key", str(host_key_path(lay)),
                 "--authorized-keys", str(lay.ssh_dir / "authorized_keys")]
 
@@ -307,6 +339,7 @@ class Lab:
                 stopped += 1
             self.stop(name)
         stopped += self._stop_strays(reboots_only=False)
+        lab_net.LabNet(self.dir).down()  # by name prefix: also what a killed `up` left
         if self.file.exists():
             with self._locked():
                 devices = self.devices()
@@ -472,7 +505,7 @@ class Lab:
                 "name": name, "site": dev.site, "port": dev.port, "ssh": dev.ssh,
                 "running": self.running(dev), "provisioned": lay.device_json.exists(),
                 "software": slots.software_version(lay), "slot": slots.active_slot(lay),
-                "faults": self.faults(name), "root": str(lay.root),
+                "faults": self.faults(name), "root": str(lay.root), "host": dev.host,
             })
         return rows
 
@@ -480,7 +513,7 @@ class Lab:
 def host_entry(dev: LabDevice, agent: str) -> dict[str, Any]:
     data: dict[str, Any] = {"site": dev.site, "serial": dev.serial, "hardware": dev.hardware,
                             "arch": dev.arch, "tags": list(dev.tags), "agent": agent}
-    return {"hostname": HOST, "port": dev.port, "groups": [f"site-{dev.site}"], "data": data}
+    return {"hostname": dev.host, "port": dev.port, "groups": [f"site-{dev.site}"], "data": data}
 
 
 def host_key_path(lay: Layout) -> Path:
@@ -535,5 +568,5 @@ def pid_is(pid: int, marker: str, kind: str) -> bool:
     return processes.pid_runs(pid, "sshd" if kind == "openssh" else "fleet.lab_sshd", marker)
 
 
-def wait_for_port(port: int, pid: int, log: Path, timeout: float = 15.0) -> None:
-    processes.wait_for_port(port, pid, log, "lab SSH server", timeout)
+def wait_for_port(port: int, pid: int, log: Path, timeout: float = 15.0, host: str = HOST) -> None:
+    processes.wait_for_port(port, pid, log, "lab SSH server", timeout, host=host)

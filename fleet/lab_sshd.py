@@ -2,7 +2,7 @@
 
 Behaves like the sshd the lab configures: public-key auth against one
 authorized_keys file, commands run through ``/bin/sh -c`` with the device's
-environment (FLEET_ROOT, PATH), SFTP for uploads. Loopback only.
+environment (FLEET_ROOT, PATH), SFTP for uploads. Listens on loopback, or on a lab site's namespace address.
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ async def _run_command(process: asyncssh.SSHServerProcess) -> None:  # type: ign
     process.exit(await proc.wait())
 
 
-async def serve(port: int, host_key: str, authorized_keys: str) -> None:
+async def serve(host: str, port: int, host_key: str, authorized_keys: str) -> None:
     await asyncssh.listen(
-        "127.0.0.1", port, server_host_keys=[host_key], authorized_client_keys=authorized_keys,
+        host, port, server_host_keys=[host_key], authorized_client_keys=authorized_keys,
         server_factory=_Server, process_factory=_run_command, encoding=None,
         sftp_factory=True, allow_scp=True,
     )
@@ -48,12 +48,13 @@ async def serve(port: int, host_key: str, authorized_keys: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="fleet.lab_sshd")
+    parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host-key", required=True)
     parser.add_argument("--authorized-keys", required=True)
     args = parser.parse_args(argv)
     try:
-        asyncio.run(serve(args.port, args.host_key, args.authorized_keys))
+        asyncio.run(serve(args.host, args.port, args.host_key, args.authorized_keys))
     except KeyboardInterrupt:
         sys.exit(0)
 

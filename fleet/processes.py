@@ -90,12 +90,13 @@ def terminate(pid: int, timeout: float = 5.0) -> None:
     reap(pid)
 
 
-def wait_for_port(port: int, pid: int, log: Path, what: str, timeout: float = 15.0) -> None:
+def wait_for_port(port: int, pid: int, log: Path, what: str, timeout: float = 15.0,
+                  host: str = HOST) -> None:
     """Poll (bounded) until `port` accepts connections; report the server's log if it died."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with socket.create_connection((HOST, port), timeout=0.5):
+            with socket.create_connection((host, port), timeout=0.5):
                 return
         except OSError:
             reap(pid)

@@ -331,13 +331,27 @@ def _collect(chan: paramiko.Channel, device: str, what: list[str], timeout: floa
             if on_stderr_line:
                 pending = _lines(pending + data, on_stderr_line)
         if not got:
-            if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+            if _all_received(chan):
                 break
             if time.monotonic() > deadline:
                 raise DeviceError(f"{device}: `{shlex.join(what)}` timed out after {timeout:.0f}s",
                                   fix="raise ssh.command_timeout in fleet.yaml or check the device")
-            chan.status_event.wait(0.05)
+            if chan.status_event.is_set():
+                time.sleep(0.02)  # exited, output still on its way: poll, do not spin
+            else:
+                chan.status_event.wait(0.05)
     return ExecResult(chan.recv_exit_status(), bytes(out), bytes(err))
+
+
+def _all_received(chan: paramiko.Channel) -> bool:
+    """The command exited and its output is all here. sshd sends the exit status as soon
+    as the command exits, possibly ahead of output still queued behind a slow or
+    congested link, so wait for the channel's EOF too (as OpenSSH's client does; the
+    command timeout bounds it). No quiet period stands in for EOF: on a shared uplink a
+    stream can stall for many seconds and still be incomplete."""
+    if not chan.exit_status_ready() or chan.recv_ready() or chan.recv_stderr_ready():
+        return False
+    return bool(chan.eof_received or chan.closed)
 
 
 def _lines(buffer: bytes, sink: Callable[[bytes], None]) -> bytes:

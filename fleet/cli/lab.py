@@ -27,8 +27,13 @@ def up(ctx: typer.Context,
        factory: Annotated[bool, typer.Option(help="new devices are unprovisioned (need USB first boot)")] = False,
        mqtt: Annotated[bool, typer.Option(help="also run a mosquitto broker (mutual TLS) and each device's heartbeat daemon")] = False,
        heartbeat: Annotated[float, typer.Option(help="seconds between heartbeats with --mqtt")] = 10.0,
+       link: Annotated[str, typer.Option(help="put each site behind its own shaped uplink of this rate, e.g. 10mbit (needs root, ip, tc)")] = "",
        json: o.Json = False) -> None:
-    """Create (or restart) the lab: one SSH server per device, inventory in inventories/lab."""
+    """Create (or restart) the lab: one SSH server per device, inventory in inventories/lab.
+
+    With --link RATE each site gets its own network namespace joined to this one by a
+    veth pair shaped to RATE each way (plus a netem delay where the kernel has it);
+    `fleet lab down` removes them. Without --link the lab is on loopback."""
     from fleet.lab import Lab
 
     a = app_of(ctx)
@@ -37,7 +42,7 @@ def up(ctx: typer.Context,
     with a.guarded(), a.err.status("starting lab devices…"):
         lab = Lab(a.project)
         existing = set(lab.devices())
-        lab.up(sites, devices_per_site, ssh=ssh or None, factory=factory)
+        lab.up(sites, devices_per_site, ssh=ssh or None, factory=factory, link=link or None)
         _say_created(a, sorted(set(lab.devices()) - existing), factory)
         if mqtt:
             from fleet.broker import LabMqtt
@@ -148,14 +153,23 @@ def _say_created(a: Application, created: list[str], factory: bool) -> None:
 
 def _show_status(a: Application, json: bool) -> None:
     from fleet.lab import Lab
+    from fleet.lab_net import LabNet, link_summary
     from fleet.render import grouped_table
 
-    rows = Lab(a.project).status()
+    lab = Lab(a.project)
+    rows = lab.status()
+    link = link_summary(LabNet(lab.dir).state())
     if json:
-        a.output_json({"devices": rows})
+        a.output_json({"devices": rows, "link": link})
         return
-    table_rows = [{**r, "device": r["name"], "server": f"{r['ssh']}:{r['port']}" if r["running"] else "down",
+    if link:
+        a.display_info(f"link: {link['describe']}")
+    table_rows = [{**r, "device": r["name"], "server": f"{r['ssh']}:{_addr(r)}" if r["running"] else "down",
                    "faults": ",".join(r["faults"]) or "-",
                    "state": "ready" if r["provisioned"] else "factory"} for r in rows]
     a.output(grouped_table(f"lab: {len(rows)} devices", ["Site", "Device", "Server", "State",
                                                          "Software", "Slot", "Faults"], table_rows))
+
+
+def _addr(row: dict[str, object]) -> str:
+    return str(row["port"]) if row["host"] == "127.0.0.1" else f"{row['host']}:{row['port']}"
