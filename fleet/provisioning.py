@@ -371,11 +371,24 @@ def _finalize(project: Project, ca: pki.FleetCA, report: BuildReport) -> None:
         pins = {
             known_hosts_name(b.spec.hostname, b.spec.port): b.host_key
             for b in report.built
-            if b.replacing == beside
+            if _beside(project, b) == beside
         }
         if pins:
             pin_host_keys(project.known_hosts, pins, beside=beside)
     ca.append_index([b.issued for b in report.built])
+
+
+def _beside(project: Project, built: BuiltArchive) -> bool:
+    """Pin the new host key beside the old one (pending) rather than in its place?
+
+    Always for --replace-identity. Also when a key is already pinned for the host: the
+    registry says AWAITING_PROVISIONING until `devices register`, but the box may have
+    booted the earlier archive meanwhile and answer with that key; replacing it locked
+    the controller out (HOST KEY CHANGED).
+    """
+    name = known_hosts_name(built.spec.hostname, built.spec.port)
+    settled = [f for f in pinned_lines(project.known_hosts, name) if f[3:] != [PENDING]]
+    return built.replacing or bool(settled)
 
 
 def provisioned_devices(project: Project, names: list[str]) -> set[str]:

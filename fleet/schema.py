@@ -104,6 +104,12 @@ def load_yaml(path: Path) -> Any:
         raise ConfigError(f"invalid YAML: character {exc.character!r} is not allowed "
                           f"(offset {exc.position})", where=str(path),
                           fix="remove it, or quote it as an escape") from exc
+    except (ValueError, KeyError, OverflowError) as exc:
+        # ruamel's constructors raise these on a scalar they cannot build: a date
+        # that does not exist (2026-13-01), an int past Python's 4300-digit limit,
+        # `!!int xyz` or `!!bool maybe`.
+        raise ConfigError(f"invalid YAML value: {' '.join(str(exc).split())[:200]}",
+                          where=str(path), fix="quote the value, or correct it") from exc
     except YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)

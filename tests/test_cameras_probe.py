@@ -211,3 +211,41 @@ def _state_files(lab: Lab) -> list[Path]:
     """Everything the controller and the lab devices wrote: databases, WAL, logs, state."""
     root = lab.project.root / ".fleet"
     return [p for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
+
+
+@pytest.mark.parametrize("retry_after", ["\u00b2", "\u0663", "1.5", ""])
+def test_a_busy_camera_with_an_odd_retry_after_is_an_error_not_a_traceback(
+        retry_after: str) -> None:
+    """str.isdigit() takes "²", which float() refuses: a camera answering 503 with it made
+    the probe raise ValueError (an internal error for every camera of the request)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    stop = threading.Event()
+
+    def busy() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn = listener.accept()[0]
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                head = b""
+                while b"\r\n\r\n" not in head and (chunk := conn.recv(4096)):
+                    head += chunk
+                cseq = next((ln.split(":", 1)[1].strip() for ln in head.decode().split("\r\n")
+                             if ln.lower().startswith("cseq:")), "1")
+                conn.sendall(f"RTSP/1.0 503 Service Unavailable\r\nCSeq: {cseq}\r\n"
+                             f"Retry-After: {retry_after}\r\n\r\n".encode())
+
+    thread = threading.Thread(target=busy, daemon=True)
+    thread.start()
+    try:
+        result = probe(f"rtsp://127.0.0.1:{listener.getsockname()[1]}/busy", timeout=3)
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+    assert result.rtsp_status == 503 and "503" in result.detail, result

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 import subprocess
+import sys
 import zipfile
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -93,10 +95,14 @@ def test_host_key_is_pinned_at_build_time(factory: Factory) -> None:
     pub = members_of(built.path)["ssh_host_ed25519_key.pub"].decode().split()[:2]
     assert f"[127.0.0.1]:2201 {' '.join(pub)}" in lines
     assert any(ln.startswith("127.0.0.1 ssh-ed25519 ") for ln in lines)  # port 22: bare host
-    rebuilt = factory.build(port=2201)  # a new archive replaces the old pin, never adds one
-    lines = factory.project.known_hosts.read_text().splitlines()
-    assert sum(ln.startswith("[127.0.0.1]:2201 ") for ln in lines) == 1
-    assert rebuilt.host_key.split()[1] in factory.project.known_hosts.read_text()
+    # A new archive pins its key beside the first (the box may have booted the first
+    # archive already), as pending; a third replaces that pending key, never piles up.
+    factory.build(port=2201)
+    rebuilt = factory.build(port=2201)
+    lines = [ln for ln in factory.project.known_hosts.read_text().splitlines()
+             if ln.startswith("[127.0.0.1]:2201 ")]
+    assert lines == [f"[127.0.0.1]:2201 {' '.join(pub)}",
+                     f"[127.0.0.1]:2201 {' '.join(rebuilt.host_key.split()[:2])} edgefleet-pending"]
     assert stat.S_IMODE(factory.project.known_hosts.stat().st_mode) == 0o600
 
 
@@ -705,3 +711,29 @@ def test_provision_all_leaves_provisioned_devices_alone_until_replace_identity(
     port = factory_lab.device("berlin-01").port
     assert _pins(factory_lab, "berlin-01") == [
         f"[127.0.0.1]:{port} {' '.join(new_key.split()[:2])}"]
+
+
+def test_provision_all_again_keeps_a_box_that_booted_its_drive_reachable(
+    factory_lab: Lab, tmp_path: Path
+) -> None:
+    """A real box provisions itself from its drive and nothing tells the controller: the
+    registry still says AWAITING_PROVISIONING until `devices register`. Running
+    `provision all` again in that window (say, for a new device) replaced the pinned
+    host key the box now answers with: HOST KEY CHANGED on every later command."""
+    root = factory_lab.project.root
+    drive = tmp_path / "usb"
+    drive.mkdir()
+    assert run_cli(root, "provision", "usb", "berlin-01", "--mount", str(drive), "--force",
+                   env=ENV).exit_code == 0
+    factory_lab.stop("berlin-01")  # the box's own first boot, as on real hardware
+    agent = Path(sys.executable).parent / "fleet-agent"
+    booted = subprocess.run([str(agent), "provision", "--usb", str(drive)], text=True,
+                            capture_output=True, timeout=120,
+                            env={**os.environ, "FLEET_ROOT": str(factory_lab.root("berlin-01"))})
+    assert booted.returncode == 0, booted.stdout + booted.stderr
+    factory_lab.reboot("berlin-01")
+    assert _reachable(factory_lab, "berlin-01")
+
+    again = run_cli(root, "provision", "all", "-i", "lab", "--json", env=ENV)
+    assert again.exit_code == 0, again.stderr
+    assert _reachable(factory_lab, "berlin-01")

@@ -103,3 +103,24 @@ def test_a_fifo_in_place_of_an_inventory_file_does_not_block(fw_project: Project
     os.mkfifo(groups)
     res = fleet(fw_project.root, "inventory", "list", "-i", "example")
     assert res.returncode == 2 and "is not a regular file" in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["2026-13-45", "!!int xyz", "!!bool maybe", "1" * 5000],
+    ids=["no-such-date", "int-tag", "bool-tag", "long-int"],
+)
+def test_a_value_yaml_cannot_build_is_one_line_and_exit_2(tmp_path: Path, value: str) -> None:
+    # ruamel raises ValueError or KeyError, not a YAMLError, for these: a traceback before.
+    (tmp_path / "fleet.yaml").write_text(f"install_by: {value}\n")
+    res = run_cli(tmp_path, "inventory", "list")
+    assert res.exit_code == 2, res.stderr
+    assert "invalid YAML value" in res.stderr and "fleet.yaml" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_a_policy_file_with_a_date_that_does_not_exist_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text("max_failures: 1\nnot_before: 2026-02-30\n")
+    with pytest.raises(ConfigError, match=r"invalid YAML value: day is out of range"):
+        load_policy(path)

@@ -49,6 +49,7 @@ class OtaWork:
     health_flags: list[str] = field(default_factory=list)
     progress: Progress | None = None
     cancelled: set[str] = field(default_factory=set)
+    fell_back: dict[str, str] = field(default_factory=dict)  # device -> why it is not redone
 
     @classmethod
     def for_bundle(cls, project: Project, bundle: Path, progress: Progress | None = None
@@ -78,6 +79,8 @@ class OtaWork:
         # itself, which is safer than leaving a slot armed for the next boot.
         if device in self.cancelled and step in SAFE_TO_STOP and fields.get("status") == "start":
             raise Cancelled(f"{device}: stopped before {step}: past device_timeout")
+        if device in self.fell_back and step in ("upload", "install"):
+            raise Cancelled(self.fell_back[device])
         if self.progress is not None:
             self.progress(device, step, fields)
 
@@ -134,7 +137,27 @@ class OtaWork:
                                      timeout=INSTALL_WAIT_S + 30.0)
         if slots["state"] != "idle":
             return Result(task.host, failed=True, result=f"slot state {slots['state']}")
+        self._note_fallback(task.host.name, slots)
         return self.full_gate(task)
+
+    def _note_fallback(self, device: str, slots: dict[str, Any]) -> None:
+        """A device whose trial boots of this very bundle ran out while no controller
+        watched fell back by itself: the controller that died would have counted it
+        failed, so resume does too instead of installing the bundle a second time."""
+        from fleet_runtime.slots import FALLBACK_REASON
+
+        from fleet.ota import read_target
+
+        digest = read_target(self.bundle).digest
+        for name, record in (slots.get("slots") or {}).items():
+            if (name != slots.get("active") and isinstance(record, dict)
+                    and record.get("manifest_sha256") == digest
+                    and record.get("status") == "failed"
+                    and record.get("reason") == FALLBACK_REASON):
+                self.fell_back[device] = (
+                    f"fell back by itself from {self.version} (slot {name}: {FALLBACK_REASON}) "
+                    "while the controller was down; not installed again: "
+                    "`fleet ota retry --failed` tries it again")
 
     def probe(self, nr: Nornir) -> Callable[[Host], bool]:
         """``probe(host) -> bool``: does the device answer SSH with its pinned key now? The

@@ -657,6 +657,8 @@ def trusted_fingerprints(layout: Layout) -> tuple[str, ...]:
     try:
         text = path.read_bytes().decode("ascii")
     except FileNotFoundError:
+        if path.is_symlink():  # a link to nothing is a damaged anchor, not a missing one
+            raise _bad_anchor(path, "a link to a missing file") from None
         return ()
     except (OSError, UnicodeDecodeError) as exc:
         raise _bad_anchor(path, f"unreadable ({getattr(exc, 'strerror', None) or exc})") from None

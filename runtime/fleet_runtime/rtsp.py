@@ -297,7 +297,8 @@ def _classify(answer: Response, scheme: str | None, had_credentials: bool) -> Pr
             f"DESCRIBE answered {code} {answer.reason[:80]}",
             rtsp_status=code,
             auth=scheme,
-            retry_after=min(1.0, float(retry)) if retry.isdigit() else 0.25,
+            # ASCII digits only: str.isdigit() also takes "²", which float() refuses.
+            retry_after=min(1.0, float(retry)) if retry.isascii() and retry.isdigit() else 0.25,
         )
     found = sdp_codecs(answer.body.decode("utf-8", "replace"))
     video = [codec for kind, codec in found if kind == "video"]

@@ -433,6 +433,10 @@ def _boot_event(doc: dict[str, Any]) -> Event:
     return Event.BOOT
 
 
+# A slot's reason when its trial boots ran out; resume reads it to tell a fallback apart.
+FALLBACK_REASON = "no commit within its trial boots"
+
+
 def _boot_changes(doc: dict[str, Any], event: Event) -> dict[str, Any]:
     slots = dict(doc["slots"])
     if event is Event.DISCARD:
@@ -444,8 +448,7 @@ def _boot_changes(doc: dict[str, Any], event: Event) -> dict[str, Any]:
         return {"slots": slots, "active": doc["pending"], "trials_left": doc["trials_left"] - 1}
     if event is Event.FALLBACK:
         failed = doc["active"] if doc["active"] != doc["committed_slot"] else doc["pending"]
-        slots[failed] = {**_record(doc, failed), "status": "failed",
-                         "reason": "no commit within its trial boots"}
+        slots[failed] = {**_record(doc, failed), "status": "failed", "reason": FALLBACK_REASON}
         error = {"at": time.time(), "code": "fallback",
                  "message": f"slot {failed} was not committed after its trial boots"}
         return {"slots": slots, "active": doc["committed_slot"], "pending": None,

@@ -268,3 +268,28 @@ def test_retry_waits_for_a_device_the_dead_controller_left_rebooting(lab1):
     assert proc.wait(120) == 0, proc.stderr.read().decode() if proc.stderr else ""
     assert journal.report().devices["berlin-01"].outcome == "succeeded"
     assert_committed_once(lab1, "berlin-01")
+
+
+def test_resume_counts_a_device_that_fell_back_by_itself_as_failed_not_installs_again(lab1):
+    """The controller died while the device was on its trial boots, and they ran out: the
+    device fell back to its old version by itself. The controller that watched would have
+    counted it failed; resume installed the bundle a second time and called it succeeded.
+    `retry --failed` is the operator's way to try that image again."""
+    bundle = build(lab1)
+    journal = interrupted_in_check(lab1, bundle)
+    on_device(lab1, "berlin-01", "install", str(bundle), "--activate")
+    lab1.fault("berlin-01", "fallback")
+    lab1.reboot("berlin-01")
+    doc = boot_state(lab1, "berlin-01")
+    assert doc["state"] == "idle" and doc["slots"][doc["active"]]["version"] == "1.0.0", doc
+
+    res = run_cli(lab1.project.root, "ota", "resume", journal.id)
+    assert res.exit_code == 1, res.stdout + res.stderr
+    device = journal.report().devices["berlin-01"]
+    assert device.outcome == "failed" and "fell back" in device.reason, device
+    assert device_installs(lab1, "berlin-01") == 1  # on the device: no second install
+    assert "ota.install" not in steps_after_resume(journal, "berlin-01")
+
+    res = run_cli(lab1.project.root, "ota", "retry", journal.id, "--failed")
+    assert res.exit_code == 0, res.stdout + res.stderr
+    assert versions(lab1) == {"berlin-01": "1.1.0"}

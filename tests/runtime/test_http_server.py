@@ -3,8 +3,10 @@ and idle connections can neither pile up threads nor stay open for ever."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import select
 import socket
 import stat
 import subprocess
@@ -146,6 +148,33 @@ def test_an_idle_connection_is_closed() -> None:
             sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # then silence
             data = _recv_all(sock)  # the answer, then the end once the connection has idled
             assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"}\n")
+    finally:
+        srv.stop()
+
+
+def test_a_request_head_trickled_a_byte_at_a_time_is_cut_off() -> None:
+    # Slowloris: each byte comes well inside the idle timeout, so the idle timeout alone
+    # never fires, and 64 such clients held every slot for ever. The whole head must
+    # arrive within the idle timeout.
+    srv, _ = serve(TOKEN, idle_timeout=0.5, max_connections=1)
+    try:
+        with socket.create_connection(("127.0.0.1", srv.port)) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            cut = False
+            for _ in range(600):  # 60 s of trickling, 120 times the server's limit
+                try:
+                    sock.sendall(b"X")
+                except OSError:  # reset: the server has closed it
+                    cut = True
+                    break
+                readable, _w, _x = select.select([sock], [], [], 0.1)
+                if readable:
+                    cut = True
+                    break
+            assert cut, "a request head trickled for 60 s kept its connection"
+            with contextlib.suppress(ConnectionResetError):
+                assert not sock.recv(4096).startswith(b"HTTP/1.1 200")
+        assert request(srv.port, "/health", "GET")[0] == 200  # its slot is free again
     finally:
         srv.stop()
 

@@ -503,3 +503,28 @@ def test_a_strict_anchor_still_allows_a_rotated_ca(
     pin(device, f"sha256:{'0' * 64}\n{factory.ca.fingerprint}\n")
     shutil.copy(factory.build().path, drive)
     assert agent(capsys, "provision", "--usb", str(drive))["trust"] == "pinned"
+
+
+def test_an_anchor_that_is_a_dangling_link_refuses_every_archive(
+    factory: Factory, device: Layout, drive: Path, capsys
+) -> None:
+    # Only a missing anchor means "not pinned"; a link to nothing (a partition not
+    # mounted, a damaged root) was read as missing and let any CA provision the box.
+    anchor = fmt.trust_anchor_path(device)
+    anchor.parent.mkdir(parents=True)
+    anchor.symlink_to(device.root / "mnt/factory/fleet-ca.sha256")
+    shutil.copy(factory.build().path, drive)
+    answer = agent(capsys, "provision", "--usb", str(drive))
+    assert answer["error"]["code"] == "bad-anchor", answer
+    assert not device.device_json.exists()
+
+
+@pytest.mark.parametrize("manifest", [b"[]", b'"x"', b"3", b"null"])
+def test_another_archive_whose_manifest_is_not_an_object_does_not_stop_this_one(
+    manifest: bytes, factory: Factory, device: Layout, drive: Path, capsys
+) -> None:
+    shutil.copy(factory.build("cam-01", serial="SN-0001").path, drive)
+    members = members_of(factory.build("cam-02", serial="SN-0002", port=2223).path)
+    members[fmt.MANIFEST] = manifest  # was AttributeError: internal-error, nothing provisioned
+    write_zip(drive / "edgefleet-cam-02.zip", members)
+    assert agent(capsys, "provision", "--usb", str(drive))["device"] == "cam-01"

@@ -217,10 +217,11 @@ def _manifest_serial(path: Path) -> str | None:
 
     try:
         _, members = fmt.read_archive(path)
-        serial = json.loads(members[fmt.MANIFEST]).get("serial")
-        return str(serial) if serial is not None else None
+        manifest = json.loads(members[fmt.MANIFEST])
     except (fmt.ProvisioningError, KeyError, ValueError, OSError):
         return None
+    serial = manifest.get("serial") if isinstance(manifest, dict) else None  # the drive's choice
+    return str(serial) if serial is not None else None
 
 
 def apply(plan: list[tuple[Path, bytes, int]]) -> list[Path]:

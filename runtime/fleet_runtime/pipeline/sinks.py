@@ -14,6 +14,7 @@ refused, connections are capped and an idle one is closed after ``idle_timeout``
 from __future__ import annotations
 
 import hmac
+import io
 import json
 import logging
 import queue
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from socket import socket
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 log = logging.getLogger("fleet_runtime.sinks")
@@ -205,6 +206,32 @@ def _refuse_busy(request: socket) -> None:
         pass
 
 
+class _HeadDeadline(io.RawIOBase):
+    """The connection's reading side; while a request head is awaited, it must arrive by a deadline.
+
+    A client trickling its head a byte at a time never idles, so the idle timeout
+    alone let 64 such clients hold every slot for ever (slowloris). Each receive
+    waits at most the time left; past the deadline it raises TimeoutError, which
+    the stdlib handler answers by closing the connection.
+    """
+
+    def __init__(self, sock: socket, idle: float) -> None:
+        super().__init__()
+        self.sock, self.idle = sock, idle
+        self.deadline: float | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the request head did not arrive in time")
+            self.sock.settimeout(min(left, self.idle))
+        return self.sock.recv_into(buffer)
+
+
 class HttpServer:
     """The runtime's local HTTP endpoint; ``start`` binds, ``port`` is the bound port."""
 
@@ -257,10 +284,27 @@ class _Handler(BaseHTTPRequestHandler):
     closing: threading.Event
     token: str | None
     loopback_only: bool
+    timeout: ClassVar[float] = IDLE_TIMEOUT  # idle limit per receive and for a whole request head
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         log.debug("http: " + format, *args)
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()
+        self._head = _HeadDeadline(self.connection, self.timeout)
+        self.rfile = io.BufferedReader(self._head)
+
+    def handle_one_request(self) -> None:
+        self._head.deadline = time.monotonic() + self.timeout  # request line and headers
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        ok = super().parse_request()  # has read the headers
+        self._head.deadline = None
+        self.connection.settimeout(self.timeout)  # idle timeout again, for the answer
+        return ok
 
     def _cross_origin(self) -> bool:
         """A browser names the page's origin; a page of another site must not drive us.
