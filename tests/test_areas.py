@@ -42,7 +42,8 @@ def test_make_test_fast_starts_no_lab_and_no_crash_marathon(tmp_path: Path) -> N
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
          "-m", found.group(1), "tests/rollout/test_rollout_crash.py",
-         "tests/rollout/test_update.py", str(tmp_path / "test_marathon.py")],
+         "tests/rollout/test_update.py", "tests/test_json_output.py::test_json_output_of_every_command",
+         str(tmp_path / "test_marathon.py")],
         cwd=TESTS.parent, capture_output=True, text=True, check=False, timeout=300,
     )
     assert "::" not in proc.stdout, proc.stdout  # every test there starts a lab
