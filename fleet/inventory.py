@@ -105,8 +105,20 @@ def inventory_dir(project: Project, name_or_path: str | None) -> Path:
         known = sorted(p.name for p in project.inventories.glob("*") if (p / "hosts.yaml").exists())
         hint = "run `fleet lab up` to create the lab inventory" if name == "lab" else (
             f"known inventories: {', '.join(known) or 'none'}")
+        above = _enclosing_project(project.root, name)
+        if above is not None:
+            # `fleet lab up` here would start a second lab inside the project: point up instead.
+            hint = f"the project is {above}: cd there, or pass --project {above}"
         raise ConfigError(f"inventory '{name}' not found", where=str(path), fix=hint)
     return path
+
+
+def _enclosing_project(root: Path, name: str) -> Path | None:
+    """The nearest folder above ``root`` that holds inventory ``name`` (a user in a subfolder)."""
+    for parent in root.parents:
+        if (parent / "inventories" / name / "hosts.yaml").exists():
+            return parent
+    return None
 
 
 def check(directory: Path) -> list[str]:

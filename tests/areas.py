@@ -28,7 +28,8 @@ SERVER_FIXTURES = frozenset({
     "still_face_video", "face_video", "factory",
 })
 # What a module does by itself that makes it slow, whatever fixtures its tests use.
-SERVER_CALLS = ("start_lab(", '"lab", "up"', "subprocess", "Runner(", "RuntimeProcess")
+SERVER_CALLS = ("start_lab(", "lab_project(", '"lab", "up"', 'Step("lab up"', "subprocess",
+                "Runner(", "RuntimeProcess")
 
 
 def _module_starts_servers(path: Path, cache: dict[Path, bool]) -> bool:

@@ -73,7 +73,8 @@ def list_(
     if json:
         a.output_json({"devices": devices})
         return
-    a.output(grouped_table(f"{len(devices)} devices", COLUMNS, [_row(d) for d in devices]))
+    a.output(grouped_table(f"{len(devices)} devices", COLUMNS, [_row(d) for d in devices],
+                           whole=("Device", "Serial", "Last seen")))
 
 
 @app.command()

@@ -32,7 +32,8 @@ def list_(ctx: typer.Context, inventory: o.Inventory = None, site: o.Site = None
              "arch": h["data"].get("arch", ""), "tags": ",".join(h["data"].get("tags") or [])}
             for h in hosts]
     a.output(grouped_table(f"{len(rows)} devices", ["Site", "Device", "Address", "Serial",
-                                                    "Hardware", "Arch", "Tags"], rows))
+                                                    "Hardware", "Arch", "Tags"], rows,
+                           whole=("Device", "Address", "Serial", "Hardware")))
 
 
 @app.command("check")

@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
 
     validate = sub.add_parser(
@@ -87,20 +88,38 @@ def _parser() -> argparse.ArgumentParser:
         "fetch", help="put every model file the application needs in place (PyPI, or its"
         " build_model.py)"
     )
-    fetch.add_argument("app", type=Path, help="application directory")
+    fetch.add_argument("app", type=_existing, help="application directory")
     fetch.add_argument("--json", action="store_true")
     fetch.set_defaults(handler=cmd_models_fetch)
 
     bench = sub.add_parser(
         "bench", help="frames/s of a model (raw session loop) or of an application (whole pipeline)"
     )
-    bench.add_argument("target", type=Path, help="a .onnx model or an application directory")
+    bench.add_argument(
+        "target", type=_existing, help="a .onnx model or an application directory"
+    )
     bench.add_argument("--frames", type=_number(int, at_least=1), default=200)
     bench.add_argument("--json", action="store_true")
     bench.add_argument("--override", type=Path)
     _source_args(bench)
     bench.set_defaults(handler=cmd_bench)
     return parser
+
+
+def _version() -> str:
+    """The same line as `fleet-agent --version`: this package ships both."""
+    from fleet_runtime import __version__
+    from fleet_runtime.agent.protocol import PROTOCOL
+
+    return f"fleet-runtime {__version__} (agent protocol {PROTOCOL})"
+
+
+def _existing(text: str) -> Path:
+    """An argparse type: a path that exists; a typo is a usage error (exit 2), as in `fleet`."""
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text} does not exist; check the path")
+    return path
 
 
 def _number(
@@ -131,7 +150,8 @@ def _number(
 
 def _app_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "app", type=Path, help="application directory (graphs/<name>/graph.json, packages/)"
+        "app", type=_existing,
+        help="application directory (graphs/<name>/graph.json, packages/)",
     )
     parser.add_argument(
         "--override", type=Path, help="override.json: bind cameras, override parameters"

@@ -107,6 +107,24 @@ def test_out_of_range_numbers_are_refused_before_anything_runs(
     assert result.stderr.strip().splitlines()[-1].endswith(error)
 
 
+
+@pytest.mark.parametrize("args", [("validate",), ("run",), ("models", "fetch"), ("bench",)])
+def test_a_path_typo_is_bad_input(tmp_path: Path, args: tuple[str, ...]):
+    # Exit 2 like `fleet` for a file that does not exist, not 1 (a failed operation).
+    result = fleet_runtime(*args, str(tmp_path / "face_blr"))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines()[-1].endswith("face_blr does not exist; check the path")
+
+
+def test_version_is_the_agents():
+    # Both come from the one edgefleet-runtime package; a user checks either.
+    ours = fleet_runtime("--version")
+    agent = subprocess.run([sys.executable, "-m", "fleet_runtime.agent.cli", "--version"],
+                           capture_output=True, text=True, timeout=120, check=False)
+    assert ours.returncode == 0 and agent.returncode == 0, ours.stderr + agent.stderr
+    assert ours.stdout.startswith("fleet-runtime ")
+    assert ours.stdout.split(" ", 1)[1] == agent.stdout.split(" ", 1)[1]
+
 def test_run_with_duration_and_synthetic_camera(color_app: Path, tmp_path: Path):
     cameras = tmp_path / "cameras.json"
     cameras.write_text(
