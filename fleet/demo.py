@@ -41,7 +41,7 @@ class Demo:
 
     def fleet(self, *args: str, check: bool = True, json_out: bool = False) -> subprocess.CompletedProcess[str]:
         """Run `fleet ARGS` against the demo project, echoing the command line."""
-        argv = [sys.executable, "-m", "fleet.cli.app", "--project", str(self.project), *args]
+        argv = [sys.executable, "-m", "fleet.cli.main", "--project", str(self.project), *args]
         self.say(f"[bold cyan]$ fleet {shlex.join(args)}[/bold cyan]")
         env = {**os.environ, "COLUMNS": os.environ.get("COLUMNS", "110")}
         proc = subprocess.run(
@@ -80,7 +80,7 @@ def prepare_project(source: Path, target: Path) -> Path:
 
 def stop_lab(project_dir: Path) -> None:
     """Stop what an earlier demo's lab left running (SSH servers, broker, daemons)."""
-    subprocess.run([sys.executable, "-m", "fleet.cli.app", "--project", str(project_dir),
+    subprocess.run([sys.executable, "-m", "fleet.cli.main", "--project", str(project_dir),
                     "lab", "down"], capture_output=True, check=False)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from fleet.cli.app import app
+from fleet.cli.main import app
 from fleet.lab import Lab
 from fleet.project import Project
 

@@ -27,7 +27,7 @@ def test_demo_refuses_to_delete_a_directory_it_did_not_create(tmp_path: Path) ->
 def test_demo_runs_end_to_end_twice_in_a_row(tmp_path: Path) -> None:
     for part in ("firmware", "inventories/example"):
         shutil.copytree(REPO / part, tmp_path / part)
-    argv = [sys.executable, "-m", "fleet.cli.app", "--project", str(tmp_path), "--no-color", "demo"]
+    argv = [sys.executable, "-m", "fleet.cli.main", "--project", str(tmp_path), "--no-color", "demo"]
     try:
         for _ in range(2):  # the second run starts from scratch: re-runnable
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=600,

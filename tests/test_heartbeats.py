@@ -159,7 +159,7 @@ def test_watch_repeats_until_interrupted(mqtt_lab: tuple[Lab, LabMqtt]) -> None:
     lab, _ = mqtt_lab
     wait_until(lambda: len(beats(lab)) == 4)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fleet.cli.app", "--project", str(lab.project.root), "health",
+        [sys.executable, "-m", "fleet.cli.main", "--project", str(lab.project.root), "health",
          "-i", "lab", "--source", "mqtt", "--json", "--watch", "0.5"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         env={**os.environ, "COLUMNS": "200"})

@@ -21,7 +21,7 @@ import pytest
 import typer.main
 from labkit import default_ssh_kind, run_cli
 
-from fleet.cli.app import app
+from fleet.cli.main import app
 from fleet.lab import Lab
 from fleet.project import Project
 

@@ -43,7 +43,7 @@ def kill_reboot_midway(lab: Lab, name: str) -> None:
     """`fleet lab reboot NAME` in its own process, SIGKILLed once the device's SSH server
     has gone down for the reboot (before the boot logic ran or the server came back)."""
     server = lab.device(name).pid
-    proc = subprocess.Popen([sys.executable, "-m", "fleet.cli.app", "--project",
+    proc = subprocess.Popen([sys.executable, "-m", "fleet.cli.main", "--project",
                              str(lab.project.root), "lab", "reboot", name],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -10,7 +10,7 @@ from pathlib import Path
 from labkit import run_cli
 from rich.console import Console
 
-from fleet.cli.application import Application
+from fleet.cli.context import CliContext
 from fleet.cli.logs import _render
 from fleet.logs import Bundle
 
@@ -31,7 +31,7 @@ def test_logs_export_table_never_splits_file_names_or_timestamps(tmp_path: Path)
                                 "is the device on? check `fleet lab status`"))
     summary = {"exported": 2, "devices": 3, "bytes": 96_426, "log_bytes": 420_000,
                "unreachable": ["lisbon-03"], "failed": []}
-    a = Application(tmp_path, color=False)
+    a = CliContext(tmp_path, color=False)
     a.out = Console(file=io.StringIO(), width=120, color_system=None)
     a.err = Console(file=io.StringIO(), width=100, color_system=None)
     _render(a, bundles, summary, out)

@@ -9,14 +9,14 @@ from typing import Annotated
 import typer
 
 from fleet.cli import options as o
-from fleet.cli.application import Application, app_of
+from fleet.cli.context import CliContext, app_of
 
 app = typer.Typer(
     help="The fleet CA: device certificates and provisioning signatures.", no_args_is_help=True
 )
 
 
-def passphrase(a: Application, *, confirm: bool = False) -> bytes:
+def passphrase(a: CliContext, *, confirm: bool = False) -> bytes:
     """FLEET_CA_PASSPHRASE, else a hidden prompt on a terminal; never echoed or stored."""
     from fleet.pki import PASSPHRASE_ENV
 
@@ -142,14 +142,14 @@ def crl(ctx: typer.Context, json: o.Json = False) -> None:
     a.display_success(f"CRL {ca.paths.crl} re-signed; valid until {next_update}")
 
 
-def _revoke_lab_identity(a: Application, device: str) -> list[str]:
+def _revoke_lab_identity(a: CliContext, device: str) -> list[str]:
     """The lab broker's CA may have given the device a second identity: revoke it too."""
     from fleet.broker import LabMqtt
 
     return LabMqtt(a.project).revoke_identity(device)
 
 
-def _restart_lab_broker(a: Application) -> bool:
+def _restart_lab_broker(a: CliContext) -> bool:
     """The lab's mosquitto reads the CRL when it starts: restart it (clients reconnect; a
     revoked certificate is refused from now on). False when no lab broker runs."""
     from fleet.broker import LabMqtt

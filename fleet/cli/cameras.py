@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from fleet.cli import options as o
-from fleet.cli.application import Application, app_of
+from fleet.cli.context import CliContext, app_of
 
 app = typer.Typer(
     help="Cameras: bulk import from CSV, list, probe (RTSP DESCRIBE).", no_args_is_help=True
@@ -54,7 +54,7 @@ def import_(
         raise typer.Exit(1)
 
 
-def _report_import(a: Application, result: Any) -> None:
+def _report_import(a: CliContext, result: Any) -> None:
     from rich.table import Table
 
     if result.ok:
@@ -218,7 +218,7 @@ def _targets(registry: Any, names: list[str], devices: list[str], sites: list[st
     return cams  # type: ignore[no-any-return]
 
 
-def _report_probe(a: Application, outcomes: list[dict[str, Any]], json: bool) -> None:
+def _report_probe(a: CliContext, outcomes: list[dict[str, Any]], json: bool) -> None:
     from fleet.render import grouped_table
 
     if json:

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from fleet.cli.application import app_of
+from fleet.cli.context import app_of
 
 
 def command(ctx: typer.Context,

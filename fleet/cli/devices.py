@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from fleet.cli import options as o
-from fleet.cli.application import Application, app_of
+from fleet.cli.context import CliContext, app_of
 
 app = typer.Typer(
     help="The device registry: register, list, tag and deregister devices.", no_args_is_help=True
@@ -96,7 +96,7 @@ def show(ctx: typer.Context, name: str, json: o.Json = False) -> None:
     _print_device(a, device, history)
 
 
-def _print_device(a: Application, device: dict[str, Any], history: list[dict[str, Any]]) -> None:
+def _print_device(a: CliContext, device: dict[str, Any], history: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     table = Table(title=device["name"], title_justify="left", show_header=False)
@@ -174,7 +174,7 @@ def register(
     _warn_outdated(a, result["devices"])
 
 
-def _warn_outdated(a: Application, rows: list[dict[str, Any]]) -> None:
+def _warn_outdated(a: CliContext, rows: list[dict[str, Any]]) -> None:
     for row in rows:
         if row.get("warning"):
             a.display_warning(f"{row['name']}: {row['warning']}")
@@ -227,7 +227,7 @@ def refresh(
         raise typer.Exit(1)
 
 
-def _passphrase_if_needed(a: Application) -> bytes | None:
+def _passphrase_if_needed(a: CliContext) -> bytes | None:
     """FLEET_CA_PASSPHRASE, a prompt on a terminal, or None (revocation then says why)."""
     value = os.environ.get("FLEET_CA_PASSPHRASE")
     if value:

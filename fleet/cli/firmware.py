@@ -9,13 +9,13 @@ from typing import Annotated, Any
 import typer
 
 from fleet.cli import options as o
-from fleet.cli.application import Application, app_of
+from fleet.cli.context import CliContext, app_of
 
 app = typer.Typer(help="Release keys and signed OTA bundles (firmware/ recipes).",
                   no_args_is_help=True)
 
 
-def _passphrase(a: Application, *, new: bool = False) -> bytes | None:
+def _passphrase(a: CliContext, *, new: bool = False) -> bytes | None:
     from fleet import firmware
 
     secret = firmware.passphrase_from_env()
@@ -56,7 +56,7 @@ def keygen(ctx: typer.Context,
         a.display_info(f"  trusted on {len(devices)} lab device(s)")
 
 
-def _maybe_install(a: Application, install_lab: bool | None) -> list[str]:
+def _maybe_install(a: CliContext, install_lab: bool | None) -> list[str]:
     from fleet import firmware
 
     existing = firmware.lab_keyrings(a.project)
@@ -103,7 +103,7 @@ def _size(n: int) -> str:
     return str(n)
 
 
-def _render_manifest(a: Application, info: dict[str, Any]) -> None:
+def _render_manifest(a: CliContext, info: dict[str, Any]) -> None:
     from rich.table import Table
 
     a.output(f"[bold]{info['name']} {info['version']}[/bold]  {info.get('description') or ''}")

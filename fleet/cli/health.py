@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from fleet.cli import options as o
-from fleet.cli.application import app_of
+from fleet.cli.context import app_of
 
 if TYPE_CHECKING:  # typing only: --help stays instant
     from nornir.core import Nornir
 
-    from fleet.cli.application import Application
+    from fleet.cli.context import CliContext
     from fleet.health import DeviceHealth
 
 Source = Annotated[str, typer.Option(
@@ -54,7 +54,7 @@ def command(ctx: typer.Context, inventory: o.Inventory = None, site: o.Site = No
     raise typer.Exit(code)
 
 
-def _round(a: Application, nr: Nornir, source: str, json: bool, watch: float | None) -> int:
+def _round(a: CliContext, nr: Nornir, source: str, json: bool, watch: float | None) -> int:
     from fleet import health, heartbeats
     from fleet.render import ProgressProcessor
 
@@ -89,7 +89,7 @@ def _cert(r: DeviceHealth) -> str:
     return f"{days:.0f}d" if days is not None else "-"
 
 
-def _render(a: Application, reports: list[DeviceHealth]) -> None:
+def _render(a: CliContext, reports: list[DeviceHealth]) -> None:
     from fleet import health
     from fleet.render import grouped_table, styled
 

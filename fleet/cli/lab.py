@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from fleet.cli import options as o
-from fleet.cli.application import app_of
+from fleet.cli.context import app_of
 
 if TYPE_CHECKING:
-    from fleet.cli.application import Application
+    from fleet.cli.context import CliContext
 
 app = typer.Typer(help="A local lab fleet: simulated appliances behind real SSH servers.",
                   no_args_is_help=True)
@@ -140,7 +140,7 @@ def reset(ctx: typer.Context, device: str, json: o.Json = False) -> None:
     a.display_success(f"{device}: reset to factory state ({removed} files removed)")
 
 
-def _say_created(a: Application, created: list[str], factory: bool) -> None:
+def _say_created(a: CliContext, created: list[str], factory: bool) -> None:
     """--factory shapes only the devices this call creates; say so when it created none."""
     if created:
         how = " (factory-fresh: provision them by USB with `fleet lab usb`)" if factory else ""
@@ -151,7 +151,7 @@ def _say_created(a: Application, created: list[str], factory: bool) -> None:
                           "to factory state with `fleet lab reset DEVICE`")
 
 
-def _show_status(a: Application, json: bool) -> None:
+def _show_status(a: CliContext, json: bool) -> None:
     from fleet.lab import Lab
     from fleet.lab_net import LabNet, link_summary
     from fleet.render import grouped_table

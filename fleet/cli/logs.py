@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from fleet.cli import options as o
-from fleet.cli.application import app_of
+from fleet.cli.context import app_of
 
 if TYPE_CHECKING:
-    from fleet.cli.application import Application
+    from fleet.cli.context import CliContext
     from fleet.logs import Bundle
 
 app = typer.Typer(help="Device logs: redacted bundles with a verified manifest.",
@@ -74,7 +74,7 @@ def _shown(path: Path | None, out: Path) -> str:
         return str(path)
 
 
-def _render(a: Application, bundles: list[Bundle], summary: dict[str, Any], out: Path) -> None:
+def _render(a: CliContext, bundles: list[Bundle], summary: dict[str, Any], out: Path) -> None:
     from fleet.render import grouped_table, styled
 
     rows = []

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from fleet.cli import options as o
-from fleet.cli.application import Application, app_of
+from fleet.cli.context import CliContext, app_of
 
 app = typer.Typer(help="Over-the-air updates: signed bundles, A/B slots, automatic rollback.",
                   no_args_is_help=True)
@@ -18,7 +18,7 @@ app = typer.Typer(help="Over-the-air updates: signed bundles, A/B slots, automat
 class StepView:
     """Per-step progress for people: one line per finished step, a bar for byte counts."""
 
-    def __init__(self, a: Application) -> None:
+    def __init__(self, a: CliContext) -> None:
         from rich.progress import (
             BarColumn,
             DownloadColumn,
@@ -103,7 +103,7 @@ def _quiet() -> Any:
     return contextlib.nullcontext()
 
 
-def _report(a: Application, device: str, multi: Any, as_json: bool) -> int:
+def _report(a: CliContext, device: str, multi: Any, as_json: bool) -> int:
     first = multi[0]
     report = first.result if isinstance(first.result, dict) else {
         "device": device, "reason": _error(first)}

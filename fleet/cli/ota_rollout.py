@@ -24,7 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from fleet.cli import options as o
-from fleet.cli.application import Application, app_of
+from fleet.cli.context import CliContext, app_of
 from fleet.errors import UsageError
 from fleet.rollout.report import DONE, NOT_RUN, Report
 
@@ -204,7 +204,7 @@ def register(app: typer.Typer) -> None:
         app.command(name=fn.__name__)(fn)
 
 
-def _policy(a: Application, policy_file: Path | None, **flags: Any) -> Any:
+def _policy(a: CliContext, policy_file: Path | None, **flags: Any) -> Any:
     from fleet.rollout.policy import resolve
 
     section = {k: v for k, v in a.project.config.get("rollout", {}).items() if k != "iot_jobs"}
@@ -343,7 +343,7 @@ def retry(ctx: typer.Context, rollout_id: RolloutId = None,
     _continue(a, rollout_id, json, "retry")
 
 
-def _continue(a: Application, rollout_id: str | None, json: bool, verb: str) -> None:
+def _continue(a: CliContext, rollout_id: str | None, json: bool, verb: str) -> None:
     """`resume` or `retry` an existing rollout (the engine function of the same name)."""
     from fleet.rollout import engine as rollout_engine
 
@@ -386,7 +386,7 @@ def abort(ctx: typer.Context, rollout_id: RolloutId = None,
 class _JsonEvents:
     """--json: one event per line on stdout."""
 
-    def __init__(self, a: Application) -> None:
+    def __init__(self, a: CliContext) -> None:
         self.a = a
 
     def __call__(self, event: dict[str, Any]) -> None:
@@ -406,11 +406,11 @@ class _JsonEvents:
         pass
 
 
-def _display(a: Application, as_json: bool, title: str) -> Any:
+def _display(a: CliContext, as_json: bool, title: str) -> Any:
     return _JsonEvents(a) if as_json else LiveView(a.err, title)
 
 
-def _finish(a: Application, report: Report, as_json: bool, *, handed_off: bool = False
+def _finish(a: CliContext, report: Report, as_json: bool, *, handed_off: bool = False
             ) -> NoReturn:
     """Print the report; exit 0/1 (a job handed to IoT Jobs exits 0 once created)."""
     from fleet.rollout.engine import exit_code
@@ -430,7 +430,7 @@ def _finish(a: Application, report: Report, as_json: bool, *, handed_off: bool =
     raise typer.Exit(0 if handed_off else exit_code(report))
 
 
-def _work(a: Application, header: dict[str, Any], view: Any) -> Any:
+def _work(a: CliContext, header: dict[str, Any], view: Any) -> Any:
     from fleet.rollout.update import work_from_header
 
     if header.get("engine") == "iot-jobs":
@@ -439,7 +439,7 @@ def _work(a: Application, header: dict[str, Any], view: Any) -> Any:
     return work_from_header(a.project, header, progress=view.progress)
 
 
-def _nr_for(a: Application, header: dict[str, Any]) -> Any:
+def _nr_for(a: CliContext, header: dict[str, Any]) -> Any:
     from fleet import inventory as inv
 
     sel = header.get("selection", {})
@@ -452,7 +452,7 @@ def _nr_for(a: Application, header: dict[str, Any]) -> Any:
     return nr_for
 
 
-def _aws_settings(a: Application, bucket: str | None, role_arn: str | None) -> dict[str, Any]:
+def _aws_settings(a: CliContext, bucket: str | None, role_arn: str | None) -> dict[str, Any]:
     section = dict(a.project.config.get("rollout", {}).get("iot_jobs") or {})
     registry = a.project.config.get("registry", {})
     settings = {"bucket": bucket or section.get("bucket"),
@@ -473,7 +473,7 @@ def _iot_jobs(settings: dict[str, Any]) -> Any:
     return IotJobs(AwsTarget(**{k: settings[k] for k in keys if settings.get(k) is not None}))
 
 
-def _iot_rollout(a: Application, bundle: Path, policy: Any, nr: Any, sel: Any,
+def _iot_rollout(a: CliContext, bundle: Path, policy: Any, nr: Any, sel: Any,
                  bucket: str | None, role_arn: str | None) -> Report:
     from fleet.rollout import batches as batching
     from fleet.rollout.journal import Journal
@@ -505,7 +505,7 @@ def _iot_rollout(a: Application, bundle: Path, policy: Any, nr: Any, sel: Any,
     return _iot_status(journal.report())
 
 
-def _whole_sites(a: Application, sel: Any, hosts: list[Any], batching: Any) -> dict[str, list[str]]:
+def _whole_sites(a: CliContext, sel: Any, hosts: list[Any], batching: Any) -> dict[str, list[str]]:
     """{site: devices} when the selection is exactly whole sites, else {} (target things)."""
     from fleet import inventory as inv
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from fleet.cli import options as o
-from fleet.cli.application import Application, app_of
+from fleet.cli.context import CliContext, app_of
 
 app = typer.Typer(
     help="Provisioning archives for factory-fresh devices, on USB drives.", no_args_is_help=True
@@ -39,7 +39,7 @@ KEEP_SAFE = (
 )
 
 
-def _specs(a: Application, selection: Any) -> list[Any]:
+def _specs(a: CliContext, selection: Any) -> list[Any]:
     from fleet import inventory as inv
     from fleet.provisioning import DeviceSpec
 
@@ -48,7 +48,7 @@ def _specs(a: Application, selection: Any) -> list[Any]:
 
 
 def _build(
-    a: Application,
+    a: CliContext,
     specs: list[Any],
     out: Path | None,
     valid_for: str,
@@ -91,7 +91,7 @@ def _build(
         )
 
 
-def _report(a: Application, report: Any, seconds: float, json: bool) -> None:
+def _report(a: CliContext, report: Any, seconds: float, json: bool) -> None:
     from fleet.render import grouped_table
 
     built = [b.summary() | {"site": b.spec.site} for b in report.built]
@@ -159,7 +159,7 @@ def archive(
     _report(a, report, time.perf_counter() - started, json)
 
 
-def _refuse_skipped(a: Application, report: Any) -> None:
+def _refuse_skipped(a: CliContext, report: Any) -> None:
     """Devices named one by one: a provisioned one is an error, not a quiet skip."""
     if report.skipped:
         name = sorted(report.skipped)[0]
@@ -303,7 +303,7 @@ def usb(
     a.display_warning("this drive now holds secrets: " + KEEP_SAFE)
 
 
-def _reusable(a: Application, specs: list[Any]) -> Path | None:
+def _reusable(a: CliContext, specs: list[Any]) -> Path | None:
     from fleet import provisioning as prov
 
     if len(specs) != 1:

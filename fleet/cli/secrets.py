@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from fleet.cli import options as o
-from fleet.cli.application import app_of
+from fleet.cli.context import app_of
 
 app = typer.Typer(help="Secrets at rest: rotate the key camera passwords are sealed with.",
                   no_args_is_help=True)

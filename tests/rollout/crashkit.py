@@ -98,7 +98,7 @@ def leftovers(lab: Lab) -> list[str]:
 
 
 def fleet(project: Path, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "fleet.cli.app", "--project", str(project),
+    return subprocess.Popen([sys.executable, "-m", "fleet.cli.main", "--project", str(project),
                              "--no-color", *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": "120"})
 

@@ -35,7 +35,7 @@ def lab_project(root: Path, sites: int, per_site: int, *, via_cli: bool = False)
     if not via_cli:
         return start_lab(root, sites, per_site, SSH)
     require_ssh(SSH)
-    subprocess.run([sys.executable, "-m", "fleet.cli.app", "--project", str(root), "lab", "up",
+    subprocess.run([sys.executable, "-m", "fleet.cli.main", "--project", str(root), "lab", "up",
                     "--sites", str(sites), "--devices-per-site", str(per_site), "--ssh", SSH],
                    check=True, capture_output=True)
     return Lab(project)

@@ -27,7 +27,7 @@ def lab(tmp_path):
 
 
 def start_fleet(project: Path, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "fleet.cli.app", "--project", str(project),
+    return subprocess.Popen([sys.executable, "-m", "fleet.cli.main", "--project", str(project),
                              *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env={**os.environ, "COLUMNS": "120"})
 

@@ -23,7 +23,7 @@ from fleet.project import Project
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-class Application:
+class CliContext:
     def __init__(self, project_dir: Path | None, *, color: bool | None = None) -> None:
         self._project_dir = project_dir
         self._project: Project | None = None
@@ -72,8 +72,8 @@ class Application:
             self.fail(exc)
 
 
-def app_of(ctx: typer.Context) -> Application:
+def app_of(ctx: typer.Context) -> CliContext:
     root = ctx.find_root()
-    if not isinstance(root.obj, Application):
-        root.obj = Application(None)
+    if not isinstance(root.obj, CliContext):
+        root.obj = CliContext(None)
     return root.obj

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from fleet.cli.application import Application
+from fleet.cli.context import CliContext
 from fleet.errors import FleetError
 
 SUBCOMMANDS = (
@@ -58,7 +58,7 @@ def root(
                      help="print the version (and the agent protocol) and exit"),
     ] = False,
 ) -> None:
-    ctx.obj = Application(project, color=False if no_color else None)
+    ctx.obj = CliContext(project, color=False if no_color else None)
 
 
 def _register() -> None:
