@@ -13,10 +13,14 @@ from __future__ import annotations
 import errno
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+# The durable-file helpers live in fleet_runtime.durable; many modules import them from here.
+from fleet_runtime.durable import atomic_write as atomic_write
+from fleet_runtime.durable import atomic_write_json as atomic_write_json
+from fleet_runtime.durable import fsync_dir as fsync_dir
 
 ROOT_ENV = "FLEET_ROOT"
 
@@ -122,38 +126,6 @@ def check_disk_space(layout: Layout) -> None:
     """Raise ENOSPC when the lab's disk-full fault is set; real disks raise it themselves."""
     if lab_faults(layout).get("disk-full"):
         raise OSError(errno.ENOSPC, "No space left on device (lab fault)", str(layout.root))
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write `data` so that `path` holds either the old or the new content, never a mix.
-
-    temp file in the same directory, fsync, rename over, fsync the directory.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
-def atomic_write_json(path: Path, obj: Any, mode: int = 0o644) -> None:
-    atomic_write(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), mode)
 
 
 class StateFileError(ValueError):
