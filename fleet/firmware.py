@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fleet_runtime import bundle
 from fleet_runtime.bundle import BundleError, FileEntry, Keyring, Manifest
+from fleet_runtime.durable import atomic_file, atomic_write
 
 from fleet.errors import ConfigError, FleetError, UsageError
 from fleet.project import Project
@@ -121,18 +122,9 @@ def keygen(project: Project, name: str = DEFAULT_KEY, *, passphrase: bytes | Non
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.BestAvailableEncryption(secret))
     release_dir(project).mkdir(parents=True, exist_ok=True)
-    _write(key_path, pem, 0o600)
-    _write(pub_path, bundle.public_pem(key.public_key()), 0o644)
+    atomic_write(key_path, pem, 0o600)
+    atomic_write(pub_path, bundle.public_pem(key.public_key()), 0o644)
     return ReleaseKey(name, bundle.key_id(key.public_key()), pub_path, key_path)
-
-
-def _write(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
 
 
 def release_keys(project: Project) -> list[ReleaseKey]:
@@ -356,12 +348,8 @@ def build(project: Project, recipe_path: Path, *, passphrase: bytes | None,
         sources = collect_sources(recipe, Path(work))
         manifest = make_manifest(project, recipe, sources, key)
         target = out / recipe.bundle_name
-        tmp = out / f".{recipe.bundle_name}.tmp"
-        with open(tmp, "wb") as fh:
+        with atomic_file(target, 0o644, prefix=f".{recipe.bundle_name}.") as fh:
             bundle.write_bundle(fh, manifest, private, sources, on_progress)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
     return Built(target, manifest, key)
 
 

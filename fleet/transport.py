@@ -18,12 +18,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import hashlib
-import os
 import shlex
 import socket
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -34,6 +31,7 @@ from typing import IO, Any
 import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from fleet_runtime.durable import atomic_write_text, file_lock
 from nornir.core.configuration import Config
 from paramiko.sftp import CMD_WRITE, int64
 
@@ -84,7 +82,7 @@ def pin_host_keys(known_hosts: Path, pins: dict[str, str], *, beside: bool = Fal
         else:
             kept = [ln for ln in lines if ln.split(" ", 1)[0] not in pins]
             kept += [f"{name} {' '.join(key.split()[:2])}" for name, key in pins.items()]
-        _write_private(known_hosts, "\n".join(kept) + "\n")
+        atomic_write_text(known_hosts, "\n".join(kept) + "\n", 0o600)
 
 
 def _pending_for(line: str, names: dict[str, str]) -> bool:
@@ -111,7 +109,7 @@ def settle_pending(known_hosts: Path, name: str, key_type: str, key_b64: str) ->
             return False
         kept = [ln for ln in lines if ln.split(" ", 1)[0] != name]
         kept.append(f"{name} {key_type} {key_b64}")
-        _write_private(known_hosts, "\n".join(kept) + "\n")
+        atomic_write_text(known_hosts, "\n".join(kept) + "\n", 0o600)
     return True
 
 
@@ -122,7 +120,7 @@ def unpin_host_key(known_hosts: Path, hostname: str, port: int) -> bool:
     with _known_hosts_lock(known_hosts):
         lines = known_hosts.read_text().splitlines()
         kept = [ln for ln in lines if ln.split(" ", 1)[0] != name]
-        _write_private(known_hosts, "".join(f"{ln}\n" for ln in kept))
+        atomic_write_text(known_hosts, "".join(f"{ln}\n" for ln in kept), 0o600)
     return len(kept) != len(lines)
 
 
@@ -130,17 +128,8 @@ def unpin_host_key(known_hosts: Path, hostname: str, port: int) -> bool:
 def _known_hosts_lock(known_hosts: Path) -> Iterator[None]:
     """Pins change from many threads and processes at once (lab reboots, provisioning)."""
     known_hosts.parent.mkdir(parents=True, exist_ok=True)
-    with known_hosts.with_name(known_hosts.name + ".lock").open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    with file_lock(known_hosts.with_name(known_hosts.name + ".lock")):
         yield
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        os.fchmod(fh.fileno(), 0o600)
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def controller_key(project: Any) -> Path:
@@ -152,7 +141,7 @@ def controller_key(project: Any) -> Path:
                                 serialization.NoEncryption())
         pub = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
                                             serialization.PublicFormat.OpenSSH)
-        _write_private(path, pem.decode())
+        atomic_write_text(path, pem.decode(), 0o600)
         path.with_suffix(".pub").write_text(pub.decode() + " edgefleet-controller\n")
     return path
 
