@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet_runtime import logs as device_logs
+from fleet_runtime.durable import atomic_file
 from nornir.core import Nornir
 from nornir.core.task import Result, Task
 
@@ -136,23 +137,25 @@ def check_stream(device: str, data: bytes, answer: dict[str, Any], cap: int) -> 
 
 def store(device: str, site: str, data: bytes,
           options: ExportOptions) -> tuple[Path, dict[str, Any]]:
-    """Write `.part`, verify against the manifest, rename into place."""
-    folder = options.out / site
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / f"{device}-{options.stamp}.tar.gz"
-    part = final.with_name(final.name + ".part")
-    part.write_bytes(data)
+    """Write a `.part`, verify it against the manifest, rename it into place."""
+    final = options.out / site / f"{device}-{options.stamp}.tar.gz"
+    with atomic_file(final, 0o644, suffix=".part") as fh:
+        fh.write(data)
+        fh.flush()
+        manifest = _verified(device, Path(fh.name))
+    return final, manifest
+
+
+def _verified(device: str, part: Path) -> dict[str, Any]:
+    """The bundle's manifest; DeviceError (and the part is dropped) when it is not right."""
     try:
         manifest = device_logs.verify_bundle(part)
     except device_logs.BundleError as exc:
-        part.unlink(missing_ok=True)
         raise DeviceError(f"{device}: {exc}", fix="run the export again") from None
     if manifest.get("device") != device:
-        part.unlink(missing_ok=True)
         raise DeviceError(f"{device}: bundle says it is from {manifest.get('device')!r}",
                           fix="check the inventory maps this name to the right device")
-    part.replace(final)
-    return final, manifest
+    return manifest
 
 
 def upload(client: Any, path: Path, site: str, s3: str) -> str:

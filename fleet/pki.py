@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -215,9 +214,7 @@ class FleetCA:
         """``certs/devices/<name>.crt`` (public and re-creatable: no fsync)."""
         self.paths.devices.mkdir(parents=True, exist_ok=True)
         path = self.paths.devices / f"{item.name}.crt"
-        tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
-        tmp.write_bytes(item.cert_pem)
-        tmp.replace(path)
+        atomic_write(path, item.cert_pem, 0o644, sync=False)
 
     def append_index(self, issued: list[IssuedDevice]) -> None:
         """One line per certificate in ``certs/issued.jsonl`` (what revoke reads)."""

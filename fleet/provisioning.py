@@ -22,7 +22,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import zipfile
 from collections.abc import Callable, Iterable
@@ -251,15 +250,7 @@ def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
 
     The caller fsyncs the directory once for a whole batch (see `build_archives`).
     """
-    tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    atomic_write(path, data, mode, sync_dir=False)
 
 
 def _json(obj: Any) -> bytes:
@@ -641,16 +632,9 @@ def write_to_drive(
 
 
 def _copy_synced(data: bytes, target: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".edgefleet-", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-        fsync_dir(target.parent)
+    try:  # the temp name is one `drive_files` finds, should the drive be pulled mid-write
+        atomic_write(target, data, None, prefix=".edgefleet-")
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise _drive_error(exc, target) from None
 
 

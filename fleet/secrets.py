@@ -32,7 +32,8 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from fleet_runtime.layout import fsync_dir
+from fleet_runtime import durable
+from fleet_runtime.durable import atomic_write_text
 
 from fleet.errors import ConfigError
 
@@ -121,20 +122,8 @@ class SecretBox:
 def _create_key_file(path: Path) -> None:
     """A new key at `path`, whole or not at all (a crash leaves no empty key file behind);
     FileExistsError when another process made one first."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    # A crashed process with a reused pid may have left this name, with any mode: start anew,
-    # and O_EXCL so the key is only ever written into a file made here, 0600.
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(generate_key() + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.link(tmp, path)  # exclusive and atomic: the name appears with the whole key
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
+    # Linked into place, not renamed: the name appears with the whole key, exclusively.
+    atomic_write_text(path, generate_key() + "\n", 0o600, exclusive=True)
 
 
 def _read_key_file(path: Path) -> bytes:
@@ -202,8 +191,7 @@ def rotate_key(state_dir: Path, reseal: Callable[[SecretBox, SecretBox], int]) -
         _create_key_file(pending)
     new = _read_key_file(pending)
     count = reseal(SecretBox(old, also=(new,)), SecretBox(new))
-    os.replace(pending, current_path)
-    fsync_dir(state_dir)
+    durable.replace(pending, current_path)
     return Rotation(key_id(old), key_id(new), count, resumed)
 
 

@@ -56,13 +56,16 @@ def test_a_key_file_any_other_user_could_touch_is_refused(tmp_path: Path, mode: 
         load_key(tmp_path)
 
 
-def test_a_stale_temp_key_from_a_crashed_process_is_overwritten(tmp_path: Path) -> None:
-    """A crashed process with this pid left a longer temp file: the new key must not keep its
-    tail (the temp name is per pid, and pids are reused)."""
-    (tmp_path / f"secret.key.{os.getpid()}.tmp").write_text("x" * 200 + "\n")
+def test_a_stale_temp_key_from_a_crashed_process_is_not_reused(tmp_path: Path) -> None:
+    """A crashed process left longer temp files (the old per-pid name, and one that looks
+    like the toolkit's): the new key must not keep their tail. Temp names are unique, so a
+    new key is never written into a leftover."""
+    stale = [tmp_path / f"secret.key.{os.getpid()}.tmp", tmp_path / ".secret.key.stale.tmp"]
+    for path in stale:
+        path.write_text("x" * 200 + "\n")
     key = load_key(tmp_path)
     assert len(key) == 32 and load_key(tmp_path) == key
-    assert not (tmp_path / f"secret.key.{os.getpid()}.tmp").exists()
+    assert all(path.read_text() == "x" * 200 + "\n" for path in stale)
 
 
 def test_rotating_a_project_without_a_key_leaves_one_working_key(tmp_path: Path) -> None:

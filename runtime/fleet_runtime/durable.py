@@ -45,7 +45,7 @@ def fsync_dir(path: Path) -> None:
 @contextmanager
 def atomic_file(
     path: Path,
-    mode: int = 0o644,
+    mode: int | None = 0o644,
     *,
     exclusive: bool = False,
     sync: bool = True,
@@ -67,7 +67,8 @@ def atomic_file(
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=prefix or f".{path.name}.", suffix=suffix, dir=path.parent)
     try:
-        os.fchmod(fd, mode)  # before any data: the secret never sits in a wider file
+        if mode is not None:  # None: as mkstemp made it (a FAT drive refuses chmod)
+            os.fchmod(fd, mode)  # before any data: nothing sits in a file wider than asked
     except BaseException:
         os.close(fd)
         Path(tmp).unlink()
@@ -92,7 +93,7 @@ def _publish(tmp: str, path: Path, exclusive: bool) -> None:
         os.replace(tmp, path)
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o644, **options: Any) -> None:
+def atomic_write(path: Path, data: bytes, mode: int | None = 0o644, **options: Any) -> None:
     """`data` into `path`, whole or not at all (options as for `atomic_file`)."""
     with atomic_file(path, mode, **options) as fh:
         fh.write(data)

@@ -18,6 +18,8 @@ import secrets
 import stat
 from pathlib import Path
 
+from fleet_runtime.durable import atomic_write_text
+
 TOKEN_BYTES = 32
 
 
@@ -39,19 +41,9 @@ def ensure_token(path: Path) -> str:
         return read_token(path)
     except FileNotFoundError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(TOKEN_BYTES)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, token.encode() + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, path)  # fails if another runtime made one meanwhile: use theirs
+    try:  # exclusive: fails if another runtime made one meanwhile, then use theirs
+        atomic_write_text(path, token + "\n", 0o600, exclusive=True)
     except FileExistsError:
         return read_token(path)
-    finally:
-        os.unlink(tmp)
     return token

@@ -40,6 +40,7 @@ from typing import IO, Any
 from fleet_runtime import logs, slots
 from fleet_runtime.agent.info import identity
 from fleet_runtime.agent.protocol import AgentError
+from fleet_runtime.durable import atomic_file
 from fleet_runtime.layout import Layout
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
@@ -316,20 +317,15 @@ def export_usb(usb: str, layout: Layout, meta: dict[str, Any],
     folder = usb_target(usb)
     folder.mkdir(exist_ok=True)
     final = folder / f"{meta['top']}.tar.gz"
-    part = final.with_name(final.name + ".part")
     try:
-        with part.open("wb") as fh:
+        with atomic_file(final, None, suffix=".part") as fh:
             counter = _Counting(fh)
             manifest = write_bundle(counter, layout, pieces, meta)
-            fh.flush()
-            os.fsync(fh.fileno())
     except OSError as exc:
-        part.unlink(missing_ok=True)
         if exc.errno == errno.ENOSPC:
             raise AgentError("usb-full",
                              f"{usb} is full; use a larger drive or --max-bytes") from None
         raise
-    os.replace(part, final)
     bundle = {"bytes": counter.count, "sha256": counter.sha.hexdigest()}
     return {"path": str(final), "bundle": bundle, "manifest": manifest}
 

