@@ -24,7 +24,6 @@ it is killed.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -41,6 +40,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from fleet_runtime import slots
+from fleet_runtime.durable import file_lock
 from fleet_runtime.layout import Layout, atomic_write_json, read_json
 
 from fleet import lab_net, processes
@@ -138,8 +138,7 @@ class Lab:
         """Serialise read-modify-write of lab.json across threads and processes
         (a rollout reboots many lab devices at once)."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        with (self.dir / "lab.lock").open("a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
+        with file_lock(self.dir / "lab.lock"):
             yield
 
     def update(self, name: str, **fields: Any) -> LabDevice:
@@ -440,8 +439,7 @@ class Lab:
     def reboot_here(self, name: str) -> dict[str, Any]:
         """The reboot itself, in this process (what `fleet.lab_reboot` runs). One reboot of
         a device at a time; the device record names this process while it runs."""
-        with (self.root(name) / ".lab/reboot.lock").open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with file_lock(self.root(name) / ".lab/reboot.lock"):
             fault = self._take_boot_fault(name)
             if fault == "no-reboot":
                 return {"event": "none", "fault": fault}

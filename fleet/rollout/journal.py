@@ -16,16 +16,15 @@ that under ``.fleet/rollouts/.create.lock``.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import secrets
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from fleet_runtime.durable import LockTimeout, acquire_lock, file_lock, is_locked
 
 from fleet.errors import ConfigError, UsageError
 from fleet.project import Project
@@ -64,7 +63,7 @@ class Journal:
                rollout_id: str | None = None) -> Journal:
         """Start a journal, refusing if an unfinished rollout shares any device."""
         folder = rollouts_dir(project)
-        with _flocked(folder / ".create.lock"):
+        with file_lock(folder / ".create.lock", mode=0o600):
             refuse_overlap(project, set(devices))
             journal = cls(folder / f"{rollout_id or new_id()}.jsonl")
             if journal.path.exists():
@@ -91,11 +90,9 @@ class Journal:
 
     def acquire(self) -> None:
         """Take the run lock; refuse if another live process holds it."""
-        fd = os.open(self.path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+            fd = acquire_lock(self.path.with_suffix(".lock"), timeout=0, mode=0o600)
+        except LockTimeout:
             raise UsageError(f"rollout {self.id} is running in another process",
                              fix=f"watch it with `fleet ota status {self.id}`") from None
         os.ftruncate(fd, 0)
@@ -109,19 +106,7 @@ class Journal:
 
     def is_running(self) -> bool:
         """Does some live process hold this rollout's run lock (us included)?"""
-        if self._lock_fd is not None:
-            return True
-        lock = self.path.with_suffix(".lock")
-        if not lock.exists():
-            return False
-        fd = os.open(lock, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        return False
+        return self._lock_fd is not None or is_locked(self.path.with_suffix(".lock"))
 
     # writing ---------------------------------------------------------------
     def append(self, event: Event) -> None:
@@ -194,13 +179,3 @@ def refuse_overlap(project: Project, devices: set[str], exclude: str | None = No
                 f"rollout {other.id} ({report.status}) already targets {len(shared)} of these "
                 f"devices ({', '.join(shared[:3])}{'...' if len(shared) > 3 else ''})",
                 fix=f"wait for it, or `fleet ota resume {other.id}` / `fleet ota abort {other.id}`")
-
-
-@contextlib.contextmanager
-def _flocked(path: Path) -> Iterator[None]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from fleet_runtime.durable import file_lock
 from fleet_runtime.layout import Layout, StateFileError, atomic_write_json, read_json
 from fleet_runtime.panoramasdk import console
 
@@ -426,14 +427,11 @@ def _capture_console(app: str) -> tuple[Any, Any]:
 def _register(app: str, port: int | None) -> bool:
     """Record (or, with None, remove) this app's HTTP port in run/fleet/runtime.json, where
     ``fleet-agent health`` finds it. Only on a device root (etc/fleet/device.json exists)."""
-    import fcntl
-
     layout = Layout.from_env()
     if not layout.device_json.exists():
         return False
     layout.run.mkdir(parents=True, exist_ok=True)
-    with open(layout.run / "runtime.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # several apps may start or stop at once
+    with file_lock(layout.run / "runtime.lock"):  # several apps may start or stop at once
         try:
             doc = read_json(layout.run / "runtime.json", default=None)
         except StateFileError:

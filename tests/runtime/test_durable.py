@@ -169,3 +169,19 @@ def test_backoff_stops_waiting_when_the_event_is_set() -> None:
     thread.join(60)
     assert not thread.is_alive()
     assert returned == [True]  # it says it was stopped, not that the hour passed
+
+
+def test_a_second_install_is_told_busy_while_one_holds_the_lock(tmp_path: Path) -> None:
+    from fleet_runtime.agent.ota import install_lock
+    from fleet_runtime.agent.protocol import AgentError
+    from fleet_runtime.layout import Layout
+
+    layout = Layout(tmp_path)
+    with (
+        install_lock(layout, True, 0),
+        pytest.raises(AgentError, match="another install is running"),
+        install_lock(layout, False, 0.1),
+    ):
+        pass
+    with install_lock(layout, False, 0), install_lock(layout, False, 0):
+        pass  # readers share it

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from fleet_runtime import slots
+from fleet_runtime import durable, slots
 from fleet_runtime.agent.protocol import AgentError, progress
 from fleet_runtime.bundle import BundleError
 from fleet_runtime.layout import Layout
@@ -107,19 +107,16 @@ def _throttled(step: str, every_s: float = 0.25) -> Callable[[int, int], None]:
 def install_lock(layout: Layout, exclusive: bool, wait_s: float) -> Iterator[None]:
     """One install at a time; readers may wait for it (`slots --wait`)."""
     layout.run.mkdir(parents=True, exist_ok=True)
-    with open(layout.run / "install.lock", "a+b") as fh:
-        mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                fcntl.flock(fh, mode | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise AgentError("busy", "another install is running on this device; "
-                                     "wait for it or retry") from None
-                time.sleep(0.05)
+    try:
+        lock = durable.acquire_lock(layout.run / "install.lock", shared=not exclusive,
+                                    timeout=wait_s)
+    except durable.LockTimeout:
+        raise AgentError("busy", "another install is running on this device; "
+                         "wait for it or retry") from None
+    try:
         yield
+    finally:
+        os.close(lock)
 
 
 class _Prefetch:
