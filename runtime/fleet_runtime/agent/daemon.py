@@ -25,6 +25,7 @@ for awsiot's IoT Jobs client.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import logging
 import os
@@ -37,6 +38,7 @@ from fleet_runtime import logs
 from fleet_runtime.agent import health
 from fleet_runtime.agent.info import identity
 from fleet_runtime.agent.protocol import AgentError
+from fleet_runtime.durable import Backoff
 from fleet_runtime.layout import Layout, atomic_write_json, read_json
 from fleet_runtime.mqtt import (
     MqttClient,
@@ -114,15 +116,13 @@ class Daemon:
 
     def connect(self) -> MqttClient | None:
         """Connect, retrying with backoff (1, 2, 4 … 30 s) until connected or stopped."""
-        delay = 1.0
+        backoff = Backoff(self.stopping, first=1.0, cap=MAX_BACKOFF)
         while not self.stopping.is_set():
             try:
                 client = MqttClient.connect(self.settings, client_id=str(self.device["name"]))
             except MqttError as exc:
-                self.log.warning("%s; retrying in %.0fs", exc, delay)
                 self.status("connecting", error=str(exc))
-                self.stopping.wait(delay)
-                delay = min(delay * 2, MAX_BACKOFF)
+                backoff.wait(functools.partial(self.log.warning, "%s; retrying in %.0fs", exc))
                 continue
             self.log.info("connected to %s:%d", self.settings.endpoint, self.settings.port)
             return client

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fleet_runtime.durable import backoff_delay
 from fleet_runtime.manifest import Application, CodeNode
 from fleet_runtime.panoramasdk import ApplicationStopped, media
 from fleet_runtime.pipeline.frames import Frame, FrameQueue, QueueClosed
@@ -122,7 +123,7 @@ class Supervisor(threading.Thread):
         while self.crashes and now - self.crashes[0] > options.crash_window:
             self.crashes.popleft()
         self.state = "crash_loop" if len(self.crashes) >= options.crash_loop_after else "restarting"
-        delay = min(options.restart_initial * 2 ** (len(self.crashes) - 1), options.restart_max)
+        delay = backoff_delay(len(self.crashes), options.restart_initial, options.restart_max)
         log.error(
             "node %s crashed (%s); restarting in %.1fs\n%s",
             self.code.name,

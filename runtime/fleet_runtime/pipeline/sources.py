@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from fleet_runtime.durable import Backoff
 from fleet_runtime.pipeline.frames import Frame, FrameQueue
 
 log = logging.getLogger("fleet_runtime.sources")
@@ -129,12 +130,12 @@ class Source(threading.Thread):
             self.queue.close()
 
     def _run(self) -> None:
-        backoff = 0.5
+        backoff = Backoff(self.stop_event, first=0.5, cap=10.0)
         while not self.stop_event.is_set():
             try:
                 for image in frames_of(self.spec, self.stop_event):
                     self.status.connected = True
-                    backoff = 0.5
+                    backoff.reset()
                     if not self._emit(image):
                         return
             except SourceError as exc:
@@ -144,8 +145,7 @@ class Source(threading.Thread):
             if not self._should_reopen():
                 return
             self.status.reconnects += 1
-            self.stop_event.wait(backoff)
-            backoff = min(backoff * 2, 10.0)
+            backoff.wait()
 
     def _should_reopen(self) -> bool:
         if self.stop_event.is_set():
