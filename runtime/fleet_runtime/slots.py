@@ -34,14 +34,13 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from fleet_runtime import bundle
+from fleet_runtime import bundle, durable
 from fleet_runtime.bundle import BundleError, Keyring, Manifest
 from fleet_runtime.layout import (
     Layout,
     atomic_write,
     atomic_write_json,
     check_disk_space,
-    fsync_dir,
     read_json,
 )
 
@@ -257,8 +256,7 @@ def _remove_tree(layout: Layout, path: Path) -> None:
     if not path.exists():
         return
     trash = layout.slots / f".trash-{path.name.lstrip('.')}-{os.getpid()}-{time.monotonic_ns()}"
-    os.replace(path, trash)
-    fsync_dir(layout.slots)
+    durable.replace(path, trash)
     crash_point("after-trash")
     shutil.rmtree(trash, ignore_errors=True)
 
@@ -321,8 +319,7 @@ def _finish_install(layout: Layout, doc: dict[str, Any], slot: str, manifest: Ma
     staging = staging_dir(layout, slot)
     atomic_write(staging / MANIFEST_IN_SLOT, manifest.raw)
     _remove_tree(layout, layout.slot(slot))
-    os.replace(staging, layout.slot(slot))
-    fsync_dir(layout.slots)
+    durable.replace(staging, layout.slot(slot))
     crash_point("after-slot-rename")
     hook = run_hook(layout, slot, manifest, "post-install")
     if hook and not hook["ok"]:

@@ -23,7 +23,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from fleet_runtime.durable import atomic_write
+from fleet_runtime.durable import atomic_file, atomic_write
 
 CACHE_ENV = "FLEET_RUNTIME_CACHE"
 
@@ -57,10 +57,8 @@ def prepare_model(path: Path, input_name: str, shape: list[int], batch: int) -> 
         _set_dims(
             output, [f"{output.name}_{i}" for i in range(len(output.type.tensor_type.shape.dim))]
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    onnx.save(model, str(tmp))
-    tmp.replace(out)
+    with atomic_file(out) as fh:
+        onnx.save(model, fh)
     return out
 
 
