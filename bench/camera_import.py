@@ -43,11 +43,9 @@ def write_csv(path: Path, rows: int, devices: int) -> None:
 def fresh_project(root: Path, devices: int) -> Project:
     root.mkdir(parents=True)
     project = Project.locate(root)
-    registry = open_registry(project)
-    with registry.transaction():  # type: ignore[attr-defined]
+    with open_registry(project) as registry, registry.transaction():  # type: ignore[attr-defined]
         for d in range(devices):
             registry._upsert(f"dev-{d:04d}", {"site": f"site-{d % 5}"})  # type: ignore[attr-defined]
-    registry.close()
     return project
 
 
@@ -56,15 +54,14 @@ def in_process(base: Path, csv: Path, devices: int, rounds: int) -> tuple[float,
     dry, full = [], []
     for n in range(rounds):
         project = fresh_project(base / f"p{n}", devices)
-        registry = open_registry(project)
-        started = time.perf_counter()
-        result = import_cameras(registry, csv, Limits(), dry_run=True)
-        dry.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        result = import_cameras(registry, csv, Limits())
-        full.append(time.perf_counter() - started)
-        assert result.ok and result.applied, result.errors[:3]
-        registry.close()
+        with open_registry(project) as registry:
+            started = time.perf_counter()
+            result = import_cameras(registry, csv, Limits(), dry_run=True)
+            dry.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            result = import_cameras(registry, csv, Limits())
+            full.append(time.perf_counter() - started)
+            assert result.ok and result.applied, result.errors[:3]
     return min(dry), min(full)
 
 

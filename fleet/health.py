@@ -108,11 +108,8 @@ def software_targets(project: Project, names: list[str]) -> dict[str, str]:
     try:
         from fleet.registry import open_registry
 
-        registry = open_registry(project)
-        try:
+        with open_registry(project) as registry:
             records = registry.list_devices(names=names)
-        finally:
-            registry.close()
     except FleetError:
         return {}  # health never fails because the registry is unavailable
     return {r["name"]: str(r["software_target"]) for r in records if r.get("software_target")}

@@ -46,6 +46,9 @@ class Target:
     timeout: float = 120.0
 
 
+REGISTRY_TESTS = ("tests/registry/test_sqlite.py", "tests/registry/test_sqlite_guards.py",
+                  "tests/test_cameras.py", "tests/test_secrets.py")
+
 TARGETS = (
     Target("bundle", "runtime/fleet_runtime/bundle.py",
            ("tests/runtime/test_bundle.py", "tests/runtime/test_bundle_guards.py"),
@@ -72,11 +75,13 @@ TARGETS = (
     Target("ota-verify", "fleet/ota.py", ("tests/test_ota.py",),
            ("read_target", "target_version", "_check", "_verify", "_commit", "_recover"),
            timeout=600.0),
-    Target("registry-sqlite", "fleet/registry/sqlite.py",
-           ("tests/registry/test_sqlite.py", "tests/registry/test_sqlite_guards.py",
-            "tests/test_cameras.py", "tests/test_secrets.py"),
-           ("transaction", "write_cameras", "_write_cameras", "_seal_passwords",
-            "rotate_secret_key", "remove_cameras", "deregister_device"), timeout=240.0),
+    Target("registry-db", "fleet/registry/sqlite_db.py", REGISTRY_TESTS, ("transaction",),
+           timeout=240.0),
+    Target("registry-cameras", "fleet/registry/sqlite_cameras.py", REGISTRY_TESTS,
+           ("write", "write_rows", "seal_passwords", "rotate_secret_key", "_reseal", "remove",
+            "delete"), timeout=240.0),
+    Target("registry-devices", "fleet/registry/sqlite_devices.py", REGISTRY_TESTS,
+           ("deregister",), timeout=240.0),
     Target("provisioning", "runtime/fleet_runtime/provisioning.py",
            ("tests/test_provisioning.py", "-k", "not usb and not lab"),
            ("verify_archive", "read_archive", "_read_all", "_read_member", "_check_entry",

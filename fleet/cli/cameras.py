@@ -41,11 +41,9 @@ def import_(
     from fleet.registry import open_registry
 
     a = app_of(ctx)
-    with a.guarded():
-        registry = open_registry(a.project)
+    with a.guarded(), open_registry(a.project) as registry:
         limits = Limits.from_config(a.project.config.get("cameras") or {})
         result = import_cameras(registry, file, limits, on_conflict=on_conflict, dry_run=dry_run)
-        registry.close()
     if json:
         a.output_json(result.as_dict())
     else:
@@ -88,10 +86,8 @@ def list_(
     from fleet.render import grouped_table
 
     a = app_of(ctx)
-    with a.guarded():
-        registry = open_registry(a.project)
+    with a.guarded(), open_registry(a.project) as registry:
         cams = registry.list_cameras(devices=device or (), sites=site or ())
-        registry.close()
     if json:
         a.output_json({"cameras": cams})
         return
@@ -125,10 +121,8 @@ def show(ctx: typer.Context, name: str, json: o.Json = False) -> None:
     from fleet.registry import open_registry
 
     a = app_of(ctx)
-    with a.guarded():
-        registry = open_registry(a.project)
+    with a.guarded(), open_registry(a.project) as registry:
         cam = registry.get_camera(name)
-        registry.close()
     if cam is None:
         a.abort(f"camera '{name}' is not registered; see `fleet cameras list`", 2)
     if json:
@@ -151,10 +145,8 @@ def remove(
     from fleet.registry import open_registry
 
     a = app_of(ctx)
-    with a.guarded():
-        registry = open_registry(a.project)
+    with a.guarded(), open_registry(a.project) as registry:
         removed = registry.remove_cameras(names)
-        registry.close()
     if json:
         a.output_json({"removed": removed})
         return
@@ -182,8 +174,7 @@ def probe(
     a = app_of(ctx)
     if not (names or all_ or device or site):
         a.abort("name cameras, or select them with --all, --device or --site", 2)
-    with a.guarded():
-        registry = open_registry(a.project)
+    with a.guarded(), open_registry(a.project) as registry:
         cams = _targets(registry, names or [], device or [], site or [])
         where = "their devices over SSH" if from_device else "this machine"
         a.display_info(f"probing {len(cams)} camera(s) from {where} (timeout {timeout:g} s)")
@@ -198,7 +189,6 @@ def probe(
         else:
             outcomes = domain.probe_from_controller(registry, cams, timeout)
         domain.record_probes(registry, outcomes)
-        registry.close()
     _report_probe(a, outcomes, json)
     if any(out["status"] != "REACHABLE" for out in outcomes):
         raise typer.Exit(1)

@@ -64,12 +64,10 @@ def list_(
 
     a = app_of(ctx)
     names = [n.strip() for n in (limit or "").split(",") if n.strip()]
-    with a.guarded():
-        registry = open_registry(a.project)
+    with a.guarded(), open_registry(a.project) as registry:
         devices = registry.list_devices(
             sites=site or (), tags=tag or (), names=names, statuses=status or ()
         )
-        registry.close()
     if json:
         a.output_json({"devices": devices})
         return
@@ -83,11 +81,9 @@ def show(ctx: typer.Context, name: str, json: o.Json = False) -> None:
     from fleet.registry import open_registry
 
     a = app_of(ctx)
-    with a.guarded():
-        registry = open_registry(a.project)
+    with a.guarded(), open_registry(a.project) as registry:
         device = registry.get_device(name)
         history = registry.history(name, limit=20)
-        registry.close()
     if device is None:
         a.abort(f"device '{name}' is not registered; see `fleet devices list`", 2)
     if json:
@@ -152,11 +148,10 @@ def register(
     a = app_of(ctx)
     with a.guarded():
         nr = inv.select(a.project, inv.Selection.of(inventory, site, group, tag, limit))
-        registry = open_registry(a.project)
-        result = devices.register(a.project, registry, nr)
-        # A registry that says AWAITING_PROVISIONING for a device answering right now is wrong.
-        result["devices"] = [] if no_contact else devices.refresh(registry, nr)
-        registry.close()
+        with open_registry(a.project) as registry:
+            result = devices.register(a.project, registry, nr)
+            # A registry that says AWAITING_PROVISIONING for a device answering right now is wrong.
+            result["devices"] = [] if no_contact else devices.refresh(registry, nr)
     if json:
         a.output_json(result)
         return
@@ -208,9 +203,8 @@ def refresh(
     a = app_of(ctx)
     with a.guarded():
         nr = inv.select(a.project, inv.Selection.of(inventory, site, group, tag, limit))
-        registry = open_registry(a.project)
-        rows = devices.refresh(registry, nr)
-        registry.close()
+        with open_registry(a.project) as registry:
+            rows = devices.refresh(registry, nr)
     if json:
         a.output_json({"devices": rows})
     else:
@@ -252,8 +246,7 @@ def deregister(
     from fleet.registry import devices, open_registry
 
     a = app_of(ctx)
-    with a.guarded():
-        registry = open_registry(a.project)
+    with a.guarded(), open_registry(a.project) as registry:
         if registry.get_device(name) is None:
             a.abort(f"device '{name}' is not registered; see `fleet devices list`", 2)
         result = devices.deregister(
@@ -263,7 +256,6 @@ def deregister(
             passphrase=_passphrase_if_needed(a),
             remove_cameras=remove_cameras,
         )
-        registry.close()
     if json:
         a.output_json(result)
         return
@@ -291,10 +283,8 @@ def tag(
     from fleet.registry import hosts, open_registry
 
     a = app_of(ctx)
-    with a.guarded():
-        registry = open_registry(a.project)
+    with a.guarded(), open_registry(a.project) as registry:
         device = registry.tag_device(name, hosts.parse_tags(tags or ()), remove or ())
-        registry.close()
     if json:
         a.output_json({"device": device["name"], "tags": device["tags"]})
         return

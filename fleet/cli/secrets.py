@@ -20,8 +20,7 @@ def rotate(ctx: typer.Context, dry_run: o.DryRun = False, json: o.Json = False) 
     from fleet.secrets import KEY_FILE, ensure_rotatable, secret_box
 
     a = app_of(ctx)
-    with a.guarded():
-        registry = open_registry(a.project)
+    with a.guarded(), open_registry(a.project) as registry:
         if registry.backend != "sqlite" or not isinstance(registry, SQLiteRegistry):
             a.abort("the aws registry keeps camera passwords in AWS Secrets Manager;"
                     " rotate them there", 2)
@@ -30,7 +29,6 @@ def rotate(ctx: typer.Context, dry_run: o.DryRun = False, json: o.Json = False) 
             count = registry.count_secrets()
             has_key = (a.project.state_dir / KEY_FILE).exists()  # a dry run makes none
             current = secret_box(a.project.state_dir).key_id if has_key else None
-            registry.close()
             if json:
                 a.output_json({"dry_run": True, "key_id": current, "would_reseal": count})
             else:
@@ -38,7 +36,6 @@ def rotate(ctx: typer.Context, dry_run: o.DryRun = False, json: o.Json = False) 
                                f" {count} secret(s); nothing changed")
             return
         rotation = registry.rotate_secret_key()
-        registry.close()
     if json:
         a.output_json({"old_key_id": rotation.old_key_id, "new_key_id": rotation.new_key_id,
                        "resealed": rotation.resealed, "resumed": rotation.resumed})

@@ -9,10 +9,10 @@ Chosen by ``fleet.yaml``::
 
     registry: {backend: aws, region: eu-central-1, endpoint_url: http://127.0.0.1:5000}
 
->>> reg = open_registry(project)                      # doctest: +SKIP
->>> reg.upsert_device("berlin-01", site="berlin", hardware="jetson-orin", arch="aarch64")
+>>> with open_registry(project) as reg:                # doctest: +SKIP
+...     reg.upsert_device("berlin-01", site="berlin", hardware="jetson-orin", arch="aarch64")
+...     reg.set_device_status("berlin-01", ONLINE)
 {'name': 'berlin-01', 'status': 'AWAITING_PROVISIONING', ...}
->>> reg.set_device_status("berlin-01", ONLINE)        # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -144,13 +144,19 @@ class Store(Protocol):
     def set_camera_probe(self, name: str, status: str, codec: str | None, detail: str) -> None: ...
     def remove_cameras(self, names: Iterable[str]) -> list[str]: ...
     def close(self) -> None: ...
+    def __enter__(self) -> Store: ...
+    def __exit__(self, *exc: object) -> None: ...
 
 
 Registry = Store
 
 
 def open_registry(project: Project) -> Registry:
-    """The registry backend ``fleet.yaml`` asks for (``registry.backend``, default sqlite)."""
+    """The registry backend ``fleet.yaml`` asks for (``registry.backend``, default sqlite).
+
+    Use it as a context manager, so the database connection is closed however the block
+    ends: ``with open_registry(project) as registry: ...`` (``close()`` does the same).
+    """
     config = dict(project.config.get("registry") or {})
     backend = config.get("backend", "sqlite")
     if backend == "sqlite":

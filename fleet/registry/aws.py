@@ -8,10 +8,10 @@
   ``$aws/things/<thing>/*`` topics;
 * camera usernames and passwords live in ``<secret_prefix>cameras/<camera>``
   (default prefix ``edgefleet/``); the local cache keeps only the secret's ARN;
-* the local SQLite database (``.fleet/registry.db``) stays the cache every
-  listing reads. AWS is written first, then the cache, so the cache never
-  claims what AWS does not have; camera imports undo their AWS writes when
-  any of them fails.
+* the local SQLite database (``.fleet/registry.db``, a `SQLiteRegistry` held
+  as ``cache``) answers every read. AWS is written first, then the cache, so
+  the cache never claims what AWS does not have; camera imports undo their
+  AWS writes when any of them fails.
 
 ``fleet.yaml``::
 
@@ -21,16 +21,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 from fleet.errors import ConfigError, FleetError
 from fleet.project import Project
 from fleet.registry import Camera, RegisterResult
 from fleet.registry import hosts as inventory_hosts
-from fleet.registry.schema import migrate
-from fleet.registry.sqlite import SQLiteRegistry, connect
+from fleet.registry.sqlite import SQLiteRegistry
 
 SECRET_REF = "aws:"  # noqa: S105 (a prefix, not a secret)
 MAX_THING_NAME = 128
@@ -69,26 +70,20 @@ def policy_document(
     }
 
 
-class AwsRegistry(SQLiteRegistry):
-    """SQLite cache + AWS IoT Core + Secrets Manager."""
+class AwsRegistry:
+    """AWS IoT Core + Secrets Manager, with a SQLite cache (``cache``) for every read."""
 
     backend = "aws"
 
-    def __init__(
-        self,
-        conn: Any,
-        project: Project,
-        config: Mapping[str, Any],
-        session_factory: Callable[..., Any] | None = None,
-    ) -> None:
-        super().__init__(conn, project.state_dir, project.known_hosts)
+    def __init__(self, cache: SQLiteRegistry, config: Mapping[str, Any]) -> None:
+        self.cache, self.known_hosts = cache, cache.known_hosts
         self.config = dict(config)
         self.group_prefix = str(config.get("group_prefix", "edgefleet-"))
         self.secret_prefix = str(config.get("secret_prefix", "edgefleet/"))
         self._clients: dict[str, Any] = {}
 
     @classmethod
-    def open(  # type: ignore[override]
+    def open(
         cls,
         project: Project,
         config: Mapping[str, Any] | None = None,
@@ -101,10 +96,26 @@ class AwsRegistry(SQLiteRegistry):
                 where="fleet.yaml: registry",
                 fix="add `region: <aws region>` under registry",
             )
-        path = project.state_dir / filename
-        conn = connect(path)
-        migrate(conn, str(path))
-        return cls(conn, project, config)
+        return cls(SQLiteRegistry.open(project, filename), config)
+
+    def close(self) -> None:
+        self.cache.close()
+
+    def __enter__(self) -> AwsRegistry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        return self.cache.conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A transaction on the cache (AWS calls are not part of it)."""
+        with self.cache.transaction() as conn:
+            yield conn
 
     def client(self, service: str) -> Any:
         if service not in self._clients:
@@ -198,15 +209,16 @@ class AwsRegistry(SQLiteRegistry):
             )
 
     def upsert_device(self, name: str, **fields: Any) -> dict[str, Any]:
-        merged = {**(self._device_row(name) or {}), **fields}
-        if {"site", "serial", "hardware", "arch"} & set(fields) or self._device_row(name) is None:
+        row = self.cache.devices.row(name)
+        merged = {**(row or {}), **fields}
+        if {"site", "serial", "hardware", "arch"} & set(fields) or row is None:
             self._sync_thing(name, merged)
-        return super().upsert_device(name, **fields)
+        return self.cache.upsert_device(name, **fields)
 
     def register_from_inventory(self, nornir_or_hosts: Any) -> RegisterResult:
         for name, fields in inventory_hosts.entries(nornir_or_hosts, self.known_hosts):
             self._sync_thing(name, fields)
-        return super().register_from_inventory(nornir_or_hosts)
+        return self.cache.register_from_inventory(nornir_or_hosts)
 
     # ---- certificates and policies -------------------------------------------------------------
 
@@ -253,7 +265,7 @@ class AwsRegistry(SQLiteRegistry):
 
     def set_device_certificate(self, name: str, cert_pem: str) -> dict[str, Any]:
         """Register the certificate in IoT, attach it to the thing and its own policy."""
-        row = self._require_device(name)
+        row = self.cache.devices.require(name)
         thing_arn = self._sync_thing(name, row)
         cert_arn = self._register_certificate(cert_pem)
         policy = self._ensure_policy(name, thing_arn)
@@ -262,18 +274,19 @@ class AwsRegistry(SQLiteRegistry):
         self._aws(
             "AttachThingPrincipal", iot.attach_thing_principal, thingName=name, principal=cert_arn
         )
-        out = super().set_device_certificate(name, cert_pem)
+        out = self.cache.set_device_certificate(name, cert_pem)
         return {**out, "certificate_arn": cert_arn, "policy": policy}
 
     def deregister_device(self, name: str, *, remove_cameras: bool = False) -> dict[str, Any]:
         """Revoke the thing's certificates in IoT, delete its policy and thing, then the cache."""
-        self._require_device(name)
-        refs = [self._password_ref(c["name"]) for c in self.list_cameras(devices=[name])]
+        self.cache.devices.require(name)
+        cameras = self.cache.list_cameras(devices=[name])
+        refs = [self.cache.cameras.password_ref(c["name"]) for c in cameras]
         if refs and not remove_cameras:
-            return super().deregister_device(name, remove_cameras=False)  # refuses, says why
+            return self.cache.deregister_device(name, remove_cameras=False)  # refuses, says why
         self._retire_thing(name)
         self._delete_secrets([r for r in refs if r])
-        return super().deregister_device(name, remove_cameras=remove_cameras)
+        return self.cache.deregister_device(name, remove_cameras=remove_cameras)
 
     def _retire_thing(self, name: str) -> None:
         iot, policy = self.client("iot"), self.policy_name(name)
@@ -359,22 +372,22 @@ class AwsRegistry(SQLiteRegistry):
 
     def write_cameras(self, creates: list[Camera], updates: list[Camera]) -> None:
         """Secrets first, then the cache in one transaction; a failure undoes the secrets."""
-        dropped = [self._password_ref(c.name) for c in updates if not c.password]
+        dropped = [self.cache.cameras.password_ref(c.name) for c in updates if not c.password]
         refs, done = self._put_secrets(creates + updates)
         try:
-            with self.transaction():
-                self._write_cameras(creates, updates, refs)
+            with self.cache.transaction():
+                self.cache.cameras.write_rows(creates, updates, refs)
         except BaseException:
             self._undo_secrets(done)
             raise
         self._delete_secrets([r for r in dropped if r])  # updated to no password
 
     def camera_password(self, name: str) -> str:
-        ref = self._password_ref(name)
+        ref = self.cache.cameras.password_ref(name)
         if not ref:
             return ""
         if not ref.startswith(SECRET_REF):
-            return super().camera_password(name)
+            return self.cache.camera_password(name)
         sm = self.client("secretsmanager")
         value = self._aws("GetSecretValue", sm.get_secret_value, SecretId=ref[len(SECRET_REF) :])
         return str(json.loads(value["SecretString"]).get("password", ""))
@@ -392,7 +405,59 @@ class AwsRegistry(SQLiteRegistry):
 
     def remove_cameras(self, names: Iterable[str]) -> list[str]:
         wanted = list(dict.fromkeys(names))
-        refs = [self._password_ref(n) for n in wanted]  # raises NotFound before any change
-        removed = super().remove_cameras(wanted)
+        refs = [self.cache.cameras.password_ref(n) for n in wanted]  # NotFound before a change
+        removed = self.cache.remove_cameras(wanted)
         self._delete_secrets([r for r in refs if r])
         return removed
+
+    # ---- what the cache answers alone ------------------------------------------------------
+
+    def get_device(self, name: str) -> dict[str, Any] | None:
+        return self.cache.get_device(name)
+
+    def list_devices(
+        self,
+        *,
+        sites: Iterable[str] = (),
+        tags: Iterable[str] = (),
+        names: Iterable[str] = (),
+        statuses: Iterable[str] = (),
+    ) -> list[dict[str, Any]]:
+        return self.cache.list_devices(sites=sites, tags=tags, names=names, statuses=statuses)
+
+    def set_device_status(self, name: str, status: str) -> None:
+        self.cache.set_device_status(name, status)
+
+    def set_target_software(self, name: str, version: str | None) -> None:
+        self.cache.set_target_software(name, version)
+
+    def set_current_software(self, name: str, version: str | None) -> None:
+        self.cache.set_current_software(name, version)
+
+    def tag_device(
+        self, name: str, tags: Mapping[str, str], remove: Iterable[str] = ()
+    ) -> dict[str, Any]:
+        return self.cache.tag_device(name, tags, remove)
+
+    def history(self, subject: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        return self.cache.history(subject, limit)
+
+    def camera_names(self) -> set[str]:
+        return self.cache.camera_names()
+
+    def camera_counts(self) -> dict[tuple[str, str], int]:
+        return self.cache.camera_counts()
+
+    def camera_devices(self) -> dict[str, tuple[str, str]]:
+        return self.cache.camera_devices()
+
+    def get_camera(self, name: str) -> dict[str, Any] | None:
+        return self.cache.get_camera(name)
+
+    def list_cameras(
+        self, *, devices: Iterable[str] = (), sites: Iterable[str] = (), names: Iterable[str] = ()
+    ) -> list[dict[str, Any]]:
+        return self.cache.list_cameras(devices=devices, sites=sites, names=names)
+
+    def set_camera_probe(self, name: str, status: str, codec: str | None, detail: str) -> None:
+        self.cache.set_camera_probe(name, status, codec, detail)

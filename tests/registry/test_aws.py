@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -254,3 +255,15 @@ def test_secrets_rotate_is_refused_on_the_aws_backend(aws_project: Project) -> N
             " rotate them there"
         )
     assert not list(aws_project.state_dir.glob("secret.key*"))
+
+
+def test_the_aws_store_holds_a_sqlite_cache_and_closes_it(aws_project: Project) -> None:
+    from fleet.registry.sqlite import SQLiteRegistry
+
+    with open_registry(aws_project) as registry:
+        assert isinstance(registry, AwsRegistry) and not isinstance(registry, SQLiteRegistry)
+        assert isinstance(registry.cache, SQLiteRegistry)
+        registry.upsert_device("cam-01", site="berlin")
+        assert registry.cache.get_device("cam-01") == registry.get_device("cam-01")
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        registry.cache.conn.execute("SELECT 1")

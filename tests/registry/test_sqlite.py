@@ -250,3 +250,25 @@ def test_nornir_worker_threads_can_share_one_registry(reg) -> None:
         list(pool.map(work, names))
     assert {d["software_current"] for d in reg.list_devices()} == {"1.0.24"}
     assert len(reg.history("d3")) == 51  # registered + 25 software + 25 status changes
+
+
+def test_open_registry_is_a_context_manager_that_closes_the_database(project: Project) -> None:
+    with open_registry(project) as registry:
+        registry.upsert_device("d1", site="s1")
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        registry.conn.execute("SELECT 1")  # type: ignore[attr-defined]
+    with pytest.raises(NotFound), open_registry(project) as failing:
+        failing.set_device_status("nobody", ONLINE)
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        failing.conn.execute("SELECT 1")  # type: ignore[attr-defined]
+    with open_registry(project) as again:
+        assert again.get_device("d1")["site"] == "s1"  # type: ignore[index]
+
+
+def test_the_store_is_made_of_devices_cameras_and_history_parts(reg) -> None:
+    reg.upsert_device("d1", site="s1")
+    reg.write_cameras([Camera("c1", "d1", "rtsp://h/s", password="pw")], [])
+    assert reg.devices.get("d1") == reg.get_device("d1")
+    assert reg.cameras.find(devices=["d1"]) == reg.list_cameras(devices=["d1"])
+    assert reg.changes.recent("c1") == reg.history("c1")
+    assert [h["event"] for h in reg.history("c1")] == ["imported"]
