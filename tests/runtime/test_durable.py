@@ -1,6 +1,6 @@
 """The durable-file toolkit: atomic writes, file locks, backoff waits.
 
-The crash test takes its seed from DURABLE_CRASH_SEED (a random one otherwise, printed).
+The crash test takes its seed from EDGEFLEET_CRASH_SEED (a random one otherwise, printed).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ def test_atomic_write_replaces_the_whole_file(tmp_path: Path) -> None:
 
 
 def test_a_crash_between_temp_write_and_rename_leaves_the_old_file(tmp_path: Path) -> None:
-    seed = int(os.environ.get("DURABLE_CRASH_SEED", random.randrange(1 << 30)))
-    print(f"DURABLE_CRASH_SEED={seed}")
+    seed = int(os.environ.get("EDGEFLEET_CRASH_SEED", random.randrange(1 << 30)))
+    print(f"EDGEFLEET_CRASH_SEED={seed}")
     size = random.Random(seed).randrange(1, 1 << 20)
     target = tmp_path / "key.pem"
     target.write_bytes(b"old content")
