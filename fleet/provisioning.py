@@ -633,7 +633,7 @@ def write_to_drive(
 
 def _copy_synced(data: bytes, target: Path) -> None:
     try:  # the temp name is one `drive_files` finds, should the drive be pulled mid-write
-        atomic_write(target, data, None, prefix=".edgefleet-")
+        atomic_write(target, data, 0o600, chmod=False, prefix=".edgefleet-")
     except OSError as exc:
         raise _drive_error(exc, target) from None
 

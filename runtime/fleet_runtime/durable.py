@@ -20,7 +20,7 @@ import fcntl
 import json
 import os
 import random
-import tempfile
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -45,8 +45,9 @@ def fsync_dir(path: Path) -> None:
 @contextmanager
 def atomic_file(
     path: Path,
-    mode: int | None = 0o644,
+    mode: int = 0o644,
     *,
+    chmod: bool = True,
     exclusive: bool = False,
     sync: bool = True,
     sync_dir: bool = True,
@@ -59,19 +60,22 @@ def atomic_file(
     exception in the block removes the temp file and leaves `path` as it was. `exclusive`
     publishes with a hard link, so FileExistsError says another writer got there first.
     `sync=False` skips the fsyncs (public files that can be made again); `sync_dir=False`
-    leaves the directory fsync to a caller that writes a batch of files.
+    leaves the directory fsync to a caller that writes a batch of files. `chmod=False`
+    creates the file with `mode` less the umask, as ``open()`` does, and never changes it
+    (a FAT drive refuses chmod).
 
     >>> with atomic_file(Path("state.json"), 0o600) as fh:  # doctest: +SKIP
     ...     fh.write(b"{}")
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=prefix or f".{path.name}.", suffix=suffix, dir=path.parent)
+    fd, tmp = _create_temp(path.parent, prefix or f".{path.name}.", suffix,
+                           0o600 if chmod else mode)
     try:
-        if mode is not None:  # None: as mkstemp made it (a FAT drive refuses chmod)
+        if chmod:
             os.fchmod(fd, mode)  # before any data: nothing sits in a file wider than asked
     except BaseException:
         os.close(fd)
-        Path(tmp).unlink()
+        os.unlink(tmp)
         raise
     try:
         with open(tmp, "wb", opener=lambda *_: fd) as fh:
@@ -86,6 +90,18 @@ def atomic_file(
         fsync_dir(path.parent)
 
 
+def _create_temp(folder: Path, prefix: str, suffix: str, mode: int) -> tuple[int, str]:
+    """A new file under a random name (O_EXCL: never one that exists, never through a link)."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    for _ in range(100):
+        tmp = str(folder / f"{prefix}{secrets.token_hex(6)}{suffix}")
+        try:
+            return os.open(tmp, flags, mode), tmp
+        except FileExistsError:
+            continue  # 48 random bits taken: try another name
+    raise FileExistsError(f"no free temporary name in {folder}")
+
+
 def _publish(tmp: str, path: Path, exclusive: bool) -> None:
     if exclusive:
         os.link(tmp, path)  # fails when the name exists: the first writer wins
@@ -93,7 +109,7 @@ def _publish(tmp: str, path: Path, exclusive: bool) -> None:
         os.replace(tmp, path)
 
 
-def atomic_write(path: Path, data: bytes, mode: int | None = 0o644, **options: Any) -> None:
+def atomic_write(path: Path, data: bytes, mode: int = 0o644, **options: Any) -> None:
     """`data` into `path`, whole or not at all (options as for `atomic_file`)."""
     with atomic_file(path, mode, **options) as fh:
         fh.write(data)

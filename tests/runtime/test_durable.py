@@ -185,3 +185,25 @@ def test_a_second_install_is_told_busy_while_one_holds_the_lock(tmp_path: Path) 
         pass
     with install_lock(layout, False, 0), install_lock(layout, False, 0):
         pass  # readers share it
+
+
+def test_without_chmod_the_file_is_made_as_open_makes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A FAT drive refuses chmod (EPERM): the log export and archive copy never call it."""
+
+    def fat_fchmod(fd: int, mode: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "fchmod", fat_fchmod)
+    old_umask = os.umask(0o022)
+    try:
+        durable.atomic_write(tmp_path / "bundle.tar.gz", b"logs", 0o666, chmod=False)
+        durable.atomic_write(tmp_path / "archive.zip", b"zip", 0o600, chmod=False)
+        with pytest.raises(PermissionError):
+            durable.atomic_write(tmp_path / "other", b"x", 0o644)
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE((tmp_path / "bundle.tar.gz").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "archive.zip").stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["archive.zip", "bundle.tar.gz"]

@@ -318,7 +318,7 @@ def export_usb(usb: str, layout: Layout, meta: dict[str, Any],
     folder.mkdir(exist_ok=True)
     final = folder / f"{meta['top']}.tar.gz"
     try:
-        with atomic_file(final, None, suffix=".part") as fh:
+        with atomic_file(final, 0o666, chmod=False, suffix=".part") as fh:
             counter = _Counting(fh)
             manifest = write_bundle(counter, layout, pieces, meta)
     except OSError as exc:
