@@ -57,3 +57,13 @@ def test_the_release_key_and_its_directory_are_fsynced(
     assert stat.S_IMODE(key.private.stat().st_mode) == 0o600
     assert sorted(p.name for p in key.private.parent.iterdir()) == sorted(
         [key.private.name, key.public.name])  # no temp file left beside them
+
+
+def test_a_damaged_log_bundle_leaves_nothing_in_the_export_folder(tmp_path: Path) -> None:
+    from fleet.errors import DeviceError
+    from fleet.logs import ExportOptions, store
+
+    options = ExportOptions(out=tmp_path / "out", stamp="20260101T000000Z")
+    with pytest.raises(DeviceError, match="run the export again"):
+        store("cam-01", "berlin", b"not a tar.gz at all", options)
+    assert list((tmp_path / "out" / "berlin").iterdir()) == []  # neither the bundle nor a temp
