@@ -26,9 +26,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fleet_runtime import slots
+from fleet_runtime import labhooks, slots
 from fleet_runtime.agent.info import identity
-from fleet_runtime.layout import Layout, lab_faults, read_json
+from fleet_runtime.layout import Layout, read_json
 
 Check = dict[str, Any]
 WARN_PCT, FAIL_PCT = 85.0, 95.0
@@ -61,7 +61,7 @@ def check(name: str, status: str, reason: str = "", **values: Any) -> Check:
 def disk_check(layout: Layout, warn: float, fail: float) -> Check:
     usage = shutil.disk_usage(layout.root)
     pct = 100.0 * usage.used / usage.total
-    if lab_faults(layout).get("disk-full"):
+    if labhooks.disk_full(layout):
         pct = 100.0
     status = grade(pct, warn, fail)
     reason = "" if status == "ok" else f"disk {pct:.0f}% used (warn {warn:.0f}%, fail {fail:.0f}%)"
@@ -87,7 +87,7 @@ def memory_check(warn: float, fail: float) -> Check:
 def load_check(layout: Layout, warn_per_cpu: float = LOAD_WARN_PER_CPU) -> Check:
     load1 = os.getloadavg()[0]
     per_cpu = load1 / (os.cpu_count() or 1)
-    if layout.is_lab:
+    if labhooks.shares_host(layout):
         # Lab devices share one host's CPUs: its load is not theirs to be judged by.
         return check("load", "ok", "", load1=round(load1, 2), shared_host=True)
     status = "warn" if per_cpu > warn_per_cpu else "ok"
