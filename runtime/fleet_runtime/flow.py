@@ -93,9 +93,10 @@ TERMINAL = frozenset(START)
 TABLE: dict[tuple[State, Event], State] = {
     **{(s, E.DOWNLOAD): S.DOWNLOADING for s in START},
     **{(s, E.INSTALL): S.INSTALLING for s in START},
-    (S.INSTALLING, E.INSTALL): S.INSTALLING,  # push: the controller runs install again
-    (S.INSTALLED, E.INSTALL): S.INSTALLING,
-    (S.ACTIVATED, E.INSTALL): S.INSTALLING,
+    # Push takes over a download nothing was written from, or writes the inactive slot again
+    # (the controller runs install again after an interruption, as slots.py allows).
+    **{(s, E.INSTALL): S.INSTALLING for s in (S.DOWNLOADING, S.VERIFYING, S.INSTALLING,
+                                                S.INSTALLED, S.ACTIVATING, S.ACTIVATED)},
     (S.DOWNLOADING, E.DOWNLOADED): S.VERIFYING,
     (S.DOWNLOADING, E.FAILED): S.FAILED,
     (S.VERIFYING, E.VERIFIED): S.INSTALLING,
@@ -106,6 +107,7 @@ TABLE: dict[tuple[State, Event], State] = {
     (S.INSTALLING, E.FAILED): S.FAILED,
     (S.INSTALLED, E.ACTIVATE): S.ACTIVATING,
     (S.ACTIVATED, E.ACTIVATE): S.ACTIVATING,
+    (S.ACTIVATING, E.ACTIVATE): S.ACTIVATING,
     (S.ACTIVATING, E.ACTIVATED): S.ACTIVATED,
     (S.ACTIVATING, E.FAILED): S.FAILED,
     (S.ACTIVATED, E.REBOOT): S.REBOOTING,
@@ -142,6 +144,9 @@ ADOPT = {"idle": S.IDLE, "installing": S.INSTALLING, "installed": S.INSTALLED,
          "activated": S.ACTIVATED, "trial": S.CHECKING}
 # Where push commands wait for the controller: its reboot, or its commit after its own gate.
 PUSH_WAITS = frozenset({S.ACTIVATED, S.CHECKING, S.RESTORING})
+# Actions that need nothing from outside (no bundle, no reboot, no verdict): whoever comes
+# next finishes one a killed process left half done (`settle`).
+SELF_FINISHING = frozenset({S.ACTIVATING, S.COMMITTING, S.ROLLING_BACK})
 
 
 class FlowError(Exception):
@@ -246,6 +251,13 @@ def drive(ctx: Context, event: Event | None = None, **changes: Any) -> dict[str,
         crash_point(f"flow-{state.value}-done")
         doc = transition(ctx, doc, step[0], **step[1])
     return doc
+
+
+def settle(ctx: Context) -> dict[str, Any]:
+    """Finish a self-finishing action a killed process left (activate, commit, roll back);
+    run by every push command and by `boot`, before the slot choice."""
+    stops = frozenset(State) - SELF_FINISHING
+    return drive(Context(ctx.layout, stops, trials=ctx.trials))
 
 
 def start_changes(mode: str, **fields: Any) -> dict[str, Any]:
@@ -392,7 +404,8 @@ def _installed(ctx: Context, doc: dict[str, Any]) -> Step:
 
 def _activating(ctx: Context, doc: dict[str, Any]) -> Step:
     try:
-        ctx.answers["activate"] = slots.activate(ctx.layout, ctx.trials)
+        trials = int(doc.get("trials") or ctx.trials)
+        ctx.answers["activate"] = slots.activate(ctx.layout, trials)
     except slots.SlotError as exc:
         ctx.error = exc
         return _failed(exc.code, exc.message, S.ACTIVATING)

@@ -222,7 +222,9 @@ def run_install(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
                 ctx = flow.Context(layout, frozenset(waits), source=stream,
                                    on_progress=_throttled("write"), trials=args.trials)
                 try:
-                    doc = flow.drive(ctx, flow.Event.INSTALL, **flow.start_changes("push"))
+                    flow.settle(ctx)
+                    doc = flow.drive(ctx, flow.Event.INSTALL,
+                                     **flow.start_changes("push", trials=args.trials))
                     if ctx.error is not None:
                         raise ctx.error
                 except BaseException:
@@ -240,7 +242,10 @@ def run_install(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
 
 
 def _push(layout: Layout, *waits: flow.State, **fields: Any) -> flow.Context:
-    return flow.Context(layout, flow.PUSH_WAITS | frozenset(waits), **fields)
+    """A push command's flow: first finish what a killed command left half done."""
+    ctx = flow.Context(layout, flow.PUSH_WAITS | frozenset(waits), **fields)
+    flow.settle(ctx)
+    return ctx
 
 
 def _answer(ctx: flow.Context, doc: dict[str, Any], verb: str) -> dict[str, Any]:
@@ -257,22 +262,26 @@ def run_activate(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
     if args.trials < 1:
         raise AgentError("usage", "trials must be at least 1")
     ctx = _push(layout, trials=args.trials)
-    return _answer(ctx, flow.drive(ctx, flow.Event.ACTIVATE), "activate")
+    return _answer(ctx, flow.drive(ctx, flow.Event.ACTIVATE, trials=args.trials), "activate")
 
 
 def run_boot(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
+    """Settle first, so a rollback or commit cut short counts for the slot this boot picks."""
+    ctx = _push(layout)
     answer = slots.boot(layout)
-    return {**answer, "flow": flow.on_boot(_push(layout))["state"]}
+    return {**answer, "flow": flow.on_boot(ctx)["state"]}
 
 
 def run_commit(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
     """Through the flow's gate when a slot is on trial; otherwise the slot verb as it is
     (a no-op when committed, a refusal in any other state)."""
-    doc = flow.read(layout)
+    doc = flow.settle(flow.Context(layout))
     on_trial = slots.read_state(layout)["state"] == "trial"
     if not on_trial and doc["state"] not in (flow.State.CHECKING, flow.State.COMMITTING):
         return {**slots.commit(layout, args.force), "flow": doc["state"]}
-    ctx = _push(layout, flow.State.REBOOTING, force=args.force)
+    # Runs the gate and the commit; never reboots (a push device is rebooted by the controller).
+    ctx = flow.Context(layout, frozenset({flow.State.REBOOTING, flow.State.RESTORING}),
+                       force=args.force)
     doc = flow.drive(ctx)
     if doc["state"] in (flow.State.RESTORING, flow.State.FAILED):
         outcome = doc.get("outcome") or {}
@@ -285,11 +294,11 @@ def run_commit(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
 
 
 def run_rollback(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
+    ctx = _push(layout)
     doc = flow.read(layout)
     state = flow.State(doc["state"])
     if (state, flow.Event.ROLLBACK) not in flow.TABLE:
         return {**slots.rollback(layout, args.reason), "flow": doc["state"]}
-    ctx = _push(layout)
     outcome = {"code": "rollback", "reason": args.reason, "in": state.value}
     return _answer(ctx, flow.drive(ctx, flow.Event.ROLLBACK, outcome=outcome), "rollback")
 
