@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import json
 import os
 import signal
 import subprocess
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures_bundle import make_device
+from fixtures_bundle import make_bundle, make_device
 from fixtures_mqtt import Inbox, MqttLab
 from fleet_runtime.layout import Layout
 
@@ -138,3 +139,37 @@ def publish_bundle(folder: Path, base: str, data: bytes, name: str) -> dict[str,
 def statuses(service: JobsService, job_id: str) -> list[tuple[str, str]]:
     return [(m["status"], m["statusDetails"].get("step", "")) for t, m in service.updates.messages
             if t.endswith(f"/{job_id}/update")]
+
+
+@pytest.fixture
+def failing_app() -> Iterator[int]:
+    """A runtime whose /health says the application failed (as fleet-runtime answers then)."""
+
+    class Failed(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server hook
+            body = json.dumps({"status": "failed", "fps": 0.0, "cameras": {},
+                               "reasons": ["detector model failed to load"]}).encode()
+            self.send_response(503)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failed)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def unhealthy_bundle(key: Any, app_port: int) -> bytes:
+    """A 1.1.0 release whose self-test passes but whose application, once booted, reports
+    failed: its start-up registers the app's port (as fleet-runtime does) at `app_port`."""
+    starts_app = (f'#!/bin/sh\nmkdir -p "$FLEET_ROOT/run/fleet"\necho \'{{"http_port": '
+                  f'{app_port}, "app": "detector"}}\' > "$FLEET_ROOT/run/fleet/runtime.json"\n'
+                  ).encode()
+    files = {"opt/edgefleet/VERSION": b"1.1.0\n", "opt/edgefleet/selftest": starts_app}
+    return make_bundle(key, files, modes={"opt/edgefleet/selftest": 0o755},
+                       hooks={"selftest": "opt/edgefleet/selftest"})

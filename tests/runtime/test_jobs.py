@@ -7,15 +7,8 @@ topics (see fixtures_jobs). A job drives the device-side update flow
 
 from __future__ import annotations
 
-import http.server
-import json
 import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for fixtures
 
@@ -26,8 +19,10 @@ from fixtures_jobs import (  # noqa: E402,F401  (fixtures used by name)
     bundle_server,
     daemon_procs,
     device_with_daemon,
+    failing_app,
     publish_bundle,
     statuses,
+    unhealthy_bundle,
 )
 from fixtures_mqtt import MqttLab  # noqa: E402
 from fleet_runtime import flow, slots  # noqa: E402
@@ -85,29 +80,6 @@ def assert_rolled_back(layout) -> None:
     assert flow.read(layout)["state"] == "failed"
 
 
-@pytest.fixture
-def failing_app() -> Iterator[int]:
-    """A runtime whose /health says the application failed (as fleet-runtime answers then)."""
-
-    class Failed(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the http.server hook
-            body = json.dumps({"status": "failed", "fps": 0.0, "cameras": {},
-                               "reasons": ["detector model failed to load"]}).encode()
-            self.send_response(503)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failed)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
-
-
 def test_release_that_boots_but_is_unhealthy_is_rolled_back_not_committed(
         mqtt_broker: MqttLab, tmp_path: Path, bundle_server, daemon_procs, failing_app) -> None:
     """Its self-test passes, but once booted its application reports failed: the health gate
@@ -117,13 +89,7 @@ def test_release_that_boots_but_is_unhealthy_is_rolled_back_not_committed(
                                 daemon_procs)
     service = JobsService(mqtt_broker, "jobs-sick-01")
     folder, base = bundle_server
-    # The release's start-up registers its application's port, as fleet-runtime does.
-    starts_app = (f'#!/bin/sh\nmkdir -p "$FLEET_ROOT/run/fleet"\necho \'{{"http_port": '
-                  f'{failing_app}, "app": "detector"}}\' > "$FLEET_ROOT/run/fleet/runtime.json"\n'
-                  ).encode()
-    files = {"opt/edgefleet/VERSION": b"1.1.0\n", "opt/edgefleet/selftest": starts_app}
-    data = make_bundle(key, files, modes={"opt/edgefleet/selftest": 0o755},
-                       hooks={"selftest": "opt/edgefleet/selftest"})
+    data = unhealthy_bundle(key, failing_app)
     service.add_job("r-sick-1", publish_bundle(folder, base, data, "sick.bundle"))
 
     _, done = service.updates.wait_for(lambda t, m: m["status"] in ("SUCCEEDED", "FAILED"), 30)
