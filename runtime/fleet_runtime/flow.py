@@ -276,7 +276,7 @@ def on_boot(ctx: Context) -> dict[str, Any]:
     return transition(ctx, doc, event, **changes)
 
 
-def failure(ctx: Context, doc: dict[str, Any]) -> FlowError | None:
+def failure(doc: dict[str, Any]) -> FlowError | None:
     """The flow's failure as an error to raise (None unless it failed or is restoring)."""
     if State(doc["state"]) not in (S.FAILED, S.RESTORING, S.ROLLING_BACK):
         return None
@@ -478,11 +478,8 @@ def _committing(ctx: Context, doc: dict[str, Any]) -> Step:
 
 def _rolling_back(ctx: Context, doc: dict[str, Any]) -> Step:
     why = reason(doc) or "rolled back by operator"
-    try:
-        ctx.answers["rollback"] = slots.rollback(ctx.layout, why[:300])
-    except slots.SlotError as exc:  # only `installing`, which this state never meets
-        ctx.error = exc
-        raise
+    # slots.rollback refuses only `installing`, which SLOT_STATES keeps out of this state.
+    ctx.answers["rollback"] = slots.rollback(ctx.layout, why[:300])
     outcome = {"code": "rollback", "reason": why, "in": doc["state"],
                **(doc.get("outcome") or {}), "rolled_back": True}
     return Event.ROLLED_BACK, {"outcome": outcome, "boots": _boots(ctx.layout)}

@@ -109,7 +109,7 @@ class JobsHandler:
         try:
             with install_lock(self.layout, exclusive=True, wait_s=30.0):
                 details = self._steps(job_id, document)
-        except (JobFailed, AgentError) as exc:
+        except (JobFailed, AgentError, flow.FlowError) as exc:
             step, code = getattr(exc, "step", "accept"), exc.code
             details = {"step": step, "code": code, "reason": exc.message[:900],
                        "version": slots.software_version(self.layout)}

@@ -252,7 +252,7 @@ def _answer(ctx: flow.Context, doc: dict[str, Any], verb: str) -> dict[str, Any]
     """The slot verb's answer and the flow's state; the flow's failure as the error."""
     if ctx.error is not None:
         raise ctx.error
-    failed = flow.failure(ctx, doc)
+    failed = flow.failure(doc)
     if failed is not None and verb not in ctx.answers:
         raise failed
     return {**ctx.answers[verb], "flow": doc["state"]}
