@@ -27,7 +27,6 @@ carries ``step`` (download, install, activate, reboot, commit, done) and
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from typing import Any
@@ -38,7 +37,6 @@ from fleet_runtime.agent.protocol import AgentError
 from fleet_runtime.layout import Layout, read_json
 
 OPERATION = "fleet-ota"
-log = logging.getLogger("fleet.jobs")
 
 
 class JobFailed(Exception):
