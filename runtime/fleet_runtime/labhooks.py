@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fleet_runtime.layout import Layout
+from fleet_runtime.layout import Layout, read_json
 
 LAB_DIR = ".lab"
 
@@ -86,6 +86,13 @@ def hardware_serial(layout: Layout) -> tuple[bool, str | None]:
         return False, None
     value = json.loads(path.read_text()).get("serial")
     return True, str(value) if value else None
+
+
+def booted_at(layout: Layout) -> float | None:
+    """When the lab last booted this device (``run/fleet/boot-time.json``, written by the
+    lab's reboot); None on real hardware, whose uptime is the kernel's."""
+    booted = read_json(layout.run / "boot-time.json", default=None)
+    return float(booted["booted_at"]) if booted else None
 
 
 # ---------------------------------------------------------------------------- reboot
