@@ -14,7 +14,7 @@ import pytest
 from fleet_runtime import flow, slots
 from fleet_runtime.agent import cli
 from fleet_runtime.agent.protocol import AgentError
-from fleet_runtime.layout import Layout
+from fleet_runtime.layout import Layout, atomic_write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fixtures_bundle import make_bundle, make_device, new_key  # noqa: E402
@@ -114,3 +114,30 @@ def test_an_update_on_trial_refuses_another_install(device, tmp_path):
     agent(device, "boot")
     answer = agent(device, "install", str(bundle))
     assert answer["error"] == "wrong-state" and "commit or rollback first" in answer["message"]
+
+
+def on_trial(device: Layout, tmp_path: Path) -> None:
+    bundle = tmp_path / "good.bundle"
+    bundle.write_bytes(make_bundle(KEY))
+    agent(device, "install", str(bundle), "--activate")
+    agent(device, "boot")
+
+
+def test_the_gate_judges_health_by_the_thresholds_commit_is_given(device, tmp_path):
+    """The controller's thresholds (`commit --disk-fail ...`, as it passes them to `health`)
+    decide the gate: any used disk is over 0.1 %."""
+    on_trial(device, tmp_path)
+    answer = agent(device, "commit", "--disk-fail", "0.1")
+    assert answer["error"] == "unhealthy" and "disk" in answer["message"]
+    assert slots.committed_version(device) == "1.0.0"
+
+
+def test_without_thresholds_the_gate_uses_the_fleets_from_the_settings(device, tmp_path):
+    """What the controller wrote for heartbeats (`health_args` in mqtt.json): the pull gate's
+    thresholds, and push's when commit is given none."""
+    atomic_write_json(device.etc / "mqtt.json", {"health_args": ["--disk-fail", "0.1"]})
+    on_trial(device, tmp_path)
+    assert agent(device, "commit")["error"] == "unhealthy"
+    agent(device, "boot")  # the controller reboots it into the committed slot
+    on_trial(device, tmp_path)
+    assert agent(device, "commit", "--disk-fail", "100")["flow"] == "done"

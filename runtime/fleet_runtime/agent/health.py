@@ -37,17 +37,35 @@ RUNTIME_TIMEOUT_S = 2.0
 LOAD_WARN_PER_CPU = 2.0
 
 
+# The thresholds (flag, default, help): `health` takes them, and so does `commit` for its gate.
+THRESHOLDS: tuple[tuple[str, float, str | None], ...] = (
+    ("--disk-warn", WARN_PCT, None), ("--disk-fail", FAIL_PCT, None),
+    ("--mem-warn", WARN_PCT, None), ("--mem-fail", FAIL_PCT, None),
+    ("--cert-warn-days", CERT_WARN_DAYS, None),
+    ("--min-fps", 0.0, "warn when an app runs slower"),
+    ("--load-warn", LOAD_WARN_PER_CPU, "warn when the 1-minute load per CPU exceeds this"),
+)
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("health", help="disk, memory, load, temperature, GPU, clock, agent")
-    p.add_argument("--disk-warn", type=float, default=WARN_PCT)
-    p.add_argument("--disk-fail", type=float, default=FAIL_PCT)
-    p.add_argument("--mem-warn", type=float, default=WARN_PCT)
-    p.add_argument("--mem-fail", type=float, default=FAIL_PCT)
-    p.add_argument("--cert-warn-days", type=float, default=CERT_WARN_DAYS)
-    p.add_argument("--min-fps", type=float, default=0.0, help="warn when an app runs slower")
-    p.add_argument("--load-warn", type=float, default=LOAD_WARN_PER_CPU,
-                   help="warn when the 1-minute load per CPU exceeds this")
+    add_thresholds(p, with_defaults=True)
     p.set_defaults(handler=run)
+
+
+def add_thresholds(p: argparse.ArgumentParser, with_defaults: bool) -> None:
+    for flag, default, text in THRESHOLDS:
+        p.add_argument(flag, type=float, default=default if with_defaults else None, help=text)
+
+
+def given_thresholds(args: argparse.Namespace) -> list[str]:
+    """The threshold flags given on the command line (added without defaults), as argv."""
+    out = []
+    for flag, _default, _text in THRESHOLDS:
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is not None:
+            out += [flag, str(value)]
+    return out
 
 
 def grade(value: float, warn: float, fail: float) -> str:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from fleet_runtime import flow, labhooks, slots
+from fleet_runtime.agent import health
 from fleet_runtime.agent.protocol import AgentError, progress
 from fleet_runtime.bundle import BundleError
 from fleet_runtime.layout import Layout
@@ -57,6 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                        "and health gate)")
     p.add_argument("--force", action="store_true",
                    help="commit even if its self-test or health check failed")
+    # The gate's health thresholds: the controller passes the fleet's, as it does to `health`.
+    health.add_thresholds(p, with_defaults=False)
     p.set_defaults(handler=_guarded(run_commit))
     p = sub.add_parser("rollback", help="return to the committed slot")
     p.add_argument("--reason", default="rolled back by operator")
@@ -281,7 +284,7 @@ def run_commit(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
         return {**slots.commit(layout, args.force), "flow": doc["state"]}
     # Runs the gate and the commit; never reboots (a push device is rebooted by the controller).
     ctx = flow.Context(layout, frozenset({flow.State.REBOOTING, flow.State.RESTORING}),
-                       force=args.force)
+                       force=args.force, health_flags=health.given_thresholds(args) or None)
     doc = flow.drive(ctx)
     if doc["state"] in (flow.State.RESTORING, flow.State.FAILED):
         outcome = doc.get("outcome") or {}
