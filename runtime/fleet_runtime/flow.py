@@ -48,6 +48,7 @@ from fleet_runtime.slots import crash_point
 
 FORMAT = 1
 DOWNLOAD_TIMEOUT_S = 60.0
+MAX_STEPS = 64  # transitions in one drive: far more than one update takes, so a loop is a bug
 
 
 class State(str, Enum):
@@ -243,14 +244,16 @@ def drive(ctx: Context, event: Event | None = None, **changes: Any) -> dict[str,
     doc = reconcile(ctx, read(ctx.layout))
     if event is not None:
         doc = transition(ctx, doc, event, **changes)
-    while State(doc["state"]) not in ctx.stop_at:
+    for _ in range(MAX_STEPS):
         state = State(doc["state"])
-        step = HANDLERS[state](ctx, doc) if state in HANDLERS else None
+        step = HANDLERS[state](ctx, doc) if state in HANDLERS and state not in ctx.stop_at \
+            else None
         if step is None:
-            break
+            return doc
         crash_point(f"flow-{state.value}-done")
         doc = transition(ctx, doc, step[0], **step[1])
-    return doc
+    raise FlowError("loop", f"the update flow went round {MAX_STEPS} times, now "
+                    f"{doc['state']}; see {path(ctx.layout)}")
 
 
 def settle(ctx: Context) -> dict[str, Any]:

@@ -75,8 +75,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _guarded(fn: Handler) -> Handler:
+    """Slot errors as agent errors; one flow command at a time (the install lock)."""
     def handler(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
-        with agent_errors():
+        with agent_errors(), install_lock(layout, exclusive=True, wait_s=30.0):
             return fn(args, layout)
 
     return handler
