@@ -257,10 +257,17 @@ def drive(ctx: Context, event: Event | None = None, **changes: Any) -> dict[str,
 
 
 def settle(ctx: Context) -> dict[str, Any]:
-    """Finish a self-finishing action a killed process left (activate, commit, roll back);
-    run by every push command and by `boot`, before the slot choice."""
-    stops = frozenset(State) - SELF_FINISHING
-    return drive(Context(ctx.layout, stops, trials=ctx.trials))
+    """Finish a self-finishing action a killed process left (activate, commit, roll back),
+    and record a fallback the slots already made; run by every push command and by `boot`,
+    before the slot choice."""
+    quiet = Context(ctx.layout, frozenset(State) - SELF_FINISHING, trials=ctx.trials)
+    doc = drive(quiet)
+    if State(doc["state"]) in (S.ACTIVATED, S.REBOOTING, S.CHECKING) and \
+            slots.read_state(ctx.layout)["state"] == "idle":
+        outcome = _boot_outcome(ctx.layout, doc)
+        if outcome is not None and outcome[0] is Event.FELL_BACK:
+            doc = transition(quiet, doc, outcome[0], **outcome[1])
+    return doc
 
 
 def start_changes(mode: str, **fields: Any) -> dict[str, Any]:

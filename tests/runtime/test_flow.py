@@ -141,3 +141,12 @@ def test_without_thresholds_the_gate_uses_the_fleets_from_the_settings(device, t
     agent(device, "boot")  # the controller reboots it into the committed slot
     on_trial(device, tmp_path)
     assert agent(device, "commit", "--disk-fail", "100")["flow"] == "done"
+
+
+def test_slots_reset_under_an_update_on_trial_do_not_block_the_next_install(device, tmp_path):
+    """The slots went back to the factory image while the flow waited for a commit (a lab
+    reset, a hand-made fallback): the next install records the fallback and proceeds."""
+    on_trial(device, tmp_path)
+    slots.factory_reset_state(device, "1.0.0")
+    answer = agent(device, "install", str(tmp_path / "good.bundle"), "--activate")
+    assert answer["flow"] == "activated" and answer["activated"]["version"] == "1.1.0"
