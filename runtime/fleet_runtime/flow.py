@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet_runtime import bundle, labhooks, slots
+from fleet_runtime.agent.gate import check
 from fleet_runtime.bundle import BundleError
 from fleet_runtime.layout import Layout, atomic_write_json, read_json
 from fleet_runtime.slots import crash_point
@@ -452,25 +453,6 @@ def _checking(ctx: Context, doc: dict[str, Any]) -> Step:
         return Event.HEALTHY, {"gate": gate}
     return Event.UNHEALTHY, {"gate": gate, "outcome": {
         "code": gate["code"], "reason": gate["reason"], "in": S.CHECKING.value}}
-
-
-def check(layout: Layout, flags: list[str] | None) -> dict[str, Any]:
-    """The gate: the booted slot's self-test, then the agent's health verdict (``failing``
-    fails it, the verdict the controller's rollout gate refuses)."""
-    from fleet_runtime.agent.daemon import health_flags, health_summary
-
-    active = slots.read_state(layout)["active"]
-    selftest = slots.read_selftest(layout) or {}
-    gate: dict[str, Any] = {"at": time.time(), "slot": active, "selftest": selftest.get("ok")}
-    if selftest.get("slot") == active and not selftest.get("ok", True):
-        return {**gate, "ok": False, "code": "selftest-failed",
-                "reason": f"slot {active} failed its self-test ({selftest.get('reason')})"}
-    health = health_summary(layout, health_flags(layout, None) if flags is None else flags)
-    gate["verdict"] = health["verdict"]
-    if health["verdict"] == "failing":
-        return {**gate, "ok": False, "code": "unhealthy",
-                "reason": f"health failing after the reboot: {health.get('reason')}"}
-    return {**gate, "ok": True}
 
 
 def _committing(ctx: Context, doc: dict[str, Any]) -> Step:
