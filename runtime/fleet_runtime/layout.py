@@ -10,7 +10,6 @@ PosixPath('/tmp/dev1/etc/fleet/device.json')
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 from dataclasses import dataclass
@@ -105,27 +104,11 @@ class Layout:
         return self.root / "var/log/fleet"
 
     @property
-    def is_lab(self) -> bool:
-        """A lab device simulated on a shared host (the lab writes `.lab/`)."""
-        return (self.root / ".lab").is_dir()
-
-    @property
     def lab_faults(self) -> Path:
-        """Fault switches the lab sets on a simulated device (absent on real hardware)."""
+        """Fault switches the lab sets on a simulated device (read by fleet_runtime.labhooks)."""
         return self.root / ".lab/faults.json"
 
 
-def lab_faults(layout: Layout) -> dict[str, Any]:
-    try:
-        return dict(json.loads(layout.lab_faults.read_text()))
-    except (OSError, ValueError):
-        return {}
-
-
-def check_disk_space(layout: Layout) -> None:
-    """Raise ENOSPC when the lab's disk-full fault is set; real disks raise it themselves."""
-    if lab_faults(layout).get("disk-full"):
-        raise OSError(errno.ENOSPC, "No space left on device (lab fault)", str(layout.root))
 
 
 class StateFileError(ValueError):

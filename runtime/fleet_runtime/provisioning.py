@@ -66,6 +66,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
+from fleet_runtime import labhooks
 from fleet_runtime.layout import Layout
 
 FORMAT, FORMAT_VERSION = "edgefleet-provisioning", 1
@@ -712,14 +713,11 @@ _SERIAL_SOURCES = (
 
 
 def hardware_serial(layout: Layout) -> str | None:
-    """This box's serial: the lab's ``.lab/hardware.json``, else the firmware's
-    (read only when FLEET_ROOT is /)."""
-    lab = layout.root / ".lab/hardware.json"
-    if lab.exists():
-        value = json.loads(lab.read_text()).get("serial")
-        return str(value) if value else None
-    if layout.root != Path("/"):
-        return None
+    """This box's serial: the lab's (labhooks), else the firmware's (read only when
+    FLEET_ROOT is /)."""
+    named, serial = labhooks.hardware_serial(layout)
+    if named or labhooks.is_simulated(layout):
+        return serial
     for source in _SERIAL_SOURCES:
         try:
             text = source.read_bytes().strip(b"\x00\n ").decode(errors="replace")

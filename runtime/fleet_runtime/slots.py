@@ -36,11 +36,11 @@ from typing import Any, BinaryIO
 
 from fleet_runtime import bundle, durable
 from fleet_runtime.bundle import BundleError, Keyring, Manifest
+from fleet_runtime.labhooks import check_disk_space
 from fleet_runtime.layout import (
     Layout,
     atomic_write,
     atomic_write_json,
-    check_disk_space,
     read_json,
 )
 

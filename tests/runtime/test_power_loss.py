@@ -33,6 +33,7 @@ from pathlib import Path
 
 import pytest
 from fleet_runtime import slots
+from fleet_runtime.agent import cli
 from fleet_runtime.layout import Layout
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -133,12 +134,14 @@ def prepare(root: Path, step: Step, bundle_path: Path) -> Layout:
 
 
 def count_points(root: Path, step: Step, bundle_path: Path) -> int:
-    """Crash points the step crosses (the agent runs the same code, so it crosses as many)."""
+    """Crash points the step crosses: the agent's own command, run here (the slot verb and
+    the update flow around it), so the subprocess crosses as many."""
     layout = prepare(root, step, bundle_path)
     os.environ[slots.CRASH_ENV] = str(10**9)
     try:
         slots._crossings.clear()
-        run_in_process(layout, step.argv[0], bundle_path)
+        args = cli.build_parser().parse_args([a.format(bundle=bundle_path) for a in step.argv])
+        args.handler(args, layout)
         return slots.crossings()
     finally:
         del os.environ[slots.CRASH_ENV]

@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Sequence
 from typing import NoReturn
 
-from fleet_runtime import __version__
+from fleet_runtime import __version__, labhooks
 from fleet_runtime.agent.protocol import (
     EXIT_FAILED,
     EXIT_OK,
@@ -28,7 +28,7 @@ from fleet_runtime.agent.protocol import (
     failure,
     success,
 )
-from fleet_runtime.layout import Layout, StateFileError, lab_faults
+from fleet_runtime.layout import Layout, StateFileError
 
 COMMAND_MODULES = ("info", "health", "checksum", "logs", "ota", "provision", "rtsp", "daemon")
 
@@ -47,12 +47,6 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         importlib.import_module(f"fleet_runtime.agent.{name}").register(sub)
     return parser
-
-
-def _apply_lab_slowness(layout: Layout) -> None:
-    delay = lab_faults(layout).get("slow")
-    if delay:
-        time.sleep(float(delay))
 
 
 # Polled constantly by health sweeps; logging each call would only bloat agent.log.
@@ -76,7 +70,7 @@ def _log(layout: Layout, command: str, outcome: str, started: float, failed: boo
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     layout = Layout.from_env()
-    _apply_lab_slowness(layout)
+    labhooks.slow_start(layout)
     started = time.monotonic()
     try:
         payload = args.handler(args, layout)

@@ -26,9 +26,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fleet_runtime import slots
+from fleet_runtime import labhooks, slots
 from fleet_runtime.agent.info import identity
-from fleet_runtime.layout import Layout, lab_faults, read_json
+from fleet_runtime.layout import Layout, read_json
 
 Check = dict[str, Any]
 WARN_PCT, FAIL_PCT = 85.0, 95.0
@@ -37,17 +37,35 @@ RUNTIME_TIMEOUT_S = 2.0
 LOAD_WARN_PER_CPU = 2.0
 
 
+# The thresholds (flag, default, help): `health` takes them, and so does `commit` for its gate.
+THRESHOLDS: tuple[tuple[str, float, str | None], ...] = (
+    ("--disk-warn", WARN_PCT, None), ("--disk-fail", FAIL_PCT, None),
+    ("--mem-warn", WARN_PCT, None), ("--mem-fail", FAIL_PCT, None),
+    ("--cert-warn-days", CERT_WARN_DAYS, None),
+    ("--min-fps", 0.0, "warn when an app runs slower"),
+    ("--load-warn", LOAD_WARN_PER_CPU, "warn when the 1-minute load per CPU exceeds this"),
+)
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("health", help="disk, memory, load, temperature, GPU, clock, agent")
-    p.add_argument("--disk-warn", type=float, default=WARN_PCT)
-    p.add_argument("--disk-fail", type=float, default=FAIL_PCT)
-    p.add_argument("--mem-warn", type=float, default=WARN_PCT)
-    p.add_argument("--mem-fail", type=float, default=FAIL_PCT)
-    p.add_argument("--cert-warn-days", type=float, default=CERT_WARN_DAYS)
-    p.add_argument("--min-fps", type=float, default=0.0, help="warn when an app runs slower")
-    p.add_argument("--load-warn", type=float, default=LOAD_WARN_PER_CPU,
-                   help="warn when the 1-minute load per CPU exceeds this")
+    add_thresholds(p, with_defaults=True)
     p.set_defaults(handler=run)
+
+
+def add_thresholds(p: argparse.ArgumentParser, with_defaults: bool) -> None:
+    for flag, default, text in THRESHOLDS:
+        p.add_argument(flag, type=float, default=default if with_defaults else None, help=text)
+
+
+def given_thresholds(args: argparse.Namespace) -> list[str]:
+    """The threshold flags given on the command line (added without defaults), as argv."""
+    out = []
+    for flag, _default, _text in THRESHOLDS:
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is not None:
+            out += [flag, str(value)]
+    return out
 
 
 def grade(value: float, warn: float, fail: float) -> str:
@@ -61,7 +79,7 @@ def check(name: str, status: str, reason: str = "", **values: Any) -> Check:
 def disk_check(layout: Layout, warn: float, fail: float) -> Check:
     usage = shutil.disk_usage(layout.root)
     pct = 100.0 * usage.used / usage.total
-    if lab_faults(layout).get("disk-full"):
+    if labhooks.disk_full(layout):
         pct = 100.0
     status = grade(pct, warn, fail)
     reason = "" if status == "ok" else f"disk {pct:.0f}% used (warn {warn:.0f}%, fail {fail:.0f}%)"
@@ -87,7 +105,7 @@ def memory_check(warn: float, fail: float) -> Check:
 def load_check(layout: Layout, warn_per_cpu: float = LOAD_WARN_PER_CPU) -> Check:
     load1 = os.getloadavg()[0]
     per_cpu = load1 / (os.cpu_count() or 1)
-    if layout.is_lab:
+    if labhooks.shares_host(layout):
         # Lab devices share one host's CPUs: its load is not theirs to be judged by.
         return check("load", "ok", "", load1=round(load1, 2), shared_host=True)
     status = "warn" if per_cpu > warn_per_cpu else "ok"

@@ -6,7 +6,7 @@ import argparse
 import time
 from typing import Any
 
-from fleet_runtime import __version__, slots
+from fleet_runtime import __version__, labhooks, slots
 from fleet_runtime.agent.protocol import AgentError
 from fleet_runtime.layout import Layout, read_json
 
@@ -17,10 +17,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def uptime_seconds(layout: Layout) -> float:
-    """Seconds since the device (or lab device) last booted."""
-    booted = read_json(layout.run / "boot-time.json", default=None)
-    if booted:
-        return max(0.0, time.time() - float(booted["booted_at"]))
+    """Seconds since the device last booted (a lab device: since the lab booted it)."""
+    booted = labhooks.booted_at(layout)
+    if booted is not None:
+        return max(0.0, time.time() - booted)
     with open("/proc/uptime") as fh:
         return float(fh.read().split()[0])
 

@@ -12,34 +12,31 @@ the documented IoT Jobs MQTT API for thing ``T``:
 
 A job document from ``fleet ota rollout --engine iot-jobs`` (controller
 ``fleet/rollout/iot_jobs.py``) names the bundle by URL with its SHA-256 and
-size. The steps are those of a push rollout: download (hash checked),
-install (the bundle's own signature and hashes checked while streaming),
-activate, reboot, commit, and the health gate: the job succeeds only when the
-device runs the target version after the reboot and its self-test passed; a
-failed self-test rolls back and fails the job. On a real device the reboot
-is real and the job is picked up again after boot (its execution is then
-IN_PROGRESS, and the reported step says where it stood); a lab device
-(FLEET_ROOT is not ``/``) runs the same boot logic in place.
+size. The handler fires ``download`` into the device-side update flow
+(``fleet_runtime.flow``), the same table the push commands drive, and runs it
+to its end: download, verify (hash), install (the bundle's own signature and
+hashes checked while streaming), activate, reboot, the gate (self-test, then
+the agent's health verdict with the fleet's thresholds from ``mqtt.json``), and
+commit, or roll back. The job succeeds only when the flow is ``done``; a failed
+gate rolls back and fails the job with the reason. The flow is persisted, so a
+handler killed anywhere, or a real reboot, resumes it from its state when the
+job is offered again (its execution is then IN_PROGRESS). ``statusDetails``
+carries ``step`` (download, install, activate, reboot, commit, done) and
+``state`` (the flow's exact state).
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
-import subprocess
 import threading
 import time
-import urllib.request
-from pathlib import Path
 from typing import Any
 
-from fleet_runtime import slots
-from fleet_runtime.bundle import BundleError
+from fleet_runtime import flow, slots
+from fleet_runtime.agent.ota import install_lock
+from fleet_runtime.agent.protocol import AgentError
 from fleet_runtime.layout import Layout, read_json
 
 OPERATION = "fleet-ota"
-DOWNLOAD_TIMEOUT_S = 60.0
-log = logging.getLogger("fleet.jobs")
 
 
 class JobFailed(Exception):
@@ -108,115 +105,81 @@ class JobsHandler:
         job_id = str(execution["jobId"])
         document = execution.get("jobDocument") or {}
         try:
-            details = self._steps(job_id, document, execution)
-        except JobFailed as exc:
-            details = {"step": exc.step, "code": exc.code, "reason": exc.message[:900],
+            with install_lock(self.layout, exclusive=True, wait_s=30.0):
+                details = self._steps(job_id, document)
+        except (JobFailed, AgentError, flow.FlowError) as exc:
+            step, code = getattr(exc, "step", "accept"), exc.code
+            details = {"step": step, "code": code, "reason": exc.message[:900],
                        "version": slots.software_version(self.layout)}
-            self.update(job_id, "FAILED", details)
-            return {"jobId": job_id, "status": "FAILED", **details}
-        self.update(job_id, "SUCCEEDED", details)
-        return {"jobId": job_id, "status": "SUCCEEDED", **details}
+        if details.get("status") == "IN_PROGRESS":
+            return {"jobId": job_id, **details}  # the machine reboots; resumed after the boot
+        status = "FAILED" if "code" in details else "SUCCEEDED"
+        self.update(job_id, status, details)
+        return {"jobId": job_id, "status": status, **details}
 
-    def _steps(self, job_id: str, doc: dict[str, Any], execution: dict[str, Any]) -> dict[str, str]:
+    def _steps(self, job_id: str, doc: dict[str, Any]) -> dict[str, str]:
         if doc.get("operation") != OPERATION:
             raise JobFailed("accept", "unknown-operation",
                             f"job document operation {doc.get('operation')!r} is not {OPERATION}")
         target = str(doc.get("version", ""))
-        if self._rebooted_into(target, execution):
-            return self._commit(job_id, target)
-        if slots.software_version(self.layout) == target:
+        ctx = self._context(job_id)
+        current = flow.read(self.layout)
+        if current.get("job") == job_id:
+            return self._outcome(flow.drive(ctx), target)  # resumed after a reboot or a kill
+        if slots.software_version(self.layout) == target and \
+                slots.read_state(self.layout)["state"] == "idle":
             return {"step": "done", "version": target, "changed": "false"}
-        path = self._download(job_id, doc.get("bundle") or {})
-        self._install(job_id, path)
-        self._step(job_id, "activate", lambda: slots.activate(self.layout))
-        self.update(job_id, "IN_PROGRESS", {"step": "reboot", "version": target})
-        if not self._reboot():
-            return {"step": "reboot", "version": target}  # the job continues after boot
-        return self._commit(job_id, target)
-
-    def _rebooted_into(self, target: str, execution: dict[str, Any]) -> bool:
-        status = execution.get("statusDetails") or {}
-        step = status.get("step") if isinstance(status, dict) else None
-        return execution.get("status") == "IN_PROGRESS" and step == "reboot" and bool(target)
-
-    def _download(self, job_id: str, spec: dict[str, Any]) -> Path:
-        self.update(job_id, "IN_PROGRESS", {"step": "download"})
-        incoming = slots.incoming_dir(self.layout)
-        incoming.mkdir(parents=True, exist_ok=True)
-        dest = incoming / f"job-{job_id}.bundle"
-        digest, size = hashlib.sha256(), 0
-        url = str(spec.get("url", ""))
-        if not url.startswith(("https://", "http://")):
-            raise JobFailed("download", "bad-url", "the job's bundle URL is not http(s)")
+        spec = doc.get("bundle") or {}
+        download = {"url": spec.get("url"), "sha256": spec.get("sha256"),
+                    "size": spec.get("size"),
+                    "path": str(slots.incoming_dir(self.layout) / f"job-{job_id}.bundle")}
         try:
-            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as resp, \
-                    dest.open("wb") as out:  # noqa: S310 - scheme checked above
-                for chunk in iter(lambda: resp.read(1 << 20), b""):
-                    digest.update(chunk)
-                    size += len(chunk)
-                    out.write(chunk)
-        except (OSError, KeyError, ValueError) as exc:
-            dest.unlink(missing_ok=True)
-            raise JobFailed("download", "download-failed",
-                            f"bundle download failed: {exc}") from exc
-        if digest.hexdigest() != spec.get("sha256") or size != int(spec.get("size", size)):
-            dest.unlink(missing_ok=True)
-            raise JobFailed("download", "checksum", "downloaded bundle does not match the job's "
-                            "SHA-256/size; refusing to install it")
-        return dest
+            done = flow.drive(ctx, flow.Event.DOWNLOAD, **flow.start_changes(
+                "pull", job=job_id, download=download, target={"version": target}))
+        except flow.FlowError as exc:
+            raise JobFailed("accept", exc.code, exc.message) from exc
+        return self._outcome(done, target)
 
-    def _install(self, job_id: str, path: Path) -> None:
-        self.update(job_id, "IN_PROGRESS", {"step": "install"})
-        try:
-            with path.open("rb") as stream:
-                slots.install(self.layout, stream)
-        except (BundleError, slots.SlotError) as exc:
-            raise JobFailed("install", exc.code, exc.message) from exc
-        except OSError as exc:
-            raise JobFailed("install", "os-error", str(exc)) from exc
-        finally:
-            path.unlink(missing_ok=True)
+    def _context(self, job_id: str) -> flow.Context:
+        last = [""]
 
-    def _step(self, job_id: str, step: str, action: Any) -> Any:
-        self.update(job_id, "IN_PROGRESS", {"step": step})
-        try:
-            return action()
-        except slots.SlotError as exc:
-            raise JobFailed(step, exc.code, exc.message) from exc
+        def report(doc: dict[str, Any]) -> None:
+            step = STEP.get(flow.State(doc["state"]))
+            if step and step != last[0]:
+                last[0] = step
+                details = {"step": step, "state": doc["state"]}
+                if step == "reboot":
+                    details["version"] = str((doc.get("target") or {}).get("version"))
+                self.update(job_id, "IN_PROGRESS", details)
 
-    def _reboot(self) -> bool:
-        """True when the reboot happened in place (lab); False when the machine goes down."""
-        if self.layout.root.resolve() != Path("/"):
-            slots.boot(self.layout)  # a lab device: the same boot logic, in place
-            return True
-        subprocess.Popen(["sh", "-c", "sleep 2; systemctl reboot || /sbin/reboot"],
-                         start_new_session=True, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
-        return False
+        return flow.Context(self.layout, on_enter=report)
 
-    def _commit(self, job_id: str, target: str) -> dict[str, str]:
-        self.update(job_id, "IN_PROGRESS", {"step": "commit", "version": target})
-        running = slots.software_version(self.layout)
-        try:
-            if running != target:
-                raise slots.SlotError("fallback", f"booted {running}, not {target}")
-            slots.commit(self.layout)
-        except slots.SlotError as exc:
-            self._rollback(exc.message)
-            raise JobFailed("commit", exc.code, f"rolled back: {exc.message}") from exc
-        return {"step": "done", "version": target, "slot": slots.active_slot(self.layout),
-                "changed": "true"}
-
-    def _rollback(self, reason: str) -> None:
-        try:
-            slots.rollback(self.layout, reason)
-            if self.layout.root.resolve() != Path("/"):
-                slots.boot(self.layout)
-        except slots.SlotError as exc:
-            log.error("rollback after failed job: %s", exc.message)
+    def _outcome(self, doc: dict[str, Any], target: str) -> dict[str, str]:
+        state = flow.State(doc["state"])
+        if state is flow.State.DONE:
+            return {"step": "done", "version": target, "slot": slots.active_slot(self.layout),
+                    "changed": "true", "state": state.value}
+        outcome = doc.get("outcome") or {}
+        if state in (flow.State.FAILED, flow.State.RESTORING):
+            return {"step": STEP.get(flow.State(outcome.get("in", "failed")), "commit"),
+                    "code": str(outcome.get("code", "failed")), "reason": flow.reason(doc)[:900],
+                    "version": slots.software_version(self.layout), "state": state.value}
+        return {"status": "IN_PROGRESS", "step": STEP.get(state, state.value),
+                "state": state.value}
 
     def update(self, job_id: str, status: str, details: dict[str, Any]) -> None:
         """UpdateJobExecution over MQTT; statusDetails values must be strings."""
         body = {"status": status, "statusDetails": {k: str(v) for k, v in details.items()},
                 "clientToken": f"{self.thing}-{int(time.time() * 1000) % 10**9}"[:64]}
         self.client.publish(f"{self.topics['base']}/{job_id}/update", body)
+
+
+# The job step each flow state reports (the steps a job document lists).
+STEP = {
+    flow.State.DOWNLOADING: "download", flow.State.VERIFYING: "download",
+    flow.State.INSTALLING: "install", flow.State.INSTALLED: "install",
+    flow.State.ACTIVATING: "activate", flow.State.ACTIVATED: "activate",
+    flow.State.REBOOTING: "reboot", flow.State.CHECKING: "commit",
+    flow.State.COMMITTING: "commit", flow.State.ROLLING_BACK: "commit",
+    flow.State.RESTORING: "commit", flow.State.FAILED: "commit",
+}

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from fleet_runtime import logs, slots
+from fleet_runtime import labhooks, logs, slots
 from fleet_runtime.agent.info import identity
 from fleet_runtime.agent.protocol import AgentError
 from fleet_runtime.durable import atomic_file
@@ -98,7 +98,7 @@ def file_sources(layout: Layout, since: float | None) -> list[Source]:
 
 def journal_source(layout: Layout, since: float | None) -> list[Source]:
     """The systemd journal, on a real device only (a lab device shares the host's)."""
-    if layout.root != Path("/") or not shutil.which("journalctl"):
+    if labhooks.is_simulated(layout) or not shutil.which("journalctl"):
         return []
     argv = ["journalctl", "--no-pager", "-o", "short-iso", "-q"]
     if since is not None:

@@ -1,6 +1,11 @@
 """`fleet-agent` OTA commands: install, activate, boot, commit, rollback, slots, reboot.
 
-Thin: parse, call ``fleet_runtime.slots``, turn its errors into AgentError.
+Thin: parse, fire the command's event into the device-side update flow
+(``fleet_runtime.flow``, which runs the slot verbs of ``fleet_runtime.slots``),
+turn its errors into AgentError. Each command answers what its slot verb
+answered, plus ``flow`` (the flow's state afterwards). ``commit`` runs the flow's
+gate first (self-test, then health; ``--force`` skips it): a failed gate rolls
+the device back and answers the gate's error.
 ``install`` streams progress lines on stderr (``{"progress": {"step": "write",
 "done": N, "total": M}}``) at most every 0.25 s.
 """
@@ -13,7 +18,6 @@ import fcntl
 import os
 import queue
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -22,7 +26,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from fleet_runtime import durable, slots
+from fleet_runtime import durable, flow, labhooks, slots
+from fleet_runtime.agent import health
 from fleet_runtime.agent.protocol import AgentError, progress
 from fleet_runtime.bundle import BundleError
 from fleet_runtime.layout import Layout
@@ -46,15 +51,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(handler=run_install)
     p = sub.add_parser("activate", help="boot the installed slot next, on trial")
     p.add_argument("--trials", type=int, default=slots.DEFAULT_TRIALS)
-    p.set_defaults(handler=_guarded(lambda a, lay: slots.activate(lay, a.trials)))
+    p.set_defaults(handler=_guarded(run_activate))
     p = sub.add_parser("boot", help="start-up: choose the slot (trial counter, fallback)")
-    p.set_defaults(handler=_guarded(lambda a, lay: slots.boot(lay)))
-    p = sub.add_parser("commit", help="make the slot on trial permanent")
-    p.add_argument("--force", action="store_true", help="commit even if its self-test failed")
-    p.set_defaults(handler=_guarded(lambda a, lay: slots.commit(lay, a.force)))
+    p.set_defaults(handler=_guarded(run_boot))
+    p = sub.add_parser("commit", help="make the slot on trial permanent (after its self-test "
+                       "and health gate)")
+    p.add_argument("--force", action="store_true",
+                   help="commit even if its self-test or health check failed")
+    # The gate's health thresholds: the controller passes the fleet's, as it does to `health`.
+    health.add_thresholds(p, with_defaults=False)
+    p.set_defaults(handler=_guarded(run_commit))
     p = sub.add_parser("rollback", help="return to the committed slot")
     p.add_argument("--reason", default="rolled back by operator")
-    p.set_defaults(handler=_guarded(lambda a, lay: slots.rollback(lay, a.reason)))
+    p.set_defaults(handler=_guarded(run_rollback))
     p = sub.add_parser("slots", help="both slots, versions, pending state, trials")
     p.add_argument("--json", action="store_true", help="accepted for symmetry; always JSON")
     p.add_argument("--verify", action="store_true", help="re-hash installed slots")
@@ -66,8 +75,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _guarded(fn: Handler) -> Handler:
+    """Slot errors as agent errors; one flow command at a time (the install lock)."""
     def handler(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
-        with agent_errors():
+        with agent_errors(), install_lock(layout, exclusive=True, wait_s=30.0):
             return fn(args, layout)
 
     return handler
@@ -77,7 +87,7 @@ def _guarded(fn: Handler) -> Handler:
 def agent_errors() -> Iterator[None]:
     try:
         yield
-    except (BundleError, slots.SlotError) as exc:
+    except (BundleError, slots.SlotError, flow.FlowError) as exc:
         raise AgentError(exc.code, exc.message) from exc
 
 
@@ -206,11 +216,18 @@ def run_install(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
     # (a cut stream is "truncated", its bytes kept for a resume).
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     _say("verify", bundle=args.bundle)
+    waits = flow.PUSH_WAITS | (set() if args.activate else {flow.State.INSTALLED})
     with install_lock(layout, exclusive=True, wait_s=30.0):
         try:
             with agent_errors(), _source(args, layout) as stream:
+                ctx = flow.Context(layout, frozenset(waits), source=stream,
+                                   on_progress=_throttled("write"), trials=args.trials)
                 try:
-                    result = slots.install(layout, stream, on_progress=_throttled("write"))
+                    flow.settle(ctx)
+                    doc = flow.drive(ctx, flow.Event.INSTALL,
+                                     **flow.start_changes("push", trials=args.trials))
+                    if ctx.error is not None:
+                        raise ctx.error
                 except BaseException:
                     if isinstance(stream, _Prefetch):
                         stream.discard()
@@ -219,10 +236,72 @@ def run_install(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
             _cleanup(args, layout, keep_partial=getattr(exc, "code", "") == "truncated")
             raise
         _cleanup(args, layout, keep_partial=False)
+    result = dict(ctx.answers["install"])
     if args.activate:
-        with agent_errors():
-            result["activated"] = slots.activate(layout, args.trials)
-    return result
+        result["activated"] = ctx.answers["activate"]
+    return {**result, "flow": doc["state"]}
+
+
+def _push(layout: Layout, *waits: flow.State, **fields: Any) -> flow.Context:
+    """A push command's flow: first finish what a killed command left half done."""
+    ctx = flow.Context(layout, flow.PUSH_WAITS | frozenset(waits), **fields)
+    flow.settle(ctx)
+    return ctx
+
+
+def _answer(ctx: flow.Context, doc: dict[str, Any], verb: str) -> dict[str, Any]:
+    """The slot verb's answer and the flow's state; the flow's failure as the error."""
+    if ctx.error is not None:
+        raise ctx.error
+    failed = flow.failure(doc)
+    if failed is not None and verb not in ctx.answers:
+        raise failed
+    return {**ctx.answers[verb], "flow": doc["state"]}
+
+
+def run_activate(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
+    if args.trials < 1:
+        raise AgentError("usage", "trials must be at least 1")
+    ctx = _push(layout, trials=args.trials)
+    return _answer(ctx, flow.drive(ctx, flow.Event.ACTIVATE, trials=args.trials), "activate")
+
+
+def run_boot(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
+    """Settle first, so a rollback or commit cut short counts for the slot this boot picks."""
+    ctx = _push(layout)
+    answer = slots.boot(layout)
+    return {**answer, "flow": flow.on_boot(ctx)["state"]}
+
+
+def run_commit(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
+    """Through the flow's gate when a slot is on trial; otherwise the slot verb as it is
+    (a no-op when committed, a refusal in any other state)."""
+    doc = flow.settle(flow.Context(layout))
+    on_trial = slots.read_state(layout)["state"] == "trial"
+    if not on_trial and doc["state"] not in (flow.State.CHECKING, flow.State.COMMITTING):
+        return {**slots.commit(layout, args.force), "flow": doc["state"]}
+    # Runs the gate and the commit; never reboots (a push device is rebooted by the controller).
+    ctx = flow.Context(layout, frozenset({flow.State.REBOOTING, flow.State.RESTORING}),
+                       force=args.force, health_flags=health.given_thresholds(args) or None)
+    doc = flow.drive(ctx)
+    if doc["state"] in (flow.State.RESTORING, flow.State.FAILED):
+        outcome = doc.get("outcome") or {}
+        raise AgentError(str(outcome.get("code", "failed")),
+                         f"{outcome.get('reason')}; rolled back to the committed slot (reboot to "
+                         "run it; `commit --force` a new install to keep it anyway)")
+    answer = _answer(ctx, doc, "commit") if "commit" in ctx.answers else \
+        {**slots.commit(layout, args.force), "flow": doc["state"]}
+    return {**answer, "gate": doc.get("gate")}
+
+
+def run_rollback(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
+    ctx = _push(layout)
+    doc = flow.read(layout)
+    state = flow.State(doc["state"])
+    if (state, flow.Event.ROLLBACK) not in flow.TABLE:
+        return {**slots.rollback(layout, args.reason), "flow": doc["state"]}
+    outcome = {"code": "rollback", "reason": args.reason, "in": state.value}
+    return _answer(ctx, flow.drive(ctx, flow.Event.ROLLBACK, outcome=outcome), "rollback")
 
 
 def _cleanup(args: argparse.Namespace, layout: Layout, keep_partial: bool) -> None:
@@ -243,6 +322,7 @@ def run_slots(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
         with install_lock(layout, exclusive=False, wait_s=args.wait):
             pass
     out = slots.summary(layout)
+    out["flow"] = flow.summary(layout)
     slots.incoming_dir(layout).mkdir(parents=True, exist_ok=True)
     if args.verify:
         with agent_errors():
@@ -252,10 +332,8 @@ def run_slots(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
 
 
 def run_reboot(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
-    if layout.root.resolve() != Path("/"):
-        raise AgentError("lab-device", f"FLEET_ROOT is {layout.root}: this is a lab device; "
-                         "reboot it with `fleet lab reboot NAME`")
-    # Detached so this command can answer before the machine goes down.
-    subprocess.Popen(["sh", "-c", "sleep 1; systemctl reboot || /sbin/reboot"],
-                     start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        labhooks.reboot(layout)
+    except labhooks.NotOnThisDevice as exc:
+        raise AgentError(exc.code, exc.message) from None
     return {"rebooting": True, "pid": os.getpid()}

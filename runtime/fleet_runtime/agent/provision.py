@@ -27,7 +27,8 @@ from typing import Any
 
 from fleet_runtime import __version__
 from fleet_runtime.agent.protocol import AgentError, progress
-from fleet_runtime.layout import Layout, atomic_write, check_disk_space, read_json
+from fleet_runtime.labhooks import check_disk_space
+from fleet_runtime.layout import Layout, atomic_write, read_json
 
 # The archive format (jsonschema, x509) is imported inside the commands: every other
 # fleet-agent command builds this parser too and must stay quick to start.
