@@ -30,7 +30,8 @@ from fleet_runtime.agent.protocol import (
 )
 from fleet_runtime.layout import Layout, StateFileError, lab_faults
 
-COMMAND_MODULES = ("info", "health", "checksum", "logs", "ota", "provision", "rtsp", "daemon")
+COMMAND_MODULES = ("info", "health", "checksum", "logs", "ota", "provision", "rtsp", "daemon",
+                   "snapshot")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,7 +57,7 @@ def _apply_lab_slowness(layout: Layout) -> None:
 
 
 # Polled constantly by health sweeps; logging each call would only bloat agent.log.
-QUIET_COMMANDS = frozenset({"info", "health", "checksum", "slots"})
+QUIET_COMMANDS = frozenset({"info", "health", "checksum", "slots", "snapshot"})
 
 
 def _log(layout: Layout, command: str, outcome: str, started: float, failed: bool) -> None:
