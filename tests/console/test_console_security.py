@@ -1,0 +1,219 @@
+"""The console's guards against a real `fleet serve` process (no browser, no lab):
+sign-in redirects and 401s, CSRF, viewer 403s, rate-limited logins, cookie flags, CSP,
+hostile text escaped, listening rules, users, and no camera secret in any byte served."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import sys
+
+import pytest
+from consolekit import Client, Console, add_user, assert_no_secrets
+from labkit import run_cli
+
+from fleet.project import Project
+from fleet.registry import Camera, open_registry
+from fleet.rollout.journal import Journal
+
+OPERATOR_PW, VIEWER_PW = "operator-passphrase-1", "viewer-passphrase-22"
+CAMERA_PW = "Cam3ra-Pa55-wOrd"
+HOSTILE = "<script>alert(1)</script>"
+HOSTILE_HTML = '<img src=x onerror="alert(2)"><b>lobby</b>'
+
+
+def _journal(project: Project, devices: list[str]) -> str:
+    """An interrupted rollout (its controller gone): resume and abort are allowed on it."""
+    journal = Journal.create(project, header={"version": "1.1.0"}, devices=devices)
+    journal.append({"event": "planned", "batches": [devices[:1], devices[1:]],
+                    "sites": {d: "berlin" for d in devices}})
+    journal.append({"event": "batch_started", "batch": 1, "size": 1, "devices": devices[:1]})
+    journal.append({"event": "device_finished", "device": devices[0], "outcome": "succeeded"})
+    journal.release()
+    return journal.id
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    root = tmp_path_factory.mktemp("console")
+    project = Project.locate(root)
+    registry = open_registry(project)
+    for name in ("berlin-01", "berlin-02", "berlin-03", "berlin-04"):
+        registry.upsert_device(name, site="berlin", hardware="jetson-orin", arch="aarch64")
+    registry.tag_device("berlin-01", {"label": HOSTILE})
+    registry.write_cameras([Camera("lobby", "berlin-01", "rtsp://10.0.0.9/live", "admin",
+                                   CAMERA_PW, HOSTILE_HTML)], [])
+    registry.close()
+    tokens = {"ana": add_user(root, "ana", "operator", OPERATOR_PW),
+              "vic": add_user(root, "vic", "viewer", VIEWER_PW)}
+    rollouts = {k: _journal(project, [f"berlin-0{i}" for i in d])
+                for k, d in (("a", (1, 2)), ("b", (3, 4)))}
+    console = Console(root, "--health-every", "0")
+    yield root, console, tokens, rollouts
+    console.stop()
+    assert_no_secrets([CAMERA_PW] + list(tokens.values()) + [OPERATOR_PW, VIEWER_PW])
+
+
+def _routes() -> tuple[list[str], list[str]]:
+    """Every GET route of the console's pages and API, with sample path values."""
+    from fleet.console import api, pages
+
+    found = {"pages": [], "api": []}
+    for kind, router in (("pages", pages.router), ("api", api.router)):
+        for route in router.routes:
+            if "GET" in route.methods:
+                found[kind].append(route.path.replace("{name}", "berlin-01")
+                                   .replace("{camera}", "lobby").replace("{rollout_id}", "r-x"))
+    return found["pages"], found["api"]
+
+
+def test_unauthenticated_pages_redirect_to_login_and_the_api_says_401(site):
+    root, console, _, _ = site
+    pages, api = _routes()
+    assert "/" in pages and "/rollouts/r-x/events" in pages and "/api/devices" in api
+    anon = Client(console.base)
+    for path in pages:
+        answer = anon.get(path)
+        assert answer.status == 303, path
+        assert answer.headers["location"].startswith("/login?next="), path
+    for path in api:
+        answer = anon.get(path)
+        assert answer.status == 401 and answer.headers["www-authenticate"] == "Bearer", path
+    assert anon.post("/rollouts/r-x/abort", {}).status == 303
+    assert anon.request("POST", "/api/rollouts/r-x/abort").status == 401
+    bad = anon.get("/api/devices", Authorization="Bearer fct_not-a-token")
+    assert bad.status == 401
+
+
+def test_session_cookie_flags_and_security_headers(site):
+    _, console, _, _ = site
+    client = Client(console.base)
+    answer = client.login("ana", OPERATOR_PW)
+    assert answer.status == 303
+    cookie = answer.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
+    assert "Secure" not in cookie  # plain HTTP on loopback; --tls-cert adds it
+    page = client.get("/")
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert page.headers["x-frame-options"] == "DENY"
+    assert "<script>" not in page.text.replace('<script src="/static/', "")  # no inline script
+
+
+def test_a_foreign_host_header_is_refused(site):
+    _, console, _, _ = site
+    answer = Client(console.base).get("/login", Host="evil.example")
+    assert answer.status == 421
+
+
+def test_hostile_device_text_is_escaped(site):
+    _, console, _, _ = site
+    client = Client(console.base)
+    client.login("vic", VIEWER_PW)
+    for path in ("/devices/berlin-01", "/devices", "/cameras"):
+        html = client.get(path).text
+        assert "<script>alert" not in html and "<img src=x" not in html, path
+    device = client.get("/devices/berlin-01").text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in device
+    assert "&lt;img src=x onerror=&#34;alert(2)&#34;&gt;&lt;b&gt;lobby&lt;/b&gt;" in device
+
+
+def test_viewer_gets_403_on_every_action_and_nothing_changes(site):
+    root, console, tokens, rollouts = site
+    project = Project.locate(root)
+    before = Journal.open(project, rollouts["a"]).events()
+    viewer = Client(console.base)
+    viewer.login("vic", VIEWER_PW)
+    csrf = viewer.csrf()
+    for action in ("pause", "resume", "abort", "retry"):
+        answer = viewer.post(f"/rollouts/{rollouts['a']}/{action}", {"csrf": csrf})
+        assert answer.status == 403 and "only operators" in answer.text, action
+        api = Client(console.base).request("POST", f"/api/rollouts/{rollouts['a']}/{action}",
+                                           headers={"Authorization": f"Bearer {tokens['vic']}"})
+        assert api.status == 403, action
+    assert viewer.get(f"/rollouts/{rollouts['a']}").text.count('id="action-') == 0
+    assert Journal.open(project, rollouts["a"]).events() == before
+
+
+def test_an_action_without_the_csrf_token_is_refused(site):
+    root, console, _, rollouts = site
+    project = Project.locate(root)
+    before = Journal.open(project, rollouts["a"]).events()
+    operator = Client(console.base)
+    operator.login("ana", OPERATOR_PW)
+    assert operator.post(f"/rollouts/{rollouts['a']}/abort", {}).status == 403
+    assert operator.post(f"/rollouts/{rollouts['a']}/abort", {"csrf": "guess"}).status == 403
+    # the browser's session on the API needs the token too (as a header)
+    assert operator.request("POST", f"/api/rollouts/{rollouts['a']}/abort").status == 403
+    assert Journal.open(project, rollouts["a"]).events() == before
+
+
+def _shape(events: list[dict]) -> list[tuple]:
+    return [(e["event"], e.get("device"), e.get("outcome"), e.get("status")) for e in events]
+
+
+def test_console_abort_writes_the_events_the_cli_writes(site):
+    root, console, _, rollouts = site
+    project = Project.locate(root)
+    operator = Client(console.base)
+    operator.login("ana", OPERATOR_PW)
+    answer = operator.post(f"/rollouts/{rollouts['a']}/abort", {"csrf": operator.csrf()})
+    assert answer.status == 303
+    assert run_cli(root, "ota", "abort", rollouts["b"]).exit_code == 0
+    console_events = Journal.open(project, rollouts["a"]).events()
+    cli_events = Journal.open(project, rollouts["b"]).events()
+    assert _shape(console_events) == [(e, d if d != "berlin-03" and d != "berlin-04" else
+                                       {"berlin-03": "berlin-01", "berlin-04": "berlin-02"}[d],
+                                       o, s) for e, d, o, s in _shape(cli_events)]
+    assert console_events[-1]["reason"] == "aborted by ana from the console"
+    status = json.loads(run_cli(root, "ota", "status", rollouts["a"], "--json").stdout)
+    assert status["status"] == "aborted"
+    # the API gives the CLI's --json shape
+    api = operator.get(f"/api/rollouts/{rollouts['a']}").text
+    assert json.loads(api) == status
+
+
+def test_api_token_reads_the_cli_shapes_without_passwords(site):
+    root, console, tokens, _ = site
+    bearer = {"Authorization": f"Bearer {tokens['vic']}"}
+    client = Client(console.base)
+    devices = json.loads(client.get("/api/devices", **bearer).text)["devices"]
+    cli = json.loads(run_cli(root, "devices", "list", "--json").stdout)["devices"]
+    assert devices == cli
+    cameras = json.loads(client.get("/api/cameras", **bearer).text)["cameras"]
+    assert cameras[0]["name"] == "lobby" and "password" not in cameras[0]
+    spec = json.loads(client.get("/api/openapi.json", **bearer).text)
+    assert "/api/rollouts/{rollout_id}/{action}" in spec["paths"]
+
+
+def test_logins_are_rate_limited(site):
+    _, console, _, _ = site
+    client = Client(console.base)
+    for _ in range(5):
+        assert client.login("ana", "wrong password!").status == 401
+    refused = client.login("ana", OPERATOR_PW)  # right, but too soon after five wrong ones
+    assert refused.status == 429 and "too many failed sign-ins" in refused.text
+
+
+def test_user_add_reads_stdin_stores_only_hashes(tmp_path):
+    token = add_user(tmp_path, "olga", "operator", "a long enough secret")
+    users = tmp_path / ".fleet" / "console" / "users.json"
+    assert stat.S_IMODE(users.stat().st_mode) == 0o600
+    text = users.read_text()
+    assert "a long enough secret" not in text and token not in text and "scrypt$" in text
+    short = subprocess.run([sys.executable, "-m", "fleet.cli.main", "--project", str(tmp_path),
+                            "serve", "user", "add", "pat", "--role", "operator"],
+                           input="short\n", capture_output=True, text=True)
+    assert short.returncode == 2 and "shorter than 10 characters" in short.stderr
+    assert "pat" not in users.read_text()
+
+
+def test_a_network_address_without_tls_is_refused_with_the_reason(tmp_path):
+    add_user(tmp_path, "olga", "operator", "a long enough secret")
+    res = subprocess.run([sys.executable, "-m", "fleet.cli.main", "--project", str(tmp_path),
+                          "serve", "--host", "0.0.0.0"], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 2
+    assert res.stderr.startswith("error: refusing to serve on 0.0.0.0 without TLS")
+    assert "--tls-cert" in res.stderr and "--insecure" in res.stderr
