@@ -225,6 +225,10 @@ def test_a_cli_rollout_advances_live_and_the_button_aborts_it(world, browser):
         assert _cell(browser, "lisbon-01") in ("succeeded", "failed")  # in flight: it finished
         assert "aborted by ana from the console" in _page(browser)
         assert cli.wait(timeout=WAIT_S) == 1  # the CLI's run ended as aborted
+        # Retry failed: the console starts `fleet ota retry --failed`, the page follows it
+        _click(browser, "action-retry")
+        wait.until(lambda d: _cell(d, "lisbon-02") == "succeeded")
+        wait.until(lambda d: _text(d, "#rollout-status") == "completed")
     finally:
         if cli.poll() is None:
             cli.terminate()
@@ -242,5 +246,5 @@ def test_a_cli_rollout_advances_live_and_the_button_aborts_it(world, browser):
         while not first.endswith(b"\n\n"):
             first += stream.readline()
     FETCHED.append(first)
-    assert first.startswith(b"event: update\n") and b"not-run" in first
+    assert first.startswith(b"event: update\n") and b"succeeded" in first
     assert_no_secrets([CAMERA_PW, PASSWORD])

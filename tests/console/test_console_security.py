@@ -187,13 +187,18 @@ def test_api_token_reads_the_cli_shapes_without_passwords(site):
     assert "/api/rollouts/{rollout_id}/{action}" in spec["paths"]
 
 
-def test_logins_are_rate_limited(site):
-    _, console, _, _ = site
-    client = Client(console.base)
-    for _ in range(5):
-        assert client.login("ana", "wrong password!").status == 401
-    refused = client.login("ana", OPERATOR_PW)  # right, but too soon after five wrong ones
-    assert refused.status == 429 and "too many failed sign-ins" in refused.text
+def test_logins_are_rate_limited(tmp_path):
+    add_user(tmp_path, "ana", "operator", OPERATOR_PW)
+    console = Console(tmp_path, "--health-every", "0")  # its own: the limit would lock out others
+    try:
+        client = Client(console.base)
+        for _ in range(5):
+            assert client.login("ana", "wrong password!").status == 401
+        refused = client.login("ana", OPERATOR_PW)  # right, but too soon after five wrong ones
+        assert refused.status == 429 and "too many failed sign-ins" in refused.text
+        assert "fleet_session" not in refused.headers.get("set-cookie", "")
+    finally:
+        console.stop()
 
 
 def test_user_add_reads_stdin_stores_only_hashes(tmp_path):
@@ -217,3 +222,21 @@ def test_a_network_address_without_tls_is_refused_with_the_reason(tmp_path):
     assert res.returncode == 2
     assert res.stderr.startswith("error: refusing to serve on 0.0.0.0 without TLS")
     assert "--tls-cert" in res.stderr and "--insecure" in res.stderr
+
+
+def test_pause_on_a_running_rollout_asks_the_runner_through_the_journal(site):
+    root, console, _, _ = site
+    project = Project.locate(root)
+    running = Journal.create(project, header={}, devices=["berlin-09"])  # we hold its run lock
+    try:
+        operator = Client(console.base)
+        operator.login("ana", OPERATOR_PW)
+        page = operator.get(f"/rollouts/{running.id}").text
+        assert 'id="action-pause"' in page and 'id="action-resume"' not in page
+        answer = operator.post(f"/rollouts/{running.id}/pause", {"csrf": operator.csrf()})
+        assert answer.status == 303 and "pause%20requested" in answer.headers["location"]
+        asked = [e for e in running.events() if e["event"] == "pause_requested"]
+        assert [e["reason"] for e in asked] == ["pause requested by ana from the console"]
+        assert running.pause_poll() == "pause requested by ana from the console"
+    finally:
+        running.release()
