@@ -77,9 +77,10 @@ class Row:
     last_seen: str
     verdict: str = UNCHECKED
     apps: list[str] = field(default_factory=list)
+    tag_words: frozenset[str] = frozenset()  # "key" and "key=value" of each tag
 
-    def tag_words(self) -> set[str]:
-        return set(self.tags) | {f"{k}={v}" for k, v in self.tags.items()}
+    def __post_init__(self) -> None:
+        self.tag_words = frozenset(self.tags) | {f"{k}={v}" for k, v in self.tags.items()}
 
 
 @dataclass
@@ -91,24 +92,56 @@ class Page:
     facets: dict[str, list[str]]
 
 
-def _keep(row: Row, q: Query) -> bool:
-    return ((not q.site or row.site == q.site)
-            and (not q.group or q.group in row.groups)
-            and (not q.tag or q.tag in row.tag_words())
-            and (not q.verdict or row.verdict == q.verdict)
-            and (not q.version or row.software == q.version)
-            and (not q.app or q.app in row.apps)
-            and (not q.q or q.q.lower() in row.name.lower()))
+def _tests(q: Query) -> list[Callable[[Row], bool]]:
+    """One test per filter the query sets (a page with one filter pays for one test a row)."""
+    tests: list[Callable[[Row], bool]] = []
+    site, group, tag, verdict, version, app = q.site, q.group, q.tag, q.verdict, q.version, q.app
+    if site:
+        tests.append(lambda r: r.site == site)
+    if group:
+        tests.append(lambda r: group in r.groups)
+    if tag:
+        tests.append(lambda r: tag in r.tag_words)
+    if verdict:
+        tests.append(lambda r: r.verdict == verdict)
+    if version:
+        tests.append(lambda r: r.software == version)
+    if app:
+        tests.append(lambda r: app in r.apps)
+    if q.q:
+        needle = q.q.lower()
+        tests.append(lambda r: needle in r.name.lower())
+    return tests
 
 
-def run_query(rows: list[Row], q: Query, page_size: int = PAGE_SIZE) -> Page:
-    """Filter, sort and cut one page (pure: the tests and the bench call it directly too)."""
-    kept = [r for r in rows if _keep(r, q)]
-    kept.sort(key=lambda r: (str(getattr(r, q.sort)), r.name), reverse=q.desc)
+class Table:
+    """One snapshot of the rows, with what every query needs worked out once per snapshot:
+    the filter choices and each sort order (pages then cost a filter and a slice)."""
+
+    def __init__(self, rows: list[Row]) -> None:
+        self.rows = rows
+        self.facets = facets(rows)
+        self._orders: dict[tuple[str, bool], list[Row]] = {}
+
+    def ordered(self, sort: str, desc: bool) -> list[Row]:
+        key = (sort, desc)
+        if key not in self._orders:
+            self._orders[key] = sorted(self.rows, key=lambda r: (str(getattr(r, sort)), r.name),
+                                       reverse=desc)
+        return self._orders[key]
+
+
+def run_query(table: Table, q: Query, page_size: int = PAGE_SIZE) -> Page:
+    """Filter, sort and cut one page."""
+    ordered, tests = table.ordered(q.sort, q.desc), _tests(q)
+    if len(tests) == 1:
+        kept = list(filter(tests[0], ordered))
+    else:
+        kept = [r for r in ordered if all(t(r) for t in tests)] if tests else ordered
     pages = max(1, -(-len(kept) // page_size))
     page = min(q.page, pages)
     start = (page - 1) * page_size
-    return Page(kept[start:start + page_size], len(kept), page, pages, facets(rows))
+    return Page(kept[start:start + page_size], len(kept), page, pages, table.facets)
 
 
 def facets(rows: list[Row]) -> dict[str, list[str]]:
@@ -116,7 +149,7 @@ def facets(rows: list[Row]) -> dict[str, list[str]]:
     return {
         "site": sorted({r.site for r in rows}),
         "group": sorted({g for r in rows for g in r.groups}),
-        "tag": sorted({t for r in rows for t in r.tag_words()}),
+        "tag": sorted({t for r in rows for t in r.tag_words}),
         "verdict": sorted({r.verdict for r in rows}),
         "version": sorted({r.software for r in rows if r.software}),
         "app": sorted({a for r in rows for a in r.apps}),
@@ -181,6 +214,9 @@ class DeviceIndex:
         self._at = 0.0
         self._devices: list[dict[str, Any]] = []
         self._groups: dict[str, list[str]] = {}
+        self._table: Table | None = None
+        self._generation = 0
+        self._table_key: tuple[int, int] | None = None
 
     def devices(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -188,17 +224,25 @@ class DeviceIndex:
             stale = time.monotonic() - self._at > self.TTL_S and stamp[0] == (-1, -1)
             if stamp != self._stamp or stale:
                 self._devices = self._read()
+                self._generation += 1
                 self._groups = inventory_groups(self.project)
                 self._stamp, self._at = stamp, time.monotonic()
             return self._devices
 
-    def rows(self, health: Mapping[str, tuple[str, list[str]]]) -> list[Row]:
-        """Table rows with each device's verdict and applications from `health`."""
+    def table(self, health: Callable[[], Mapping[str, tuple[str, list[str]]]],
+              health_version: int) -> Table:
+        """The rows with each device's verdict and applications from `health()`; rebuilt only
+        when the registry or the health board (`health_version`) changed."""
         devices = self.devices()
-        out = []
-        for device in devices:
-            row = to_row(device, self._groups.get(str(device["name"]), []))
-            if row.name in health:
-                row.verdict, row.apps = health[row.name][0], health[row.name][1]
-            out.append(row)
-        return out
+        with self._lock:
+            key = (self._generation, health_version)
+            if self._table is None or self._table_key != key:
+                summary = health()
+                rows = []
+                for device in devices:
+                    row = to_row(device, self._groups.get(str(device["name"]), []))
+                    if row.name in summary:
+                        row.verdict, row.apps = summary[row.name]
+                    rows.append(row)
+                self._table, self._table_key = Table(rows), key
+            return self._table

@@ -32,7 +32,7 @@ SSE_KEEPALIVE_S = 15.0
 @router.get("/")
 def overview(request: Request, session: SignedIn) -> Response:
     state = state_of(request)
-    rows = state.index.rows(state.board.summary())
+    rows = state.index.table(state.board.summary, state.board.version).rows
     sites: dict[str, dict[str, Any]] = {}
     for row in rows:
         site = sites.setdefault(row.site, {"devices": 0, "verdicts": Counter(),
@@ -52,7 +52,7 @@ def overview(request: Request, session: SignedIn) -> Response:
 def devices(request: Request, session: SignedIn) -> Response:
     state = state_of(request)
     query = Query.from_params(dict(request.query_params))
-    page = run_query(state.index.rows(state.board.summary()), query)
+    page = run_query(state.index.table(state.board.summary, state.board.version), query)
     fragment = (request.headers.get("hx-request") == "true"
                 and request.headers.get("hx-history-restore-request") != "true")
     return render(request, "devices_table.html" if fragment else "devices.html",
