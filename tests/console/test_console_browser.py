@@ -248,3 +248,18 @@ def test_a_cli_rollout_advances_live_and_the_button_aborts_it(world, browser):
     FETCHED.append(first)
     assert first.startswith(b"event: update\n") and b"succeeded" in first
     assert_no_secrets([CAMERA_PW, PASSWORD])
+
+
+def test_a_device_log_bundle_downloads(world):
+    lab, console = world
+    client = Client(console.base)
+    client.login("ana", PASSWORD)
+    answer = client.get("/devices/berlin-02/logs")
+    assert answer.status == 200, answer.text[:300]
+    assert answer.headers["content-type"] == "application/gzip"
+    assert 'filename="berlin-02-' in answer.headers["content-disposition"]
+    import io
+    import tarfile
+
+    with tarfile.open(fileobj=io.BytesIO(answer.body), mode="r:gz") as bundle:
+        assert any(n.endswith("agent.log") for n in bundle.getnames())

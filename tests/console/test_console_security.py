@@ -8,6 +8,7 @@ import json
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from consolekit import Client, Console, add_user, assert_no_secrets
@@ -240,3 +241,57 @@ def test_pause_on_a_running_rollout_asks_the_runner_through_the_journal(site):
         assert running.pause_poll() == "pause requested by ana from the console"
     finally:
         running.release()
+
+
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (the client trusts exactly this one)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = folder / "console.crt", folder / "console.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    key_path.chmod(0o600)
+    return cert_path, key_path
+
+
+def test_under_tls_the_session_cookie_is_secure(tmp_path):
+    add_user(tmp_path, "ana", "operator", OPERATOR_PW)
+    cert, key = _self_signed(tmp_path)
+    console = Console(tmp_path, "--health-every", "0", "--tls-cert", str(cert),
+                      "--tls-key", str(key))
+    try:
+        client = Client(console.base.replace("http://", "https://"), cafile=str(cert))
+        answer = client.login("ana", OPERATOR_PW)
+        assert answer.status == 303
+        cookie = answer.headers["set-cookie"]
+        assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+    finally:
+        console.stop()
+
+
+def test_a_hostile_name_in_the_url_comes_back_as_text(site):
+    _, console, _, _ = site
+    client = Client(console.base)
+    client.login("vic", VIEWER_PW)
+    answer = client.get("/devices/%3Cimg%20src%3Dx%20onerror%3Dalert(1)%3E")
+    assert answer.status == 404
+    assert "device &#39;&lt;img src=x onerror=alert(1)&gt;&#39; is not registered" in answer.text
