@@ -7,7 +7,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
@@ -55,8 +55,11 @@ def devices(request: Request, session: SignedIn) -> Response:
     page = run_query(state.index.table(state.board.summary, state.board.version), query)
     fragment = (request.headers.get("hx-request") == "true"
                 and request.headers.get("hx-history-restore-request") != "true")
-    return render(request, "devices_table.html" if fragment else "devices.html",
-                  page=page, query=query)
+    response = render(request, "devices_table.html" if fragment else "devices.html",
+                      page=page, query=query)
+    if fragment:  # the address bar gets the view's own URL, without empty filters
+        response.headers["HX-Push-Url"] = "/devices?" + urlencode(query.to_params())
+    return response
 
 
 def _device_or_404(request: Request, name: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
