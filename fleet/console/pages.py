@@ -11,13 +11,14 @@ from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
 
 from fleet.console import rollouts as ro
 from fleet.console.app import operator, page_session, render, state_of
 from fleet.console.devices import Query, run_query
 from fleet.console.health_board import Reading
 from fleet.console.remote import describe_error, export_logs
-from fleet.console.security import Session
+from fleet.console.security import COOKIE, Session
 from fleet.errors import FleetError
 from fleet.rollout.journal import Journal
 from fleet.rollout.report import TERMINAL
@@ -105,7 +106,9 @@ def logs(request: Request, name: str, session: SignedIn) -> Response:
     except FleetError as exc:
         return render(request, "error.html", 502, title="Log export failed",
                       message=describe_error(exc))
-    return FileResponse(path, media_type="application/gzip", filename=path.name)
+    # the bundle is the browser's now: the copy here goes once it is sent
+    return FileResponse(path, media_type="application/gzip", filename=path.name,
+                        background=BackgroundTask(path.unlink, missing_ok=True))
 
 
 @router.get("/cameras")
@@ -146,7 +149,8 @@ async def rollout_events(request: Request, rollout_id: str,
     async def stream() -> AsyncIterator[str]:
         last: Any = None
         quiet_since = time.monotonic()
-        while not await request.is_disconnected():
+        sid = request.cookies.get(COOKIE)
+        while not await request.is_disconnected() and state.sessions.get(sid) is session:
             stamp = ro.journal_stamp(state.project, rollout_id)
             if stamp != last:
                 last, quiet_since = stamp, time.monotonic()

@@ -295,3 +295,20 @@ def test_a_hostile_name_in_the_url_comes_back_as_text(site):
     answer = client.get("/devices/%3Cimg%20src%3Dx%20onerror%3Dalert(1)%3E")
     assert answer.status == 404
     assert "device &#39;&lt;img src=x onerror=alert(1)&gt;&#39; is not registered" in answer.text
+
+
+def test_signing_out_ends_the_live_stream(site):
+    import urllib.request
+
+    _, console, _, rollouts = site
+    client = Client(console.base)
+    client.login("vic", VIEWER_PW)
+    csrf = client.csrf()
+    req = urllib.request.Request(f"{console.base}/rollouts/{rollouts['b']}/events")
+    client.jar.add_cookie_header(req)
+    with urllib.request.urlopen(req, timeout=60) as stream:
+        assert stream.readline() == b"event: update\n"
+        assert client.post("/logout", {"csrf": csrf}).status == 303
+        rest = stream.read()  # returns when the server closes the stream
+    assert b"event: update" not in rest.split(b"\n\n", 1)[-1]
+    assert client.get(f"/rollouts/{rollouts['b']}/events").status == 303
