@@ -21,7 +21,7 @@ import pytest
 from consolekit import FETCHED, Client, Console, add_user, assert_no_secrets, chrome
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "rollout"))
-from lab_rollouts import build, lab_project  # noqa: E402
+from lab_rollouts import SECRET, build, lab_project  # noqa: E402
 
 from fleet.registry import Camera, open_registry  # noqa: E402
 from fleet.rollout.journal import rollouts_dir  # noqa: E402
@@ -249,7 +249,10 @@ def test_a_cli_rollout_advances_live_and_the_button_aborts_it(world, browser):
             first += stream.readline()
     FETCHED.append(first)
     assert first.startswith(b"event: update\n") and b"succeeded" in first
-    assert_no_secrets([CAMERA_PW, PASSWORD])
+    from fleet.transport import controller_key
+
+    key_lines = controller_key(lab.project).read_text().splitlines()[1:-1]  # the key's body
+    assert_no_secrets([CAMERA_PW, PASSWORD, SECRET, *key_lines])
 
 
 def test_a_device_log_bundle_downloads(world):
