@@ -146,6 +146,10 @@ def main() -> None:
                   f"(filters, sorts, paging): server median {statistics.median(server):.1f} ms, "
                   f"p95 {p95:.1f} ms; client round trip median {statistics.median(trip):.1f} ms "
                   "(target: median < 100 ms)")
+            overview = [float(client.get("/").headers["server-timing"].split("dur=")[1])
+                        for _ in range(10)]
+            print(f"overview page, {args.devices} devices in {SITES} sites: server median "
+                  f"{statistics.median(overview):.1f} ms")
             browser = bool(shutil.which("chromium") and shutil.which("chromedriver"))
             measure = sse_latency_browser if browser else sse_latency_http
             lat = measure(console, project, rollout.id, args.sse_rounds)

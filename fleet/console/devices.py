@@ -14,8 +14,10 @@ page costs a filter and a slice, not a database scan.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -122,6 +124,27 @@ class Table:
         self.rows = rows
         self.facets = facets(rows)
         self._orders: dict[tuple[str, bool], list[Row]] = {}
+
+    @functools.cached_property
+    def sites(self) -> dict[str, dict[str, Any]]:
+        """Per site: device count and Counters of verdicts, versions and applications."""
+        out: dict[str, dict[str, Any]] = {}
+        for row in self.rows:
+            site = out.setdefault(row.site, {"devices": 0, "verdicts": Counter(),
+                                             "versions": Counter(), "apps": Counter()})
+            site["devices"] += 1
+            site["verdicts"][row.verdict] += 1
+            site["versions"][row.software or "unknown"] += 1
+            site["apps"].update(row.apps)
+        return dict(sorted(out.items()))
+
+    @functools.cached_property
+    def versions(self) -> Counter[str]:
+        return Counter(r.software or "unknown" for r in self.rows)
+
+    @functools.cached_property
+    def apps(self) -> Counter[str]:
+        return Counter(a for r in self.rows for a in r.apps)
 
     def ordered(self, sort: str, desc: bool) -> list[Row]:
         key = (sort, desc)

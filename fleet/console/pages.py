@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
@@ -33,20 +32,10 @@ SSE_KEEPALIVE_S = 15.0
 @router.get("/")
 def overview(request: Request, session: SignedIn) -> Response:
     state = state_of(request)
-    rows = state.index.table(state.board.summary, state.board.version).rows
-    sites: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        site = sites.setdefault(row.site, {"devices": 0, "verdicts": Counter(),
-                                           "versions": Counter(), "apps": Counter()})
-        site["devices"] += 1
-        site["verdicts"][row.verdict] += 1
-        site["versions"][row.software or "unknown"] += 1
-        site["apps"].update(row.apps)
+    table = state.index.table(state.board.summary, state.board.version)
     active = [r for r in ro.list_reports(state.project) if r.status not in TERMINAL]
-    return render(request, "overview.html", sites=dict(sorted(sites.items())),
-                  total=len(rows), versions=Counter(r.software or "unknown" for r in rows),
-                  apps=Counter(a for r in rows for a in r.apps), active=active,
-                  board=state.board)
+    return render(request, "overview.html", sites=table.sites, total=len(table.rows),
+                  versions=table.versions, apps=table.apps, active=active, board=state.board)
 
 
 @router.get("/devices")
