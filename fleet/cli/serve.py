@@ -55,6 +55,9 @@ def serve(ctx: typer.Context, host: Host = "127.0.0.1", port: Port = 8420,
         if not list_users(a.project):
             a.abort("no console users yet: add one with "
                     "`fleet serve user add NAME --role operator`", 2)
+    if insecure and tls_cert is None and not is_loopback(host):
+        a.display_warning(f"serving on {host} without TLS (--insecure): passwords and session "
+                          "cookies cross the network in clear")
     _run(a, host, port, tls_cert, tls_key, health_every, health_source,
          loopback=is_loopback(host))
 

@@ -126,7 +126,8 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
 
 def _safe_next(target: str) -> str:
     """Only a path on this site (no //host, no scheme): the login must not redirect away."""
-    return target if target.startswith("/") and not target.startswith("//") else "/"
+    # browsers read "/\\host" as "//host": a backslash second is another site too
+    return target if target[:1] == "/" and target[1:2] not in ("/", "\\") else "/"
 
 
 def _add_auth_routes(app: FastAPI) -> None:

@@ -8,10 +8,11 @@ import json
 import stat
 import subprocess
 import sys
+import urllib.parse
 from pathlib import Path
 
 import pytest
-from consolekit import Client, Console, add_user, assert_no_secrets
+from consolekit import Client, Console, add_user, assert_no_secrets, hidden
 from labkit import run_cli
 
 from fleet.project import Project
@@ -312,3 +313,12 @@ def test_signing_out_ends_the_live_stream(site):
         rest = stream.read()  # returns when the server closes the stream
     assert b"event: update" not in rest.split(b"\n\n", 1)[-1]
     assert client.get(f"/rollouts/{rollouts['b']}/events").status == 303
+
+
+@pytest.mark.parametrize("target", ["//evil.example/", "/\\evil.example/", "https://evil.example/"])
+def test_sign_in_never_sends_the_browser_to_another_site(site, target):
+    _, console, _, _ = site
+    client = Client(console.base)
+    form = client.get("/login?next=" + urllib.parse.quote(target))
+    assert client.post("/login", {"username": "vic", "password": VIEWER_PW, "next": target,
+                                  "csrf": hidden(form.text, "csrf")}).headers["location"] == "/"
