@@ -15,8 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
-from typing import Any
 
 from fleet.errors import UsageError
 from fleet.project import Project
@@ -71,9 +69,6 @@ def act(project: Project, rollout_id: str, action: str, user: str) -> str:
     return f"{action} started (fleet ota {action} {rollout_id})"
 
 
-_children: list[subprocess.Popen[bytes]] = []
-
-
 def _spawn(project: Project, rollout_id: str, action: str) -> None:
     argv = [sys.executable, "-m", "fleet.cli.main", "--project", str(project.root), "--no-color",
             "ota", action, rollout_id, *(["--failed"] if action == "retry" else [])]
@@ -86,14 +81,4 @@ def _spawn(project: Project, rollout_id: str, action: str) -> None:
                                  start_new_session=True)
     finally:
         os.close(fd)
-    _children.append(child)
     threading.Thread(target=child.wait, daemon=True).start()  # reaped when it ends
-
-
-def report_dict(report: Report) -> dict[str, Any]:
-    """`fleet ota status --json`'s shape."""
-    return report.to_dict()
-
-
-def log_path_for(project: Project) -> Path:
-    return project.state_dir / "console" / "actions"
