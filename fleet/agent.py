@@ -53,6 +53,12 @@ class Agent:
     def checksum(self, path: str) -> str:
         return str(self.call("checksum", path)["sha256"])
 
+    def snapshot(self, camera: str) -> bytes:
+        """The camera's latest processed frame as JPEG (from the device's runtime)."""
+        import base64
+
+        return base64.b64decode(self.call("snapshot", "--camera", camera)["jpeg_base64"])
+
 
 def parse_answer(device: str, stdout: bytes, stderr: bytes, rc: int) -> dict[str, Any]:
     """The one JSON object the agent prints, checked against the protocol."""

@@ -10,10 +10,12 @@
 # dpkg lock (saying so) instead of failing with "Could not get lock".
 set -eu
 # sshd for the lab, mosquitto for MQTT heartbeats and jobs, GStreamer's RTSP server for camera
-# tests, jq and curl for the README's tour (tests/test_readme.py runs it).
+# tests, jq and curl for the README's tour (tests/test_readme.py runs it), Chromium and its
+# WebDriver for the web console's browser tests (tests/console/).
 PKGS="openssh-server openssh-client mosquitto jq curl \
   gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-tools gstreamer1.0-plugins-base \
-  gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav"
+  gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav \
+  chromium chromium-driver"
 # The locks apt and dpkg take (POSIX fcntl locks); tests point this at their own file.
 LOCKS="${SYSTEM_DEPS_LOCKS:-/var/lib/dpkg/lock-frontend /var/lib/dpkg/lock /var/lib/apt/lists/lock}"
 LOCK_TIMEOUT="${SYSTEM_DEPS_LOCK_TIMEOUT:-900}"

@@ -75,7 +75,7 @@ def _run(journal: Journal, nr: Nornir, work: Work, policy: Policy, sinks: Sequen
     journal.watch_from_now()
     runner = RolloutRunner(policy, gate=work.gate, settle=work.settle, probe=work.probe(nr),
                            cancel=work.cancel, accept=getattr(work, "accept", None),
-                           control=Control(journal.abort_poll), on_event=[journal, *sinks],
+                           control=Control(journal.abort_poll, journal.pause_poll), on_event=[journal, *sinks],
                            plan=plan, prior=prior)
     try:
         nr.with_runner(runner).run(task=work.task, name="rollout", **work.params())

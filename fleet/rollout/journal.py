@@ -56,6 +56,8 @@ class Journal:
         self._write_lock = threading.Lock()
         self._lock_fd: int | None = None
         self._read_offset = 0
+        self._abort_seen: str | None = None
+        self._pause_seen: str | None = None
 
     # lifecycle -------------------------------------------------------------
     @classmethod
@@ -147,11 +149,23 @@ class Journal:
         return report
 
     def watch_from_now(self) -> None:
-        """Make `abort_poll` see only events appended from now on (not an old run's abort)."""
+        """Make the polls see only events appended from now on (not an old run's abort)."""
         self._read_offset = self.path.stat().st_size
+        self._abort_seen = self._pause_seen = None
 
     def abort_poll(self) -> str | None:
         """New `abort_requested` events since the last call (the runner's Control poll)."""
+        self._read_requests()
+        found, self._abort_seen = self._abort_seen, None
+        return found
+
+    def pause_poll(self) -> str | None:
+        """A `pause_requested` event since `watch_from_now` (the runner's Control poll)."""
+        self._read_requests()
+        return self._pause_seen
+
+    def _read_requests(self) -> None:
+        """Note the abort and pause requests appended since the last read."""
         with self.path.open("rb") as fh:
             fh.seek(self._read_offset)
             chunk = fh.read()
@@ -159,9 +173,10 @@ class Journal:
         self._read_offset += len(complete)
         for raw in complete.splitlines():
             event = json.loads(raw)
-            if event.get("event") == "abort_requested":
-                return str(event.get("reason") or "abort requested")
-        return None
+            if event.get("event") == "abort_requested" and self._abort_seen is None:
+                self._abort_seen = str(event.get("reason") or "abort requested")
+            elif event.get("event") == "pause_requested":
+                self._pause_seen = str(event.get("reason") or "pause requested")
 
 
 def refuse_overlap(project: Project, devices: set[str], exclude: str | None = None) -> None:

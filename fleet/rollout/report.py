@@ -56,6 +56,7 @@ class Report:
     devices: dict[str, DeviceState] = field(default_factory=dict)
     current_batch: int = 0
     abort_requested: str = ""
+    pause_requested: str = ""
     header: dict[str, Any] = field(default_factory=dict)
 
     def apply(self, event: Event) -> None:
@@ -101,12 +102,16 @@ class Report:
 
     def _on_run_finished(self, e: Event) -> None:
         self.status, self.reason = str(e["status"]), str(e.get("reason", ""))
+        self.pause_requested = ""
 
     def _on_abort_requested(self, e: Event) -> None:
         self.abort_requested = str(e.get("reason") or "abort requested")
 
+    def _on_pause_requested(self, e: Event) -> None:
+        self.pause_requested = str(e.get("reason") or "pause requested")
+
     def _on_resumed(self, e: Event) -> None:
-        self.status, self.reason = RUNNING, ""
+        self.status, self.reason, self.pause_requested = RUNNING, "", ""
 
     def _on_retry(self, e: Event) -> None:
         self._on_planned(e)

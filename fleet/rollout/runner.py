@@ -62,9 +62,14 @@ class Control:
     (another process writing the journal); it returns the reason or None.
     """
 
-    def __init__(self, poll: Callable[[], str | None] | None = None) -> None:
+    def __init__(self, poll: Callable[[], str | None] | None = None,
+                 pause_poll: Callable[[], str | None] | None = None) -> None:
         self._reason: str | None = None
-        self._poll = poll
+        self._poll, self._pause_poll = poll, pause_poll
+
+    def pause_requested(self) -> str | None:
+        """A pause asked for elsewhere (`fleet.rollout.pause`): honoured after the batch."""
+        return self._pause_poll() if self._pause_poll is not None else None
 
     def abort(self, reason: str = "abort requested") -> None:
         self._reason = self._reason or reason
@@ -166,14 +171,22 @@ class RolloutRunner:
             if not todo:
                 continue
             self._run_batch(number, batch, todo, wrapped, result)
-            if self._stop is None and self.policy.pause_after_batch and number < len(batches):
-                self._stop = (PAUSED, f"paused after batch {number}; run `fleet ota resume`")
+            if self._stop is None and number < len(batches):
+                self._stop = self._pause_verdict(number)
         self._drain_abandoned()
         status, reason = self._stop or (COMPLETED, "")
         if status == PAUSED and not self._pending():
             status, reason = COMPLETED, ""
         self.emit({"event": "run_finished", "status": status, "reason": reason})
         return result
+
+    def _pause_verdict(self, number: int) -> tuple[str, str] | None:
+        if self.policy.pause_after_batch:
+            return (PAUSED, f"paused after batch {number}; run `fleet ota resume`")
+        asked = self.control.pause_requested()
+        if asked:
+            return (PAUSED, f"paused after batch {number} ({asked}); run `fleet ota resume`")
+        return None
 
     def _drain_abandoned(self) -> None:
         """Give timed-out devices a short grace to stop, so the journal says how they ended."""

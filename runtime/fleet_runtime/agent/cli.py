@@ -30,7 +30,8 @@ from fleet_runtime.agent.protocol import (
 )
 from fleet_runtime.layout import Layout, StateFileError
 
-COMMAND_MODULES = ("info", "health", "checksum", "logs", "ota", "provision", "rtsp", "daemon")
+COMMAND_MODULES = ("info", "health", "checksum", "logs", "ota", "provision", "rtsp", "daemon",
+                   "snapshot")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Polled constantly by health sweeps; logging each call would only bloat agent.log.
-QUIET_COMMANDS = frozenset({"info", "health", "checksum", "slots"})
+QUIET_COMMANDS = frozenset({"info", "health", "checksum", "slots", "snapshot"})
 
 
 def _log(layout: Layout, command: str, outcome: str, started: float, failed: bool) -> None:

@@ -1,0 +1,84 @@
+"""Rollouts for the console: listing and replaying journals, and the four actions.
+
+Abort and pause append to the journal through the same domain functions the CLI
+uses (`engine.abort`, `pause.request_pause`). Resume and retry *run* the rollout
+for minutes while holding its run lock, so the console starts them the way an
+operator would, as ``fleet ota resume|retry`` in a process of their own: the
+rollout then survives the console's restart, and CLI and console stay
+interchangeable. Their output goes to ``.fleet/console/actions/``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+from fleet.errors import UsageError
+from fleet.project import Project
+from fleet.rollout.journal import Journal, rollouts_dir
+from fleet.rollout.report import RETRYABLE, TERMINAL, Report
+
+ACTIONS = ("pause", "resume", "abort", "retry")
+
+
+def list_reports(project: Project, limit: int = 200) -> list[Report]:
+    """Newest first (by journal change time)."""
+    paths = sorted(rollouts_dir(project).glob("*.jsonl"), key=lambda p: p.stat().st_mtime,
+                   reverse=True)[:limit]
+    return [Journal(p).report() for p in paths]
+
+
+def journal_stamp(project: Project, rollout_id: str) -> tuple[int, int]:
+    """Changes whenever the journal grows (what the live page watches)."""
+    path = rollouts_dir(project) / f"{rollout_id}.jsonl"
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def allowed(report: Report, running: bool) -> list[str]:
+    """The actions that make sense for this rollout now."""
+    if report.header.get("engine") == "iot-jobs":
+        return []  # AWS IoT Jobs drives these: `fleet ota abort` there cancels the job
+    if report.status in TERMINAL:
+        return ["retry"] if report.with_outcome(*RETRYABLE) else []
+    if running:
+        return ["abort"] if report.pause_requested else ["pause", "abort"]
+    return ["resume", "abort"]
+
+
+def act(project: Project, rollout_id: str, action: str, user: str) -> str:
+    """Do `action`; returns a one-line message for the operator. UsageError when refused."""
+    journal = Journal.open(project, rollout_id)
+    report = journal.report()
+    if action not in allowed(report, journal.is_running()):
+        raise UsageError(f"rollout {rollout_id} is {report.status}: cannot {action} it now")
+    if action == "abort":
+        from fleet.rollout import engine
+
+        engine.abort(project, rollout_id, f"aborted by {user} from the console")
+        return "abort requested: no new devices start; devices in flight finish or roll back"
+    if action == "pause":
+        from fleet.rollout.pause import request_pause
+
+        request_pause(project, rollout_id, f"pause requested by {user} from the console")
+        return "pause requested: the rollout stops after the current batch"
+    _spawn(project, rollout_id, action)
+    return f"{action} started (fleet ota {action} {rollout_id})"
+
+
+def _spawn(project: Project, rollout_id: str, action: str) -> None:
+    argv = [sys.executable, "-m", "fleet.cli.main", "--project", str(project.root), "--no-color",
+            "ota", action, rollout_id, *(["--failed"] if action == "retry" else [])]
+    folder = project.state_dir / "console" / "actions"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    log = folder / f"{rollout_id}-{action}-{time.strftime('%Y%m%dT%H%M%S')}.log"
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
+                                 start_new_session=True)
+    finally:
+        os.close(fd)
+    threading.Thread(target=child.wait, daemon=True).start()  # reaped when it ends
