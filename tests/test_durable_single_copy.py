@@ -60,8 +60,9 @@ def _doubles(node: ast.AST) -> bool:
 
 def _is_doubling(node: ast.AST) -> bool:
     for sub in ast.walk(node):
-        if isinstance(sub, ast.BinOp) and isinstance(sub.op, ast.Pow):
-            return True
+        if isinstance(sub, ast.BinOp) and isinstance(sub.op, ast.Pow) and not (
+                isinstance(sub.left, ast.Constant) and isinstance(sub.right, ast.Constant)):
+            return True  # a growing power; ``10**6`` is only a constant
         if isinstance(sub, ast.BinOp) and isinstance(sub.op, ast.Mult) and any(
                 isinstance(side, ast.Constant) and side.value == 2 for side in (sub.left, sub.right)):
             return True
