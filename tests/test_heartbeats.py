@@ -15,8 +15,8 @@ from fleet_runtime.mqtt import MqttClient, MqttSettings
 from labkit import CALM_HEALTH, default_ssh_kind, run_cli, start_lab
 
 from fleet import heartbeats
-from fleet.broker import LabMqtt
 from fleet.lab import Lab
+from fleet.lab.mqtt import LabMqtt
 from fleet.project import Project
 
 INTERVAL = 0.5

@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 from labkit import CALM_HEALTH, HAVE_SSHD, run_cli
 
-from fleet import firmware, lab_net, processes
+from fleet import firmware, processes
 from fleet.lab import Lab
+from fleet.lab import net as lab_net
 from fleet.project import Project
 
 REPO = Path(__file__).resolve().parents[1]

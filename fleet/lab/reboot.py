@@ -1,7 +1,7 @@
 """A lab device's reboot, run detached by `Lab.reboot` (own session, not the controller's
 child in any way that matters): stop its SSH server, run the boot logic, start it again.
 
-    python -m fleet.lab_reboot PROJECT_ROOT DEVICE
+    python -m fleet.lab.reboot PROJECT_ROOT DEVICE
 
 Writes ``<device root>/.lab/reboot.json`` (``{"ok": true, "boot": {...}}`` or the error)
 for the process that asked; if that process is gone, the device still comes back.
