@@ -475,7 +475,8 @@ class Lab:
         out = self.project.inventories / "lab"
         out.mkdir(parents=True, exist_ok=True)
         agent = str(Path(sys.executable).parent / "fleet-agent")
-        hosts = {d.name: host_entry(d, agent) for d in devices.values()}
+        hosts = {d.name: host_entry(d, agent, self.power_cycle_argv(d.name))
+                 for d in devices.values()}
         groups = {f"site-{s}": {"data": {"site": s}} for s in sorted({d.site for d in devices.values()})}
         yaml = YAML()
         yaml.default_flow_style = False
@@ -486,6 +487,11 @@ class Lab:
                 yaml.dump(doc, fh)
         self._write_cameras_csv(out / "cameras.csv", devices)
         return out
+
+    def power_cycle_argv(self, name: str) -> list[str]:
+        """The command the inventory gives the controller for rebooting `name`
+        (``data.power_cycle``, see fleet.reboot): `reboot`, waited for, in a process of its own."""
+        return [sys.executable, "-m", "fleet.lab.reboot", "--wait", str(self.project.root), name]
 
     @staticmethod
     def _write_cameras_csv(path: Path, devices: dict[str, LabDevice]) -> None:
@@ -511,9 +517,10 @@ class Lab:
         return rows
 
 
-def host_entry(dev: LabDevice, agent: str) -> dict[str, Any]:
+def host_entry(dev: LabDevice, agent: str, power_cycle: list[str]) -> dict[str, Any]:
     data: dict[str, Any] = {"site": dev.site, "serial": dev.serial, "hardware": dev.hardware,
-                            "arch": dev.arch, "tags": list(dev.tags), "agent": agent}
+                            "arch": dev.arch, "tags": list(dev.tags), "agent": agent,
+                            "power_cycle": power_cycle}
     return {"hostname": dev.host, "port": dev.port, "groups": [f"site-{dev.site}"], "data": data}
 
 
@@ -550,7 +557,8 @@ def write_factory_image(lay: Layout, version: str) -> None:
 
 
 def run_boot(lay: Layout, env: dict[str, str]) -> dict[str, Any]:
-    """The boot-time slot choice (`fleet-agent boot` when the agent has it), then mark boot time."""
+    """The boot-time slot choice (`fleet-agent boot`, what a real box runs at boot), then
+    mark boot time. Anything but an ``ok`` answer is a failed boot."""
     agent = str(Path(sys.executable).parent / "fleet-agent")
     proc = subprocess.run([agent, "boot"], env=env, capture_output=True, text=True, timeout=60)
     answer: dict[str, Any] = {}
@@ -558,7 +566,7 @@ def run_boot(lay: Layout, env: dict[str, str]) -> dict[str, Any]:
         answer = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else {}
     except ValueError:
         answer = {}
-    if not answer.get("ok") and (answer.get("error") or {}).get("code") != "usage":
+    if not answer.get("ok"):
         raise DeviceError(f"boot failed on {lay.root.name}: {proc.stdout.strip() or proc.stderr.strip()}")
     atomic_write_json(lay.run / "boot-time.json", {"booted_at": time.time()})
     return answer
