@@ -58,6 +58,7 @@ from fleet_runtime.layout import atomic_write, atomic_write_json, read_json
 
 from fleet.errors import ConfigError
 from fleet.processes import clean_env, pid_runs, terminate, wait_for_port
+from fleet.project import Project
 
 HOST = "127.0.0.1"
 # Not a valid device name (it has a dot), so no device certificate can ever carry it.
@@ -437,3 +438,20 @@ def mqtt_settings(state: BrokerState, identity: Identity, interval: float,
             "ca": str(identity.ca), "cert": str(identity.cert), "key": str(identity.key),
             "topic_prefix": TOPIC_PREFIX, "heartbeat_s": interval,
             "health_args": list(health_args or [])}
+
+
+# ---- the project's own broker ------------------------------------------------------------
+
+def local_broker_file(project: Project) -> Path:
+    """Names the directory of a broker run for this project (``fleet lab up --mqtt`` writes
+    it): the controller uses that broker when fleet.yaml names none."""
+    return project.state_dir / "local-broker.json"
+
+
+def use_local_broker(project: Project, directory: Path) -> None:
+    atomic_write_json(local_broker_file(project), {"dir": str(directory)})
+
+
+def local_broker(project: Project) -> Broker | None:
+    raw = read_json(local_broker_file(project), default=None) or {}
+    return Broker(Path(raw["dir"])) if isinstance(raw.get("dir"), str) else None

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from fleet_runtime.layout import Layout, atomic_write_json, read_json
 
-from fleet.broker import Broker, BrokerState, Identity, mqtt_settings
+from fleet.broker import Broker, BrokerState, Identity, mqtt_settings, use_local_broker
 from fleet.processes import clean_env, reap, terminate
 from fleet.project import Project
 
@@ -37,6 +37,7 @@ class LabMqtt:
         Behind `lab up --link`, a device's daemon runs in its site's namespace and reaches
         the broker across the site's link."""
         state = self._start_for(tuple(sorted(set(self._uplinks().values()))))
+        use_local_broker(self.project, self.dir)  # the controller's broker from now on
         atomic_write_json(self.settings_file, {"heartbeat_s": interval})
         for name, root in sorted(devices.items()):
             if not Layout(root).device_json.exists():
