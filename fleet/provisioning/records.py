@@ -13,14 +13,11 @@ from __future__ import annotations
 import json
 import queue
 import threading
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fleet_runtime.layout import atomic_write, read_json
-
-from fleet import pki
 from fleet.errors import FleetError
 from fleet.project import Project
+from fleet.registry import open_registry
 
 if TYPE_CHECKING:
     from fleet.provisioning.archive import BuiltArchive
@@ -34,10 +31,7 @@ def _json(obj: Any) -> bytes:
 
 def provisioned_devices(project: Project, names: list[str]) -> set[str]:
     """Those of `names` the registry knows as PROVISIONED (running with an identity)."""
-    store = _registry(project)
-    if store is None:
-        doc = read_json(_fallback_path(project), default={}) or {}
-        return {n for n in names if (doc.get(n) or {}).get("status") == PROVISIONED}
+    store = open_registry(project)
     try:
         found = store.list_devices(names=names)
     finally:
@@ -59,7 +53,6 @@ class RegistryRecorder:
         self.project = project
         self.queue: queue.SimpleQueue[BuiltArchive | None] = queue.SimpleQueue()
         self.thread = threading.Thread(target=self._run, name="registry", daemon=True)
-        self.where = "registry"
         self.error: BaseException | None = None
 
     def start(self) -> None:
@@ -76,11 +69,11 @@ class RegistryRecorder:
                 f"archives were built, but the registry was not updated: {self.error}",
                 fix="fix the registry and build the archives again",
             ) from self.error
-        return self.where
+        return "registry"
 
     def _run(self) -> None:
         try:
-            store = _registry(self.project)
+            store = open_registry(self.project)
         except BaseException as exc:  # noqa: BLE001  (reported by finish)
             self.error, store = exc, None
         try:
@@ -93,12 +86,6 @@ class RegistryRecorder:
 
     def _record(self, store: Any, built: BuiltArchive) -> None:
         try:
-            if store is None:
-                _record_fallback(
-                    self.project, built.spec.name, AWAITING_PROVISIONING, built.issued.fingerprint
-                )
-                self.where = str(_fallback_path(self.project))
-                return
             # one transaction per device: status and certificate ride the upsert; a device
             # getting a new identity runs on its old one until it boots with the archive
             status = PROVISIONED if built.replacing else AWAITING_PROVISIONING
@@ -134,10 +121,7 @@ def ssh_fingerprint(public_line: str) -> str:
 
 
 def mark_provisioned(project: Project, name: str) -> str:
-    store = _registry(project)
-    if store is None:
-        _record_fallback(project, name, PROVISIONED, None)
-        return str(_fallback_path(project))
+    store = open_registry(project)
     try:
         store.set_device_status(name, PROVISIONED)
         store.set_device_status(name, "ONLINE")
@@ -146,34 +130,10 @@ def mark_provisioned(project: Project, name: str) -> str:
     return "registry"
 
 
-def _registry(project: Project) -> Any:
-    try:
-        from fleet.registry import open_registry
-    except ImportError:
-        return None
-    return open_registry(project)
-
-
-def _fallback_path(project: Project) -> Path:
-    return project.state_dir / "provisioning.json"
-
-
-def _record_fallback(project: Project, name: str, status: str, cert: str | None) -> None:
-    path = _fallback_path(project)
-    doc = dict(read_json(path, default={}) or {})
-    entry = {**doc.get(name, {}), "status": status, "at": pki.now_utc().isoformat()}
-    if cert:
-        entry["certificate"] = cert
-    doc[name] = entry
-    atomic_write(path, _json(doc), 0o600)
-
-
 def mark_reset(project: Project, name: str) -> str | None:
     """A factory reset box has no identity: the registry shows it AWAITING_PROVISIONING
     again, so `fleet provision all` builds it a new archive without --replace-identity."""
-    store = _registry(project)
-    if store is None:
-        return None
+    store = open_registry(project)
     try:
         if store.get_device(name) is None:
             return None
