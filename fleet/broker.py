@@ -23,14 +23,12 @@ carry the controller's rights:
 The broker is a real ``mosquitto`` process started and stopped by PID; its
 files live in one directory (config, ACLs, certificates, log, state).
 
-``fleet lab up --mqtt`` (see :class:`fleet.lab.mqtt.LabMqtt`) runs one for the lab: a
-broker CA under ``.fleet/lab/mqtt/``, the fleet CA (``certs/ca.crt``)
-trusted as well when present (with its CRL: mosquitto's ``crlfile`` holds a
-CRL per trusted CA, so a revoked device certificate fails the handshake), each
-lab device given a certificate when it has none, its ``etc/fleet/mqtt.json``
-written, and its ``fleet-agent daemon`` started.
+``fleet lab up --mqtt`` runs one for the lab (see fleet.lab.mqtt), trusting the
+fleet CA as well when present, with its CRL: mosquitto's ``crlfile`` holds a CRL
+per trusted CA, so a revoked device certificate fails the handshake. The
+controller finds the project's own broker through ``local_broker``.
 
->>> broker = Broker(Path(".fleet/lab/mqtt"))            # doctest: +SKIP
+>>> broker = Broker(Path("/srv/edgefleet/mqtt"))          # doctest: +SKIP
 >>> broker.start().port                                  # doctest: +SKIP
 38883
 """

@@ -66,6 +66,14 @@ def test_domain_never_imports_the_cli_or_the_lab() -> None:
     assert offenders(files, set(), ("fleet.cli", "fleet.lab", "fleet.demo")) == []
 
 
+def test_domain_never_reaches_into_the_labs_directory() -> None:
+    """Not by import, not by path either: `.fleet/lab/` is the lab's own business."""
+    bad = [f"{f.relative_to(REPO)}: {line.strip()}" for f in domain_files(REPO / "fleet")
+           for line in f.read_text().splitlines()
+           if '/ "lab"' in line or ".fleet/lab" in line]
+    assert bad == []
+
+
 def test_the_lab_and_the_demo_never_import_the_cli() -> None:
     files = sorted((REPO / "fleet/lab").rglob("*.py")) + sorted((REPO / "fleet/demo").rglob("*.py"))
     assert files
