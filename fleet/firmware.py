@@ -196,22 +196,6 @@ def export_keyring(project: Project, dest: Path) -> list[Path]:
     return written
 
 
-def lab_keyrings(project: Project) -> list[Path]:
-    """The keyring directories of existing lab devices (provisioned ones)."""
-    devices = project.state_dir / "lab" / "devices"
-    return sorted(p / "etc/fleet/release-keys" for p in devices.glob("*")
-                  if (p / "etc/fleet/device.json").exists()) if devices.is_dir() else []
-
-
-def install_in_lab(project: Project) -> list[str]:
-    """Trust the project's release keys on every existing lab device; the device names."""
-    names = []
-    for ring_dir in lab_keyrings(project):
-        export_keyring(project, ring_dir)
-        names.append(ring_dir.parents[2].name)
-    return names
-
-
 # ---------------------------------------------------------------------------- recipes
 
 

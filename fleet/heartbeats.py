@@ -27,12 +27,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 from fleet_runtime.mqtt import MqttClient, MqttError, MqttSettings, health_topic
 
-from fleet.broker import CONTROLLER_CLIENT_PREFIX, SYNC_PREFIX, Broker, BrokerState
+from fleet.broker import CONTROLLER_CLIENT_PREFIX, SYNC_PREFIX, BrokerState, local_broker
 from fleet.errors import ConfigError, DeviceError
 from fleet.health import DeviceHealth, apply_revocations
 from fleet.project import Project
@@ -42,7 +41,8 @@ OFFLINE = "offline"
 
 
 def settings_for(project: Project) -> MqttSettings:
-    """The controller's broker settings: ``mqtt:`` in fleet.yaml, else the lab's broker."""
+    """The controller's broker settings: ``mqtt:`` in fleet.yaml, else the project's own
+    broker (see fleet.broker.local_broker; `fleet lab up --mqtt` runs one)."""
     conf = dict(project.config.get("mqtt") or {})
     if conf.get("endpoint"):
         for key in ("cert", "key", "ca"):
@@ -53,7 +53,8 @@ def settings_for(project: Project) -> MqttSettings:
         except MqttError as exc:
             raise ConfigError(str(exc), where="fleet.yaml: mqtt",
                               fix="set endpoint, port, cert, key and ca") from None
-    state = Broker(project.state_dir / "lab" / "mqtt").state()
+    broker = local_broker(project)
+    state = broker.state() if broker is not None else None
     if state is None:
         raise ConfigError("no MQTT broker configured", where="fleet.yaml: mqtt",
                           fix="set mqtt.endpoint/cert/key/ca, or run `fleet lab up --mqtt`")
@@ -207,11 +208,3 @@ def sweep(project: Project, hosts: Iterable[tuple[str, str]], *,
     reports = [to_health(name, site, beats.get(name), moment) for name, site in hosts]
     apply_revocations(project, [r for r in reports if r.verdict != OFFLINE])
     return sorted(reports, key=lambda r: (r.site, r.name))
-
-
-def lab_roots(project: Project) -> dict[str, Path]:
-    """Lab device roots by name (for starting and stopping their daemons)."""
-    from fleet.lab import Lab
-
-    lab = Lab(project)
-    return {name: lab.root(name) for name in lab.devices()}

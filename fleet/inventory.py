@@ -38,6 +38,9 @@ _DATA_SCHEMA: dict[str, Any] = {
         "tags": {"type": "array", "items": {"type": "string"}},
         "agent": {"type": "string", "description": "path of fleet-agent on the device"},
         "network": {"type": "object"},
+        "power_cycle": {"type": "array", "minItems": 1, "items": {"type": "string"},
+                        "description": "command run on the controller to power-cycle the device"
+                                       " instead of `fleet-agent reboot` (see fleet/reboot.py)"},
     },
 }
 _HOST_SCHEMA: dict[str, Any] = {

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol, cast
+from typing import IO, Any, cast
 
 from fleet_runtime import bundle
 from fleet_runtime.bundle import BundleError, Manifest
@@ -38,75 +38,15 @@ from nornir.core.exceptions import NornirSubTaskError
 from nornir.core.task import Result, Task
 
 from fleet.agent import agent_for
-from fleet.errors import DeviceError, FleetError, UsageError
+from fleet.errors import FleetError, UsageError
 from fleet.project import Project
+from fleet.reboot import Restarter, restarter_for
 from fleet.transport import CONNECTION_NAME
 
 Progress = Callable[[str, str, dict[str, Any]], None]  # (device, step, fields)
 STEPS = ("check", "install", "reboot", "verify", "commit")  # + "upload" to resume
 INSTALL_WAIT_S = 120  # how long `check` waits for an install already running on the device
 HELD = ("installed", "activated", "trial")  # states in which a slot may hold the target
-
-
-class Restarter(Protocol):
-    """How a device is rebooted and waited for: the lab's power cycle, or the agent's reboot."""
-
-    def reboot(self, task: Task) -> None: ...
-
-
-@dataclass
-class LabRestarter:
-    """Lab devices: ``Lab.reboot`` runs the boot logic and restarts the SSH server."""
-
-    project: Project
-
-    def reboot(self, task: Task) -> None:
-        from fleet.lab import Lab
-
-        lab = Lab(self.project)
-        disconnect(task)
-        lab.reboot(task.host.name)
-        task.host.port = lab.device(task.host.name).port  # the lab may move a busy port
-
-
-@dataclass
-class AgentRestarter:
-    """Real devices: ``fleet-agent reboot``, then reconnect until the device answers again."""
-
-    timeout_s: float = 300.0
-    poll_s: float = 3.0
-
-    def reboot(self, task: Task) -> None:
-        agent_for(task).call("reboot")
-        disconnect(task)
-        time.sleep(self.poll_s)  # let it go down before we knock
-        deadline = time.monotonic() + self.timeout_s
-        while True:
-            try:
-                agent_for(task).call("slots")
-                return
-            except FleetError:
-                disconnect(task)
-                if time.monotonic() > deadline:
-                    raise DeviceError(f"{task.host.name}: did not come back within "
-                                      f"{self.timeout_s:.0f}s of the reboot") from None
-                time.sleep(self.poll_s)
-
-
-def disconnect(task: Task) -> None:
-    """Drop the cached SSH connection (it dies with a reboot); the next call reconnects."""
-    if CONNECTION_NAME in task.host.connections:
-        try:
-            task.host.close_connection(CONNECTION_NAME)
-        except Exception:  # noqa: BLE001 - a dead transport may fail to close; it is gone anyway
-            task.host.connections.pop(CONNECTION_NAME, None)
-
-
-def restarter_for(project: Project, name: str) -> Restarter:
-    """The lab's reboot for lab devices, the agent's for everything else."""
-    from fleet.lab import Lab
-
-    return LabRestarter(project) if name in Lab(project).devices() else AgentRestarter()
 
 
 # ---------------------------------------------------------------------------- bundle facts
@@ -388,7 +328,7 @@ def install_bundle(
     if dry_run:
         run.report.after = manifest.version
         return _finish(run, changed=True, reason="dry run: nothing changed")
-    chosen = restarter or restarter_for(project or Project.locate(None), task.host.name)
+    chosen = restarter or restarter_for(task.host)
     if transfer not in ("stream", "sftp"):
         raise UsageError(f"unknown transfer {transfer!r}", fix="use stream or sftp")
     return _apply(run, path, manifest, facts, chosen, trials, health_flags or [], require_healthy,

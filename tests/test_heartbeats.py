@@ -15,8 +15,10 @@ from fleet_runtime.mqtt import MqttClient, MqttSettings
 from labkit import CALM_HEALTH, default_ssh_kind, run_cli, start_lab
 
 from fleet import heartbeats
-from fleet.broker import LabMqtt
+from fleet.broker import use_local_broker
+from fleet.errors import ConfigError
 from fleet.lab import Lab
+from fleet.lab.mqtt import LabMqtt
 from fleet.project import Project
 
 INTERVAL = 0.5
@@ -132,6 +134,23 @@ def test_missing_or_stale_heartbeats_are_offline() -> None:
     stale = heartbeats.to_health("a", "s", beat, now=1031.0)
     assert stale.verdict == "offline" and stale.reason == "last heartbeat 31s ago"
     assert heartbeats.to_health("b", "s", None, now=0).reason == "no heartbeat received"
+
+
+def test_the_controller_finds_the_projects_broker_from_the_pointer_the_lab_writes(
+        tmp_path: Path) -> None:
+    """Without `mqtt:` in fleet.yaml the domain reads `.fleet/local-broker.json`, never the
+    lab's directories: no pointer is no broker, and the pointer's broker state is used."""
+    project = Project.locate(tmp_path)
+    with pytest.raises(ConfigError, match="no MQTT broker configured"):
+        heartbeats.settings_for(project)
+    somewhere = tmp_path / "elsewhere"
+    somewhere.mkdir()
+    (somewhere / "broker.json").write_text(json.dumps({
+        "port": 1883, "pid": 1, "ca": "/ca.crt", "controller_cert": "/c.crt",
+        "controller_key": "/c.key", "controller_port": 1884}))
+    use_local_broker(project, somewhere)
+    settings = heartbeats.settings_for(project)
+    assert (settings.endpoint, settings.port, settings.cert) == ("127.0.0.1", 1884, "/c.crt")
 
 
 def test_lab_up_mqtt_starts_broker_and_daemons_and_down_stops_them(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -427,9 +428,9 @@ def test_drive_that_fills_up_while_writing(factory: Factory, tmpfs, monkeypatch)
     (drive / "filler").write_bytes(b"x" * 6144)
     built = factory.build()
     # The drive claims room (as some do) and then fills: the kernel's ENOSPC is reported plainly.
-    real = prov.shutil.disk_usage
+    real = shutil.disk_usage
     monkeypatch.setattr(
-        prov.shutil, "disk_usage", lambda p: real(p)._replace(free=10 * 1024 * 1024)
+        shutil, "disk_usage", lambda p: real(p)._replace(free=10 * 1024 * 1024)
     )
     with pytest.raises(prov.DriveError, match="drive is full"):
         prov.write_to_drive(built.path, drive)
@@ -565,7 +566,7 @@ def test_a_device_provisioned_while_the_lab_broker_runs_joins_it(
     from fleet_runtime.layout import read_json
 
     from fleet import heartbeats
-    from fleet.broker import LabMqtt
+    from fleet.lab.mqtt import LabMqtt
 
     require_mosquitto()
     root, project = factory_lab.project.root, factory_lab.project

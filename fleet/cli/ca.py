@@ -144,7 +144,7 @@ def crl(ctx: typer.Context, json: o.Json = False) -> None:
 
 def _revoke_lab_identity(a: CliContext, device: str) -> list[str]:
     """The lab broker's CA may have given the device a second identity: revoke it too."""
-    from fleet.broker import LabMqtt
+    from fleet.lab.mqtt import LabMqtt
 
     return LabMqtt(a.project).revoke_identity(device)
 
@@ -152,7 +152,7 @@ def _revoke_lab_identity(a: CliContext, device: str) -> list[str]:
 def _restart_lab_broker(a: CliContext) -> bool:
     """The lab's mosquitto reads the CRL when it starts: restart it (clients reconnect; a
     revoked certificate is refused from now on). False when no lab broker runs."""
-    from fleet.broker import LabMqtt
+    from fleet.lab.mqtt import LabMqtt
 
     broker = LabMqtt(a.project).broker
     if not broker.running():

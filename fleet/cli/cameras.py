@@ -82,8 +82,8 @@ def list_(
     ctx: typer.Context, device: Device = None, site: o.Site = None, json: o.Json = False
 ) -> None:
     """List cameras by site and device."""
+    from fleet.cli.render import grouped_table
     from fleet.registry import open_registry
-    from fleet.render import grouped_table
 
     a = app_of(ctx)
     with a.guarded(), open_registry(a.project) as registry:
@@ -209,7 +209,7 @@ def _targets(registry: Any, names: list[str], devices: list[str], sites: list[st
 
 
 def _report_probe(a: CliContext, outcomes: list[dict[str, Any]], json: bool) -> None:
-    from fleet.render import grouped_table
+    from fleet.cli.render import grouped_table
 
     if json:
         a.output_json({"cameras": outcomes})

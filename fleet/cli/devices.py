@@ -59,8 +59,8 @@ def list_(
     json: o.Json = False,
 ) -> None:
     """List registered devices (filter by --site, --tag key or key=value, --limit, --status)."""
+    from fleet.cli.render import grouped_table
     from fleet.registry import open_registry
-    from fleet.render import grouped_table
 
     a = app_of(ctx)
     names = [n.strip() for n in (limit or "").split(",") if n.strip()]
@@ -197,8 +197,8 @@ def refresh(
 ) -> None:
     """Ask registered devices over SSH who they are: status, software, last seen."""
     from fleet import inventory as inv
+    from fleet.cli.render import grouped_table
     from fleet.registry import devices, open_registry
-    from fleet.render import grouped_table
 
     a = app_of(ctx)
     with a.guarded():

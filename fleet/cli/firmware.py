@@ -57,9 +57,9 @@ def keygen(ctx: typer.Context,
 
 
 def _maybe_install(a: CliContext, install_lab: bool | None) -> list[str]:
-    from fleet import firmware
+    from fleet.lab import keyrings
 
-    existing = firmware.lab_keyrings(a.project)
+    existing = keyrings.lab_keyrings(a.project)
     if not existing or install_lab is False:
         return []
     if install_lab is None:
@@ -69,7 +69,7 @@ def _maybe_install(a: CliContext, install_lab: bool | None) -> list[str]:
             return []
         if not typer.confirm(f"trust it on {len(existing)} existing lab device(s)?", err=True):
             return []
-    return firmware.install_in_lab(a.project)
+    return keyrings.install_in_lab(a.project)
 
 
 @app.command()

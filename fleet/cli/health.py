@@ -56,7 +56,7 @@ def command(ctx: typer.Context, inventory: o.Inventory = None, site: o.Site = No
 
 def _round(a: CliContext, nr: Nornir, source: str, json: bool, watch: float | None) -> int:
     from fleet import health, heartbeats
-    from fleet.render import ProgressProcessor
+    from fleet.cli.render import ProgressProcessor
 
     with a.guarded():
         if source == "mqtt":
@@ -91,7 +91,7 @@ def _cert(r: DeviceHealth) -> str:
 
 def _render(a: CliContext, reports: list[DeviceHealth]) -> None:
     from fleet import health
-    from fleet.render import grouped_table, styled
+    from fleet.cli.render import grouped_table, styled
 
     rows = []
     for r in reports:

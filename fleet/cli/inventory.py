@@ -16,7 +16,7 @@ def list_(ctx: typer.Context, inventory: o.Inventory = None, site: o.Site = None
           json: o.Json = False) -> None:
     """List devices, grouped by site."""
     from fleet import inventory as inv
-    from fleet.render import grouped_table
+    from fleet.cli.render import grouped_table
 
     a = app_of(ctx)
     with a.guarded():

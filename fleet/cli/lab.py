@@ -45,7 +45,7 @@ def up(ctx: typer.Context,
         lab.up(sites, devices_per_site, ssh=ssh or None, factory=factory, link=link or None)
         _say_created(a, sorted(set(lab.devices()) - existing), factory)
         if mqtt:
-            from fleet.broker import LabMqtt
+            from fleet.lab.mqtt import LabMqtt
 
             state = LabMqtt(a.project).up({n: lab.root(n) for n in lab.devices()}, heartbeat)
             a.display_info(f"mqtt: mosquitto (mutual TLS) on 127.0.0.1:{state.port}, "
@@ -56,8 +56,8 @@ def up(ctx: typer.Context,
 @app.command()
 def down(ctx: typer.Context) -> None:
     """Stop every lab SSH server (by PID). Device state stays on disk."""
-    from fleet.broker import LabMqtt
     from fleet.lab import Lab
+    from fleet.lab.mqtt import LabMqtt
 
     a = app_of(ctx)
     lab = Lab(a.project)
@@ -81,8 +81,8 @@ def fault(ctx: typer.Context, device: str,
     `fallback` and `no-reboot` apply to the next reboot only: with `fallback` the device
     boots the new slot until its trials run out and falls back to the committed one by
     itself; with `no-reboot` the reboot does nothing."""
-    from fleet.broker import LabMqtt
     from fleet.lab import Lab
+    from fleet.lab.mqtt import LabMqtt
 
     a = app_of(ctx)
     with a.guarded():
@@ -110,7 +110,7 @@ def usb(ctx: typer.Context, device: str,
     """Insert a USB drive into a lab device and power it on: its first boot provisions it
     from the drive (`fleet-agent provision --usb`), then its SSH server starts."""
     from fleet.lab import Lab
-    from fleet.provisioning import lab_usb_boot
+    from fleet.lab.usb import lab_usb_boot
 
     a = app_of(ctx)
     with a.guarded():
@@ -128,7 +128,7 @@ def reset(ctx: typer.Context, device: str, json: o.Json = False) -> None:
     """Factory-reset a lab device: its identity and keys are wiped (`fleet-agent reset`);
     it stays off until a USB first boot (`fleet lab usb`) provisions it again."""
     from fleet.lab import Lab
-    from fleet.provisioning import lab_factory_reset
+    from fleet.lab.usb import lab_factory_reset
 
     a = app_of(ctx)
     with a.guarded():
@@ -152,9 +152,9 @@ def _say_created(a: CliContext, created: list[str], factory: bool) -> None:
 
 
 def _show_status(a: CliContext, json: bool) -> None:
+    from fleet.cli.render import grouped_table
     from fleet.lab import Lab
-    from fleet.lab_net import LabNet, link_summary
-    from fleet.render import grouped_table
+    from fleet.lab.net import LabNet, link_summary
 
     lab = Lab(a.project)
     rows = lab.status()

@@ -39,7 +39,7 @@ def export(
     """
     from fleet import inventory as inv
     from fleet import logs
-    from fleet.render import ProgressProcessor
+    from fleet.cli.render import ProgressProcessor
 
     a = app_of(ctx)
     with a.guarded():
@@ -75,7 +75,7 @@ def _shown(path: Path | None, out: Path) -> str:
 
 
 def _render(a: CliContext, bundles: list[Bundle], summary: dict[str, Any], out: Path) -> None:
-    from fleet.render import grouped_table, styled
+    from fleet.cli.render import grouped_table, styled
 
     rows = []
     for b in bundles:

@@ -92,7 +92,7 @@ def _build(
 
 
 def _report(a: CliContext, report: Any, seconds: float, json: bool) -> None:
-    from fleet.render import grouped_table
+    from fleet.cli.render import grouped_table
 
     built = [b.summary() | {"site": b.spec.site} for b in report.built]
     if json:

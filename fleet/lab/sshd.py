@@ -47,7 +47,7 @@ async def serve(host: str, port: int, host_key: str, authorized_keys: str) -> No
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="fleet.lab_sshd")
+    parser = argparse.ArgumentParser(prog="fleet.lab.sshd")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host-key", required=True)

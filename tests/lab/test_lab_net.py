@@ -21,9 +21,9 @@ import pytest
 from fixtures_mqtt import require_mosquitto
 from labkit import CALM_HEALTH, HAVE_SSHD, run_cli
 
-from fleet import lab_net
-from fleet.broker import LabMqtt
 from fleet.lab import Lab
+from fleet.lab import net as lab_net
+from fleet.lab.mqtt import LabMqtt
 from fleet.project import Project
 
 WHY_NOT = lab_net.missing_tools()

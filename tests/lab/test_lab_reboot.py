@@ -16,6 +16,7 @@ from labkit import start_lab
 
 from fleet import processes
 from fleet.lab import Lab
+from fleet.project import Project
 
 
 @pytest.fixture
@@ -81,3 +82,13 @@ def test_lab_down_stops_a_server_whose_pid_was_never_recorded(lab: Lab) -> None:
     lab.down()
     assert lab_processes(lab) == []
     assert not list(lab.dir.glob(".lab.json.*.tmp"))
+
+
+def test_the_power_button_the_inventory_names_says_why_in_one_line(tmp_path: Path) -> None:
+    """`python -m fleet.lab.reboot --wait` (the lab's data.power_cycle) on a device the lab
+    does not have: exit 1 and one line on stderr, which the controller reports."""
+    argv = Lab(Project.locate(tmp_path)).power_cycle_argv("nosuch-01")
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        "no lab device named 'nosuch-01'; known: none (run `fleet lab up`)"]

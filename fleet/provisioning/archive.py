@@ -1,4 +1,4 @@
-"""USB provisioning archives, controller side: build, sign, pin, verify, write, wipe.
+"""USB provisioning archives, controller side: build, sign, pin, verify.
 
 The archive format and its verification live in ``fleet_runtime.provisioning``
 (the device runs the same checks). Building an archive issues a device
@@ -9,20 +9,13 @@ never trusts a device on first use; the registry then shows the device as
 
 >>> ca = pki.load_ca(project, passphrase)                                  # doctest: +SKIP
 >>> report = build_archives(project, ca, specs, BuildSettings(out_dir))    # doctest: +SKIP
->>> write_to_drive(report.built[0].path, Path("/media/usb"))               # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import os
-import queue
 import re
-import shutil
-import subprocess
-import sys
-import threading
 import zipfile
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,19 +26,17 @@ from typing import Any
 
 from cryptography import x509
 from fleet_runtime import provisioning as fmt
-from fleet_runtime.layout import atomic_write, fsync_dir, read_json
+from fleet_runtime.layout import atomic_write, fsync_dir
 from fleet_runtime.provisioning import Archive, Expectations, ProvisioningError
 
 from fleet import pki
-from fleet.errors import ConfigError, DeviceError, FleetError, UsageError
-from fleet.processes import clean_env
+from fleet.errors import ConfigError, FleetError, UsageError
 from fleet.project import Project
+from fleet.provisioning.records import RegistryRecorder, provisioned_devices
 from fleet.transport import PENDING, known_hosts_name, pin_host_keys, pinned_lines
 
-AWAITING_PROVISIONING, PROVISIONED = "AWAITING_PROVISIONING", "PROVISIONED"
 DEFAULT_VALID_FOR = "7d"
 MAX_VALID_FOR = timedelta(days=90)
-LOG_RESERVE = 64 * 1024  # room left on the drive for the device's provisioning log
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -382,142 +373,6 @@ def _beside(project: Project, built: BuiltArchive) -> bool:
     return built.replacing or bool(settled)
 
 
-def provisioned_devices(project: Project, names: list[str]) -> set[str]:
-    """Those of `names` the registry knows as PROVISIONED (running with an identity)."""
-    store = _registry(project)
-    if store is None:
-        doc = read_json(_fallback_path(project), default={}) or {}
-        return {n for n in names if (doc.get(n) or {}).get("status") == PROVISIONED}
-    try:
-        found = store.list_devices(names=names)
-    finally:
-        store.close()
-    return {str(r["name"]) for r in found if r.get("provisioning") == PROVISIONED}
-
-
-# ---------------------------------------------------------------- registry
-
-
-class RegistryRecorder:
-    """Records built archives as AWAITING_PROVISIONING from one thread of its own.
-
-    The store is opened, used and closed in that thread (SQLite connections stay
-    in their thread). `finish` waits for it and raises the first error it met.
-    """
-
-    def __init__(self, project: Project) -> None:
-        self.project = project
-        self.queue: queue.SimpleQueue[BuiltArchive | None] = queue.SimpleQueue()
-        self.thread = threading.Thread(target=self._run, name="registry", daemon=True)
-        self.where = "registry"
-        self.error: BaseException | None = None
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def put(self, built: BuiltArchive) -> None:
-        self.queue.put(built)
-
-    def finish(self) -> str:
-        self.queue.put(None)
-        self.thread.join()
-        if self.error is not None:
-            raise FleetError(
-                f"archives were built, but the registry was not updated: {self.error}",
-                fix="fix the registry and build the archives again",
-            ) from self.error
-        return self.where
-
-    def _run(self) -> None:
-        try:
-            store = _registry(self.project)
-        except BaseException as exc:  # noqa: BLE001  (reported by finish)
-            self.error, store = exc, None
-        try:
-            while (built := self.queue.get()) is not None:
-                if self.error is None:
-                    self._record(store, built)
-        finally:
-            if store is not None:
-                store.close()
-
-    def _record(self, store: Any, built: BuiltArchive) -> None:
-        try:
-            if store is None:
-                _record_fallback(
-                    self.project, built.spec.name, AWAITING_PROVISIONING, built.issued.fingerprint
-                )
-                self.where = str(_fallback_path(self.project))
-                return
-            # one transaction per device: status and certificate ride the upsert; a device
-            # getting a new identity runs on its old one until it boots with the archive
-            status = PROVISIONED if built.replacing else AWAITING_PROVISIONING
-            store.upsert_device(built.spec.name, **_registry_fields(built), provisioning=status)
-            if store.backend != "sqlite":  # a cloud backend registers the certificate itself
-                store.set_device_certificate(built.spec.name, built.issued.cert_pem.decode())
-        except BaseException as exc:  # noqa: BLE001
-            self.error = exc
-
-
-def _registry_fields(b: BuiltArchive) -> dict[str, Any]:
-    spec = b.spec
-    fields = {
-        "site": spec.site,
-        "serial": spec.serial,
-        "hardware": spec.hardware,
-        "arch": spec.arch,
-        "hostname": spec.hostname,
-        "port": spec.port,
-        "host_key_fingerprint": ssh_fingerprint(b.host_key),
-        "cert_fingerprint": b.issued.fingerprint.removeprefix("sha256:"),
-    }
-    return {k: v for k, v in fields.items() if v is not None}
-
-
-def ssh_fingerprint(public_line: str) -> str:
-    """``SHA256:...`` as ``ssh-keygen -l`` prints it."""
-    import base64
-    import hashlib
-
-    blob = base64.b64decode(public_line.split()[1])
-    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
-
-
-def mark_provisioned(project: Project, name: str) -> str:
-    store = _registry(project)
-    if store is None:
-        _record_fallback(project, name, PROVISIONED, None)
-        return str(_fallback_path(project))
-    try:
-        store.set_device_status(name, PROVISIONED)
-        store.set_device_status(name, "ONLINE")
-    finally:
-        store.close()
-    return "registry"
-
-
-def _registry(project: Project) -> Any:
-    try:
-        from fleet.registry import open_registry
-    except ImportError:
-        return None
-    return open_registry(project)
-
-
-def _fallback_path(project: Project) -> Path:
-    return project.state_dir / "provisioning.json"
-
-
-def _record_fallback(project: Project, name: str, status: str, cert: str | None) -> None:
-    path = _fallback_path(project)
-    doc = dict(read_json(path, default={}) or {})
-    entry = {**doc.get(name, {}), "status": status, "at": pki.now_utc().isoformat()}
-    if cert:
-        entry["certificate"] = cert
-    doc[name] = entry
-    atomic_write(path, _json(doc), 0o600)
-
-
 # ---------------------------------------------------------------- verification
 
 
@@ -559,244 +414,3 @@ def reusable_archive(project: Project, spec: DeviceSpec, out_dir: Path) -> Path 
     host_key = archive.members["ssh_host_ed25519_key.pub"].decode().split()[:2]
     pinned = pinned_lines(project.known_hosts, known_hosts_name(spec.hostname, spec.port))
     return path if any(f[1:3] == host_key for f in pinned) else None
-
-
-# ---------------------------------------------------------------- USB drive
-
-
-class DriveError(FleetError):
-    """The drive cannot take the archive: not mounted, full, read-only, or it reads back wrong."""
-
-
-@dataclass(frozen=True)
-class DriveWrite:
-    path: Path
-    bytes: int
-    sha256: str
-    free_after: int
-
-
-def check_drive(mount: Path, *, force: bool = False) -> None:
-    if not mount.is_dir():
-        raise DriveError(
-            "no such directory",
-            where=str(mount),
-            fix="mount the USB drive and pass its mount point",
-        )
-    if not force and not os.path.ismount(mount):
-        raise DriveError(
-            "not a mount point",
-            where=str(mount),
-            fix="pass the drive's mount point, or --force to write into this directory",
-        )
-    if os.statvfs(mount).f_flag & os.ST_RDONLY:
-        raise DriveError(
-            "the drive is mounted read-only",
-            where=str(mount),
-            fix="remount it read-write (or flip the drive's lock switch)",
-        )
-
-
-def write_to_drive(
-    archive: Path, mount: Path, *, force: bool = False, max_bytes: int | None = None
-) -> DriveWrite:
-    """Copy `archive` to the drive's root, fsync, then read it back and compare.
-
-    Refused before writing when the drive is missing, read-only, not a mount
-    point (unless `force`) or has less free space than the archive plus room
-    for the device's log (`max_bytes` caps what we may use, for small drives).
-    """
-    check_drive(mount, force=force)
-    data = archive.read_bytes()
-    need = len(data) + LOG_RESERVE
-    free = shutil.disk_usage(mount).free
-    if max_bytes is not None:
-        free = min(free, max_bytes)
-    if free < need:
-        raise DriveError(
-            f"not enough space on the drive: {free} bytes free, {need} needed",
-            where=str(mount),
-            fix="free some space or use another drive",
-        )
-    target = mount / archive.name
-    _copy_synced(data, target)
-    back = target.read_bytes()
-    if fmt.sha256_hex(back) != fmt.sha256_hex(data):
-        target.unlink(missing_ok=True)
-        raise DriveError(
-            "the archive read back from the drive differs from what was written",
-            where=str(target),
-            fix="the drive may be failing: use another one",
-        )
-    return DriveWrite(target, len(data), fmt.sha256_hex(data), shutil.disk_usage(mount).free)
-
-
-def _copy_synced(data: bytes, target: Path) -> None:
-    try:  # the temp name is one `drive_files` finds, should the drive be pulled mid-write
-        atomic_write(target, data, 0o600, chmod=False, prefix=".edgefleet-")
-    except OSError as exc:
-        raise _drive_error(exc, target) from None
-
-
-def _drive_error(exc: OSError, target: Path) -> DriveError:
-    if exc.errno == errno.ENOSPC:
-        return DriveError(
-            "the drive is full",
-            where=str(target.parent),
-            fix="free some space or use another drive",
-        )
-    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return DriveError(
-            "the drive is read-only", where=str(target.parent), fix="remount it read-write"
-        )
-    return DriveError(f"cannot write the archive: {exc.strerror}", where=str(target))
-
-
-def drive_files(mount: Path) -> list[Path]:
-    """Every edgefleet file on the drive: archives, leftovers, the log folder."""
-    found = fmt.find_archives(mount) + sorted(mount.glob(".edgefleet-*.tmp"))
-    log_dir = mount / fmt.LOG_DIR
-    return found + ([log_dir] if log_dir.exists() else [])
-
-
-def wipe_drive(mount: Path, *, force: bool = False) -> list[str]:
-    """Remove every edgefleet file from the drive (archives are overwritten with zeros first)."""
-    if not mount.is_dir():
-        raise DriveError("no such directory", where=str(mount), fix="mount the USB drive")
-    if not force and not os.path.ismount(mount):
-        raise DriveError(
-            "not a mount point", where=str(mount), fix="pass the drive's mount point, or --force"
-        )
-    removed = []
-    for path in drive_files(mount):
-        try:
-            _remove(path)
-        except OSError as exc:
-            raise _drive_error(exc, path) from None
-        removed.append(path.name)
-    fsync_dir(mount)
-    return removed
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-        return
-    if path.is_file() and not path.is_symlink():
-        # Best effort on flash (wear levelling keeps old blocks): say "format the drive" too.
-        size = path.stat().st_size
-        with open(path, "r+b") as fh:
-            fh.write(b"\0" * size)
-            fh.flush()
-            os.fsync(fh.fileno())
-    path.unlink()
-
-
-# ---------------------------------------------------------------- lab first boot
-
-
-def lab_manufacture(project: Project, layout: Any, serial: str) -> None:
-    """What the factory gives a lab box: its hardware serial and, when the project has a
-    fleet CA, that CA's fingerprint pinned as the device's provisioning trust anchor."""
-    atomic_write(layout.root / ".lab/hardware.json", _json({"serial": serial}), 0o644)
-    ca = pki.ca_paths(project).cert
-    if ca.exists():
-        anchor = fmt.trust_anchor_path(layout)
-        anchor.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(
-            anchor, (fmt.cert_fingerprint(pki.load_ca_cert(project)) + "\n").encode(), 0o644
-        )
-
-
-def move_pin(known_hosts: Path, hostname: str, old_port: int, new_port: int) -> bool:
-    """Carry the key pinned for ``[host]:old_port`` over to ``new_port``; True if it moved."""
-    if old_port == new_port or not known_hosts.exists():
-        return False
-    old, new = known_hosts_name(hostname, old_port), known_hosts_name(hostname, new_port)
-    keys = [f for f in pinned_lines(known_hosts, old) if f[0] == old]
-    if not keys:
-        return False
-    settled = [f for f in keys if f[3:] != [PENDING]]  # a pending key moves along, still pending
-    pin_host_keys(known_hosts, {new: " ".join((settled or keys)[-1][1:3])})
-    pending = [f for f in keys if f[3:] == [PENDING]]
-    if settled and pending:
-        pin_host_keys(known_hosts, {new: " ".join(pending[-1][1:3])}, beside=True)
-    return True
-
-
-def lab_usb_boot(lab: Any, name: str, drive: Path) -> dict[str, Any]:
-    """Insert `drive` into lab device `name` and power it on: the device's own first boot
-    (``fleet-agent provision --usb``), then the boot logic and its SSH server."""
-    dev = lab.device(name)
-    if not drive.is_dir():
-        raise UsageError(
-            f"no such directory {drive}", fix="pass the folder that stands for the drive"
-        )
-    lab.stop(name)  # power off: the drive is read at power-on
-    answer = _agent(lab, dev, ["provision", "--usb", str(drive.resolve())])
-    if not answer.get("ok"):
-        error = answer.get("error") or {}
-        lab.start(name)
-        raise DeviceError(
-            f"{name}: first boot refused the drive: {error.get('code')}: {error.get('message')}",
-            where=str(drive / fmt.LOG_DIR / fmt.LOG_NAME),
-            fix="fix the cause, build a new archive and insert the drive again",
-        )
-    lab.reboot(name)
-    answer["registry"] = mark_provisioned(lab.project, name)
-    from fleet.broker import LabMqtt
-
-    answer["mqtt"] = LabMqtt(lab.project).follow_provisioning(name, lab.root(name))
-    return answer
-
-
-def lab_factory_reset(lab: Any, name: str) -> dict[str, Any]:
-    """Press the lab device's reset button: power off, ``fleet-agent reset`` (identity, keys,
-    host key gone), manufacturing data written again (serial, this project's CA pinned)."""
-    from fleet.broker import LabMqtt
-
-    dev = lab.device(name)
-    lab.stop(name)
-    LabMqtt(lab.project).stop_daemon(name, lab.root(name))  # its identity is about to go
-    answer = _agent(lab, dev, ["reset"])
-    if not answer.get("ok"):
-        error = answer.get("error") or {}
-        raise DeviceError(f"{name}: reset failed: {error.get('code')}: {error.get('message')}")
-    lab_manufacture(lab.project, lab.layout(name), dev.serial)
-    _mark_factory(lab, name)
-    answer["registry"] = mark_reset(lab.project, name)
-    return answer
-
-
-def mark_reset(project: Project, name: str) -> str | None:
-    """A factory reset box has no identity: the registry shows it AWAITING_PROVISIONING
-    again, so `fleet provision all` builds it a new archive without --replace-identity."""
-    store = _registry(project)
-    if store is None:
-        return None
-    try:
-        if store.get_device(name) is None:
-            return None
-        store.set_device_status(name, AWAITING_PROVISIONING)
-    finally:
-        store.close()
-    return "registry"
-
-
-def _mark_factory(lab: Any, name: str) -> None:
-    # A reset box has no host key of its own any more: the next one comes from an archive.
-    lab.update(name, factory=True)
-
-
-def _agent(lab: Any, dev: Any, args: list[str]) -> dict[str, Any]:
-    agent = str(Path(sys.executable).parent / "fleet-agent")
-    env = {**clean_env(), "FLEET_ROOT": str(lab.root(dev.name))}
-    proc = subprocess.run([agent, *args], env=env, capture_output=True, text=True, timeout=120)
-    lines = proc.stdout.strip().splitlines()
-    try:
-        return dict(json.loads(lines[-1]))
-    except (IndexError, ValueError):
-        raise DeviceError(
-            f"{dev.name}: fleet-agent answered no JSON: "
-            f"{(proc.stderr or proc.stdout).strip()[-300:]}"
-        ) from None

@@ -22,14 +22,14 @@ from fleet.errors import FleetError
 
 # (title, "module:function"), in story order. Later capabilities add theirs.
 STEPS: tuple[tuple[str, str], ...] = (
-    ("Bring up a lab fleet: 3 sites x 3 devices", "fleet.lab_demo:step_lab"),
-    ("Fleet health", "fleet.lab_demo:step_health"),
-    ("Signed OTA update with automatic rollback", "fleet.ota_demo:step_ota"),
-    ("Rolling update across 3 sites: canary, 10%, the rest; a rollback counted", "fleet.rollout_demo:step_rollout"),
-    ("Register devices and import cameras from CSV", "fleet.cameras_demo:step_registry"),
-    ("A new site from the factory: fleet CA, USB archives, first boot, online", "fleet.provisioning_demo:step_provisioning"),
-    ("Vision runtime: face blur on ONNX Runtime, metrics and health", "fleet.runtime_demo:step_face_blur"),
-    ("Heartbeats over MQTT, health from them, and a log export", "fleet.logs_demo:step_heartbeats_and_logs"),
+    ("Bring up a lab fleet: 3 sites x 3 devices", "fleet.demo.lab:step_lab"),
+    ("Fleet health", "fleet.demo.lab:step_health"),
+    ("Signed OTA update with automatic rollback", "fleet.demo.ota:step_ota"),
+    ("Rolling update across 3 sites: canary, 10%, the rest; a rollback counted", "fleet.demo.rollout:step_rollout"),
+    ("Register devices and import cameras from CSV", "fleet.demo.cameras:step_registry"),
+    ("A new site from the factory: fleet CA, USB archives, first boot, online", "fleet.demo.provisioning:step_provisioning"),
+    ("Vision runtime: face blur on ONNX Runtime, metrics and health", "fleet.demo.runtime:step_face_blur"),
+    ("Heartbeats over MQTT, health from them, and a log export", "fleet.demo.logs:step_heartbeats_and_logs"),
 )
 
 

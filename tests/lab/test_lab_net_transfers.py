@@ -21,11 +21,12 @@ from pathlib import Path
 import pytest
 from labkit import CALM_HEALTH, HAVE_SSHD, run_cli
 
-from fleet import firmware, lab_net, processes
+from fleet import firmware, processes
 from fleet.lab import Lab
+from fleet.lab import net as lab_net
 from fleet.project import Project
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SECRET = "correct-horse-battery"
 RATE, RATE_BPS = "4mbit", 4_000_000
 PAYLOAD = 3 << 20  # ~6 s at 4 Mbit/s: long enough to cut at 1 MiB

@@ -12,7 +12,7 @@ environment from its first instruction (an OpenSSH server, which overwrites
 that block, names its config under this dir on its command line), so `down`
 finds it even when its PID never reached ``lab.json`` (the process that started
 it died in between). A reboot runs in a detached process
-(``fleet.lab_reboot``, its own session) that records itself in ``lab.json``:
+(``fleet.lab.reboot``, its own session) that records itself in ``lab.json``:
 like a real box, a lab device comes back even if the controller that rebooted
 it is killed.
 
@@ -43,8 +43,9 @@ from fleet_runtime import slots
 from fleet_runtime.durable import file_lock
 from fleet_runtime.layout import Layout, atomic_write_json, read_json
 
-from fleet import lab_net, processes
+from fleet import processes
 from fleet.errors import ConfigError, DeviceError, UsageError
+from fleet.lab import net as lab_net
 from fleet.project import Project
 from fleet.transport import controller_public_key, pin_host_key
 
@@ -76,7 +77,7 @@ class LabDevice:
     tags: list[str] = field(default_factory=list)
     rebooting: int | None = None  # PID of the detached reboot in progress
     host: str = HOST  # its server's address: a site namespace's with `up --link`
-    netns: str = ""  # the site's network namespace with `up --link` (fleet.lab_net)
+    netns: str = ""  # the site's network namespace with `up --link` (fleet.lab.net)
 
 
 def site_order(site: str) -> int:
@@ -219,7 +220,7 @@ class Lab:
         if root.exists():
             shutil.rmtree(root)
         write_factory_image(Layout(root), FACTORY_VERSION)
-        from fleet.provisioning import lab_manufacture
+        from fleet.lab.usb import lab_manufacture
 
         lab_manufacture(self.project, Layout(root), serial)  # hardware serial, pinned fleet CA
         if factory:
@@ -260,7 +261,7 @@ class Lab:
         dev = self.update(name, port=dev.port, pid=self._spawn(dev))
         assert dev.pid is not None
         if dev.factory:  # its key was pinned from the provisioning archive, never from the device
-            from fleet.provisioning import move_pin
+            from fleet.lab.usb import move_pin
 
             if move_pin(self.project.known_hosts, HOST, old_port, dev.port):
                 self.write_inventory()
@@ -312,7 +313,7 @@ class Lab:
 
     def _asyncssh_argv(self, dev: LabDevice) -> list[str]:
         lay = self.layout(dev.name)
-        return [sys.executable, "-m", "fleet.lab_sshd", "--host", dev.host, "--port", str(dev.port),
+        return [sys.executable, "-m", "fleet.lab.sshd", "--host", dev.host, "--port", str(dev.port),
                 "--host-key", str(host_key_path(lay)),
                 "--authorized-keys", str(lay.ssh_dir / "authorized_keys")]
 
@@ -360,7 +361,7 @@ class Lab:
         stopped = 0
         for _ in range(3):  # a reboot killed mid-way may have just started a server
             found = [p for p in self.strays()
-                     if not reboots_only or "fleet.lab_reboot" in processes.cmdline(p)]
+                     if not reboots_only or "fleet.lab.reboot" in processes.cmdline(p)]
             if not found:
                 break
             for pid in found:
@@ -422,7 +423,7 @@ class Lab:
         answer_file.unlink(missing_ok=True)
         with (lab_dir / "reboot.log").open("ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "fleet.lab_reboot", str(self.project.root), name],
+                [sys.executable, "-m", "fleet.lab.reboot", str(self.project.root), name],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
                 env=self._lab_env())
         try:
@@ -437,7 +438,7 @@ class Lab:
         return dict(answer["boot"])
 
     def reboot_here(self, name: str) -> dict[str, Any]:
-        """The reboot itself, in this process (what `fleet.lab_reboot` runs). One reboot of
+        """The reboot itself, in this process (what `fleet.lab.reboot` runs). One reboot of
         a device at a time; the device record names this process while it runs."""
         with file_lock(self.root(name) / ".lab/reboot.lock"):
             fault = self._take_boot_fault(name)
@@ -472,7 +473,8 @@ class Lab:
         out = self.project.inventories / "lab"
         out.mkdir(parents=True, exist_ok=True)
         agent = str(Path(sys.executable).parent / "fleet-agent")
-        hosts = {d.name: host_entry(d, agent) for d in devices.values()}
+        hosts = {d.name: host_entry(d, agent, self.power_cycle_argv(d.name))
+                 for d in devices.values()}
         groups = {f"site-{s}": {"data": {"site": s}} for s in sorted({d.site for d in devices.values()})}
         yaml = YAML()
         yaml.default_flow_style = False
@@ -483,6 +485,11 @@ class Lab:
                 yaml.dump(doc, fh)
         self._write_cameras_csv(out / "cameras.csv", devices)
         return out
+
+    def power_cycle_argv(self, name: str) -> list[str]:
+        """The command the inventory gives the controller for rebooting `name`
+        (``data.power_cycle``, see fleet.reboot): `reboot`, waited for, in a process of its own."""
+        return [sys.executable, "-m", "fleet.lab.reboot", "--wait", str(self.project.root), name]
 
     @staticmethod
     def _write_cameras_csv(path: Path, devices: dict[str, LabDevice]) -> None:
@@ -508,9 +515,10 @@ class Lab:
         return rows
 
 
-def host_entry(dev: LabDevice, agent: str) -> dict[str, Any]:
+def host_entry(dev: LabDevice, agent: str, power_cycle: list[str]) -> dict[str, Any]:
     data: dict[str, Any] = {"site": dev.site, "serial": dev.serial, "hardware": dev.hardware,
-                            "arch": dev.arch, "tags": list(dev.tags), "agent": agent}
+                            "arch": dev.arch, "tags": list(dev.tags), "agent": agent,
+                            "power_cycle": power_cycle}
     return {"hostname": dev.host, "port": dev.port, "groups": [f"site-{dev.site}"], "data": data}
 
 
@@ -547,7 +555,8 @@ def write_factory_image(lay: Layout, version: str) -> None:
 
 
 def run_boot(lay: Layout, env: dict[str, str]) -> dict[str, Any]:
-    """The boot-time slot choice (`fleet-agent boot` when the agent has it), then mark boot time."""
+    """The boot-time slot choice (`fleet-agent boot`, what a real box runs at boot), then
+    mark boot time. Anything but an ``ok`` answer is a failed boot."""
     agent = str(Path(sys.executable).parent / "fleet-agent")
     proc = subprocess.run([agent, "boot"], env=env, capture_output=True, text=True, timeout=60)
     answer: dict[str, Any] = {}
@@ -555,7 +564,7 @@ def run_boot(lay: Layout, env: dict[str, str]) -> dict[str, Any]:
         answer = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else {}
     except ValueError:
         answer = {}
-    if not answer.get("ok") and (answer.get("error") or {}).get("code") != "usage":
+    if not answer.get("ok"):
         raise DeviceError(f"boot failed on {lay.root.name}: {proc.stdout.strip() or proc.stderr.strip()}")
     atomic_write_json(lay.run / "boot-time.json", {"booted_at": time.time()})
     return answer
@@ -563,7 +572,7 @@ def run_boot(lay: Layout, env: dict[str, str]) -> dict[str, Any]:
 
 def pid_is(pid: int, marker: str, kind: str) -> bool:
     """Is `pid` alive and really our server (not a reused PID)?"""
-    return processes.pid_runs(pid, "sshd" if kind == "openssh" else "fleet.lab_sshd", marker)
+    return processes.pid_runs(pid, "sshd" if kind == "openssh" else "fleet.lab.sshd", marker)
 
 
 def wait_for_port(port: int, pid: int, log: Path, timeout: float = 15.0, host: str = HOST) -> None:

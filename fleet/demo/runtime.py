@@ -22,7 +22,7 @@ from pathlib import Path
 from fleet.demo import Demo
 from fleet.errors import FleetError
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "runtime" / "examples" / "face_blur"
+EXAMPLE = Path(__file__).resolve().parents[2] / "runtime" / "examples" / "face_blur"
 MODEL_DIR = "packages/123456789012-CENTERFACE-1.0/model"
 SHOWN = (
     "fleet_runtime_frames_in_total",
