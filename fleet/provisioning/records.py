@@ -31,11 +31,8 @@ def _json(obj: Any) -> bytes:
 
 def provisioned_devices(project: Project, names: list[str]) -> set[str]:
     """Those of `names` the registry knows as PROVISIONED (running with an identity)."""
-    store = open_registry(project)
-    try:
+    with open_registry(project) as store:
         found = store.list_devices(names=names)
-    finally:
-        store.close()
     return {str(r["name"]) for r in found if r.get("provisioning") == PROVISIONED}
 
 
@@ -121,23 +118,17 @@ def ssh_fingerprint(public_line: str) -> str:
 
 
 def mark_provisioned(project: Project, name: str) -> str:
-    store = open_registry(project)
-    try:
+    with open_registry(project) as store:
         store.set_device_status(name, PROVISIONED)
         store.set_device_status(name, "ONLINE")
-    finally:
-        store.close()
     return "registry"
 
 
 def mark_reset(project: Project, name: str) -> str | None:
     """A factory reset box has no identity: the registry shows it AWAITING_PROVISIONING
     again, so `fleet provision all` builds it a new archive without --replace-identity."""
-    store = open_registry(project)
-    try:
+    with open_registry(project) as store:
         if store.get_device(name) is None:
             return None
         store.set_device_status(name, AWAITING_PROVISIONING)
-    finally:
-        store.close()
     return "registry"
