@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
+from fleet_runtime import versions
 from nornir.core.task import Task
 
 from fleet.errors import AgentCallError
@@ -73,18 +74,10 @@ def parse_answer(device: str, stdout: bytes, stderr: bytes, rc: int) -> dict[str
     return answer
 
 
-def version_tuple(text: str) -> tuple[int, ...]:
-    """``"1.10.2"`` -> ``(1, 10, 2)``; anything unparsable sorts first."""
-    try:
-        return tuple(int(part) for part in text.split("+")[0].split("."))
-    except ValueError:
-        return ()
-
-
 def outdated_agent(info: dict[str, Any]) -> str | None:
     """Why a device's agent (its `info` answer) is too old for this controller, or None."""
     version = str(info.get("agent_version") or "unknown")
-    if version_tuple(version) >= version_tuple(MIN_AGENT_VERSION):
+    if not versions.older(version, MIN_AGENT_VERSION):
         return None
     return (f"fleet-agent {version} is older than {MIN_AGENT_VERSION}, which this controller "
             f"(protocol {PROTOCOL}) needs; update edgefleet-runtime on the device")
