@@ -20,8 +20,6 @@ import os
 import queue
 import re
 import shutil
-import subprocess
-import sys
 import tempfile
 import threading
 import zipfile
@@ -39,7 +37,6 @@ from fleet_runtime.provisioning import Archive, Expectations, ProvisioningError
 
 from fleet import pki
 from fleet.errors import ConfigError, DeviceError, FleetError, UsageError
-from fleet.processes import clean_env
 from fleet.project import Project
 from fleet.transport import PENDING, known_hosts_name, pin_host_keys, pinned_lines
 
@@ -805,14 +802,6 @@ def _mark_factory(lab: Any, name: str) -> None:
 
 
 def _agent(lab: Any, dev: Any, args: list[str]) -> dict[str, Any]:
-    agent = str(Path(sys.executable).parent / "fleet-agent")
-    env = {**clean_env(), "FLEET_ROOT": str(lab.root(dev.name))}
-    proc = subprocess.run([agent, *args], env=env, capture_output=True, text=True, timeout=120)
-    lines = proc.stdout.strip().splitlines()
-    try:
-        return dict(json.loads(lines[-1]))
-    except (IndexError, ValueError):
-        raise DeviceError(
-            f"{dev.name}: fleet-agent answered no JSON: "
-            f"{(proc.stderr or proc.stdout).strip()[-300:]}"
-        ) from None
+    from fleet.agent import local_agent
+
+    return local_agent(lab.root(dev.name)).answer(*args)
