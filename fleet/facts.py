@@ -1,7 +1,7 @@
 """What a device says about itself, typed: the read half of every operation.
 
 ``fleet/agent.py`` asks the agent and builds these from its answers (the only
-place that knows the protocol); decisions (``fleet.decide``) and reports read
+place that knows the protocol); decisions (``fleet.decisions``) and reports read
 them and never a raw answer. Each fact is frozen, so a decision made from
 facts is a pure function of them: tests feed recorded answers in and check the
 decision that comes out.

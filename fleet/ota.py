@@ -177,6 +177,7 @@ class _Run:
     task: Task
     report: OtaReport
     progress: Progress | None
+    decision: Decision | None = None  # what `check` decided; the steps after it apply it
 
     def emit(self, step: str, **fields: Any) -> None:
         if self.progress:
@@ -247,6 +248,7 @@ PLAN_STATE = {Change: "change", NoChange: "current", Refusal: "refused"}
 
 def _check(task: Task, run: _Run, manifest: Manifest) -> Result:
     slots, decision = check_device(task, manifest)
+    run.decision = decision
     if isinstance(decision, Refusal):
         return Result(host=task.host, failed=True, result=decision.reason)
     facts: dict[str, Any] = {
@@ -389,8 +391,8 @@ def install_bundle(
     except StepFailed as exc:
         return _finish(run, failed=True, reason=exc.reason)
     run.report.before = run.report.after = facts["committed"] or facts["software"]
-    if facts["software"] == manifest.version and facts["state"] == "idle":  # NoChange
-        return _finish(run, changed=False, reason="already at the target version")
+    if isinstance(run.decision, NoChange):
+        return _finish(run, changed=False, reason=run.decision.reason)
     if task.is_dry_run(dry_run or None):
         run.report.after = manifest.version
         return _finish(run, changed=True, reason="dry run: nothing changed")

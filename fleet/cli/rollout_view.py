@@ -22,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from fleet.cli.context import CliContext
+from fleet.rollout.engine import noun
 from fleet.rollout.report import DONE, NOT_RUN, Report
 
 OUTCOMES = ("succeeded", "unchanged", "failed", "skipped", "not-run", "in_flight", "pending")
@@ -192,8 +193,3 @@ def finish(a: CliContext, report: Report, as_json: bool, *, handed_off: bool = F
         elif report.with_outcome("failed", "skipped", "not-run"):
             a.display_info(f"rerun the rest with `{noun(report)} retry {report.id} --failed`")
     raise typer.Exit(0 if handed_off else exit_code(report))
-
-
-def noun(report: Report) -> str:
-    """The command group that rolls this report's kind out (``fleet ota`` for kind ota)."""
-    return f"fleet {report.header.get('kind') or 'ota'}"

@@ -79,7 +79,7 @@ def resume(project: Project, rollout_id: str | None, nr_for: Callable[[list[str]
     report = journal.report()
     if report.status in TERMINAL:
         raise UsageError(f"rollout {journal.id} is {report.status}: nothing to resume",
-                         fix=f"`{_noun(report)} retry {journal.id} --failed` reruns failed "
+                         fix=f"`{noun(report)} retry {journal.id} --failed` reruns failed "
                          "devices")
     journal.acquire()
     journal.append({"event": "resumed", "from": report.status})
@@ -96,7 +96,7 @@ def retry(project: Project, rollout_id: str | None, nr_for: Callable[[list[str]]
     report = journal.report()
     if report.status not in TERMINAL:
         raise UsageError(f"rollout {journal.id} is {report.status}, not finished",
-                         fix=f"`{_noun(report)} resume {journal.id}` continues it")
+                         fix=f"`{noun(report)} resume {journal.id}` continues it")
     names = report.with_outcome(*RETRYABLE)
     if not names:
         raise UsageError(f"rollout {journal.id} has no failed or skipped devices to retry")
@@ -146,7 +146,7 @@ def status(project: Project, rollout_id: str | None) -> Report:
     return Journal.open(project, rollout_id).report()
 
 
-def _noun(report: Report) -> str:
+def noun(report: Report) -> str:
     """The command that rolls this kind out (``fleet ota`` for kind ota)."""
     return f"fleet {report.header.get('kind') or 'ota'}"
 
