@@ -104,7 +104,8 @@ class Slots:
             committed_slot=str(answer["committed_slot"]), software=str(answer["software"]),
             boots=int(answer.get("boots") or 0), pending=_text(answer.get("pending")),
             trials_left=int(answer.get("trials_left") or 0),
-            slots={str(k): Slot.from_answer(v) for k, v in (answer.get("slots") or {}).items()},
+            slots={str(k): Slot.from_answer(v) for k, v in (answer.get("slots") or {}).items()
+                   if v},  # an empty slot (null) has no record
             selftest=_selftest(test),
             incoming=str(answer.get("incoming") or ""), hardware=_text(device.get("hardware")),
             arch=_text(device.get("arch")), last_error=_text(answer.get("last_error")),

@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures_bundle import make_bundle, new_key
+from fixtures_bundle import make_bundle, make_device, new_key
 from lab_rollouts import build, lab_project
 from labkit import run_cli
 from nornir.core import Nornir
 from nornir.core.inventory import Defaults, Groups, Host, Hosts, Inventory
 from nornir.plugins.runners import SerialRunner
 
+from fleet.agent import local_agent
 from fleet.decisions import Change, NoChange, Refusal, decide_update
 from fleet.facts import Slots
 from fleet.ota import read_target
@@ -205,3 +206,20 @@ def test_plan_json_and_the_rollout_agree_on_a_refused_lab_device(tmp_path: Path)
         assert devices["berlin-02"]["reason"] == planned["berlin-02"]["reason"]
     finally:
         lab.down()
+
+
+def test_the_device_itself_refuses_rc9_over_rc10_and_takes_rc11(tmp_path: Path) -> None:
+    """The device's own guard (a real `fleet-agent install` on a device root), not only the
+    controller's decision: without a permit, rc9 is a downgrade from rc10; rc11 is not."""
+    root = make_device(tmp_path / "berlin-01", KEY, version="1.2.0-rc10").root
+    for version in ("1.2.0-rc9", "1.2.0-rc11"):
+        (tmp_path / f"{version}.bundle").write_bytes(
+            make_bundle(KEY, version=version, min_version=None))
+    agent = local_agent(root)
+    refused = agent.answer("install", str(tmp_path / "1.2.0-rc9.bundle"))
+    assert not refused["ok"] and refused["error"]["code"] == "downgrade"
+    after = agent.slots()
+    assert after.state == "idle" and "b" not in after.slots  # nothing was written
+    taken = agent.answer("install", str(tmp_path / "1.2.0-rc11.bundle"))
+    assert taken["ok"] and taken["version"] == "1.2.0-rc11"
+
