@@ -46,7 +46,9 @@ class Session(Protocol):
 @dataclass
 class LocalSession:
     """A device root on this machine: each command is a `fleet-agent` subprocess with
-    FLEET_ROOT set, in `env` (never the controller's environment: it may hold secrets)."""
+    FLEET_ROOT set, in `env` (never the controller's environment: it may hold secrets).
+    Meant for short commands (boot, first boot, reset, reads): stdin is read whole, and
+    progress lines arrive when the command has finished."""
 
     root: Path
     env: Mapping[str, str] = field(default_factory=dict)

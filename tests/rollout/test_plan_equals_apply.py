@@ -197,6 +197,9 @@ def test_plan_json_and_the_rollout_agree_on_a_refused_lab_device(tmp_path: Path)
         assert planned["berlin-01"]["state"] == "change"
         assert planned["berlin-02"]["state"] == "refused"
         assert "wrong-hardware" in planned["berlin-02"]["reason"]
+        shown = run_cli(lab.project.root, "ota", "plan", str(bundle), "-i", "lab").stdout
+        assert "1 to update, 0 already at 1.1.0, 0 offline, 1 refused" in shown
+        assert f"berlin-02: {planned['berlin-02']['reason']}" in shown
         res = run_cli(lab.project.root, "ota", "rollout", str(bundle), "-i", "lab", "--json")
         assert res.exit_code == 1, res.stderr
         report = json.loads(res.stdout.splitlines()[-1])["report"]
