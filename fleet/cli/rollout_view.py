@@ -22,7 +22,6 @@ from rich.table import Table
 from rich.text import Text
 
 from fleet.cli.context import CliContext
-from fleet.rollout.engine import noun
 from fleet.rollout.report import DONE, NOT_RUN, Report
 
 OUTCOMES = ("succeeded", "unchanged", "failed", "skipped", "not-run", "in_flight", "pending")
@@ -178,7 +177,7 @@ def display(a: CliContext, as_json: bool, title: str) -> Any:
 def finish(a: CliContext, report: Report, as_json: bool, *, handed_off: bool = False
             ) -> NoReturn:
     """Print the report; exit 0/1 (a job handed to IoT Jobs exits 0 once created)."""
-    from fleet.rollout.engine import exit_code
+    from fleet.rollout.engine import exit_code, noun
 
     if as_json:
         import json as _json
