@@ -32,6 +32,7 @@ from fleet.agent import agent_for
 from fleet.errors import FleetError
 from fleet.facts import Slots
 from fleet.project import Project
+from fleet.rollout.work import Progress
 
 KIND = "ota"
 SAFE_TO_STOP = ("upload", "install", "activate")
@@ -39,9 +40,6 @@ SAFE_TO_STOP = ("upload", "install", "activate")
 
 class Cancelled(FleetError):
     """The rollout stopped waiting for this device; its task ends at the next safe step."""
-
-
-Progress = Callable[[str, str, dict[str, Any]], None]
 
 
 @dataclass
