@@ -2,22 +2,32 @@
 ``fleet_runtime/agent/protocol.py``). The only place that knows how agent
 commands are invoked and how their answers look.
 
+Answers come back as typed facts (``fleet.facts``): ``info()``, ``slots()``,
+``health()``. The agent runs over SSH (``agent_for(task)``) or, for a device
+root on this machine (the lab, first boot from a drive), as a local
+subprocess with ``FLEET_ROOT`` set (``local_agent(root)``).
+
 >>> agent = agent_for(task)          # inside a Nornir task   # doctest: +SKIP
->>> agent.info()["software"]                                  # doctest: +SKIP
+>>> agent.info().software                                     # doctest: +SKIP
 '1.0.0'
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import IO, Any
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Protocol
 
+from fleet_runtime import versions
 from nornir.core.task import Task
 
-from fleet.errors import AgentCallError
-from fleet.transport import CONNECTION_NAME, SSHSession
+from fleet.errors import AgentCallError, DeviceError
+from fleet.facts import Health, Info, Slots
+from fleet.transport import CONNECTION_NAME, ExecResult
 
 PROTOCOL = 1
 # The oldest agent that speaks everything this controller asks for (commands, fields).
@@ -25,30 +35,85 @@ MIN_AGENT_VERSION = "0.1.0"
 Progress = Callable[[dict[str, Any]], None]
 
 
+class Session(Protocol):
+    """Where agent commands run: an SSH session (fleet.transport) or a local subprocess."""
+
+    def exec(self, argv: list[str], *, stdin: bytes | IO[bytes] | None = None,
+             timeout: float | None = None,
+             on_stderr_line: Callable[[bytes], None] | None = None) -> ExecResult: ...
+
+
+@dataclass
+class LocalSession:
+    """A device root on this machine: each command is a `fleet-agent` subprocess with
+    FLEET_ROOT set, in `env` (never the controller's environment: it may hold secrets).
+    Meant for short commands (boot, first boot, reset, reads): stdin is read whole, and
+    progress lines arrive when the command has finished."""
+
+    root: Path
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    def exec(self, argv: list[str], *, stdin: bytes | IO[bytes] | None = None,
+             timeout: float | None = None,
+             on_stderr_line: Callable[[bytes], None] | None = None) -> ExecResult:
+        from fleet.processes import clean_env
+
+        data = stdin.read() if stdin is not None and not isinstance(stdin, bytes) else stdin
+        env = {**(self.env or clean_env()), "FLEET_ROOT": str(self.root)}
+        try:
+            proc = subprocess.run(argv, input=data or b"", env=env, capture_output=True,
+                                  timeout=timeout or 120.0, check=False)
+        except subprocess.TimeoutExpired:
+            raise DeviceError(f"{self.root.name}: {' '.join(argv[:2])} did not answer within "
+                              f"{timeout or 120.0:.0f}s") from None
+        if on_stderr_line is not None:
+            for line in proc.stderr.splitlines():
+                on_stderr_line(line)
+        return ExecResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+def local_agent(root: Path, env: Mapping[str, str] | None = None) -> Agent:
+    """The agent of the device root `root` on this machine (this Python's fleet-agent)."""
+    path = str(Path(sys.executable).parent / "fleet-agent")
+    return Agent(LocalSession(root, dict(env or {})), root.name, path)
+
+
 @dataclass
 class Agent:
-    session: SSHSession
+    session: Session
     device: str
     path: str = "fleet-agent"
 
     def call(self, command: str, *args: str, stdin: bytes | IO[bytes] | None = None,
              timeout: float | None = None, on_progress: Progress | None = None) -> dict[str, Any]:
         """Run ``fleet-agent COMMAND ARGS`` and return its payload; failures raise AgentCallError."""
-        argv = [self.path, command, *args]
-        res = self.session.exec(argv, stdin=stdin, timeout=timeout,
-                                on_stderr_line=_progress_sink(on_progress))
-        answer = parse_answer(self.device, res.stdout, res.stderr, res.rc)
+        answer = self.answer(command, *args, stdin=stdin, timeout=timeout,
+                             on_progress=on_progress)
         if not answer["ok"]:
             err = answer.get("error") or {}
             raise AgentCallError(self.device, str(err.get("code", "error")),
                                  str(err.get("message", "")))
         return answer
 
-    def info(self) -> dict[str, Any]:
-        return self.call("info")
+    def answer(self, command: str, *args: str, stdin: bytes | IO[bytes] | None = None,
+               timeout: float | None = None, on_progress: Progress | None = None
+               ) -> dict[str, Any]:
+        """Like `call`, but ``{"ok": false, "error": ...}`` comes back instead of raising."""
+        res = self.session.exec([self.path, command, *args], stdin=stdin, timeout=timeout,
+                                on_stderr_line=_progress_sink(on_progress))
+        return parse_answer(self.device, res.stdout, res.stderr, res.rc)
 
-    def health(self, *flags: str) -> dict[str, Any]:
-        return self.call("health", *flags)
+    def info(self) -> Info:
+        return Info.from_answer(self.call("info"))
+
+    def slots(self, *, wait_s: float = 0.0, verify: bool = False) -> Slots:
+        """The slot state; `wait_s`: first wait (bounded) for an install still running."""
+        args = (["--wait", str(wait_s)] if wait_s else []) + (["--verify"] if verify else [])
+        return Slots.from_answer(self.call("slots", *args, timeout=wait_s + 30.0 if wait_s
+                                           else None))
+
+    def health(self, *flags: str) -> Health:
+        return Health.from_answer(self.call("health", *flags))
 
     def checksum(self, path: str) -> str:
         return str(self.call("checksum", path)["sha256"])
@@ -79,18 +144,10 @@ def parse_answer(device: str, stdout: bytes, stderr: bytes, rc: int) -> dict[str
     return answer
 
 
-def version_tuple(text: str) -> tuple[int, ...]:
-    """``"1.10.2"`` -> ``(1, 10, 2)``; anything unparsable sorts first."""
-    try:
-        return tuple(int(part) for part in text.split("+")[0].split("."))
-    except ValueError:
-        return ()
-
-
 def outdated_agent(info: dict[str, Any]) -> str | None:
     """Why a device's agent (its `info` answer) is too old for this controller, or None."""
     version = str(info.get("agent_version") or "unknown")
-    if version_tuple(version) >= version_tuple(MIN_AGENT_VERSION):
+    if not versions.older(version, MIN_AGENT_VERSION):
         return None
     return (f"fleet-agent {version} is older than {MIN_AGENT_VERSION}, which this controller "
             f"(protocol {PROTOCOL}) needs; update edgefleet-runtime on the device")

@@ -52,7 +52,7 @@ def agent_flags(project: Project) -> list[str]:
 def health_task(task: Task, flags: list[str], skew_warn_s: float) -> Result:
     """Nornir task: the device's health report, with the controller's clock-skew check."""
     sent = time.time()
-    report = agent_for(task).health(*flags)
+    report = agent_for(task).health(*flags).answer
     received = time.time()
     report["checks"].append(skew_check(report, sent, received, skew_warn_s))
     return Result(host=task.host, result=report)

@@ -28,7 +28,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -38,7 +38,9 @@ from nornir.core.exceptions import NornirSubTaskError
 from nornir.core.task import Result, Task
 
 from fleet.agent import agent_for
+from fleet.decisions import Change, Decision, NoChange, Refusal, decide_update
 from fleet.errors import FleetError, UsageError
+from fleet.facts import Slots
 from fleet.project import Project
 from fleet.reboot import Restarter, restarter_for
 from fleet.transport import CONNECTION_NAME
@@ -46,7 +48,6 @@ from fleet.transport import CONNECTION_NAME
 Progress = Callable[[str, str, dict[str, Any]], None]  # (device, step, fields)
 STEPS = ("check", "install", "reboot", "verify", "commit")  # + "upload" to resume
 INSTALL_WAIT_S = 120  # how long `check` waits for an install already running on the device
-HELD = ("installed", "activated", "trial")  # states in which a slot may hold the target
 
 
 # ---------------------------------------------------------------------------- bundle facts
@@ -116,6 +117,7 @@ class _Run:
     task: Task
     report: OtaReport
     progress: Progress | None
+    decision: Decision | None = None  # what `check` decided; the steps after it apply it
 
     def emit(self, step: str, **fields: Any) -> None:
         if self.progress:
@@ -151,43 +153,49 @@ def _both(first: Callable[[], Any], second: Callable[[], Any]) -> tuple[Any, Any
         return first(), later.result()
 
 
-def _check(task: Task, run: _Run, manifest: Manifest) -> Result:
+def read_facts(task: Task, manifest: Manifest) -> Slots:
+    """The slot facts an update decides on: asked after waiting (bounded) for an install
+    still running, with the re-hash of a slot an earlier run left holding this bundle."""
     agent = agent_for(task)
-    slots = agent.call("slots", "--wait", str(INSTALL_WAIT_S), timeout=INSTALL_WAIT_S + 30.0)
-    info = slots.get("device") or {}
-    committed = (slots["slots"].get(slots["committed_slot"]) or {}).get("version")
-    facts = {"software": slots["software"], "state": slots["state"], "boots": slots["boots"],
-             "incoming": slots["incoming"], "slot": slots["active"], "committed": committed,
-             "held": None}
-    slot = _holding_slot(slots, manifest)
-    if slot is not None:
-        problems = agent.call("slots", "--verify").get("verify", {}).get(slot, ["not verified"])
-        facts["held"] = None if problems else slots["state"]
-        facts["held_problems"] = problems
-    if slots["state"] == "trial" and facts["held"] is None:
-        damaged = f" and fails its re-hash ({facts['held_problems'][0]})" if slot else ""
-        return Result(host=task.host, failed=True, result=f"slot {slots['active']} is already on "
-                      f"trial{damaged}; commit or roll it back first (`fleet-agent "
-                      "commit|rollback`)")
+    slots = agent.slots(wait_s=INSTALL_WAIT_S)
+    if slots.holding(manifest.digest) is not None:
+        slots = replace(slots, verify=agent.slots(verify=True).verify)
+    return slots
+
+
+def check_device(task: Task, manifest: Manifest) -> tuple[Slots, Decision]:
+    """Facts, then the decision: what `plan` shows and what `install_bundle` applies."""
+    slots = read_facts(task, manifest)
+    return slots, decide_update(slots, manifest)
+
+
+def plan_task(task: Task, bundle_path: str | Path) -> Result:
+    """Nornir task for `fleet ota plan`: the decision install_bundle would act on, read-only.
+    ``state`` is change, current, refused (with ``reason``) or offline (with ``reason``)."""
+    manifest = read_target(Path(bundle_path))
     try:
-        bundle.check_compatible(manifest, hardware=str(info.get("hardware")),
-                                arch=str(info.get("arch")), current=slots["software"],
-                                committed=committed)
-    except BundleError as exc:
-        return Result(host=task.host, failed=True, result=f"refused: {exc.code}: {exc.message}")
+        slots, decision = check_device(task, manifest)
+    except FleetError as exc:
+        return Result(task.host, result={"state": "offline", "reason": exc.line()})
+    row: dict[str, Any] = {"state": PLAN_STATE[type(decision)], "software": slots.software}
+    if isinstance(decision, Refusal):
+        row["reason"] = decision.reason
+    return Result(task.host, result=row)
+
+
+PLAN_STATE = {Change: "change", NoChange: "current", Refusal: "refused"}
+
+
+def _check(task: Task, run: _Run, manifest: Manifest) -> Result:
+    slots, decision = check_device(task, manifest)
+    run.decision = decision
+    if isinstance(decision, Refusal):
+        return Result(host=task.host, failed=True, result=decision.reason)
+    facts: dict[str, Any] = {
+        "software": slots.software, "state": slots.state, "boots": slots.boots,
+        "incoming": slots.incoming, "slot": slots.active, "committed": slots.committed_version,
+        "held": decision.resume_from if isinstance(decision, Change) else None}
     return Result(host=task.host, result=facts)
-
-
-def _holding_slot(slots: dict[str, Any], manifest: Manifest) -> str | None:
-    """The slot an earlier, interrupted run left holding this very bundle (by its manifest
-    hash), in a state this walk can continue from; None when it must install."""
-    state = slots["state"]
-    if state not in HELD:
-        return None
-    slot = {"installed": "b" if slots["active"] == "a" else "a",
-            "activated": slots.get("pending"), "trial": slots["active"]}[state]
-    record = slots["slots"].get(slot) or {}
-    return str(slot) if record.get("manifest_sha256") == manifest.digest else None
 
 
 def _partial(task: Task, remote: str) -> int:
@@ -267,21 +275,21 @@ def _reboot(task: Task, run: _Run, restarter: Restarter) -> Result:
 def _verify(task: Task, run: _Run, target: str, health_flags: list[str],
             require_healthy: bool, boots_before: int) -> Result:
     agent = agent_for(task)
-    slots, health = _both(lambda: agent.call("slots"), lambda: agent.health(*health_flags))
-    selftest = slots.get("selftest") or {}
+    slots, health = _both(agent.slots, lambda: agent.health(*health_flags))
+    selftest = slots.selftest
     problems = []
-    if int(slots["boots"]) <= boots_before:
+    if slots.boots <= boots_before:
         problems.append("the device answered but did not boot")
-    if slots["software"] != target or health.get("software") != target:
-        problems.append(f"reports version {health.get('software')}, expected {target}"
-                        + (" (the device fell back)" if slots["state"] == "idle" else ""))
-    if selftest.get("slot") == slots["active"] and not selftest.get("ok", True):
-        problems.append(f"self-test failed: {selftest.get('reason')}")
+    if slots.software != target or health.software != target:
+        problems.append(f"reports version {health.software}, expected {target}"
+                        + (" (the device fell back)" if slots.state == "idle" else ""))
+    if selftest is not None and selftest.slot == slots.active and selftest.ok is False:
+        problems.append(f"self-test failed: {selftest.reason}")
     bad = {"failing"} | ({"degraded"} if require_healthy else set())
-    if health["verdict"] in bad:
-        problems.append(f"health {health['verdict']}: {health.get('reason')}")
-    detail = {"software": slots["software"], "verdict": health["verdict"],
-              "selftest": selftest.get("ok")}
+    if health.verdict in bad:
+        problems.append(f"health {health.verdict}: {health.reason}")
+    detail = {"software": slots.software, "verdict": health.verdict,
+              "selftest": selftest.ok if selftest is not None else None}
     if problems:
         return Result(host=task.host, failed=True, result="; ".join(problems))
     return Result(host=task.host, result=detail)
@@ -323,9 +331,9 @@ def install_bundle(
     except StepFailed as exc:
         return _finish(run, failed=True, reason=exc.reason)
     run.report.before = run.report.after = facts["committed"] or facts["software"]
-    if facts["software"] == manifest.version and facts["state"] == "idle":
-        return _finish(run, changed=False, reason="already at the target version")
-    if dry_run:
+    if isinstance(run.decision, NoChange):
+        return _finish(run, changed=False, reason=run.decision.reason)
+    if task.is_dry_run(dry_run or None):
         run.report.after = manifest.version
         return _finish(run, changed=True, reason="dry run: nothing changed")
     chosen = restarter or restarter_for(task.host)

@@ -71,7 +71,7 @@ SCENARIO = (
     Step("ota version", (BUNDLE,), listing=False),
     Step("ota plan", (BUNDLE, "-i", "lab")),
     Step("ota install", ("berlin-01", BUNDLE, "-i", "lab")),
-    # rollout, resume and retry stream their events, one JSON object a line (ota_rollout.py)
+    # rollout, resume and retry stream their events, one JSON object a line (fleet/cli/rollout_view.py)
     Step("ota rollout", (BUNDLE, "-i", "lab", "--batches", "1,100%", "--pause-after-batch"),
          stream=True),
     Step("ota status"),

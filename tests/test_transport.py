@@ -46,7 +46,7 @@ def ssh_fingerprint(pub_line: str) -> str:
 
 def test_exec_runs_agent_and_parses_protocol(any_lab: Lab) -> None:
     info = agent(any_lab, "berlin-01").info()
-    assert info["name"] == "berlin-01" and info["software"] == "1.0.0" and info["slot"] == "a"
+    assert info.name == "berlin-01" and info.software == "1.0.0" and info.slot == "a"
 
 
 def test_arguments_are_quoted_never_interpreted(any_lab: Lab, tmp_path: Path) -> None:

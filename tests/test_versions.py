@@ -43,6 +43,12 @@ def test_an_agent_older_than_the_controller_needs_is_named() -> None:
     assert "update edgefleet-runtime" in warning
 
 
+def test_an_agent_on_a_release_candidate_is_ordered_like_any_version() -> None:
+    # The same order as bundles (fleet_runtime.versions): a newer pre-release is new enough.
+    assert outdated_agent({"agent_version": "9.0.0-rc10"}) is None
+    assert outdated_agent({"agent_version": "unknown"}) is not None
+
+
 def test_an_older_protocol_is_refused_with_the_fix() -> None:
     answer = b'{"ok": true, "protocol": 0}\n'
     with pytest.raises(AgentCallError, match="older than the 1 this controller needs"):

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import shutil
 import socket
@@ -557,15 +556,14 @@ def write_factory_image(lay: Layout, version: str) -> None:
 def run_boot(lay: Layout, env: dict[str, str]) -> dict[str, Any]:
     """The boot-time slot choice (`fleet-agent boot`, what a real box runs at boot), then
     mark boot time. Anything but an ``ok`` answer is a failed boot."""
-    agent = str(Path(sys.executable).parent / "fleet-agent")
-    proc = subprocess.run([agent, "boot"], env=env, capture_output=True, text=True, timeout=60)
-    answer: dict[str, Any] = {}
+    from fleet.agent import local_agent
+
     try:
-        answer = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else {}
-    except ValueError:
-        answer = {}
+        answer = local_agent(lay.root, env).answer("boot", timeout=60)
+    except DeviceError as exc:
+        raise DeviceError(f"boot failed on {lay.root.name}: {exc}") from None
     if not answer.get("ok"):
-        raise DeviceError(f"boot failed on {lay.root.name}: {proc.stdout.strip() or proc.stderr.strip()}")
+        raise DeviceError(f"boot failed on {lay.root.name}: {answer.get('error')}")
     atomic_write_json(lay.run / "boot-time.json", {"booted_at": time.time()})
     return answer
 

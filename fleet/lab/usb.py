@@ -11,8 +11,6 @@ anchor; ``fleet lab usb-boot`` runs the device's own first boot
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +18,8 @@ from fleet_runtime import provisioning as fmt
 from fleet_runtime.layout import atomic_write
 
 from fleet import pki
+from fleet.agent import local_agent
 from fleet.errors import DeviceError, UsageError
-from fleet.processes import clean_env
 from fleet.project import Project
 from fleet.provisioning.records import mark_provisioned, mark_reset
 from fleet.transport import PENDING, known_hosts_name, pin_host_keys, pinned_lines
@@ -107,14 +105,4 @@ def _mark_factory(lab: Any, name: str) -> None:
 
 
 def _agent(lab: Any, dev: Any, args: list[str]) -> dict[str, Any]:
-    agent = str(Path(sys.executable).parent / "fleet-agent")
-    env = {**clean_env(), "FLEET_ROOT": str(lab.root(dev.name))}
-    proc = subprocess.run([agent, *args], env=env, capture_output=True, text=True, timeout=120)
-    lines = proc.stdout.strip().splitlines()
-    try:
-        return dict(json.loads(lines[-1]))
-    except (IndexError, ValueError):
-        raise DeviceError(
-            f"{dev.name}: fleet-agent answered no JSON: "
-            f"{(proc.stderr or proc.stdout).strip()[-300:]}"
-        ) from None
+    return local_agent(lab.root(dev.name)).answer(*args)

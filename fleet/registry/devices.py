@@ -106,7 +106,7 @@ def _info_task(task: Any) -> Any:
 
     from fleet.agent import agent_for
 
-    return Result(host=task.host, result=agent_for(task).info())
+    return Result(host=task.host, result=agent_for(task).info().answer)
 
 
 def refresh(registry: Store, nr: Any) -> list[dict[str, Any]]:

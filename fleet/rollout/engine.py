@@ -5,7 +5,8 @@ devices), runs the batched runner with the journal as an event sink, and
 returns the replayed report. `resume` continues an interrupted or paused
 rollout from its journal; `retry` reruns failed, skipped and never-reached
 devices; `abort` asks a running rollout to stop (or closes one nobody runs);
-`status` replays. Works for any `Work` (the OTA one lives in update.py).
+`status` replays (an IoT Jobs rollout: from its executions in AWS). Works for
+any registered `Work` kind (``work.py``; the OTA one lives in update.py).
 
 >>> report = start(project, nr, work, policy, selection={"sites": ["berlin"]})  # doctest: +SKIP
 >>> report.status, report.counts()                                            # doctest: +SKIP
@@ -15,11 +16,10 @@ devices; `abort` asks a running rollout to stop (or closes one nobody runs);
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from nornir.core import Nornir
 from nornir.core.inventory import Host
-from nornir.core.task import Result, Task
 
 from fleet.errors import UsageError
 from fleet.project import Project
@@ -40,23 +40,9 @@ from fleet.rollout.report import (
     Report,
 )
 from fleet.rollout.runner import Control, EventSink, RolloutRunner
+from fleet.rollout.work import Work
 
 ABORTED_IN_FLIGHT = "aborted; was in flight when the controller stopped: check the device"
-
-
-class Work(Protocol):
-    """What a rollout applies to each device."""
-
-    @property
-    def task(self) -> Callable[..., Result]: ...
-    def params(self) -> dict[str, Any]: ...
-    def header(self) -> dict[str, Any]: ...
-    @property
-    def gate(self) -> Callable[[Task], Result] | None:
-        """A task run after the work on each device (None: no extra call)."""
-    def settle(self, task: Task) -> Result: ...
-    def probe(self, nr: Nornir) -> Callable[[Host], bool]: ...
-    def cancel(self, host: Host) -> None: ...
 
 
 def start(project: Project, nr: Nornir, work: Work, policy: Policy, *,
@@ -73,12 +59,12 @@ def start(project: Project, nr: Nornir, work: Work, policy: Policy, *,
 def _run(journal: Journal, nr: Nornir, work: Work, policy: Policy, sinks: Sequence[EventSink],
          plan: list[list[str]] | None, prior: dict[str, str] | None) -> Report:
     journal.watch_from_now()
-    runner = RolloutRunner(policy, gate=work.gate, settle=work.settle, probe=work.probe(nr),
-                           cancel=work.cancel, accept=getattr(work, "accept", None),
+    runner = RolloutRunner(policy, gate=work.gate, settle=work.verify, probe=work.probe(nr),
+                           cancel=work.cancel, accept=work.accept,
                            control=Control(journal.abort_poll, journal.pause_poll), on_event=[journal, *sinks],
                            plan=plan, prior=prior)
     try:
-        nr.with_runner(runner).run(task=work.task, name="rollout", **work.params())
+        nr.with_runner(runner).run(task=work.apply, name="rollout", **work.params())
     finally:
         for host in nr.inventory.hosts.values():
             _close(host)
@@ -93,7 +79,8 @@ def resume(project: Project, rollout_id: str | None, nr_for: Callable[[list[str]
     report = journal.report()
     if report.status in TERMINAL:
         raise UsageError(f"rollout {journal.id} is {report.status}: nothing to resume",
-                         fix=f"`fleet ota retry {journal.id} --failed` reruns failed devices")
+                         fix=f"`{noun(report)} retry {journal.id} --failed` reruns failed "
+                         "devices")
     journal.acquire()
     journal.append({"event": "resumed", "from": report.status})
     prior = {n: d.outcome for n, d in report.devices.items()}
@@ -109,7 +96,7 @@ def retry(project: Project, rollout_id: str | None, nr_for: Callable[[list[str]]
     report = journal.report()
     if report.status not in TERMINAL:
         raise UsageError(f"rollout {journal.id} is {report.status}, not finished",
-                         fix=f"`fleet ota resume {journal.id}` continues it")
+                         fix=f"`{noun(report)} resume {journal.id}` continues it")
     names = report.with_outcome(*RETRYABLE)
     if not names:
         raise UsageError(f"rollout {journal.id} has no failed or skipped devices to retry")
@@ -155,7 +142,13 @@ def _close(host: Host) -> None:
 
 
 def status(project: Project, rollout_id: str | None) -> Report:
+    """The journal replayed (for an IoT Jobs rollout: only what was handed over)."""
     return Journal.open(project, rollout_id).report()
+
+
+def noun(report: Report) -> str:
+    """The command that rolls this kind out (``fleet ota`` for kind ota)."""
+    return f"fleet {report.header.get('kind') or 'ota'}"
 
 
 def _finished(name: str, outcome: str, reason: str) -> Event:

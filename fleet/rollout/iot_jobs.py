@@ -48,7 +48,6 @@ from fleet.rollout.report import (
     Report,
 )
 
-DOCUMENT_OPERATION = "fleet-ota"
 STEPS = ["download", "install", "activate", "reboot", "commit"]
 PRESIGN_EXPIRY_S = 3600 * 24
 EXECUTION_OUTCOME = {
@@ -118,9 +117,11 @@ def translate(policy: Policy, total: int) -> Translation:
     return Translation(job_config(policy, total), notes)
 
 
-def job_document(url: str, *, version: str, sha256: str, size: int, name: str) -> dict[str, Any]:
-    """What a device's jobs handler reads (runtime jobs.py is its only reader)."""
-    return {"operation": DOCUMENT_OPERATION, "version": version, "steps": STEPS,
+def job_document(url: str, *, version: str, sha256: str, size: int, name: str,
+                 kind: str = "ota") -> dict[str, Any]:
+    """What a device's jobs handler reads (runtime jobs.py is its only reader); the
+    operation names the work kind (``fleet-ota``)."""
+    return {"operation": f"fleet-{kind}", "version": version, "steps": STEPS,
             "bundle": {"url": url, "sha256": sha256, "size": size, "name": name}}
 
 
@@ -180,17 +181,19 @@ class IotJobs:
         return str(arn)
 
     def create(self, job_id: str, bundle: Path, version: str, policy: Policy,
-               things: list[str], sites: dict[str, list[str]] | None = None) -> dict[str, Any]:
-        """Upload, then CreateJob; returns what the journal keeps about it."""
+               things: list[str], sites: dict[str, list[str]] | None = None,
+               kind: str = "ota") -> dict[str, Any]:
+        """Upload, then CreateJob for a rollout of work `kind`; returns what the journal
+        keeps about it."""
         self._check_things(things)
         key, digest = self.upload(bundle)
         url, presign = self.bundle_url(key)
         document = job_document(url, version=version, sha256=digest,
-                                size=bundle.stat().st_size, name=bundle.name)
+                                size=bundle.stat().st_size, name=bundle.name, kind=kind)
         extra = {"presignedUrlConfig": presign} if presign else {}
         answer = self.iot.create_job(
             jobId=job_id, targets=self.targets(things, sites), document=json.dumps(document),
-            description=f"edgefleet OTA {version}", targetSelection="SNAPSHOT",
+            description=f"edgefleet {kind.upper()} {version}", targetSelection="SNAPSHOT",
             **job_config(policy, len(things)), **extra)
         return {"job_id": answer["jobId"], "job_arn": answer["jobArn"],
                 "s3": f"s3://{self.target.bucket}/{key}", "sha256": digest}

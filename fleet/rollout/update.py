@@ -1,14 +1,17 @@
-"""An OTA update as rollout work: the per-device task, its health gate, probe and plan facts.
+"""An OTA update as rollout work (kind ``ota``): decide, apply, accept, verify, probe.
 
-The runner is generic; this module is what makes it roll out a bundle. The
-task is `fleet.ota.install_bundle` (check, upload, install, activate, reboot,
-verify, commit or roll back); its `verify` step asks the device after the
-reboot for its version, self-test and health, and nothing is committed
-without it. `accept` is the runner's health gate on that report: a device
-counts as done only on what it reported (target version, not failing,
-committed), never on an exit status, and at no extra device call. After a
-crash, `settle` asks everything afresh (committed, version, health) and changes
-nothing; a device not yet done is continued by the task from its own state.
+The engine is generic (``work.py`` is the contract); this module is what makes
+it roll out a bundle. `decide` is `fleet.ota.plan_task`: the device's slot
+facts and `fleet.decisions.decide_update`, which `apply`
+(`fleet.ota.install_bundle`: check, upload, install, activate, reboot, verify,
+commit or roll back) runs as its first step, so plan and rollout cannot
+disagree. The install's `verify` step asks the device after the reboot for its
+version, self-test and health, and nothing is committed without it. `accept`
+is the runner's health gate on that report: a device counts as done only on
+what it reported (target version, not failing, committed), never on an exit
+status, and at no extra device call. After a crash, `verify` (this class's)
+asks everything afresh (committed, version, health) and changes nothing; a
+device not yet done is continued by `apply` from its own state.
 
 >>> work = OtaWork.for_bundle(project, Path("out/firmware/os-1.1.0.bundle"))  # doctest: +SKIP
 >>> runner = RolloutRunner(policy, accept=work.accept, probe=work.probe(nr))  # doctest: +SKIP
@@ -27,7 +30,9 @@ from nornir.core.task import MultiResult, Result, Task
 
 from fleet.agent import agent_for
 from fleet.errors import FleetError
+from fleet.facts import Slots
 from fleet.project import Project
+from fleet.rollout.work import Progress
 
 KIND = "ota"
 SAFE_TO_STOP = ("upload", "install", "activate")
@@ -35,7 +40,6 @@ SAFE_TO_STOP = ("upload", "install", "activate")
 
 class Cancelled(FleetError):
     """The rollout stopped waiting for this device; its task ends at the next safe step."""
-Progress = Callable[[str, str, dict[str, Any]], None]
 
 
 @dataclass
@@ -50,6 +54,17 @@ class OtaWork:
     progress: Progress | None = None
     cancelled: set[str] = field(default_factory=set)
     fell_back: dict[str, str] = field(default_factory=dict)  # device -> why it is not redone
+    kind = KIND
+
+    @property
+    def artifact(self) -> Path:
+        return self.bundle
+
+    @classmethod
+    def from_header(cls, project: Project, header: dict[str, Any],
+                    progress: Progress | None = None) -> OtaWork:
+        """Rebuild the work of a journaled rollout (resume, retry)."""
+        return cls.for_bundle(project, Path(str(header["artifact"])), progress)
 
     @classmethod
     def for_bundle(cls, project: Project, bundle: Path, progress: Progress | None = None
@@ -60,8 +75,14 @@ class OtaWork:
         return cls(project, bundle.resolve(), manifest.version, manifest.name,
                    health.agent_flags(project), progress)
 
+    def decide(self, task: Task) -> Result:
+        """What `apply` would do on this device, read-only (`fleet ota plan`)."""
+        from fleet.ota import plan_task
+
+        return plan_task(task, self.bundle)
+
     @property
-    def task(self) -> Callable[..., Result]:
+    def apply(self) -> Callable[..., Result]:
         from fleet.ota import install_bundle
 
         return install_bundle
@@ -117,30 +138,28 @@ class OtaWork:
         install, i.e. after a crash)."""
         health = agent_for(task).health(*self.health_flags)
         problems = []
-        if health.get("software") != self.version:
-            problems.append(f"reports {health.get('software')}, expected {self.version}")
-        if health["verdict"] == "failing":
-            problems.append(f"health failing: {health.get('reason')}")
+        if health.software != self.version:
+            problems.append(f"reports {health.software}, expected {self.version}")
+        if health.verdict == "failing":
+            problems.append(f"health failing: {health.reason}")
         if problems:
             return Result(task.host, failed=True, result="; ".join(problems))
-        return Result(task.host, result={"software": health["software"],
-                                         "verdict": health["verdict"]})
+        return Result(task.host, result={"software": health.software, "verdict": health.verdict})
 
-    def settle(self, task: Task) -> Result:
+    def verify(self, task: Task) -> Result:
         """After a controller crash: is the device already done, i.e. idle (committed) on the
         target and not failing? Read-only: a device anywhere else (installing, installed,
         activated, on trial) is continued by `install_bundle` from its own state, which
         commits only what it verified. Waits (bounded) for an install still running."""
         from fleet.ota import INSTALL_WAIT_S
 
-        slots = agent_for(task).call("slots", "--wait", str(INSTALL_WAIT_S),
-                                     timeout=INSTALL_WAIT_S + 30.0)
-        if slots["state"] != "idle":
-            return Result(task.host, failed=True, result=f"slot state {slots['state']}")
+        slots = agent_for(task).slots(wait_s=INSTALL_WAIT_S)
+        if slots.state != "idle":
+            return Result(task.host, failed=True, result=f"slot state {slots.state}")
         self._note_fallback(task.host.name, slots)
         return self.full_gate(task)
 
-    def _note_fallback(self, device: str, slots: dict[str, Any]) -> None:
+    def _note_fallback(self, device: str, slots: Slots) -> None:
         """A device whose trial boots of this very bundle ran out while no controller
         watched fell back by itself: the controller that died would have counted it
         failed, so resume does too instead of installing the bundle a second time."""
@@ -148,16 +167,12 @@ class OtaWork:
 
         from fleet.ota import read_target
 
-        digest = read_target(self.bundle).digest
-        for name, record in (slots.get("slots") or {}).items():
-            if (name != slots.get("active") and isinstance(record, dict)
-                    and record.get("manifest_sha256") == digest
-                    and record.get("status") == "failed"
-                    and record.get("reason") == FALLBACK_REASON):
-                self.fell_back[device] = (
-                    f"fell back by itself from {self.version} (slot {name}: {FALLBACK_REASON}) "
-                    "while the controller was down; not installed again: "
-                    "`fleet ota retry --failed` tries it again")
+        name = slots.fell_back_from(read_target(self.bundle).digest, FALLBACK_REASON)
+        if name is not None:
+            self.fell_back[device] = (
+                f"fell back by itself from {self.version} (slot {name}: {FALLBACK_REASON}) "
+                "while the controller was down; not installed again: "
+                "`fleet ota retry --failed` tries it again")
 
     def probe(self, nr: Nornir) -> Callable[[Host], bool]:
         """``probe(host) -> bool``: does the device answer SSH with its pinned key now? The
@@ -185,23 +200,3 @@ def _drop(host: Host, name: str) -> None:
             host.close_connection(name)
         except Exception:  # a dead transport may fail to close; it is gone anyway
             host.connections.pop(name, None)
-
-
-def facts_task(task: Task, version: str) -> Result:
-    """Nornir task for `plan`: what the device runs now, read-only."""
-    try:
-        info = agent_for(task).info()
-    except FleetError as exc:
-        return Result(task.host, result={"state": "offline", "reason": exc.line()})
-    current = str(info.get("software"))
-    state = "current" if current == version else "change"
-    return Result(task.host, result={"state": state, "software": current})
-
-
-def work_from_header(project: Project, header: dict[str, Any],
-                     progress: Progress | None = None) -> OtaWork:
-    """Rebuild the work of a journaled rollout (resume, retry)."""
-    if header.get("kind") != KIND:
-        raise FleetError(f"rollout kind {header.get('kind')!r} is not an OTA rollout",
-                         fix="resume it with the command that started it")
-    return OtaWork.for_bundle(project, Path(str(header["artifact"])), progress)

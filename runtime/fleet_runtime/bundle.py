@@ -37,6 +37,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from fleet_runtime import versions
+
 FORMAT = 1
 MANIFEST, SIGNATURE, PAYLOAD = "manifest.json", "manifest.sig", "payload/"
 # The limits a device enforces, and so the limits `fleet firmware build` checks
@@ -50,10 +52,8 @@ MAX_BUNDLE_BYTES = 64 << 30
 CHUNK = 1 << 20
 RESERVED_PREFIX = ".fleet-bundle"  # where an installed slot keeps its manifest
 FILE_MODES = (0o644, 0o755)
-# \Z, not $: "$" also matches before a final newline, and "1.4.0\n" would name a file.
-VERSION_PATTERN = r"^[0-9]+(\.[0-9]+)*([-+][0-9A-Za-z.-]+)?\Z"
+VERSION_PATTERN = versions.PATTERN
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z"
-_VERSION_RE = re.compile(VERSION_PATTERN)
 _NAME_RE = re.compile(NAME_PATTERN)
 
 Progress = Callable[[int, int], None]
@@ -71,24 +71,20 @@ class BundleError(Exception):
 # ---------------------------------------------------------------------------- versions
 
 
-def parse_version(text: str) -> tuple[tuple[int, ...], str]:
-    """``"1.2.0-rc1"`` -> ``((1, 2, 0), "-rc1")``; a release sorts after its pre-releases."""
-    if not isinstance(text, str) or not _VERSION_RE.match(text):
-        raise BundleError("bad-version", f"version {text!r} is not dotted numbers like 1.2.0")
-    match = re.fullmatch(r"([0-9.]+)(.*)", text)
-    assert match is not None
-    numbers = tuple(int(p) for p in match.group(1).split("."))
-    while len(numbers) > 1 and numbers[-1] == 0:
-        numbers = numbers[:-1]
-    return numbers, match.group(2).split("+")[0]
+def parse_version(text: str) -> versions.Key:
+    """``"1.2.0-rc1"``'s sort key (see fleet_runtime.versions); not a version: BundleError."""
+    try:
+        return versions.key(text)
+    except versions.VersionError as exc:
+        raise BundleError("bad-version", str(exc)) from None
 
 
 def compare_versions(a: str, b: str) -> int:
     """-1, 0 or 1 as version `a` is older than, equal to or newer than `b`."""
-    (na, sa), (nb, sb) = parse_version(a), parse_version(b)
-    key_a = (na, 1 if not sa else 0, sa)
-    key_b = (nb, 1 if not sb else 0, sb)
-    return (key_a > key_b) - (key_a < key_b)
+    try:
+        return versions.compare(a, b)
+    except versions.VersionError as exc:
+        raise BundleError("bad-version", str(exc)) from None
 
 
 # ---------------------------------------------------------------------------- keys

@@ -11,22 +11,42 @@ from nornir.core import Nornir
 from nornir.core.inventory import Defaults, Groups, Host, Hosts, Inventory
 from nornir.core.task import Result, Task
 
-from fleet.errors import UsageError
+from fleet.errors import FleetError, UsageError
 from fleet.project import Project
 from fleet.rollout import engine
 from fleet.rollout.journal import Journal
 from fleet.rollout.policy import Policy
+from fleet.rollout.work import KINDS, work_from_header
 
 
 class MarkerWork:
-    """Writes one marker file per device and counts runs; `broken` devices fail."""
+    """Writes one marker file per device and counts runs; `broken` devices fail. A whole
+    `Work` (fleet/rollout/work.py), registered as kind "marker" by the tests that resume it."""
+
+    kind = "marker"
+    version = "v2"
+    gate = None
+    made: dict[Path, MarkerWork] = {}  # out folder -> the work, so from_header finds its counts
 
     def __init__(self, out: Path, broken: set[str]) -> None:
         self.out, self.broken = out, broken
         self.runs: Counter[str] = Counter()
+        MarkerWork.made[out] = self
+
+    @classmethod
+    def from_header(cls, project, header, progress=None) -> MarkerWork:
+        return cls.made[Path(header["artifact"])]
 
     @property
-    def task(self):
+    def artifact(self) -> Path:
+        return self.out
+
+    def decide(self, task: Task) -> Result:
+        done = (self.out / task.host.name).exists()
+        return Result(task.host, result={"state": "current" if done else "change"})
+
+    @property
+    def apply(self):
         def mark(task: Task) -> Result:
             self.runs[task.host.name] += 1
             if task.host.name in self.broken:
@@ -40,12 +60,13 @@ class MarkerWork:
         return {}
 
     def header(self):
-        return {"kind": "marker"}
+        return {"kind": self.kind, "artifact": str(self.out)}
 
-    def gate(self, task: Task) -> Result:
+    def accept(self, multi) -> str | None:
+        return None if (self.out / multi[0].host.name).exists() else "no marker written"
+
+    def verify(self, task: Task) -> Result:
         return Result(task.host, failed=not (self.out / task.host.name).exists())
-
-    settle = gate
 
     def probe(self, nr):
         return None
@@ -110,3 +131,28 @@ def test_abort_closes_a_paused_rollout_and_releases_its_devices(project, tmp_pat
     assert again.counts() == {"succeeded": 4}
     events = Counter(e["event"] for e in Journal.open(project, report.id).events())
     assert events["abort_requested"] == 1 and events["run_finished"] == 2
+
+
+def test_any_registered_kind_resumes_and_retries_from_its_journal(project, tmp_path,
+                                                                    monkeypatch):
+    """`resume` and `retry` rebuild the work from the journal header by its kind's name."""
+    monkeypatch.setitem(KINDS, "marker", MarkerWork)
+    work = MarkerWork(tmp_path / "out", {"d3"})
+    report = engine.start(project, fleet(4), work, Policy(batches=(2,), pause_after_batch=True),
+                          selection={})
+    header = engine.status(project, report.id).header
+    assert header["kind"] == "marker" and work_from_header(project, header) is work
+    report = engine.resume(project, report.id, nr_for, work_from_header(project, header))
+    assert report.status == "completed" and report.with_outcome("failed") == ["d3"]
+    work.broken.clear()
+    report = engine.retry(project, report.id, nr_for, work_from_header(project, header))
+    assert report.counts() == {"succeeded": 4}
+    with pytest.raises(UsageError, match="`fleet marker retry"):
+        engine.resume(project, report.id, nr_for, work)
+
+
+def test_a_kind_no_one_registered_is_named_with_the_known_ones(project):
+    with pytest.raises(FleetError, match=r"rollout kind 'app' is not one this controller "
+                                         r"knows \(ota\)"):
+        work_from_header(project, {"kind": "app", "artifact": "x"})
+

@@ -10,9 +10,16 @@ from __future__ import annotations
 import json
 import socket
 import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+from nornir.core import Nornir
+from nornir.core.inventory import Defaults, Groups, Host, Hosts, Inventory
 
+from fleet.inventory import Selection
+from fleet.project import Project
+from fleet.rollout import engine, iot_rollout
 from fleet.rollout.iot_jobs import AwsTarget, IotJobs, job_config, report_from_executions, translate
 from fleet.rollout.policy import Policy
 from fleet.rollout.report import Report
@@ -148,3 +155,38 @@ def test_unregistered_devices_are_refused_before_anything_is_uploaded(aws, tmp_p
         jobs.create("r-test-3", bundle, "1.1.0", Policy(), ["berlin-01", "osaka-09"])
     listed = jobs.s3.list_objects_v2(Bucket="fleet-artifacts", Prefix="edgefleet/bundles/")
     assert all(not o["Key"].endswith("/b.bundle") for o in listed.get("Contents", []))
+
+
+@dataclass
+class AppWork:
+    """What the IoT Jobs path reads of a work that is not OTA: kind, artifact, version."""
+
+    artifact: Path
+    kind: str = "app"
+    version: str = "2.0.0"
+
+    def header(self):
+        return {"kind": self.kind, "artifact": str(self.artifact), "version": self.version}
+
+
+def test_any_work_kind_is_handed_to_iot_jobs_and_read_back(aws, tmp_path):
+    """Start, status and abort of an IoT Jobs rollout need no OTA: the job document names the
+    work's kind, the journal keeps it, and status and abort go by the rollout id."""
+    (tmp_path / "out").mkdir()
+    project = Project.locate(tmp_path)
+    package = tmp_path / "counter-2.0.0.tar"
+    package.write_bytes(b"application package" * 10)
+    nr = Nornir(inventory=Inventory(hosts=Hosts({n: Host(n, data={"site": "berlin"})
+                                                 for n in ("berlin-01", "berlin-02")}),
+                                    groups=Groups(), defaults=Defaults()))
+    settings = {"bucket": "fleet-artifacts", "region": "eu-central-1"}
+    report, made = iot_rollout.start(project, nr, AppWork(package), Policy(),
+                                     Selection(limit=("berlin-01", "berlin-02")), settings)
+    document = json.loads(aws.get_job_document(jobId=made["job_id"])["document"])
+    assert document["operation"] == "fleet-app" and document["version"] == "2.0.0"
+    assert report.counts() == {"pending": 2}
+    journaled = engine.status(project, report.id)
+    assert journaled.header["kind"] == "app" and journaled.header["engine"] == "iot-jobs"
+    assert iot_rollout.status(journaled).counts() == {"pending": 2}
+    assert iot_rollout.abort(journaled, "change freeze").status == "aborted"
+

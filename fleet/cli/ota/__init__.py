@@ -1,4 +1,5 @@
-"""fleet ota: over-the-air updates (one device here; rollouts add their commands to `app`)."""
+"""fleet ota: over-the-air updates: `install` and `version` here, the rollout commands
+(plan, rollout, status, resume, retry, abort) in ``rollout.py``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import typer
 
 from fleet.cli import options as o
 from fleet.cli.context import CliContext, app_of
+from fleet.cli.ota.rollout import register as register_rollouts
 
 app = typer.Typer(help="Over-the-air updates: signed bundles, A/B slots, automatic rollback.",
                   no_args_is_help=True)
@@ -134,18 +136,4 @@ def version(ctx: typer.Context, bundle: Path, json: o.Json = False) -> None:
     a.output_json({"version": target}) if json else a.output(target)
 
 
-def _register_rollouts() -> None:
-    """Rollout commands (another module) join this app when they exist."""
-    import importlib
-    import importlib.util
-
-    name = "fleet.cli.ota_rollout"
-    if importlib.util.find_spec(name) is None:  # not written yet: only `install` and `version`
-        return
-    register = getattr(importlib.import_module(name), "register", None)
-    if register is not None:  # tolerate the module while it is being written
-        register(app)
-
-
-_register_rollouts()
-
+register_rollouts(app)

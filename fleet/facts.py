@@ -1,0 +1,199 @@
+"""What a device says about itself, typed: the read half of every operation.
+
+``fleet/agent.py`` asks the agent and builds these from its answers (the only
+place that knows the protocol); decisions (``fleet.decisions``) and reports read
+them and never a raw answer. Each fact is frozen, so a decision made from
+facts is a pure function of them: tests feed recorded answers in and check the
+decision that comes out.
+
+>>> slots = Slots.from_answer(recorded["slots"])          # doctest: +SKIP
+>>> slots.state, slots.committed_version                  # doctest: +SKIP
+('idle', '1.0.0')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+@dataclass(frozen=True)
+class Info:
+    """`fleet-agent info`: who the device is and what it runs."""
+
+    name: str | None
+    hardware: str | None
+    arch: str | None
+    software: str
+    slot: str | None = None
+    serial: str | None = None
+    site: str | None = None
+    agent_version: str | None = None
+    answer: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_answer(cls, answer: Mapping[str, Any]) -> Info:
+        return cls(name=_text(answer.get("name")), hardware=_text(answer.get("hardware")),
+                   arch=_text(answer.get("arch")), software=str(answer.get("software")),
+                   slot=_text(answer.get("slot")), serial=_text(answer.get("serial")),
+                   site=_text(answer.get("site")), agent_version=_text(answer.get("agent_version")),
+                   answer=dict(answer))
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One A/B slot as the device records it."""
+
+    version: str | None = None
+    status: str | None = None
+    manifest_sha256: str | None = None
+    reason: str | None = None
+
+    @classmethod
+    def from_answer(cls, record: Any) -> Slot:
+        record = record if isinstance(record, Mapping) else {}
+        return cls(version=_text(record.get("version")), status=_text(record.get("status")),
+                   manifest_sha256=_text(record.get("manifest_sha256")),
+                   reason=_text(record.get("reason")))
+
+
+@dataclass(frozen=True)
+class SelfTest:
+    slot: str | None
+    ok: bool | None  # None: the record does not say
+    reason: str | None = None
+
+
+HELD = ("installed", "activated", "trial")  # states in which a slot may hold a target
+
+
+@dataclass(frozen=True)
+class Slots:
+    """`fleet-agent slots`: the A/B state machine, each slot, the last self-test, identity.
+
+    ``verify`` is set when asked with ``--verify``: slot -> problems (empty = intact)."""
+
+    state: str
+    active: str
+    committed_slot: str
+    software: str
+    boots: int = 0
+    pending: str | None = None
+    trials_left: int = 0
+    slots: Mapping[str, Slot] = field(default_factory=dict)
+    selftest: SelfTest | None = None
+    incoming: str = ""
+    hardware: str | None = None
+    arch: str | None = None
+    last_error: str | None = None
+    verify: Mapping[str, tuple[str, ...]] | None = None
+    answer: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_answer(cls, answer: Mapping[str, Any]) -> Slots:
+        device = answer.get("device") or {}
+        test = answer.get("selftest") or None
+        verify = answer.get("verify")
+        return cls(
+            state=str(answer["state"]), active=str(answer["active"]),
+            committed_slot=str(answer["committed_slot"]), software=str(answer["software"]),
+            boots=int(answer.get("boots") or 0), pending=_text(answer.get("pending")),
+            trials_left=int(answer.get("trials_left") or 0),
+            slots={str(k): Slot.from_answer(v) for k, v in (answer.get("slots") or {}).items()
+                   if v},  # an empty slot (null) has no record
+            selftest=_selftest(test),
+            incoming=str(answer.get("incoming") or ""), hardware=_text(device.get("hardware")),
+            arch=_text(device.get("arch")), last_error=_text(answer.get("last_error")),
+            verify=None if verify is None else {str(k): tuple(map(str, v))
+                                                for k, v in verify.items()},
+            answer=dict(answer))
+
+    @property
+    def committed_version(self) -> str | None:
+        """The version anti-rollback protects (the committed slot's)."""
+        return self.slots.get(self.committed_slot, Slot()).version
+
+    def holding(self, digest: str) -> str | None:
+        """The slot an interrupted install left holding the bundle with manifest hash
+        `digest`, in a state an update can continue from; None when it must install."""
+        if self.state not in HELD:
+            return None
+        slot = {"installed": "b" if self.active == "a" else "a", "activated": self.pending,
+                "trial": self.active}[self.state]
+        held = self.slots.get(slot or "")
+        return slot if held is not None and held.manifest_sha256 == digest else None
+
+    def fell_back_from(self, digest: str, reason: str) -> str | None:
+        """The inactive slot that held `digest` and failed with `reason` (a fallback), or None."""
+        for name, record in self.slots.items():
+            if (name != self.active and record.manifest_sha256 == digest
+                    and record.status == "failed" and record.reason == reason):
+                return name
+        return None
+
+
+def _selftest(test: Any) -> SelfTest | None:
+    if not isinstance(test, Mapping) or not test:
+        return None
+    ok = test.get("ok")
+    return SelfTest(_text(test.get("slot")), None if ok is None else bool(ok),
+                    _text(test.get("reason")))
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Health:
+    """`fleet-agent health`: the verdict, why, the version running and every check."""
+
+    verdict: str
+    software: str | None
+    reason: str = ""
+    slot: str | None = None
+    checks: tuple[Check, ...] = ()
+    answer: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_answer(cls, answer: Mapping[str, Any]) -> Health:
+        checks = tuple(Check(str(c.get("name")), str(c.get("status")), str(c.get("reason") or ""))
+                       for c in answer.get("checks") or [] if isinstance(c, Mapping))
+        return cls(verdict=str(answer.get("verdict")), software=_text(answer.get("software")),
+                   reason=str(answer.get("reason") or ""), slot=_text(answer.get("slot")),
+                   checks=checks, answer=dict(answer))
+
+    @property
+    def apps(self) -> Apps:
+        return Apps.from_checks(self.checks)
+
+
+@dataclass(frozen=True)
+class App:
+    name: str
+    status: str  # ok | warn | fail, as the health check says
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Apps:
+    """The applications the device runs, from its health checks (``app:NAME``)."""
+
+    apps: Mapping[str, App] = field(default_factory=dict)
+
+    @classmethod
+    def from_checks(cls, checks: tuple[Check, ...]) -> Apps:
+        found = {c.name.partition(":")[2]: App(c.name.partition(":")[2], c.status, c.reason)
+                 for c in checks if c.name.startswith("app:")}
+        return cls(found)
+
+    def names(self) -> list[str]:
+        return sorted(self.apps)
