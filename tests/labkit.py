@@ -47,10 +47,11 @@ class CliResult:
     stderr: str
 
 
-def run_cli(project: Path, *args: str, env: dict[str, str] | None = None) -> CliResult:
+def run_cli(project: Path, *args: str, env: dict[str, str] | None = None,
+            stdin: str | None = None) -> CliResult:
     """Run `fleet --project PROJECT ARGS` in-process, colour off, fixed width."""
     runner = CliRunner()
-    result = runner.invoke(app, ["--project", str(project), "--no-color", *args],
+    result = runner.invoke(app, ["--project", str(project), "--no-color", *args], input=stdin,
                            env={"COLUMNS": "200", **(env or {})}, catch_exceptions=False)
     return CliResult(result.exit_code, result.stdout, result.stderr)
 

@@ -39,6 +39,7 @@ class Step:
     listing: bool = True          # a listing or report: must name a list or an object
     exits: tuple[int, ...] = (0,)
     stream: bool = False          # JSON Lines: events, then {"report": ...}
+    stdin: str | None = None      # what a script pipes in (a console user's password)
 
 
 # Every command with --json, in an order where each finds what it needs.
@@ -94,6 +95,8 @@ SCENARIO = (
     Step("provision wipe", ("--mount", "{root}/usb", "--force")),
     Step("ca revoke", ("berlin-02",), listing=False),
     Step("devices deregister", ("berlin-02",), listing=False),
+    Step("serve user add", ("ops", "--role", "operator"), listing=False, stdin="correct horse 42\n"),
+    Step("serve user list"),
 )
 
 
@@ -153,7 +156,7 @@ def test_json_output_of_every_command(root: Path) -> None:
     problems = []
     for step in SCENARIO:
         args = [a.format(**values) for a in step.args]
-        result = run_cli(root, *step.command.split(), *args, "--json", env=ENV)
+        result = run_cli(root, *step.command.split(), *args, "--json", env=ENV, stdin=step.stdin)
         why = problem(step, result.exit_code, result.stdout, result.stderr)
         if why:
             problems.append(f"fleet {step.command} {' '.join(args)} --json: {why}")
