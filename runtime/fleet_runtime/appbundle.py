@@ -45,6 +45,7 @@ from fleet_runtime.bundle import (
     parse_version,
     read_signed,
     read_signed_manifest,
+    safe_path,
 )
 
 APP_FORMAT = "edgefleet-app/1"
@@ -113,13 +114,13 @@ def _package(item: Any, paths: set[str]) -> AppPackage:
     if not isinstance(item, dict) or not all(isinstance(item.get(k), str)
                                              for k in ("dir", "name", "version")):
         raise _bad("each of 'packages' needs dir, name and version strings")
-    entry = item.get("entry")
-    if entry is not None and not isinstance(entry, str):
-        raise _bad(f"entry of {item['dir']} must be a path")
-    if not any(p.startswith(item["dir"] + "/") for p in paths):
-        raise _bad(f"package {item['dir']} has no file in the bundle")
-    return AppPackage(item["dir"], item["name"], item["version"],
-                      _platform_list(item.get("platforms"), f"platforms of {item['dir']}"), entry)
+    folder, entry = safe_path(item["dir"]), item.get("entry")
+    if entry is not None:  # a device path: the same rules as a payload path
+        entry = safe_path(entry) if isinstance(entry, str) else safe_path("")
+    if not any(p.startswith(folder + "/") for p in paths):
+        raise _bad(f"package {folder!r} has no file in the bundle")
+    return AppPackage(folder, item["name"], item["version"],
+                      _platform_list(item.get("platforms"), f"platforms of {folder!r}"), entry)
 
 
 def parse_app_manifest(raw: bytes) -> AppManifest:
@@ -131,7 +132,7 @@ def parse_app_manifest(raw: bytes) -> AppManifest:
     parse_version(str(doc.get("min_runtime")))
     entries = parse_files(doc)
     paths = {e.path for e in entries}
-    if doc.get("graph") not in paths:
+    if not isinstance(doc.get("graph"), str) or doc["graph"] not in paths:
         raise _bad(f"graph {doc.get('graph')!r} is not a file of the bundle")
     packages = doc.get("packages")
     if not isinstance(packages, list):
@@ -171,7 +172,7 @@ def _check_entry(manifest: AppManifest, package: AppPackage, platform: str) -> N
     found = variant.files.get(package.entry or "")
     if found is None or found.mode != 0o755:
         what = "is not in the bundle" if found is None else "is not executable (mode 0755)"
-        raise _bad(f"program entry {package.entry} of {package.dir} {what} for {platform}")
+        raise _bad(f"program entry {package.entry!r} of {package.dir!r} {what} for {platform}")
 
 
 # ---------------------------------------------------------------------------- platforms

@@ -57,7 +57,7 @@ def split_tag(path: str) -> Tagged:
     if not found:
         return Tagged(None, path)
     if len(found) > 1:
-        raise ValueError(f"{path}: more than one architecture tag "
+        raise ValueError(f"{path!r}: more than one architecture tag "
                          f"({', '.join(t for _, t, _ in found)}); keep one")
     index, tag, rest = found[0]
     kept = parts[:index] + ([rest] if rest else []) + parts[index + 1:]
@@ -116,8 +116,8 @@ def install_paths(paths: Iterable[str], platform: str) -> dict[str, str]:
         if tagged.platform not in (None, platform):
             continue
         if tagged.install in chosen:
-            raise ValueError(f"{chosen[tagged.install]} and {path} both install as "
-                             f"{tagged.install} on {platform}; keep one")
+            raise ValueError(f"{chosen[tagged.install]!r} and {path!r} both install as "
+                             f"{tagged.install!r} on {platform}; keep one")
         chosen[tagged.install] = path
     return chosen
 

@@ -93,3 +93,28 @@ def test_the_runtime_version_floor():
     appbundle.check_runtime(manifest, "0.3.0")
     with pytest.raises(BundleError, match="needs runtime 0.3 or newer, this device has 0.2.9"):
         appbundle.check_runtime(manifest, "0.2.9")
+
+
+def test_damaged_manifests_signed_by_a_trusted_key_are_refused_with_one_line():
+    """Signed, so every check past the signature meets the bad values (FLEET_FUZZ_SEED replays)."""
+    import random
+
+    from fuzzkit import as_json, encodings, seed, truncations, wrong_types
+
+    key, run_seed = new_key(), seed()
+    print(f"FLEET_FUZZ_SEED={run_seed}")
+    doc = _doc(key)
+    raw, _ = signed(key, doc)
+    inputs = [(label, as_json(d)) for label, d in wrong_types(doc, random.Random(run_seed), 150)]
+    inputs += encodings(raw.decode()) + truncations(raw)
+    broken = []
+    for label, data in inputs:
+        stream = io.BytesIO(raw_bundle(data, key.sign(data), []))
+        try:
+            appbundle.read_app_bundle(stream, _ring(key))
+        except BundleError as exc:
+            if not exc.message or "\n" in exc.message:
+                broken.append(f"{label}: {exc.message!r}")
+        except Exception as exc:  # noqa: BLE001 - any escape is the failure looked for
+            broken.append(f"{label}: {type(exc).__name__}: {exc}")
+    assert not broken, f"FLEET_FUZZ_SEED={run_seed}\n" + "\n".join(broken[:20])
