@@ -100,8 +100,16 @@ def _program(found: Collected, folder: Path) -> AppPackage | None:
 
     rel = folder.relative_to(found.root).as_posix()
     where = f"{rel}/{PROGRAM}"
-    doc = load_yaml(folder / PROGRAM)
+    try:
+        doc = load_yaml(folder / PROGRAM)
+    except ConfigError as exc:
+        found.problem(where, "$", exc.what)
+        return None
     entry = doc.get("entry") if isinstance(doc, dict) else None
+    version = doc.get("version", "0") if isinstance(doc, dict) else "0"
+    if not isinstance(version, str | int | float) or isinstance(version, bool):
+        found.problem(where, "$.version", "a version is text like '1.0'")
+        return None
     if not isinstance(entry, str) or not entry:
         found.problem(where, "$.entry", "needs `entry:`, the program's path relative to "
                       f"{PROGRAM}")
@@ -111,9 +119,9 @@ def _program(found: Collected, folder: Path) -> AppPackage | None:
     except BundleError:
         found.problem(where, "$.entry", f"{entry!r} leaves the package; name a file inside it")
         return None
-    version = str(doc.get("version", "0"))
     files = [p for p in found.sources if p.startswith(rel + "/")]
-    return AppPackage(rel, folder.name, version, platforms.package_platforms(files), installed)
+    return AppPackage(rel, folder.name, str(version), platforms.package_platforms(files),
+                      installed)
 
 
 def _check_programs(found: Collected) -> None:
@@ -221,6 +229,7 @@ class Built:
     path: Path
     manifest: AppManifest
     key: firmware.ReleaseKey
+    unchanged: bool = False  # the same bundle was already there
 
 
 def _checked_root(app_dir: Path) -> Path:
@@ -233,7 +242,7 @@ def _checked_root(app_dir: Path) -> Path:
 
 def build(project: Project, app_dir: Path, *, passphrase: bytes | None,
           version: str | None = None, out_dir: Path | None = None, key_name: str | None = None,
-          min_runtime: str | None = None) -> Built:
+          min_runtime: str | None = None, force: bool = False) -> Built:
     """Application directory -> signed bundle (atomic). Nothing is written unless all is valid."""
     root = _checked_root(app_dir)
     found = collect(root)
@@ -249,11 +258,35 @@ def build(project: Project, app_dir: Path, *, passphrase: bytes | None,
     manifest = make_manifest(found, name=name, version=version, key_id=key.key_id,
                              min_runtime=min_runtime)
     out = (out_dir or apps_dir(project)).resolve()
-    out.mkdir(parents=True, exist_ok=True)
     target = out / f"{manifest.name}-{manifest.version}{SUFFIX}"
+    if _same_as_built(target, manifest, force):
+        return Built(target, manifest, key, unchanged=True)
+    out.mkdir(parents=True, exist_ok=True)
     with atomic_file(target, 0o644, prefix=f".{target.name}.") as fh:
         bundle.write_bundle(fh, manifest, private, found.sources)
     return Built(target, manifest, key)
+
+
+def _same_as_built(target: Path, manifest: AppManifest, force: bool) -> bool:
+    """True when `target` already is this build; refuse to give other content the same version.
+
+    Builds are reproducible (fixed tar metadata, deterministic signatures), so
+    the same application, version and key make the same bundle byte for byte,
+    and a device that has "1.2.0" always has the same files.
+    """
+    if force or not target.exists():
+        return False
+    from fleet_runtime.appbundle import read_app_manifest
+
+    try:
+        with open(target, "rb") as fh:
+            existing = read_app_manifest(fh).raw
+    except (BundleError, OSError):
+        existing = b""
+    if existing == manifest.encode():
+        return True
+    raise UsageError(f"{target} already holds other content as version {manifest.version}",
+                     fix="give a new --version, or --force to replace it")
 
 
 def _check_version(value: str, option: str) -> None:

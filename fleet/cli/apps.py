@@ -36,6 +36,8 @@ def build(ctx: typer.Context,
           key: Annotated[str | None, typer.Option(help="release key name")] = None,
           min_runtime: Annotated[str | None, typer.Option(
               help="oldest fleet-runtime that may run it (default: this one)")] = None,
+          force: Annotated[bool, typer.Option(
+              help="replace a bundle of the same version with other content")] = False,
           json: o.Json = False) -> None:
     """Validate an application directory and sign it into apps/NAME-VERSION.app.
 
@@ -50,14 +52,15 @@ def build(ctx: typer.Context,
         try:
             built = builder.build(a.project, app_dir, passphrase=_passphrase(a),
                                   version=version, out_dir=out, key_name=key,
-                                  min_runtime=min_runtime)
+                                  min_runtime=min_runtime, force=force)
         except builder.AppInvalid as exc:
             _invalid(a, exc, json)
     if json:
-        a.output_json(store.describe(built.manifest, built.path))
+        a.output_json({**store.describe(built.manifest, built.path),
+                       "unchanged": built.unchanged})
         return
     m = built.manifest
-    a.display_success(f"built {built.path}")
+    a.display_success(f"{'unchanged' if built.unchanged else 'built'} {built.path}")
     a.display_info(f"  {m.name} {m.version}: {len(m.files)} files, {m.total_size} bytes, "
                    f"platforms {', '.join(m.platforms)}, signed by '{built.key.name}' "
                    f"({m.key_id})")

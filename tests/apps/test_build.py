@@ -123,3 +123,36 @@ def test_packages_without_a_common_platform_are_refused(app_project, tmp_path):
     assert res.exit_code == 2
     [problem] = json.loads(res.stdout)["problems"]
     assert problem["message"].startswith("no platform has a variant of every tagged file")
+
+
+def test_builds_are_reproducible_and_a_version_names_one_content(app_project, tmp_path):
+    app = write_app(tmp_path / "src", "tracker")
+    first = json.loads(_build(app_project, app, "--version", "1.2.0", "--json").stdout)
+    elsewhere = _build(app_project, app, "--version", "1.2.0", "--out", str(tmp_path / "b"))
+    assert elsewhere.exit_code == 0, elsewhere.stderr
+    path = Path(first["path"])
+    assert (tmp_path / "b" / path.name).read_bytes() == path.read_bytes()
+    again = _build(app_project, app, "--version", "1.2.0", "--json")
+    assert again.exit_code == 0 and json.loads(again.stdout)["unchanged"] is True
+    before = path.read_bytes()
+    code = app / "packages" / f"{ACCOUNT}-TRACKER_CODE-1.0" / "src" / "app.py"
+    code.write_text(code.read_text() + "# changed\n")
+    res = _build(app_project, app, "--version", "1.2.0")
+    assert res.exit_code == 2 and "already holds other content as version 1.2.0" in res.stderr
+    assert path.read_bytes() == before
+    res = _build(app_project, app, "--version", "1.2.0", "--force", "--json")
+    assert res.exit_code == 0 and json.loads(res.stdout)["unchanged"] is False
+    assert path.read_bytes() != before
+
+
+def test_a_broken_program_yml_is_one_of_the_problems(app_project, tmp_path):
+    app = write_app(tmp_path / "src", "tracker")
+    pdir = _program(app, {"bin/blur": b"x"})
+    (pdir / "program.yml").write_text("entry: [bin/blur\n")
+    gpath = app / "graphs" / app.name / "graph.json"
+    gpath.write_text(gpath.read_text().replace('"value": 0.5', '"value": "high"'))
+    res = _build(app_project, app, "--json")
+    assert res.exit_code == 2
+    problems = {(p["file"], p["path"]) for p in json.loads(res.stdout)["problems"]}
+    assert problems == {(f"packages/{HELPER}/program.yml", "$"),
+                        ("graphs/tracker_plain/graph.json", "$.nodeGraph.nodes[4].value")}
