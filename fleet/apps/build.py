@@ -13,8 +13,10 @@ stay out; a link or special file is a problem, as in OTA bundles.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
+import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ from fleet.project import Project
 SKIPPED = ("__pycache__", ".git", ".DS_Store")
 PROGRAM = "program.yml"
 OVERRIDE = "override.json"  # beside graph.json: the application's deployment defaults
+MAX_IMAGE_MANIFEST = 1 << 20
 
 
 class AppInvalid(ConfigError):
@@ -77,10 +80,22 @@ def _add_tree(found: Collected, folder: Path) -> None:
             found.sources[rel] = path
 
 
+def is_container_image(path: Path) -> bool:
+    """Whether `path` is a ``docker save`` archive (what ``build-container`` puts in assets/)."""
+    if not path.name.endswith((".tar.gz", ".tar")):
+        return False
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            member = tar.getmember("manifest.json")
+            handle = tar.extractfile(member) if member.size <= MAX_IMAGE_MANIFEST else None
+            doc = json.loads(handle.read()) if handle else None
+    except (tarfile.TarError, KeyError, ValueError, OSError, EOFError):
+        return False
+    return isinstance(doc, list) and all(isinstance(d, dict) and "Config" in d for d in doc)
+
+
 def _graph_packages(found: Collected, gpath: Path) -> list[tuple[str, str, str]]:
     """(folder, name, version) of each package the graph names, built-ins left out."""
-    import json
-
     try:
         refs = json.loads(gpath.read_text())["nodeGraph"]["packages"]
         pairs = [(str(r["name"]), str(r["version"])) for r in refs]
@@ -165,8 +180,17 @@ def collect(root: Path) -> Collected:
             found.packages.append(record)
     if (root / "assets").is_dir():
         _add_tree(found, root / "assets")
+        _refuse_images(found)
     _check_platforms(found)
     return found
+
+
+def _refuse_images(found: Collected) -> None:
+    """A build-container image would ride along unused (and large): say how to leave it out."""
+    for rel, path in list(found.sources.items()):
+        if rel.startswith("assets/") and is_container_image(path):
+            found.problem(rel, "$", "a container image from `panorama-cli build-container`, "
+                          "which edgefleet does not run; `fleet app import-panorama` leaves it out")
 
 
 def _check_platforms(found: Collected) -> None:

@@ -18,10 +18,8 @@ validates and would build, so a refused import leaves nothing.
 
 from __future__ import annotations
 
-import json
 import shutil
 import stat
-import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,12 +29,11 @@ from fleet_runtime import durable
 from fleet_runtime.manifest import Problem
 from fleet_runtime.manifest.application import ManifestError, graph_path
 
-from fleet.apps.build import OVERRIDE, SKIPPED, AppInvalid, collect
+from fleet.apps.build import OVERRIDE, SKIPPED, AppInvalid, collect, is_container_image
 from fleet.errors import UsageError
 from fleet.project import Project
 
 OVERRIDE_NAMES = ("override.json", "overrides.json")
-MAX_IMAGE_MANIFEST = 1 << 20
 
 
 @dataclass
@@ -52,20 +49,6 @@ class ImportReport:
     def as_json(self) -> dict[str, Any]:
         return {"name": self.name, "dest": str(self.dest), "files": self.files,
                 "dropped": self.dropped, "override": self.override, "notes": self.notes}
-
-
-def is_container_image(path: Path) -> bool:
-    """Whether `path` is a ``docker save`` archive (what ``build-container`` puts in assets/)."""
-    if not path.name.endswith((".tar.gz", ".tar")):
-        return False
-    try:
-        with tarfile.open(path, "r:*") as tar:
-            member = tar.getmember("manifest.json")
-            handle = tar.extractfile(member) if member.size <= MAX_IMAGE_MANIFEST else None
-            doc = json.loads(handle.read()) if handle else None
-    except (tarfile.TarError, KeyError, ValueError, OSError, EOFError):
-        return False
-    return isinstance(doc, list) and all(isinstance(d, dict) and "Config" in d for d in doc)
 
 
 def _source_graph(src: Path) -> Path:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from conftest import PASS
 from labkit import run_cli
-from panorama_apps import ACCOUNT, write_app
+from panorama_apps import ACCOUNT, BUILT, write_app
 
 HELPER = f"{ACCOUNT}-BLUR_HELPER-1.0"
 
@@ -156,3 +156,12 @@ def test_a_broken_program_yml_is_one_of_the_problems(app_project, tmp_path):
     problems = {(p["file"], p["path"]) for p in json.loads(res.stdout)["problems"]}
     assert problems == {(f"packages/{HELPER}/program.yml", "$"),
                         ("graphs/tracker_plain/graph.json", "$.nodeGraph.nodes[4].value")}
+
+
+def test_a_build_container_image_is_refused_with_the_way_out(app_project, tmp_path):
+    app = write_app(tmp_path / "src", "tracker", "built_image")
+    res = _build(app_project, app, "--json")
+    assert res.exit_code == 2
+    [problem] = json.loads(res.stdout)["problems"]
+    assert problem["file"] == f"assets/{BUILT}.tar.gz"
+    assert "`fleet app import-panorama` leaves it out" in problem["message"]
