@@ -119,3 +119,31 @@ def test_an_ota_bundle_is_not_an_application(app_project, tmp_path):
 def test_a_missing_bundle_is_a_usage_error(app_project, tmp_path):
     res = _verify(app_project, tmp_path / "nope.app")
     assert res.exit_code == 2 and "no application bundle at" in res.stderr
+
+
+def test_the_device_verifies_the_controllers_bundle_with_its_own_keyring(app_project, built,
+                                                                          tmp_path):
+    from fleet_runtime import appbundle
+    from fleet_runtime.bundle import DirectorySink, Keyring
+
+    ring_dir = tmp_path / "device" / "etc/fleet/release-keys"
+    firmware.export_keyring(app_project, ring_dir)
+    dest = tmp_path / "device" / "staging"
+    with open(built, "rb") as fh:
+        manifest = appbundle.read_app_bundle(fh, Keyring.from_dir(ring_dir), DirectorySink(dest))
+    assert (dest / CODE).read_bytes() == (tmp_path / "src" / "tracker_plain" / CODE).read_bytes()
+    variant = appbundle.platform_variant(manifest, "aarch64")
+    assert isinstance(variant, appbundle.Variant) and CODE in variant.files
+    with open(built, "rb") as fh, pytest.raises(bundle.BundleError, match="untrusted-key|not in"):
+        appbundle.read_app_bundle(fh, Keyring())
+
+
+def test_inspect_and_list_of_a_file_that_is_no_bundle(app_project):
+    junk = app_project.root / "apps" / "junk-1.0.app"
+    junk.parent.mkdir()
+    junk.write_bytes(b"\x00not a tar" * 100)
+    res = run_cli(app_project.root, "app", "inspect", str(junk))
+    _refused(res, "truncated")
+    listed = json.loads(run_cli(app_project.root, "app", "list", "--json").stdout)["bundles"]
+    assert [(r["name"], r["version"]) for r in listed] == [("junk-1.0", None)]
+    assert listed[0]["error"].startswith("bundle refused: truncated")
