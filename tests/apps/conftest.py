@@ -10,11 +10,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))  # for panorama_apps
 
+from appkit import PASSPHRASE  # noqa: E402
+
 from fleet import firmware  # noqa: E402
 from fleet.project import Project  # noqa: E402
-
-PASSPHRASE = "correct-horse-battery"
-PASS = {"FLEET_RELEASE_PASSPHRASE": PASSPHRASE}
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import PASS, PASSPHRASE
+from appkit import PASS, PASSPHRASE
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fixtures_bundle import raw_bundle, signed
 from fleet_runtime import bundle

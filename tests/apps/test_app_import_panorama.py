@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PASS
+from appkit import PASS
 from labkit import run_cli
 from panorama_apps import BUILT, VARIANTS, write_app
 

@@ -8,7 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
-from conftest import PASS
+from appkit import PASS
 from labkit import run_cli
 from panorama_apps import ACCOUNT, BUILT, write_app
 
