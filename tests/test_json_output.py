@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,9 @@ import pytest
 import typer.main
 from labkit import default_ssh_kind, run_cli
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "runtime"))  # for panorama_apps
+from panorama_apps import write_app  # noqa: E402
+
 from fleet.cli.main import app
 from fleet.lab import Lab
 from fleet.project import Project
@@ -28,6 +32,7 @@ from fleet.project import Project
 REPO = Path(__file__).resolve().parent.parent
 ENV = {"FLEET_CA_PASSPHRASE": "json-test-ca", "FLEET_RELEASE_PASSPHRASE": "json-test-release"}
 BUNDLE = "{root}/out/edgefleet-os-1.1.0.bundle"  # paths are absolute: the CLI runs in this cwd
+APP = "{root}/apps/tracker_plain-1.0.0.app"
 CAMERAS = "name,device,rtsp_url,username,password,description,tags\n" \
           "door,berlin-01,rtsp://127.0.0.1:9/door,admin,s3cret-door,front door,\n"
 
@@ -48,6 +53,12 @@ SCENARIO = (
     Step("ca show", listing=False),
     Step("ca crl", listing=False),
     Step("firmware keygen", listing=False),
+    Step("app import-panorama", ("{root}/panorama/tracker_plain", "--out", "{root}/apps-src/t"),
+         listing=False),
+    Step("app build", ("{root}/apps-src/t", "--version", "1.0.0")),
+    Step("app inspect", (APP,)),
+    Step("app verify", (APP,)),
+    Step("app list"),
     Step("lab up", ("--sites", "1", "--devices-per-site", "2", "--ssh", "{ssh}")),
     Step("lab status"),
     Step("inventory list", ("-i", "lab")),
@@ -127,6 +138,7 @@ def root(tmp_path: Path) -> Iterator[Path]:
     shutil.copytree(REPO / "firmware", tmp_path / "firmware")
     (tmp_path / "cameras.csv").write_text(CAMERAS)
     (tmp_path / "usb").mkdir()
+    write_app(tmp_path / "panorama", "tracker")  # a panorama-cli project, as AWS's samples
     yield tmp_path
     Lab(Project.locate(tmp_path)).down()
 

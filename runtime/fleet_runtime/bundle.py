@@ -31,7 +31,7 @@ import tarfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, BinaryIO, Protocol, cast
+from typing import IO, Any, BinaryIO, Protocol, TypeVar, cast
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -254,8 +254,8 @@ def _hooks(doc: dict[str, Any], paths: set[str]) -> dict[str, str]:
 HOOKS = ("post-install", "selftest")
 
 
-def parse_manifest(raw: bytes) -> Manifest:
-    """Parse and validate manifest bytes (signature is checked separately, by the caller)."""
+def load_document(raw: bytes) -> dict[str, Any]:
+    """Manifest bytes as a JSON object, within the size a device reads (any signed format)."""
     if len(raw) > MAX_MANIFEST_BYTES:
         raise BundleError("oversize", f"manifest.json is {len(raw)} bytes, more than the "
                           f"{MAX_MANIFEST_BYTES} a device reads: shorten paths or split the image")
@@ -264,20 +264,39 @@ def parse_manifest(raw: bytes) -> Manifest:
     except ValueError as exc:
         raise BundleError("bad-manifest", f"manifest.json is not JSON: {exc}") from exc
     _require(isinstance(doc, dict), "not an object")
-    _require(doc.get("format") == FORMAT, f"format {doc.get('format')!r} is not {FORMAT}")
+    return cast(dict[str, Any], doc)
+
+
+def check_identity(doc: dict[str, Any]) -> None:
+    """The fields every signed manifest has: a safe name, a version, the signing key id."""
     _require(isinstance(doc.get("name"), str) and bool(_NAME_RE.match(doc["name"])), "bad name")
-    parse_version(doc.get("version"))
-    if doc.get("min_version") is not None:
-        parse_version(doc["min_version"])
+    parse_version(cast(str, doc.get("version")))  # checks the type too
     _require(isinstance(doc.get("key_id"), str), "'key_id' missing")
+
+
+def parse_files(doc: dict[str, Any]) -> tuple[FileEntry, ...]:
+    """The manifest's ``files``, each checked (safe path, size, SHA-256, mode), within limits."""
     files = doc.get("files")
-    _require(isinstance(files, list) and len(files) > 0, "'files' must list 1+ files")
+    if not isinstance(files, list) or not files:
+        raise BundleError("bad-manifest", "manifest: 'files' must list 1+ files")
     _check_file_count(len(files))
     entries = tuple(_file_entry(item) for item in files)
     paths = {e.path for e in entries}
     if len(paths) != len(entries):
         raise BundleError("duplicate-member", "manifest lists the same path twice")
     _require(sum(e.size for e in entries) <= MAX_BUNDLE_BYTES, "payload is larger than allowed")
+    return entries
+
+
+def parse_manifest(raw: bytes) -> Manifest:
+    """Parse and validate manifest bytes (signature is checked separately, by the caller)."""
+    doc = load_document(raw)
+    _require(doc.get("format") == FORMAT, f"format {doc.get('format')!r} is not {FORMAT}")
+    check_identity(doc)
+    if doc.get("min_version") is not None:
+        parse_version(doc["min_version"])
+    entries = parse_files(doc)
+    paths = {e.path for e in entries}
     permit = doc.get("downgrade_permit")
     _require(permit is None or isinstance(permit, dict), "'downgrade_permit' must be an object")
     add_keys = doc.get("add_keys") or {}
@@ -289,6 +308,25 @@ def parse_manifest(raw: bytes) -> Manifest:
         downgrade_permit=permit, add_keys={str(k): str(v) for k, v in add_keys.items()},
         description=str(doc.get("description", "")), raw=raw,
     )
+
+
+class Signed(Protocol):
+    """What the tar format needs of a manifest: its bytes and the files they name.
+
+    Both the OTA ``Manifest`` and an application bundle's manifest are such a
+    thing; they share this one reader and writer, limits and checks included.
+    """
+
+    @property
+    def files(self) -> tuple[FileEntry, ...]: ...
+
+    @property
+    def total_size(self) -> int: ...
+
+    def encode(self) -> bytes: ...
+
+
+M = TypeVar("M", bound=Signed)
 
 
 # ---------------------------------------------------------------------------- compatibility
@@ -350,14 +388,14 @@ def _tarinfo(name: str, size: int, mode: int = 0o644) -> tarfile.TarInfo:
     return info
 
 
-def sign_manifest(manifest: Manifest, private_key: Ed25519PrivateKey) -> tuple[bytes, bytes]:
+def sign_manifest(manifest: Signed, private_key: Ed25519PrivateKey) -> tuple[bytes, bytes]:
     """The manifest bytes and their signature."""
     raw = manifest.encode()
     return raw, private_key.sign(raw)
 
 
 def write_bundle(
-    out: BinaryIO, manifest: Manifest, private_key: Ed25519PrivateKey,
+    out: BinaryIO, manifest: Signed, private_key: Ed25519PrivateKey,
     sources: dict[str, Path], on_progress: Progress | None = None,
 ) -> bytes:
     """Write a signed bundle to `out`; `sources` maps each manifest path to a local file.
@@ -511,7 +549,7 @@ def _read_exact(fh: IO[bytes], size: int, name: str) -> bytes:
     return data
 
 
-def _header(tar: tarfile.TarFile, keyring: Keyring | None) -> Manifest:
+def _header(tar: tarfile.TarFile, keyring: Keyring | None, parse: Callable[[bytes], M]) -> M:
     raw = _read_small(tar, _next(tar, MANIFEST), MANIFEST, MAX_MANIFEST_BYTES)
     signature = _read_small(tar, _next(tar, SIGNATURE), SIGNATURE, SIGNATURE_BYTES)
     try:
@@ -521,7 +559,7 @@ def _header(tar: tarfile.TarFile, keyring: Keyring | None) -> Manifest:
                           "manifest.json is not JSON; it cannot be signed") from exc
     if keyring is not None:
         keyring.verify(str(kid), signature, raw)
-    return parse_manifest(raw)
+    return parse(raw)
 
 
 def read_manifest(stream: BinaryIO, keyring: Keyring | None = None) -> Manifest:
@@ -529,7 +567,13 @@ def read_manifest(stream: BinaryIO, keyring: Keyring | None = None) -> Manifest:
 
     With a keyring the signature is verified too; payload is not read.
     """
-    return _header(_open_tar(stream), keyring)
+    return _header(_open_tar(stream), keyring, parse_manifest)
+
+
+def read_signed_manifest(stream: BinaryIO, keyring: Keyring | None,
+                         parse: Callable[[bytes], M]) -> M:
+    """`read_manifest` for any signed format: `parse` turns the manifest bytes into one."""
+    return _header(_open_tar(stream), keyring, parse)
 
 
 def _member_entry(member: tarfile.TarInfo, expected: dict[str, FileEntry],
@@ -580,8 +624,17 @@ def read_bundle(
     BundleError on the first problem; the sink then holds partial data the
     caller must discard.
     """
+    return read_signed(stream, keyring, parse_manifest, sink, on_manifest, on_progress)
+
+
+def read_signed(
+    stream: BinaryIO, keyring: Keyring | None, parse: Callable[[bytes], M],
+    sink: PayloadSink | None = None, on_manifest: Callable[[M], None] | None = None,
+    on_progress: Progress | None = None,
+) -> M:
+    """`read_bundle` for any signed format (`parse` reads its manifest); the same checks."""
     tar = _open_tar(stream)
-    manifest = _header(tar, keyring)
+    manifest = _header(tar, keyring, parse)
     if on_manifest:
         on_manifest(manifest)
     expected = {e.path: e for e in manifest.files}
