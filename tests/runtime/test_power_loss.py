@@ -396,6 +396,7 @@ def cut_once(cut: Cut, devices: Devices, root: Path, durations: dict[str, float]
     return attempts
 
 
+@pytest.mark.timeout(900)  # 200 cuts: under a minute on 2 idle cores, minutes on a loaded one
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_power_cuts_from_a_seed(tmp_path, update_bundle, backend):
     seed, trials = run_seed(), run_trials()
