@@ -242,6 +242,7 @@ def test_a_failed_selftest_rolls_back_through_the_bootloader(tmp_path: Path,
     files = {**default_files("1.1.0"), "bin/selftest": SELFTEST_FAIL}
     install_and_activate(layout, files=files, modes={"bin/selftest": 0o755},
                          hooks={"selftest": "bin/selftest"})
+    assert "Active rootfs slot: B" in bootctl(layout, "dump-slots-info").stdout
     assert reboot(layout)["selftest"]["ok"] is False
     refused = agent(layout, "commit")
     assert refused["error"]["code"] == "selftest-failed"
