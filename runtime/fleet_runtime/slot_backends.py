@@ -34,8 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import jsonschema
-
 from fleet_runtime.layout import Layout, StateFileError, fsync_dir, read_json
 
 CONFIG_NAME = "slots.json"
@@ -262,6 +260,8 @@ class NvBootCtrl(Directories):
 
 def parse_config(doc: Any, where: str, checkpoint: Checkpoint = _no_checkpoint) -> SlotBackend:
     """The backend a ``slots.json`` document names; SlotError naming the field if invalid."""
+    import jsonschema  # here: every agent command reaches this module, few devices have the file
+
     error = jsonschema.exceptions.best_match(
         jsonschema.Draft202012Validator(CONFIG_SCHEMA).iter_errors(doc))
     if error is not None:
@@ -282,8 +282,8 @@ def for_layout(layout: Layout, checkpoint: Checkpoint = _no_checkpoint) -> SlotB
     """The device's backend, from ``/etc/fleet/slots.json`` (``directories`` without it)."""
     path = config_path(layout)
     try:
-        doc = read_json(path, default={"backend": "directories"})
+        doc = read_json(path, default=None)
     except StateFileError as exc:
         raise SlotError("bad-config", f"{exc}; rewrite it as "
                         '{"backend": "directories"} or {"backend": "nvbootctrl"}') from None
-    return parse_config(doc, str(path), checkpoint)
+    return Directories(checkpoint) if doc is None else parse_config(doc, str(path), checkpoint)
