@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from fleet_runtime.layout import Layout, StateFileError, fsync_dir, read_json
+from fleet_runtime.layout import Layout, StateFileError, atomic_write_json, fsync_dir, read_json
 
 CONFIG_NAME = "slots.json"
 LINK = "current"
@@ -287,3 +287,11 @@ def for_layout(layout: Layout, checkpoint: Checkpoint = _no_checkpoint) -> SlotB
         raise SlotError("bad-config", f"{exc}; rewrite it as "
                         '{"backend": "directories"} or {"backend": "nvbootctrl"}') from None
     return Directories(checkpoint) if doc is None else parse_config(doc, str(path), checkpoint)
+
+
+def write_config(layout: Layout, backend: str, command: str | None = None) -> Path:
+    """Provisioning's half: record the device's backend (validated first); the file's path."""
+    doc: dict[str, Any] = {"backend": backend, **({"nvbootctrl": command} if command else {})}
+    parse_config(doc, "slot backend")
+    atomic_write_json(config_path(layout), doc)
+    return config_path(layout)

@@ -85,11 +85,17 @@ def install_and_activate(layout: Layout, **bundle: Any) -> None:
 def test_without_a_config_the_device_uses_directories(tmp_path: Path) -> None:
     layout = make_device(tmp_path / "dev", KEY)
     assert slot_backends.for_layout(layout).name == "directories"
-    atomic_write_json(slot_backends.config_path(layout), {"backend": "nvbootctrl",
-                                                          "nvbootctrl": "/usr/sbin/nvbootctrl"})
+    slot_backends.write_config(layout, "nvbootctrl", "/usr/sbin/nvbootctrl")
     chosen = slot_backends.for_layout(layout)
     assert isinstance(chosen, slot_backends.NvBootCtrl)
     assert chosen.command == "/usr/sbin/nvbootctrl"
+
+
+def test_provisioning_cannot_write_a_bad_config(tmp_path: Path) -> None:
+    layout = make_device(tmp_path / "dev", KEY)
+    with pytest.raises(slots.SlotError, match="'grub' is not one of"):
+        slot_backends.write_config(layout, "grub")
+    assert not slot_backends.config_path(layout).exists()
 
 
 @pytest.mark.parametrize(("content", "says"), [
