@@ -17,6 +17,10 @@ state that the next ``boot`` resolves to a valid slot:
 ``trial`` is the new slot running with ``trials_left`` boots to go; a boot in
 ``trial`` with no trials left is a ``fallback`` to the committed slot.
 
+Where the slots live and who picks the slot at boot is the device's backend
+(``fleet_runtime.slot_backends``: directories with a ``current`` link, or Jetson
+rootfs A/B through ``nvbootctrl``, whose bootloader then counts the trials).
+
 Contract used by `info`/`health` and the lab (signatures kept):
 ``active_slot(layout) -> str``, ``software_version(layout) -> str``,
 ``factory_reset_state(layout, version) -> None``, and ``boot(layout) -> dict``.
@@ -34,7 +38,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from fleet_runtime import bundle, durable
+from fleet_runtime import bundle, durable, slot_backends
 from fleet_runtime.bundle import BundleError, Keyring, Manifest
 from fleet_runtime.labhooks import check_disk_space
 from fleet_runtime.layout import (
@@ -71,6 +75,7 @@ class Event(str, Enum):
     FALLBACK = "fallback"
     COMMIT = "commit"
     ROLLBACK = "rollback"
+    DISARMED = "disarmed"  # the bootloader never heard of the activation (a cut-short activate)
 
 
 S, E = State, Event
@@ -84,6 +89,7 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (S.INSTALLING, E.DISCARD): S.IDLE,  # booted in the middle of an install
     (S.INSTALLED, E.ACTIVATE): S.ACTIVATED,
     (S.ACTIVATED, E.ACTIVATE): S.ACTIVATED,
+    (S.ACTIVATED, E.DISARMED): S.INSTALLED,
     (S.IDLE, E.BOOT): S.IDLE,
     (S.INSTALLED, E.BOOT): S.INSTALLED,
     (S.ACTIVATED, E.BOOT_TRIAL): S.TRIAL,
@@ -97,12 +103,7 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
 }
 
 
-class SlotError(Exception):
-    """A verb refused or failed; the state on disk is valid (``code`` is stable)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
+SlotError = slot_backends.SlotError  # a verb refused or failed; the state on disk is valid
 
 
 # ---------------------------------------------------------------------------- state file
@@ -191,6 +192,10 @@ def _hint(doc: dict[str, Any]) -> str:
     }[doc["state"]]
 
 
+def _backend(layout: Layout) -> slot_backends.SlotBackend:
+    return slot_backends.for_layout(layout, crash_point)
+
+
 def other(slot: str) -> str:
     return "b" if slot == "a" else "a"
 
@@ -228,6 +233,7 @@ def factory_reset_state(layout: Layout, version: str) -> None:
                       "b": None},
         },
     )
+    _backend(layout).point(layout, "a")
 
 
 # ---------------------------------------------------------------------------- paths
@@ -297,6 +303,10 @@ def _begin_install(layout: Layout, doc: dict[str, Any], manifest: Manifest) -> s
         current=software_version(layout), committed=committed,
     )
     _check_space(layout, manifest)
+    backend = _backend(layout)
+    if doc["state"] == State.ACTIVATED.value:
+        backend.next_boot(layout, doc["active"])  # the slot about to be overwritten must not boot
+    backend.point(layout, doc["active"])
     target = other(doc["active"])
     slots = dict(doc["slots"])
     slots[target] = {"version": manifest.version, "name": manifest.name, "committed": False,
@@ -418,10 +428,14 @@ def activate(layout: Layout, trials: int = DEFAULT_TRIALS) -> dict[str, Any]:
     doc = read_state(layout)
     slot = other(doc["active"]) if doc["state"] == State.INSTALLED.value else doc["pending"]
     _transition(layout, doc, Event.ACTIVATE, pending=slot, trials_left=trials)
+    _backend(layout).next_boot(layout, slot)  # after persisting: a boot before it finds `activated`
     return {"pending": slot, "trials_left": trials, "version": _record(doc, slot).get("version")}
 
 
-def _boot_event(doc: dict[str, Any]) -> Event:
+def _boot_event(doc: dict[str, Any], verdict: slot_backends.Verdict | None) -> Event:
+    if verdict is not None:  # the bootloader chose the slot; boot.json records its choice
+        return {"trial": Event.BOOT_TRIAL, "fell-back": Event.FALLBACK,
+                "not-armed": Event.DISARMED}[verdict.outcome]
     state = doc["state"]
     if state == State.INSTALLING.value:
         return Event.DISCARD
@@ -434,7 +448,8 @@ def _boot_event(doc: dict[str, Any]) -> Event:
 FALLBACK_REASON = "no commit within its trial boots"
 
 
-def _boot_changes(doc: dict[str, Any], event: Event) -> dict[str, Any]:
+def _boot_changes(doc: dict[str, Any], event: Event,
+                  verdict: slot_backends.Verdict | None) -> dict[str, Any]:
     slots = dict(doc["slots"])
     if event is Event.DISCARD:
         slot = other(doc["active"])
@@ -442,7 +457,13 @@ def _boot_changes(doc: dict[str, Any], event: Event) -> dict[str, Any]:
         return {"slots": slots, "pending": None}
     if event is Event.BOOT_TRIAL:
         slots[doc["pending"]] = {**_record(doc, doc["pending"]), "status": "trial"}
-        return {"slots": slots, "active": doc["pending"], "trials_left": doc["trials_left"] - 1}
+        left = verdict.trials_left if verdict else doc["trials_left"] - 1
+        return {"slots": slots, "active": doc["pending"], "trials_left": left}
+    if event is Event.DISARMED:
+        error = {"at": time.time(), "code": "not-armed", "message": f"slot {doc['pending']} "
+                 "was activated but the bootloader was not told before a power cut; activate "
+                 "it again"}
+        return {"pending": None, "trials_left": 0, "last_error": error}
     if event is Event.FALLBACK:
         failed = doc["active"] if doc["active"] != doc["committed_slot"] else doc["pending"]
         slots[failed] = {**_record(doc, failed), "status": "failed", "reason": FALLBACK_REASON}
@@ -456,9 +477,14 @@ def _boot_changes(doc: dict[str, Any], event: Event) -> dict[str, Any]:
 def boot(layout: Layout) -> dict[str, Any]:
     """What a (real or lab) boot does first: pick the slot, then run its self-test."""
     doc = read_state(layout)
-    event = _boot_event(doc)
-    changes = _boot_changes(doc, event)
+    backend = _backend(layout)
+    verdict = backend.verdict(layout, doc)
+    event = _boot_event(doc, verdict)
+    changes = _boot_changes(doc, event, verdict)
     _transition(layout, doc, event, boots=int(doc["boots"]) + 1, **changes)
+    backend.point(layout, doc["active"])
+    if doc["active"] == doc["committed_slot"]:
+        backend.confirm(layout)  # a committed slot keeps its bootloader retries
     _clean_leftovers(layout, keep_staging=False)
     selftest = _selftest(layout, doc["active"])
     return {"event": event.value, "slot": doc["active"], "version": software_version(layout),
@@ -516,6 +542,10 @@ def commit(layout: Layout, force: bool = False) -> dict[str, Any]:
         raise SlotError("selftest-failed", f"slot {doc['active']} failed its self-test "
                         f"({selftest.get('reason')}); roll back, or commit --force")
     slot, previous = doc["active"], other(doc["active"])
+    if doc["state"] == State.TRIAL.value:
+        # Before persisting: a cut between leaves a trial the bootloader keeps booting,
+        # where the other order could leave a commit that the bootloader falls back from.
+        _backend(layout).confirm(layout)
     slots = dict(doc["slots"])
     slots[slot] = {**_record(doc, slot), "committed": True, "status": "committed"}
     if slots.get(previous):
@@ -527,18 +557,23 @@ def commit(layout: Layout, force: bool = False) -> dict[str, Any]:
 
 
 def rollback(layout: Layout, reason: str = "rolled back by operator") -> dict[str, Any]:
-    """Go back to the committed slot (takes effect for the runtime at the next boot)."""
+    """Go back to the committed slot: the ``current`` link and the next boot name it now,
+    the running processes keep the dropped slot's files until the reboot."""
     doc = read_state(layout)
+    backend = _backend(layout)
     if doc["state"] == State.IDLE.value:
+        backend.point(layout, doc["active"])  # a re-run after a cut finishes the switch
         return {"changed": False, "slot": doc["active"], "version": software_version(layout)}
     if doc["state"] == State.INSTALLING.value:
         raise SlotError("wrong-state", _hint(doc))
     dropped = doc["active"] if doc["state"] == State.TRIAL.value else other(doc["active"])
+    backend.next_boot(layout, doc["committed_slot"])  # before persisting, as commit
     slots = dict(doc["slots"])
     slots[dropped] = {**_record(doc, dropped), "status": "failed", "reason": reason}
     error = {"at": time.time(), "code": "rollback", "message": reason}
     _transition(layout, doc, Event.ROLLBACK, slots=slots, active=doc["committed_slot"],
                 pending=None, trials_left=0, last_error=error)
+    backend.point(layout, doc["active"])
     return {"changed": True, "slot": doc["active"], "version": software_version(layout),
             "dropped": dropped}
 
@@ -620,4 +655,7 @@ def problems(layout: Layout) -> list[str]:
     if state in (State.IDLE.value, State.INSTALLED.value, State.ACTIVATED.value) and \
             active != committed:
         out.append(f"state {state} but active {active} != committed {committed}")
+    linked = slot_backends.link_target(layout)
+    if linked is not None and linked != active:
+        out.append(f"the {slot_backends.LINK} link names slot {linked}, slot {active} is active")
     return out
