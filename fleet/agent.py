@@ -10,6 +10,7 @@ commands are invoked and how their answers look.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
@@ -52,6 +53,20 @@ class Agent:
 
     def checksum(self, path: str) -> str:
         return str(self.call("checksum", path)["sha256"])
+
+    def receive(self, session: SSHSession, remote: str, offset: int, src: IO[bytes]) -> str:
+        """`SSHSession.put`'s receiver: `src` into REMOTE.part from `offset`, hashed on
+        arrival by ``fleet-agent receive``; the SHA-256 of the whole ``.part``."""
+        argv = [self.path, "receive", remote, "--offset", str(offset)]
+        left = os.fstat(src.fileno()).st_size - offset
+        # The command timeout is for commands; a transfer gets time for its bytes at 2 Mbit/s.
+        res = session.exec_file(argv, src, timeout=max(self.session.command_timeout, left / 250e3))
+        answer = parse_answer(self.device, res.stdout, res.stderr, res.rc)
+        if not answer["ok"]:
+            err = answer.get("error") or {}
+            raise AgentCallError(self.device, str(err.get("code", "error")),
+                                 str(err.get("message", "")))
+        return str(answer["sha256"])
 
 
 def parse_answer(device: str, stdout: bytes, stderr: bytes, rc: int) -> dict[str, Any]:

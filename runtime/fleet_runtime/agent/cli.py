@@ -30,12 +30,14 @@ from fleet_runtime.agent.protocol import (
 )
 from fleet_runtime.layout import Layout, StateFileError, lab_faults
 
-COMMAND_MODULES = ("info", "health", "checksum", "logs", "ota", "provision", "rtsp", "daemon")
+COMMAND_MODULES = ("info", "health", "checksum", "receive", "logs", "ota", "provision", "rtsp",
+                   "daemon")
 # The module behind each command: a call imports only the module it runs. Health
 # sweeps call the agent on every device every few seconds, and a Jetson's small
 # cores pay for each import (tests/test_agent_startup.py keeps this table honest).
 COMMANDS = {
-    "info": "info", "health": "health", "checksum": "checksum", "logs": "logs",
+    "info": "info", "health": "health", "checksum": "checksum", "receive": "receive",
+    "logs": "logs",
     "install": "ota", "activate": "ota", "boot": "ota", "commit": "ota", "rollback": "ota",
     "slots": "ota", "reboot": "ota", "provision": "provision", "reset": "provision",
     "rtsp-probe": "rtsp", "daemon": "daemon",
