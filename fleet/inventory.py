@@ -155,25 +155,24 @@ def read(directory: Path, *, cache_dir: Path | None = None) -> tuple[list[str], 
             texts[fname] = read_text_capped(path, INVENTORY_MAX_BYTES)
         except ConfigError as exc:
             problems.append(exc.line())
-    if problems:
-        return problems, None
-    key = digest(texts, _SCHEMA_DIGEST)
-    hit = cached(cache_dir, directory, key) if cache_dir else None
+    key = None if problems else digest(texts, _SCHEMA_DIGEST)
+    hit = cached(cache_dir, directory, key) if cache_dir and key else None
     if hit is not None:
         return [], hit
     docs: dict[str, _Doc] = {}
     for fname, schema in _SCHEMAS.items():
-        text = texts[fname]
+        text = texts.get(fname)
         if text is None:
             continue
         doc = _Doc(directory / fname, text)
         problems.extend(doc.problems(schema, empty_ok=fname != "hosts.yaml"))
         docs[fname] = doc
-    problems.extend(_group_references(docs))
+    if "groups.yaml" in texts:  # absent or read: an unreadable one is reported already
+        problems.extend(_group_references(docs))
     if problems:
         return problems, None
     data = InventoryData(*(docs[f].plain or {} if f in docs else {} for f in _SCHEMAS))
-    if cache_dir and all(d.fast for d in docs.values()):
+    if cache_dir and key and all(d.fast for d in docs.values()):
         store(cache_dir, directory, key, data)
     return [], data
 
