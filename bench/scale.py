@@ -25,6 +25,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -56,11 +57,14 @@ def lab_up(project: Project, devices: int, ssh: str) -> Lab:
 
 def run_one(argv: list[str], ok: tuple[int, ...] = (0,)) -> dict[str, float]:
     """Wall seconds, CPU seconds (the process and what it waited for) and peak RSS (MiB)."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - started
-    stderr = proc.stderr.read() if proc.stderr else b""
+    # Output to files, not pipes: nothing reads a pipe while wait4 waits (a full one hangs).
+    with tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        err.seek(0)
+        stderr = err.read()
     code = os.waitstatus_to_exitcode(status)
     if code not in ok:
         raise SystemExit(f"{' '.join(argv[3:6])} failed ({code}):\n"

@@ -27,6 +27,11 @@ def registry_data(project: Project, selection: Selection) -> InventoryData:
     """The selected registry devices as inventory data; unknown --limit names are an error."""
     from fleet.registry import open_registry
 
+    backend = (project.config.get("registry") or {}).get("backend", "sqlite")
+    if backend == "sqlite" and not (project.state_dir / "registry.db").exists():
+        # Opening would create an empty registry: say what to do instead.
+        raise ConfigError("the registry has no devices yet",
+                          fix="register them with `fleet devices register -i NAME`")
     registry = open_registry(project)
     try:
         conn = getattr(registry, "conn", None)

@@ -180,6 +180,18 @@ def test_registry_inventory_lists_what_the_yaml_lists(gen_project: Project) -> N
 
 
 def test_registry_inventory_refuses_unknown_limit_names(gen_project: Project) -> None:
+    registry = open_registry(gen_project)
+    try:
+        registry.register_from_inventory(inv.load(gen_project, "gen"))
+    finally:
+        registry.close()
     res = run_cli(gen_project.root, "inventory", "list", "-i", "registry", "--limit", "ghost")
     assert res.exit_code == 2
     assert "unknown device(s) in --limit: ghost" in res.stderr
+
+
+def test_registry_inventory_without_a_registry_says_how_to_make_one(tmp_path: Path) -> None:
+    res = run_cli(tmp_path, "inventory", "list", "-i", "registry")
+    assert res.exit_code == 2
+    assert "fleet devices register" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / ".fleet/registry.db").exists()
