@@ -11,9 +11,11 @@ tags}``. `select` returns a filtered Nornir object ready to run tasks.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -249,28 +251,47 @@ def load(project: Project, name_or_path: str | None, *, num_workers: int | None 
     ``registry`` as the inventory name reads the devices from the registry
     instead, narrowed by `selection` in SQL.
     """
-    if _is_registry(name_or_path or str(project.config.get("inventory", "lab"))):
-        from fleet.inventory_registry import registry_data
+    with bulk_allocation():
+        if _is_registry(name_or_path or str(project.config.get("inventory", "lab"))):
+            from fleet.inventory_registry import registry_data
 
-        data = registry_data(project, selection or Selection())
-    else:
-        data = _folder_data(project, inventory_dir(project, name_or_path))
-    # Failures are data (Results); keep nornir from printing tracebacks via logging's last resort.
-    logging.getLogger("nornir").addHandler(logging.NullHandler())
-    nr = InitNornir(
-        runner={"plugin": "threaded",
-                "options": {"num_workers": num_workers or int(project.config["concurrency"])}},
-        inventory={"plugin": PLUGIN_NAME, "options": {"data": data}},
-        logging={"enabled": False},
-    )
-    # Through the defaults, as Nornir resolves them: reading each host's resolved
-    # username to fill it in costs more than the rest of building 10,000 hosts.
-    if not nr.inventory.defaults.username:
-        nr.inventory.defaults.username = project.config["ssh"]["username"]
-    shared = _ssh_extras(project)
-    for host in nr.inventory.hosts.values():
-        _apply_ssh_settings(host, shared)
+            data = registry_data(project, selection or Selection())
+        else:
+            data = _folder_data(project, inventory_dir(project, name_or_path))
+        # Failures are data (Results); keep nornir from printing tracebacks via logging's
+        # last resort.
+        logging.getLogger("nornir").addHandler(logging.NullHandler())
+        nr = InitNornir(
+            runner={"plugin": "threaded",
+                    "options": {"num_workers": num_workers or int(project.config["concurrency"])}},
+            inventory={"plugin": PLUGIN_NAME, "options": {"data": data}},
+            logging={"enabled": False},
+        )
+        # Through the defaults, as Nornir resolves them: reading each host's resolved
+        # username to fill it in costs more than the rest of building 10,000 hosts.
+        if not nr.inventory.defaults.username:
+            nr.inventory.defaults.username = project.config["ssh"]["username"]
+        shared = _ssh_extras(project)
+        for host in nr.inventory.hosts.values():
+            _apply_ssh_settings(host, shared)
     return nr
+
+
+@contextmanager
+def bulk_allocation() -> Iterator[None]:
+    """Pause the cyclic garbage collector while an inventory is parsed and built.
+
+    Each of the hundreds of thousands of new dicts and hosts counts towards the next
+    collection, and each full collection walks all of them again: at 100,000 devices
+    that was two thirds of the time. Nothing built here is cyclic garbage.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _is_registry(name: str) -> bool:
