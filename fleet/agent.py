@@ -15,6 +15,7 @@ subprocess with ``FLEET_ROOT`` set (``local_agent(root)``).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
@@ -27,7 +28,7 @@ from nornir.core.task import Task
 
 from fleet.errors import AgentCallError, DeviceError
 from fleet.facts import Health, Info, Slots
-from fleet.transport import CONNECTION_NAME, ExecResult
+from fleet.transport import CONNECTION_NAME, ExecResult, SSHSession
 
 PROTOCOL = 1
 # The oldest agent that speaks everything this controller asks for (commands, fields).
@@ -123,6 +124,20 @@ class Agent:
         import base64
 
         return base64.b64decode(self.call("snapshot", "--camera", camera)["jpeg_base64"])
+
+    def receive(self, session: SSHSession, remote: str, offset: int, src: IO[bytes]) -> str:
+        """`SSHSession.put`'s receiver: `src` into REMOTE.part from `offset`, hashed on
+        arrival by ``fleet-agent receive``; the SHA-256 of the whole ``.part``."""
+        argv = [self.path, "receive", remote, "--offset", str(offset)]
+        left = os.fstat(src.fileno()).st_size - offset
+        # The command timeout is for commands; a transfer gets time for its bytes at 2 Mbit/s.
+        res = session.exec_file(argv, src, timeout=max(session.command_timeout, left / 250e3))
+        answer = parse_answer(self.device, res.stdout, res.stderr, res.rc)
+        if not answer["ok"]:
+            err = answer.get("error") or {}
+            raise AgentCallError(self.device, str(err.get("code", "error")),
+                                 str(err.get("message", "")))
+        return str(answer["sha256"])
 
 
 def parse_answer(device: str, stdout: bytes, stderr: bytes, rc: int) -> dict[str, Any]:

@@ -51,6 +51,7 @@ def agent_flags(project: Project) -> list[str]:
 
 def health_task(task: Task, flags: list[str], skew_warn_s: float) -> Result:
     """Nornir task: the device's health report, with the controller's clock-skew check."""
+    _drop_dead_connection(task)
     sent = time.time()
     report = agent_for(task).health(*flags).answer
     received = time.time()
@@ -70,14 +71,34 @@ def skew_check(report: dict[str, Any], sent: float, received: float, warn_s: flo
             "reason": f"clock off by {skew:+.1f}s" if bad else ""}
 
 
-def sweep(project: Project, nr: Nornir, *, processors: list[Any] | None = None) -> list[DeviceHealth]:
-    """Run the health task on every host of `nr` in parallel; one DeviceHealth per host."""
+def _drop_dead_connection(task: Task) -> None:
+    """A connection kept from an earlier round (`--watch`) whose device went away is
+    closed here, so this round opens a fresh one instead of failing on the old."""
+    from fleet.transport import CONNECTION_NAME
+
+    kept = task.host.connections.get(CONNECTION_NAME)
+    if kept is not None and not kept.connection.transport.is_active():
+        task.host.close_connection(CONNECTION_NAME)
+
+
+def sweep(project: Project, nr: Nornir, *, processors: list[Any] | None = None,
+          keep_connections: bool = False) -> list[DeviceHealth]:
+    """Run the health task on every host of `nr` in parallel; one DeviceHealth per host.
+
+    With `keep_connections` (``--watch``) each device's SSH connection stays open for
+    the next round: a sweep then costs one command per device, not a key exchange.
+    """
     flags = agent_flags(project)
     skew = float(project.config["health"]["clock_skew_warn_s"])
     runner = nr.with_processors(processors) if processors else nr
     results = runner.run(task=health_task, flags=flags, skew_warn_s=skew, on_failed=True)
     reports = [to_health(nr, name, multi) for name, multi in results.items()]
-    nr.close_connections(on_failed=True)
+    if keep_connections:
+        for name, multi in results.items():
+            if multi.failed:  # a device that failed reconnects next round
+                nr.inventory.hosts[name].close_connections()
+    else:
+        nr.close_connections(on_failed=True)
     apply_targets(reports, software_targets(project, [r.name for r in reports]))
     apply_revocations(project, reports)
     return sorted(reports, key=lambda r: (r.site, r.name))

@@ -91,7 +91,11 @@ def read_text_capped(path: Path, limit: int = MAX_YAML_BYTES) -> str:
 
 def load_yaml(path: Path) -> Any:
     """One YAML document, read the one safe way: size capped, UTF-8, no aliases, bounded depth."""
-    text = read_text_capped(path)
+    return load_yaml_text(read_text_capped(path), path)
+
+
+def load_yaml_text(text: str, path: Path) -> Any:
+    """`load_yaml` for text already read (capped) from `path`; errors name `path` and line."""
     yaml = YAML(typ="rt")
     yaml.Composer = _NoAliasComposer
     yaml.max_depth = MAX_YAML_DEPTH

@@ -20,7 +20,10 @@ import base64
 import contextlib
 import hashlib
 import shlex
+import shutil
 import socket
+import subprocess
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -150,13 +153,27 @@ def controller_public_key(project: Any) -> str:
     return controller_key(project).with_suffix(".pub").read_text().strip()
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and as whom a session logged in: what the system's OpenSSH client needs."""
+
+    hostname: str
+    port: int
+    username: str
+    key_file: Path
+    known_hosts: Path
+    connect_timeout: float = 10
+
+
 class SSHSession:
     """One authenticated SSH transport to one device."""
 
-    def __init__(self, device: str, transport: paramiko.Transport, command_timeout: float) -> None:
+    def __init__(self, device: str, transport: paramiko.Transport, command_timeout: float,
+                 endpoint: Endpoint | None = None) -> None:
         self.device = device
         self.transport = transport
         self.command_timeout = command_timeout
+        self.endpoint = endpoint
         self._sftp: paramiko.SFTPClient | None = None
 
     @classmethod
@@ -182,7 +199,8 @@ class SSHSession:
         except HostKeyError:
             transport.close()
             raise
-        return cls(device, transport, command_timeout)
+        return cls(device, transport, command_timeout,
+                   Endpoint(hostname, port, username, key_file, known_hosts, connect_timeout))
 
     def close(self) -> None:
         if self._sftp is not None:
@@ -204,6 +222,28 @@ class SSHSession:
         finally:
             chan.close()
 
+    def exec_file(self, argv: list[str], src: IO[bytes], *,
+                  timeout: float | None = None) -> ExecResult:
+        """`exec` with an open file as stdin, sent by the system's OpenSSH client when it
+        is installed (its ciphers run well ahead of paramiko's), logging in with the same
+        key and accepting only the same pinned known_hosts; paramiko otherwise."""
+        command = openssh_command(self.endpoint) if self.endpoint else None
+        if command is None:
+            return self.exec(argv, stdin=src, timeout=timeout)
+        limit = timeout or self.command_timeout
+        try:
+            proc = subprocess.run([*command, shlex.join(argv)], stdin=src, capture_output=True,
+                                  timeout=limit, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise DeviceError(f"{self.device}: `{shlex.join(argv[:2])}` timed out after "
+                              f"{limit:.0f}s", fix="raise ssh.command_timeout in fleet.yaml "
+                              "or check the device") from exc
+        if proc.returncode == 255 and not proc.stdout:  # ssh's own failure, not the command's
+            raise DeviceError(f"{self.device}: ssh failed: "
+                              f"{proc.stderr.decode(errors='replace').strip()[-300:]}",
+                              fix="check the device's SSH server and its pinned host key")
+        return ExecResult(proc.returncode, proc.stdout, proc.stderr)
+
     @property
     def sftp(self) -> paramiko.SFTPClient:
         if self._sftp is None:
@@ -213,22 +253,23 @@ class SSHSession:
         return self._sftp
 
     def put(self, local: Path, remote: str, *, verify: Callable[[str], str],
-            progress: Callable[[int, int], None] | None = None) -> str:
+            progress: Callable[[int, int], None] | None = None,
+            receive: Receiver | None = None) -> str:
         """Upload `local` to `remote`, resuming a partial upload; returns the SHA-256.
 
         `verify(path)` returns the SHA-256 of a file on the device (the agent's
-        `checksum`): a mismatch deletes the partial file and raises.
+        `checksum`): a mismatch deletes the partial file and raises. With `receive`
+        (the agent's, see `Receiver`) the bytes stream into the device, which hashes
+        them as they arrive; `verify` is then not called.
         """
         total = local.stat().st_size
         part = remote + ".part"
         offset = self._partial_size(part, total)
-        digest = hashlib.sha256()
-        with local.open("rb") as src, self.sftp.open(part, "ab" if offset else "wb") as dst:
-            _hash_prefix(src, offset, digest)
-            _WindowedWriter(self.sftp, dst, self._request_size()).copy(src, offset, total,
-                                                                       digest, progress)
-        expected = digest.hexdigest()
-        actual = verify(part)
+        if receive is not None:
+            expected, actual = self._streamed(local, remote, offset, receive)
+        else:
+            expected, actual = self._sftp_put(local, part, offset, total, progress), None
+        actual = actual or verify(part)
         if actual != expected:
             self.sftp.remove(part)
             raise DeviceError(f"{self.device}: upload of {local.name} failed verification "
@@ -236,6 +277,30 @@ class SSHSession:
                               fix="run the command again; the upload restarts from zero")
         self.sftp.posix_rename(part, remote)
         return expected
+
+    def _sftp_put(self, local: Path, part: str, offset: int, total: int,
+                  progress: Callable[[int, int], None] | None) -> str:
+        digest = hashlib.sha256()
+        with local.open("rb") as src, self.sftp.open(part, "ab" if offset else "wb") as dst:
+            _hash_prefix(src, offset, digest)
+            _WindowedWriter(self.sftp, dst, self._request_size()).copy(src, offset, total,
+                                                                       digest, progress)
+        return digest.hexdigest()
+
+    def _streamed(self, local: Path, remote: str, offset: int,
+                  receive: Receiver) -> tuple[str, str]:
+        """(our SHA-256, the device's) for a stream through `receive`; we hash the file on
+        a thread while it travels (hashlib lets go of the GIL), so neither side reads twice."""
+        digest = hashlib.sha256()
+        hasher = threading.Thread(target=_hash_file, args=(local, digest), daemon=True)
+        hasher.start()
+        try:
+            with local.open("rb") as src:
+                src.seek(offset)
+                actual = receive(self, remote, offset, src)
+        finally:
+            hasher.join()
+        return digest.hexdigest(), actual
 
     def _request_size(self) -> int:
         # OpenSSH's sftp-server takes messages up to 256 KiB; others get SFTP's 32 KiB.
@@ -250,6 +315,38 @@ class SSHSession:
 
     def get(self, remote: str, local: Path) -> None:
         self.sftp.get(remote, str(local))
+
+
+# `receive(session, remote, offset, src)`: stream `src` into ``remote.part`` from `offset`
+# on the device and return the SHA-256 of the whole ``.part`` (fleet.agent.Agent.receive).
+Receiver = Callable[["SSHSession", str, int, IO[bytes]], str]
+
+
+def _hash_file(path: Path, digest: Any) -> None:
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+
+
+def openssh_command(end: Endpoint) -> list[str] | None:
+    """The system ``ssh`` invocation for `end`, up to the remote command; None when ssh is
+    not installed or a path or name could be misread on its command line. Only the
+    project's pinned known_hosts count (no global file, no TOFU, no agent, no config)."""
+    ssh = shutil.which("ssh")
+    paths = (str(end.key_file), str(end.known_hosts))
+    if ssh is None or end.hostname.startswith("-") or any(c in p for p in paths for c in '"%'):
+        return None
+    options = {
+        "BatchMode": "yes", "StrictHostKeyChecking": "yes", "CheckHostIP": "no",
+        "UserKnownHostsFile": f'"{end.known_hosts}"', "GlobalKnownHostsFile": "/dev/null",
+        "UpdateHostKeys": "no", "IdentitiesOnly": "yes", "IdentityAgent": "none",
+        "IdentityFile": f'"{end.key_file}"', "PasswordAuthentication": "no",
+        "KbdInteractiveAuthentication": "no", "ControlMaster": "no", "ControlPath": "none",
+        "ForwardAgent": "no", "ForwardX11": "no", "ClearAllForwardings": "yes",
+        "ConnectTimeout": str(max(1, round(end.connect_timeout))), "LogLevel": "ERROR",
+    }
+    return [ssh, "-F", "/dev/null", "-T", *(f"-o{k}={v}" for k, v in options.items()),
+            "-p", str(end.port), "-l", end.username, "--", end.hostname]
 
 
 def _hash_prefix(src: IO[bytes], offset: int, digest: Any) -> None:

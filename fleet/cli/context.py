@@ -6,7 +6,6 @@ stderr (`display_*`), so `--json` output stays clean for scripts.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,7 +42,9 @@ class CliContext:
         self.out.print(renderable)
 
     def output_json(self, obj: Any) -> None:
-        sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+        from fleet.jsonout import dumps  # json.dumps(indent=2, sort_keys, default=str), faster
+
+        sys.stdout.write(dumps(obj) + "\n")
         sys.stdout.flush()
 
     def display_info(self, text: str) -> None:

@@ -51,6 +51,8 @@ def command(ctx: typer.Context, inventory: o.Inventory = None, site: o.Site = No
             time.sleep(watch)  # --watch: the pause between rounds is what was asked for
     except KeyboardInterrupt:
         pass
+    finally:
+        nr.close_connections(on_failed=True)  # --watch kept them between rounds
     raise typer.Exit(code)
 
 
@@ -63,7 +65,8 @@ def _round(a: CliContext, nr: Nornir, source: str, json: bool, watch: float | No
             hosts = [(n, str(h.get("site", "?"))) for n, h in nr.inventory.hosts.items()]
             reports = heartbeats.sweep(a.project, hosts)
         else:
-            reports = health.sweep(a.project, nr, processors=[ProgressProcessor(a.err, "health")])
+            reports = health.sweep(a.project, nr, processors=[ProgressProcessor(a.err, "health")],
+                                   keep_connections=watch is not None)
     if json:
         a.output_json({"devices": [r.as_json() for r in reports], "source": source,
                        "time": time.time(), "summary": health.summarize(reports)})

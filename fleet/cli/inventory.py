@@ -22,11 +22,12 @@ def list_(ctx: typer.Context, inventory: o.Inventory = None, site: o.Site = None
     with a.guarded():
         nr = inv.select(a.project, inv.Selection.of(inventory, site, group, tag, limit),
                         allow_empty=True)
-    hosts = sorted((inv.describe(h) for h in nr.inventory.hosts.values()),
-                   key=lambda d: (d["site"] or "", d["name"]))
-    if json:
-        a.output_json({"devices": hosts})
-        return
+    with inv.bulk_allocation():  # a listing of 100,000 devices is 100,000 more dicts
+        hosts = sorted((inv.describe(h) for h in nr.inventory.hosts.values()),
+                       key=lambda d: (d["site"] or "", d["name"]))
+        if json:
+            a.output_json({"devices": hosts})
+            return
     rows = [{"site": h["site"], "device": h["name"], "address": f"{h['hostname']}:{h['port']}",
              "serial": h["data"].get("serial", ""), "hardware": h["data"].get("hardware", ""),
              "arch": h["data"].get("arch", ""), "tags": ",".join(h["data"].get("tags") or [])}

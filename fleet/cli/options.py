@@ -8,7 +8,7 @@ import typer
 
 Inventory = Annotated[
     Optional[str],
-    typer.Option("--inventory", "-i", help="inventory name under inventories/, or a path"),
+    typer.Option("--inventory", "-i", help="inventory name under inventories/, a path, or `registry` (the registered devices)"),
 ]
 Site = Annotated[Optional[list[str]], typer.Option("--site", help="only devices at this site")]
 Group = Annotated[Optional[list[str]], typer.Option("--group", help="only devices in this group")]

@@ -3,7 +3,7 @@
 Each module in COMMAND_MODULES exposes ``register(subparsers)``, which adds its
 subcommands with ``set_defaults(handler=fn)``; ``fn(args, layout) -> dict``
 returns the success payload or raises AgentError. Add a capability by adding
-its module name here.
+its module name here, and its commands to COMMANDS.
 """
 
 from __future__ import annotations
@@ -30,8 +30,18 @@ from fleet_runtime.agent.protocol import (
 )
 from fleet_runtime.layout import Layout, StateFileError
 
-COMMAND_MODULES = ("info", "health", "checksum", "logs", "ota", "provision", "rtsp", "daemon",
-                   "snapshot")
+COMMAND_MODULES = ("info", "health", "checksum", "receive", "logs", "ota", "provision", "rtsp",
+                   "daemon", "snapshot")
+# The module behind each command: a call imports only the module it runs. Health
+# sweeps call the agent on every device every few seconds, and a Jetson's small
+# cores pay for each import (tests/test_agent_startup.py keeps this table honest).
+COMMANDS = {
+    "info": "info", "health": "health", "checksum": "checksum", "receive": "receive",
+    "logs": "logs",
+    "install": "ota", "activate": "ota", "boot": "ota", "commit": "ota", "rollback": "ota",
+    "slots": "ota", "reboot": "ota", "provision": "provision", "reset": "provision",
+    "rtsp-probe": "rtsp", "daemon": "daemon", "snapshot": "snapshot",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,12 +50,14 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(EXIT_USAGE)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; given the `command` about to run, with only that command's module."""
     parser = _Parser(prog="fleet-agent", description="edgefleet device agent (JSON in/out)")
     parser.add_argument("--version", action="version",
                         version=f"fleet-agent {__version__} (agent protocol {PROTOCOL})")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for name in COMMAND_MODULES:
+    modules = (COMMANDS[command],) if command in COMMANDS else COMMAND_MODULES
+    for name in modules:
         importlib.import_module(f"fleet_runtime.agent.{name}").register(sub)
     return parser
 
@@ -69,7 +81,8 @@ def _log(layout: Layout, command: str, outcome: str, started: float, failed: boo
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
     layout = Layout.from_env()
     labhooks.slow_start(layout)
     started = time.monotonic()

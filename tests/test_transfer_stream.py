@@ -1,0 +1,116 @@
+"""Uploads streamed into `fleet-agent receive` and hashed on arrival (#19), on both SSH servers.
+
+The bulk bytes go through the system's OpenSSH client when it is installed (paramiko
+otherwise); either way only the project's pinned known_hosts are trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from fleet.agent import Agent
+from fleet.errors import AgentCallError, DeviceError
+from fleet.lab import HOST, Lab
+from fleet.transport import SSHSession, controller_key, openssh_command
+
+AGENT = str(Path(sys.executable).parent / "fleet-agent")
+
+
+def agent(lab: Lab, name: str = "berlin-01") -> Agent:
+    dev = lab.device(name)
+    session = SSHSession.connect(name, HOST, dev.port, "root", controller_key(lab.project),
+                                 lab.project.known_hosts, connect_timeout=5, command_timeout=30)
+    return Agent(session, name, AGENT)
+
+
+def never(_part: str) -> str:
+    raise AssertionError("a streamed upload is verified by the device's own hash")
+
+
+def test_streamed_upload_lands_whole_and_verified(any_lab: Lab, tmp_path: Path) -> None:
+    src = tmp_path / "blob.bin"
+    src.write_bytes(os.urandom(5 * 1024 * 1024 + 3))
+    a = agent(any_lab)
+    remote = str(any_lab.layout("berlin-01").staging / "stream.bin")
+    try:
+        digest = a.session.put(src, remote, verify=never, receive=a.receive)
+    finally:
+        a.session.close()
+    assert digest == hashlib.sha256(src.read_bytes()).hexdigest()
+    assert Path(remote).read_bytes() == src.read_bytes()
+    assert not Path(remote + ".part").exists()
+
+
+def test_streamed_upload_resumes_from_the_partial_file(any_lab: Lab, tmp_path: Path) -> None:
+    data = os.urandom(3 * 1024 * 1024)
+    src = tmp_path / "resume.bin"
+    src.write_bytes(data)
+    remote = str(any_lab.layout("berlin-01").staging / "resume.bin")
+    Path(remote + ".part").write_bytes(data[:1234567])  # an upload cut short
+    a = agent(any_lab)
+    try:
+        a.session.put(src, remote, verify=never, receive=a.receive)
+    finally:
+        a.session.close()
+    assert Path(remote).read_bytes() == data
+
+
+def test_a_wrong_prefix_fails_verification_and_is_removed(any_lab: Lab, tmp_path: Path) -> None:
+    src = tmp_path / "bad.bin"
+    src.write_bytes(os.urandom(1024 * 1024))
+    remote = str(any_lab.layout("berlin-01").staging / "bad.bin")
+    Path(remote + ".part").write_bytes(b"\0" * 4096)  # not our prefix
+    a = agent(any_lab)
+    try:
+        with pytest.raises(DeviceError, match="failed verification"):
+            a.session.put(src, remote, verify=never, receive=a.receive)
+        assert not Path(remote + ".part").exists()
+        a.session.put(src, remote, verify=never, receive=a.receive)
+    finally:
+        a.session.close()
+    assert Path(remote).read_bytes() == src.read_bytes()
+
+
+def test_receive_refuses_paths_outside_the_upload_dir(any_lab: Lab, tmp_path: Path) -> None:
+    src = tmp_path / "x.bin"
+    src.write_bytes(b"x" * 100)
+    outside = tmp_path / "elsewhere.bin"
+    a = agent(any_lab)
+    try:
+        with pytest.raises(AgentCallError, match="not in the upload dir"):
+            a.session.put(src, str(outside), verify=never, receive=a.receive)
+    finally:
+        a.session.close()
+    assert not Path(str(outside) + ".part").exists()
+
+
+def test_openssh_path_trusts_only_the_pinned_known_hosts(any_lab: Lab, tmp_path: Path) -> None:
+    a = agent(any_lab)
+    assert a.session.endpoint is not None
+    if openssh_command(a.session.endpoint) is None:
+        a.session.close()
+        pytest.skip("no OpenSSH client here: uploads use paramiko, tested above")
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    a.session.endpoint = replace(a.session.endpoint, known_hosts=empty)
+    src = tmp_path / "y.bin"
+    src.write_bytes(b"y" * 100)
+    try:
+        with src.open("rb") as fh, pytest.raises(DeviceError, match="ssh failed"):
+            a.session.exec_file([AGENT, "info"], fh)
+    finally:
+        a.session.close()
+
+
+@pytest.mark.parametrize("hostname", ["-oProxyCommand=touch /tmp/pwned", "-p1"])
+def test_a_hostname_that_looks_like_an_option_never_reaches_ssh(hostname: str) -> None:
+    from fleet.transport import Endpoint
+
+    end = Endpoint(hostname, 22, "root", Path("/k"), Path("/kh"))
+    assert openssh_command(end) is None
