@@ -13,7 +13,7 @@ from fastapi.responses import FileResponse, RedirectResponse, Response, Streamin
 from starlette.background import BackgroundTask
 
 from fleet.console import rollouts as ro
-from fleet.console.app import operator, page_session, render, state_of
+from fleet.console.app import operator, page_session, render, signed_in, state_of
 from fleet.console.devices import Query, run_query
 from fleet.console.health_board import Reading
 from fleet.console.remote import describe_error, export_logs
@@ -33,7 +33,8 @@ SSE_KEEPALIVE_S = 15.0
 def overview(request: Request, session: SignedIn) -> Response:
     state = state_of(request)
     table = state.index.table(state.board.summary, state.board.version)
-    active = [r for r in ro.list_reports(state.project) if r.status not in TERMINAL]
+    active = [r for r in ro.list_reports(state.project)
+              if r.status not in TERMINAL and r.status != ro.UNREADABLE]
     return render(request, "overview.html", sites=table.sites, total=len(table.rows),
                   versions=table.versions, apps=table.apps, active=active, board=state.board)
 
@@ -113,9 +114,9 @@ def rollouts(request: Request, session: SignedIn) -> Response:
 def _rollout_context(request: Request, rollout_id: str) -> dict[str, Any]:
     try:
         journal = Journal.open(state_of(request).project, rollout_id)
+        report = ro.read_report(journal)
     except FleetError as exc:
         raise HTTPException(404, describe_error(exc)) from None
-    report = journal.report()
     return {"report": report, "actions": ro.allowed(report, journal.is_running())}
 
 
@@ -139,7 +140,7 @@ async def rollout_events(request: Request, rollout_id: str,
         last: Any = None
         quiet_since = time.monotonic()
         sid = request.cookies.get(COOKIE)
-        while not await request.is_disconnected() and state.sessions.get(sid) is session:
+        while not await request.is_disconnected() and signed_in(state, sid) is session:
             stamp = ro.journal_stamp(state.project, rollout_id)
             if stamp != last:
                 last, quiet_since = stamp, time.monotonic()

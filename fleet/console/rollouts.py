@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 
-from fleet.errors import UsageError
+from fleet.errors import ConfigError, FleetError, UsageError
 from fleet.project import Project
 from fleet.rollout.journal import Journal, rollouts_dir
 from fleet.rollout.report import RETRYABLE, TERMINAL, Report
@@ -24,11 +24,30 @@ from fleet.rollout.report import RETRYABLE, TERMINAL, Report
 ACTIONS = ("pause", "resume", "abort", "retry")
 
 
+UNREADABLE = "unreadable"  # the status listed for a journal that cannot be replayed
+
+
 def list_reports(project: Project, limit: int = 200) -> list[Report]:
-    """Newest first (by journal change time)."""
+    """Newest first (by journal change time); a damaged journal is listed as unreadable,
+    with the reason, so one bad file neither hides nor breaks the others."""
     paths = sorted(rollouts_dir(project).glob("*.jsonl"), key=lambda p: p.stat().st_mtime,
                    reverse=True)[:limit]
-    return [Journal(p).report() for p in paths]
+    out = []
+    for path in paths:
+        try:
+            out.append(read_report(Journal(path)))
+        except FleetError as exc:
+            out.append(Report(id=path.stem, status=UNREADABLE, reason=exc.line()))
+    return out
+
+
+def read_report(journal: Journal) -> Report:
+    """The journal replayed; a line that is JSON but not an event is a ConfigError too."""
+    try:
+        return journal.report()
+    except (LookupError, TypeError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"journal cannot be replayed ({type(exc).__name__}: {exc})",
+                          where=str(journal.path), fix="start a new rollout") from None
 
 
 def journal_stamp(project: Project, rollout_id: str) -> tuple[int, int]:
@@ -52,7 +71,7 @@ def allowed(report: Report, running: bool) -> list[str]:
 def act(project: Project, rollout_id: str, action: str, user: str) -> str:
     """Do `action`; returns a one-line message for the operator. UsageError when refused."""
     journal = Journal.open(project, rollout_id)
-    report = journal.report()
+    report = read_report(journal)
     if action not in allowed(report, journal.is_running()):
         raise UsageError(f"rollout {rollout_id} is {report.status}: cannot {action} it now")
     if action == "abort":

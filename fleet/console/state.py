@@ -24,6 +24,7 @@ from fleet.registry import Registry, open_registry
 class Settings:
     secure: bool = False          # served over TLS: cookies get the Secure flag
     loopback_only: bool = True    # listening on loopback: Host must be a loopback name
+    host: str = "127.0.0.1"       # the address served on (also a fine Host header)
     health_every: float = 60.0    # seconds between health sweeps; 0: none
     health_source: str = "ssh"    # ssh | mqtt
 
