@@ -49,6 +49,8 @@ def serve(ctx: typer.Context, host: Host = "127.0.0.1", port: Port = 8420,
     for path in (tls_cert, tls_key):
         if path is not None and not path.is_file():
             a.abort(f"{path}: no such file (--tls-cert/--tls-key)", 2)
+    if tls_cert is not None and tls_key is not None:
+        _check_tls(a, tls_cert, tls_key)
     if health_source not in ("ssh", "mqtt"):
         a.abort(f"unknown --health-source '{health_source}'; use ssh or mqtt", 2)
     with a.guarded():
@@ -85,6 +87,18 @@ def _run(a: CliContext, host: str, port: int, cert: Path | None, key: Path | Non
                             ssl_keyfile=str(key) if key else None, timeout_graceful_shutdown=2,
                             server_header=False)
     uvicorn.Server(config).run(sockets=[sock])
+
+
+def _check_tls(a: CliContext, cert: Path, key: Path) -> None:
+    """Load the pair once here: a file that is not PEM, or a key of another certificate,
+    is one line and exit 2 before anything listens (uvicorn would raise a traceback)."""
+    import ssl
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        a.abort(f"{cert}, {key}: not a usable certificate and key ({exc.strerror or exc}); "
+                "give the PEM certificate and its own private key", 2)
 
 
 def _listen(host: str, port: int) -> socket.socket:

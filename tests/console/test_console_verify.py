@@ -160,3 +160,20 @@ def test_made_up_user_names_are_not_remembered_by_the_login_limiter():
     gone = LoginLimiter(failures=2, window=0.0)
     gone.failed("ip:10.0.0.2", "user:x")
     assert gone.blocked("ip:10.0.0.2", "user:x") == 0 and len(gone) == 0
+
+
+def test_tls_files_that_do_not_load_are_one_line_and_exit_2(tmp_path):
+    from test_console_security import _self_signed
+
+    add_user(tmp_path, "ana", "operator", PW)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    cert, _ = _self_signed(tmp_path / "a")
+    _, other_key = _self_signed(tmp_path / "b")  # a key, but not the certificate's
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("not a certificate\n")
+    for pair in ((not_pem, not_pem), (cert, other_key)):
+        res = run_cli(tmp_path, "serve", "--port", "1", "--tls-cert", str(pair[0]),
+                      "--tls-key", str(pair[1]))
+        assert res.exit_code == 2, res
+        assert res.stderr.count("\n") == 1 and "not a usable certificate and key" in res.stderr
