@@ -177,3 +177,15 @@ def test_tls_files_that_do_not_load_are_one_line_and_exit_2(tmp_path):
                       "--tls-key", str(pair[1]))
         assert res.exit_code == 2, res
         assert res.stderr.count("\n") == 1 and "not a usable certificate and key" in res.stderr
+
+
+def test_an_error_shown_in_the_console_carries_no_url_credentials():
+    from fleet.console.remote import describe_error
+    from fleet.errors import DeviceError
+
+    said = ("berlin-01: no snapshot of lobby: cannot open rtsp://admin:Cam3ra-Pa55@10.0.0.9/live"
+            " (and RTSP://u:p%40ss@cam2/x)")
+    shown = describe_error(DeviceError(said))
+    assert "Cam3ra-Pa55" not in shown and "p%40ss" not in shown and "admin" not in shown
+    assert "rtsp://10.0.0.9/live" in shown and "RTSP://cam2/x" in shown
+    assert describe_error(ValueError("plain words")) == "ValueError: plain words"
