@@ -18,7 +18,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,9 @@ _N, _R, _P = 2**14, 8, 1
 class User:
     name: str
     role: str
+    # which password the record held when read: a session signed in with an older one
+    # (the user was added again) no longer matches `find` and is signed out
+    stamp: str = field(default="", repr=False)
 
     @property
     def can_act(self) -> bool:
@@ -140,19 +143,24 @@ def check_password(project: Project, name: str, password: str) -> User | None:
     record = _load(project).get(name)
     stored = str(record.get("password", "")) if record else _DUMMY
     if _matches(password, stored) and record is not None:
-        return User(name, str(record.get("role")))
+        return _user(name, record)
     return None
 
 
 def find(project: Project, name: str) -> User | None:
     """The user as the users file says now (None once removed)."""
     record = _load(project).get(name)
-    return User(name, str(record.get("role"))) if record is not None else None
+    return _user(name, record) if record is not None else None
+
+
+def _user(name: str, record: dict[str, Any]) -> User:
+    # the hash's tail is enough to tell passwords apart, and is no help to a guesser
+    return User(name, str(record.get("role")), str(record.get("password", ""))[-12:])
 
 
 def user_for_token(project: Project, token: str) -> User | None:
     digest = _token_digest(token)
     for name, record in _load(project).items():
         if hmac.compare_digest(str(record.get("token_sha256", "")), digest):
-            return User(name, str(record.get("role")))
+            return _user(name, record)
     return None

@@ -39,7 +39,8 @@ def console(tmp_path_factory):
     project = _project(root)
     journal = Journal.create(project, header={"version": "1.1.0"}, devices=["berlin-01"])
     journal.release()
-    tokens = {name: add_user(root, name, "operator", PW) for name in ("ana", "bob", "cy")}
+    tokens = {name: add_user(root, name, "operator", PW)
+              for name in ("ana", "bob", "cy", "dee")}
     served = Console(root, "--health-every", "0")
     yield root, served, tokens, journal.id
     served.stop()
@@ -115,14 +116,16 @@ def test_a_users_file_others_can_read_is_refused(tmp_path):
     assert "readable by others (mode 0644)" in res.stderr and f"chmod 600 {path}" in res.stderr
 
 
-def test_a_removed_or_demoted_user_is_signed_out_at_once(console):
+def test_a_removed_demoted_or_repassworded_user_is_signed_out_at_once(console):
     root, served, _, rollout_id = console
-    bob, cy = Client(served.base), Client(served.base)
-    assert bob.login("bob", PW).status == 303 and cy.login("cy", PW).status == 303
+    bob, cy, dee = Client(served.base), Client(served.base), Client(served.base)
+    for name, client in (("bob", bob), ("cy", cy), ("dee", dee)):
+        assert client.login(name, PW).status == 303
     csrf = bob.csrf()
     add_user(root, "bob", "viewer", PW)  # bob is a viewer from now on
     assert run_cli(root, "serve", "user", "remove", "cy").exit_code == 0
-    for client in (bob, cy):
+    add_user(root, "dee", "operator", PW + "-changed")  # dee's password changed
+    for client in (bob, cy, dee):
         answer = client.get("/")
         assert answer.status == 303 and answer.headers["location"].startswith("/login")
     # the old operator session cannot act either, even with its CSRF token
