@@ -192,3 +192,19 @@ def test_an_error_shown_in_the_console_carries_no_url_credentials():
     assert "Cam3ra-Pa55" not in shown and "p%40ss" not in shown and "admin" not in shown
     assert "rtsp://10.0.0.9/live" in shown and "RTSP://cam2/x" in shown
     assert describe_error(ValueError("plain words")) == "ValueError: plain words"
+
+
+def test_a_failed_health_sweep_is_shown_without_url_credentials():
+    from fleet.console.health_board import HealthBoard, Poller
+    from fleet.errors import ConfigError
+
+    board = HealthBoard()
+
+    def sweep():
+        poller.stopping.set()  # one round only
+        raise ConfigError("broker refused mqtts://fleet:Br0ker-PW@broker.example:8883")
+
+    poller = Poller(board, sweep, every=0)
+    poller.run()  # in this thread: the round is over when it returns
+    assert board.last_error and "Br0ker-PW" not in board.last_error
+    assert "mqtts://broker.example:8883" in board.last_error
