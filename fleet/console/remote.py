@@ -94,5 +94,9 @@ _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/@]+@")
 
 def describe_error(exc: BaseException) -> str:
     """One line for a page or a JSON error, without any user:password@ of a URL in it."""
-    text = exc.line() if isinstance(exc, FleetError) else f"{type(exc).__name__}: {exc}"
+    return scrub_urls(exc.line() if isinstance(exc, FleetError) else f"{type(exc).__name__}: {exc}")
+
+
+def scrub_urls(text: str) -> str:
+    """`text` without the user:password@ of any URL in it."""
     return _USERINFO.sub(r"\1", text)

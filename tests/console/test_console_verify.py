@@ -208,3 +208,21 @@ def test_a_failed_health_sweep_is_shown_without_url_credentials():
     poller.run()  # in this thread: the round is over when it returns
     assert board.last_error and "Br0ker-PW" not in board.last_error
     assert "mqtts://broker.example:8883" in board.last_error
+
+
+def test_a_camera_password_is_served_nowhere_in_its_record():
+    from urllib.parse import quote
+
+    from fleet.console.state import public_camera
+
+    secret = "Q-Secret/77&x"
+    shown = public_camera({
+        "name": "gate", "password": secret, "username": "admin",
+        "rtsp_url": f"rtsp://10.0.0.9/live?user=admin&password={quote(secret, safe='')}",
+        "status_detail": f"probe failed: rtsp://admin:{quote(secret, safe='')}@10.0.0.9/live",
+        "description": f"gate camera (password {secret})", "tags": {}})
+    text = json.dumps(shown)
+    assert "password" not in shown
+    assert secret not in text and quote(secret, safe="") not in text and "Q-Secret" not in text
+    assert shown["rtsp_url"].startswith("rtsp://10.0.0.9/live?user=admin&password=")
+    assert "rtsp://10.0.0.9/live" in shown["status_detail"]
