@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from fleet.console import users
 from fleet.console.security import COOKIE, HEADERS, Session, csrf_ok
 from fleet.console.state import ConsoleState, Settings
+from fleet.errors import FleetError
 from fleet.project import Project
 
 LOGIN_COOKIE = "fleet_login"  # double-submit token of the login form (no session yet)
@@ -208,6 +209,15 @@ def _add_handlers(app: FastAPI) -> None:
             return JSONResponse({"error": str(exc.detail)}, exc.status_code)
         return render(request, "error.html", exc.status_code, title="Not found"
                       if exc.status_code == 404 else "Error", message=str(exc.detail))
+
+    @app.exception_handler(FleetError)
+    def fleet_error(request: Request, exc: FleetError) -> Response:
+        # a damaged state file met mid-request: its one line, not a bare 500 and a traceback
+        from fleet.console.remote import describe_error
+
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": describe_error(exc)}, 500)
+        return render(request, "error.html", 500, title="Error", message=describe_error(exc))
 
     @app.exception_handler(Forbidden)
     def forbidden(request: Request, exc: Forbidden) -> Response:

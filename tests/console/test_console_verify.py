@@ -226,3 +226,21 @@ def test_a_camera_password_is_served_nowhere_in_its_record():
     assert secret not in text and quote(secret, safe="") not in text and "Q-Secret" not in text
     assert shown["rtsp_url"].startswith("rtsp://10.0.0.9/live?user=admin&password=")
     assert "rtsp://10.0.0.9/live" in shown["status_detail"]
+
+
+def test_a_users_file_damaged_while_serving_is_its_one_line(tmp_path):
+    token = add_user(tmp_path, "ana", "operator", PW)
+    served = Console(tmp_path, "--health-every", "0")
+    try:
+        client = Client(served.base)
+        assert client.login("ana", PW).status == 303
+        path = users_path(Project.locate(tmp_path))
+        path.write_text('{"users": {"ana": "x"}}')  # written by hand, wrongly
+        answer = client.get("/api/devices", Authorization=f"Bearer {token}")
+        assert answer.status == 500
+        assert json.loads(answer.body)["error"].startswith("not a console users file")
+        page = client.get("/")
+        assert page.status == 500 and "not a console users file" in page.text
+        assert "Traceback" not in served.log.read_text()
+    finally:
+        served.stop()
