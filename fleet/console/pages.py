@@ -123,8 +123,8 @@ def _rollout_context(request: Request, rollout_id: str) -> dict[str, Any]:
 @router.get("/rollouts/{rollout_id}")
 def rollout(request: Request, rollout_id: str,
             session: SignedIn) -> Response:
-    flash = request.query_params.get("done", "")
-    return render(request, "rollout.html", flash=flash[:200],
+    flash = ro.done_message(request.query_params.get("done", ""), rollout_id)
+    return render(request, "rollout.html", flash=flash,
                   **_rollout_context(request, rollout_id))
 
 
@@ -163,7 +163,7 @@ def rollout_action(request: Request, rollout_id: str, action: str, session: Sign
     if action not in ro.ACTIONS:
         raise HTTPException(404, f"no action '{action}'")
     try:
-        message = ro.act(state_of(request).project, rollout_id, action, session.user.name)
+        ro.act(state_of(request).project, rollout_id, action, session.user.name)
     except FleetError as exc:
         return render(request, "error.html", 409, title="Not now", message=describe_error(exc))
-    return RedirectResponse(f"/rollouts/{quote(rollout_id)}?done={quote(message)}", 303)
+    return RedirectResponse(f"/rollouts/{quote(rollout_id)}?done={action}", 303)

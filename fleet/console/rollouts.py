@@ -78,14 +78,25 @@ def act(project: Project, rollout_id: str, action: str, user: str) -> str:
         from fleet.rollout import engine
 
         engine.abort(project, rollout_id, f"aborted by {user} from the console")
-        return "abort requested: no new devices start; devices in flight finish or roll back"
-    if action == "pause":
+    elif action == "pause":
         from fleet.rollout.pause import request_pause
 
         request_pause(project, rollout_id, f"pause requested by {user} from the console")
+    else:
+        _spawn(project, rollout_id, action)
+    return done_message(action, rollout_id)
+
+
+def done_message(action: str, rollout_id: str) -> str:
+    """What the page says after `action` ('' for anything else: the address bar carries only
+    the action's name, so a link cannot make the console say words of its own)."""
+    if action == "abort":
+        return "abort requested: no new devices start; devices in flight finish or roll back"
+    if action == "pause":
         return "pause requested: the rollout stops after the current batch"
-    _spawn(project, rollout_id, action)
-    return f"{action} started (fleet ota {action} {rollout_id})"
+    if action in ACTIONS:
+        return f"{action} started (fleet ota {action} {rollout_id})"
+    return ""
 
 
 def _spawn(project: Project, rollout_id: str, action: str) -> None:

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -244,3 +245,14 @@ def test_a_users_file_damaged_while_serving_is_its_one_line(tmp_path):
         assert "Traceback" not in served.log.read_text()
     finally:
         served.stop()
+
+
+def test_a_link_cannot_make_the_rollout_page_say_its_own_words(console):
+    _, served, _, rollout_id = console
+    client = Client(served.base)
+    assert client.login("ana", PW).status == 303
+    words = "Rollout failed: sign in again at evil.example"
+    page = client.get(f"/rollouts/{rollout_id}?done={urllib.parse.quote(words)}")
+    assert page.status == 200 and "evil.example" not in page.text
+    paused = client.get(f"/rollouts/{rollout_id}?done=pause").text
+    assert "pause requested: the rollout stops after the current batch" in paused
