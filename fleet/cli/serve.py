@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -48,6 +49,8 @@ def serve(ctx: typer.Context, host: Host = "127.0.0.1", port: Port = 8420,
     for path in (tls_cert, tls_key):
         if path is not None and not path.is_file():
             a.abort(f"{path}: no such file (--tls-cert/--tls-key)", 2)
+    if tls_cert is not None and tls_key is not None:
+        _check_tls(a, tls_cert, tls_key)
     if health_source not in ("ssh", "mqtt"):
         a.abort(f"unknown --health-source '{health_source}'; use ssh or mqtt", 2)
     with a.guarded():
@@ -69,15 +72,46 @@ def _run(a: CliContext, host: str, port: int, cert: Path | None, key: Path | Non
     from fleet.console.app import create_app
     from fleet.console.state import Settings
 
-    settings = Settings(secure=cert is not None, loopback_only=loopback,
+    settings = Settings(secure=cert is not None, loopback_only=loopback, host=host,
                         health_every=health_every, health_source=health_source)
     scheme = "https" if cert else "http"
     shown = f"[{host}]" if ":" in host else host
+    try:
+        sock = _listen(host, port)
+    except OSError as exc:
+        a.abort(f"cannot listen on {shown}:{port}: {exc.strerror or exc} (is another "
+                "fleet serve running there? choose another --port)", 1)
     a.display_info(f"fleet console on {scheme}://{shown}:{port}/ (Ctrl-C stops it)")
-    uvicorn.run(create_app(a.project, settings), host=host, port=port, log_level="warning",
-                access_log=False, ssl_certfile=str(cert) if cert else None,
-                ssl_keyfile=str(key) if key else None, timeout_graceful_shutdown=2,
-                server_header=False)
+    config = uvicorn.Config(create_app(a.project, settings), log_level="warning",
+                            access_log=False, ssl_certfile=str(cert) if cert else None,
+                            ssl_keyfile=str(key) if key else None, timeout_graceful_shutdown=2,
+                            server_header=False)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def _check_tls(a: CliContext, cert: Path, key: Path) -> None:
+    """Load the pair once here: a file that is not PEM, or a key of another certificate,
+    is one line and exit 2 before anything listens (uvicorn would raise a traceback)."""
+    import ssl
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        a.abort(f"{cert}, {key}: not a usable certificate and key ({exc.strerror or exc}); "
+                "give the PEM certificate and its own private key", 2)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here rather than by uvicorn so that a busy port is one
+    clear line and exit 1, not uvicorn's log line after "fleet console on ..."."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _read_password(a: CliContext, name: str) -> str:
@@ -127,7 +161,7 @@ def user_list(ctx: typer.Context, json: o.Json = False) -> None:
 
 @user_app.command("remove")
 def user_remove(ctx: typer.Context, name: str) -> None:
-    """Remove a console user (their sessions end when the console restarts)."""
+    """Remove a console user (their sessions and API token stop working at once)."""
     from fleet.console.users import remove_user
 
     a = app_of(ctx)

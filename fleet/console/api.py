@@ -61,7 +61,7 @@ def rollouts(request: Request, user: ApiUser) -> dict[str, Any]:
 def rollout(request: Request, rollout_id: str, user: ApiUser
             ) -> dict[str, Any]:
     try:
-        return Journal.open(state_of(request).project, rollout_id).report().to_dict()
+        return ro.read_report(Journal.open(state_of(request).project, rollout_id)).to_dict()
     except FleetError as exc:
         raise HTTPException(404, describe_error(exc)) from None
 

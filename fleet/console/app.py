@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from fleet.console import users
 from fleet.console.security import COOKIE, HEADERS, Session, csrf_ok
 from fleet.console.state import ConsoleState, Settings
+from fleet.errors import FleetError
 from fleet.project import Project
 
 LOGIN_COOKIE = "fleet_login"  # double-submit token of the login form (no session yet)
@@ -48,14 +49,17 @@ class Guard:
     """ASGI middleware: security headers on every response; when serving on loopback,
     a Host header that is not a loopback name is refused (DNS rebinding)."""
 
-    def __init__(self, app: Any, loopback_only: bool) -> None:
+    def __init__(self, app: Any, loopback_only: bool, listen_host: str = "") -> None:
         self.app, self.loopback_only = app, loopback_only
+        # the address served on is a fine Host too (127.0.0.2 is loopback, but not a name below)
+        self.names = {*LOOPBACK_NAMES, listen_host.lower(),
+                      f"[{listen_host.lower()}]" if ":" in listen_host else ""} - {""}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if self.loopback_only and not _loopback_host(scope):
+        if self.loopback_only and _host_name(scope) not in self.names:
             await JSONResponse({"error": "unexpected Host header"}, 421)(scope, receive, send)
             return
 
@@ -74,10 +78,11 @@ class Guard:
         await self.app(scope, receive, with_headers)
 
 
-def _loopback_host(scope: Scope) -> bool:
-    host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
-    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-    return name in LOOPBACK_NAMES
+def _host_name(scope: Scope) -> str:
+    """The Host header without its port, lower case (host names are case-blind)."""
+    raw: bytes = dict(scope.get("headers") or []).get(b"host", b"")
+    host = raw.decode("latin-1").lower()
+    return host.rsplit(":", 1)[0] if not host.endswith("]") else host
 
 
 def state_of(request: Request) -> ConsoleState:
@@ -85,9 +90,19 @@ def state_of(request: Request) -> ConsoleState:
     return state
 
 
+def signed_in(state: ConsoleState, sid: str | None) -> Session | None:
+    """The live session of `sid`; a user since removed, or given another role, must sign
+    in again (so `fleet serve user remove` or a demotion takes effect at once)."""
+    session = state.sessions.get(sid)
+    if session is not None and users.find(state.project, session.user.name) != session.user:
+        state.sessions.end(sid)
+        return None
+    return session
+
+
 def page_session(request: Request) -> Session:
     """The signed-in session of a page request (else NotSignedIn)."""
-    session = state_of(request).sessions.get(request.cookies.get(COOKIE))
+    session = signed_in(state_of(request), request.cookies.get(COOKIE))
     if session is None:
         raise NotSignedIn()
     return session
@@ -145,7 +160,8 @@ def _add_auth_routes(app: FastAPI) -> None:
         cookie = request.cookies.get(LOGIN_COOKIE, "")
         if not cookie or not secrets.compare_digest(cookie, csrf):
             raise Forbidden("the login form expired: reload it and sign in again")
-        keys = (f"ip:{request.client.host if request.client else '?'}", f"user:{username}")
+        # a name is at most 64 characters (users.check_name): longer ones count as one key
+        keys = (f"ip:{request.client.host if request.client else '?'}", f"user:{username[:65]}")
         wait = state.limiter.blocked(*keys)
         if wait > 0:
             return render(request, "login.html", 429, csrf=csrf, next=_safe_next(next),
@@ -194,6 +210,15 @@ def _add_handlers(app: FastAPI) -> None:
         return render(request, "error.html", exc.status_code, title="Not found"
                       if exc.status_code == 404 else "Error", message=str(exc.detail))
 
+    @app.exception_handler(FleetError)
+    def fleet_error(request: Request, exc: FleetError) -> Response:
+        # a damaged state file met mid-request: its one line, not a bare 500 and a traceback
+        from fleet.console.remote import describe_error
+
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": describe_error(exc)}, 500)
+        return render(request, "error.html", 500, title="Error", message=describe_error(exc))
+
     @app.exception_handler(Forbidden)
     def forbidden(request: Request, exc: Forbidden) -> Response:
         if request.url.path.startswith("/api/"):
@@ -224,4 +249,4 @@ def create_app(project: Project, settings: Settings) -> Any:
 
     app.include_router(pages.router)
     app.include_router(api.router)
-    return Guard(app, settings.loopback_only)
+    return Guard(app, settings.loopback_only, settings.host)

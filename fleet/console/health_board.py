@@ -75,5 +75,7 @@ class Poller(threading.Thread):
             try:
                 self.board.record(self.sweep())
             except Exception as exc:  # noqa: BLE001 - shown on the overview; the next round retries
-                self.board.last_error = f"{type(exc).__name__}: {exc}"
+                from fleet.console.remote import describe_error
+
+                self.board.last_error = describe_error(exc)  # no user:password@ of a URL
             self.stopping.wait(self.every)

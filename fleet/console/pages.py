@@ -13,7 +13,7 @@ from fastapi.responses import FileResponse, RedirectResponse, Response, Streamin
 from starlette.background import BackgroundTask
 
 from fleet.console import rollouts as ro
-from fleet.console.app import operator, page_session, render, state_of
+from fleet.console.app import operator, page_session, render, signed_in, state_of
 from fleet.console.devices import Query, run_query
 from fleet.console.health_board import Reading
 from fleet.console.remote import describe_error, export_logs
@@ -33,7 +33,8 @@ SSE_KEEPALIVE_S = 15.0
 def overview(request: Request, session: SignedIn) -> Response:
     state = state_of(request)
     table = state.index.table(state.board.summary, state.board.version)
-    active = [r for r in ro.list_reports(state.project) if r.status not in TERMINAL]
+    active = [r for r in ro.list_reports(state.project)
+              if r.status not in TERMINAL and r.status != ro.UNREADABLE]
     return render(request, "overview.html", sites=table.sites, total=len(table.rows),
                   versions=table.versions, apps=table.apps, active=active, board=state.board)
 
@@ -113,17 +114,17 @@ def rollouts(request: Request, session: SignedIn) -> Response:
 def _rollout_context(request: Request, rollout_id: str) -> dict[str, Any]:
     try:
         journal = Journal.open(state_of(request).project, rollout_id)
+        report = ro.read_report(journal)
     except FleetError as exc:
         raise HTTPException(404, describe_error(exc)) from None
-    report = journal.report()
     return {"report": report, "actions": ro.allowed(report, journal.is_running())}
 
 
 @router.get("/rollouts/{rollout_id}")
 def rollout(request: Request, rollout_id: str,
             session: SignedIn) -> Response:
-    flash = request.query_params.get("done", "")
-    return render(request, "rollout.html", flash=flash[:200],
+    flash = ro.done_message(request.query_params.get("done", ""), rollout_id)
+    return render(request, "rollout.html", flash=flash,
                   **_rollout_context(request, rollout_id))
 
 
@@ -139,7 +140,7 @@ async def rollout_events(request: Request, rollout_id: str,
         last: Any = None
         quiet_since = time.monotonic()
         sid = request.cookies.get(COOKIE)
-        while not await request.is_disconnected() and state.sessions.get(sid) is session:
+        while not await request.is_disconnected() and signed_in(state, sid) is session:
             stamp = ro.journal_stamp(state.project, rollout_id)
             if stamp != last:
                 last, quiet_since = stamp, time.monotonic()
@@ -162,7 +163,7 @@ def rollout_action(request: Request, rollout_id: str, action: str, session: Sign
     if action not in ro.ACTIONS:
         raise HTTPException(404, f"no action '{action}'")
     try:
-        message = ro.act(state_of(request).project, rollout_id, action, session.user.name)
+        ro.act(state_of(request).project, rollout_id, action, session.user.name)
     except FleetError as exc:
         return render(request, "error.html", 409, title="Not now", message=describe_error(exc))
-    return RedirectResponse(f"/rollouts/{quote(rollout_id)}?done={quote(message)}", 303)
+    return RedirectResponse(f"/rollouts/{quote(rollout_id)}?done={action}", 303)

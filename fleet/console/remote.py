@@ -4,6 +4,7 @@ and health sweeps (`fleet.health.sweep` / `fleet.heartbeats.sweep`)."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from pathlib import Path
@@ -86,5 +87,16 @@ def sweep(project: Project, source: str) -> list[DeviceHealth]:
     return health.sweep(project, nr)
 
 
+# "scheme://user:password@" anywhere in a text: error text is partly the device's own words,
+# and a camera's URL with its credentials must not reach a browser by that road either
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/@]+@")
+
+
 def describe_error(exc: BaseException) -> str:
-    return exc.line() if isinstance(exc, FleetError) else f"{type(exc).__name__}: {exc}"
+    """One line for a page or a JSON error, without any user:password@ of a URL in it."""
+    return scrub_urls(exc.line() if isinstance(exc, FleetError) else f"{type(exc).__name__}: {exc}")
+
+
+def scrub_urls(text: str) -> str:
+    """`text` without the user:password@ of any URL in it."""
+    return _USERINFO.sub(r"\1", text)

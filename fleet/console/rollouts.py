@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 
-from fleet.errors import UsageError
+from fleet.errors import ConfigError, FleetError, UsageError
 from fleet.project import Project
 from fleet.rollout.journal import Journal, rollouts_dir
 from fleet.rollout.report import RETRYABLE, TERMINAL, Report
@@ -24,11 +24,30 @@ from fleet.rollout.report import RETRYABLE, TERMINAL, Report
 ACTIONS = ("pause", "resume", "abort", "retry")
 
 
+UNREADABLE = "unreadable"  # the status listed for a journal that cannot be replayed
+
+
 def list_reports(project: Project, limit: int = 200) -> list[Report]:
-    """Newest first (by journal change time)."""
+    """Newest first (by journal change time); a damaged journal is listed as unreadable,
+    with the reason, so one bad file neither hides nor breaks the others."""
     paths = sorted(rollouts_dir(project).glob("*.jsonl"), key=lambda p: p.stat().st_mtime,
                    reverse=True)[:limit]
-    return [Journal(p).report() for p in paths]
+    out = []
+    for path in paths:
+        try:
+            out.append(read_report(Journal(path)))
+        except FleetError as exc:
+            out.append(Report(id=path.stem, status=UNREADABLE, reason=exc.line()))
+    return out
+
+
+def read_report(journal: Journal) -> Report:
+    """The journal replayed; a line that is JSON but not an event is a ConfigError too."""
+    try:
+        return journal.report()
+    except (LookupError, TypeError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"journal cannot be replayed ({type(exc).__name__}: {exc})",
+                          where=str(journal.path), fix="start a new rollout") from None
 
 
 def journal_stamp(project: Project, rollout_id: str) -> tuple[int, int]:
@@ -52,21 +71,32 @@ def allowed(report: Report, running: bool) -> list[str]:
 def act(project: Project, rollout_id: str, action: str, user: str) -> str:
     """Do `action`; returns a one-line message for the operator. UsageError when refused."""
     journal = Journal.open(project, rollout_id)
-    report = journal.report()
+    report = read_report(journal)
     if action not in allowed(report, journal.is_running()):
         raise UsageError(f"rollout {rollout_id} is {report.status}: cannot {action} it now")
     if action == "abort":
         from fleet.rollout import engine
 
         engine.abort(project, rollout_id, f"aborted by {user} from the console")
-        return "abort requested: no new devices start; devices in flight finish or roll back"
-    if action == "pause":
+    elif action == "pause":
         from fleet.rollout.pause import request_pause
 
         request_pause(project, rollout_id, f"pause requested by {user} from the console")
+    else:
+        _spawn(project, rollout_id, action)
+    return done_message(action, rollout_id)
+
+
+def done_message(action: str, rollout_id: str) -> str:
+    """What the page says after `action` ('' for anything else: the address bar carries only
+    the action's name, so a link cannot make the console say words of its own)."""
+    if action == "abort":
+        return "abort requested: no new devices start; devices in flight finish or roll back"
+    if action == "pause":
         return "pause requested: the rollout stops after the current batch"
-    _spawn(project, rollout_id, action)
-    return f"{action} started (fleet ota {action} {rollout_id})"
+    if action in ACTIONS:
+        return f"{action} started (fleet ota {action} {rollout_id})"
+    return ""
 
 
 def _spawn(project: Project, rollout_id: str, action: str) -> None:

@@ -86,10 +86,19 @@ class LoginLimiter:
     _seen: dict[str, deque[float]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def __len__(self) -> int:
+        """How many keys it remembers (only those with a failure in the window)."""
+        with self._lock:
+            return len(self._seen)
+
     def _recent(self, key: str, now: float) -> deque[float]:
-        times = self._seen.setdefault(key, deque())
+        # read-only: asking about a key never stores it, and a key whose failures have all
+        # expired is forgotten, so made-up names cannot fill the memory
+        times = self._seen.get(key, deque())
         while times and times[0] < now - self.window:
             times.popleft()
+        if not times:
+            self._seen.pop(key, None)
         return times
 
     def blocked(self, *keys: str) -> float:
@@ -104,7 +113,9 @@ class LoginLimiter:
         now = time.monotonic()
         with self._lock:
             for key in keys:
-                self._recent(key, now).append(now)
+                times = self._recent(key, now)
+                times.append(now)
+                self._seen[key] = times
 
     def succeeded(self, *keys: str) -> None:
         with self._lock:

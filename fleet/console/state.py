@@ -8,13 +8,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 
 import jinja2
 
 from fleet.console.devices import DeviceIndex
 from fleet.console.health_board import HealthBoard, Poller
-from fleet.console.remote import Snapshots, sweep
+from fleet.console.remote import Snapshots, scrub_urls, sweep
 from fleet.console.security import LoginLimiter, Sessions
 from fleet.project import Project
 from fleet.registry import Registry, open_registry
@@ -24,6 +24,7 @@ from fleet.registry import Registry, open_registry
 class Settings:
     secure: bool = False          # served over TLS: cookies get the Secure flag
     loopback_only: bool = True    # listening on loopback: Host must be a loopback name
+    host: str = "127.0.0.1"       # the address served on (also a fine Host header)
     health_every: float = 60.0    # seconds between health sweeps; 0: none
     health_source: str = "ssh"    # ssh | mqtt
 
@@ -74,9 +75,20 @@ class ConsoleState:
 
 def public_camera(record: dict[str, Any]) -> dict[str, Any]:
     """A camera record fit for a browser: no password field at all (not even masked),
-    and no user:password@ inside the stream URL."""
-    out = {k: v for k, v in record.items() if k != "password"}
-    out["rtsp_url"] = strip_userinfo(str(record.get("rtsp_url") or ""))
+    no user:password@ inside the stream URL, and the password nowhere else either (some
+    cameras take it in the URL's query, a probe's detail may quote the URL)."""
+    secret = str(record.get("password") or "")
+    forms = [f for f in {secret, quote(secret, safe=""), quote_plus(secret)} if f]
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        if key == "password":
+            continue
+        if isinstance(value, str):
+            value = scrub_urls(value)
+            for form in forms:
+                value = value.replace(form, "***")
+        out[key] = value
+    out["rtsp_url"] = strip_userinfo(str(out.get("rtsp_url") or ""))
     return out
 
 

@@ -18,11 +18,11 @@ import hashlib
 import hmac
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fleet_runtime.layout import atomic_write_json, read_json
+from fleet_runtime.layout import StateFileError, atomic_write_json, read_json
 
 from fleet.errors import ConfigError, UsageError
 from fleet.project import Project
@@ -38,6 +38,9 @@ _N, _R, _P = 2**14, 8, 1
 class User:
     name: str
     role: str
+    # which password the record held when read: a session signed in with an older one
+    # (the user was added again) no longer matches `find` and is signed out
+    stamp: str = field(default="", repr=False)
 
     @property
     def can_act(self) -> bool:
@@ -52,12 +55,27 @@ def users_path(project: Project) -> Path:
 
 def _load(project: Project) -> dict[str, dict[str, Any]]:
     path = users_path(project)
-    doc = read_json(path, default={"users": {}})
+    _check_mode(path)
+    try:
+        doc = read_json(path, default={"users": {}})
+    except StateFileError:
+        doc = None
     users = doc.get("users") if isinstance(doc, dict) else None
-    if not isinstance(users, dict):
+    if not isinstance(users, dict) or not all(isinstance(u, dict) for u in users.values()):
         raise ConfigError("not a console users file", where=str(path),
                           fix="remove it and add the users again with `fleet serve user add`")
     return users
+
+
+def _check_mode(path: Path) -> None:
+    """Password hashes are secrets at rest: a users file others can read is refused."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        return
+    if mode & 0o077:
+        raise ConfigError(f"the console users file is readable by others (mode {mode:04o})",
+                          where=str(path), fix=f"chmod 600 {path}")
 
 
 def hash_password(password: str, salt: bytes | None = None) -> str:
@@ -125,13 +143,24 @@ def check_password(project: Project, name: str, password: str) -> User | None:
     record = _load(project).get(name)
     stored = str(record.get("password", "")) if record else _DUMMY
     if _matches(password, stored) and record is not None:
-        return User(name, str(record["role"]))
+        return _user(name, record)
     return None
+
+
+def find(project: Project, name: str) -> User | None:
+    """The user as the users file says now (None once removed)."""
+    record = _load(project).get(name)
+    return _user(name, record) if record is not None else None
+
+
+def _user(name: str, record: dict[str, Any]) -> User:
+    # the hash's tail is enough to tell passwords apart, and is no help to a guesser
+    return User(name, str(record.get("role")), str(record.get("password", ""))[-12:])
 
 
 def user_for_token(project: Project, token: str) -> User | None:
     digest = _token_digest(token)
     for name, record in _load(project).items():
         if hmac.compare_digest(str(record.get("token_sha256", "")), digest):
-            return User(name, str(record.get("role")))
+            return _user(name, record)
     return None
