@@ -250,9 +250,8 @@ def test_a_failed_selftest_rolls_back_through_the_bootloader(tmp_path: Path,
                          hooks={"selftest": "bin/selftest"})
     assert "Active rootfs slot: B" in bootctl(layout, "dump-slots-info").stdout
     assert reboot(layout)["selftest"]["ok"] is False
-    refused = agent(layout, "commit")
+    refused = agent(layout, "commit")  # the device's own gate refuses it and rolls back
     assert refused["error"]["code"] == "selftest-failed"
-    assert agent(layout, "rollback", "--reason", "selftest failed")["dropped"] == "b"
     assert "Active rootfs slot: A" in bootctl(layout, "dump-slots-info").stdout
     back = reboot(layout)
     assert (back["event"], back["slot"], back["version"]) == ("boot", "a", "1.0.0")
