@@ -30,7 +30,8 @@ from fleet_runtime.agent.protocol import (
 )
 from fleet_runtime.layout import Layout, StateFileError
 
-COMMAND_MODULES = ("info", "health", "checksum", "logs", "ota", "provision", "rtsp", "daemon")
+COMMAND_MODULES = ("info", "health", "checksum", "logs", "ota", "provision", "rtsp", "daemon",
+                   "apps")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -77,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AgentError as exc:
         _log(layout, args.command, f"failed: {exc.code}: {exc.message}", started, True)
         emit(failure(exc.code, exc.message))
-        return EXIT_FAILED
+        return EXIT_USAGE if exc.code == "usage" else EXIT_FAILED
     except OSError as exc:
         message = f"{exc.strerror or exc} ({exc.filename or 'no file'})"
         _log(layout, args.command, f"failed: os-error: {message}", started, True)
