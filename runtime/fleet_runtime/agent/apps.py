@@ -37,6 +37,9 @@ from fleet_runtime.durable import LockTimeout, file_lock
 from fleet_runtime.layout import Layout
 
 LOCK_WAIT_S = 60.0
+# States a deploy reaches after its stage and activate: a retried stage or activate of the
+# same version answers where it stands instead of starting over.
+PAST_STAGE = frozenset({"activating", "checking", "committing", "done"})
 
 
 def _app_name(text: str) -> str:
@@ -93,6 +96,7 @@ def _app_commands(app: Any) -> None:
     p.set_defaults(handler=cmd_stage)
     p = app.add_parser("activate", help="switch to the staged version and hold the health gate")
     p.add_argument("app", type=_app_name)
+    p.add_argument("version", nargs="?", help="the staged version expected (makes a retry safe)")
     p.add_argument("--no-wait", action="store_true", help="switch only; the supervisor gates")
     p.add_argument("--window", type=_seconds, help="health window in seconds")
     p.set_defaults(handler=cmd_activate)
@@ -206,7 +210,9 @@ def cmd_stage(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
                          "them with `fleet-agent blobs put`, then stage again")
     with _flow(layout, release.name):
         ctx = flow.Context(layout, release.name)
-        flow.settle(ctx)
+        doc = flow.settle(ctx)
+        if doc.get("target") == release.version and doc["state"] in PAST_STAGE:
+            return _answer(layout, release.name, doc)  # a retry: it went further already
         doc = flow.drive(ctx, Event.STAGE, target=release.version, release=release.as_dict(),
                          outcome=None, gate=None)
         return _answer(layout, release.name, doc)
@@ -221,7 +227,12 @@ def cmd_activate(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
     with _flow(layout, args.app):
         stop = frozenset({flow.State.CHECKING}) if args.no_wait else frozenset()
         ctx = flow.Context(layout, args.app, stop, health=_health_flags(args))
-        flow.settle(ctx)
+        doc = flow.settle(ctx)
+        if args.version is not None and doc.get("target") != args.version:
+            raise AgentError("wrong-version", f"{args.app}: {doc.get('target')} is staged, "
+                             f"not {args.version}; stage {args.version} first")
+        if args.version is not None and doc["state"] in PAST_STAGE:
+            return _answer(layout, args.app, flow.drive(ctx))  # a retry: carry on from there
         return _answer(layout, args.app, flow.drive(ctx, Event.ACTIVATE))
 
 
