@@ -9,7 +9,8 @@ or after a random delay. After the kill ``current`` must name a complete version
 accepts; then the controller's retry (the killed command again, and the rest)
 must end on 2.0.0, committed.
 
-Trials: ``EDGEFLEET_APP_CRASH_TRIALS`` (default 12); ``-m crash_full`` runs 200.
+Trials: every crash point of the three commands once, then kills after a random delay
+(4 by default); ``EDGEFLEET_APP_CRASH_TRIALS`` sets the total, ``-m crash_full`` runs 200.
 Seed: ``EDGEFLEET_CRASH_SEED`` (printed; random when unset).
 """
 
@@ -91,14 +92,29 @@ def kill_on_a_timer(root: Path, argv: list[str], delay: float) -> int:
     return proc.wait()
 
 
-def trial(base: tuple[Path, Path], rng: random.Random, where: Path) -> str:
+Kill = tuple[int, int | None]  # (command index, crash point; None: a random delay)
+
+
+def plan(manifest: Path, rng: random.Random, count: int | None) -> list[Kill]:
+    """Every crash point of every command once (shuffled), then random kills up to `count`
+    (default: the points plus 4 kills after a random delay)."""
+    every: list[Kill] = [(k, n) for k, most in enumerate(points(manifest))
+                         for n in range(1, most + 1)]
+    rng.shuffle(every)
+    count = len(every) + 4 if count is None else count
+    kills = every[:count]
+    while len(kills) < count:
+        kills.append(rng.choice(every) if rng.random() < 0.7 else (rng.randrange(3), None))
+    return kills
+
+
+def trial(base: tuple[Path, Path], kill: Kill, rng: random.Random, where: Path) -> str:
     root, manifest = base
     shutil.copytree(root, where, symlinks=True)
-    steps, kill_in = commands(manifest), rng.randrange(3)
+    steps, (kill_in, nth) = commands(manifest), kill
     for argv in steps[:kill_in]:
         assert agent(where, *argv)[0] == 0
-    if rng.random() < 0.7:
-        nth = rng.randint(1, points(manifest)[kill_in])
+    if nth is not None:
         code, _ = agent(where, *steps[kill_in], env={"FLEET_AGENT_CRASH_AT": str(nth)})
         how = f"{steps[kill_in][1]} at crash point {nth}"
         assert code == -signal.SIGKILL, f"{how} was not killed"
@@ -115,18 +131,20 @@ def trial(base: tuple[Path, Path], rng: random.Random, where: Path) -> str:
     return how
 
 
-def run_trials(base: tuple[Path, Path], tmp_path: Path, count: int) -> None:
-    print(f"\napp crash seed: {SEED_ENV}={SEED} ({count} trials)")
+def run_trials(base: tuple[Path, Path], tmp_path: Path, count: int | None) -> None:
     rng = random.Random(SEED)
-    for n in range(count):
+    kills = plan(base[1], rng, count)
+    print(f"\napp crash seed: {SEED_ENV}={SEED} ({len(kills)} trials)")
+    for n, kill in enumerate(kills):
         try:
-            trial(base, rng, tmp_path / f"t{n}")
+            trial(base, kill, rng, tmp_path / f"t{n}")
         except AssertionError as exc:
             raise AssertionError(f"trial {n} ({SEED_ENV}={SEED}): {exc}") from None
 
 
 def test_agent_killed_during_a_deploy_leaves_a_runnable_version(base, tmp_path):
-    run_trials(base, tmp_path, int(os.environ.get(TRIALS_ENV) or 12))
+    trials = os.environ.get(TRIALS_ENV)
+    run_trials(base, tmp_path, int(trials) if trials else None)
 
 
 @pytest.mark.crash_full
