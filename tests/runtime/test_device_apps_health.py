@@ -77,6 +77,11 @@ def test_good_then_crashing_version_rolls_back_with_the_reason(
         assert code == 0, doc
         assert doc["app"]["state"] == "done" and doc["app"]["committed"] == "1.0.0"
         assert doc["app"]["gate"]["fps"]["camera_node"] >= 1
+        killed = (supervise.read_record(Layout(device), "color") or {})["child"]
+        os.kill(killed, signal.SIGKILL)  # the runtime dies: the supervisor starts another
+        wait_for("a restarted runtime", lambda: (
+            r := supervise.read_record(Layout(device), "color") or {}).get("child") not in
+            (None, killed) and r["restarts"] >= 1)
         bad = crashing(color_app, tmp_path)
         manifest = send_app(device, bad, "color", "2.0.0", tmp_path,
                             cameras={"camera_node": rtsp_server.url()}, health=HEALTH)
