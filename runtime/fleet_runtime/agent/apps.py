@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from fleet_runtime.agent.protocol import AgentError
+from fleet_runtime.agent.protocol import EXIT_USAGE, AgentError
 from fleet_runtime.apps import flow, settings, supervise, versions
 from fleet_runtime.apps.blobs import BlobError, BlobStore, check_sha
 from fleet_runtime.apps.flow import AppFlowError, Event
@@ -195,9 +195,10 @@ def _read_manifest(text: str) -> Any:
         raw = sys.stdin.read() if text == "-" else Path(text).read_text()
         return parse(json.loads(raw), "stdin" if text == "-" else text)
     except OSError as exc:
-        raise AgentError("usage", f"cannot read the manifest {text}: {exc.strerror}") from None
+        raise AgentError("usage", f"cannot read the manifest {text}: {exc.strerror}",
+                         EXIT_USAGE) from None
     except ValueError as exc:
-        raise AgentError("usage", f"{text}: {exc}") from None
+        raise AgentError("usage", f"{text}: {exc}", EXIT_USAGE) from None
 
 
 def cmd_stage(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:

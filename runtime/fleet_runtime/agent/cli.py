@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AgentError as exc:
         _log(layout, args.command, f"failed: {exc.code}: {exc.message}", started, True)
         emit(failure(exc.code, exc.message))
-        return EXIT_USAGE if exc.code == "usage" else EXIT_FAILED
+        return exc.exit_code
     except OSError as exc:
         message = f"{exc.strerror or exc} ({exc.filename or 'no file'})"
         _log(layout, args.command, f"failed: os-error: {message}", started, True)
