@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from fleet_runtime import durable
 from fleet_runtime.agent.protocol import EXIT_USAGE, AgentError
 from fleet_runtime.apps import flow, settings, supervise, versions
 from fleet_runtime.apps.blobs import BlobError, BlobStore, check_sha
@@ -279,7 +280,7 @@ def cmd_remove(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
     with _flow(layout, args.app):
         trash = layout.apps / f".removed-{args.app}"
         shutil.rmtree(trash, ignore_errors=True)
-        dirs.root.rename(trash)  # one rename: the app is there whole, or gone
+        durable.replace(dirs.root, trash)  # one rename: the app is there whole, or gone
         shutil.rmtree(trash, ignore_errors=True)
     supervise.record_path(layout, args.app).unlink(missing_ok=True)
     return {"removed": args.app, "supervisor_stopped": stopped}

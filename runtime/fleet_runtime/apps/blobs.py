@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from fleet_runtime import labhooks
-from fleet_runtime.durable import file_lock, fsync_dir
+from fleet_runtime.durable import file_lock, replace
 from fleet_runtime.layout import Layout
 from fleet_runtime.slots import crash_point
 
@@ -135,8 +135,7 @@ class BlobStore:
         final.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(part, 0o444)  # versions hard-link blobs: nobody may change one in place
         crash_point("blob-publish")
-        os.replace(part, final)
-        fsync_dir(final.parent)
+        replace(part, final)
 
     def gc(self, referenced: set[str], grace_s: float) -> dict[str, Any]:
         """Remove blobs nothing references that are older than `grace_s` (sent for a stage

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from fleet_runtime.apps.blobs import BlobStore
 from fleet_runtime.apps.release import Release, parse
-from fleet_runtime.durable import atomic_write_json, fsync_dir
+from fleet_runtime.durable import atomic_write_json, fsync_dir, replace
 from fleet_runtime.layout import Layout, read_json
 from fleet_runtime.slots import crash_point
 
@@ -123,10 +123,9 @@ def _swap_in(part: Path, final: Path) -> None:
     """Rename the built directory over a stale one of the same version (never `current`'s)."""
     if final.exists():
         trash = final.parent / f".{final.name}.old-{secrets.token_hex(4)}"
-        os.replace(final, trash)
+        replace(final, trash)
         shutil.rmtree(trash, ignore_errors=True)
-    os.replace(part, final)
-    fsync_dir(final.parent)
+    replace(part, final)
 
 
 def switch(dirs: AppDirs, version: str | None) -> None:
@@ -138,8 +137,7 @@ def switch(dirs: AppDirs, version: str | None) -> None:
     tmp = dirs.root / f".current.{secrets.token_hex(4)}"
     os.symlink(Path("versions") / version, tmp)
     crash_point("app-switch")
-    os.replace(tmp, dirs.current)
-    fsync_dir(dirs.root)
+    replace(tmp, dirs.current)
 
 
 def prune(dirs: AppDirs, keep: list[str | None]) -> list[str]:
