@@ -22,6 +22,9 @@ EXCEPTIONS = {
     # Bundle payload files are created exclusively in a fresh staging tree (never through a
     # link, never over a file an archive named twice); the tree is renamed into place whole.
     ("runtime/fleet_runtime/bundle.py", "exclusive create"): "payload extraction",
+    # An app version's files are hard links to blobs already fsync'd in the store, made in a
+    # fresh build directory that is renamed into place whole (durable.replace).
+    ("runtime/fleet_runtime/apps/versions.py", "rename"): "hard links into the blob store",
 }
 
 RENAMES = {"replace", "rename", "link"}

@@ -21,10 +21,11 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 class AgentError(Exception):
     """An expected failure of a command: becomes the error object, never a traceback."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.exit_code = exit_code  # EXIT_USAGE for bad input that argparse cannot see
 
 
 def success(payload: dict[str, Any]) -> dict[str, Any]:
