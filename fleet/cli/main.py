@@ -25,6 +25,7 @@ SUBCOMMANDS = (
     ("fleet.cli.secrets", "secrets"),
     ("fleet.cli.firmware", "firmware"),
     ("fleet.cli.ota", "ota"),
+    ("fleet.cli.device", "device"),
 )
 
 app = typer.Typer(
