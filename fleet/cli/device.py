@@ -9,6 +9,7 @@ import typer
 
 from fleet.cli import options as o
 from fleet.cli.context import app_of
+from fleet.errors import UsageError
 
 app = typer.Typer(help="The device side on a real box: its Debian package, its bootstrap.",
                   no_args_is_help=True)
@@ -60,3 +61,95 @@ def package(
                       f"{built.installed_kib / 1024:.0f} MiB installed)")
     a.display_info(f"  {len(built.wheels)} Python distributions; wheels "
                    f"{'downloaded into' if built.downloaded else 'from'} {settings.cache}")
+
+
+def _password(prompt: bool) -> str | None:
+    import os
+    import sys
+
+    from fleet.bootstrap import PASSWORD_ENV
+
+    if not prompt:
+        return None
+    value = os.environ.get(PASSWORD_ENV)
+    if value:
+        return value
+    if not sys.stdin.isatty():
+        raise UsageError(f"no terminal to ask for the box's password; set {PASSWORD_ENV}")
+    return str(typer.prompt("password of the box's user", hide_input=True, err=True))
+
+
+def _confirm(offered: object, host: str, port: int, expected: str | None) -> None:
+    """The one unpinned host key: checked against --host-key-fingerprint, or by the operator."""
+    import sys
+
+    from fleet.bootstrap import OfferedKey, check_fingerprint
+
+    assert isinstance(offered, OfferedKey)
+    where = f"{host}:{port}"
+    if expected is not None:
+        check_fingerprint(offered, expected, where)
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(f"the host key of {where} is not pinned and nobody can confirm it here "
+                         f"(it offers {offered.fingerprint})",
+                         fix="run `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the box's "
+                             "console and pass --host-key-fingerprint SHA256:...")
+    typer.echo(f"The box offers this host key:\n  {offered.keygen_line(host, port)}", err=True)
+    typer.echo("Compare it with `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the box's "
+               "console.", err=True)
+    if not typer.confirm("Is it the same key?", default=False, err=True):
+        raise UsageError(f"host key of {where} not confirmed; nothing was changed")
+
+
+@app.command()
+def bootstrap(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Argument(help="the box's address")],
+    port: Annotated[int, typer.Option(help="its SSH port")] = 22,
+    user: Annotated[str, typer.Option(help="its admin user (root, or one with sudo)")] = "root",
+    password_prompt: Annotated[bool, typer.Option(
+        "--password-prompt", help="log in with the user's password (asked, or from "
+        "FLEET_BOOTSTRAP_PASSWORD)")] = False,
+    key: Annotated[Optional[Path], typer.Option(help="log in with this private key (it is "
+                                                "removed from the box afterwards)")] = None,
+    name: Annotated[Optional[str], typer.Option(help="device name (default: HOST)")] = None,
+    site: Annotated[str, typer.Option(help="the device's site")] = "default",
+    hardware: Annotated[Optional[str], typer.Option(help="hardware model, e.g. jetson-orin")]
+    = None,
+    host_key_fingerprint: Annotated[Optional[str], typer.Option(
+        help="the box's host key, SHA256:... as `ssh-keygen -lf` shows it on its console")] = None,
+    package: Annotated[Optional[Path], typer.Option(
+        help="the .deb to install (`fleet device package`); lab devices need none")] = None,
+    json: o.Json = False,
+) -> None:
+    """First contact with a box already in the field: confirm its host key, install the
+    package, give it an identity as USB provisioning would, pin its new host key, close SSH
+    to the first-contact credential, register it.
+
+    The CA passphrase comes from FLEET_CA_PASSPHRASE or a prompt.
+    """
+    from fleet import bootstrap as bs
+    from fleet import pki
+    from fleet import provisioning as prov
+    from fleet.cli.ca import passphrase
+
+    a = app_of(ctx)
+    with a.guarded():
+        contact = bs.FirstContact(host, port, user, _password(password_prompt), key)
+        contact.check()
+        spec = prov.DeviceSpec(name=prov.check_name(name or host), site=site, hostname=host,
+                               port=port, hardware=hardware)
+        prov.check_specs([spec])
+        installer = bs.installer_for(a.project, contact, package)
+        offered = bs.offered_key(host, port)
+        _confirm(offered, host, port, host_key_fingerprint)
+        ca = pki.load_ca(a.project, passphrase(a))
+        out = a.project.state_dir / "bootstrap"
+        report = bs.Bootstrap(a.project, ca, contact, spec, installer, out).run(offered)
+    if json:
+        a.output_json(report)
+        return
+    for step in report["steps"]:
+        a.display_info(f"  {step['step']:<13} {step['detail']}")
+    a.display_success(f"{report['device']} bootstrapped: pinned, keyed, registered")
