@@ -1,4 +1,5 @@
-"""Device packages and a Debian root for the tests of `fleet device ...` (session-wide).
+"""Device packages and a Debian root for the tests of `fleet device ...` (a pytest plugin of
+tests/conftest.py, so each is made once per session whichever modules use it).
 
 The first run downloads the target wheels (into .fleet/cache/wheels of this checkout) and a
 minimal Debian 12 with python3 (debootstrap, kept as .fleet/cache/debian-root/bookworm.tar);

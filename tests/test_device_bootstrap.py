@@ -113,6 +113,6 @@ def test_with_the_fingerprint_the_box_ends_pinned_keyed_registered_healthy(field
     assert verdict["verdict"] == "healthy", verdict
     # The first-contact credential is gone.
     assert not _password_login(field)
-    # And a second bootstrap is refused: the box has an identity now.
+    # So a second bootstrap with the old credential cannot even log in.
     again = _bootstrap(field, "--host-key-fingerprint", new)
-    assert again.exit_code != 0
+    assert again.exit_code == 1 and "refused the login of root" in again.stderr

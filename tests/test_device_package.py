@@ -15,13 +15,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from fixtures_device import (  # noqa: F401  (fixtures)
+from fixtures_device import (
     REPO,
     agent_in_root,
-    amd64_deb,
-    arm64_deb,
-    debian_root,
-    debian_tar,
     dpkg,
     extract,
     next_revision,

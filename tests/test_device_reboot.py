@@ -14,13 +14,10 @@ import time
 from pathlib import Path
 
 from fixtures_bundle import HARDWARE, default_files, make_bundle, new_key, trust
-from fixtures_device import (  # noqa: F401  (fixtures)
+from fixtures_device import (
     IN_ROOT,
     ROOT_ENV,
     agent_in_root,
-    amd64_deb,
-    debian_root,
-    debian_tar,
     dpkg,
 )
 from fleet_runtime.layout import Layout, atomic_write_json, read_json
