@@ -294,7 +294,8 @@ def close_first_contact(session: SSHSession, contact: FirstContact,
                "PermitRootLogin prohibit-password\n")
     _put(session, drop_in.encode(), str(root / DROP_IN), 0o644)
     done = ["password login off"]
-    if contact.key is not None:
+    if contact.key is not None and root == PurePosixPath("/"):
+        # (A lab device's SFTP home is this machine's: its first-contact key is not there.)
         done.append(_drop_authorized_key(session, contact.key))
     return done
 
@@ -302,8 +303,11 @@ def close_first_contact(session: SSHSession, contact: FirstContact,
 def _drop_authorized_key(session: SSHSession, key_file: Path) -> str:
     blob = paramiko.PKey.from_path(str(key_file)).get_base64()
     path = ".ssh/authorized_keys"  # SFTP paths start in the user's home
-    with session.sftp.open(path, "rb") as fh:
-        lines = fh.read().decode(errors="replace").splitlines()
+    try:
+        with session.sftp.open(path, "rb") as fh:
+            lines = fh.read().decode(errors="replace").splitlines()
+    except OSError:  # paramiko's IOError: no such file, nothing to remove
+        return "first-contact key: no ~/.ssh/authorized_keys"
     kept = [line for line in lines if blob not in line.split()]
     with session.sftp.open(path, "wb") as fh:
         fh.write(("\n".join(kept) + "\n" if kept else "").encode())

@@ -32,8 +32,10 @@ def package(
         help="wheel cache (default .fleet/cache/wheels in the project)")] = None,
     json: o.Json = False,
 ) -> None:
-    """Build edgefleet-runtime_<version>_<arch>.deb: the agent and runtime in a venv under
-    /opt/edgefleet, systemd units, the device layout and a runtime user.
+    """Build the Debian package of the device side (docs/device-install.md).
+
+    The agent and runtime in a venv under /opt/edgefleet, systemd units, the device
+    layout and a runtime user, in edgefleet-runtime_<version>_<arch>.deb.
 
     Wheels for the target are downloaded once into the wheelhouse; later builds need no
     network. Nothing is downloaded on the device.
@@ -123,10 +125,10 @@ def bootstrap(
         help="the .deb to install (`fleet device package`); lab devices need none")] = None,
     json: o.Json = False,
 ) -> None:
-    """First contact with a box already in the field: confirm its host key, install the
-    package, give it an identity as USB provisioning would, pin its new host key, close SSH
-    to the first-contact credential, register it.
+    """First contact with a box already in the field (docs/device-install.md).
 
+    Confirms its host key, installs the package, gives it an identity as USB provisioning
+    would, pins its new host key, closes SSH to the first-contact credential, registers it.
     The CA passphrase comes from FLEET_CA_PASSPHRASE or a prompt.
     """
     from fleet import bootstrap as bs
