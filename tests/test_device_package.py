@@ -173,6 +173,7 @@ def test_boot_unit_runs_early_and_the_agent_restarts_with_a_limit(unit_root: Pat
     assert {"network-pre.target", "sysinit.target"} <= set(boot["Before"][0].split())
     agent = _settings(units / "fleet-agent.service")
     assert agent["Restart"] == ["on-failure"] and int(agent["StartLimitBurst"][0]) > 0
+    assert agent["ConditionPathExists"] == ["/etc/fleet/mqtt.json"]  # not before provisioning
     for name in ("fleet-agent.service", "fleet-runtime@.service"):
         unit = _settings(units / name)
         assert "fleet-agent-boot.service" in unit["After"][0].split()
