@@ -373,5 +373,5 @@ class Bootstrap:
         finally:
             session.close()
         self.step("back", f"answers as {info.get('name')} with its new key")
-        self.step("registry", prov.mark_provisioned(self.project, name))
+        self.step("registry", f"PROVISIONED ({prov.mark_provisioned(self.project, name)})")
         return {"device": name, "steps": self.steps, "info": info}

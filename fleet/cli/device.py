@@ -153,5 +153,7 @@ def bootstrap(
         a.output_json(report)
         return
     for step in report["steps"]:
-        a.display_info(f"  {step['step']:<13} {step['detail']}")
+        detail = step["detail"]
+        text = "; ".join(detail) if isinstance(detail, list) else str(detail)
+        a.display_info(f"  {step['step']:<13} {text}")
     a.display_success(f"{report['device']} bootstrapped: pinned, keyed, registered")
