@@ -39,26 +39,33 @@ class Restarter(Protocol):
 
 @dataclass
 class AgentRestarter:
-    """``fleet-agent reboot``, then reconnect until the device answers again."""
+    """``fleet-agent reboot``, then reconnect until the device reports a new boot."""
 
     timeout_s: float = 300.0
     poll_s: float = 3.0
 
     def reboot(self, task: Task) -> None:
+        """Back when SSH answers and the agent reports a boot after this one: a box shutting
+        down keeps answering (systemd stops services first) with the boot it is leaving."""
+        before = _boots(task)
         agent_for(task).call("reboot")
         disconnect(task)
-        time.sleep(self.poll_s)  # let it go down before we knock
         deadline = time.monotonic() + self.timeout_s
         while True:
+            time.sleep(self.poll_s)  # let it go down before we knock
             try:
-                agent_for(task).call("slots")
-                return
+                if _boots(task) > before:  # fleet-agent-boot.service ran: it is back
+                    return
             except FleetError:
                 disconnect(task)
-                if time.monotonic() > deadline:
-                    raise DeviceError(f"{task.host.name}: did not come back within "
-                                      f"{self.timeout_s:.0f}s of the reboot") from None
-                time.sleep(self.poll_s)
+            if time.monotonic() > deadline:
+                raise DeviceError(f"{task.host.name}: did not come back within "
+                                  f"{self.timeout_s:.0f}s of the reboot") from None
+
+
+def _boots(task: Task) -> int:
+    """The device's boot counter (every `fleet-agent boot` adds one)."""
+    return agent_for(task).slots().boots
 
 
 @dataclass

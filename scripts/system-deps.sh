@@ -11,8 +11,9 @@
 set -eu
 # sshd for the lab, mosquitto for MQTT heartbeats and jobs, GStreamer's RTSP server for camera
 # tests, jq and curl for the README's tour (tests/test_readme.py runs it), Chromium and its
-# WebDriver for the web console's browser tests (tests/console/).
-PKGS="openssh-server openssh-client mosquitto jq curl \
+# WebDriver for the web console's browser tests (tests/console/); lintian, systemd-analyze
+# (systemd) and debootstrap for the device package (tests/test_device_package.py).
+PKGS="openssh-server openssh-client mosquitto jq curl lintian systemd debootstrap \
   gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-tools gstreamer1.0-plugins-base \
   gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav \
   chromium chromium-driver"

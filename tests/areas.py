@@ -26,10 +26,11 @@ SERVER_FIXTURES = frozenset({
     "rtsp_server", "digest_rtsp_server", "face_stream", "bundle_server", "daemon_procs",
     "runtime_http", "running", "silent_server", "face_blur_app", "centerface_onnx",
     "still_face_video", "face_video", "factory",
+    "amd64_deb", "arm64_deb", "debian_tar", "debian_root",  # download wheels and a Debian root
 })
 # What a module does by itself that makes it slow, whatever fixtures its tests use.
 SERVER_CALLS = ("start_lab(", "lab_project(", '"lab", "up"', 'Step("lab up"', "subprocess",
-                "Runner(", "RuntimeProcess")
+                "Runner(", "RuntimeProcess", "add_field_device(")
 
 
 def _module_starts_servers(path: Path, cache: dict[Path, bool]) -> bool:

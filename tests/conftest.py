@@ -20,7 +20,7 @@ from fleet.project import Project
 # Plugins of their own, so that hooks defined here and theirs never replace each other:
 # per-area progress lines and the `servers` mark (make test-fast): tests/areas.py;
 # no silent skips under CI=true: tests/ci_skips.py.
-pytest_plugins = ["areas", "ci_skips"]
+pytest_plugins = ["areas", "ci_skips", "fixtures_device"]
 
 
 @pytest.fixture(autouse=True)

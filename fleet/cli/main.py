@@ -27,6 +27,7 @@ SUBCOMMANDS = (
     ("fleet.cli.ota", "ota"),
     ("fleet.cli.apps", "app"),
     ("fleet.cli.serve", "serve"),
+    ("fleet.cli.device", "device"),
 )
 
 app = typer.Typer(

@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from fleet_runtime import slots
 from fleet_runtime.durable import file_lock
-from fleet_runtime.layout import Layout, atomic_write_json, read_json
+from fleet_runtime.layout import Layout, atomic_write, atomic_write_json, read_json
 
 from fleet import processes
 from fleet.errors import ConfigError, DeviceError, UsageError
@@ -312,9 +312,34 @@ class Lab:
 
     def _asyncssh_argv(self, dev: LabDevice) -> list[str]:
         lay = self.layout(dev.name)
+        field = ["--root", str(lay.root)] if (lay.root / ".lab/password").exists() else []
         return [sys.executable, "-m", "fleet.lab.sshd", "--host", dev.host, "--port", str(dev.port),
                 "--host-key", str(host_key_path(lay)),
-                "--authorized-keys", str(lay.ssh_dir / "authorized_keys")]
+                "--authorized-keys", str(lay.ssh_dir / "authorized_keys"), *field]
+
+    def add_field_device(self, name: str, password: str, site: str = "field") -> LabDevice:
+        """A box already in the field, for `fleet device bootstrap`: a factory image and
+        serial, its own host key (not pinned here), its admin's password login, no edgefleet
+        identity or trust anchor. Served by the asyncssh server: OpenSSH would check the
+        password against this machine's /etc/shadow."""
+        from fleet.lab.sshd import hash_password
+
+        serial = "EF" + hashlib.sha256(f"{site}/{name}".encode()).hexdigest()[:10].upper()
+        with self._locked():
+            devices = self.devices()
+            root = self.root(name)
+            shutil.rmtree(root, ignore_errors=True)
+            lay = Layout(root)
+            write_factory_image(lay, FACTORY_VERSION)
+            atomic_write_json(root / ".lab/hardware.json", {"serial": serial})
+            write_host_key(lay)  # no authorized_keys: nobody's key yet
+            atomic_write(root / ".lab/password", hash_password(password).encode(), 0o600)
+            devices[name] = LabDevice(name=name, site=site, serial=serial, port=0,
+                                      ssh="asyncssh", factory=True)
+            self._save(devices)
+        self.start(name)
+        self.write_inventory()
+        return self.device(name)
 
     def running(self, dev: LabDevice) -> bool:
         return dev.pid is not None and pid_is(dev.pid, str(self.root(dev.name)), dev.ssh)

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from fleet_runtime import sdnotify
 from fleet_runtime.durable import file_lock
 from fleet_runtime.layout import Layout, StateFileError, atomic_write_json, read_json
 from fleet_runtime.panoramasdk import console
@@ -375,11 +376,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             file=err,
             flush=True,
         )
+    dog = sdnotify.Watchdog.from_env()  # under fleet-runtime@.service (WatchdogSec=)
+    sdnotify.notify("READY=1")
     try:
-        runner.wait(args.duration)
+        runner.wait(args.duration, tick=None if dog is None else lambda: dog.kick(runner.snapshot))
     except KeyboardInterrupt:
         pass
     finally:
+        sdnotify.notify("STOPPING=1")
         snap = runner.snapshot()
         runner.stop()
         if registered:

@@ -15,6 +15,7 @@ import threading
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -426,10 +427,14 @@ class Runner:
             self.writers[camera].start()
         return self.writers[camera]
 
-    def wait(self, duration: float | None = None) -> None:
-        """Until ``duration`` passes or every code node has finished."""
+    def wait(self, duration: float | None = None,
+             tick: Callable[[], None] | None = None) -> None:
+        """Until ``duration`` passes or every code node has finished; `tick` runs every
+        round (the systemd watchdog's ping: it stops when this loop stops turning)."""
         deadline = None if duration is None else time.monotonic() + duration
         while not self.stopping.is_set():  # SIGTERM, or a node ignored the end of its streams
+            if tick is not None:
+                tick()
             alive = [s for s in self.supervisors if s.is_alive() and not s.context.parked.is_set()]
             if not alive:
                 return
