@@ -24,7 +24,7 @@ from fleet_runtime.layout import Layout, atomic_write_json, read_json
 from labkit import start_lab
 
 from fleet import inventory as inv
-from fleet.lab import run_boot
+from fleet.lab.devices import run_boot
 from fleet.ota import AgentRestarter
 
 # What a box does between `systemctl reboot` and its next boot, in the chroot. The boot step
