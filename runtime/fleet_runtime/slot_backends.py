@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from fleet_runtime.layout import Layout, StateFileError, atomic_write_json, fsync_dir, read_json
+from fleet_runtime import durable
+from fleet_runtime.layout import Layout, StateFileError, atomic_write_json, read_json
 
 CONFIG_NAME = "slots.json"
 LINK = "current"
@@ -128,8 +129,7 @@ class Directories:
         temp = layout.slots / f".{LINK}-{os.getpid()}.tmp"
         os.symlink(slot, temp)  # relative: the link stays right wherever the root is mounted
         self.checkpoint("link")
-        os.replace(temp, layout.slots / LINK)
-        fsync_dir(layout.slots)
+        durable.replace(temp, layout.slots / LINK)  # the rename, then its directory fsync'd
         self.checkpoint("after-link")
 
     def next_boot(self, layout: Layout, slot: str) -> None:
