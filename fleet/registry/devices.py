@@ -10,22 +10,12 @@ its fingerprint (the aws backend also registers it in IoT with its policy).
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
 from fleet.errors import ConfigError
 from fleet.project import Project
 from fleet.registry import NotFound, Store
-
-
-def _pki() -> Any:
-    """fleet.pki when it is installed (imported lazily: it is optional for the registry)."""
-    if importlib.util.find_spec("fleet.pki") is None:
-        return None
-    import fleet.pki
-
-    return fleet.pki
 
 
 def issued_certificate(project: Project, name: str) -> Path | None:
@@ -60,8 +50,9 @@ def _issued_serials(pki: Any, project: Project, name: str) -> list[str]:
 def _revoker(project: Project, name: str, passphrase: bytes | None) -> Any:
     """The unlocked fleet CA when `name` has certificates to revoke, else None.
     Unlocking happens before anything changes, so a wrong passphrase changes nothing."""
-    pki = _pki()
-    if pki is None or not hasattr(pki, "load_ca") or not (project.certs / "ca.crt").exists():
+    from fleet import pki  # only deregister needs the CA: not imported for the other verbs
+
+    if not (project.certs / "ca.crt").exists():
         return None
     if not _issued_serials(pki, project, name):
         return None

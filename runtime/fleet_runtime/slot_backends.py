@@ -129,7 +129,7 @@ class Directories:
         temp = layout.slots / f".{LINK}-{os.getpid()}.tmp"
         os.symlink(slot, temp)  # relative: the link stays right wherever the root is mounted
         self.checkpoint("link")
-        durable.replace(temp, layout.slots / LINK)
+        durable.replace(temp, layout.slots / LINK)  # the rename, then its directory fsync'd
         self.checkpoint("after-link")
 
     def next_boot(self, layout: Layout, slot: str) -> None:

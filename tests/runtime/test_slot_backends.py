@@ -250,9 +250,12 @@ def test_a_failed_selftest_rolls_back_through_the_bootloader(tmp_path: Path,
                          hooks={"selftest": "bin/selftest"})
     assert "Active rootfs slot: B" in bootctl(layout, "dump-slots-info").stdout
     assert reboot(layout)["selftest"]["ok"] is False
-    refused = agent(layout, "commit")  # the device's own gate refuses it and rolls back
+    refused = agent(layout, "commit")  # the flow's gate: it rolls back by itself
     assert refused["error"]["code"] == "selftest-failed"
+    assert "rolled back to the committed slot" in refused["error"]["message"]
     assert "Active rootfs slot: A" in bootctl(layout, "dump-slots-info").stdout
+    again = agent(layout, "rollback", "--reason", "selftest failed")  # the operator, too late
+    assert (again["changed"], again["slot"], again["flow"]) == (False, "a", "restoring")
     back = reboot(layout)
     assert (back["event"], back["slot"], back["version"]) == ("boot", "a", "1.0.0")
     report = agent(layout, "slots")
