@@ -25,7 +25,7 @@ from labkit import start_lab
 
 from fleet import inventory as inv
 from fleet.lab.devices import run_boot
-from fleet.ota import AgentRestarter
+from fleet.reboot import AgentRestarter
 
 # What a box does between `systemctl reboot` and its next boot, in the chroot. The boot step
 # is the installed unit's own ExecStart line, with the unit's environment.
