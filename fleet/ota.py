@@ -312,7 +312,7 @@ def install_bundle(
     task: Task, bundle_path: str | Path, *, restarter: Restarter | None = None,
     project: Project | None = None, trials: int = 3, health_flags: list[str] | None = None,
     require_healthy: bool = False, dry_run: bool = False, progress: Progress | None = None,
-    transfer: str = "stream",
+    transfer: str = "stream", reboot_timeout: float = 300.0,
 ) -> Result:
     """Install a signed bundle on one device, fail-safe; see the module docstring.
 
@@ -336,7 +336,7 @@ def install_bundle(
     if task.is_dry_run(dry_run or None):
         run.report.after = manifest.version
         return _finish(run, changed=True, reason="dry run: nothing changed")
-    chosen = restarter or restarter_for(task.host)
+    chosen = restarter or restarter_for(task.host, reboot_timeout)
     if transfer not in ("stream", "sftp"):
         raise UsageError(f"unknown transfer {transfer!r}", fix="use stream or sftp")
     return _apply(run, path, manifest, facts, chosen, trials, health_flags or [], require_healthy,

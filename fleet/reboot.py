@@ -118,12 +118,14 @@ def disconnect(task: Task) -> None:
             task.host.connections.pop(CONNECTION_NAME, None)
 
 
-def restarter_for(host: Host) -> Restarter:
-    """The host's ``power_cycle`` command when its data has one, else the agent's reboot."""
+def restarter_for(host: Host, timeout_s: float = 300.0) -> Restarter:
+    """The host's ``power_cycle`` command when its data has one, else the agent's reboot;
+    either waits up to `timeout_s` for the device to come back (a rollout passes its
+    policy's ``offline_wait``)."""
     argv = host.data.get(POWER_CYCLE)
     if argv is None:
-        return AgentRestarter()
+        return AgentRestarter(timeout_s=timeout_s)
     if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
         raise DeviceError(f"{host.name}: data.{POWER_CYCLE} is not a command line",
                           fix="give it as a list of strings: [program, arg, ...]")
-    return CommandRestarter(list(argv))
+    return CommandRestarter(list(argv), timeout_s=timeout_s)

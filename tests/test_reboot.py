@@ -73,3 +73,34 @@ def test_the_lab_inventory_names_its_own_power_button(tmp_path: Path) -> None:
     lab = Lab(Project.locate(tmp_path))
     argv = lab.power_cycle_argv("berlin-01")
     assert argv[1:3] == ["-m", "fleet.lab.reboot"] and argv[-2:] == [str(tmp_path), "berlin-01"]
+
+
+def test_the_wait_for_a_rebooted_device_is_the_one_the_caller_gives() -> None:
+    """A rollout passes its policy's offline_wait: a power cycle still running after it is
+    a device that did not come back, named as such."""
+    h = host(power_cycle=python("import time; time.sleep(30)"))
+    chosen = restarter_for(h, timeout_s=0.5)
+    assert isinstance(restarter_for(host(), timeout_s=42.0), AgentRestarter)
+    assert restarter_for(host(), timeout_s=42.0).timeout_s == 42.0  # type: ignore[attr-defined]
+    with pytest.raises(DeviceError, match="berlin-01: power cycle did not run: .*timed out"):
+        chosen.reboot(SimpleNamespace(host=h))  # type: ignore[arg-type]
+
+
+def test_a_resumed_rollout_waits_for_reboots_as_its_policy_says(tmp_path: Path) -> None:
+    """`resume` rebuilds the work from the journal's header: the reboot wait comes back too."""
+    from fleet.rollout.update import OtaWork
+
+    header = {"kind": "ota", "artifact": str(tmp_path / "os.bundle"), "policy": {"offline_wait": 42}}
+    made: list[tuple[Path, Path]] = []
+
+    class Stub(OtaWork):
+        @classmethod
+        def for_bundle(cls, project: Project, bundle: Path, progress: object = None) -> OtaWork:
+            made.append((project.root, bundle))
+            return cls(project, bundle, "1.1.0", "os")
+
+    project = Project.locate(tmp_path)
+    work = Stub.from_header(project, header)
+    assert made == [(project.root, tmp_path / "os.bundle")]
+    assert work.params()["reboot_timeout"] == 42.0
+    assert Stub.from_header(project, {**header, "policy": {}}).params()["reboot_timeout"] == 300.0

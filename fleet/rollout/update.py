@@ -54,6 +54,7 @@ class OtaWork:
     progress: Progress | None = None
     cancelled: set[str] = field(default_factory=set)
     fell_back: dict[str, str] = field(default_factory=dict)  # device -> why it is not redone
+    reboot_timeout: float = 300.0  # how long a rebooted device may take: the policy's offline_wait
     kind = KIND
 
     @property
@@ -64,7 +65,11 @@ class OtaWork:
     def from_header(cls, project: Project, header: dict[str, Any],
                     progress: Progress | None = None) -> OtaWork:
         """Rebuild the work of a journaled rollout (resume, retry)."""
-        return cls.for_bundle(project, Path(str(header["artifact"])), progress)
+        work = cls.for_bundle(project, Path(str(header["artifact"])), progress)
+        wait = (header.get("policy") or {}).get("offline_wait")
+        if isinstance(wait, (int, float)) and wait > 0:
+            work.reboot_timeout = float(wait)
+        return work
 
     @classmethod
     def for_bundle(cls, project: Project, bundle: Path, progress: Progress | None = None
@@ -89,7 +94,8 @@ class OtaWork:
 
     def params(self) -> dict[str, Any]:
         return {"bundle_path": str(self.bundle), "project": self.project,
-                "health_flags": self.health_flags, "progress": self._progress}
+                "health_flags": self.health_flags, "progress": self._progress,
+                "reboot_timeout": self.reboot_timeout}
 
     def cancel(self, host: Host) -> None:
         """The runner gave up on `host` (device_timeout): stop before it changes anything."""

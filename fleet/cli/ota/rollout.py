@@ -140,6 +140,7 @@ def rollout(ctx: typer.Context, bundle: Bundle, inventory: o.Inventory = None,
             raise UsageError(f"--engine {engine!r} is not ssh or iot-jobs")
         with display(a, json, "rollout") as view:
             work = OtaWork.for_bundle(a.project, bundle, progress=view.progress)
+            work.reboot_timeout = policy.offline_wait
             report = rollout_engine.start(a.project, nr, work, policy,
                                           selection=selection_dict(sel), sinks=[view])
     finish(a, report, json)
