@@ -67,7 +67,6 @@ def build(ctx: typer.Context,
 
 
 def _render(a: CliContext, info: dict[str, Any]) -> None:
-    from rich.table import Table
 
     a.output(f"[bold]{info['name']} {info['version']}[/bold]")
     for label in ("graph", "min_runtime", "platforms", "key_id", "manifest_sha256"):
@@ -77,12 +76,9 @@ def _render(a: CliContext, info: dict[str, Any]) -> None:
         entry = f"  entry {package['entry']}" if package["entry"] else ""
         a.output(f"  package         {package['dir']} ({', '.join(package['platforms'])})"
                  f"{entry}")
-    table = Table(header_style="bold")
-    for col in ("Path", "Size", "Mode", "SHA-256"):
-        table.add_column(col, overflow="fold")
-    for f in info["files"]:
-        table.add_row(f["path"], str(f["size"]), oct(f["mode"])[2:], f["sha256"][:16] + "…")
-    a.output(table)
+    from fleet.cli.render import file_table
+
+    a.output(file_table(info["files"]))
 
 
 @app.command()

@@ -104,7 +104,6 @@ def _size(n: int) -> str:
 
 
 def _render_manifest(a: CliContext, info: dict[str, Any]) -> None:
-    from rich.table import Table
 
     a.output(f"[bold]{info['name']} {info['version']}[/bold]  {info.get('description') or ''}")
     for label, key in (("hardware", "hardware"), ("arch", "arch"), ("min version", "min_version"),
@@ -115,12 +114,9 @@ def _render_manifest(a: CliContext, info: dict[str, Any]) -> None:
         a.output(f"  {'hooks':<16}" + ", ".join(f"{k}: {v}" for k, v in info["hooks"].items()))
     if info.get("downgrade_permit"):
         a.output(f"  {'downgrade':<16}permitted: {info['downgrade_permit'].get('reason', '')}")
-    table = Table(header_style="bold")
-    for col in ("Path", "Size", "Mode", "SHA-256"):
-        table.add_column(col, overflow="fold")
-    for f in info["files"]:
-        table.add_row(f["path"], str(f["size"]), oct(f["mode"])[2:], f["sha256"][:16] + "…")
-    a.output(table)
+    from fleet.cli.render import file_table
+
+    a.output(file_table(info["files"]))
 
 
 @app.command()

@@ -74,3 +74,13 @@ class ProgressProcessor:
 
     def subtask_instance_completed(self, task: Task, host: Host, result: MultiResult) -> None:
         pass
+
+
+def file_table(files: Iterable[dict[str, Any]]) -> Table:
+    """A bundle's files (OTA or application), as `inspect` and `verify` show them."""
+    table = Table(header_style="bold")
+    for col in ("Path", "Size", "Mode", "SHA-256"):
+        table.add_column(col, overflow="fold")
+    for f in files:
+        table.add_row(f["path"], str(f["size"]), oct(f["mode"])[2:], f["sha256"][:16] + "…")
+    return table

@@ -30,6 +30,7 @@ from fleet_runtime.apps.blobs import BlobStore
 from fleet_runtime.apps.release import parse
 from fleet_runtime.apps.versions import AppDirs
 from fleet_runtime.durable import atomic_write_json
+from fleet_runtime.flow import FlowError
 from fleet_runtime.layout import Layout, read_json
 from fleet_runtime.slots import crash_point
 
@@ -81,10 +82,8 @@ TABLE: dict[tuple[State, Event], State] = {
 SELF_FINISHING = frozenset({S.STAGING, S.ACTIVATING, S.COMMITTING, S.ROLLING_BACK})
 
 
-class AppFlowError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
+class AppFlowError(FlowError):
+    """A refused event or a failed step of an application's flow (``code`` is stable)."""
 
 
 Step = tuple[Event, dict[str, Any]]
