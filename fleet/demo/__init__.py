@@ -29,7 +29,9 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("Register devices and import cameras from CSV", "fleet.demo.cameras:step_registry"),
     ("A new site from the factory: fleet CA, USB archives, first boot, online", "fleet.demo.provisioning:step_provisioning"),
     ("Vision runtime: face blur on ONNX Runtime, metrics and health", "fleet.demo.runtime:step_face_blur"),
+    ("The face-blur application as a signed bundle; a tampered copy refused", "fleet.demo.apps:step_app_bundle"),
     ("Heartbeats over MQTT, health from them, and a log export", "fleet.demo.logs:step_heartbeats_and_logs"),
+    ("The web console: an operator, and its JSON API", "fleet.demo.console:step_console"),
 )
 
 
