@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from fleet_runtime.rtsp import PASSWORD_PLACEHOLDER
+
 from fleet.errors import ConfigError
 from fleet.registry import Camera, Store
 from fleet.registry.sqlite import valid_name
@@ -40,6 +42,8 @@ ON_CONFLICT = ("fail", "skip", "update")
 MAX_URL, MAX_TEXT, MAX_PASSWORD, MAX_FILE_BYTES = 2048, 255, 1024, 64 * 1024 * 1024
 _TAG_KEY = re.compile(r"^[A-Za-z0-9_.:/-]{1,128}\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# A password given as a URL parameter, in the query or in a `/user=a&password=b&...` path.
+_PARAM_PASSWORD = re.compile(r"(?<=[/?&;])(password|passwd|pwd|pass)=([^&;/?#]*)", re.I)
 
 
 @dataclass(frozen=True)
@@ -201,6 +205,24 @@ def check_url(raw: str) -> tuple[str, str, str]:
     return clean, unquote(parts.username or ""), unquote(parts.password or "")
 
 
+def lift_password(url: str) -> tuple[str, str]:
+    """``(url with the placeholder, password)`` for a password carried as a URL parameter, so
+    the stored URL never holds it; the device fills it back in (rtsp.fill_password)."""
+    found: set[str] = set()
+
+    def take(match: re.Match[str]) -> str:
+        value = unquote(match.group(2))
+        if not value or match.group(2) == PASSWORD_PLACEHOLDER:
+            return match.group(0)
+        found.add(value)
+        return f"{match.group(1)}={PASSWORD_PLACEHOLDER}"
+
+    lifted = _PARAM_PASSWORD.sub(take, url)
+    if len(found) > 1:
+        raise _RowInvalid("rtsp_url", "carries two different passwords as parameters; keep one")
+    return lifted, found.pop() if found else ""
+
+
 def resolve_password(value: str, base_dir: Path, env: Mapping[str, str]) -> str:
     """The literal password, or the one named by ``password_env:VAR`` / ``password_file:PATH``."""
     col = "password"
@@ -259,6 +281,29 @@ def _credentials(
     return user, password
 
 
+def _param_credentials(
+    row: Mapping[str, str],
+    url_user: str,
+    url_pass: str,
+    param_pass: str,
+    base_dir: Path,
+    env: Mapping[str, str],
+) -> tuple[str, str]:
+    """The camera's username and its password taken from a URL parameter; a password given
+    elsewhere too (user:password@, the password column) must be the same one."""
+    if len(param_pass) > MAX_PASSWORD or "\x00" in param_pass:
+        raise _RowInvalid("rtsp_url", f"the password in the URL is longer than {MAX_PASSWORD}")
+    if url_pass and url_pass != param_pass:
+        raise _RowInvalid("rtsp_url", "carries two different passwords; keep one")
+    raw = row.get("password", "")
+    if raw and resolve_password(raw, base_dir, env) != param_pass:
+        raise _RowInvalid("password", "differs from the password inside rtsp_url; keep one")
+    user = _text(row, "username")
+    if url_user and user and url_user != user:
+        raise _RowInvalid("username", "differs from the username inside rtsp_url; keep one")
+    return user or url_user, param_pass
+
+
 def camera_of(row: Mapping[str, str], base_dir: Path, env: Mapping[str, str]) -> Camera:
     """One validated Camera from a CSV row (registry checks come later)."""
     name = _text(row, "name")
@@ -268,7 +313,11 @@ def camera_of(row: Mapping[str, str], base_dir: Path, env: Mapping[str, str]) ->
     if not device:
         raise _RowInvalid("device", "is empty")
     url, url_user, url_pass = check_url(row.get("rtsp_url", "").strip())
-    user, password = _credentials(row, url_user, url_pass, base_dir, env)
+    url, param_pass = lift_password(url)
+    if param_pass:
+        user, password = _param_credentials(row, url_user, url_pass, param_pass, base_dir, env)
+    else:
+        user, password = _credentials(row, url_user, url_pass, base_dir, env)
     return Camera(
         name=name,
         device=device,

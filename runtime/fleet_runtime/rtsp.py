@@ -24,7 +24,7 @@ import ssl
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 REACHABLE, AUTH_FAILED, NOT_FOUND = "REACHABLE", "AUTH_FAILED", "NOT_FOUND"
 TIMEOUT, UNREACHABLE, CODEC_UNSUPPORTED, ERROR = (
@@ -208,6 +208,20 @@ class _Connection:
         self.sock.close()
 
 
+# Cheap cameras take their password as a URL parameter (``/user=admin&password=X&...``,
+# ``?pwd=X``). The controller stores such a URL with this placeholder and seals the value;
+# the device puts the real password back only when it opens the stream.
+PASSWORD_PLACEHOLDER = "{password}"  # noqa: S105 -- a marker, not a secret
+_PARAM_SAFE = "!$'()*,;:@~"  # kept as typed; & = / ? # + and the rest are %-encoded
+
+
+def fill_password(url: str, password: str | None) -> str:
+    """``url`` with the camera's password in place of :data:`PASSWORD_PLACEHOLDER`."""
+    if PASSWORD_PLACEHOLDER not in url:
+        return url
+    return url.replace(PASSWORD_PLACEHOLDER, quote(password or "", safe=_PARAM_SAFE))
+
+
 def split_credentials(url: str) -> tuple[str, str, str]:
     """``(url without user:password@, user, password)``."""
     parts = urlsplit(url)
@@ -237,6 +251,7 @@ def probe(url: str, username: str = "", password: str = "", *, timeout: float = 
 def _probe_once(url: str, username: str, password: str, deadline: float) -> ProbeResult:
     clean, url_user, url_pass = split_credentials(url)
     username, password = username or url_user, password or url_pass
+    clean = fill_password(clean, password)
     try:
         result = _describe(clean, username, password, deadline)
     except _Failure as exc:

@@ -25,6 +25,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from fleet_runtime.durable import Backoff
 from fleet_runtime.pipeline.frames import Frame, FrameQueue
+from fleet_runtime.rtsp import PASSWORD_PLACEHOLDER, fill_password
 
 log = logging.getLogger("fleet_runtime.sources")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -63,7 +64,9 @@ def redact(url: str) -> str:
 
 
 def with_credentials(url: str, username: str | None, password: str | None) -> str:
-    """``url`` with ``username:password@`` (quoted) in place of any userinfo."""
+    """``url`` with ``username:password@`` (quoted) in place of any userinfo, and the
+    password in place of a ``{password}`` URL parameter (see rtsp.fill_password)."""
+    url = fill_password(url, password)
     if not username:
         return url
     parts = urlsplit(url)
@@ -276,6 +279,7 @@ def _reason(exc: BaseException, spec: SourceSpec) -> str:
     for secret in (spec.password, spec.username):
         if secret:
             text = text.replace(secret, "***").replace(quote(secret, safe=""), "***")
+            text = text.replace(fill_password(PASSWORD_PLACEHOLDER, secret), "***")
     return re.sub(r"//[^/@\s]*@", "//***@", text)
 
 
