@@ -116,3 +116,22 @@ def test_with_the_fingerprint_the_box_ends_pinned_keyed_registered_healthy(field
     # So a second bootstrap with the old credential cannot even log in.
     again = _bootstrap(field, "--host-key-fingerprint", new)
     assert again.exit_code == 1 and "refused the login of root" in again.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ((), "give the box's credential: --password-prompt or --key FILE"),
+    (("--password-prompt", "--key", "{tmp}/id_ed25519"), "give the box's credential"),
+    (("--key", "{tmp}/missing"), "no such key file"),
+    (("--password-prompt", "--name", "../etc"), "../etc"),
+])
+def test_bad_input_is_one_line_and_exit_2_before_any_contact(tmp_path: Path, args: tuple[str, ...],
+                                                            message: str) -> None:
+    """Refused before the box is contacted (nothing listens on port 9) or anything is written."""
+    (tmp_path / "id_ed25519").write_text("not used\n")
+    argv = [a.format(tmp=tmp_path) for a in args]
+    result = run_cli(tmp_path, "device", "bootstrap", "127.0.0.1", "--port", "9", *argv, env=ENV)
+    assert result.exit_code == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr
+    assert PASSWORD not in result.stdout + result.stderr
+    assert not (tmp_path / ".fleet").exists() or not any((tmp_path / ".fleet").rglob("known_hosts"))
