@@ -35,7 +35,7 @@ from __future__ import annotations
 import hashlib
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -200,19 +200,32 @@ def _persist(layout: Layout, doc: dict[str, Any]) -> None:
     atomic_write_json(path(layout), doc)
 
 
+def advance(table: Mapping[tuple[Any, Any], Enum], state: Enum, event: Enum,
+            doc: dict[str, Any], changes: dict[str, Any], *,
+            persist: Callable[[dict[str, Any]], None], refused: Callable[[], Exception],
+            point: str, on_enter: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+    """One move of a persisted flow table (the update flow's, an application's): refuse
+    what the table does not allow, write the new state before anything acts on it, cross
+    its crash point, then tell the driver's owner."""
+    nxt = table.get((state, event))
+    if nxt is None:
+        raise refused()
+    doc.update(changes, state=nxt.value, steps=int(doc.get("steps") or 0) + 1)
+    persist(doc)
+    crash_point(f"{point}-{nxt.value}")
+    if on_enter is not None:
+        on_enter(doc)
+    return doc
+
+
 def transition(ctx: Context, doc: dict[str, Any], event: Event, **changes: Any) -> dict[str, Any]:
     """Move by the table (refusing anything else), persist, then tell the driver's owner."""
     state = State(doc["state"])
-    nxt = TABLE.get((state, event))
-    if nxt is None:
-        raise FlowError("wrong-state", f"cannot {event.value} while the update flow is "
-                        f"{state.value}: {hint(doc)}")
-    doc.update(changes, state=nxt.value, steps=int(doc.get("steps") or 0) + 1)
-    _persist(ctx.layout, doc)
-    crash_point(f"flow-{nxt.value}")
-    if ctx.on_enter is not None:
-        ctx.on_enter(doc)
-    return doc
+    return advance(TABLE, state, event, doc, changes,
+                   persist=lambda d: _persist(ctx.layout, d),
+                   refused=lambda: FlowError("wrong-state", f"cannot {event.value} while the "
+                                             f"update flow is {state.value}: {hint(doc)}"),
+                   point="flow", on_enter=ctx.on_enter)
 
 
 def hint(doc: dict[str, Any]) -> str:

@@ -30,7 +30,7 @@ from fleet_runtime.apps.blobs import BlobStore
 from fleet_runtime.apps.release import parse
 from fleet_runtime.apps.versions import AppDirs
 from fleet_runtime.durable import atomic_write_json
-from fleet_runtime.flow import FlowError
+from fleet_runtime.flow import FlowError, advance
 from fleet_runtime.layout import Layout, read_json
 from fleet_runtime.slots import crash_point
 
@@ -114,17 +114,11 @@ def read(layout: Layout, name: str) -> dict[str, Any]:
 
 def transition(ctx: Context, doc: dict[str, Any], event: Event, **changes: Any) -> dict[str, Any]:
     state = State(doc["state"])
-    nxt = TABLE.get((state, event))
-    if nxt is None:
-        raise AppFlowError("wrong-state", f"cannot {event.value} {ctx.name} while it is "
-                           f"{state.value}: {hint(doc)}")
-    doc.update(changes, state=nxt.value, steps=int(doc.get("steps") or 0) + 1,
-               updated_at=time.time())
-    atomic_write_json(ctx.dirs.root / "app.json", doc)
-    crash_point(f"app-{nxt.value}")
-    if ctx.on_enter is not None:
-        ctx.on_enter(doc)
-    return doc
+    return advance(TABLE, state, event, doc, {**changes, "updated_at": time.time()},
+                   persist=lambda d: atomic_write_json(ctx.dirs.root / "app.json", d),
+                   refused=lambda: AppFlowError("wrong-state", f"cannot {event.value} {ctx.name} "
+                                                f"while it is {state.value}: {hint(doc)}"),
+                   point="app", on_enter=ctx.on_enter)
 
 
 def hint(doc: dict[str, Any]) -> str:
