@@ -1,0 +1,1 @@
+"""Playbooks (`fleet play`): plays of typed operations over inventories; see operations.py."""
