@@ -555,7 +555,11 @@ def _bench_model(args: argparse.Namespace) -> dict[str, Any]:
 def _probe_descriptor(path: Path) -> dict[str, Any]:
     import onnxruntime as ort  # type: ignore[import-untyped]
 
-    first = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()[0]
+    try:
+        first = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()[0]
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
+        raise CliError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]}); "
+                       "check the file or fetch it again") from None
     shape = [d if isinstance(d, int) and d > 0 else 1 for d in first.shape]
     return {"inputs": [{"name": first.name, "shape": shape}], "onnx": {"asset": path.name}}
 

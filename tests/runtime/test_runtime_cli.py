@@ -116,6 +116,18 @@ def test_a_path_typo_is_bad_input(tmp_path: Path, args: tuple[str, ...]):
     assert result.stderr.strip().splitlines()[-1].endswith("face_blr does not exist; check the path")
 
 
+@pytest.mark.parametrize("content", [b"", b"\x08\x07garbage" * 50, b"not a model at all\n"])
+def test_a_corrupt_model_is_one_line_not_a_traceback(tmp_path: Path, content: bytes):
+    model = tmp_path / "detector.onnx"
+    model.write_bytes(content)
+    result = fleet_runtime("bench", str(model), "--frames", "2")
+    assert result.returncode == 1 and result.stdout == ""
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"fleet-runtime: {model}: not a loadable ONNX model (")
+    assert last.endswith("check the file or fetch it again")
+
+
 def test_version_is_the_agents():
     # Both come from the one edgefleet-runtime package; a user checks either.
     ours = fleet_runtime("--version")
