@@ -35,6 +35,7 @@ from typing import Any
 from fleet_runtime.manifest.application import MAX_CAMERAS, param_error
 from nornir.core.inventory import Host
 
+from fleet.agent import Agent
 from fleet.apps.config_graph import AppGraph, load_graph
 from fleet.apps.config_lines import InventoryLines
 from fleet.cameras import Limits
@@ -376,3 +377,13 @@ def configure(project: Project, host: Host, bundle: Path | AppGraph, sets: list[
             cfg._passwords = {c["name"]: reg.camera_password(c["name"])
                               for c in cfg.device_cameras}
     return cfg
+
+
+def push_sealed(agent: Agent, cfg: DeviceConfig, *, timeout: float = 60.0) -> list[str]:
+    """Send the device its cameras file on stdin (``fleet-agent cameras set -``); the camera
+    names it now holds. Nothing to send (no camera bound): nothing is called."""
+    sealed = cfg.sealed()
+    if sealed is None:
+        return []
+    answer = agent.call("cameras", "set", "-", stdin=sealed, timeout=timeout)
+    return [str(n) for n in answer.get("cameras") or []]
