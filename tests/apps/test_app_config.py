@@ -141,3 +141,44 @@ def test_sealed_holds_the_device_cameras_with_credentials_and_nothing_else_does(
     shown = json.dumps([cfg.summary(), cfg.values(), cfg.cameras()]) + repr(cfg) + \
         cfg.files()["override.json"].decode()
     assert PASSWORD not in shown
+
+
+def test_explain_shows_each_value_with_its_layer_and_file_line(app_project, bundle):
+    from labkit import run_cli
+
+    folder = write_inventory(app_project, LAYERED)
+    res = run_cli(app_project.root, "app", "explain", "berlin-01", APP, "-i", str(folder),
+                  "-e", "label_param=cli-label", "--json")
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["version"] == "1.0.0" and doc["refused"] is None
+    assert doc["values"]["label_param"]["layer"] == "cli"
+    assert doc["values"]["label_param"]["replaced"][0]["layer"] == "group"
+    assert doc["values"]["min_score_param"]["source"].startswith(f"{folder}/groups.yaml:")
+    assert doc["cameras"] == {"front_door": ["b1-door", "b1-gate"]}
+    res = run_cli(app_project.root, "app", "explain", "berlin-01", str(bundle), "-i",
+                  str(folder))
+    assert res.exit_code == 0, res.stderr
+    lines = {line.split()[0]: line for line in res.stdout.splitlines() if line.strip()}
+    assert "b1-door, b1-gate (tag:entrance)" in lines["front_door"]
+    assert " host " in lines["front_door"] and "hosts.yaml:" in lines["front_door"]
+    assert "False" in lines["draw_param"] and "host (unset)" in lines["draw_param"]
+    assert PASSWORD not in res.stdout + res.stderr
+
+
+def test_explain_refuses_with_the_reason_and_bad_input_in_one_line(app_project, bundle):
+    from labkit import run_cli
+
+    folder = write_inventory(app_project, LAYERED)
+    res = run_cli(app_project.root, "app", "explain", "berlin-01", APP, "-i", str(folder),
+                  "-e", "front_door=m1-door")
+    assert res.exit_code == 1
+    assert "refused: camera m1-door (node front_door) belongs to device munich-01" in res.stderr
+    res = run_cli(app_project.root, "app", "explain", "berlin-01", APP, "-i", str(folder),
+                  "-e", "oops")
+    assert res.exit_code == 2 and "expected NODE=VALUE" in res.stderr
+    assert "Traceback" not in res.stderr
+    res = run_cli(app_project.root, "app", "explain", "nobody", APP, "-i", str(folder))
+    assert res.exit_code == 2 and "unknown device(s) in DEVICE: nobody" in res.stderr
+    res = run_cli(app_project.root, "app", "explain", "berlin-01", "ghost", "-i", str(folder))
+    assert res.exit_code == 2 and "no built bundle of application 'ghost'" in res.stderr
