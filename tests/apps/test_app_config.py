@@ -77,6 +77,17 @@ def test_the_command_line_unsets_with_a_tilde_and_types_values(app_project, bund
     assert "locked_param" not in rules  # not overridable: never in the override
 
 
+def test_the_first_listed_group_wins_and_a_parent_ranks_below_its_group(app_project, bundle):
+    apps = {"people": {"label_param": "people"}, "staff": {"label_param": "staff",
+                                                          "max_tracks_param": 5},
+            "night": {"label_param": "night", "max_tracks_param": 9, "draw_param": True},
+            "berlin-01": {"front_door": "b1-door"}}
+    vals = _cfg(app_project, bundle, apps).values()
+    assert (vals["label_param"]["value"], vals["max_tracks_param"]["value"],
+            vals["draw_param"]["value"]) == ("people", 5, True)
+    assert "(group staff)" in vals["max_tracks_param"]["source"]
+
+
 @pytest.mark.parametrize(("sets", "reason"), [
     (["max_tracks_param=many"], "max_tracks_param (int32): expected a number for int32, "
                                 "got 'many' (set by -e max_tracks_param)"),
@@ -151,6 +162,7 @@ def test_explain_shows_each_value_with_its_layer_and_file_line(app_project, bund
     doc = json.loads(res.stdout)
     assert doc["version"] == "1.0.0" and doc["refused"] is None
     assert doc["values"]["label_param"]["layer"] == "cli"
+    assert doc["values"]["label_param"]["layer"] == "cli"
     assert doc["values"]["label_param"]["replaced"][0]["layer"] == "group"
     assert doc["values"]["min_score_param"]["source"].startswith(f"{folder}/groups.yaml:")
     assert doc["cameras"] == {"front_door": ["b1-door", "b1-gate"]}
@@ -180,3 +192,14 @@ def test_explain_refuses_with_the_reason_and_bad_input_in_one_line(app_project, 
     assert res.exit_code == 2 and "unknown device(s) in DEVICE: nobody" in res.stderr
     res = run_cli(app_project.root, "app", "explain", "berlin-01", "ghost", "-i", str(folder))
     assert res.exit_code == 2 and "no built bundle of application 'ghost'" in res.stderr
+
+
+def test_explain_takes_the_newest_built_version_of_an_application(app_project, bundle, tmp_path):
+    from labkit import run_cli
+
+    build_app(app_project, tmp_path / "src10", version="1.10.0")
+    build_app(app_project, tmp_path / "src9", version="1.9.0")
+    folder = write_inventory(app_project, {"berlin-01": {"front_door": "b1-door"}})
+    res = run_cli(app_project.root, "app", "explain", "berlin-01", APP, "-i", str(folder),
+                  "--json")
+    assert res.exit_code == 0 and json.loads(res.stdout)["version"] == "1.10.0", res.stderr
