@@ -203,3 +203,15 @@ def test_explain_takes_the_newest_built_version_of_an_application(app_project, b
     res = run_cli(app_project.root, "app", "explain", "berlin-01", APP, "-i", str(folder),
                   "--json")
     assert res.exit_code == 0 and json.loads(res.stdout)["version"] == "1.10.0", res.stderr
+
+
+def test_inventory_check_names_a_malformed_apps_entry_with_its_line(app_project, bundle):
+    from fleet import inventory as inv
+
+    folder = write_inventory(app_project, {"berlin-01": ["min_score_param", 0.5],  # type: ignore
+                                           "site": {"bad node!": 1}})
+    problems = inv.check(folder)
+    assert any("hosts.yaml:" in p and "berlin-01.data.apps.tracker_plain" in p
+               for p in problems), problems
+    assert any("groups.yaml:" in p and "site-berlin.data.apps.tracker_plain" in p
+               for p in problems), problems
