@@ -215,3 +215,24 @@ def test_inventory_check_names_a_malformed_apps_entry_with_its_line(app_project,
                for p in problems), problems
     assert any("groups.yaml:" in p and "site-berlin.data.apps.tracker_plain" in p
                for p in problems), problems
+
+
+def test_configure_many_and_the_plan_diff(app_project, bundle):
+    from fleet.apps.config import configure_many, diff
+
+    folder = write_inventory(app_project, {"people": {"front_door": "tag:entrance"}})
+    hosts = [host_of(app_project, folder, n) for n in ("berlin-01", "berlin-02")]
+    with pytest.raises(BadSetting):
+        configure_many(app_project, hosts, bundle, ["bad"])
+    first = configure_many(app_project, hosts, bundle, [])
+    assert {n: c.cameras() for n, c in first.items()} == {
+        "berlin-01": {"front_door": ["b1-door", "b1-gate"]}, "berlin-02": {"front_door": ["b2-door"]}}
+    again = configure_many(app_project, hosts, bundle, ["max_tracks_param=6",
+                                                        "front_door=tag:floor"])
+    before, after = first["berlin-01"].summary(), again["berlin-01"].summary()
+    assert diff(before, before) == []
+    assert diff(before, after) == [
+        {"node": "front_door", "from": ["b1-door", "b1-gate"], "to": ["b1-gate", "b1-yard"],
+         "layer": "cli"},
+        {"node": "max_tracks_param", "from": 4, "to": 6, "layer": "cli"}]
+    assert len(diff(None, after)) == len(after["parameters"]) + len(after["cameras"])
