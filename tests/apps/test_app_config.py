@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from appconfig import PASSWORD, add_cameras, build_app, host_of, write_inventory
+from appkit import PASSPHRASE
 
 from fleet.apps.config import BadSetting, configure
 from fleet.project import Project
@@ -236,3 +237,19 @@ def test_configure_many_and_the_plan_diff(app_project, bundle):
          "layer": "cli"},
         {"node": "max_tracks_param", "from": 4, "to": 6, "layer": "cli"}]
     assert len(diff(None, after)) == len(after["parameters"]) + len(after["cameras"])
+
+
+def test_a_camera_package_with_its_own_stream_needs_no_binding(app_project, bundle, tmp_path):
+    from panorama_apps import write_app
+
+    from fleet.apps import build as builder
+
+    app = write_app(tmp_path / "pkg", "tracker", "camera_package", video=tmp_path / "v.mp4")
+    (tmp_path / "v.mp4").write_bytes(b"")
+    built = builder.build(app_project, app, passphrase=PASSPHRASE.encode(), version="2.0.0")
+    folder = write_inventory(app_project, {})
+    host = host_of(app_project, folder, "berlin-01")
+    cfg = configure(app_project, host, built.path, [])
+    assert cfg.refusal() is None and cfg.cameras() == {}
+    assert configure(app_project, host, built.path, ["front_door=b1-door"]).cameras() == {
+        "front_door": ["b1-door"]}
