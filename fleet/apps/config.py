@@ -102,8 +102,10 @@ class DeviceConfig:
                 rules.append({"replace": name, "with": [{"name": f"{name}__value"}]})
         for node, names in sorted(self.bindings.items()):
             rules.append({"replace": node, "with": [{"name": n} for n in names]})
-        doc = {"nodeGraphOverrides": {"envelopeVersion": "2021-01-01", "nodes": nodes,
-                                      "nodeOverrides": rules}}
+        doc: dict[str, Any] = {"nodeGraphOverrides": {
+            "envelopeVersion": "2021-01-01", "nodes": nodes, "nodeOverrides": rules}}
+        if self.graph.routing:  # the runtime reads one override: keep the bundle's routes
+            doc["nodeGraphOverrides"]["networkRoutingRules"] = list(self.graph.routing)
         return {OVERRIDE_FILE: (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()}
 
     def sealed(self) -> bytes | None:

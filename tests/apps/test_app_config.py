@@ -253,3 +253,29 @@ def test_a_camera_package_with_its_own_stream_needs_no_binding(app_project, bund
     assert cfg.refusal() is None and cfg.cameras() == {}
     assert configure(app_project, host, built.path, ["front_door=b1-door"]).cameras() == {
         "front_door": ["b1-door"]}
+
+
+def test_the_bundled_override_is_the_graph_layer_and_unset_returns_to_it(
+        app_project, bundle, tmp_path):
+    from panorama_apps import write_app
+
+    from fleet.apps import build as builder
+
+    app = write_app(tmp_path / "over", "tracker")
+    (app / "graphs" / app.name / "override.json").write_text(json.dumps({"nodeGraphOverrides": {
+        "envelopeVersion": "2021-01-01",
+        "nodes": [{"name": "strict", "interface": "float32", "value": 0.8}],
+        "nodeOverrides": [{"replace": "min_score_param", "with": [{"name": "strict"}]},
+                          {"replace": "front_door", "with": [{"name": "b1-yard"}]}]}}))
+    built = builder.build(app_project, app, passphrase=PASSPHRASE.encode(), version="3.0.0")
+    folder = write_inventory(app_project, {"site": {"min_score_param": 0.3}})
+    cfg = configure(app_project, host_of(app_project, folder, "berlin-01"), built.path,
+                    ["min_score_param=~"], inventory=folder)
+    vals = cfg.values()
+    assert cfg.refusal() is None and cfg.cameras() == {"front_door": ["b1-yard"]}
+    assert (vals["front_door"]["layer"], vals["front_door"]["source"]) == (
+        "graph", f"graphs/{app.name}/override.json")
+    assert (vals["min_score_param"]["value"], vals["min_score_param"]["layer"]) == (0.8, "cli")
+    assert [r["source"] for r in vals["min_score_param"]["replaced"]][-2:] == [
+        f"graphs/{app.name}/override.json",
+        f"graphs/{app.name}/graph.json $.nodeGraph.nodes[4].value"]
