@@ -17,7 +17,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 from typer.core import TyperGroup
 
 from fleet.cli import options as o
@@ -111,7 +110,7 @@ def status(ctx: typer.Context, play_id: Id = None, json: o.Json = False) -> None
         return
     a.output(f"play run {state.id}: {state.status}" + (f" ({state.reason})" if state.reason
                                                         else ""))
-    a.output(_recap_table(state))
+    a.output(escape(_recap_lines(state)))
 
 
 # ---------------------------------------------------------------------------- rendering
@@ -134,7 +133,7 @@ def _sink(a: CliContext, as_json: bool, diff: bool) -> Any:
 def _show(a: CliContext, e: dict[str, Any], diff: bool) -> None:
     kind = e.get("event")
     if kind == "play_started":
-        a.display_info(f"\n[bold]PLAY [{escape(str(e['name']))}][/bold] "
+        a.display_info(f"\n[bold]{escape('PLAY [' + str(e['name']) + ']')}[/bold] "
                        f"{len(e.get('devices', []))} device(s)")
     elif kind == "batch_started":
         a.display_info(f"[bold]batch {e['batch']}[/bold]: {', '.join(e['devices'])}")
@@ -148,8 +147,8 @@ def _show_task(a: CliContext, e: dict[str, Any], diff: bool) -> None:
     status = "ignored" if e.get("ignored") else str(e.get("status"))
     color = COLORS.get(status, "white")
     msg = f": {e['msg']}" if e.get("msg") and status not in ("ok", "changed") else ""
-    a.display_info(f"  [{color}]{status}[/{color}]: [{escape(str(e['device']))}] "
-                   f"{escape(str(e.get('name', '')))}{escape(msg)}")
+    a.display_info(f"  [{color}]{status}[/{color}]: "
+                   + escape(f"[{e['device']}] {e.get('name', '')}{msg}"))
     for key, change in (e.get("diff") or {}).items() if diff else ():
         if isinstance(change, dict):
             a.display_info(f"      {escape(str(key))}: {escape(str(change.get('before')))} -> "
@@ -168,17 +167,20 @@ def _report(state: Any) -> dict[str, Any]:
             "recap": recap_rows(state)}
 
 
-def _recap_table(state: Any) -> Table:
+def _recap_lines(state: Any) -> str:
+    """Ansible's PLAY RECAP: one line per device, then the failed ones' reasons."""
     from fleet.play.recap import recap_rows
     from fleet.play.work import STATUSES
 
-    table = Table(title="PLAY RECAP", title_justify="left", header_style="bold")
-    for col in ("device", *STATUSES, "not run", "reason"):
-        table.add_column(col)
-    for row in recap_rows(state):
-        table.add_row(row["device"], *(str(row[s]) for s in STATUSES),
-                      "yes" if row["not_run"] else "", escape(row["reason"]))
-    return table
+    rows = recap_rows(state)
+    width = max((len(r["device"]) for r in rows), default=0)
+    lines = ["PLAY RECAP"]
+    for row in rows:
+        counts = " ".join(f"{s}={row[s]}" for s in STATUSES)
+        extra = "  not-run" if row["not_run"] else ""
+        lines.append(f"{row['device']:<{width}} : {counts}{extra}")
+    lines += [f"  {r['device']}: {r['reason']}" for r in rows if r["failed"] and r["reason"]]
+    return "\n".join(lines)
 
 
 def _finish(a: CliContext, state: Any, as_json: bool) -> None:
@@ -188,7 +190,7 @@ def _finish(a: CliContext, state: Any, as_json: bool) -> None:
         sys.stdout.write(json_module.dumps({"report": _report(state)}, sort_keys=True,
                                            default=str) + "\n")
     else:
-        a.output(_recap_table(state))
+        a.output(escape(_recap_lines(state)))
         a.output(f"play run {state.id}: {state.status}"
                  + (f" ({state.reason})" if state.reason else ""))
     raise typer.Exit(engine.exit_code(state))

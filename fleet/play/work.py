@@ -206,7 +206,8 @@ class PlayWork:
     def _finish(self, device: _Device, step: Step, outcome: ops.Outcome,
                 replay: dict[str, Any] | None) -> bool:
         status = status_of(outcome, self.settings.check)
-        if replay is None:
+        if replay is None and not (self.is_once(step) and status not in ("skipped", "failed")):
+            # a once-per-play result is journaled once, under ONCE, not per device
             self._record(device.name, step, {
                 "status": status, "msg": outcome.msg, "ignored": outcome.failed and
                 step.ignore_errors, "register": step.register,
@@ -248,6 +249,12 @@ class PlayWork:
         if op.scope == "once":
             return self._call_once(step, op, args, device)
         return _invoke(op, self._context(task, device, step), args)
+
+    def is_once(self, step: Step) -> bool:
+        try:
+            return ops.find(step.operation).scope == "once"
+        except FleetError:
+            return False
 
     def _call_once(self, step: Step, op: ops.Operation, args: dict[str, Any],
                    device: _Device) -> ops.Outcome:
