@@ -20,7 +20,7 @@ def probe(ctx: OpContext, *, fail_on: list[str] = [], marks: str = "", label: st
     version = agent_for(ctx.task).info().software
     if marks and not ctx.check:
         with open(marks, "a") as fh:
-            fh.write(f"{ctx.host.name} {label}\\\\n")
+            fh.write(f"{ctx.host.name} {label}\\n")
     if ctx.host.name in fail_on:
         return Outcome(failed=True, msg=f"asked to fail on {ctx.host.name}")
     if ctx.check:
