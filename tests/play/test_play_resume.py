@@ -83,8 +83,10 @@ def test_kill_9_mid_play_then_resume_repeats_no_finished_task(tmp_path: Path) ->
         status = json.loads(run_cli(root, "play", "status", "--json").stdout)
         assert status["status"] == "interrupted", f"seed={seed}: {status['status']}"
 
-        resumed = run_cli(root, "play", "resume", journal.stem)
+        resumed = run_cli(root, "play", "resume", journal.stem, "--json")
         assert resumed.exit_code == 0, f"seed={seed}: {resumed.stderr}"
+        report = json.loads(resumed.stdout.splitlines()[-1])["report"]
+        assert report["status"] == "completed" and report["id"] == journal.stem
         after = marks.read_text().splitlines()[marked_at_kill:]
         label_of = {f"{i - 1}": f"t{i}" for i in range(1, TASKS + 1)}
         repeated = [line for line in after
