@@ -241,11 +241,13 @@ def _emit(sinks: Sequence[Sink], event: Event) -> None:
 
 
 def exit_code(state: PlayState) -> int:
-    """0: every device ok; 1: a task failed, a play stopped or the run is unfinished."""
+    """0: every device ok (failures ignored or rescued count as ok, as in Ansible);
+    1: a task failed, a play stopped or the run is unfinished."""
+    from fleet.play.recap import recap_rows
+
     if state.status != COMPLETED:
         return 1
     bad = {FAILED, NOT_RUN}
     if any(d.outcome in bad for r in state.reports.values() for d in r.devices.values()):
         return 1
-    return 1 if any(e.get("status") == "failed" and not e.get("ignored")
-                    for e in state.order) else 0
+    return 1 if any(row["failed"] for row in recap_rows(state)) else 0

@@ -6,8 +6,21 @@ from pathlib import Path
 
 # A project's operations (playbooks/operations/labops.py): cheap, real device reads.
 LAB_OPS = '''
+from typing import Any
+
 from fleet.agent import agent_for
 from fleet.play.operations import OpContext, Outcome, operation
+
+
+@operation("lab.echo")
+def echo(ctx: OpContext, *, value: Any, changed: bool = False) -> Outcome:
+    """Register `value` as given (after templating); no device contact."""
+    return Outcome(changed=changed, data={"value": value})
+
+
+@operation("lab.count")
+def count(ctx: OpContext, *, n: int) -> Outcome:
+    return Outcome(data={"n": n})
 
 
 @operation("lab.probe")
