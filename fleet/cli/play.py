@@ -12,11 +12,21 @@ from __future__ import annotations
 import json as json_module
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from typer.core import TyperGroup
 
 from fleet.cli import options as o
@@ -48,6 +58,11 @@ COLORS = {"ok": "green", "changed": "yellow", "failed": "red", "skipped": "cyan"
           "unpredictable": "magenta", "rescued": "blue", "ignored": "cyan"}
 
 
+def _absolute(item: str) -> str:
+    """``@file`` made absolute, so `fleet play resume` reads the same file from anywhere."""
+    return "@" + str(Path(item[1:]).resolve()) if item.startswith("@") else item
+
+
 def _split(values: list[str] | None) -> tuple[str, ...]:
     return tuple(t.strip() for v in values or () for t in v.split(",") if t.strip())
 
@@ -73,7 +88,8 @@ def run(ctx: typer.Context,
     a = app_of(ctx)
     options = engine.Options(check=check, diff=diff, tags=_split(tags),
                              skip_tags=_split(skip_tags), limit=limit,
-                             extra=tuple(extra_vars or ()), inventory=inventory,
+                             extra=tuple(_absolute(e) for e in extra_vars or ()),
+                             inventory=inventory,
                              sites=tuple(site or ()), groups=tuple(group or ()),
                              device_tags=tuple(tag or ()))
     with a.guarded():
@@ -81,8 +97,8 @@ def run(ctx: typer.Context,
     if list_tasks or list_hosts:
         _listing(a, prepared, list_tasks, json)
         return
-    with a.guarded():
-        state = engine.start(prepared, sinks=[_sink(a, json, diff)])
+    with a.guarded(), _view(a, json) as view:
+        state = engine.start(prepared, sinks=[_sink(a, json, diff, view)])
     _finish(a, state, json)
 
 
@@ -92,8 +108,8 @@ def resume(ctx: typer.Context, play_id: Id = None, json: o.Json = False) -> None
     from fleet.play import engine
 
     a = app_of(ctx)
-    with a.guarded():
-        state = engine.resume(a.project, play_id, sinks=[_sink(a, json, False)])
+    with a.guarded(), _view(a, json) as view:
+        state = engine.resume(a.project, play_id, sinks=[_sink(a, json, False, view)])
     _finish(a, state, json)
 
 
@@ -116,11 +132,51 @@ def status(ctx: typer.Context, play_id: Id = None, json: o.Json = False) -> None
 # ---------------------------------------------------------------------------- rendering
 
 
-def _sink(a: CliContext, as_json: bool, diff: bool) -> Any:
+class _Bars:
+    """A progress bar per play (devices finished of its devices), naming the current batch."""
+
+    def __init__(self, a: CliContext) -> None:
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn(), console=a.err,
+                                 transient=True)
+        self.bar: TaskID | None = None
+        self.name, self.batches = "", 0
+
+    def __call__(self, e: dict[str, Any]) -> None:
+        kind = e.get("event")
+        if kind == "play_started":
+            self.name = str(e.get("name", ""))
+            self.bar = self.progress.add_task(escape(f"PLAY {self.name}"),
+                                              total=len(e.get("devices", [])))
+        elif kind == "planned":
+            self.batches = len(e.get("batches", []))
+        elif kind == "batch_started" and self.bar is not None:
+            self.progress.update(self.bar, description=escape(
+                f"PLAY {self.name} · batch {e['batch']}/{self.batches}"))
+        elif kind == "device_finished" and self.bar is not None:
+            self.progress.advance(self.bar)
+        elif kind == "play_finished" and self.bar is not None:
+            self.progress.remove_task(self.bar)
+            self.bar = None
+
+
+@contextmanager
+def _view(a: CliContext, as_json: bool) -> Iterator[_Bars | None]:
+    if as_json:
+        yield None
+        return
+    bars = _Bars(a)
+    with bars.progress:
+        yield bars
+
+
+def _sink(a: CliContext, as_json: bool, diff: bool, bars: _Bars | None) -> Any:
     lock = threading.Lock()
 
     def sink(event: dict[str, Any]) -> None:
         with lock:
+            if bars is not None:
+                bars(event)
             if as_json:
                 sys.stdout.write(json_module.dumps(event, sort_keys=True, default=str) + "\n")
                 sys.stdout.flush()
