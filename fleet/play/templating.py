@@ -84,6 +84,8 @@ def render(text: str, context: Mapping[str, Any]) -> Any:
         return ENV.from_string(text).render(**context)
     except TemplateError as exc:
         raise TemplateFailure(_reason(exc)) from None
+    except Exception as exc:  # 1/0, "a" + 1: the template's own mistake, not ours
+        raise TemplateFailure(f"{type(exc).__name__}: {exc}") from None
 
 
 def evaluate(expression: str, context: Mapping[str, Any]) -> Any:
@@ -92,6 +94,8 @@ def evaluate(expression: str, context: Mapping[str, Any]) -> Any:
         return _defined(ENV.compile_expression(expression, undefined_to_none=False)(**context))
     except TemplateError as exc:
         raise TemplateFailure(_reason(exc)) from None
+    except Exception as exc:
+        raise TemplateFailure(f"{type(exc).__name__}: {exc}") from None
 
 
 def _defined(value: Any) -> Any:

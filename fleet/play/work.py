@@ -167,7 +167,10 @@ class PlayWork:
 
     def _block(self, task: Task, device: _Device, step: Step, tags: frozenset[str]) -> bool:
         verdict = self._when(device, step)
-        if verdict is not True:
+        if isinstance(verdict, str):  # the condition itself failed: so does the device
+            device.failed = f"{step.name}: {verdict}"
+            return False
+        if verdict is False:
             for child in step.walk():
                 if not child.is_block and self.settings.wanted(tags | child.tags):
                     self._finish(device, child, _skipped(verdict), replay=None)

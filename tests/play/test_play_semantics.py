@@ -127,3 +127,42 @@ def test_limit_and_selectors_narrow_the_play(tmp_path: Path) -> None:
     assert hosts("--site", "munich", "--limit", "all:!canary") == ["munich-02"]
     bad = run_cli(tmp_path, "play", str(book), "-i", "lab", "--limit", "tokyo")
     assert bad.exit_code == 2 and "--limit" in bad.stderr
+
+
+@pytest.mark.parametrize("fatal", [False, True])
+def test_any_errors_fatal_stops_at_the_first_failed_device(lab3: Lab, fatal: bool) -> None:
+    root = lab3.project.root
+    book = write_playbook(root, f"""\
+- name: fatal
+  hosts: all
+  serial: [2, 1]
+  any_errors_fatal: {str(fatal).lower()}
+  tasks:
+    - {{name: probe, lab.probe: {{fail_on: [berlin-01]}}}}
+""", "fatal.yaml")
+    result = run_cli(root, "play", str(book), "-i", "lab", "--json")
+    assert result.exit_code == 1
+    report = _events(result.stdout)[-1]["report"]
+    recap = {r["device"]: r for r in report["recap"]}
+    assert report["status"] == ("stopped" if fatal else "completed")
+    assert recap["berlin-03"]["not_run"] is fatal
+
+
+def test_a_failing_block_condition_fails_the_device(lab3: Lab) -> None:
+    root = lab3.project.root
+    book = write_playbook(root, """\
+- name: cond
+  hosts: berlin-01
+  vars: {n: 0}
+  tasks:
+    - block:
+        - {name: inner, lab.echo: {value: 1}}
+      when: (1 / n) > 0
+    - {name: after, lab.echo: {value: 2}}
+""", "cond.yaml")
+    result = run_cli(root, "play", str(book), "-i", "lab", "--json")
+    assert result.exit_code == 1
+    events = _events(result.stdout)
+    assert not _done(events, "berlin-01")
+    recap = {r["device"]: r for r in events[-1]["report"]["recap"]}
+    assert recap["berlin-01"]["reason"] == "block: when: ZeroDivisionError: division by zero"
