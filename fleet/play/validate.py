@@ -54,6 +54,15 @@ def conforms(value: Any, annotation: Any) -> bool:
     return True
 
 
+def coerce(value: Any, annotation: Any) -> Any:
+    """The one conversion YAML cannot spell: a string for a ``Path`` parameter becomes a Path."""
+    from pathlib import Path
+
+    wanted = typing.get_args(annotation) if typing.get_origin(annotation) in (
+        typing.Union, types.UnionType) else (annotation,)
+    return Path(value) if isinstance(value, str) and Path in wanted else value
+
+
 def type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 

@@ -29,7 +29,7 @@ from fleet.errors import FleetError, UsageError
 from fleet.play import operations as ops
 from fleet.play import templating
 from fleet.play.playbook import Play, Step
-from fleet.play.validate import check_arguments
+from fleet.play.validate import check_arguments, coerce
 from fleet.play.variables import host_layers, layered, registered_value
 from fleet.project import Project
 
@@ -249,6 +249,7 @@ class PlayWork:
         problems = check_arguments(op, args)
         if problems:
             return ops.Outcome(failed=True, msg=problems[0][1])
+        args = {k: coerce(v, op.params[k].annotation) for k, v in args.items()}
         if op.scope == "once":
             return self._call_once(step, op, args, device)
         return _invoke(op, self._context(task, device, step), args)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 # A project's operations (playbooks/operations/labops.py): cheap, real device reads.
 LAB_OPS = '''
+from pathlib import Path
 from typing import Any
 
 from fleet.agent import agent_for
@@ -16,6 +17,11 @@ from fleet.play.operations import OpContext, Outcome, operation
 def echo(ctx: OpContext, *, value: Any, changed: bool = False) -> Outcome:
     """Register `value` as given (after templating); no device contact."""
     return Outcome(changed=changed, data={"value": value})
+
+
+@operation("lab.where")
+def where(ctx: OpContext, *, path: Path, optional: Path | None = None) -> Outcome:
+    return Outcome(data={"kind": type(path).__name__, "exists": path.exists()})
 
 
 @operation("lab.count")

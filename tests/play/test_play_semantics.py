@@ -166,3 +166,18 @@ def test_a_failing_block_condition_fails_the_device(lab3: Lab) -> None:
     assert not _done(events, "berlin-01")
     recap = {r["device"]: r for r in events[-1]["report"]["recap"]}
     assert recap["berlin-01"]["reason"] == "block: when: ZeroDivisionError: division by zero"
+
+
+def test_a_path_argument_arrives_as_a_path(lab3: Lab) -> None:
+    root = lab3.project.root
+    book = write_playbook(root, """\
+- name: paths
+  hosts: berlin-01
+  tasks:
+    - {name: where, lab.where: {path: "{{ project_dir }}/fleet.yaml"}, register: w}
+""", "paths.yaml")
+    (root / "fleet.yaml").touch()
+    result = run_cli(root, "play", str(book), "-i", "lab", "--json")
+    assert result.exit_code == 0, result.stderr
+    value = _done(_events(result.stdout), "berlin-01")["where"]["value"]
+    assert (value["kind"], value["exists"]) == ("PosixPath", True)
