@@ -33,13 +33,14 @@ def _seed() -> int:
 
 
 def _finished(journal: Path) -> set[tuple[str, str]]:
-    """(device, task id) of every task_done event in the journal (complete lines only)."""
+    """(device, label) of every task_done event in the journal (complete lines only); the
+    label is the task's name, t1..t4 across both plays."""
     out = set()
     for raw in journal.read_bytes().splitlines(keepends=True):
         if raw.endswith(b"\n"):
             event = json.loads(raw)
             if event.get("event") == "task_done":
-                out.add((event["device"], event["task"]))
+                out.add((event["device"], event["name"]))
     return out
 
 
@@ -63,12 +64,15 @@ def test_kill_9_mid_play_then_resume_repeats_no_finished_task(tmp_path: Path) ->
         write_ops(root)
         (root / "fleet.yaml").write_text("concurrency: 2\n")
         marks = tmp_path / "marks.txt"
-        steps = "".join(
-            f"    - name: t{i}\n      lab.probe: {{marks: \"{marks}\", label: \"t{i}"
-            + ("-{{ r.software }}" if i == 3 else "") + "\"}\n"
-            + ("      register: r\n" if i == 1 else "") for i in range(1, TASKS + 1))
-        book = write_playbook(root, "- name: resumable\n  hosts: all\n  serial: [2, \"50%\"]\n"
-                                    "  tasks:\n" + steps, "resume.yaml")
+        def task(i: int) -> str:
+            label = f"t{i}" + ("-{{ r.software }}" if i == 3 else "")
+            return (f"    - name: t{i}\n      lab.probe: {{marks: \"{marks}\", label: \"{label}\"}}\n"
+                    + ("      register: r\n" if i == 1 else ""))
+        # two plays: the second uses what the first registered (restored on resume)
+        book = write_playbook(root, "- name: first\n  hosts: all\n  serial: [2, \"50%\"]\n"
+                                    "  tasks:\n" + task(1) + task(2)
+                              + "- name: second\n  hosts: all\n  serial: 3\n"
+                                "  tasks:\n" + task(3) + task(4), "resume.yaml")
         total = 8 * TASKS
         kill_after = random.Random(seed).randint(2, total - 3)
         print(f"kill after {kill_after} of {total} finished tasks", flush=True)
@@ -88,9 +92,8 @@ def test_kill_9_mid_play_then_resume_repeats_no_finished_task(tmp_path: Path) ->
         report = json.loads(resumed.stdout.splitlines()[-1])["report"]
         assert report["status"] == "completed" and report["id"] == journal.stem
         after = marks.read_text().splitlines()[marked_at_kill:]
-        label_of = {f"{i - 1}": f"t{i}" for i in range(1, TASKS + 1)}
         repeated = [line for line in after
-                    if (line.split()[0], _task_of(line, label_of)) in done_at_kill]
+                    if (line.split()[0], line.split()[1].split("-")[0]) in done_at_kill]
         assert not repeated, f"seed={seed}: finished tasks ran again: {repeated}"
         lines = marks.read_text().splitlines()
         for device in _devices(root):
@@ -103,11 +106,6 @@ def test_kill_9_mid_play_then_resume_repeats_no_finished_task(tmp_path: Path) ->
         assert final["status"] == "completed"
     finally:
         lab.down()
-
-
-def _task_of(line: str, label_of: dict[str, str]) -> str:
-    label = line.split()[1].split("-")[0]
-    return next(task for task, name in label_of.items() if name == label)
 
 
 def _devices(root: Path) -> list[str]:
