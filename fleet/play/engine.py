@@ -203,7 +203,7 @@ def _play(journal: PlayJournal, prepared: Prepared, play: Play, prior: PlayState
     runner = RolloutRunner(_policy(prepared.project, play), control=Control(journal.abort_poll),
                            on_event=[emit], plan=report.batches if report and report.batches
                            else None, prior=_prior(report))
-    work = PlayWork(prepared.settings, play, emit)
+    work = PlayWork(prepared.settings, play, emit, show=lambda event: _emit(sinks, event))
     nr = prepared.nr.filter(filter_func=lambda h: h.name in chosen)
     if nr.inventory.hosts:
         nr.with_runner(runner).run(task=work.apply, name=play.name)

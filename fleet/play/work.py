@@ -77,8 +77,12 @@ class PlayWork:
     version = ""
     gate = None
 
-    def __init__(self, settings: RunSettings, play: Play, emit: Sink) -> None:
+    def __init__(self, settings: RunSettings, play: Play, emit: Sink,
+                 show: Sink | None = None) -> None:
+        """`emit`: events worth journaling; `show`: progress for the display only (an
+        upload's percentages would cost an fsync each in the journal)."""
         self.settings, self.play, self.emit = settings, play, emit
+        self.show = show or (lambda event: None)
         self._once: dict[str, ops.Outcome] = {}
         self._once_lock = threading.Lock()
         self._cancelled: set[str] = set()
@@ -277,8 +281,8 @@ class PlayWork:
 
     def _context(self, task: Task | None, device: _Device, step: Step) -> ops.OpContext:
         def progress(what: str, fields: Mapping[str, Any]) -> None:
-            self.emit({"event": "device_step", "device": device.name,
-                       "step": f"{step.name}: {what}", **dict(fields)})
+            self.show({**dict(fields), "event": "device_step", "device": device.name,
+                       "step": f"{step.name}: {what}", "play": self.play.index})
 
         return ops.OpContext(project=self.settings.project,
                              host=task.host if task is not None else None,

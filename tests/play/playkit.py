@@ -16,6 +16,7 @@ from fleet.play.operations import OpContext, Outcome, operation
 @operation("lab.echo")
 def echo(ctx: OpContext, *, value: Any, changed: bool = False) -> Outcome:
     """Register `value` as given (after templating); no device contact."""
+    ctx.progress("echoing", {"pct": 50})
     return Outcome(changed=changed, data={"value": value})
 
 

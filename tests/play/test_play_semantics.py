@@ -70,6 +70,17 @@ def test_precedence_play_vars_files_registered_extra(lab3: Lab) -> None:
     assert out == "play/file/registered/cli/cli/berlin"
 
 
+def test_progress_is_shown_but_not_journaled(lab3: Lab) -> None:
+    root = lab3.project.root
+    book = write_playbook(root, "- name: p\n  hosts: berlin-01\n  tasks:\n"
+                                "    - {name: talk, lab.echo: {value: 1}}\n", "progress.yaml")
+    result = run_cli(root, "play", str(book), "-i", "lab", "--json")
+    steps = [e for e in _events(result.stdout) if e.get("event") == "device_step"]
+    assert {"device": "berlin-01", "step": "talk: echoing", "pct": 50}.items() <= steps[0].items()
+    journal = root / ".fleet" / "plays" / f"{_events(result.stdout)[-1]['report']['id']}.jsonl"
+    assert "echoing" not in journal.read_text()
+
+
 def test_block_rescue_always_handlers_ignore_errors_and_tags(lab3: Lab) -> None:
     root = lab3.project.root
     book = write_playbook(root, """\
