@@ -90,3 +90,15 @@ def test_defined_names_pass(root: Path) -> None:
     result = run_cli(root, "play", str(book), "-i", "lab", "-e", "cli=1", "--list-tasks")
     assert result.exit_code == 0, result.stderr
     assert "a  [lab.note]" in result.stdout and "b  [lab.note]" in result.stdout
+
+
+def test_extra_vars_from_a_file_are_known_and_a_bad_one_refused(root: Path) -> None:
+    book = write_playbook(root, HEAD + "    - name: t\n      lab.note: {text: '{{ from_e }}'}\n")
+    (root / "extra.yaml").write_text("from_e: hello\n")
+    ok = run_cli(root, "play", str(book), "-i", "lab", "-e", f"@{root / 'extra.yaml'}",
+                 "--list-tasks")
+    assert ok.exit_code == 0, ok.stderr
+    missing = run_cli(root, "play", str(book), "-i", "lab", "--list-tasks")
+    assert missing.exit_code == 2 and "undefined variable 'from_e'" in missing.stderr
+    bad = run_cli(root, "play", str(book), "-i", "lab", "-e", "from_e")
+    assert bad.exit_code == 2 and "-e 'from_e': expected name=value or @file.yaml" in bad.stderr
