@@ -44,6 +44,14 @@ def register(app: typer.Typer) -> None:
         app.command(name=shared.__name__)(shared)
 
 
+def _check_name(name: str) -> None:
+    from fleet_runtime.apps.release import NAME_RE
+
+    if not NAME_RE.fullmatch(name):
+        raise UsageError(f"{name!r} is not an application name",
+                         fix="1-64 letters, digits, '.', '_' or '-', as `fleet app list` shows")
+
+
 def _select(a: CliContext, inventory: str | None, site: list[str] | None,
             group: list[str] | None, tag: list[str] | None, limit: str | None,
             exclude: list[str] | None, workers: int = 20) -> Any:
@@ -227,6 +235,7 @@ def remove(ctx: typer.Context, app_name: AppName, inventory: o.Inventory = None,
     """
     a = app_of(ctx)
     with a.guarded():
+        _check_name(app_name)
         _, nr = _select(a, inventory, site, group, tag, limit, None, concurrency or 20)
     _batched(a, nr, "remove", app_name, json)
 
@@ -242,5 +251,6 @@ def rollback(ctx: typer.Context, app_name: AppName, inventory: o.Inventory = Non
     """
     a = app_of(ctx)
     with a.guarded():
+        _check_name(app_name)
         _, nr = _select(a, inventory, site, group, tag, limit, None, concurrency or 20)
     _batched(a, nr, "rollback", app_name, json)
