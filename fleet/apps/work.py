@@ -16,8 +16,10 @@ is already running the gate, the controller waits for its verdict).
 Deploying one app never touches another.
 
 After a controller crash `verify` reads the device's own flow: done on the
-target is finished; anything else is continued by `apply` from where the
-device stands (a version already staged is never staged again).
+target is finished; rolled back from the target by the device's own gate is
+failed (not deployed again by `resume`; `retry --failed` does); anything else
+is continued by `apply` from where the device stands (a version already
+staged is never staged again).
 
 Per-device configuration comes from a ``configure`` callable (A2's
 ``fleet.apps.config.configure`` at merge; `graph_defaults` until then).
@@ -112,6 +114,7 @@ class AppWork:
     configure: Configure = graph_defaults
     progress: Progress | None = None
     cancelled: set[str] = field(default_factory=set)
+    fell_back: dict[str, str] = field(default_factory=dict)  # device -> why it is not redone
     kind = KIND
     gate = None  # `accept` reads what the device reported
 
@@ -189,6 +192,8 @@ class AppWork:
     def deploy(self, task: Task, dry_run: bool | None = None) -> Result:
         """Deploy on one device from where it stands; see the module docstring."""
         run = _Deploy(self, task)
+        if task.host.name in self.fell_back:  # seen by `verify` after a controller crash
+            return run.finish("rolled_back", self.fell_back[task.host.name])
         try:
             plan, target, config = run.step("check", lambda t: self.plan_device(t))
         except StepFailed as exc:
@@ -228,6 +233,12 @@ class AppWork:
         """After a controller crash, read-only: is the app committed on the target? Anything
         else is continued by `deploy` from the device's own flow."""
         app = agent_for(task).app_list().get(self.name)
+        if app is not None and app.state == "rolled-back" and app.target == self.version:
+            # The device's gate failed while no controller watched: the dead one would have
+            # counted it failed, so resume does too instead of deploying it once more.
+            self.fell_back[task.host.name] = (
+                f"rolled back by the device while the controller was down: {app.reason}; "
+                "`fleet app retry --failed` deploys it again")
         if app is None or app.state != "done" or app.committed != self.version:
             where = "absent" if app is None else f"{app.state} ({app.committed})"
             return Result(task.host, failed=True, result=f"{self.name} is {where}")

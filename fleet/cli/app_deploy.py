@@ -32,6 +32,10 @@ Sets = Annotated[list[str] | None, typer.Option(
     "-e", "--set", help="name=value for this deploy (highest layer; repeatable)")]
 Exclude = Annotated[list[str] | None, typer.Option(
     "--exclude", help="leave this device out (e.g. one the plan refuses; repeatable)")]
+Window = Annotated[float | None, typer.Option(
+    "--window", help="seconds each device holds its health gate (device default: 30)")]
+MinFps = Annotated[float | None, typer.Option(
+    "--min-fps", help="frames per second every camera must reach (device default: 1)")]
 ACTION = {"change": "deploy", "current": "[cyan]current[/cyan]",
           "offline": "[yellow]offline[/yellow]", "refused": "[red]refused[/red]"}
 
@@ -153,7 +157,7 @@ def deploy(ctx: typer.Context, bundle: Bundle, inventory: o.Inventory = None,
            offline: r.Offline = None, offline_wait: r.OfflineWait = None,
            device_timeout: r.DeviceTimeout = None, pause_after_batch: r.Pause = None,
            engine: r.Engine = "ssh", bucket: r.Bucket = None, role_arn: r.RoleArn = None,
-           json: o.Json = False) -> None:
+           window: Window = None, min_fps: MinFps = None, json: o.Json = False) -> None:
     """Deploy BUNDLE across the selection in batches under the policy (additive: other
     applications are not touched). Runs the plan first: nothing starts while a selected
     device is refused (leave it out with --exclude).
@@ -172,7 +176,8 @@ def deploy(ctx: typer.Context, bundle: Bundle, inventory: o.Inventory = None,
         if engine not in ("ssh", "iot-jobs"):
             raise UsageError(f"--engine {engine!r} is not ssh or iot-jobs")
         sel, nr = _select(a, inventory, site, group, tag, limit, exclude, policy.concurrency)
-        work = AppWork.for_bundle(a.project, bundle, sets=sets)
+        work = AppWork.for_bundle(a.project, bundle, sets=sets,
+                                  health=_health(window, min_fps))
         _refuse_if_refused(a, _decide(nr, work), json)
         if engine == "iot-jobs":
             settings = aws_settings(a.project, bucket, role_arn)
@@ -186,6 +191,15 @@ def deploy(ctx: typer.Context, bundle: Bundle, inventory: o.Inventory = None,
                                                      "exclude": list(exclude or [])},
                                           sinks=[view])
     finish(a, report, json)
+
+
+def _health(window: float | None, min_fps: float | None) -> dict[str, float]:
+    """The gate thresholds this deploy sets in each version's manifest (over the device's)."""
+    for flag, value in (("--window", window), ("--min-fps", min_fps)):
+        if value is not None and not value >= 0:
+            raise UsageError(f"{flag} {value:g} is not a number >= 0")
+    given = {"window_s": window, "min_fps": min_fps}
+    return {k: float(v) for k, v in given.items() if v is not None}
 
 
 def _refuse_if_refused(a: CliContext, rows: dict[str, dict[str, Any]], json: bool) -> None:

@@ -51,7 +51,7 @@ def main() -> None:
     if sys.argv[3] == "start":
         work = AppWork.for_bundle(project, Path(sys.argv[4]), health=HEALTH,
                                   configure=lambda *_: Camera(CAMERA), progress=show)
-        policy = Policy(batches=(1, "100%"), concurrency=3)
+        policy = Policy(batches=(1, "100%"), concurrency=3, max_fail_percentage=0)
         sel = inv.Selection.of("lab")
         report = engine.start(project, inv.select(project, sel, num_workers=3), work, policy,
                               selection={"inventory": "lab"})

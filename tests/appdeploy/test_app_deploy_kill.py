@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from appdeploy_kit import app_on, bundle
+from appdeploy_kit import app_on, bundle, crashing_code
+from device_apps import wait_for
 from lab_rollouts import lab_project
 
 from fleet.facts import APP_STAGED
@@ -76,3 +77,32 @@ def test_resume_after_the_controller_is_killed_stages_nothing_twice(lab, color_a
                     e.get("device") == device and e.get("step") == "staged"]
         if staged_before[device]:
             assert not restaged, f"{device} was staged before the kill and again after"
+
+
+def test_a_canary_that_rolled_back_while_the_controller_was_down_is_not_deployed_again(
+        lab, color_app, rtsp_server):
+    path = bundle(lab, color_app, "2.0.0", code=crashing_code(color_app))
+    proc = controller(lab, rtsp_server.url(), "start", str(path))
+    assert proc.stdout is not None
+    for line in proc.stdout:  # the canary's gate has begun: the controller dies
+        doc = json.loads(line)
+        if (doc["device"], doc["step"], doc.get("status")) == ("berlin-01", "health_check",
+                                                               "start"):
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(60)
+    wait_for("the canary's own verdict", lambda: (app_on(lab, "berlin-01") or {}).get(
+        "state") == "rolled-back", timeout=300)
+    journal = Journal.open(lab.project, None)
+    before = len(journal.events())
+
+    resumed = controller(lab, rtsp_server.url(), "resume")
+    out, err = resumed.communicate(timeout=600)
+    report = json.loads(out.splitlines()[-1])["report"]
+    canary = next(d for d in report["devices"] if d["name"] == "berlin-01")
+    assert canary["outcome"] == "failed" and "while the controller was down" in \
+        canary["reason"], canary
+    assert report["status"] == "stopped", report
+    assert not [e for e in journal.events()[before:] if e.get("event") == "device_step"
+                and e.get("device") == "berlin-01" and e.get("step") == "staged"]
+    assert app_on(lab, "berlin-02") is None and app_on(lab, "berlin-03") is None

@@ -81,6 +81,7 @@ def test_batches_code_only_update_and_a_crashing_canary(lab, color_app, rtsp_ser
     assert committed(lab, "berlin-01") == ("1.1.0", "1.1.0")
     assert app_on(lab, "berlin-01")["state"] == "rolled-back"
     assert committed(lab, "berlin-02") == ("1.1.0", "1.1.0")
+    assert app_on(lab, "berlin-02")["running"] and app_on(lab, "berlin-03")["running"]
 
     # back to the previous version kept on the device, then removal; others untouched
     result = run_cli(lab.project.root, "app", "rollback", NAME, "-i", "lab", "--limit",

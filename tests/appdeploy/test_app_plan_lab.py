@@ -80,3 +80,5 @@ def test_plan_refuses_a_bundle_for_another_platform(lab, color_app):
     text = run_cli(lab.project.root, "app", "plan", str(path), "-i", "lab")
     assert text.exit_code == 1 and "berlin-01: refused:" in text.stdout, text.stdout
     assert NAME not in {a for a in agent(lab, "berlin-01").app_list().apps}
+    bad = run_cli(lab.project.root, "app", "deploy", str(path), "-i", "lab", "--window", "-1")
+    assert bad.exit_code == 2 and "--window -1 is not a number >= 0" in bad.stderr, bad
