@@ -82,8 +82,10 @@ def plan(ctx: typer.Context, bundle: Bundle, inventory: o.Inventory = None, site
          exclude: Exclude = None, sets: Sets = None, policy_file: r.PolicyFile = None,
          batches: r.Batches = None, canary_tag: r.Canary = None, order: r.Order = None,
          seed: r.Seed = None, json: o.Json = False) -> None:
-    """Per device: current -> target, bytes to send, free disk after, platform, config;
-    change, current or refused (with the reason). Moves no byte.
+    """Show per device what a deploy would do (change, current or refused); move no byte.
+
+    Per device: current -> target, bytes to send after deduplication, free disk after,
+    platform, configuration summary, and the reason of a refusal.
 
     Exit codes: 0 nothing refused, 1 a device is refused or offline, 2 bad usage.
     """
@@ -158,9 +160,10 @@ def deploy(ctx: typer.Context, bundle: Bundle, inventory: o.Inventory = None,
            device_timeout: r.DeviceTimeout = None, pause_after_batch: r.Pause = None,
            engine: r.Engine = "ssh", bucket: r.Bucket = None, role_arn: r.RoleArn = None,
            window: Window = None, min_fps: MinFps = None, json: o.Json = False) -> None:
-    """Deploy BUNDLE across the selection in batches under the policy (additive: other
-    applications are not touched). Runs the plan first: nothing starts while a selected
-    device is refused (leave it out with --exclude).
+    """Deploy BUNDLE across the selection in batches under the policy (additive).
+
+    Other applications are not touched. Runs the plan first: nothing starts while a
+    selected device is refused (leave it out with --exclude).
 
     Exit codes: 0 every device succeeded or current, 1 a device was refused before the
     start, or anything failed, rolled back, stopped or was skipped, 2 bad usage.
@@ -258,8 +261,9 @@ def rollback(ctx: typer.Context, app_name: AppName, inventory: o.Inventory = Non
              site: o.Site = None, group: o.Group = None, tag: o.Tag = None,
              limit: o.Limit = None, concurrency: r.Concurrency = None,
              json: o.Json = False) -> None:
-    """Put APP back on the previous version each device kept (a deploy in progress: back to
-    the committed one).
+    """Put APP back on the previous version each device kept.
+
+    A deploy in progress on a device goes back to its committed version instead.
 
     Exit codes: 0 rolled back, 1 a device failed (e.g. no previous version), 2 bad usage.
     """
