@@ -27,11 +27,14 @@ HEALTH = {"window_s": 2, "startup_s": 90, "min_fps": 0.5, "poll_s": 0.5}
 
 
 def bundle(lab: Lab, app: Path, version: str, *, code: str | None = None,
-           extra: dict[str, bytes] | None = None) -> Path:
-    """The app at `version`; `code` replaces application.py's text, `extra` adds files."""
-    src = lab.project.root / "apps-src" / f"{NAME}-{version}"
+           extra: dict[str, bytes] | None = None, name: str = NAME) -> Path:
+    """The app at `version`; `code` replaces application.py's text, `extra` adds files,
+    `name` is another application (its graph folder renamed)."""
+    src = lab.project.root / "apps-src" / f"{name}-{version}"
     shutil.rmtree(src, ignore_errors=True)
     shutil.copytree(app, src)
+    if name != NAME:
+        (src / "graphs" / NAME).rename(src / "graphs" / name)
     if code is not None:
         (src / CODE).write_text(code)
     for rel, data in (extra or {}).items():

@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from appdeploy_kit import NAME, bundle, deploy, outcomes, work
+from appdeploy_kit import NAME, agent, app_on, bundle, deploy, outcomes, work
+from fleet_runtime.apps import supervise
 from lab_rollouts import lab_project
 from labkit import run_cli
 
@@ -52,9 +53,21 @@ def test_app_commands_answer_json(lab, color_app, rtsp_server):
     retried = cli(lab, "retry", "--failed")[-1]["report"]
     assert retried["status"] == "completed", retried
 
+    # additive: a second application leaves the first running, not even restarted
+    first = supervise.read_record(lab.layout("berlin-01"), NAME)
+    other = bundle(lab, color_app, "1.0.0", name="color_two")
+    report = deploy(lab, work(lab, other, rtsp_server.url()), Policy(), limit="berlin-01")
+    assert outcomes(report) == {"berlin-01": "succeeded"}, report
+    now = supervise.read_record(lab.layout("berlin-01"), NAME)
+    assert first and now and (now["pid"], now["child"]) == (first["pid"], first["child"])
+    assert app_on(lab, "berlin-01")["state"] == "done"
+
     back = cli(lab, "rollback", NAME, "-i", "lab", exits=(1,))  # only one version kept
     assert back["failed"] == ["berlin-01", "berlin-02"] and "no-previous" in \
         back["devices"][0]["reason"], back
     gone = cli(lab, "remove", NAME, "-i", "lab")
     assert {d["state"] for d in gone["devices"]} == {"removed"}
+    kept = agent(lab, "berlin-01").app_list().get("color_two")
+    assert kept is not None and (kept.state, kept.committed, kept.running) == \
+        ("done", "1.0.0", True)
     assert run_cli(lab.project.root, "app", "remove", "../etc", "-i", "lab").exit_code == 2
