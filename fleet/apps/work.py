@@ -31,6 +31,7 @@ Per-device configuration comes from a ``configure`` callable (A2's
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,7 +45,7 @@ from nornir.core.inventory import Host
 from nornir.core.task import MultiResult, Result, Task
 
 from fleet.agent import Agent, agent_for
-from fleet.apps.decide import DevicePlan, Target, blobs_of, decide_app, version_files
+from fleet.apps.decide import Blob, DevicePlan, Target, blobs_of, decide_app, version_files
 from fleet.apps.source import BlobSource
 from fleet.errors import AgentCallError, FleetError
 from fleet.project import Project
@@ -53,6 +54,7 @@ from fleet.transport import CONNECTION_NAME
 
 KIND = "app"
 SETTLED = ("done", "failed", "rolled-back")
+SEND_CHANNELS = 4  # small blobs in flight at once per device
 GATE_DEFAULTS = {"startup_s": 120.0, "window_s": 30.0}  # the device's defaults (apps/settings)
 
 
@@ -329,17 +331,33 @@ class _Deploy:
         return self.finish("failed", f"{name} ended {verdict.state}: {verdict.reason}")
 
     def send(self, plan: DevicePlan) -> int:
-        """Each missing blob, streamed from the bytes the device already holds."""
+        """Each missing blob, streamed from the bytes the device already holds. Small ones
+        travel SEND_CHANNELS at a time over the one SSH connection (each is a short agent
+        command: the round trips overlap); large ones one after the other."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from fleet.agent import SMALL_BLOB
+
         session = self.task.host.get_connection(CONNECTION_NAME, self.task.nornir.config)
-        agent, done = self.agent, 0
-        for blob, offset in plan.send:
+        agent, lock = self.agent, threading.Lock()
+
+        def put(item: tuple[Blob, int]) -> None:
+            blob, offset = item
             with self.work.source.path(blob.sha256).open("rb") as src:
                 src.seek(offset)
                 agent.put_blob(session, blob.sha256, blob.size, offset, src)
-            done += blob.size - offset
-            self.report.update(sent_bytes=done, sent_blobs=self.report["sent_blobs"] + 1)
-            self.emit("sending", done=done, total=plan.send_bytes)
-        return done
+            with lock:
+                done = self.report["sent_bytes"] + blob.size - offset
+                self.report.update(sent_bytes=done, sent_blobs=self.report["sent_blobs"] + 1)
+                self.emit("sending", done=done, total=plan.send_bytes)
+
+        small = [i for i in plan.send if i[0].size - i[1] < SMALL_BLOB]
+        with ThreadPoolExecutor(max_workers=SEND_CHANNELS) as pool:
+            list(pool.map(put, small))  # the first failure is raised here
+        for item in plan.send:
+            if item not in small:
+                put(item)
+        return int(self.report["sent_bytes"])
 
     def verify_blobs(self, plan: DevicePlan) -> None:
         blobs = self.agent.blobs_have([f["sha256"] for f in plan.files])
