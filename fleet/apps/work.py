@@ -207,7 +207,7 @@ class AppWork:
         if plan.state == "current":
             return run.finish("current", plan.reason, changed=False)
         if task.is_dry_run(dry_run):
-            return run.finish("current", "dry run: nothing changed", changed=False)
+            return run.finish("planned", "dry run: nothing changed", changed=False)
         try:
             return run.walk(plan, target, config)
         except StepFailed as exc:
@@ -224,7 +224,7 @@ class AppWork:
     def accept(self, multi: MultiResult) -> str | None:
         """Done only on what the device reported: its committed version is the target."""
         report = multi[0].result if isinstance(multi[0].result, dict) else {}
-        if report.get("state") == "current" and not multi[0].changed:
+        if report.get("state") in ("current", "planned") and not multi[0].changed:
             return None
         if report.get("state") != "succeeded" or report.get("after") != self.version:
             return f"the device did not report {self.name} {self.version} committed " \
@@ -301,7 +301,7 @@ class _Deploy:
         return box[0] if box else None
 
     def finish(self, state: str, reason: str, changed: bool = True) -> Result:
-        failed = state not in ("succeeded", "current")
+        failed = state not in ("succeeded", "current", "planned")
         self.report.update(state=state, reason=reason)
         if self.report["after"] is None and not failed:
             self.report["after"] = self.report["before"]
