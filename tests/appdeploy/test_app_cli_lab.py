@@ -30,6 +30,7 @@ def cli(lab, *args, exits=(0,)):
         ("deploy", "resume", "retry") else json.loads(result.stdout)
 
 
+@pytest.mark.timeout(600)  # real runtimes' health gates: minutes on a loaded machine
 def test_app_commands_answer_json(lab, color_app, rtsp_server):
     path = bundle(lab, color_app, "1.0.0")
     report = deploy(lab, work(lab, path, rtsp_server.url()), Policy(concurrency=2))

@@ -40,6 +40,7 @@ def controller(lab, camera, *args):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.timeout(600)  # real runtimes' health gates: minutes on a loaded machine
 def test_resume_after_the_controller_is_killed_stages_nothing_twice(lab, color_app,
                                                                      rtsp_server):
     seed = int(os.environ.get("EDGEFLEET_APP_KILL_SEED") or random.randrange(1 << 30))
@@ -79,6 +80,7 @@ def test_resume_after_the_controller_is_killed_stages_nothing_twice(lab, color_a
             assert not restaged, f"{device} was staged before the kill and again after"
 
 
+@pytest.mark.timeout(600)  # real runtimes' health gates: minutes on a loaded machine
 def test_a_canary_that_rolled_back_while_the_controller_was_down_is_not_deployed_again(
         lab, color_app, rtsp_server):
     path = bundle(lab, color_app, "2.0.0", code=crashing_code(color_app))

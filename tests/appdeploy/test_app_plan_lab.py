@@ -27,6 +27,7 @@ def model_blob(w):
     return entry, w.source.path(entry.sha256).read_bytes()
 
 
+@pytest.mark.timeout(600)  # real runtimes' health gates: minutes on a loaded machine
 def test_plan_equals_apply_and_refusals_send_nothing(lab, color_app, rtsp_server):
     path = bundle(lab, color_app, "1.0.0")
     steps = Steps()
