@@ -396,6 +396,11 @@ class Lab:
                 if isinstance(pid, int) and processes.pid_runs(pid, "run", record.stem):
                     processes.terminate(pid)
                     stopped += 1
+        # one started a moment ago may not have written its record yet: by its environment
+        root = str(self.root(name))  # as the lab sets it for the device
+        for pid in processes.marked("FLEET_ROOT", root, (f"{root}/var/lib/fleet/apps/",)):
+            processes.terminate(pid)
+            stopped += 1
         return stopped
 
     def strays(self) -> list[int]:
