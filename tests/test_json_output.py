@@ -143,6 +143,10 @@ ELSEWHERE = {
     "device bootstrap": ("test_device_bootstrap.py", '"device", "bootstrap"'),
     # needs a run killed mid-play (kill -9) to have something to resume
     "play resume": ("play/test_play_resume.py", '"play", "resume"'),
+    # a deploy needs a running application with a camera on each device (the RTSP server)
+    **{f"app {verb}": ("appdeploy/test_app_cli_lab.py", f'cli(lab, "{verb}"')
+       for verb in ("plan", "deploy", "status", "resume", "abort", "retry", "rollback",
+                    "remove")},
 }
 
 

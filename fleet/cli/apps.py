@@ -8,9 +8,10 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from fleet.cli import options as o
+from fleet.cli.app_deploy import register as register_deploy
 from fleet.cli.context import EXIT_USAGE, CliContext, app_of
 
-app = typer.Typer(help="Application bundles: build, inspect, verify, list, import-panorama.",
+app = typer.Typer(help="Applications: build signed bundles, plan and deploy them to fleets.",
                   no_args_is_help=True)
 
 
@@ -201,3 +202,6 @@ def _render_explain(a: CliContext, cfg: Any) -> None:
         unset = " (unset)" if v["set_as"] is None and v["layer"] != "graph" else ""
         table.add_row(node, v["kind"], shown, v["layer"] + unset, v["source"])
     a.output(table)
+
+
+register_deploy(app)

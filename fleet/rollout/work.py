@@ -86,6 +86,7 @@ class WorkKind(Protocol):
 
 # name -> "module:Class", imported when first used so `fleet --help` stays fast; or the class.
 KINDS: dict[str, str | WorkKind] = {"ota": "fleet.rollout.update:OtaWork",
+                                    "app": "fleet.apps.work:AppWork",
                                     "play": "fleet.play.work:PlayWork"}
 
 
