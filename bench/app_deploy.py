@@ -194,7 +194,7 @@ def camera_csv(lab: Lab, server_port: int) -> Path:
     rows = ["name,device,rtsp_url,username,password,description,tags"]
     for name in sorted(lab.devices()):
         rows.append(f"{name}-cam1,{name},rtsp://127.0.0.1:{server_port}/{name}/cam1,,,"
-                    f"bench camera of {name},app=face-blur")
+                    f"bench camera of {name},app=face_blur")
     out = HERE / "cameras.csv"
     out.write_text("\n".join(rows) + "\n")
     return out
@@ -251,7 +251,7 @@ def _fleet_deploy(project: Project, bundle: Path, relays: Relays, concurrency: i
                   env: dict[str, str]) -> Figure:
     argv = fleet_cmd(project.root, "app", "deploy", str(bundle), "-i", "lab",
                      "--batches", ",".join(map(str, SERIAL)), "--concurrency", str(concurrency),
-                     "-e", "camera_node=tag:app=face-blur",
+                     "-e", "camera_node=tag:app=face_blur",
                      *[f"--health-{k.replace('_', '-')}={v}" for k, v in GATE.items()], "--json")
     relays.reset()
     start = time.perf_counter()

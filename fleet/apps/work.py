@@ -163,6 +163,8 @@ class AppWork:
     # the decision ---------------------------------------------------------------
     def target_for(self, host: Host) -> tuple[Target, DeviceConfig]:
         config = self.configure(self.project, host, self.bundle, list(self.sets))
+        for data in config.files().values():  # per-device files travel as blobs too
+            self.source.add(data)
         return Target(self.manifest, config.files(), config.cameras(), dict(self.health),
                       config.refusal()), config
 
