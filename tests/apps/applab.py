@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
+import subprocess
 import sys
 import time
 import urllib.request
@@ -165,3 +167,74 @@ def wait_for(what: str, probe: Callable[[], Any], timeout: float = 300.0) -> Any
             return value
         time.sleep(0.5)
     raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+# ---------------------------------------------------------------------------- controller kills
+SEED_ENV = "EDGEFLEET_CRASH_SEED"
+KILLS_ENV = "EDGEFLEET_APP_KILLS"
+# The device's flow states in which its target version is staged (or further): a stage of
+# that version after this would be a second one.
+STAGED_OR_LATER = ("staged", "activating", "checking", "committing", "done")
+
+
+def seed_from_env() -> int:
+    raw = os.environ.get(SEED_ENV, "")
+    seed = int(raw) if raw.isdigit() else random.SystemRandom().randrange(1, 2**32)
+    print(f"\n{SEED_ENV}={seed}  (set it to replay these kill moments)", flush=True)
+    return seed
+
+
+def kill_count() -> int:
+    raw = os.environ.get(KILLS_ENV, "")
+    return int(raw) if raw.isdigit() else 3
+
+
+def fleet_process(root: Path, *args: str) -> subprocess.Popen[bytes]:
+    """`fleet ARGS` as a process of its own (the one the test SIGKILLs)."""
+    return subprocess.Popen([sys.executable, "-m", "fleet.cli.main", "--project", str(root),
+                             "--no-color", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": "120"})
+
+
+def app_state(lab: Lab, name: str) -> dict[str, Any]:
+    """The device's own view of the app (`fleet_runtime.apps.flow.status`), or absent."""
+    from fleet_runtime.apps import flow
+
+    layout = lab.layout(name)
+    if not (layout.apps / APP / "app.json").is_file():
+        return {"state": "absent", "target": None, "committed": None, "current": None}
+    return flow.status(layout, APP)
+
+
+def staged_steps(journal: Any) -> dict[str, int]:
+    """Per device, how many `staged` steps the journal records (every run, every resume)."""
+    counts: dict[str, int] = {}
+    for event in journal.events():
+        if event.get("event") == "device_step" and event.get("step") == "staged":
+            counts[event["device"]] = counts.get(event["device"], 0) + 1
+    return counts
+
+
+@dataclass
+class Kill:
+    """What a kill interrupted: each device's flow state, and which devices were inside their
+    `staged` step before the device had staged (a resume then rightly stages again)."""
+
+    delay: float
+    states: dict[str, str]
+    mid_stage: dict[str, bool]
+
+    @classmethod
+    def now(cls, lab: Lab, journal: Any, names: list[str], version: str,
+            delay: float) -> Kill:
+        last: dict[str, str] = {}
+        for event in journal.events():
+            if event.get("event") == "device_step":
+                last[event["device"]] = event["step"]
+        states, mid = {}, {}
+        for name in names:
+            doc = app_state(lab, name)
+            staged = doc["target"] == version and doc["state"] in STAGED_OR_LATER
+            states[name] = f"{doc['state']}:{doc['target']}"
+            mid[name] = last.get(name) == "staged" and not staged
+        return cls(round(delay, 1), states, mid)

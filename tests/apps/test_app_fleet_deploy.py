@@ -3,13 +3,20 @@
 Must show (#16): on the lab (real sshd, a real RTSP server) the face-blur
 example deployed in batches ``[1, "30%", "100%"]`` with per-device cameras
 from the registry; each device's runtime /health shows its own cameras at or
-above the minimum fps. Default size DEFAULT_SIZE devices; the must-show's 30
-with ``EDGEFLEET_APP_FLEET=30`` (see tests/apps/applab.py).
+above the minimum fps. And: ``kill -9`` of the controller at random moments during a
+deploy, then ``fleet app resume``: every device ends on the target, none staged
+twice (from the journal). The seed comes from EDGEFLEET_CRASH_SEED (random when
+unset, printed); EDGEFLEET_APP_KILLS sets the number of kills (3).
+
+Default size 6 devices; the must-show's 30 with ``EDGEFLEET_APP_FLEET=30``
+(see tests/apps/applab.py).
 """
 
 from __future__ import annotations
 
 import json
+import random
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,8 +24,27 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("cv2")
 
-from applab import HEALTH, AppLab, app_lab, camera_fps, face_blur, fleet_size, runtime_health  # noqa: E402
+from applab import (  # noqa: E402
+    CODE,
+    HEALTH,
+    SEED_ENV,
+    AppLab,
+    Kill,
+    app_lab,
+    app_state,
+    camera_fps,
+    face_blur,
+    fleet_process,
+    fleet_size,
+    kill_count,
+    runtime_health,
+    seed_from_env,
+    staged_steps,
+    wait_for,
+)
 from labkit import run_cli  # noqa: E402
+
+from fleet.rollout.journal import Journal  # noqa: E402
 
 pytestmark = pytest.mark.servers
 
@@ -51,7 +77,60 @@ def test_face_blur_on_every_device_with_its_own_cameras(fleet: AppLab, tmp_path:
     assert not slow, f"below {HEALTH['min_fps']} fps: {slow}"
 
 
+def _journal(root: Path, proc: subprocess.Popen[bytes]) -> Journal | None:
+    folder = root / ".fleet/rollouts"
+    for path in folder.glob("*.jsonl") if folder.is_dir() else []:
+        if '"event": "planned"' in path.read_text():
+            return Journal(path)
+    assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+    return None
+
+
 def _sizes(total: int) -> list[int]:
     """Ansible's serial [1, "30%", "100%"]: one, then 30% of the fleet, then the rest."""
     second = max(1, int(total * 0.3))
     return [1, second, total - 1 - second]
+
+
+def test_controller_killed_at_random_moments_then_resumed(fleet: AppLab, tmp_path: Path) -> None:
+    """`kill -9` of `fleet app deploy` (then of each `fleet app resume`) at seeded random
+    moments; the last resume finishes: every device on the target, none staged twice."""
+    seed = seed_from_env()
+    rng = random.Random(seed)
+    app = face_blur(tmp_path)
+    code = app / CODE
+    code.write_text(code.read_text() + "\n# 1.1.0: a code-only change\n")
+    bundle = fleet.build(app, "1.1.0")
+    names = fleet.names()
+    proc = fleet_process(fleet.root, *fleet.deploy_argv(bundle, "--batches", "1,30%,100%",
+                                                        "--concurrency", "10"))
+    journal = wait_for("the rollout's journal", lambda: _journal(fleet.root, proc))
+    kills: list[Kill] = []
+    for number in range(kill_count()):
+        delay = rng.uniform(2.0, 10.0 + len(names))  # up to about one deploy of the fleet
+        try:
+            proc.wait(delay)
+            break  # it finished before this kill: nothing left to interrupt
+        except subprocess.TimeoutExpired:
+            pass
+        proc.kill()  # SIGKILL: no handler runs, no journal line is finished for it
+        proc.wait()
+        kills.append(Kill.now(fleet.lab, journal, names, "1.1.0", delay))
+        print(f"kill {number + 1} after {delay:.1f}s: {kills[-1].states}", flush=True)
+        proc = fleet_process(fleet.root, "app", "resume", journal.id, "--json")
+    out, err = proc.communicate(timeout=900)
+    where = f"{SEED_ENV}={seed}"
+    assert proc.returncode == 0, f"{where}: {err.decode()[-3000:]}"
+    report = journal.report()
+    assert report.status == "completed", f"{where}: {report.status} {report.reason}"
+    assert report.counts() == {"succeeded": len(names)}, f"{where}: {report.counts()}"
+    for name in names:
+        status = app_state(fleet.lab, name)
+        assert (status["state"], status["committed"]) == ("done", "1.1.0"), (where, name, status)
+        assert status["current"] == "1.1.0", (where, name, status)
+    staged = staged_steps(journal)
+    for name in names:
+        allowed = 1 + sum(k.mid_stage.get(name, False) for k in kills)
+        assert staged.get(name, 0) <= allowed, \
+            f"{where}: {name} staged {staged[name]} times (kills: {kills})"
+    print(f"{where}: {len(kills)} kill(s), every device on 1.1.0, stages {staged}")
