@@ -61,6 +61,11 @@ class Relays:
             self.ports[target] = server.sockets[0].getsockname()[1]
         ready.set()
         self._loop.run_forever()
+        pending = asyncio.all_tasks(self._loop)  # connections still open: end them quietly
+        for task in pending:
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        self._loop.close()
 
     async def _pair(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                     target: int) -> None:

@@ -5,7 +5,8 @@ Run: .venv/bin/python bench/app_deploy.py [--devices 30] [--model-mb 50] [--conc
 
 The application is the face-blur example (runtime/examples/face_blur) with its
 CenterFace ONNX model grown to ~50 MB (a real ONNX file: the model plus one
-large initializer of random weights, loaded like any other). Every device has
+large initializer of random weights, loaded like any other; run at the
+tests' 320x192 input so 30 runtimes fit on a small machine). Every device has
 its own camera: a live mount of the project's RTSP test server
 (tests/rtsp_server.py), one per device, registered in the registry.
 
@@ -19,8 +20,8 @@ time (``forks = 10``):
 
 * fleet: ``fleet app deploy BUNDLE -i lab --batches 1,30%,100%`` with the
   camera bound from the registry; each device gets only the blobs it lacks,
-  stages, switches and holds its health gate (window shortened to 2 s, see
-  GATE) before the next batch;
+  stages, switches and holds its health gate (window shortened to 2 s in
+  each device's etc/fleet/apps.json, see GATE) before the next batch;
 * Ansible: ansible-core from PyPI in a bench venv; ``ansible.builtin.copy``
   of the application directory (it skips files whose checksum already
   matches, so (b) sends only the changed file too), then a restart of the
@@ -66,6 +67,7 @@ EXAMPLE = REPO / "runtime/examples/face_blur"
 MODEL_REL = "packages/123456789012-CENTERFACE-1.0/model/centerface.onnx"
 CODE_REL = "packages/123456789012-FACE_BLUR_CODE-1.0/src/application.py"
 CAMERA_FPS = 1  # 30 CenterFace runtimes share this machine's CPUs: one frame a second each
+INPUT = (320, 192)  # CenterFace's input, as the tests run it (fully convolutional)
 GATE = {"window_s": 2, "min_fps": 0.2, "poll_s": 0.5}
 PLAY = """\
 - hosts: lab
@@ -128,10 +130,19 @@ def make_apps(megabytes: int) -> tuple[Path, Path]:
     v1, v2 = HERE / "face_blur-1.0.0" / "face_blur", HERE / "face_blur-1.0.1" / "face_blur"
     shutil.copytree(EXAMPLE, v1, ignore=shutil.ignore_patterns("__pycache__", "README.md"))
     padded_model(centerface_model(), v1 / MODEL_REL, megabytes)
+    small_input(v1 / MODEL_REL.rsplit("/", 2)[0] / "descriptor.json")
     shutil.copytree(v1, v2)
     code = v2 / CODE_REL
     code.write_text(code.read_text() + "\n# 1.0.1: a code-only release (the bench's change)\n")
     return v1, v2
+
+
+def small_input(descriptor: Path) -> None:
+    """Run CenterFace at 320x192 (the tests' size): 30 runtimes share this machine's cores."""
+    doc = json.loads(descriptor.read_text())
+    doc["mlModelDescriptor"]["inputs"][0]["shape"] = [1, 3, INPUT[1], INPUT[0]]
+    doc["mlModelDescriptor"]["onnx"]["preprocess"]["size"] = list(INPUT)
+    descriptor.write_text(json.dumps(doc))
 
 
 def tree_bytes(app: Path) -> int:
@@ -232,8 +243,10 @@ def _ours(pid: int) -> bool:
 def run_fleet(project: Project, lab: Lab, v1: Path, v2: Path, csv: Path,
               concurrency: int) -> tuple[Figure, Figure]:
     env = {**os.environ, "FLEET_RELEASE_PASSPHRASE": SECRET}
-    subprocess.run(fleet_cmd(project.root, "cameras", "import", str(csv)), check=True,
-                   capture_output=True, env=env)
+    for argv in (("devices", "register", "-i", "lab"), ("cameras", "import", str(csv))):
+        subprocess.run(fleet_cmd(project.root, *argv), check=True, capture_output=True, env=env)
+    for name in lab.devices():  # the device's own gate thresholds (etc/fleet/apps.json)
+        (lab.layout(name).etc / "apps.json").write_text(json.dumps({"health": GATE}))
     bundles = []
     for app, version in ((v1, "1.0.0"), (v2, "1.0.1")):
         subprocess.run(fleet_cmd(project.root, "app", "build", str(app), "--version", version),
@@ -251,17 +264,18 @@ def _fleet_deploy(project: Project, bundle: Path, relays: Relays, concurrency: i
                   env: dict[str, str]) -> Figure:
     argv = fleet_cmd(project.root, "app", "deploy", str(bundle), "-i", "lab",
                      "--batches", ",".join(map(str, SERIAL)), "--concurrency", str(concurrency),
-                     "-e", "camera_node=tag:app=face_blur",
-                     *[f"--health-{k.replace('_', '-')}={v}" for k, v in GATE.items()], "--json")
+                     "-e", "camera_node=tag:app=face_blur", "--json")
     relays.reset()
     start = time.perf_counter()
     proc = subprocess.run(argv, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start
     moved = relays.reset()
     (HERE / f"fleet-{bundle.stem}.log").write_text(proc.stdout + proc.stderr)
-    if proc.returncode != 0:
-        raise SystemExit(f"fleet app deploy failed ({proc.returncode}); log in "
-                         f"{HERE / f'fleet-{bundle.stem}.log'}:\n{proc.stderr[-2000:]}")
+    report = json.loads(proc.stdout.splitlines()[-1]).get("report", {}) if proc.stdout else {}
+    counts = report.get("counts", {})
+    if proc.returncode != 0 or set(counts) != {"succeeded"}:
+        raise SystemExit(f"fleet app deploy failed ({proc.returncode}, {counts} "
+                         f"{report.get('reason')}); log in {HERE / f'fleet-{bundle.stem}.log'}")
     return Figure(seconds, moved, os.getloadavg()[0])
 
 
