@@ -25,8 +25,9 @@ SITE = "berlin"
 APP = "face_blur"
 GATE_S = 5
 CODE = "packages/123456789012-FACE_BLUR_CODE-1.0/src/application.py"
-POLICY = ["-i", "lab", "--site", SITE, "--batches", "1,100%", "--canary-tag", "canary",
-          "--max-fail-percentage", "0", "-e", f"camera_node=tag:app={APP}"]
+PLAN = ["-i", "lab", "--site", SITE, "--batches", "1,100%", "--canary-tag", "canary",
+        "-e", f"camera_node=tag:app={APP}"]
+POLICY = [*PLAN, "--max-fail-percentage", "0"]
 
 
 def step_app_fleet(demo: Demo) -> None:
@@ -67,7 +68,7 @@ def _register_cameras(demo: Demo, devices: list[str], port: int) -> None:
         demo.fleet("devices", "register", "-i", "lab")
     csv = demo.project / ".fleet" / "demo-door-cameras.csv"
     csv.write_text("\r\n".join(rows) + "\r\n", encoding="utf-8")
-    demo.fleet("cameras", "import", str(csv))
+    demo.fleet("cameras", "import", str(csv), "--on-conflict", "update")
 
 
 def _registered(project: Path, devices: list[str]) -> bool:
@@ -118,7 +119,7 @@ def _bundles(demo: Demo) -> tuple[str, str]:
 def _deploy(demo: Demo, good: str, broken: str) -> None:
     demo.say("`plan` shows each device's decision before a byte moves: version, bytes to send "
              "after deduplication, free disk after, the cameras it binds:")
-    demo.fleet("app", "plan", good, *POLICY)
+    demo.fleet("app", "plan", good, *PLAN)
     demo.say(f"Deploy: the canary first, then the rest of {SITE}; each device switches, holds "
              f"its health gate ({GATE_S} s here: runtime up, every camera at its fps) and "
              "commits by itself.")
@@ -129,4 +130,6 @@ def _deploy(demo: Demo, good: str, broken: str) -> None:
     result = demo.fleet("app", "deploy", broken, *POLICY, check=False)
     if result.returncode != 1:
         raise FleetError(f"demo: the broken release was not stopped (exit {result.returncode})")
-    demo.fleet("app", "status")
+    demo.say("Health shows each device's applications: the canary back on 1.0.0 (rolled back, "
+             "with the reason), the others still on 1.0.0, every camera's fps:")
+    demo.fleet("health", "-i", "lab", "--site", SITE, check=False)
