@@ -23,7 +23,7 @@ from fleet.firmware import PASSPHRASE_ENV
 
 SITE = "berlin"
 APP = "face_blur"
-GATE_S = 5
+GATE_S = 3
 CODE = "packages/123456789012-FACE_BLUR_CODE-1.0/src/application.py"
 PLAN = ["-i", "lab", "--site", SITE, "--batches", "1,100%", "--canary-tag", "canary",
         "-e", f"camera_node=tag:app={APP}"]

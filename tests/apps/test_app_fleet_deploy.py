@@ -46,7 +46,8 @@ from labkit import run_cli  # noqa: E402
 
 from fleet.rollout.journal import Journal  # noqa: E402
 
-pytestmark = pytest.mark.servers
+# A batch waits for its devices' runtimes and gates: the whole module scales with the fleet.
+pytestmark = [pytest.mark.servers, pytest.mark.timeout(600 + 60 * fleet_size())]
 
 
 @pytest.fixture(scope="module")
