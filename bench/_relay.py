@@ -55,6 +55,7 @@ class Relays:
 
     def _run(self, ready: threading.Event) -> None:
         self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self._loop)
         for target in self.targets:
             server = self._loop.run_until_complete(asyncio.start_server(
                 lambda r, w, t=target: self._pair(r, w, t), "127.0.0.1", 0))
