@@ -134,6 +134,10 @@ def json_commands() -> set[str]:
 ELSEWHERE = {
     "device package": ("fixtures_device.py", '"device", "package"'),
     "device bootstrap": ("test_device_bootstrap.py", '"device", "bootstrap"'),
+    # a deploy needs a running application with a camera on each device (the RTSP server)
+    **{f"app {verb}": ("appdeploy/test_app_cli_lab.py", f'cli(lab, "{verb}"')
+       for verb in ("plan", "deploy", "status", "resume", "abort", "retry", "rollback",
+                    "remove")},
 }
 
 

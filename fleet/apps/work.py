@@ -16,8 +16,10 @@ is already running the gate, the controller waits for its verdict).
 Deploying one app never touches another.
 
 After a controller crash `verify` reads the device's own flow: done on the
-target is finished; anything else is continued by `apply` from where the
-device stands (a version already staged is never staged again).
+target is finished; rolled back from the target by the device's own gate is
+failed (not deployed again by `resume`; `retry --failed` does); anything else
+is continued by `apply` from where the device stands (a version already
+staged is never staged again).
 
 Per-device configuration comes from a ``configure`` callable: by default
 `registry_config` (``fleet.apps.config.configure``: layers, cameras bound from
@@ -30,6 +32,7 @@ the registry); `graph_defaults` takes the graph's own values only.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,7 +46,7 @@ from nornir.core.inventory import Host
 from nornir.core.task import MultiResult, Result, Task
 
 from fleet.agent import Agent, agent_for
-from fleet.apps.decide import DevicePlan, Target, blobs_of, decide_app, version_files
+from fleet.apps.decide import Blob, DevicePlan, Target, blobs_of, decide_app, version_files
 from fleet.apps.source import BlobSource
 from fleet.errors import AgentCallError, FleetError
 from fleet.project import Project
@@ -52,6 +55,7 @@ from fleet.transport import CONNECTION_NAME
 
 KIND = "app"
 SETTLED = ("done", "failed", "rolled-back")
+SEND_CHANNELS = 4  # small blobs in flight at once per device
 GATE_DEFAULTS = {"startup_s": 120.0, "window_s": 30.0}  # the device's defaults (apps/settings)
 
 
@@ -120,6 +124,7 @@ class AppWork:
     configure: Configure = registry_config
     progress: Progress | None = None
     cancelled: set[str] = field(default_factory=set)
+    fell_back: dict[str, str] = field(default_factory=dict)  # device -> why it is not redone
     kind = KIND
     gate = None  # `accept` reads what the device reported
 
@@ -199,6 +204,8 @@ class AppWork:
     def deploy(self, task: Task, dry_run: bool | None = None) -> Result:
         """Deploy on one device from where it stands; see the module docstring."""
         run = _Deploy(self, task)
+        if task.host.name in self.fell_back:  # seen by `verify` after a controller crash
+            return run.finish("rolled_back", self.fell_back[task.host.name])
         try:
             plan, target, config = run.step("check", lambda t: self.plan_device(t))
         except StepFailed as exc:
@@ -210,7 +217,7 @@ class AppWork:
         if plan.state == "current":
             return run.finish("current", plan.reason, changed=False)
         if task.is_dry_run(dry_run):
-            return run.finish("current", "dry run: nothing changed", changed=False)
+            return run.finish("planned", "dry run: nothing changed", changed=False)
         try:
             return run.walk(plan, target, config)
         except StepFailed as exc:
@@ -227,7 +234,7 @@ class AppWork:
     def accept(self, multi: MultiResult) -> str | None:
         """Done only on what the device reported: its committed version is the target."""
         report = multi[0].result if isinstance(multi[0].result, dict) else {}
-        if report.get("state") == "current" and not multi[0].changed:
+        if report.get("state") in ("current", "planned") and not multi[0].changed:
             return None
         if report.get("state") != "succeeded" or report.get("after") != self.version:
             return f"the device did not report {self.name} {self.version} committed " \
@@ -238,6 +245,12 @@ class AppWork:
         """After a controller crash, read-only: is the app committed on the target? Anything
         else is continued by `deploy` from the device's own flow."""
         app = agent_for(task).app_list().get(self.name)
+        if app is not None and app.state == "rolled-back" and app.target == self.version:
+            # The device's gate failed while no controller watched: the dead one would have
+            # counted it failed, so resume does too instead of deploying it once more.
+            self.fell_back[task.host.name] = (
+                f"rolled back by the device while the controller was down: {app.reason}; "
+                "`fleet app retry --failed` deploys it again")
         if app is None or app.state != "done" or app.committed != self.version:
             where = "absent" if app is None else f"{app.state} ({app.committed})"
             return Result(task.host, failed=True, result=f"{self.name} is {where}")
@@ -298,7 +311,7 @@ class _Deploy:
         return box[0] if box else None
 
     def finish(self, state: str, reason: str, changed: bool = True) -> Result:
-        failed = state not in ("succeeded", "current")
+        failed = state not in ("succeeded", "current", "planned")
         self.report.update(state=state, reason=reason)
         if self.report["after"] is None and not failed:
             self.report["after"] = self.report["before"]
@@ -328,17 +341,33 @@ class _Deploy:
         return self.finish("failed", f"{name} ended {verdict.state}: {verdict.reason}")
 
     def send(self, plan: DevicePlan) -> int:
-        """Each missing blob, streamed from the bytes the device already holds."""
+        """Each missing blob, streamed from the bytes the device already holds. Small ones
+        travel SEND_CHANNELS at a time over the one SSH connection (each is a short agent
+        command: the round trips overlap); large ones one after the other."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from fleet.agent import SMALL_BLOB
+
         session = self.task.host.get_connection(CONNECTION_NAME, self.task.nornir.config)
-        agent, done = self.agent, 0
-        for blob, offset in plan.send:
+        agent, lock = self.agent, threading.Lock()
+
+        def put(item: tuple[Blob, int]) -> None:
+            blob, offset = item
             with self.work.source.path(blob.sha256).open("rb") as src:
                 src.seek(offset)
                 agent.put_blob(session, blob.sha256, blob.size, offset, src)
-            done += blob.size - offset
-            self.report.update(sent_bytes=done, sent_blobs=self.report["sent_blobs"] + 1)
-            self.emit("sending", done=done, total=plan.send_bytes)
-        return done
+            with lock:
+                done = self.report["sent_bytes"] + blob.size - offset
+                self.report.update(sent_bytes=done, sent_blobs=self.report["sent_blobs"] + 1)
+                self.emit("sending", done=done, total=plan.send_bytes)
+
+        small = [i for i in plan.send if i[0].size - i[1] < SMALL_BLOB]
+        with ThreadPoolExecutor(max_workers=SEND_CHANNELS) as pool:
+            list(pool.map(put, small))  # the first failure is raised here
+        for item in plan.send:
+            if item not in small:
+                put(item)
+        return int(self.report["sent_bytes"])
 
     def verify_blobs(self, plan: DevicePlan) -> None:
         blobs = self.agent.blobs_have([f["sha256"] for f in plan.files])

@@ -32,6 +32,10 @@ Sets = Annotated[list[str] | None, typer.Option(
     "-e", "--set", help="name=value for this deploy (highest layer; repeatable)")]
 Exclude = Annotated[list[str] | None, typer.Option(
     "--exclude", help="leave this device out (e.g. one the plan refuses; repeatable)")]
+Window = Annotated[float | None, typer.Option(
+    "--window", help="seconds each device holds its health gate (device default: 30)")]
+MinFps = Annotated[float | None, typer.Option(
+    "--min-fps", help="frames per second every camera must reach (device default: 1)")]
 ACTION = {"change": "deploy", "current": "[cyan]current[/cyan]",
           "offline": "[yellow]offline[/yellow]", "refused": "[red]refused[/red]"}
 
@@ -42,6 +46,14 @@ def register(app: typer.Typer) -> None:
         app.command(name=fn.__name__)(fn)
     for shared in (ota_rollout.status, ota_rollout.resume, ota_rollout.retry, ota_rollout.abort):
         app.command(name=shared.__name__)(shared)
+
+
+def _check_name(name: str) -> None:
+    from fleet_runtime.apps.release import NAME_RE
+
+    if not NAME_RE.fullmatch(name):
+        raise UsageError(f"{name!r} is not an application name",
+                         fix="1-64 letters, digits, '.', '_' or '-', as `fleet app list` shows")
 
 
 def _select(a: CliContext, inventory: str | None, site: list[str] | None,
@@ -70,8 +82,10 @@ def plan(ctx: typer.Context, bundle: Bundle, inventory: o.Inventory = None, site
          exclude: Exclude = None, sets: Sets = None, policy_file: r.PolicyFile = None,
          batches: r.Batches = None, canary_tag: r.Canary = None, order: r.Order = None,
          seed: r.Seed = None, json: o.Json = False) -> None:
-    """Per device: current -> target, bytes to send, free disk after, platform, config;
-    change, current or refused (with the reason). Moves no byte.
+    """Show per device what a deploy would do (change, current or refused); move no byte.
+
+    Per device: current -> target, bytes to send after deduplication, free disk after,
+    platform, configuration summary, and the reason of a refusal.
 
     Exit codes: 0 nothing refused, 1 a device is refused or offline, 2 bad usage.
     """
@@ -145,10 +159,11 @@ def deploy(ctx: typer.Context, bundle: Bundle, inventory: o.Inventory = None,
            offline: r.Offline = None, offline_wait: r.OfflineWait = None,
            device_timeout: r.DeviceTimeout = None, pause_after_batch: r.Pause = None,
            engine: r.Engine = "ssh", bucket: r.Bucket = None, role_arn: r.RoleArn = None,
-           json: o.Json = False) -> None:
-    """Deploy BUNDLE across the selection in batches under the policy (additive: other
-    applications are not touched). Runs the plan first: nothing starts while a selected
-    device is refused (leave it out with --exclude).
+           window: Window = None, min_fps: MinFps = None, json: o.Json = False) -> None:
+    """Deploy BUNDLE across the selection in batches under the policy (additive).
+
+    Other applications are not touched. Runs the plan first: nothing starts while a
+    selected device is refused (leave it out with --exclude).
 
     Exit codes: 0 every device succeeded or current, 1 a device was refused before the
     start, or anything failed, rolled back, stopped or was skipped, 2 bad usage.
@@ -164,7 +179,8 @@ def deploy(ctx: typer.Context, bundle: Bundle, inventory: o.Inventory = None,
         if engine not in ("ssh", "iot-jobs"):
             raise UsageError(f"--engine {engine!r} is not ssh or iot-jobs")
         sel, nr = _select(a, inventory, site, group, tag, limit, exclude, policy.concurrency)
-        work = AppWork.for_bundle(a.project, bundle, sets=sets)
+        work = AppWork.for_bundle(a.project, bundle, sets=sets,
+                                  health=_health(window, min_fps))
         _refuse_if_refused(a, _decide(nr, work), json)
         if engine == "iot-jobs":
             settings = aws_settings(a.project, bucket, role_arn)
@@ -178,6 +194,15 @@ def deploy(ctx: typer.Context, bundle: Bundle, inventory: o.Inventory = None,
                                                      "exclude": list(exclude or [])},
                                           sinks=[view])
     finish(a, report, json)
+
+
+def _health(window: float | None, min_fps: float | None) -> dict[str, float]:
+    """The gate thresholds this deploy sets in each version's manifest (over the device's)."""
+    for flag, value in (("--window", window), ("--min-fps", min_fps)):
+        if value is not None and not value >= 0:
+            raise UsageError(f"{flag} {value:g} is not a number >= 0")
+    given = {"window_s": window, "min_fps": min_fps}
+    return {k: float(v) for k, v in given.items() if v is not None}
 
 
 def _refuse_if_refused(a: CliContext, rows: dict[str, dict[str, Any]], json: bool) -> None:
@@ -227,6 +252,7 @@ def remove(ctx: typer.Context, app_name: AppName, inventory: o.Inventory = None,
     """
     a = app_of(ctx)
     with a.guarded():
+        _check_name(app_name)
         _, nr = _select(a, inventory, site, group, tag, limit, None, concurrency or 20)
     _batched(a, nr, "remove", app_name, json)
 
@@ -235,12 +261,14 @@ def rollback(ctx: typer.Context, app_name: AppName, inventory: o.Inventory = Non
              site: o.Site = None, group: o.Group = None, tag: o.Tag = None,
              limit: o.Limit = None, concurrency: r.Concurrency = None,
              json: o.Json = False) -> None:
-    """Put APP back on the previous version each device kept (a deploy in progress: back to
-    the committed one).
+    """Put APP back on the previous version each device kept.
+
+    A deploy in progress on a device goes back to its committed version instead.
 
     Exit codes: 0 rolled back, 1 a device failed (e.g. no previous version), 2 bad usage.
     """
     a = app_of(ctx)
     with a.guarded():
+        _check_name(app_name)
         _, nr = _select(a, inventory, site, group, tag, limit, None, concurrency or 20)
     _batched(a, nr, "rollback", app_name, json)

@@ -21,16 +21,20 @@ from fleet.rollout.report import Report
 
 NAME = "color_classifier"
 CODE = "packages/123456789012-COLOR_CODE-1.0/src/application.py"
-# Short windows for a test; the defaults are 30 s held, 120 s to start.
-HEALTH = {"window_s": 1, "startup_s": 90, "min_fps": 1, "poll_s": 0.5}
+# Short windows for a test (a frame in 2 s, even on a loaded machine); the defaults are
+# 30 s held at 1 fps, 120 s to start.
+HEALTH = {"window_s": 2, "startup_s": 90, "min_fps": 0.5, "poll_s": 0.5}
 
 
 def bundle(lab: Lab, app: Path, version: str, *, code: str | None = None,
-           extra: dict[str, bytes] | None = None) -> Path:
-    """The app at `version`; `code` replaces application.py's text, `extra` adds files."""
-    src = lab.project.root / "apps-src" / f"{NAME}-{version}"
+           extra: dict[str, bytes] | None = None, name: str = NAME) -> Path:
+    """The app at `version`; `code` replaces application.py's text, `extra` adds files,
+    `name` is another application (its graph folder renamed)."""
+    src = lab.project.root / "apps-src" / f"{name}-{version}"
     shutil.rmtree(src, ignore_errors=True)
     shutil.copytree(app, src)
+    if name != NAME:
+        (src / "graphs" / NAME).rename(src / "graphs" / name)
     if code is not None:
         (src / CODE).write_text(code)
     for rel, data in (extra or {}).items():

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 TESTS = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(TESTS), str(TESTS / "rollout")]  # rtsp_server, labkit; lab_rollouts
+sys.path[:0] = [str(TESTS), str(TESTS / "rollout"), str(TESTS / "runtime")]  # rtsp_server,
+# labkit; lab_rollouts; device_apps
 
 from rtsp_server import rtsp_server  # noqa: E402,F401  (session fixture)
 

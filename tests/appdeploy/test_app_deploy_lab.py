@@ -40,7 +40,8 @@ def committed(lab, device):
     return app and (app["committed"], app["current"])
 
 
-def test_batches_code_only_update_and_a_crashing_canary(lab, color_app, rtsp_server):
+@pytest.mark.timeout(600)  # each device holds a real runtime's gate: minutes on a loaded machine
+def test_batches_with_a_canary_pause_resume_and_the_overlap_guard(lab, color_app, rtsp_server):
     camera = rtsp_server.url()
     first = work(lab, bundle(lab, color_app, "1.0.0"), camera)
     policy = Policy(batches=(1, "30%", "100%"), canary_tags=("canary",), concurrency=3,
@@ -58,6 +59,15 @@ def test_batches_code_only_update_and_a_crashing_canary(lab, color_app, rtsp_ser
     assert report.batches == [["berlin-01"], ["berlin-02"], ["berlin-03"]]
     assert {d: committed(lab, d) for d in ("berlin-01", "berlin-02", "berlin-03")} == \
         {d: ("1.0.0", "1.0.0") for d in ("berlin-01", "berlin-02", "berlin-03")}
+
+
+@pytest.mark.timeout(600)
+def test_code_only_update_then_a_crashing_canary_stops_the_rollout(lab, color_app,
+                                                                    rtsp_server):
+    camera = rtsp_server.url()
+    first = work(lab, bundle(lab, color_app, "1.0.0"), camera)
+    report = deploy(lab, first, Policy(batches=("100%",), concurrency=3))
+    assert set(outcomes(report).values()) == {"succeeded"}, report
 
     # a code-only version: one blob of the size of the changed file travels, nothing else
     code = (color_app / CODE).read_text() + "\n# 1.1.0: a comment-only change\n"
@@ -81,6 +91,7 @@ def test_batches_code_only_update_and_a_crashing_canary(lab, color_app, rtsp_ser
     assert committed(lab, "berlin-01") == ("1.1.0", "1.1.0")
     assert app_on(lab, "berlin-01")["state"] == "rolled-back"
     assert committed(lab, "berlin-02") == ("1.1.0", "1.1.0")
+    assert app_on(lab, "berlin-02")["running"] and app_on(lab, "berlin-03")["running"]
 
     # back to the previous version kept on the device, then removal; others untouched
     result = run_cli(lab.project.root, "app", "rollback", NAME, "-i", "lab", "--limit",

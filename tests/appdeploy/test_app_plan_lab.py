@@ -10,6 +10,8 @@ from appdeploy_kit import NAME, Steps, agent, app_on, bundle, deploy, outcomes, 
 from lab_rollouts import lab_project
 from labkit import run_cli
 
+from fleet import inventory as inv
+from fleet.apps.work import AppWork
 from fleet.rollout.policy import Policy
 
 
@@ -25,6 +27,7 @@ def model_blob(w):
     return entry, w.source.path(entry.sha256).read_bytes()
 
 
+@pytest.mark.timeout(600)  # real runtimes' health gates: minutes on a loaded machine
 def test_plan_equals_apply_and_refusals_send_nothing(lab, color_app, rtsp_server):
     path = bundle(lab, color_app, "1.0.0")
     steps = Steps()
@@ -80,3 +83,10 @@ def test_plan_refuses_a_bundle_for_another_platform(lab, color_app):
     text = run_cli(lab.project.root, "app", "plan", str(path), "-i", "lab")
     assert text.exit_code == 1 and "berlin-01: refused:" in text.stdout, text.stdout
     assert NAME not in {a for a in agent(lab, "berlin-01").app_list().apps}
+    # a dry run of the deploy task decides, then stops: nothing reaches the device
+    nr = inv.select(lab.project, inv.Selection.of("lab", limit="berlin-02"))
+    dry = nr.run(task=AppWork.for_bundle(lab.project, path).deploy, dry_run=True)["berlin-02"]
+    assert not dry.failed and dry[0].result["state"] == "planned", dry[0].result
+    assert app_on(lab, "berlin-02") is None
+    bad = run_cli(lab.project.root, "app", "deploy", str(path), "-i", "lab", "--window", "-1")
+    assert bad.exit_code == 2 and "--window -1 is not a number >= 0" in bad.stderr, bad

@@ -152,7 +152,7 @@ def test_any_registered_kind_resumes_and_retries_from_its_journal(project, tmp_p
 
 
 def test_a_kind_no_one_registered_is_named_with_the_known_ones(project):
-    with pytest.raises(FleetError, match=r"rollout kind 'app' is not one this controller "
-                                         r"knows \(ota\)"):
-        work_from_header(project, {"kind": "app", "artifact": "x"})
+    with pytest.raises(FleetError, match=r"rollout kind 'config' is not one this controller "
+                                         r"knows \(app, (marker, )?ota\)"):
+        work_from_header(project, {"kind": "config", "artifact": "x"})
 
