@@ -72,8 +72,12 @@ class DevicePlan:
         """The manifest `fleet-agent app stage` builds this version from."""
         doc: dict[str, Any] = {"name": target.name, "version": target.version,
                                "files": list(self.files)}
-        if target.cameras:
-            doc["cameras"] = {node: ",".join(names) for node, names in target.cameras.items()}
+        # Source URIs go in the manifest (`--camera NODE=URI`); registry camera *names* do not:
+        # the per-device override.json binds them, resolved in the device's sealed cameras.json.
+        uris = {node: ",".join(values) for node, values in target.cameras.items()
+                if values and all(_is_source_uri(v) for v in values)}
+        if uris:
+            doc["cameras"] = uris
         if target.health:
             doc["health"] = dict(target.health)
         return doc
@@ -86,6 +90,10 @@ class DevicePlan:
                 "platform": self.platform, "send_bytes": self.send_bytes,
                 "send_blobs": len(self.send), "free_bytes": self.free_bytes,
                 "free_after": self.free_after}
+
+
+def _is_source_uri(value: str) -> bool:
+    return "://" in value or value.startswith("synthetic:")
 
 
 def version_files(target: Target, platform: str) -> tuple[dict[str, Any], ...] | str:

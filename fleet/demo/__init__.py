@@ -30,6 +30,7 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("A new site from the factory: fleet CA, USB archives, first boot, online", "fleet.demo.provisioning:step_provisioning"),
     ("Vision runtime: face blur on ONNX Runtime, metrics and health", "fleet.demo.runtime:step_face_blur"),
     ("The face-blur application as a signed bundle; a tampered copy refused", "fleet.demo.apps:step_app_bundle"),
+    ("Face blur across a site: canary first, cameras from the registry; a broken release rolled back", "fleet.demo.app_fleet:step_app_fleet"),
     ("Heartbeats over MQTT, health from them, and a log export", "fleet.demo.logs:step_heartbeats_and_logs"),
     ("The web console: an operator, and its JSON API", "fleet.demo.console:step_console"),
 )
