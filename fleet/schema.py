@@ -50,6 +50,11 @@ def _line_of(doc: Any, path: list[Any]) -> int | None:
     return line
 
 
+def line_of(doc: Any, path: list[Any]) -> int | None:
+    """1-based line of `path` in a document read by `load_yaml` (None when unknown)."""
+    return _line_of(doc, path)
+
+
 def json_path(path: list[Any]) -> str:
     return "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
 

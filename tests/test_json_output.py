@@ -35,6 +35,10 @@ BUNDLE = "{root}/out/edgefleet-os-1.1.0.bundle"  # paths are absolute: the CLI r
 APP = "{root}/apps/tracker_plain-1.0.0.app"
 CAMERAS = "name,device,rtsp_url,username,password,description,tags\n" \
           "door,berlin-01,rtsp://127.0.0.1:9/door,admin,s3cret-door,front door,\n"
+PLAY_OP = ("from fleet.play.operations import Outcome, operation\n"
+           "@operation('json.hello')\n"
+           "def hello(ctx, *, who: str = 'x') -> Outcome:\n"
+           "    return Outcome(data={'who': who})\n")
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,9 @@ SCENARIO = (
     Step("devices deregister", ("berlin-02",), listing=False),
     Step("serve user add", ("ops", "--role", "operator"), listing=False, stdin="correct horse 42\n"),
     Step("serve user list"),
+    # a playbook with the project's own operation (written by the fixture); run streams events
+    Step("play run", ("{root}/playbooks/json.yaml", "-i", "lab"), stream=True),
+    Step("play status"),
 )
 
 
@@ -133,6 +140,8 @@ def json_commands() -> set[str]:
 ELSEWHERE = {
     "device package": ("fixtures_device.py", '"device", "package"'),
     "device bootstrap": ("test_device_bootstrap.py", '"device", "bootstrap"'),
+    # needs a run killed mid-play (kill -9) to have something to resume
+    "play resume": ("play/test_play_resume.py", '"play", "resume"'),
 }
 
 
@@ -153,6 +162,10 @@ def root(tmp_path: Path) -> Iterator[Path]:
     (tmp_path / "cameras.csv").write_text(CAMERAS)
     (tmp_path / "usb").mkdir()
     write_app(tmp_path / "panorama", "tracker")  # a panorama-cli project, as AWS's samples
+    (tmp_path / "playbooks" / "operations").mkdir(parents=True)
+    (tmp_path / "playbooks" / "operations" / "ops.py").write_text(PLAY_OP)
+    (tmp_path / "playbooks" / "json.yaml").write_text(
+        "- name: greet\n  hosts: all\n  tasks:\n    - name: hi\n      json.hello: {}\n")
     yield tmp_path
     Lab(Project.locate(tmp_path)).down()
 

@@ -28,6 +28,7 @@ SUBCOMMANDS = (
     ("fleet.cli.apps", "app"),
     ("fleet.cli.serve", "serve"),
     ("fleet.cli.device", "device"),
+    ("fleet.cli.play", "play"),
 )
 
 app = typer.Typer(

@@ -38,6 +38,7 @@ from fleet.errors import FleetError
 
 if TYPE_CHECKING:
     from nornir.core.inventory import Host
+    from nornir.core.task import Task
 
     from fleet.project import Project
 
@@ -52,6 +53,8 @@ class OpContext:
     operation (run once per play, e.g. importing a site's cameras from a CSV).
     `vars` are the resolved variables for this host (or the play's, for once).
     `progress(step, fields)` reports a step to the play's output and journal.
+    `task` is the Nornir task running this host's play (None for once): reach the
+    device with ``fleet.agent.agent_for(ctx.task)``, compose with ``ctx.task.run(...)``.
     """
 
     project: Project
@@ -60,6 +63,7 @@ class OpContext:
     diff: bool = False
     vars: Mapping[str, Any] = field(default_factory=dict)
     progress: Callable[[str, Mapping[str, Any]], None] = lambda step, fields: None
+    task: Task | None = None
 
 
 @dataclass(frozen=True)
