@@ -27,13 +27,14 @@ from fleet_runtime import versions
 from nornir.core.task import Task
 
 from fleet.errors import AgentCallError, DeviceError
-from fleet.facts import Health, Info, Slots
+from fleet.facts import Blobs, DeployedApps, Health, Info, Slots
 from fleet.transport import CONNECTION_NAME, ExecResult, SSHSession
 
 PROTOCOL = 1
 # The oldest agent that speaks everything this controller asks for (commands, fields).
 MIN_AGENT_VERSION = "0.1.0"
 Progress = Callable[[dict[str, Any]], None]
+SMALL_BLOB = 4 << 20  # bytes below which a blob travels over the open SSH connection
 
 
 class Session(Protocol):
@@ -116,6 +117,14 @@ class Agent:
     def health(self, *flags: str) -> Health:
         return Health.from_answer(self.call("health", *flags))
 
+    def app_list(self) -> DeployedApps:
+        """Every application on the device and where its deploy stands (`app list`)."""
+        return DeployedApps.from_answer(self.call("app", "list"))
+
+    def blobs_have(self, shas: list[str]) -> Blobs:
+        """Which of these blobs the device stores, partial sizes, its free space."""
+        return Blobs.from_answer(self.call("blobs", "have", *shas))
+
     def checksum(self, path: str) -> str:
         return str(self.call("checksum", path)["sha256"])
 
@@ -124,6 +133,18 @@ class Agent:
         import base64
 
         return base64.b64decode(self.call("snapshot", "--camera", camera)["jpeg_base64"])
+
+    def put_blob(self, session: SSHSession, sha: str, size: int, offset: int,
+                 src: IO[bytes]) -> dict[str, Any]:
+        """``blobs put``: `src` (positioned at `offset`) streams into the device's blob store,
+        which hashes it as it arrives and keeps a short stream's bytes for the next offset."""
+        argv = [self.path, "blobs", "put", sha, "--size", str(size), "--offset", str(offset)]
+        timeout = max(session.command_timeout, (size - offset) / 250e3)
+        if size - offset < SMALL_BLOB:  # a channel on the open connection: no new handshake
+            res = session.exec(argv, stdin=src, timeout=timeout)
+        else:  # the system's ssh client moves large files much faster than paramiko
+            res = session.exec_file(argv, src, timeout=timeout)
+        return _checked(self.device, parse_answer(self.device, res.stdout, res.stderr, res.rc))
 
     def receive(self, session: SSHSession, remote: str, offset: int, src: IO[bytes]) -> str:
         """`SSHSession.put`'s receiver: `src` into REMOTE.part from `offset`, hashed on
@@ -156,6 +177,13 @@ def parse_answer(device: str, stdout: bytes, stderr: bytes, rc: int) -> dict[str
         raise AgentCallError(device, "protocol",
                              f"agent speaks protocol {theirs}, {age} than the {PROTOCOL} this "
                              "controller needs; install the matching edgefleet-runtime on the device")
+    return answer
+
+
+def _checked(device: str, answer: dict[str, Any]) -> dict[str, Any]:
+    if not answer["ok"]:
+        err = answer.get("error") or {}
+        raise AgentCallError(device, str(err.get("code", "error")), str(err.get("message", "")))
     return answer
 
 

@@ -197,3 +197,73 @@ class Apps:
 
     def names(self) -> list[str]:
         return sorted(self.apps)
+
+
+# States in which the device is in the middle of a deploy of its ``target`` (app flow).
+APP_BUSY = ("staging", "activating", "checking", "committing", "rolling-back")
+# States past which a deploy of the same target continues instead of staging again.
+APP_STAGED = ("staged", "activating", "checking", "committing")
+
+
+@dataclass(frozen=True)
+class DeployedApp:
+    """One application as `fleet-agent app list` reports it (its persisted flow)."""
+
+    name: str
+    state: str  # idle | staging | staged | activating | checking | committing | done | ...
+    current: str | None = None
+    committed: str | None = None
+    previous: str | None = None
+    target: str | None = None
+    versions: tuple[str, ...] = ()
+    reason: str | None = None
+    running: bool = False  # its supervisor is alive
+
+    @classmethod
+    def from_answer(cls, record: Mapping[str, Any]) -> DeployedApp:
+        supervisor = record.get("supervisor")
+        running = bool(supervisor.get("running")) if isinstance(supervisor, Mapping) else False
+        found = record.get("versions")
+        return cls(name=str(record.get("name")), state=str(record.get("state") or "idle"),
+                   current=_text(record.get("current")), committed=_text(record.get("committed")),
+                   previous=_text(record.get("previous")), target=_text(record.get("target")),
+                   versions=tuple(str(v) for v in found) if isinstance(found, list) else (),
+                   reason=_text(record.get("reason")), running=running)
+
+
+@dataclass(frozen=True)
+class DeployedApps:
+    """`fleet-agent app list`: every application on the device by name."""
+
+    apps: Mapping[str, DeployedApp] = field(default_factory=dict)
+
+    @classmethod
+    def from_answer(cls, answer: Mapping[str, Any]) -> DeployedApps:
+        rows = answer.get("apps")
+        found = [DeployedApp.from_answer(r) for r in rows if isinstance(r, Mapping)] \
+            if isinstance(rows, list) else []
+        return cls({a.name: a for a in found})
+
+    def get(self, name: str) -> DeployedApp | None:
+        return self.apps.get(name)
+
+
+@dataclass(frozen=True)
+class Blobs:
+    """`fleet-agent blobs have SHA...`: which blobs are stored, partial sizes, free space."""
+
+    have: frozenset[str]
+    missing: tuple[str, ...]
+    partial: Mapping[str, int]
+    free_bytes: int
+    reserve_bytes: int
+
+    @classmethod
+    def from_answer(cls, answer: Mapping[str, Any]) -> Blobs:
+        partial = answer.get("partial")
+        return cls(have=frozenset(str(s) for s in answer.get("have") or ()),
+                   missing=tuple(str(s) for s in answer.get("missing") or ()),
+                   partial={str(k): int(v) for k, v in partial.items()}
+                   if isinstance(partial, Mapping) else {},
+                   free_bytes=int(answer.get("free_bytes") or 0),
+                   reserve_bytes=int(answer.get("reserve_bytes") or 0))

@@ -8,9 +8,10 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from fleet.cli import options as o
+from fleet.cli.app_deploy import register as register_deploy
 from fleet.cli.context import EXIT_USAGE, CliContext, app_of
 
-app = typer.Typer(help="Application bundles: build, inspect, verify, list, import-panorama.",
+app = typer.Typer(help="Applications: build signed bundles, plan and deploy them to fleets.",
                   no_args_is_help=True)
 
 
@@ -152,3 +153,6 @@ def import_panorama(ctx: typer.Context,
     a.display_success(f"imported {report.name} into {report.dest}")
     for line in report.notes:
         a.display_info(f"  {line}")
+
+
+register_deploy(app)

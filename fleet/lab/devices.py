@@ -40,7 +40,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from fleet_runtime import slots
 from fleet_runtime.durable import file_lock
-from fleet_runtime.layout import Layout, atomic_write, atomic_write_json, read_json
+from fleet_runtime.layout import (
+    Layout,
+    StateFileError,
+    atomic_write,
+    atomic_write_json,
+    read_json,
+)
 
 from fleet import processes
 from fleet.errors import ConfigError, DeviceError, UsageError
@@ -362,6 +368,7 @@ class Lab:
             if self.running(dev):
                 stopped += 1
             self.stop(name)
+            stopped += self._stop_apps(name)
         stopped += self._stop_strays(reboots_only=False)
         lab_net.LabNet(self.dir).down()  # by name prefix: also what a killed `up` left
         if self.file.exists():
@@ -372,6 +379,23 @@ class Lab:
                 self._save(devices)
                 for tmp in self.dir.glob(f".{self.file.name}.*.tmp"):
                     tmp.unlink()  # a writer killed mid-write; never the only copy of a PID now
+        return stopped
+
+    def _stop_apps(self, name: str) -> int:
+        """The application supervisors (and runtimes) `fleet-agent app start` left running on
+        this device, by the records they keep under its run/ (a real device's systemd units
+        stop with it; the lab's processes are not children of anything the lab tracks)."""
+        stopped = 0
+        for record in sorted((self.layout(name).run / "apps").glob("*.json")):
+            try:
+                doc = read_json(record, default=None)
+            except (OSError, StateFileError):  # a record cut short: nothing to find by it
+                continue
+            for key in ("pid", "child"):  # the supervisor first: it would restart the runtime
+                pid = doc.get(key) if isinstance(doc, dict) else None
+                if isinstance(pid, int) and processes.pid_runs(pid, "run", record.stem):
+                    processes.terminate(pid)
+                    stopped += 1
         return stopped
 
     def strays(self) -> list[int]:

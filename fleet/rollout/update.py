@@ -181,22 +181,26 @@ class OtaWork:
                 "`fleet ota retry --failed` tries it again")
 
     def probe(self, nr: Nornir) -> Callable[[Host], bool]:
-        """``probe(host) -> bool``: does the device answer SSH with its pinned key now? The
-        connection stays open for the task that follows."""
-        from fleet.transport import CONNECTION_NAME
+        return ssh_probe(nr)
 
-        def reachable(host: Host) -> bool:
-            try:
-                session = host.get_connection(CONNECTION_NAME, nr.config)
-                if not session.transport.is_active():  # a cached connection that died
-                    _drop(host, CONNECTION_NAME)
-                    host.get_connection(CONNECTION_NAME, nr.config)
-                return True
-            except Exception:  # unreachable, refused, timed out: all mean "offline"
+
+def ssh_probe(nr: Nornir) -> Callable[[Host], bool]:
+    """``probe(host) -> bool``: does the device answer SSH with its pinned key now? The
+    connection stays open for the task that follows. (Every SSH work kind's probe.)"""
+    from fleet.transport import CONNECTION_NAME
+
+    def reachable(host: Host) -> bool:
+        try:
+            session = host.get_connection(CONNECTION_NAME, nr.config)
+            if not session.transport.is_active():  # a cached connection that died
                 _drop(host, CONNECTION_NAME)
-                return False
+                host.get_connection(CONNECTION_NAME, nr.config)
+            return True
+        except Exception:  # unreachable, refused, timed out: all mean "offline"
+            _drop(host, CONNECTION_NAME)
+            return False
 
-        return reachable
+    return reachable
 
 
 def _drop(host: Host, name: str) -> None:

@@ -86,7 +86,8 @@ class WorkKind(Protocol):
 
 # name -> "module:Class", imported when first used so `fleet --help` stays fast; or the class.
 KINDS: dict[str, str | WorkKind] = {"ota": "fleet.rollout.update:OtaWork",
-                                    "play": "fleet.play.work:PlayWork"}
+                                    "play": "fleet.play.work:PlayWork",
+                                    "app": "fleet.apps.work:AppWork"}
 
 
 def register(kind: str, where: str | WorkKind) -> None:

@@ -11,6 +11,7 @@
     fleet-agent app rollback APP [--reason TEXT]     back to the committed (or previous) version
     fleet-agent app list                             every app: state, versions, reason
     fleet-agent app remove APP                       stop it, delete its versions
+    fleet-agent app start APP                        start its supervisor (detached) unless it runs
     fleet-agent app run APP                          supervise its runtime (foreground)
 
 See docs/device-apps.md.
@@ -20,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 from contextlib import contextmanager
@@ -115,6 +118,9 @@ def _app_commands(app: Any) -> None:
     p = app.add_parser("remove", help="stop an application and delete its versions")
     p.add_argument("app", type=_app_name)
     p.set_defaults(handler=cmd_remove)
+    p = app.add_parser("start", help="start the application's supervisor unless it runs")
+    p.add_argument("app", type=_app_name)
+    p.set_defaults(handler=cmd_start)
     p = app.add_parser("run", help="supervise the application's runtime (foreground)")
     p.add_argument("app", type=_app_name)
     p.set_defaults(handler=cmd_run)
@@ -292,6 +298,21 @@ def _known(layout: Layout, name: str) -> versions.AppDirs:
         known = ", ".join(versions.app_names(layout)) or "none"
         raise AgentError("not-found", f"no application {name} on this device (known: {known})")
     return dirs
+
+
+def cmd_start(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
+    """The lab's stand-in for ``systemctl start fleet-runtime@APP``: `app run` detached
+    (own session, no inherited descriptors), so the SSH command that asked returns."""
+    _known(layout, args.app)
+    record = supervise.read_record(layout, args.app) or {}
+    if supervise.alive(record.get("pid")):
+        return {"app": args.app, "supervisor": record.get("pid"), "started": False}
+    env = {**os.environ, "FLEET_ROOT": str(layout.root)}
+    proc = subprocess.Popen([sys.executable, "-m", "fleet_runtime.agent.cli", "app", "run",
+                             args.app], env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, close_fds=True)
+    return {"app": args.app, "supervisor": proc.pid, "started": True}
 
 
 def cmd_run(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:

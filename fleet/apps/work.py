@@ -1,0 +1,361 @@
+"""An application deployment as rollout work (kind ``app``): decide, apply, accept, verify.
+
+`decide` reads the device (`info`, `app list`, `blobs have` for the version's
+blobs) and calls `fleet.apps.decide.decide_app`; `apply` (`AppWork.deploy`)
+makes that same decision first, then walks the status model, each step a
+subtask the journal records (``device_step``) and the progress callback sees:
+
+    sending (bytes) -> verifying -> staged -> switching -> health_check
+    -> succeeded | rolled_back | failed      (current: nothing to do)
+
+Only missing blobs travel, each streamed into ``fleet-agent blobs put`` from
+the bytes the device already holds (an interrupted blob continues from its
+``partial`` size). The device holds the health gate and rolls back by itself
+(`app activate --no-wait`, then `app commit`; if the device's supervisor
+is already running the gate, the controller waits for its verdict).
+Deploying one app never touches another.
+
+After a controller crash `verify` reads the device's own flow: done on the
+target is finished; anything else is continued by `apply` from where the
+device stands (a version already staged is never staged again).
+
+Per-device configuration comes from a ``configure`` callable (A2's
+``fleet.apps.config.configure`` at merge; `graph_defaults` until then).
+
+>>> work = AppWork.for_bundle(project, Path("apps/color-1.1.0.app"))   # doctest: +SKIP
+>>> engine.start(project, nr, work, policy, selection={})              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from fleet_runtime.appbundle import AppManifest
+from nornir.core import Nornir
+from nornir.core.exceptions import NornirSubTaskError
+from nornir.core.inventory import Host
+from nornir.core.task import MultiResult, Result, Task
+
+from fleet.agent import Agent, agent_for
+from fleet.apps.decide import DevicePlan, Target, blobs_of, decide_app, version_files
+from fleet.apps.source import BlobSource
+from fleet.errors import AgentCallError, FleetError
+from fleet.project import Project
+from fleet.rollout.work import Progress
+from fleet.transport import CONNECTION_NAME
+
+KIND = "app"
+SETTLED = ("done", "failed", "rolled-back")
+GATE_DEFAULTS = {"startup_s": 120.0, "window_s": 30.0}  # the device's defaults (apps/settings)
+
+
+class DeviceConfig(Protocol):
+    """One device's configuration of one application (A2's `fleet.apps.config`)."""
+
+    def refusal(self) -> str | None: ...
+    def files(self) -> dict[str, bytes]: ...
+    def cameras(self) -> dict[str, list[str]]: ...
+    def sealed(self) -> bytes | None: ...
+    def summary(self) -> dict[str, Any]: ...
+
+
+Configure = Callable[[Project, Host, Path, list[str]], DeviceConfig]
+
+
+class GraphDefaults:
+    """The graph's own defaults: no per-device files, cameras or secrets."""
+
+    def refusal(self) -> str | None:
+        return None
+
+    def files(self) -> dict[str, bytes]:
+        return {}
+
+    def cameras(self) -> dict[str, list[str]]:
+        return {}
+
+    def sealed(self) -> bytes | None:
+        return None
+
+    def summary(self) -> dict[str, Any]:
+        return {}
+
+
+def graph_defaults(project: Project, host: Host, bundle: Path, sets: list[str]) -> DeviceConfig:
+    return GraphDefaults()
+
+
+class Cancelled(FleetError):
+    """The rollout stopped waiting for this device before its switch."""
+
+
+class StepFailed(Exception):
+    def __init__(self, step: str, reason: str) -> None:
+        super().__init__(reason)
+        self.step, self.reason = step, reason
+
+
+@dataclass
+class AppWork:
+    """Everything a rollout needs to deploy one application bundle to devices."""
+
+    project: Project
+    bundle: Path
+    source: BlobSource
+    sets: list[str] = field(default_factory=list)
+    health: dict[str, Any] = field(default_factory=dict)  # the manifest's gate thresholds
+    configure: Configure = graph_defaults
+    progress: Progress | None = None
+    cancelled: set[str] = field(default_factory=set)
+    kind = KIND
+    gate = None  # `accept` reads what the device reported
+
+    @classmethod
+    def for_bundle(cls, project: Project, bundle: Path, *, sets: list[str] | None = None,
+                   health: dict[str, Any] | None = None, configure: Configure | None = None,
+                   progress: Progress | None = None) -> AppWork:
+        """Verify the bundle (signature, every file) into the blob cache, then the work."""
+        path = bundle.resolve()
+        return cls(project, path, BlobSource.open_bundle(project, path), list(sets or []),
+                   dict(health or {}), configure or graph_defaults, progress)
+
+    @classmethod
+    def from_header(cls, project: Project, header: dict[str, Any],
+                    progress: Progress | None = None) -> AppWork:
+        return cls.for_bundle(project, Path(str(header["artifact"])),
+                              sets=list(header.get("sets") or []),
+                              health=dict(header.get("health") or {}), progress=progress)
+
+    @property
+    def manifest(self) -> AppManifest:
+        return self.source.manifest
+
+    @property
+    def artifact(self) -> Path:
+        return self.bundle
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    def header(self) -> dict[str, Any]:
+        return {"kind": KIND, "artifact": str(self.bundle), "version": self.version,
+                "artifact_name": self.name, "app": self.name, "sets": list(self.sets),
+                "health": dict(self.health)}
+
+    # the decision ---------------------------------------------------------------
+    def target_for(self, host: Host) -> tuple[Target, DeviceConfig]:
+        config = self.configure(self.project, host, self.bundle, list(self.sets))
+        return Target(self.manifest, config.files(), config.cameras(), dict(self.health),
+                      config.refusal()), config
+
+    def plan_device(self, task: Task) -> tuple[DevicePlan, Target, DeviceConfig]:
+        """The device's facts and the decision: what `plan` shows and `deploy` acts on."""
+        agent = agent_for(task)
+        info, apps = agent.info(), agent.app_list()
+        target, config = self.target_for(task.host)
+        files = version_files(target, info.arch or "unknown")
+        blobs = None if isinstance(files, str) else \
+            agent.blobs_have([b.sha256 for b in blobs_of(files)])
+        return decide_app(info, apps, blobs, target, files), target, config
+
+    def decide(self, task: Task) -> Result:
+        """Read-only (`fleet app plan`): change, current, refused or offline, with the bytes
+        to send and the free disk after."""
+        try:
+            plan, _, config = self.plan_device(task)
+        except FleetError as exc:
+            return Result(task.host, result={"state": "offline", "reason": exc.line(),
+                                             "target": self.version})
+        return Result(task.host, result={**plan.row(), "config": config.summary()})
+
+    # apply ----------------------------------------------------------------------
+    @property
+    def apply(self) -> Callable[..., Result]:
+        return self.deploy
+
+    def params(self) -> dict[str, Any]:
+        return {}
+
+    def deploy(self, task: Task, dry_run: bool | None = None) -> Result:
+        """Deploy on one device from where it stands; see the module docstring."""
+        run = _Deploy(self, task)
+        try:
+            plan, target, config = run.step("check", lambda t: self.plan_device(t))
+        except StepFailed as exc:
+            return run.finish("failed", f"check: {exc.reason}")
+        run.report.update(before=plan.current, platform=plan.platform,
+                          send_bytes=plan.send_bytes)
+        if plan.state == "refused":
+            return run.finish("failed", f"refused: {plan.reason}")
+        if plan.state == "current":
+            return run.finish("current", plan.reason, changed=False)
+        if task.is_dry_run(dry_run):
+            return run.finish("current", "dry run: nothing changed", changed=False)
+        try:
+            return run.walk(plan, target, config)
+        except StepFailed as exc:
+            return run.finish("failed", f"{exc.step}: {exc.reason}")
+
+    def _emit(self, device: str, step: str, fields: dict[str, Any]) -> None:
+        if device in self.cancelled and fields.get("status") == "start" and \
+                step in ("check", "sending", "verifying", "staged", "switching"):
+            raise Cancelled(f"{device}: stopped before {step}: past device_timeout")
+        if self.progress is not None:
+            self.progress(device, step, fields)
+
+    # the engine's other hooks ------------------------------------------------------
+    def accept(self, multi: MultiResult) -> str | None:
+        """Done only on what the device reported: its committed version is the target."""
+        report = multi[0].result if isinstance(multi[0].result, dict) else {}
+        if report.get("state") == "current" and not multi[0].changed:
+            return None
+        if report.get("state") != "succeeded" or report.get("after") != self.version:
+            return f"the device did not report {self.name} {self.version} committed " \
+                   f"(state {report.get('state')}, {report.get('after')})"
+        return None
+
+    def verify(self, task: Task) -> Result:
+        """After a controller crash, read-only: is the app committed on the target? Anything
+        else is continued by `deploy` from the device's own flow."""
+        app = agent_for(task).app_list().get(self.name)
+        if app is None or app.state != "done" or app.committed != self.version:
+            where = "absent" if app is None else f"{app.state} ({app.committed})"
+            return Result(task.host, failed=True, result=f"{self.name} is {where}")
+        return Result(task.host, result={"state": "succeeded", "after": app.committed})
+
+    def probe(self, nr: Nornir) -> Callable[[Host], bool]:
+        from fleet.rollout.update import ssh_probe
+
+        return ssh_probe(nr)
+
+    def cancel(self, host: Host) -> None:
+        self.cancelled.add(host.name)
+
+
+@dataclass
+class _Deploy:
+    """One device's walk (keeps `deploy` short)."""
+
+    work: AppWork
+    task: Task
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.report = {"device": self.task.host.name, "app": self.work.name,
+                       "target": self.work.version, "before": None, "after": None,
+                       "state": "queued", "reason": "", "sent_bytes": 0, "sent_blobs": 0,
+                       "steps": []}
+
+    @property
+    def agent(self) -> Agent:
+        return agent_for(self.task)
+
+    def emit(self, step: str, **fields: Any) -> None:
+        self.work._emit(self.task.host.name, step, fields)
+
+    def step(self, name: str, fn: Callable[[Task], Any]) -> Any:
+        """Run `fn` as the subtask `name` (the journal's device_step); its value back."""
+        self.emit(name, status="start")
+        started = time.monotonic()
+        box: list[Any] = []
+
+        def body(task: Task) -> Result:
+            box.append(fn(task))
+            return Result(task.host)
+
+        try:
+            self.task.run(task=body, name=name, severity_level=logging.DEBUG)
+        except NornirSubTaskError as exc:
+            first = exc.result[0]
+            reason = first.exception.line() if isinstance(first.exception, FleetError) \
+                else f"{type(first.exception).__name__}: {first.exception}"
+            self.report["steps"].append({"step": name, "ok": False, "reason": reason})
+            self.emit(name, status="failed")
+            raise StepFailed(name, reason) from None
+        seconds = round(time.monotonic() - started, 3)
+        self.report["steps"].append({"step": name, "ok": True, "seconds": seconds})
+        self.emit(name, status="done", seconds=seconds)
+        return box[0] if box else None
+
+    def finish(self, state: str, reason: str, changed: bool = True) -> Result:
+        failed = state not in ("succeeded", "current")
+        self.report.update(state=state, reason=reason)
+        if self.report["after"] is None and not failed:
+            self.report["after"] = self.report["before"]
+        return Result(self.task.host, changed=changed and not failed, failed=failed,
+                      result=self.report)
+
+    def walk(self, plan: DevicePlan, target: Target, config: DeviceConfig) -> Result:
+        name, version = target.name, target.version
+        if plan.resume_from is None:
+            self.step("sending", lambda t: self.send(plan))
+            self.step("verifying", lambda t: self.verify_blobs(plan))
+            sealed = config.sealed()
+            if sealed:  # camera credentials: the device's 0600 cameras.json, via stdin only
+                self.step("cameras", lambda t: self.agent.call("cameras", "set", "-",
+                                                               stdin=sealed))
+            self.step("staged", lambda t: self.stage(plan, target))
+        self.step("supervisor", lambda t: self.agent.call("app", "start", name))
+        if plan.resume_from not in ("checking", "committing"):
+            self.step("switching", lambda t: self.agent.call("app", "activate", name, version,
+                                                             "--no-wait"))
+        verdict = self.step("health_check", lambda t: self.gate(name, target.health))
+        self.report["after"] = verdict.committed
+        if verdict.state == "done" and verdict.committed == version:
+            return self.finish("succeeded", "")
+        if verdict.state == "rolled-back":
+            return self.finish("rolled_back", f"rolled back by the device: {verdict.reason}")
+        return self.finish("failed", f"{name} ended {verdict.state}: {verdict.reason}")
+
+    def send(self, plan: DevicePlan) -> int:
+        """Each missing blob, streamed from the bytes the device already holds."""
+        session = self.task.host.get_connection(CONNECTION_NAME, self.task.nornir.config)
+        agent, done = self.agent, 0
+        for blob, offset in plan.send:
+            with self.work.source.path(blob.sha256).open("rb") as src:
+                src.seek(offset)
+                agent.put_blob(session, blob.sha256, blob.size, offset, src)
+            done += blob.size - offset
+            self.report.update(sent_bytes=done, sent_blobs=self.report["sent_blobs"] + 1)
+            self.emit("sending", done=done, total=plan.send_bytes)
+        return done
+
+    def verify_blobs(self, plan: DevicePlan) -> None:
+        blobs = self.agent.blobs_have([f["sha256"] for f in plan.files])
+        if blobs.missing:
+            raise FleetError(f"{len(blobs.missing)} blob(s) still missing after sending "
+                             f"(first {blobs.missing[0][:12]})")
+
+    def stage(self, plan: DevicePlan, target: Target) -> None:
+        import json
+
+        self.agent.call("app", "stage", "-", stdin=json.dumps(plan.release(target)).encode())
+
+    def gate(self, name: str, health: dict[str, Any]) -> Any:
+        """Run the device's gate (`app commit`), or wait for the verdict of the supervisor
+        already running it; the app's settled state."""
+        limits = {**GATE_DEFAULTS, **health}
+        wait = float(limits["startup_s"]) + float(limits["window_s"]) + 60.0
+        try:
+            self.agent.call("app", "commit", name, timeout=wait)
+        except AgentCallError as exc:
+            if exc.code not in ("busy", "wrong-state", "rolled-back"):
+                raise
+        deadline = time.monotonic() + wait
+        while True:
+            app = self.agent.app_list().get(name)
+            if app is None:
+                raise FleetError(f"{name} is gone from the device")
+            if app.state in SETTLED or time.monotonic() > deadline:
+                return app
+            time.sleep(1.0)  # the device's own gate is running: ask again in a moment
