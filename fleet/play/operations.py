@@ -127,6 +127,8 @@ BUILTIN: dict[str, str] = {
     "agent.reboot": "fleet.play.ops.agent",
     "wait_for": "fleet.play.ops.agent",
     "assert": "fleet.play.ops.checks",
+    "app.deploy": "fleet.play.ops.apps",
+    "app.remove": "fleet.play.ops.apps",
 }
 _REGISTRY: dict[str, Operation] = {}
 
