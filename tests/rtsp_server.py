@@ -25,6 +25,13 @@ Use it from a test module or conftest::
     def test_probe(rtsp_server):
         probe(rtsp_server.h264_url)
 
+For many cameras (a lab fleet with its own camera per device), ``patterns``
+adds one live test-pattern mount per name, at ``pattern_fps`` frames a second
+(kept low: every mount a client opens is one encoder on the machine)::
+
+    with start_rtsp_server(patterns=["berlin-01/cam1", "berlin-02/cam1"]) as server:
+        url = server.url("berlin-01/cam1")
+
 To serve your own video (an MP4/MKV with an H.264 track, sent as is without
 re-encoding; every client that connects gets the file from the start and the
 stream ends at its end), start another server::
@@ -44,7 +51,7 @@ import os
 import select
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,7 +177,13 @@ def _file_launch(path: Path) -> str:
     )
 
 
-def _mounts(files: dict[str, Path] | None, h265: bool) -> list[dict[str, object]]:
+def _pattern_launch(fps: int) -> str:
+    caps = f"video/x-raw,width=320,height=240,framerate={fps}/1"
+    return _H264.replace(_CAPS, caps).replace("key-int-max=15", f"key-int-max={fps}")
+
+
+def _mounts(files: dict[str, Path] | None, h265: bool, patterns: Sequence[str] = (),
+            pattern_fps: int = 5) -> list[dict[str, object]]:
     mounts: list[dict[str, object]] = [
         {"path": "test", "launch": _H264, "shared": True, "secure": False},
         {"path": "secure", "launch": _H264, "shared": True, "secure": True},
@@ -180,6 +193,9 @@ def _mounts(files: dict[str, Path] | None, h265: bool) -> list[dict[str, object]
     for name, path in (files or {}).items():
         launch = _file_launch(Path(path).resolve())
         mounts.append({"path": name, "launch": launch, "shared": False, "secure": False})
+    for name in patterns:
+        mounts.append({"path": name, "launch": _pattern_launch(pattern_fps), "shared": True,
+                       "secure": False})
     return mounts
 
 
@@ -196,10 +212,12 @@ def _read_port(proc: subprocess.Popen[str], timeout: float = 20.0) -> int:
 
 @contextmanager
 def start_rtsp_server(
-    files: dict[str, Path] | None = None, *, h265: bool = True
+    files: dict[str, Path] | None = None, *, h265: bool = True, patterns: Sequence[str] = (),
+    pattern_fps: int = 5,
 ) -> Iterator[RtspServer]:
-    """Start a server with the standard mounts plus ``files`` (mount -> video path)."""
-    mounts = _mounts(files, h265)
+    """Start a server with the standard mounts plus ``files`` (mount -> video path) and a
+    live test pattern on each of ``patterns`` (mount names) at ``pattern_fps``."""
+    mounts = _mounts(files, h265, patterns, pattern_fps)
     config = {"mounts": mounts, "username": USERNAME, "password": PASSWORD}
     proc = subprocess.Popen(
         [SYSTEM_PYTHON, "-c", _SERVER, json.dumps(config)],

@@ -77,6 +77,7 @@ SCENARIO = (
     Step("cameras import", ("{root}/cameras.csv",)),
     Step("cameras list"),
     Step("cameras show", ("door",)),
+    Step("app explain", ("berlin-01", APP, "-i", "lab", "-e", "front_door=door")),
     Step("cameras probe", ("--all", "--timeout", "2"), exits=(1,)),  # nothing listens on :9
     Step("secrets rotate", listing=False),
     Step("cameras remove", ("door",)),

@@ -19,8 +19,9 @@ After a controller crash `verify` reads the device's own flow: done on the
 target is finished; anything else is continued by `apply` from where the
 device stands (a version already staged is never staged again).
 
-Per-device configuration comes from a ``configure`` callable (A2's
-``fleet.apps.config.configure`` at merge; `graph_defaults` until then).
+Per-device configuration comes from a ``configure`` callable: by default
+`registry_config` (``fleet.apps.config.configure``: layers, cameras bound from
+the registry); `graph_defaults` takes the graph's own values only.
 
 >>> work = AppWork.for_bundle(project, Path("apps/color-1.1.0.app"))   # doctest: +SKIP
 >>> engine.start(project, nr, work, policy, selection={})              # doctest: +SKIP
@@ -90,6 +91,13 @@ def graph_defaults(project: Project, host: Host, bundle: Path, sets: list[str]) 
     return GraphDefaults()
 
 
+def registry_config(project: Project, host: Host, bundle: Path, sets: list[str]) -> DeviceConfig:
+    """The device's layered configuration, cameras bound from the registry (fleet.apps.config)."""
+    from fleet.apps.config import configure
+
+    return configure(project, host, bundle, sets)
+
+
 class Cancelled(FleetError):
     """The rollout stopped waiting for this device before its switch."""
 
@@ -109,7 +117,7 @@ class AppWork:
     source: BlobSource
     sets: list[str] = field(default_factory=list)
     health: dict[str, Any] = field(default_factory=dict)  # the manifest's gate thresholds
-    configure: Configure = graph_defaults
+    configure: Configure = registry_config
     progress: Progress | None = None
     cancelled: set[str] = field(default_factory=set)
     kind = KIND
@@ -122,7 +130,7 @@ class AppWork:
         """Verify the bundle (signature, every file) into the blob cache, then the work."""
         path = bundle.resolve()
         return cls(project, path, BlobSource.open_bundle(project, path), list(sets or []),
-                   dict(health or {}), configure or graph_defaults, progress)
+                   dict(health or {}), configure or registry_config, progress)
 
     @classmethod
     def from_header(cls, project: Project, header: dict[str, Any],

@@ -155,4 +155,53 @@ def import_panorama(ctx: typer.Context,
         a.display_info(f"  {line}")
 
 
+@app.command()
+def explain(ctx: typer.Context,
+            device: Annotated[str, typer.Argument(metavar="DEVICE")],
+            application: Annotated[str, typer.Argument(
+                metavar="APP|BUNDLE", help="an application name (its newest bundle) or a .app")],
+            sets: Annotated[list[str] | None, typer.Option(
+                "-e", "--set", metavar="NODE=VALUE",
+                help="a command-line value (camera: NAME,NAME or tag:KEY[=VALUE]; ~ unsets)")
+            ] = None,
+            inventory: o.Inventory = None, json: o.Json = False) -> None:
+    """Each parameter and camera binding DEVICE would get, and the layer that set it.
+
+    Layers, lowest first: graph < group < site < host < -e (docs/app-config.md).
+    Exit 1 when the device would refuse the configuration (the reason is shown).
+    """
+    from fleet.apps.explain import explain as explain_config
+
+    a = app_of(ctx)
+    with a.guarded():
+        cfg = explain_config(a.project, device, application, list(sets or []), inventory)
+    if json:
+        a.output_json({"device": device, "app": cfg.graph.app, "version": cfg.graph.version,
+                       "values": cfg.values(), "cameras": cfg.cameras(),
+                       "refused": cfg.refusal()})
+    else:
+        _render_explain(a, cfg)
+    if cfg.refusal():
+        if not json:
+            a.display_info(f"refused: {cfg.refusal()}")
+        raise typer.Exit(1)
+
+
+def _render_explain(a: CliContext, cfg: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{cfg.device}: {cfg.graph.app} {cfg.graph.version}",
+                  box=None, pad_edge=False)
+    for column in ("NODE", "KIND", "VALUE", "LAYER", "SET BY"):
+        table.add_column(column)
+    for node, v in cfg.values().items():
+        value = ", ".join(v["value"]) if isinstance(v["value"], list) else v["value"]
+        if v["kind"] == "camera" and v["set_as"] not in (None, v["value"]):
+            value = f"{value or '-'} ({v['set_as'] if isinstance(v['set_as'], str) else ''})"
+        shown = "-" if value is None else str(value)
+        unset = " (unset)" if v["set_as"] is None and v["layer"] != "graph" else ""
+        table.add_row(node, v["kind"], shown, v["layer"] + unset, v["source"])
+    a.output(table)
+
+
 register_deploy(app)
