@@ -173,19 +173,33 @@ class Health:
 
     @property
     def apps(self) -> Apps:
-        return Apps.from_checks(self.checks)
+        return Apps.from_answer(self.answer.get("checks")) if self.answer \
+            else Apps.from_checks(self.checks)
 
 
 @dataclass(frozen=True)
 class App:
+    """One application on a device: the health check's verdict, and for a deployed one its
+    version, flow state, frames per second and camera streams (name -> connected)."""
+
     name: str
     status: str  # ok | warn | fail, as the health check says
     reason: str = ""
+    version: str | None = None
+    state: str | None = None
+    fps: float | None = None
+    cameras: Mapping[str, bool] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "state": self.state,
+                "fps": self.fps, "cameras": dict(self.cameras), "status": self.status,
+                "reason": self.reason}
 
 
 @dataclass(frozen=True)
 class Apps:
-    """The applications the device runs, from its health checks (``app:NAME``)."""
+    """The applications the device runs, from its health checks (``app:NAME``, and
+    ``cameras:NAME`` for the streams)."""
 
     apps: Mapping[str, App] = field(default_factory=dict)
 
@@ -193,6 +207,26 @@ class Apps:
     def from_checks(cls, checks: tuple[Check, ...]) -> Apps:
         found = {c.name.partition(":")[2]: App(c.name.partition(":")[2], c.status, c.reason)
                  for c in checks if c.name.startswith("app:")}
+        return cls(found)
+
+    @classmethod
+    def from_answer(cls, checks: Any) -> Apps:
+        """From the raw checks of a health answer (their extra fields included)."""
+        raw = [c for c in checks or [] if isinstance(c, Mapping)]
+        streams = {str(c.get("name", "")).partition(":")[2]: c.get("streams") or {}
+                   for c in raw if str(c.get("name", "")).startswith("cameras:")}
+        found = {}
+        for c in raw:
+            kind, _, name = str(c.get("name", "")).partition(":")
+            if kind != "app":
+                continue
+            cams = streams.get(name) if isinstance(streams.get(name), Mapping) else {}
+            fps = c.get("fps")
+            found[name] = App(name, str(c.get("status")), str(c.get("reason") or ""),
+                              _text(c.get("version")), _text(c.get("state")),
+                              float(fps) if isinstance(fps, int | float) else None,
+                              {str(k): bool(isinstance(v, Mapping) and v.get("connected"))
+                               for k, v in (cams or {}).items()})
         return cls(found)
 
     def names(self) -> list[str]:

@@ -33,6 +33,7 @@ class DeviceHealth:
     software: str | None = None
     slot: str | None = None
     checks: list[dict[str, Any]] = field(default_factory=list)
+    apps: list[dict[str, Any]] = field(default_factory=list)  # version, state, fps, cameras
 
     def check(self, name: str) -> dict[str, Any]:
         return next((c for c in self.checks if c["name"] == name), {})
@@ -159,7 +160,16 @@ def to_health(nr: Nornir, name: str, multi: Any) -> DeviceHealth:
     report = first.result
     reasons = [c["reason"] for c in report["checks"] if c["status"] != "ok" and c.get("reason")]
     return DeviceHealth(name, site, _verdict(report["checks"]), "; ".join(reasons),
-                        report.get("software"), report.get("slot"), report["checks"])
+                        report.get("software"), report.get("slot"), report["checks"],
+                        apps_of(report["checks"]))
+
+
+def apps_of(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each application's version, state, fps and cameras, from the same health answer."""
+    from fleet.facts import Apps
+
+    found = Apps.from_answer(checks)
+    return [found.apps[n].as_json() for n in found.names()]
 
 
 def _verdict(checks: list[dict[str, Any]]) -> str:

@@ -33,7 +33,7 @@ from fleet_runtime.mqtt import MqttClient, MqttError, MqttSettings, health_topic
 
 from fleet.broker import CONTROLLER_CLIENT_PREFIX, SYNC_PREFIX, BrokerState, local_broker
 from fleet.errors import ConfigError, DeviceError
-from fleet.health import DeviceHealth, apply_revocations
+from fleet.health import DeviceHealth, apply_revocations, apps_of
 from fleet.project import Project
 
 STALE_INTERVALS = 3
@@ -160,7 +160,7 @@ def to_health(name: str, site: str, beat: dict[str, Any] | None, now: float) -> 
                             beat.get("slot"), checks)
     return DeviceHealth(name, site, str(beat.get("verdict", "degraded")),
                         str(beat.get("reason", "")), beat.get("software"), beat.get("slot"),
-                        checks)
+                        checks, apps_of(checks))
 
 
 def shadow_heartbeat(client: Any, thing: str) -> dict[str, Any] | None:

@@ -323,11 +323,6 @@ def _owned(cfg: DeviceConfig, node: str, camera: dict[str, Any] | None, name: st
         cfg.problems.append(f"camera {name} (node {node}) belongs to device {camera['device']}, "
                             f"not {cfg.device} (set by {source})")
         return False
-    reserved = (camera.get("tags") or {}).get("app")
-    if reserved and reserved != cfg.graph.app:
-        cfg.problems.append(f"camera {name} (node {node}) is reserved for application "
-                            f"{reserved} (tag app={reserved})")
-        return False
     return True
 
 

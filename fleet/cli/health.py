@@ -80,8 +80,13 @@ def _round(a: CliContext, nr: Nornir, source: str, json: bool, watch: float | No
 
 
 def _apps(r: DeviceHealth) -> str:
-    apps = [c for c in r.checks if c["name"].startswith("app:")]
-    return ", ".join(f"{c['app']} {c.get('fps', 0):.1f}fps" for c in apps) or "-"
+    """``color 1.2.0 done 14.9fps [door, yard!]``: ``!`` marks a camera not streaming."""
+    shown = []
+    for app in r.apps:
+        words = [app["name"], app["version"], app["state"], f"{app['fps'] or 0:.1f}fps"]
+        cams = ", ".join(n + ("" if up else "!") for n, up in sorted(app["cameras"].items()))
+        shown.append(" ".join(w for w in words if w) + (f" [{cams}]" if cams else ""))
+    return ", ".join(shown) or "-"
 
 
 def _cert(r: DeviceHealth) -> str:

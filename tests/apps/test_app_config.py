@@ -89,8 +89,6 @@ def test_the_command_line_unsets_with_a_tilde_and_types_values(app_project, bund
     (["front_door=m1-door"], "camera m1-door (node front_door) belongs to device munich-01, "
                              "not berlin-01"),
     (["front_door=nowhere"], "camera nowhere (node front_door) is not in the registry"),
-    (["front_door=b1-other"], "camera b1-other (node front_door) is reserved for application "
-                              "counter"),
     (["front_door=tag:lobby"], "camera node front_door: tag:lobby matches no camera of "
                                "berlin-01"),
     (["front_door=tag:many,b1-door"], "9 cameras bound to tracker_plain; at most 8"),

@@ -101,7 +101,28 @@ def test_the_runtime_streams_a_camera_bound_by_name_through_the_sealed_file(
         cmdline = Path(f"/proc/{record['child']}/cmdline").read_bytes()
         assert rtsp_server.password.encode() not in cmdline
         assert app_status(root, "color")["committed"] == "1.0.0"
+        _health_shows_the_app(root, rtsp_server.password)
     finally:
         stop(sup)
     log = (root / "var/log/fleet/apps/color.log").read_text()
     assert rtsp_server.password not in log
+
+
+def _health_shows_the_app(root: Path, password: str) -> None:
+    """`fleet-agent health` (the sweep's one call) carries the app's version, state, fps and
+    cameras; the controller's `fleet health` reads them from that answer."""
+    from fleet.cli.health import _apps
+    from fleet.health import DeviceHealth, apps_of
+
+    (root / "etc/fleet/device.json").write_text('{"name": "dev-1"}')
+    code, answer = agent(root, "health")
+    assert code == 0 and "checks" in answer, answer
+    app = next(c for c in answer["checks"] if c["name"] == "app:color")
+    assert (app["version"], app["state"], app["status"]) == ("1.0.0", "done", "ok"), app
+    assert app["fps"] > 0
+    shown = apps_of(answer["checks"])
+    assert shown == [{"name": "color", "version": "1.0.0", "state": "done", "fps": app["fps"],
+                      "cameras": {"door": True}, "status": "ok", "reason": ""}]
+    row = _apps(DeviceHealth("dev-1", "lab", "healthy", apps=shown))
+    assert row == f"color 1.0.0 done {app['fps']:.1f}fps [door]"
+    assert password not in json.dumps(answer)

@@ -307,13 +307,55 @@ def camera_check(app: str, cameras: dict[str, Any]) -> Check:
 
 
 def runtime_checks(layout: Layout, min_fps: float) -> list[Check]:
-    ports = runtime_ports(layout)
+    deployed = deployed_checks(layout, min_fps)
+    names = {c["app"] for c in deployed if c["name"].startswith("app:")}
+    ports = {n: p for n, p in runtime_ports(layout).items() if n not in names}
     if not ports:
-        return [check("runtime", "ok", "", running=False)]
+        return [check("runtime", "ok", "", running=bool(deployed)), *deployed]
     out = [check("runtime", "ok", "", running=True, apps=sorted(ports))]
     for name, port in sorted(ports.items()):
         out.extend(app_checks(name, port, min_fps))
+    return out + deployed
+
+
+def deployed_checks(layout: Layout, min_fps: float) -> list[Check]:
+    """Each application deployed with `fleet-agent app`: its version and flow state, and
+    from its supervised runtime's /health its fps and cameras, in this same call."""
+    if not layout.apps.is_dir():
+        return []
+    from fleet_runtime.apps import flow, supervise, versions
+    from fleet_runtime.layout import StateFileError
+
+    out: list[Check] = []
+    for name in versions.app_names(layout):
+        try:
+            status = flow.status(layout, name)
+        except (OSError, StateFileError, KeyError, ValueError):
+            out.append(check(f"app:{name}", "warn", f"app {name}: unreadable state", app=name))
+            continue
+        record = supervise.read_record(layout, name) or {}
+        port = record.get("port") if supervise.alive(record.get("child")) else None
+        out.extend(deployed_app(name, status, port if isinstance(port, int) else None, min_fps))
     return out
+
+
+def deployed_app(name: str, status: dict[str, Any], port: int | None,
+                 min_fps: float) -> list[Check]:
+    facts = {"app": name, "version": status.get("current"), "state": status.get("state"),
+             "committed": status.get("committed")}
+    if port is not None:
+        checks = app_checks(name, port, min_fps)
+        checks[0].update(facts)
+    elif facts["version"] is None:
+        checks = [check(f"app:{name}", "ok", "", running=False, fps=0.0, **facts)]
+    else:
+        checks = [check(f"app:{name}", "warn", f"app {name}: runtime not running "
+                        f"({facts['version']}, {facts['state']})", running=False, fps=0.0,
+                        **facts)]
+    if facts["state"] in ("rolled-back", "failed") and checks[0]["status"] == "ok":
+        checks[0].update(status="warn", reason=f"app {name}: {facts['state']}: "
+                                               f"{status.get('reason') or 'no reason recorded'}")
+    return checks
 
 
 def verdict(checks: list[Check]) -> str:
