@@ -163,7 +163,10 @@ class AppWork:
     # the decision ---------------------------------------------------------------
     def target_for(self, host: Host) -> tuple[Target, DeviceConfig]:
         config = self.configure(self.project, host, self.bundle, list(self.sets))
-        return Target(self.manifest, config.files(), config.cameras(), dict(self.health),
+        files = config.files()
+        for data in files.values():  # per-device files travel as blobs like the bundle's
+            self.source.add(data)
+        return Target(self.manifest, files, config.cameras(), dict(self.health),
                       config.refusal()), config
 
     def plan_device(self, task: Task) -> tuple[DevicePlan, Target, DeviceConfig]:
