@@ -48,7 +48,7 @@ REPO = Path(__file__).resolve().parents[1]
 HERE = WORK / "playbook"
 SECRET = "bench-passphrase"
 # The shared machine's disk and memory must not make a lab device degraded (both sides).
-CALM = ("concurrency: {forks}\nhealth: {{disk_warn_pct: 100, disk_fail_pct: 100, "
+CALM = ("concurrency: {forks}\nrollout: {{concurrency: {forks}}}\nhealth: {{disk_warn_pct: 100, disk_fail_pct: 100, "
         "mem_warn_pct: 100, mem_fail_pct: 100, load_warn_per_cpu: 1000}}\n")
 
 FLEET_PLAY = """\
