@@ -42,7 +42,10 @@ def _work(ctx: OpContext, bundle: str, reboot_timeout: float) -> OtaWork:
                           fix="build it with `fleet firmware build` or give its path")
 
     def progress(_device: str, step: str, fields: dict[str, Any]) -> None:
-        ctx.progress(f"ota.{step}", fields)
+        # Step boundaries only: a play journals (and fsyncs) every progress line, and the
+        # upload's byte counts are ~80 of them per device for nothing a resume needs.
+        if "status" in fields:
+            ctx.progress(f"ota.{step}", fields)
 
     work = OtaWork.for_bundle(ctx.project, path, progress)
     work.reboot_timeout = reboot_timeout
