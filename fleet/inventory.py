@@ -41,6 +41,10 @@ _DATA_SCHEMA: dict[str, Any] = {
         "tags": {"type": "array", "items": {"type": "string"}},
         "agent": {"type": "string", "description": "path of fleet-agent on the device"},
         "network": {"type": "object"},
+        "apps": {"type": "object", "description": "per-application values (docs/app-config.md)",
+                 "propertyNames": {"pattern": NAME_PATTERN},
+                 "additionalProperties": {"type": ["object", "null"],
+                                          "propertyNames": {"pattern": NAME_PATTERN}}},
         "power_cycle": {"type": "array", "minItems": 1, "items": {"type": "string"},
                         "description": "command run on the controller to power-cycle the device"
                                        " instead of `fleet-agent reboot` (see fleet/reboot.py)"},

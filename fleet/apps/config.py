@@ -102,8 +102,10 @@ class DeviceConfig:
                 rules.append({"replace": name, "with": [{"name": f"{name}__value"}]})
         for node, names in sorted(self.bindings.items()):
             rules.append({"replace": node, "with": [{"name": n} for n in names]})
-        doc = {"nodeGraphOverrides": {"envelopeVersion": "2021-01-01", "nodes": nodes,
-                                      "nodeOverrides": rules}}
+        doc: dict[str, Any] = {"nodeGraphOverrides": {
+            "envelopeVersion": "2021-01-01", "nodes": nodes, "nodeOverrides": rules}}
+        if self.graph.routing:  # the runtime reads one override: keep the bundle's routes
+            doc["nodeGraphOverrides"]["networkRoutingRules"] = list(self.graph.routing)
         return {OVERRIDE_FILE: (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()}
 
     def sealed(self) -> bytes | None:
@@ -382,3 +384,31 @@ def push_sealed(agent: Agent, cfg: DeviceConfig, *, timeout: float = 60.0) -> li
         return []
     answer = agent.call("cameras", "set", "-", stdin=sealed, timeout=timeout)
     return [str(n) for n in answer.get("cameras") or []]
+
+
+def configure_many(project: Project, hosts: list[Host], bundle: Path | AppGraph,
+                   sets: list[str]) -> dict[str, DeviceConfig]:
+    """Every host's configuration (a plan's): `-e` checked once before any device, the graph
+    read once, one registry connection."""
+    parse_sets(sets)
+    graph = bundle if isinstance(bundle, AppGraph) else load_graph(bundle)
+    with open_registry(project) as registry:
+        return {h.name: configure(project, h, graph, sets, registry=registry) for h in hosts}
+
+
+def flat(summary: dict[str, Any]) -> dict[str, Any]:
+    """A summary's final values, node -> value (a camera node -> its camera names)."""
+    out = {n: p["value"] for n, p in (summary.get("parameters") or {}).items()}
+    out.update({n: list(c["cameras"]) for n, c in (summary.get("cameras") or {}).items()})
+    return out
+
+
+def diff(before: dict[str, Any] | None, after: dict[str, Any]) -> list[dict[str, Any]]:
+    """What changes between two summaries (the device's last one, or None): one row per node
+    whose value differs, ``{"node", "from", "to", "layer"}``; the plan's parameter and
+    camera diff."""
+    old, new = flat(before or {}), flat(after)
+    layers = {**{n: p["layer"] for n, p in (after.get("parameters") or {}).items()},
+              **{n: c["layer"] for n, c in (after.get("cameras") or {}).items()}}
+    return [{"node": n, "from": old.get(n), "to": new.get(n), "layer": layers.get(n)}
+            for n in sorted(set(old) | set(new)) if old.get(n) != new.get(n)]

@@ -58,6 +58,7 @@ class AppGraph:
     params: dict[str, ParamNode] = field(default_factory=dict)
     cameras: dict[str, CameraSlot] = field(default_factory=dict)
     bundled: dict[str, Any] = field(default_factory=dict)  # override.json's parameter values
+    routing: tuple[Any, ...] = ()  # override.json's networkRoutingRules, carried over
 
     @property
     def nodes(self) -> set[str]:
@@ -134,8 +135,12 @@ def _read(tar: tarfile.TarFile, manifest: AppManifest) -> AppGraph:
     has_override = any(f.path == override for f in manifest.files)
     values, bindings = _bundled(_json(tar, manifest, override)) if has_override else ({}, {})
     sources = _media_sources(tar, manifest)
+    doc = _json(tar, manifest, override) if has_override else {}
+    routing = ((doc.get("nodeGraphOverrides") or {}).get("networkRoutingRules") or []
+               if isinstance(doc, dict) else [])
     out = AppGraph(manifest.name, manifest.version, manifest.graph,
-                   override if has_override else None, bundled=values)
+                   override if has_override else None, bundled=values,
+                   routing=tuple(routing) if isinstance(routing, list) else ())
     for index, node in enumerate((graph.get("nodeGraph") or {}).get("nodes") or []):
         where = f"$.nodeGraph.nodes[{index}]"
         name, iface = str(node.get("name")), str(node.get("interface"))

@@ -32,9 +32,8 @@ def find_bundle(project: Project, app_or_path: str) -> Path:
     if not rows:
         raise UsageError(f"no built bundle of application {app_or_path!r} in apps/",
                          fix="give a bundle path, or `fleet app build` it (`fleet app list`)")
-    newest = max(rows, key=functools.cmp_to_key(
-        lambda a, b: compare_versions(str(a["version"]), str(b["version"]))))
-    return Path(str(newest["bundle"]))
+    versions = {str(r["version"]): Path(str(r["bundle"])) for r in rows}
+    return versions[max(versions, key=functools.cmp_to_key(compare_versions))]
 
 
 def explain(project: Project, device: str, app_or_path: str, sets: list[str],

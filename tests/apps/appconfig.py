@@ -36,8 +36,9 @@ def build_app(project: Project, src: Path, version: str = "1.0.0") -> Path:
 
 
 def write_inventory(project: Project, apps: dict[str, dict[str, Any]]) -> Path:
-    """inventories/cfg: berlin-01/02 (site berlin, group people), munich-01; `apps` holds
-    each layer's ``apps.tracker_plain`` values: keys defaults, people, site, berlin-01."""
+    """inventories/cfg: berlin-01/02 (site berlin; groups people, its parent staff, then
+    night), munich-01; `apps` holds each layer's ``apps.tracker_plain`` values: keys
+    defaults, people, staff, night, site, berlin-01."""
     folder = project.root / "inventories" / "cfg"
     folder.mkdir(parents=True, exist_ok=True)
 
@@ -48,12 +49,13 @@ def write_inventory(project: Project, apps: dict[str, dict[str, Any]]) -> Path:
         return out
 
     def host(site: str, name: str) -> dict[str, Any]:
-        groups = [f"site-{site}"] + (["people"] if site == "berlin" else [])
+        groups = [f"site-{site}"] + (["people", "night"] if site == "berlin" else [])
         return {"hostname": "127.0.0.1", "port": 22, "groups": groups,
                 "data": data(name, {"site": site, "hardware": "jetson", "arch": "aarch64"})}
 
     hosts = {n: host(n.split("-")[0], n) for n in ("berlin-01", "berlin-02", "munich-01")}
-    groups = {"people": {"data": data("people")},
+    groups = {"people": {"groups": ["staff"], "data": data("people")},
+              "staff": {"data": data("staff")}, "night": {"data": data("night")},
               "site-berlin": {"data": data("site", {"site": "berlin"})},
               "site-munich": {"data": {"site": "munich"}}}
     (folder / "hosts.yaml").write_text(_yaml(hosts))

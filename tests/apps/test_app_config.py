@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from appconfig import PASSWORD, add_cameras, build_app, host_of, write_inventory
+from appkit import PASSPHRASE
 
 from fleet.apps.config import BadSetting, configure
 from fleet.project import Project
@@ -75,6 +76,17 @@ def test_the_command_line_unsets_with_a_tilde_and_types_values(app_project, bund
     assert declared[rules["max_tracks_param"][0]] == {
         "name": "max_tracks_param__value", "interface": "int32", "value": 7}
     assert "locked_param" not in rules  # not overridable: never in the override
+
+
+def test_the_first_listed_group_wins_and_a_parent_ranks_below_its_group(app_project, bundle):
+    apps = {"people": {"label_param": "people"}, "staff": {"label_param": "staff",
+                                                          "max_tracks_param": 5},
+            "night": {"label_param": "night", "max_tracks_param": 9, "draw_param": True},
+            "berlin-01": {"front_door": "b1-door"}}
+    vals = _cfg(app_project, bundle, apps).values()
+    assert (vals["label_param"]["value"], vals["max_tracks_param"]["value"],
+            vals["draw_param"]["value"]) == ("people", 5, True)
+    assert "(group staff)" in vals["max_tracks_param"]["source"]
 
 
 @pytest.mark.parametrize(("sets", "reason"), [
@@ -151,6 +163,7 @@ def test_explain_shows_each_value_with_its_layer_and_file_line(app_project, bund
     doc = json.loads(res.stdout)
     assert doc["version"] == "1.0.0" and doc["refused"] is None
     assert doc["values"]["label_param"]["layer"] == "cli"
+    assert doc["values"]["label_param"]["layer"] == "cli"
     assert doc["values"]["label_param"]["replaced"][0]["layer"] == "group"
     assert doc["values"]["min_score_param"]["source"].startswith(f"{folder}/groups.yaml:")
     assert doc["cameras"] == {"front_door": ["b1-door", "b1-gate"]}
@@ -180,3 +193,89 @@ def test_explain_refuses_with_the_reason_and_bad_input_in_one_line(app_project, 
     assert res.exit_code == 2 and "unknown device(s) in DEVICE: nobody" in res.stderr
     res = run_cli(app_project.root, "app", "explain", "berlin-01", "ghost", "-i", str(folder))
     assert res.exit_code == 2 and "no built bundle of application 'ghost'" in res.stderr
+
+
+def test_explain_takes_the_newest_built_version_of_an_application(app_project, bundle, tmp_path):
+    from labkit import run_cli
+
+    build_app(app_project, tmp_path / "src10", version="1.10.0")
+    build_app(app_project, tmp_path / "src9", version="1.9.0")
+    folder = write_inventory(app_project, {"berlin-01": {"front_door": "b1-door"}})
+    res = run_cli(app_project.root, "app", "explain", "berlin-01", APP, "-i", str(folder),
+                  "--json")
+    assert res.exit_code == 0 and json.loads(res.stdout)["version"] == "1.10.0", res.stderr
+
+
+def test_inventory_check_names_a_malformed_apps_entry_with_its_line(app_project, bundle):
+    from fleet import inventory as inv
+
+    folder = write_inventory(app_project, {"berlin-01": ["min_score_param", 0.5],  # type: ignore
+                                           "site": {"bad node!": 1}})
+    problems = inv.check(folder)
+    assert any("hosts.yaml:" in p and "berlin-01.data.apps.tracker_plain" in p
+               for p in problems), problems
+    assert any("groups.yaml:" in p and "site-berlin.data.apps.tracker_plain" in p
+               for p in problems), problems
+
+
+def test_configure_many_and_the_plan_diff(app_project, bundle):
+    from fleet.apps.config import configure_many, diff
+
+    folder = write_inventory(app_project, {"people": {"front_door": "tag:entrance"}})
+    hosts = [host_of(app_project, folder, n) for n in ("berlin-01", "berlin-02")]
+    with pytest.raises(BadSetting):
+        configure_many(app_project, hosts, bundle, ["bad"])
+    first = configure_many(app_project, hosts, bundle, [])
+    assert {n: c.cameras() for n, c in first.items()} == {
+        "berlin-01": {"front_door": ["b1-door", "b1-gate"]}, "berlin-02": {"front_door": ["b2-door"]}}
+    again = configure_many(app_project, hosts, bundle, ["max_tracks_param=6",
+                                                        "front_door=tag:floor"])
+    before, after = first["berlin-01"].summary(), again["berlin-01"].summary()
+    assert diff(before, before) == []
+    assert diff(before, after) == [
+        {"node": "front_door", "from": ["b1-door", "b1-gate"], "to": ["b1-gate", "b1-yard"],
+         "layer": "cli"},
+        {"node": "max_tracks_param", "from": 4, "to": 6, "layer": "cli"}]
+    assert len(diff(None, after)) == len(after["parameters"]) + len(after["cameras"])
+
+
+def test_a_camera_package_with_its_own_stream_needs_no_binding(app_project, bundle, tmp_path):
+    from panorama_apps import write_app
+
+    from fleet.apps import build as builder
+
+    app = write_app(tmp_path / "pkg", "tracker", "camera_package", video=tmp_path / "v.mp4")
+    (tmp_path / "v.mp4").write_bytes(b"")
+    built = builder.build(app_project, app, passphrase=PASSPHRASE.encode(), version="2.0.0")
+    folder = write_inventory(app_project, {})
+    host = host_of(app_project, folder, "berlin-01")
+    cfg = configure(app_project, host, built.path, [])
+    assert cfg.refusal() is None and cfg.cameras() == {}
+    assert configure(app_project, host, built.path, ["front_door=b1-door"]).cameras() == {
+        "front_door": ["b1-door"]}
+
+
+def test_the_bundled_override_is_the_graph_layer_and_unset_returns_to_it(
+        app_project, bundle, tmp_path):
+    from panorama_apps import write_app
+
+    from fleet.apps import build as builder
+
+    app = write_app(tmp_path / "over", "tracker")
+    (app / "graphs" / app.name / "override.json").write_text(json.dumps({"nodeGraphOverrides": {
+        "envelopeVersion": "2021-01-01",
+        "nodes": [{"name": "strict", "interface": "float32", "value": 0.8}],
+        "nodeOverrides": [{"replace": "min_score_param", "with": [{"name": "strict"}]},
+                          {"replace": "front_door", "with": [{"name": "b1-yard"}]}]}}))
+    built = builder.build(app_project, app, passphrase=PASSPHRASE.encode(), version="3.0.0")
+    folder = write_inventory(app_project, {"site": {"min_score_param": 0.3}})
+    cfg = configure(app_project, host_of(app_project, folder, "berlin-01"), built.path,
+                    ["min_score_param=~"], inventory=folder)
+    vals = cfg.values()
+    assert cfg.refusal() is None and cfg.cameras() == {"front_door": ["b1-yard"]}
+    assert (vals["front_door"]["layer"], vals["front_door"]["source"]) == (
+        "graph", f"graphs/{app.name}/override.json")
+    assert (vals["min_score_param"]["value"], vals["min_score_param"]["layer"]) == (0.8, "cli")
+    assert [r["source"] for r in vals["min_score_param"]["replaced"]][-2:] == [
+        f"graphs/{app.name}/override.json",
+        f"graphs/{app.name}/graph.json $.nodeGraph.nodes[4].value"]

@@ -127,6 +127,31 @@ def test_no_runtime_file_means_no_apps(tmp_path: Path) -> None:
         {"name": "runtime", "status": "ok", "reason": "", "running": False}]
 
 
+@pytest.mark.parametrize(("status", "port", "verdict", "reason"), [
+    ({"current": None, "state": "staged"}, None, "ok", ""),
+    ({"current": "1.0.0", "state": "done"}, None, "warn",
+     "app color: runtime not running (1.0.0, done)"),
+    ({"current": "1.0.0", "state": "rolled-back", "reason": "low fps on door"}, None, "warn",
+     "app color: runtime not running (1.0.0, rolled-back)"),
+])
+def test_a_deployed_app_without_its_runtime(status: dict[str, Any], port: int | None,
+                                            verdict: str, reason: str) -> None:
+    [check] = health.deployed_app("color", status, port, 0.0)
+    assert (check["status"], check["reason"]) == (verdict, reason)
+    assert (check["version"], check["state"]) == (status["current"], status["state"])
+
+
+def test_a_rolled_back_app_that_runs_is_a_warning_with_the_reason(
+        tmp_path: Path, runtime_http: tuple[int, Any]) -> None:
+    port, handler = runtime_http
+    handler.doc = runtime_doc("ok", 15.0, {"door": True})
+    app, _cameras = health.deployed_app(
+        "color", {"current": "1.0.0", "state": "rolled-back", "committed": "1.0.0",
+                  "reason": "camera door: 0.0 fps (minimum 5)"}, port, 0.0)
+    assert app["status"] == "warn" and app["version"] == "1.0.0"
+    assert app["reason"] == "app color: rolled-back: camera door: 0.0 fps (minimum 5)"
+
+
 # tegrastats lines as Jetson boards print them (Orin on JetPack 6, Nano on JetPack 4)
 ORIN = (
     "11-22-2026 05:40:01 RAM 2872/7620MB (lfb 1x4MB) SWAP 0/3810MB (cached 0MB)"
