@@ -115,7 +115,21 @@ class UnknownOperation(FleetError):
 
 
 # name -> "module" that defines it with @operation (imported on first use), or the Operation.
-BUILTIN: dict[str, str] = {}
+BUILTIN: dict[str, str] = {
+    "provision.archive": "fleet.play.ops.provision",
+    "provision.usb": "fleet.play.ops.provision",
+    "devices.register": "fleet.play.ops.devices",
+    "cameras.import": "fleet.play.ops.cameras",
+    "cameras.probe": "fleet.play.ops.cameras",
+    "ota.install": "fleet.play.ops.ota",
+    "health.check": "fleet.play.ops.health",
+    "logs.export": "fleet.play.ops.logs",
+    "agent.reboot": "fleet.play.ops.agent",
+    "wait_for": "fleet.play.ops.agent",
+    "assert": "fleet.play.ops.checks",
+    "app.deploy": "fleet.play.ops.apps",
+    "app.remove": "fleet.play.ops.apps",
+}
 _REGISTRY: dict[str, Operation] = {}
 
 

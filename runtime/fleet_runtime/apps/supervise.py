@@ -17,6 +17,7 @@ thing that starts an app's runtime.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -36,6 +37,9 @@ STABLE_S = 60.0  # a runtime up this long is healthy again: the next exit waits 
 STOP_WAIT_S = 10.0
 ACTIVE_FLOW = frozenset({"staging", "activating", "checking", "committing", "rolling-back"})
 RUNTIME_MAIN = "import sys; from fleet_runtime.runtime_cli import main; sys.exit(main())"
+# A release binding that is only camera names: the names come from the controller's registry,
+# override.json binds the node to them and etc/fleet/cameras.json holds their streams.
+_CAMERA_NAMES = re.compile(r"[A-Za-z0-9_-]+(,[A-Za-z0-9_-]+)*")
 
 
 class AlreadySupervised(Exception):
@@ -206,7 +210,8 @@ def _command(dirs: AppDirs, version: str, port: int) -> list[str]:
     cmd = [sys.executable, "-c", RUNTIME_MAIN, "run", str(folder), "--http", str(port)]
     release = dirs.release(version)
     for node, uri in sorted((release.cameras if release else {}).items()):
-        cmd += ["--camera", f"{node}={uri}"]
+        if not _CAMERA_NAMES.fullmatch(uri):  # a stream given directly (URL, file, synthetic)
+            cmd += ["--camera", f"{node}={uri}"]
     if (folder / "override.json").is_file():
         cmd += ["--override", str(folder / "override.json")]
     return cmd
