@@ -125,13 +125,15 @@ class Agent:
 
         return base64.b64decode(self.call("snapshot", "--camera", camera)["jpeg_base64"])
 
-    def receive(self, session: SSHSession, remote: str, offset: int, src: IO[bytes]) -> str:
+    def receive(self, session: SSHSession, remote: str, offset: int, src: IO[bytes],
+                progress: Callable[[int], None] | None = None) -> str:
         """`SSHSession.put`'s receiver: `src` into REMOTE.part from `offset`, hashed on
         arrival by ``fleet-agent receive``; the SHA-256 of the whole ``.part``."""
         argv = [self.path, "receive", remote, "--offset", str(offset)]
         left = os.fstat(src.fileno()).st_size - offset
         # The command timeout is for commands; a transfer gets time for its bytes at 2 Mbit/s.
-        res = session.exec_file(argv, src, timeout=max(session.command_timeout, left / 250e3))
+        res = session.exec_file(argv, src, timeout=max(session.command_timeout, left / 250e3),
+                                progress=progress)
         answer = parse_answer(self.device, res.stdout, res.stderr, res.rc)
         if not answer["ok"]:
             err = answer.get("error") or {}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import os
 import shlex
 import shutil
 import socket
@@ -29,7 +30,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import paramiko
 from cryptography.hazmat.primitives import serialization
@@ -222,27 +223,38 @@ class SSHSession:
         finally:
             chan.close()
 
-    def exec_file(self, argv: list[str], src: IO[bytes], *,
-                  timeout: float | None = None) -> ExecResult:
+    def exec_file(self, argv: list[str], src: IO[bytes], *, timeout: float | None = None,
+                  progress: Callable[[int], None] | None = None) -> ExecResult:
         """`exec` with an open file as stdin, sent by the system's OpenSSH client when it
         is installed (its ciphers run well ahead of paramiko's), logging in with the same
-        key and accepting only the same pinned known_hosts; paramiko otherwise."""
+        key and accepting only the same pinned known_hosts; paramiko otherwise.
+
+        `progress(offset)` gets the file's offset as it is sent, on this thread, so an
+        exception it raises stops the transfer (the device keeps what it received)."""
         command = openssh_command(self.endpoint) if self.endpoint else None
         if command is None:
-            return self.exec(argv, stdin=src, timeout=timeout)
+            fed = _Offsets(src, progress) if progress is not None else src
+            return self.exec(argv, stdin=cast(IO[bytes], fed), timeout=timeout)
         limit = timeout or self.command_timeout
+        proc = subprocess.Popen([*command, shlex.join(argv)], stdin=src,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
-            proc = subprocess.run([*command, shlex.join(argv)], stdin=src, capture_output=True,
-                                  timeout=limit, check=False)
+            out, err = _watch(proc, src, time.monotonic() + limit, progress)
         except subprocess.TimeoutExpired as exc:
             raise DeviceError(f"{self.device}: `{shlex.join(argv[:2])}` timed out after "
                               f"{limit:.0f}s", fix="raise ssh.command_timeout in fleet.yaml "
                               "or check the device") from exc
-        if proc.returncode == 255 and not proc.stdout:  # ssh's own failure, not the command's
+        finally:
+            if proc.poll() is None:  # stopped by progress or the timeout: hang up
+                proc.kill()
+                proc.communicate()
+        if progress is not None:  # the last offset, even for a file sent between two looks
+            progress(os.lseek(src.fileno(), 0, os.SEEK_CUR))
+        if proc.returncode == 255 and not out:  # ssh's own failure, not the command's
             raise DeviceError(f"{self.device}: ssh failed: "
-                              f"{proc.stderr.decode(errors='replace').strip()[-300:]}",
+                              f"{err.decode(errors='replace').strip()[-300:]}",
                               fix="check the device's SSH server and its pinned host key")
-        return ExecResult(proc.returncode, proc.stdout, proc.stderr)
+        return ExecResult(proc.returncode, out, err)
 
     @property
     def sftp(self) -> paramiko.SFTPClient:
@@ -266,7 +278,7 @@ class SSHSession:
         part = remote + ".part"
         offset = self._partial_size(part, total)
         if receive is not None:
-            expected, actual = self._streamed(local, remote, offset, receive)
+            expected, actual = self._streamed(local, remote, offset, receive, progress)
         else:
             expected, actual = self._sftp_put(local, part, offset, total, progress), None
         actual = actual or verify(part)
@@ -287,17 +299,17 @@ class SSHSession:
                                                                        digest, progress)
         return digest.hexdigest()
 
-    def _streamed(self, local: Path, remote: str, offset: int,
-                  receive: Receiver) -> tuple[str, str]:
+    def _streamed(self, local: Path, remote: str, offset: int, receive: Receiver,
+                  progress: Callable[[int, int], None] | None) -> tuple[str, str]:
         """(our SHA-256, the device's) for a stream through `receive`; we hash the file on
         a thread while it travels (hashlib lets go of the GIL), so neither side reads twice."""
-        digest = hashlib.sha256()
+        digest, total = hashlib.sha256(), local.stat().st_size
         hasher = threading.Thread(target=_hash_file, args=(local, digest), daemon=True)
         hasher.start()
         try:
             with local.open("rb") as src:
                 src.seek(offset)
-                actual = receive(self, remote, offset, src)
+                actual = receive(self, remote, offset, src, _of(progress, total))
         finally:
             hasher.join()
         return digest.hexdigest(), actual
@@ -317,9 +329,45 @@ class SSHSession:
         self.sftp.get(remote, str(local))
 
 
-# `receive(session, remote, offset, src)`: stream `src` into ``remote.part`` from `offset`
-# on the device and return the SHA-256 of the whole ``.part`` (fleet.agent.Agent.receive).
-Receiver = Callable[["SSHSession", str, int, IO[bytes]], str]
+# `receive(session, remote, offset, src, progress)`: stream `src` into ``remote.part`` from
+# `offset` on the device and return the SHA-256 of the whole ``.part``
+# (fleet.agent.Agent.receive); `progress(offset)`, when given, as the bytes go out.
+Receiver = Callable[["SSHSession", str, int, IO[bytes], Callable[[int], None] | None], str]
+PROGRESS_EVERY_S = 0.25
+
+
+def _watch(proc: subprocess.Popen[bytes], src: IO[bytes], deadline: float,
+           progress: Callable[[int], None] | None) -> tuple[bytes, bytes]:
+    """Wait for `proc`, collecting its output, and report how far it has read `src` (the
+    child shares the file's offset); TimeoutExpired once `deadline` passes."""
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            return proc.communicate(timeout=max(0.0, min(left, PROGRESS_EVERY_S)))
+        except subprocess.TimeoutExpired:
+            if left <= PROGRESS_EVERY_S:
+                raise
+        if progress is not None:
+            progress(os.lseek(src.fileno(), 0, os.SEEK_CUR))
+
+
+class _Offsets:
+    """A file fed to paramiko, reporting its offset after each read."""
+
+    def __init__(self, src: IO[bytes], progress: Callable[[int], None]) -> None:
+        self.src, self.progress = src, progress
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.src.read(size)
+        self.progress(self.src.tell())
+        return data
+
+
+def _of(progress: Callable[[int, int], None] | None, total: int) -> Callable[[int], None] | None:
+    """`put`'s (done, total) progress as the (offset) progress a receiver reports."""
+    if progress is None:
+        return None
+    return lambda done: progress(done, total)
 
 
 def _hash_file(path: Path, digest: Any) -> None:

@@ -16,6 +16,7 @@ import fcntl
 import hashlib
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from fleet_runtime.agent.protocol import AgentError
 from fleet_runtime.layout import Layout
 
 BLOCK = 1 << 20
+LOCK_WAIT_S = 60.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -44,6 +46,7 @@ def run(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
     digest = hashlib.sha256()
     fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
+        _lock(fd, part)
         kept = _keep_prefix(fd, part, args.offset, digest)
         os.lseek(fd, kept, os.SEEK_SET)
         size = kept + _copy(sys.stdin.fileno(), fd, digest)
@@ -54,6 +57,22 @@ def run(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
     finally:
         os.close(fd)
     return {"path": str(part), "size": size, "sha256": digest.hexdigest()}
+
+
+def _lock(fd: int, part: Path) -> None:
+    """One receiver per upload file. A resume can start while the receiver of the stream
+    that was cut still writes its last bytes; both writing (and one truncating) the file
+    would leave a hole the hashes here do not see, so the new one waits (bounded)."""
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise AgentError("busy", f"another upload into {part} is still running; "
+                                 "run the command again later") from None
+            time.sleep(0.05)
 
 
 def _keep_prefix(fd: int, part: Path, offset: int, digest: Any) -> int:
