@@ -21,7 +21,6 @@ import contextlib
 import hashlib
 import os
 import shlex
-import shutil
 import socket
 import subprocess
 import threading
@@ -40,6 +39,7 @@ from nornir.core.configuration import Config
 from paramiko.sftp import CMD_WRITE, int64
 
 from fleet.errors import DeviceError, HostKeyError
+from fleet.openssh import Offsets, openssh_command, watch
 
 CONNECTION_NAME = "fleet_ssh"
 CHUNK = 32 * 1024  # SFTP's largest write request paramiko sends in one packet
@@ -233,13 +233,13 @@ class SSHSession:
         exception it raises stops the transfer (the device keeps what it received)."""
         command = openssh_command(self.endpoint) if self.endpoint else None
         if command is None:
-            fed = _Offsets(src, progress) if progress is not None else src
+            fed = Offsets(src, progress) if progress is not None else src
             return self.exec(argv, stdin=cast(IO[bytes], fed), timeout=timeout)
         limit = timeout or self.command_timeout
         proc = subprocess.Popen([*command, shlex.join(argv)], stdin=src,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
-            out, err = _watch(proc, src, time.monotonic() + limit, progress)
+            out, err = watch(proc, src, time.monotonic() + limit, progress)
         except subprocess.TimeoutExpired as exc:
             raise DeviceError(f"{self.device}: `{shlex.join(argv[:2])}` timed out after "
                               f"{limit:.0f}s", fix="raise ssh.command_timeout in fleet.yaml "
@@ -333,36 +333,6 @@ class SSHSession:
 # `offset` on the device and return the SHA-256 of the whole ``.part``
 # (fleet.agent.Agent.receive); `progress(offset)`, when given, as the bytes go out.
 Receiver = Callable[["SSHSession", str, int, IO[bytes], Callable[[int], None] | None], str]
-PROGRESS_EVERY_S = 0.25
-
-
-def _watch(proc: subprocess.Popen[bytes], src: IO[bytes], deadline: float,
-           progress: Callable[[int], None] | None) -> tuple[bytes, bytes]:
-    """Wait for `proc`, collecting its output, and report how far it has read `src` (the
-    child shares the file's offset); TimeoutExpired once `deadline` passes."""
-    while True:
-        left = deadline - time.monotonic()
-        try:
-            return proc.communicate(timeout=max(0.0, min(left, PROGRESS_EVERY_S)))
-        except subprocess.TimeoutExpired:
-            if left <= PROGRESS_EVERY_S:
-                raise
-        if progress is not None:
-            progress(os.lseek(src.fileno(), 0, os.SEEK_CUR))
-
-
-class _Offsets:
-    """A file fed to paramiko, reporting its offset after each read."""
-
-    def __init__(self, src: IO[bytes], progress: Callable[[int], None]) -> None:
-        self.src, self.progress = src, progress
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.src.read(size)
-        self.progress(self.src.tell())
-        return data
-
-
 def _of(progress: Callable[[int, int], None] | None, total: int) -> Callable[[int], None] | None:
     """`put`'s (done, total) progress as the (offset) progress a receiver reports."""
     if progress is None:
@@ -374,27 +344,6 @@ def _hash_file(path: Path, digest: Any) -> None:
     with path.open("rb") as fh:
         while block := fh.read(1 << 20):
             digest.update(block)
-
-
-def openssh_command(end: Endpoint) -> list[str] | None:
-    """The system ``ssh`` invocation for `end`, up to the remote command; None when ssh is
-    not installed or a path or name could be misread on its command line. Only the
-    project's pinned known_hosts count (no global file, no TOFU, no agent, no config)."""
-    ssh = shutil.which("ssh")
-    paths = (str(end.key_file), str(end.known_hosts))
-    if ssh is None or end.hostname.startswith("-") or any(c in p for p in paths for c in '"%'):
-        return None
-    options = {
-        "BatchMode": "yes", "StrictHostKeyChecking": "yes", "CheckHostIP": "no",
-        "UserKnownHostsFile": f'"{end.known_hosts}"', "GlobalKnownHostsFile": "/dev/null",
-        "UpdateHostKeys": "no", "IdentitiesOnly": "yes", "IdentityAgent": "none",
-        "IdentityFile": f'"{end.key_file}"', "PasswordAuthentication": "no",
-        "KbdInteractiveAuthentication": "no", "ControlMaster": "no", "ControlPath": "none",
-        "ForwardAgent": "no", "ForwardX11": "no", "ClearAllForwardings": "yes",
-        "ConnectTimeout": str(max(1, round(end.connect_timeout))), "LogLevel": "ERROR",
-    }
-    return [ssh, "-F", "/dev/null", "-T", *(f"-o{k}={v}" for k, v in options.items()),
-            "-p", str(end.port), "-l", end.username, "--", end.hostname]
 
 
 def _hash_prefix(src: IO[bytes], offset: int, digest: Any) -> None:
