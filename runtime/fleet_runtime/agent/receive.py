@@ -16,7 +16,6 @@ import fcntl
 import hashlib
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +43,8 @@ def run(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
     if args.offset < 0:
         raise AgentError("usage", "--offset must be 0 or more")
     digest = hashlib.sha256()
-    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = _open_locked(part)
     try:
-        _lock(fd, part)
         kept = _keep_prefix(fd, part, args.offset, digest)
         os.lseek(fd, kept, os.SEEK_SET)
         size = kept + _copy(sys.stdin.fileno(), fd, digest)
@@ -59,20 +57,18 @@ def run(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
     return {"path": str(part), "size": size, "sha256": digest.hexdigest()}
 
 
-def _lock(fd: int, part: Path) -> None:
-    """One receiver per upload file. A resume can start while the receiver of the stream
-    that was cut still writes its last bytes; both writing (and one truncating) the file
-    would leave a hole the hashes here do not see, so the new one waits (bounded)."""
-    deadline = time.monotonic() + LOCK_WAIT_S
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                raise AgentError("busy", f"another upload into {part} is still running; "
-                                 "run the command again later") from None
-            time.sleep(0.05)
+def _open_locked(part: Path) -> int:
+    """`part`, open for writing and locked: one receiver per upload file. A resume can
+    start while the receiver of the stream that was cut still writes its last bytes; both
+    writing (and one truncating) would leave a hole the hashes here do not see, so the new
+    one waits for the old (bounded)."""
+    from fleet_runtime import durable
+
+    try:
+        return durable.acquire_lock(part, timeout=LOCK_WAIT_S, mode=0o600)
+    except durable.LockTimeout:
+        raise AgentError("busy", f"another upload into {part} is still running; "
+                         "run the command again later") from None
 
 
 def _keep_prefix(fd: int, part: Path, offset: int, digest: Any) -> int:
