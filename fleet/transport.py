@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import os
 import shlex
 import socket
 import subprocess
@@ -39,7 +38,7 @@ from nornir.core.configuration import Config
 from paramiko.sftp import CMD_WRITE, int64
 
 from fleet.errors import DeviceError, HostKeyError
-from fleet.openssh import Offsets, openssh_command, watch
+from fleet.openssh import Offsets, openssh_command, send_file
 
 CONNECTION_NAME = "fleet_ssh"
 CHUNK = 32 * 1024  # SFTP's largest write request paramiko sends in one packet
@@ -236,25 +235,18 @@ class SSHSession:
             fed = Offsets(src, progress) if progress is not None else src
             return self.exec(argv, stdin=cast(IO[bytes], fed), timeout=timeout)
         limit = timeout or self.command_timeout
-        proc = subprocess.Popen([*command, shlex.join(argv)], stdin=src,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
-            out, err = watch(proc, src, time.monotonic() + limit, progress)
+            rc, out, err = send_file([*command, shlex.join(argv)], src,
+                                     time.monotonic() + limit, progress)
         except subprocess.TimeoutExpired as exc:
             raise DeviceError(f"{self.device}: `{shlex.join(argv[:2])}` timed out after "
                               f"{limit:.0f}s", fix="raise ssh.command_timeout in fleet.yaml "
                               "or check the device") from exc
-        finally:
-            if proc.poll() is None:  # stopped by progress or the timeout: hang up
-                proc.kill()
-                proc.communicate()
-        if progress is not None:  # the last offset, even for a file sent between two looks
-            progress(os.lseek(src.fileno(), 0, os.SEEK_CUR))
-        if proc.returncode == 255 and not out:  # ssh's own failure, not the command's
+        if rc == 255 and not out:  # ssh's own failure, not the command's
             raise DeviceError(f"{self.device}: ssh failed: "
                               f"{err.decode(errors='replace').strip()[-300:]}",
                               fix="check the device's SSH server and its pinned host key")
-        return ExecResult(proc.returncode, out, err)
+        return ExecResult(rc, out, err)
 
     @property
     def sftp(self) -> paramiko.SFTPClient:
