@@ -104,6 +104,23 @@ class Agent:
                                 on_stderr_line=_progress_sink(on_progress))
         return parse_answer(self.device, res.stdout, res.stderr, res.rc)
 
+    def call_file(self, command: str, *args: str, src: IO[bytes], timeout: float,
+                  progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+        """`call` with the rest of the open file `src` as stdin: over an SSH session the
+        system's OpenSSH client carries it (`SSHSession.exec_file`, same pinned host key);
+        `progress(offset)` as it is sent, and an exception from it hangs up."""
+        argv = [self.path, command, *args]
+        if isinstance(self.session, SSHSession):
+            res = self.session.exec_file(argv, src, timeout=timeout, progress=progress)
+        else:
+            res = self.session.exec(argv, stdin=src, timeout=timeout)
+        answer = parse_answer(self.device, res.stdout, res.stderr, res.rc)
+        if not answer["ok"]:
+            err = answer.get("error") or {}
+            raise AgentCallError(self.device, str(err.get("code", "error")),
+                                 str(err.get("message", "")))
+        return answer
+
     def info(self) -> Info:
         return Info.from_answer(self.call("info"))
 

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any
 
 from fleet_runtime import bundle
 from fleet_runtime.bundle import BundleError, Manifest
@@ -223,24 +223,12 @@ def _upload(task: Task, run: _Run, path: Path, remote: str, resumed: int) -> Res
                                           "resumed_from": resumed, "MBps": round(rate, 1)})
 
 
-class _Feed:
-    """The bundle file as the install's stdin, reporting bytes sent."""
-
-    def __init__(self, path: Path, run: _Run) -> None:
-        self.fh, self.run, self.done = open(path, "rb"), run, 0  # noqa: SIM115
-        self.total = path.stat().st_size
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.fh.read(size)
-        self.done += len(data)
-        self.run.emit("install", done=self.done, total=self.total)
-        return data
-
-
 def _install(task: Task, run: _Run, remote: str, path: Path, uploaded: bool,
              trials: int) -> Result:
     """Stream the bundle into `fleet-agent install -` (kept as REMOTE.part for a resume),
-    or install the file a resumed upload completed."""
+    or install the file a resumed upload completed. The stream goes through the system's
+    OpenSSH client when installed (`Agent.call_file`), so the controller's cipher work
+    and the device's install overlap at OpenSSH's speed."""
     size = path.stat().st_size
     timeout = max(120.0, size / 10e6)
     agent = agent_for(task)
@@ -248,12 +236,10 @@ def _install(task: Task, run: _Run, remote: str, path: Path, uploaded: bool,
     if uploaded:
         answer = agent.call("install", remote, "--remove-after", *activate, timeout=timeout)
     else:
-        feed = _Feed(path, run)
-        try:
-            answer = agent.call("install", "-", "--save", remote, *activate,
-                                stdin=cast(IO[bytes], feed), timeout=timeout)
-        finally:
-            feed.fh.close()
+        with open(path, "rb") as src:
+            answer = agent.call_file(
+                "install", "-", "--save", remote, *activate, src=src, timeout=timeout,
+                progress=lambda done: run.emit("install", done=done, total=size))
     if answer.get("bundle_bytes") != size:
         return Result(host=task.host, failed=True, result=(
             f"transfer incomplete: the device read {answer.get('bundle_bytes')} of {size} bytes; "

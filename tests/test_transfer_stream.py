@@ -114,3 +114,37 @@ def test_a_hostname_that_looks_like_an_option_never_reaches_ssh(hostname: str) -
 
     end = Endpoint(hostname, 22, "root", Path("/k"), Path("/kh"))
     assert openssh_command(end) is None
+
+
+def test_the_install_stream_refuses_a_changed_host_key(any_lab: Lab, tmp_path: Path) -> None:
+    """`fleet ota`'s default transfer (the bundle streamed into `fleet-agent install -`
+    through `Agent.call_file`) trusts only the pinned key: another key pinned for the
+    device's address is refused before a byte reaches the agent."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from fleet_runtime import slots
+
+    from fleet.transport import known_hosts_name
+
+    a = agent(any_lab, "berlin-02")
+    assert a.session.endpoint is not None
+    if openssh_command(a.session.endpoint) is None:
+        a.session.close()
+        pytest.skip("no OpenSSH client here: the stream uses paramiko (tests/test_transport*)")
+    other = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    wrong = tmp_path / "known_hosts"
+    wrong.write_text(f"{known_hosts_name(HOST, a.session.endpoint.port)} {other}\n")
+    a.session.endpoint = replace(a.session.endpoint, known_hosts=wrong)
+    layout = any_lab.layout("berlin-02")
+    before = slots.read_state(layout)
+    src = tmp_path / "any.bundle"
+    src.write_bytes(os.urandom(1 << 20))
+    remote = str(layout.staging / "any.bundle")
+    try:
+        with src.open("rb") as fh, pytest.raises(DeviceError, match="ssh failed"):
+            a.call_file("install", "-", "--save", remote, src=fh, timeout=60)
+    finally:
+        a.session.close()
+    assert slots.read_state(layout) == before
+    assert not list(layout.staging.glob("*.part"))
