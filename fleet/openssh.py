@@ -23,6 +23,13 @@ if TYPE_CHECKING:
     from fleet.transport import Endpoint
 
 PIPE_BYTES = 1 << 20
+# AES-GCM first: the bulk copy's cost is its cipher, and AES runs in hardware on the
+# controller (AES-NI) and on the devices we target (ARMv8 crypto extensions), while
+# OpenSSH's default, chacha20-poly1305, computes its MAC in portable C
+# (docs/benchmarks.md compares the two). OpenSSH's default set less aes192-ctr,
+# in another order: a server without AES-GCM still agrees on one.
+BULK_CIPHERS = ("aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,"
+                "aes128-ctr,aes256-ctr")
 
 
 def openssh_command(end: Endpoint) -> list[str] | None:
@@ -41,6 +48,7 @@ def openssh_command(end: Endpoint) -> list[str] | None:
         "KbdInteractiveAuthentication": "no", "ControlMaster": "no", "ControlPath": "none",
         "ForwardAgent": "no", "ForwardX11": "no", "ClearAllForwardings": "yes",
         "ConnectTimeout": str(max(1, round(end.connect_timeout))), "LogLevel": "ERROR",
+        "Ciphers": BULK_CIPHERS,
     }
     return [ssh, "-F", "/dev/null", "-T", *(f"-o{k}={v}" for k, v in options.items()),
             "-p", str(end.port), "-l", end.username, "--", end.hostname]
