@@ -30,17 +30,17 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from fleet_runtime import bundle
 from fleet_runtime.bundle import BundleError, Manifest
 from nornir.core.exceptions import NornirSubTaskError
 from nornir.core.task import Result, Task
 
-from fleet.agent import agent_for
+from fleet.agent import Agent, agent_for
 from fleet.decisions import Change, Decision, NoChange, Refusal, decide_update
-from fleet.errors import FleetError, UsageError
-from fleet.facts import Slots
+from fleet.errors import AgentCallError, FleetError, UsageError
+from fleet.facts import Health, Slots
 from fleet.project import Project
 from fleet.reboot import Restarter, restarter_for
 from fleet.transport import CONNECTION_NAME
@@ -260,8 +260,7 @@ def _reboot(task: Task, run: _Run, restarter: Restarter) -> Result:
 
 def _verify(task: Task, run: _Run, target: str, health_flags: list[str],
             require_healthy: bool, boots_before: int) -> Result:
-    agent = agent_for(task)
-    slots, health = _both(agent.slots, lambda: agent.health(*health_flags))
+    slots, health = _after_boot(agent_for(task), health_flags)
     selftest = slots.selftest
     problems = []
     if slots.boots <= boots_before:
@@ -279,6 +278,18 @@ def _verify(task: Task, run: _Run, target: str, health_flags: list[str],
     if problems:
         return Result(host=task.host, failed=True, result="; ".join(problems))
     return Result(host=task.host, result=detail)
+
+
+def _after_boot(agent: Agent, health_flags: list[str]) -> tuple[Slots, Health]:
+    """Slot state and health in one agent call (`health --slots`: one interpreter start on
+    the device instead of two); an agent without the flag is asked both ways at once."""
+    try:
+        answer = agent.call("health", *health_flags, "--slots")
+    except AgentCallError as exc:
+        if exc.code != "usage":
+            raise
+        return cast(tuple[Slots, Health], _both(agent.slots, lambda: agent.health(*health_flags)))
+    return Slots.from_answer(answer["slots"]), Health.from_answer(answer)
 
 
 def _commit(task: Task, run: _Run) -> Result:
