@@ -22,7 +22,6 @@ import hashlib
 import shlex
 import socket
 import subprocess
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -37,6 +36,7 @@ from fleet_runtime.durable import atomic_write_text, file_lock
 from nornir.core.configuration import Config
 from paramiko.sftp import CMD_WRITE, int64
 
+from fleet import digests
 from fleet.errors import DeviceError, HostKeyError
 from fleet.openssh import Offsets, openssh_command, send_file
 
@@ -293,18 +293,20 @@ class SSHSession:
 
     def _streamed(self, local: Path, remote: str, offset: int, receive: Receiver,
                   progress: Callable[[int, int], None] | None) -> tuple[str, str]:
-        """(our SHA-256, the device's) for a stream through `receive`; we hash the file on
-        a thread while it travels (hashlib lets go of the GIL), so neither side reads twice."""
-        digest, total = hashlib.sha256(), local.stat().st_size
-        hasher = threading.Thread(target=_hash_file, args=(local, digest), daemon=True)
-        hasher.start()
+        """(our SHA-256, the device's) for a stream through `receive`. Ours is the one
+        remembered for this version of the file (fleet.digests), or computed on a thread
+        while the bytes travel, so neither side reads the file twice."""
+        total = local.stat().st_size
+        known = digests.remembered(local)
+        hasher = digests.Hasher(local) if known is None else None
         try:
             with local.open("rb") as src:
                 src.seek(offset)
                 actual = receive(self, remote, offset, src, _of(progress, total))
         finally:
-            hasher.join()
-        return digest.hexdigest(), actual
+            ours = hasher.result() if hasher is not None else known
+        assert ours is not None
+        return ours, actual
 
     def _request_size(self) -> int:
         # OpenSSH's sftp-server takes messages up to 256 KiB; others get SFTP's 32 KiB.
@@ -330,12 +332,6 @@ def _of(progress: Callable[[int, int], None] | None, total: int) -> Callable[[in
     if progress is None:
         return None
     return lambda done: progress(done, total)
-
-
-def _hash_file(path: Path, digest: Any) -> None:
-    with path.open("rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
 
 
 def _hash_prefix(src: IO[bytes], offset: int, digest: Any) -> None:

@@ -88,6 +88,9 @@ def test_receive_refuses_paths_outside_the_upload_dir(any_lab: Lab, tmp_path: Pa
     finally:
         a.session.close()
     assert not Path(str(outside) + ".part").exists()
+    from fleet_runtime import slots  # receive checks against layout.staging, not importing slots
+
+    assert slots.incoming_dir(any_lab.layout("berlin-01")) == any_lab.layout("berlin-01").staging
 
 
 def test_openssh_path_trusts_only_the_pinned_known_hosts(any_lab: Lab, tmp_path: Path) -> None:
@@ -148,3 +151,30 @@ def test_the_install_stream_refuses_a_changed_host_key(any_lab: Lab, tmp_path: P
         a.session.close()
     assert slots.read_state(layout) == before
     assert not list(layout.staging.glob("*.part"))
+
+
+def test_our_hash_is_remembered_per_file_version_and_a_wrong_one_fails_closed(
+        any_lab: Lab, tmp_path: Path) -> None:
+    """#19: a rollout sends one bundle to many devices; the controller hashes it once per
+    version of the file. A remembered hash that does not match what the device received
+    (here: planted) refuses the upload and removes the partial file, as any mismatch does."""
+    from fleet import digests
+
+    src = tmp_path / "same.bin"
+    src.write_bytes(os.urandom(2 * 1024 * 1024))
+    want = hashlib.sha256(src.read_bytes()).hexdigest()
+    remote = str(any_lab.layout("berlin-01").staging / "same.bin")
+    a = agent(any_lab)
+    try:
+        assert a.session.put(src, remote, verify=never, receive=a.receive) == want
+        assert digests.remembered(src) == want
+        src.write_bytes(os.urandom(2 * 1024 * 1024))  # same size: a new version all the same
+        assert digests.remembered(src) is None
+        with digests._lock:  # noqa: SLF001 - plant a wrong hash for the file as it is now
+            digests._known[digests.key_of(src.stat())] = want  # noqa: SLF001
+        with pytest.raises(DeviceError, match="failed verification"):
+            a.session.put(src, remote, verify=never, receive=a.receive)
+        assert not Path(remote + ".part").exists()
+    finally:
+        digests.forget_all()
+        a.session.close()
