@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import os
 import shlex
 import socket
 import subprocess
@@ -44,6 +45,10 @@ CONNECTION_NAME = "fleet_ssh"
 CHUNK = 32 * 1024  # SFTP's largest write request paramiko sends in one packet
 WINDOW = 16 * 1024 * 1024
 BIG_REQUEST = 252 * 1024  # under OpenSSH sftp-server's 256 KiB message limit
+# exec_file hands a file to the system ssh from this size up: below it, a second
+# connection (ssh's start-up, key exchange, sshd's session) costs more than
+# OpenSSH's cipher saves over paramiko's on the connection already open.
+OPENSSH_MIN_BYTES = 16 << 20
 
 
 @dataclass
@@ -174,6 +179,7 @@ class SSHSession:
         self.transport = transport
         self.command_timeout = command_timeout
         self.endpoint = endpoint
+        self.openssh_min_bytes = OPENSSH_MIN_BYTES
         self._sftp: paramiko.SFTPClient | None = None
 
     @classmethod
@@ -225,12 +231,15 @@ class SSHSession:
     def exec_file(self, argv: list[str], src: IO[bytes], *, timeout: float | None = None,
                   progress: Callable[[int], None] | None = None) -> ExecResult:
         """`exec` with an open file as stdin, sent by the system's OpenSSH client when it
-        is installed (its ciphers run well ahead of paramiko's), logging in with the same
-        key and accepting only the same pinned known_hosts; paramiko otherwise.
+        is installed and the rest of the file is at least `openssh_min_bytes` (its ciphers
+        run well ahead of paramiko's), logging in with the same key and accepting only
+        the same pinned known_hosts; over this paramiko connection otherwise.
 
         `progress(offset)` gets the file's offset as it is sent, on this thread, so an
         exception it raises stops the transfer (the device keeps what it received)."""
-        command = openssh_command(self.endpoint) if self.endpoint else None
+        left = os.fstat(src.fileno()).st_size - src.tell()
+        big = left >= self.openssh_min_bytes
+        command = openssh_command(self.endpoint) if self.endpoint and big else None
         if command is None:
             fed = Offsets(src, progress) if progress is not None else src
             return self.exec(argv, stdin=cast(IO[bytes], fed), timeout=timeout)

@@ -20,6 +20,7 @@ from fleet import firmware, ota
 from fleet import inventory as inv
 from fleet.lab import Lab
 from fleet.project import Project
+from fleet.transport import OPENSSH_MIN_BYTES
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "correct-horse-battery"
@@ -175,7 +176,8 @@ class _LinkDrop(Exception):
 
 def test_interrupted_upload_resumes(ota_lab, tmp_path):
     payload = ota_lab.project.firmware / "lab-image/opt/edgefleet/models/big.bin"
-    payload.write_bytes(os.urandom(8 << 20))
+    # over OPENSSH_MIN_BYTES: the stream goes through the system ssh when it is installed
+    payload.write_bytes(os.urandom(OPENSSH_MIN_BYTES + (2 << 20)))
     try:
         big = build(ota_lab, "lab-1.1.0.yaml", **{"version: 1.1.0": "version: 1.1.1"})
     finally:

@@ -26,6 +26,7 @@ def agent(lab: Lab, name: str = "berlin-01") -> Agent:
     dev = lab.device(name)
     session = SSHSession.connect(name, HOST, dev.port, "root", controller_key(lab.project),
                                  lab.project.known_hosts, connect_timeout=5, command_timeout=30)
+    session.openssh_min_bytes = 0  # these files are small: send them as a bundle would go
     return Agent(session, name, AGENT)
 
 
@@ -177,4 +178,23 @@ def test_our_hash_is_remembered_per_file_version_and_a_wrong_one_fails_closed(
         assert not Path(remote + ".part").exists()
     finally:
         digests.forget_all()
+        a.session.close()
+
+
+def test_a_small_file_goes_over_the_open_connection(any_lab: Lab, tmp_path: Path) -> None:
+    """Under `openssh_min_bytes` a second connection costs more than OpenSSH's cipher
+    saves: the file goes over the paramiko connection already open (already pinned), so
+    a known_hosts that OpenSSH would refuse plays no part."""
+    a = agent(any_lab)
+    assert a.session.endpoint is not None
+    a.session.openssh_min_bytes = 1 << 20
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    a.session.endpoint = replace(a.session.endpoint, known_hosts=empty)
+    src = tmp_path / "small.bin"
+    src.write_bytes(b"s" * 1000)
+    try:
+        with src.open("rb") as fh:
+            assert a.session.exec_file(["cat"], fh).stdout == src.read_bytes()
+    finally:
         a.session.close()
