@@ -105,6 +105,23 @@ class Agent:
                                 on_stderr_line=_progress_sink(on_progress))
         return parse_answer(self.device, res.stdout, res.stderr, res.rc)
 
+    def call_file(self, command: str, *args: str, src: IO[bytes], timeout: float,
+                  progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+        """`call` with the rest of the open file `src` as stdin: over an SSH session the
+        system's OpenSSH client carries it (`SSHSession.exec_file`, same pinned host key);
+        `progress(offset)` as it is sent, and an exception from it hangs up."""
+        argv = [self.path, command, *args]
+        if isinstance(self.session, SSHSession):
+            res = self.session.exec_file(argv, src, timeout=timeout, progress=progress)
+        else:
+            res = self.session.exec(argv, stdin=src, timeout=timeout)
+        answer = parse_answer(self.device, res.stdout, res.stderr, res.rc)
+        if not answer["ok"]:
+            err = answer.get("error") or {}
+            raise AgentCallError(self.device, str(err.get("code", "error")),
+                                 str(err.get("message", "")))
+        return answer
+
     def info(self) -> Info:
         return Info.from_answer(self.call("info"))
 
@@ -146,13 +163,15 @@ class Agent:
             res = session.exec_file(argv, src, timeout=timeout)
         return _checked(self.device, parse_answer(self.device, res.stdout, res.stderr, res.rc))
 
-    def receive(self, session: SSHSession, remote: str, offset: int, src: IO[bytes]) -> str:
+    def receive(self, session: SSHSession, remote: str, offset: int, src: IO[bytes],
+                progress: Callable[[int], None] | None = None) -> str:
         """`SSHSession.put`'s receiver: `src` into REMOTE.part from `offset`, hashed on
         arrival by ``fleet-agent receive``; the SHA-256 of the whole ``.part``."""
         argv = [self.path, "receive", remote, "--offset", str(offset)]
         left = os.fstat(src.fileno()).st_size - offset
         # The command timeout is for commands; a transfer gets time for its bytes at 2 Mbit/s.
-        res = session.exec_file(argv, src, timeout=max(session.command_timeout, left / 250e3))
+        res = session.exec_file(argv, src, timeout=max(session.command_timeout, left / 250e3),
+                                progress=progress)
         answer = parse_answer(self.device, res.stdout, res.stderr, res.rc)
         if not answer["ok"]:
             err = answer.get("error") or {}

@@ -30,17 +30,17 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any, cast
 
 from fleet_runtime import bundle
 from fleet_runtime.bundle import BundleError, Manifest
 from nornir.core.exceptions import NornirSubTaskError
 from nornir.core.task import Result, Task
 
-from fleet.agent import agent_for
+from fleet.agent import Agent, agent_for
 from fleet.decisions import Change, Decision, NoChange, Refusal, decide_update
-from fleet.errors import FleetError, UsageError
-from fleet.facts import Slots
+from fleet.errors import AgentCallError, FleetError, UsageError
+from fleet.facts import Health, Slots
 from fleet.project import Project
 from fleet.reboot import Restarter, restarter_for
 from fleet.transport import CONNECTION_NAME
@@ -223,24 +223,12 @@ def _upload(task: Task, run: _Run, path: Path, remote: str, resumed: int) -> Res
                                           "resumed_from": resumed, "MBps": round(rate, 1)})
 
 
-class _Feed:
-    """The bundle file as the install's stdin, reporting bytes sent."""
-
-    def __init__(self, path: Path, run: _Run) -> None:
-        self.fh, self.run, self.done = open(path, "rb"), run, 0  # noqa: SIM115
-        self.total = path.stat().st_size
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.fh.read(size)
-        self.done += len(data)
-        self.run.emit("install", done=self.done, total=self.total)
-        return data
-
-
 def _install(task: Task, run: _Run, remote: str, path: Path, uploaded: bool,
              trials: int) -> Result:
     """Stream the bundle into `fleet-agent install -` (kept as REMOTE.part for a resume),
-    or install the file a resumed upload completed."""
+    or install the file a resumed upload completed. The stream goes through the system's
+    OpenSSH client when installed (`Agent.call_file`), so the controller's cipher work
+    and the device's install overlap at OpenSSH's speed."""
     size = path.stat().st_size
     timeout = max(120.0, size / 10e6)
     agent = agent_for(task)
@@ -248,12 +236,10 @@ def _install(task: Task, run: _Run, remote: str, path: Path, uploaded: bool,
     if uploaded:
         answer = agent.call("install", remote, "--remove-after", *activate, timeout=timeout)
     else:
-        feed = _Feed(path, run)
-        try:
-            answer = agent.call("install", "-", "--save", remote, *activate,
-                                stdin=cast(IO[bytes], feed), timeout=timeout)
-        finally:
-            feed.fh.close()
+        with open(path, "rb") as src:
+            answer = agent.call_file(
+                "install", "-", "--save", remote, *activate, src=src, timeout=timeout,
+                progress=lambda done: run.emit("install", done=done, total=size))
     if answer.get("bundle_bytes") != size:
         return Result(host=task.host, failed=True, result=(
             f"transfer incomplete: the device read {answer.get('bundle_bytes')} of {size} bytes; "
@@ -274,8 +260,7 @@ def _reboot(task: Task, run: _Run, restarter: Restarter) -> Result:
 
 def _verify(task: Task, run: _Run, target: str, health_flags: list[str],
             require_healthy: bool, boots_before: int) -> Result:
-    agent = agent_for(task)
-    slots, health = _both(agent.slots, lambda: agent.health(*health_flags))
+    slots, health = _after_boot(agent_for(task), health_flags)
     selftest = slots.selftest
     problems = []
     if slots.boots <= boots_before:
@@ -293,6 +278,18 @@ def _verify(task: Task, run: _Run, target: str, health_flags: list[str],
     if problems:
         return Result(host=task.host, failed=True, result="; ".join(problems))
     return Result(host=task.host, result=detail)
+
+
+def _after_boot(agent: Agent, health_flags: list[str]) -> tuple[Slots, Health]:
+    """Slot state and health in one agent call (`health --slots`: one interpreter start on
+    the device instead of two); an agent without the flag is asked both ways at once."""
+    try:
+        answer = agent.call("health", *health_flags, "--slots")
+    except AgentCallError as exc:
+        if exc.code != "usage":
+            raise
+        return cast(tuple[Slots, Health], _both(agent.slots, lambda: agent.health(*health_flags)))
+    return Slots.from_answer(answer["slots"]), Health.from_answer(answer)
 
 
 def _commit(task: Task, run: _Run) -> Result:

@@ -19,17 +19,16 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import os
 import shlex
-import shutil
 import socket
 import subprocess
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import paramiko
 from cryptography.hazmat.primitives import serialization
@@ -38,12 +37,18 @@ from fleet_runtime.durable import atomic_write_text, file_lock
 from nornir.core.configuration import Config
 from paramiko.sftp import CMD_WRITE, int64
 
+from fleet import digests
 from fleet.errors import DeviceError, HostKeyError
+from fleet.openssh import Offsets, openssh_command, send_file
 
 CONNECTION_NAME = "fleet_ssh"
 CHUNK = 32 * 1024  # SFTP's largest write request paramiko sends in one packet
 WINDOW = 16 * 1024 * 1024
 BIG_REQUEST = 252 * 1024  # under OpenSSH sftp-server's 256 KiB message limit
+# exec_file hands a file to the system ssh from this size up: below it, a second
+# connection (ssh's start-up, key exchange, sshd's session) costs more than
+# OpenSSH's cipher saves over paramiko's on the connection already open.
+OPENSSH_MIN_BYTES = 16 << 20
 
 
 @dataclass
@@ -174,6 +179,7 @@ class SSHSession:
         self.transport = transport
         self.command_timeout = command_timeout
         self.endpoint = endpoint
+        self.openssh_min_bytes = OPENSSH_MIN_BYTES
         self._sftp: paramiko.SFTPClient | None = None
 
     @classmethod
@@ -222,27 +228,34 @@ class SSHSession:
         finally:
             chan.close()
 
-    def exec_file(self, argv: list[str], src: IO[bytes], *,
-                  timeout: float | None = None) -> ExecResult:
+    def exec_file(self, argv: list[str], src: IO[bytes], *, timeout: float | None = None,
+                  progress: Callable[[int], None] | None = None) -> ExecResult:
         """`exec` with an open file as stdin, sent by the system's OpenSSH client when it
-        is installed (its ciphers run well ahead of paramiko's), logging in with the same
-        key and accepting only the same pinned known_hosts; paramiko otherwise."""
-        command = openssh_command(self.endpoint) if self.endpoint else None
+        is installed and the rest of the file is at least `openssh_min_bytes` (its ciphers
+        run well ahead of paramiko's), logging in with the same key and accepting only
+        the same pinned known_hosts; over this paramiko connection otherwise.
+
+        `progress(offset)` gets the file's offset as it is sent, on this thread, so an
+        exception it raises stops the transfer (the device keeps what it received)."""
+        left = os.fstat(src.fileno()).st_size - src.tell()
+        big = left >= self.openssh_min_bytes
+        command = openssh_command(self.endpoint) if self.endpoint and big else None
         if command is None:
-            return self.exec(argv, stdin=src, timeout=timeout)
+            fed = Offsets(src, progress) if progress is not None else src
+            return self.exec(argv, stdin=cast(IO[bytes], fed), timeout=timeout)
         limit = timeout or self.command_timeout
         try:
-            proc = subprocess.run([*command, shlex.join(argv)], stdin=src, capture_output=True,
-                                  timeout=limit, check=False)
+            rc, out, err = send_file([*command, shlex.join(argv)], src,
+                                     time.monotonic() + limit, progress)
         except subprocess.TimeoutExpired as exc:
             raise DeviceError(f"{self.device}: `{shlex.join(argv[:2])}` timed out after "
                               f"{limit:.0f}s", fix="raise ssh.command_timeout in fleet.yaml "
                               "or check the device") from exc
-        if proc.returncode == 255 and not proc.stdout:  # ssh's own failure, not the command's
+        if rc == 255 and not out:  # ssh's own failure, not the command's
             raise DeviceError(f"{self.device}: ssh failed: "
-                              f"{proc.stderr.decode(errors='replace').strip()[-300:]}",
+                              f"{err.decode(errors='replace').strip()[-300:]}",
                               fix="check the device's SSH server and its pinned host key")
-        return ExecResult(proc.returncode, proc.stdout, proc.stderr)
+        return ExecResult(rc, out, err)
 
     @property
     def sftp(self) -> paramiko.SFTPClient:
@@ -266,7 +279,7 @@ class SSHSession:
         part = remote + ".part"
         offset = self._partial_size(part, total)
         if receive is not None:
-            expected, actual = self._streamed(local, remote, offset, receive)
+            expected, actual = self._streamed(local, remote, offset, receive, progress)
         else:
             expected, actual = self._sftp_put(local, part, offset, total, progress), None
         actual = actual or verify(part)
@@ -287,20 +300,22 @@ class SSHSession:
                                                                        digest, progress)
         return digest.hexdigest()
 
-    def _streamed(self, local: Path, remote: str, offset: int,
-                  receive: Receiver) -> tuple[str, str]:
-        """(our SHA-256, the device's) for a stream through `receive`; we hash the file on
-        a thread while it travels (hashlib lets go of the GIL), so neither side reads twice."""
-        digest = hashlib.sha256()
-        hasher = threading.Thread(target=_hash_file, args=(local, digest), daemon=True)
-        hasher.start()
+    def _streamed(self, local: Path, remote: str, offset: int, receive: Receiver,
+                  progress: Callable[[int, int], None] | None) -> tuple[str, str]:
+        """(our SHA-256, the device's) for a stream through `receive`. Ours is the one
+        remembered for this version of the file (fleet.digests), or computed on a thread
+        while the bytes travel, so neither side reads the file twice."""
+        total = local.stat().st_size
+        known = digests.remembered(local)
+        hasher = digests.Hasher(local) if known is None else None
         try:
             with local.open("rb") as src:
                 src.seek(offset)
-                actual = receive(self, remote, offset, src)
+                actual = receive(self, remote, offset, src, _of(progress, total))
         finally:
-            hasher.join()
-        return digest.hexdigest(), actual
+            ours = hasher.result() if hasher is not None else known
+        assert ours is not None
+        return ours, actual
 
     def _request_size(self) -> int:
         # OpenSSH's sftp-server takes messages up to 256 KiB; others get SFTP's 32 KiB.
@@ -317,36 +332,15 @@ class SSHSession:
         self.sftp.get(remote, str(local))
 
 
-# `receive(session, remote, offset, src)`: stream `src` into ``remote.part`` from `offset`
-# on the device and return the SHA-256 of the whole ``.part`` (fleet.agent.Agent.receive).
-Receiver = Callable[["SSHSession", str, int, IO[bytes]], str]
-
-
-def _hash_file(path: Path, digest: Any) -> None:
-    with path.open("rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-
-
-def openssh_command(end: Endpoint) -> list[str] | None:
-    """The system ``ssh`` invocation for `end`, up to the remote command; None when ssh is
-    not installed or a path or name could be misread on its command line. Only the
-    project's pinned known_hosts count (no global file, no TOFU, no agent, no config)."""
-    ssh = shutil.which("ssh")
-    paths = (str(end.key_file), str(end.known_hosts))
-    if ssh is None or end.hostname.startswith("-") or any(c in p for p in paths for c in '"%'):
+# `receive(session, remote, offset, src, progress)`: stream `src` into ``remote.part`` from
+# `offset` on the device and return the SHA-256 of the whole ``.part``
+# (fleet.agent.Agent.receive); `progress(offset)`, when given, as the bytes go out.
+Receiver = Callable[["SSHSession", str, int, IO[bytes], Callable[[int], None] | None], str]
+def _of(progress: Callable[[int, int], None] | None, total: int) -> Callable[[int], None] | None:
+    """`put`'s (done, total) progress as the (offset) progress a receiver reports."""
+    if progress is None:
         return None
-    options = {
-        "BatchMode": "yes", "StrictHostKeyChecking": "yes", "CheckHostIP": "no",
-        "UserKnownHostsFile": f'"{end.known_hosts}"', "GlobalKnownHostsFile": "/dev/null",
-        "UpdateHostKeys": "no", "IdentitiesOnly": "yes", "IdentityAgent": "none",
-        "IdentityFile": f'"{end.key_file}"', "PasswordAuthentication": "no",
-        "KbdInteractiveAuthentication": "no", "ControlMaster": "no", "ControlPath": "none",
-        "ForwardAgent": "no", "ForwardX11": "no", "ClearAllForwardings": "yes",
-        "ConnectTimeout": str(max(1, round(end.connect_timeout))), "LogLevel": "ERROR",
-    }
-    return [ssh, "-F", "/dev/null", "-T", *(f"-o{k}={v}" for k, v in options.items()),
-            "-p", str(end.port), "-l", end.username, "--", end.hostname]
+    return lambda done: progress(done, total)
 
 
 def _hash_prefix(src: IO[bytes], offset: int, digest: Any) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from fleet import firmware, ota
 from fleet import inventory as inv
 from fleet.lab import Lab
 from fleet.project import Project
+from fleet.transport import OPENSSH_MIN_BYTES
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "correct-horse-battery"
@@ -174,7 +176,8 @@ class _LinkDrop(Exception):
 
 def test_interrupted_upload_resumes(ota_lab, tmp_path):
     payload = ota_lab.project.firmware / "lab-image/opt/edgefleet/models/big.bin"
-    payload.write_bytes(os.urandom(8 << 20))
+    # over OPENSSH_MIN_BYTES: the stream goes through the system ssh when it is installed
+    payload.write_bytes(os.urandom(OPENSSH_MIN_BYTES + (2 << 20)))
     try:
         big = build(ota_lab, "lab-1.1.0.yaml", **{"version: 1.1.0": "version: 1.1.1"})
     finally:
@@ -233,3 +236,43 @@ def test_a_reboot_that_never_happened_is_not_counted_updated(ota_lab):
     result = install(ota_lab, "berlin-03", newer)
     _not_counted_updated(ota_lab, result, before, "the device answered but did not boot")
     assert f"rolled back to {before}" in result.result["reason"]
+
+
+_RECORDING_AGENT = """#!{python}
+import json, sys
+with open({log!r}, "a") as fh:
+    fh.write(json.dumps(sys.argv[1:]) + "\\n")
+if {old!r} and sys.argv[1:2] == ["health"] and "--slots" in sys.argv:
+    print(json.dumps({{"ok": False, "protocol": 1, "error": {{"code": "usage",
+          "message": "fleet-agent: unrecognized arguments: --slots"}}}}))
+    sys.exit(2)
+from fleet_runtime.agent.cli import main
+sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize("old_agent", [False, True])
+def test_verify_asks_slots_and_health_in_one_call_and_still_speaks_to_older_agents(
+        ota_lab, tmp_path, old_agent):
+    """#19: after the reboot one `health --slots` answers the verify step (one interpreter
+    start on the device, not two); an agent without the flag is asked both ways."""
+    target = "1.7.1" if old_agent else "1.7.0"
+    bundle = build(ota_lab, "lab-1.1.0.yaml", **{"version: 1.1.0": f"version: {target}"})
+    log, wrapper = tmp_path / "calls.jsonl", tmp_path / "agent"
+    wrapper.write_text(_RECORDING_AGENT.format(python=sys.executable, log=str(log),
+                                               old=old_agent))
+    wrapper.chmod(0o755)
+    nr = inv.select(ota_lab.project, inv.Selection.of("lab", limit="berlin-01"))
+    nr.inventory.hosts["berlin-01"].data["agent"] = str(wrapper)
+    try:
+        result = nr.run(task=ota.install_bundle, bundle_path=bundle, project=ota_lab.project)
+    finally:
+        nr.close_connections(on_failed=True)
+    assert not result["berlin-01"][0].failed, result["berlin-01"][0].result["reason"]
+    assert version(ota_lab, "berlin-01") == target
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    after = [c[0] for c in calls[[c[0] for c in calls].index("install") + 1:]]
+    if old_agent:
+        assert sorted(after) == ["commit", "health", "health", "slots"], calls
+    else:
+        assert after == ["health", "commit"] and "--slots" in calls[-2], calls

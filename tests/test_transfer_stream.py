@@ -26,6 +26,7 @@ def agent(lab: Lab, name: str = "berlin-01") -> Agent:
     dev = lab.device(name)
     session = SSHSession.connect(name, HOST, dev.port, "root", controller_key(lab.project),
                                  lab.project.known_hosts, connect_timeout=5, command_timeout=30)
+    session.openssh_min_bytes = 0  # these files are small: send them as a bundle would go
     return Agent(session, name, AGENT)
 
 
@@ -88,6 +89,9 @@ def test_receive_refuses_paths_outside_the_upload_dir(any_lab: Lab, tmp_path: Pa
     finally:
         a.session.close()
     assert not Path(str(outside) + ".part").exists()
+    from fleet_runtime import slots  # receive checks against layout.staging, not importing slots
+
+    assert slots.incoming_dir(any_lab.layout("berlin-01")) == any_lab.layout("berlin-01").staging
 
 
 def test_openssh_path_trusts_only_the_pinned_known_hosts(any_lab: Lab, tmp_path: Path) -> None:
@@ -114,3 +118,83 @@ def test_a_hostname_that_looks_like_an_option_never_reaches_ssh(hostname: str) -
 
     end = Endpoint(hostname, 22, "root", Path("/k"), Path("/kh"))
     assert openssh_command(end) is None
+
+
+def test_the_install_stream_refuses_a_changed_host_key(any_lab: Lab, tmp_path: Path) -> None:
+    """`fleet ota`'s default transfer (the bundle streamed into `fleet-agent install -`
+    through `Agent.call_file`) trusts only the pinned key: another key pinned for the
+    device's address is refused before a byte reaches the agent."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from fleet_runtime import slots
+
+    from fleet.transport import known_hosts_name
+
+    a = agent(any_lab, "berlin-02")
+    assert a.session.endpoint is not None
+    if openssh_command(a.session.endpoint) is None:
+        a.session.close()
+        pytest.skip("no OpenSSH client here: the stream uses paramiko (tests/test_transport*)")
+    other = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    wrong = tmp_path / "known_hosts"
+    wrong.write_text(f"{known_hosts_name(HOST, a.session.endpoint.port)} {other}\n")
+    a.session.endpoint = replace(a.session.endpoint, known_hosts=wrong)
+    layout = any_lab.layout("berlin-02")
+    before = slots.read_state(layout)
+    src = tmp_path / "any.bundle"
+    src.write_bytes(os.urandom(1 << 20))
+    remote = str(layout.staging / "any.bundle")
+    try:
+        with src.open("rb") as fh, pytest.raises(DeviceError, match="ssh failed"):
+            a.call_file("install", "-", "--save", remote, src=fh, timeout=60)
+    finally:
+        a.session.close()
+    assert slots.read_state(layout) == before
+    assert not list(layout.staging.glob("*.part"))
+
+
+def test_our_hash_is_remembered_per_file_version_and_a_wrong_one_fails_closed(
+        any_lab: Lab, tmp_path: Path) -> None:
+    """#19: a rollout sends one bundle to many devices; the controller hashes it once per
+    version of the file. A remembered hash that does not match what the device received
+    (here: planted) refuses the upload and removes the partial file, as any mismatch does."""
+    from fleet import digests
+
+    src = tmp_path / "same.bin"
+    src.write_bytes(os.urandom(2 * 1024 * 1024))
+    want = hashlib.sha256(src.read_bytes()).hexdigest()
+    remote = str(any_lab.layout("berlin-01").staging / "same.bin")
+    a = agent(any_lab)
+    try:
+        assert a.session.put(src, remote, verify=never, receive=a.receive) == want
+        assert digests.remembered(src) == want
+        src.write_bytes(os.urandom(2 * 1024 * 1024))  # same size: a new version all the same
+        assert digests.remembered(src) is None
+        with digests._lock:  # noqa: SLF001 - plant a wrong hash for the file as it is now
+            digests._known[digests.key_of(src.stat())] = want  # noqa: SLF001
+        with pytest.raises(DeviceError, match="failed verification"):
+            a.session.put(src, remote, verify=never, receive=a.receive)
+        assert not Path(remote + ".part").exists()
+    finally:
+        digests.forget_all()
+        a.session.close()
+
+
+def test_a_small_file_goes_over_the_open_connection(any_lab: Lab, tmp_path: Path) -> None:
+    """Under `openssh_min_bytes` a second connection costs more than OpenSSH's cipher
+    saves: the file goes over the paramiko connection already open (already pinned), so
+    a known_hosts that OpenSSH would refuse plays no part."""
+    a = agent(any_lab)
+    assert a.session.endpoint is not None
+    a.session.openssh_min_bytes = 1 << 20
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    a.session.endpoint = replace(a.session.endpoint, known_hosts=empty)
+    src = tmp_path / "small.bin"
+    src.write_bytes(b"s" * 1000)
+    try:
+        with src.open("rb") as fh:
+            assert a.session.exec_file(["cat"], fh).stdout == src.read_bytes()
+    finally:
+        a.session.close()

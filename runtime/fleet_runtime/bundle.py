@@ -37,7 +37,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from fleet_runtime import versions
+from fleet_runtime import tarstream, versions
 
 FORMAT = 1
 MANIFEST, SIGNATURE, PAYLOAD = "manifest.json", "manifest.sig", "payload/"
@@ -510,46 +510,46 @@ class DirectorySink:
             self._fd = None
 
 
-def _open_tar(stream: BinaryIO) -> tarfile.TarFile:
-    try:
-        return tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK)
-    except (tarfile.TarError, EOFError) as exc:
-        raise BundleError("truncated", f"not a bundle or empty stream: {exc}") from exc
+def _open_tar(stream: BinaryIO) -> tarstream.TarStream:
+    return tarstream.TarStream(stream)
 
 
-def _next(tar: tarfile.TarFile, expecting: str) -> tarfile.TarInfo | None:
+def _next(tar: tarstream.TarStream, expecting: str) -> tarfile.TarInfo | None:
     try:
         return tar.next()
-    except (tarfile.TarError, EOFError) as exc:
+    except tarstream.TarFormatError as exc:
         raise BundleError("truncated", f"bundle ends early or is corrupt before {expecting}: "
                           f"{exc}") from exc
 
 
-def _read_small(tar: tarfile.TarFile, member: tarfile.TarInfo | None, name: str,
+def _read_small(tar: tarstream.TarStream, member: tarfile.TarInfo | None, name: str,
                 limit: int) -> bytes:
     if member is None:
         raise BundleError("truncated", f"bundle ends before {name}")
     if member.name != name:
         raise BundleError("bad-format", f"expected {name} here, found {member.name!r}")
-    if not member.isreg() or member.size > limit:
+    if not member.isreg() or member.issparse() or member.size > limit:
         raise BundleError("oversize", f"{name} is not a regular file under {limit} bytes")
-    fh = tar.extractfile(member)
-    assert fh is not None
-    data = _read_exact(fh, member.size, name)
-    return data
+    parts, left = [], member.size
+    while left:
+        chunk = _read_chunk(tar, left, name)
+        parts.append(chunk)
+        left -= len(chunk)
+    return b"".join(parts)
 
 
-def _read_exact(fh: IO[bytes], size: int, name: str) -> bytes:
+def _read_chunk(tar: tarstream.TarStream, left: int, name: str) -> bytes:
+    """The next piece of a member's data, as it arrived (at most CHUNK)."""
     try:
-        data = fh.read(size)
-    except (tarfile.TarError, EOFError, OSError) as exc:
+        data = tar.read(min(CHUNK, left))
+    except (tarstream.TarFormatError, OSError) as exc:
         raise BundleError("truncated", f"bundle ends inside {name}: {exc}") from exc
-    if len(data) != size:
+    if not data:
         raise BundleError("truncated", f"bundle ends inside {name}")
     return data
 
 
-def _header(tar: tarfile.TarFile, keyring: Keyring | None, parse: Callable[[bytes], M]) -> M:
+def _header(tar: tarstream.TarStream, keyring: Keyring | None, parse: Callable[[bytes], M]) -> M:
     raw = _read_small(tar, _next(tar, MANIFEST), MANIFEST, MAX_MANIFEST_BYTES)
     signature = _read_small(tar, _next(tar, SIGNATURE), SIGNATURE, SIGNATURE_BYTES)
     try:
@@ -596,14 +596,12 @@ def _member_entry(member: tarfile.TarInfo, expected: dict[str, FileEntry],
     return entry
 
 
-def _copy_member(tar: tarfile.TarFile, member: tarfile.TarInfo, entry: FileEntry,
+def _copy_member(tar: tarstream.TarStream, member: tarfile.TarInfo, entry: FileEntry,
                  sink: PayloadSink, tick: Callable[[int], None]) -> None:
-    fh = tar.extractfile(member)
-    assert fh is not None
     digest, left = hashlib.sha256(), entry.size
     sink.begin(entry)
     while left:
-        chunk = _read_exact(fh, min(CHUNK, left), member.name)
+        chunk = _read_chunk(tar, left, member.name)
         digest.update(chunk)
         sink.write(chunk)
         left -= len(chunk)
@@ -650,7 +648,6 @@ def read_signed(
         entry = _member_entry(member, expected, seen)
         _copy_member(tar, member, entry, sink or NullSink(), tick)
         seen.add(entry.path)
-        cast(Any, tar).members.clear()  # read once: keeping every header costs memory per file
     missing = [p for p in expected if p not in seen]
     if missing:
         raise BundleError("truncated", f"bundle ends before {len(missing)} file(s), "

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -371,6 +370,8 @@ def _downloading(ctx: Context, doc: dict[str, Any]) -> Step:
     if not url.startswith(("https://", "http://")):
         return _failed("bad-url", "the job's bundle URL is not http(s)", S.DOWNLOADING)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    import urllib.request  # here: every slot command imports this module, few download
+
     try:
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as resp, \
                 dest.open("wb") as out:  # noqa: S310 - scheme checked above

@@ -11,7 +11,6 @@ import time
 from typing import Any
 
 from fleet_runtime import slots
-from fleet_runtime.agent.daemon import health_flags, health_summary
 from fleet_runtime.layout import Layout
 
 
@@ -24,6 +23,10 @@ def check(layout: Layout, flags: list[str] | None) -> dict[str, Any]:
     if selftest.get("slot") == active and not selftest.get("ok", True):
         return {**gate, "ok": False, "code": "selftest-failed",
                 "reason": f"slot {active} failed its self-test ({selftest.get('reason')})"}
+    # Imported here: every slot command imports the flow and so this module, and the
+    # daemon (MQTT, logs, health probes) is most of an agent's start-up; only a commit needs it.
+    from fleet_runtime.agent.daemon import health_flags, health_summary
+
     health = health_summary(layout, health_flags(layout, None) if flags is None else flags)
     gate["verdict"] = health["verdict"]
     if health["verdict"] == "failing":

@@ -50,6 +50,9 @@ THRESHOLDS: tuple[tuple[str, float, str | None], ...] = (
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("health", help="disk, memory, load, temperature, GPU, clock, agent")
     add_thresholds(p, with_defaults=True)
+    p.add_argument("--slots", action="store_true",
+                   help="add the slot state (as `slots` answers it) under \"slots\": what an "
+                   "update's verify step needs, in one call")
     p.set_defaults(handler=run)
 
 
@@ -377,10 +380,13 @@ def run(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
     ]
     checks = [probe() for probe in probes] + runtime_checks(layout, args.min_fps)
     reasons = [c["reason"] for c in checks if c["status"] != "ok"]
-    return {
+    out: dict[str, Any] = {
         "verdict": verdict(checks),
         "reason": "; ".join(reasons),
         "software": slots.software_version(layout),
         "slot": slots.active_slot(layout),
         "checks": checks,
     }
+    if getattr(args, "slots", False):
+        out["slots"] = slots.summary(layout)
+    return out
