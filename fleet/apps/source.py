@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from fleet_runtime.appbundle import AppManifest, read_app_bundle
 from fleet_runtime.bundle import BundleError, FileEntry
+from fleet_runtime.durable import atomic_write, replace
 
 from fleet import firmware
 from fleet.apps.store import _open, _refused
@@ -53,7 +53,7 @@ class _CacheSink:
         self.fh.close()
         self.fh = None
         # the reader checked the hash before calling end: only matching bytes are published
-        os.replace(self.tmp, self.root / entry.sha256)
+        replace(self.tmp, self.root / entry.sha256)
 
 
 @dataclass
@@ -77,9 +77,7 @@ class BlobSource:
         sha = hashlib.sha256(data).hexdigest()
         path = self.root / sha
         if not path.is_file():
-            tmp = self.root / f".{sha}.{os.getpid()}.{threading.get_ident()}.part"
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
+            atomic_write(path, data, mode=0o600)
         return sha
 
     def path(self, sha: str) -> Path:

@@ -104,5 +104,9 @@ def test_per_device_files_and_cameras_go_into_the_version():
     release = plan.release(target)
     assert {"path": "override.json", "sha256": hashlib.sha256(b"{}").hexdigest(),
             "size": 2} in release["files"]
-    assert release["cameras"] == {"camera_node": "door,yard"}
+    # registry camera names are bound by override.json through the device's sealed
+    # cameras.json; only stream addresses travel in the release as --camera NODE=URI
+    assert "cameras" not in release
     assert plan.send_bytes == 10 + len(CODE) + 5000 + 2
+    uri = Target(manifest(), cameras={"camera_node": ["rtsp://10.0.0.7/s1"], "side": ["yard"]})
+    assert decide(target=uri).release(uri)["cameras"] == {"camera_node": "rtsp://10.0.0.7/s1"}
