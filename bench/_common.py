@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -42,6 +43,12 @@ def add_link_option(parser: argparse.ArgumentParser) -> None:
 
 def link_label(link: str) -> str:
     return f"over {link} per-site links" if link else "on loopback"
+
+
+def load_now() -> float:
+    """The 1-minute load average: printed beside every ratio, since the lab shares the
+    machine's cores with whatever else runs (figures are only comparable at like load)."""
+    return os.getloadavg()[0]
 
 
 def fleet_cmd(project: Path, *args: str) -> list[str]:

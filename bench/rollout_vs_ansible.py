@@ -19,7 +19,8 @@ reboot, verify the reported version, commit; batches ``[1, "30%", "100%"]``
   host keys pinned through the same known_hosts.
 
 The lab is recreated at its factory version between the two runs. Prints both
-wall times and the ratio. Target (issue 6): fleet at least 3x faster. With
+wall times, each with the load average, and the ratio. Target (issue 19): fleet at
+least 6x faster (issue 6 asked for 3x). With
 ``--link RATE`` each site sits behind its own shaped uplink (`fleet lab up
 --link`) in both runs, so both pay for their bytes and round trips (issue 22).
 """
@@ -42,6 +43,7 @@ from _common import (  # noqa: E402
     ansible_inventory,
     fleet_cmd,
     link_label,
+    load_now,
     peer_venv,
 )
 
@@ -201,14 +203,18 @@ def main() -> int:
           flush=True)
     try:
         lab = fresh_lab(project, args.devices, args.link)
+        load = load_now()
         fleet_s = run_fleet(project.root, bundle, args.concurrency)
-        print(f"fleet ota rollout : {fleet_s:7.1f} s", flush=True)
+        print(f"fleet ota rollout : {fleet_s:7.1f} s   (load average {load:.1f} before, "
+              f"{load_now():.1f} after)", flush=True)
         lab = fresh_lab(project, args.devices, args.link)
+        load = load_now()
         ansible_s = run_ansible(lab, bundle, args.concurrency)
-        print(f"ansible-playbook  : {ansible_s:7.1f} s", flush=True)
+        print(f"ansible-playbook  : {ansible_s:7.1f} s   (load average {load:.1f} before, "
+              f"{load_now():.1f} after)", flush=True)
     finally:
         stop_lab(Lab(project))
-    print(f"ratio (ansible / fleet): {ansible_s / fleet_s:.2f}x  (target >= 3x)")
+    print(f"ratio (ansible / fleet): {ansible_s / fleet_s:.2f}x  (target >= 6x, issue 19)")
     return 0
 
 

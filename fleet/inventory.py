@@ -149,7 +149,7 @@ def read(directory: Path, *, cache_dir: Path | None = None) -> tuple[list[str], 
     The fast loader reads what it can; a file it declines, and any file with a
     problem, is read again the careful way for the line numbers of the report.
     """
-    from fleet.schema import read_text_capped
+    from fleet.textfiles import read_text_capped
 
     problems: list[str] = []
     texts: dict[str, str | None] = {}

@@ -141,9 +141,10 @@ class Project:
 
 
 def load_config(path: Path) -> dict[str, Any]:
-    from fleet.schema import load_yaml_validated
-
     if not path.exists():
         return dict(_defaults(CONFIG_SCHEMA, {}))
+    # Only for a file to read: the YAML and schema libraries cost every command ~0.1 s.
+    from fleet.schema import load_yaml_validated
+
     data = load_yaml_validated(path, CONFIG_SCHEMA, empty_ok=True)
     return dict(_defaults(CONFIG_SCHEMA, data or {}))

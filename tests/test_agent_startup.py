@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from fleet_runtime.agent.cli import COMMAND_MODULES, COMMANDS
@@ -33,3 +36,28 @@ def test_a_health_call_imports_no_other_command_module() -> None:
     assert out[0] == "health"
     loaded = set(out[1].split())
     assert not loaded & {"ota", "provision", "daemon", "logs", "rtsp", "checksum"}, loaded
+
+
+def test_a_health_call_on_a_provisioned_device_imports_no_cryptography_or_http(
+        tmp_path: Path) -> None:
+    """A device without applications answers `health` without cryptography's x509 or
+    urllib (a third of the call's start-up): the certificate's facts are parsed once and
+    kept in run/ against the certificate's SHA-256."""
+    from fleet_runtime.layout import Layout, atomic_write_json
+    from runtime.test_health_checks import write_cert
+
+    layout = Layout(tmp_path)
+    atomic_write_json(layout.device_json, {"name": "dev1", "site": "berlin"})
+    write_cert(layout, 365)
+    probe = ("import json, sys\n"
+             "from fleet_runtime.agent.cli import main\n"
+             "sys.stdout = open('/dev/null', 'w')\n"
+             "assert main(['health']) == 0\n"
+             "heavy = [m for m in ('cryptography', 'urllib.request', 'http.client')\n"
+             "         if m in sys.modules]\n"
+             "sys.stderr.write(json.dumps(heavy))\n")
+    env = {**os.environ, "FLEET_ROOT": str(tmp_path)}
+    runs = [subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                           env=env, check=True) for _ in range(2)]
+    assert json.loads(runs[0].stderr) == ["cryptography"]  # the first call parses it
+    assert json.loads(runs[1].stderr) == []

@@ -57,11 +57,13 @@ def command(ctx: typer.Context, inventory: o.Inventory = None, site: o.Site = No
 
 
 def _round(a: CliContext, nr: Nornir, source: str, json: bool, watch: float | None) -> int:
-    from fleet import health, heartbeats
+    from fleet import health
     from fleet.cli.render import ProgressProcessor
 
     with a.guarded():
         if source == "mqtt":
+            from fleet import heartbeats  # the MQTT client: not for a sweep over SSH
+
             hosts = [(n, str(h.get("site", "?"))) for n, h in nr.inventory.hosts.items()]
             reports = heartbeats.sweep(a.project, hosts)
         else:

@@ -31,13 +31,17 @@ import tarfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, BinaryIO, Protocol, TypeVar, cast
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Protocol, TypeVar, cast
 
 from fleet_runtime import tarstream, versions
+
+if TYPE_CHECKING:
+    # Imported where used: `fleet-agent health` and `slots` load this module for its
+    # constants, and a Jetson's small cores pay ~25 ms for cryptography's import (#19).
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
 FORMAT = 1
 MANIFEST, SIGNATURE, PAYLOAD = "manifest.json", "manifest.sig", "payload/"
@@ -92,17 +96,24 @@ def compare_versions(a: str, b: str) -> int:
 
 def key_id(public_key: Ed25519PublicKey) -> str:
     """Stable short id of a release key: the first 16 hex digits of SHA-256 of its raw bytes."""
+    from cryptography.hazmat.primitives import serialization
+
     raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
 def public_pem(public_key: Ed25519PublicKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return public_key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 
 
 def load_public_key(data: bytes, where: str = "key") -> Ed25519PublicKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         key = serialization.load_pem_public_key(data)
     except ValueError as exc:
@@ -138,6 +149,8 @@ class Keyring:
                 f"bundle is signed by key {kid!r}, which is not in this keyring "
                 f"({', '.join(sorted(self.keys)) or 'empty'})",
             )
+        from cryptography.exceptions import InvalidSignature
+
         try:
             key.verify(signature, data)
         except InvalidSignature as exc:

@@ -60,7 +60,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -202,6 +201,8 @@ def validate_network(doc: Any) -> dict[str, Any]:
     ...     "mask": "255.255.255.0", "gateway": "10.0.0.1"}})["eth1"]
     {'mode': 'dhcp'}
     """
+    import jsonschema  # here, not at the top: `fleet health` imports this module (#19)
+
     errors = sorted(
         jsonschema.Draft202012Validator(NETWORK_SCHEMA).iter_errors(doc),
         key=lambda e: list(map(str, e.absolute_path)),
@@ -516,6 +517,8 @@ MQTT_SCHEMA: dict[str, Any] = {
 
 def _check_mqtt(doc: Any) -> None:
     # File paths are the device's business: the agent adds cert/key/ca at install time.
+    import jsonschema
+
     errors = list(jsonschema.Draft202012Validator(MQTT_SCHEMA).iter_errors(doc))
     if errors:
         raise ProvisioningError("bad-archive", f"{MQTT_MEMBER}: {errors[0].message}")
@@ -529,6 +532,8 @@ def _check_signed(
     if SIGNATURE not in members:
         raise ProvisioningError("bad-manifest", f"{SIGNATURE} is missing")
     manifest = _json_member(members, MANIFEST)
+    import jsonschema
+
     errors = list(jsonschema.Draft202012Validator(MANIFEST_SCHEMA).iter_errors(manifest))
     if errors:
         raise ProvisioningError("bad-manifest", f"{MANIFEST}: {errors[0].message}")

@@ -263,3 +263,26 @@ def test_a_crash_loop_in_the_real_runtime_shows_in_the_agents_health(
     assert (app_check["status"], app_check["runtime_status"]) == ("warn", "degraded")
     assert app_check["reason"].startswith("app color_classifier: node code_node: crash_loop")
     assert report["verdict"] == "degraded" and report["reason"] == app_check["reason"]
+
+
+def test_certificate_facts_follow_the_certificate_not_the_cache(tmp_path: Path) -> None:
+    """The parsed facts are kept in run/ (#19: no x509 import per call), keyed by the
+    certificate's SHA-256: a renewed certificate is read afresh, and a torn or edited
+    cache is only a miss."""
+    layout = Layout(tmp_path)
+    write_cert(layout, 365.2)
+    first = health.certificate_check(layout, warn_days=30)
+    cache = layout.run / health.CERT_FACTS
+    assert cache.exists() and first["status"] == "ok"
+    assert health.certificate_check(layout, warn_days=30) == first  # from the cache
+    write_cert(layout, 10.2)  # renewed (here: worse)
+    renewed = health.certificate_check(layout, warn_days=30)
+    assert (renewed["status"], renewed["reason"]) == ("warn", "device certificate expires in 10 days")
+    for junk in ("{not json", json.dumps({"sha256": "x"}), "[]"):
+        cache.write_text(junk)
+        assert health.certificate_check(layout, warn_days=30)["days_left"] == renewed["days_left"]
+    kept = json.loads(cache.read_text())
+    kept["not_after"] = 0  # a cache that lies about another certificate's bytes...
+    kept["sha256"] = "0" * 64
+    cache.write_text(json.dumps(kept))
+    assert health.certificate_check(layout, warn_days=30)["status"] == "warn"  # ...is ignored

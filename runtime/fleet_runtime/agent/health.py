@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -20,8 +21,6 @@ import shutil
 import signal
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -226,25 +225,67 @@ def agent_check(layout: Layout) -> Check:
 
 def certificate_check(layout: Layout, warn_days: float) -> Check:
     """Days until the device certificate expires (fail once expired)."""
-    from cryptography import x509
-
-    if not layout.device_crt.exists():
-        return check("certificate", "ok", "", present=False)
     try:
-        cert = x509.load_pem_x509_certificate(layout.device_crt.read_bytes())
-    except ValueError:
+        pem = layout.device_crt.read_bytes()
+    except FileNotFoundError:
+        return check("certificate", "ok", "", present=False)
+    facts = certificate_facts(layout, pem)
+    if facts is None:
         return check("certificate", "fail", f"unreadable device certificate {layout.device_crt}")
-    days = (cert.not_valid_after_utc.timestamp() - time.time()) / 86400
+    days = (facts["not_after"] - time.time()) / 86400
     # Serial and issuer let the controller look the certificate up in the fleet CRL:
     # the device cannot know it was revoked.
-    ident = {"days_left": round(days, 1), "serial": format(cert.serial_number, "x"),
-             "issuer": cert.issuer.rfc4514_string()}
+    ident = {"days_left": round(days, 1), "serial": facts["serial"], "issuer": facts["issuer"]}
     if days <= 0:
         return check("certificate", "fail", f"device certificate expired {-days:.0f} days ago",
                      **ident)
     status = "warn" if days < warn_days else "ok"
     reason = f"device certificate expires in {days:.0f} days" if status == "warn" else ""
     return check("certificate", status, reason, **ident)
+
+
+CERT_FACTS = "device-cert.json"  # under run/ (tmpfs on a device): gone with every boot
+
+
+def certificate_facts(layout: Layout, pem: bytes) -> dict[str, Any] | None:
+    """Expiry, serial and issuer of the certificate `pem` (None when it is unreadable).
+
+    Parsing needs cryptography's x509, whose import costs more than the rest of a
+    health call on a small core (#19), while the certificate changes only at
+    provisioning and renewal. So the facts are kept in run/, keyed by the SHA-256
+    of the certificate's bytes: any new certificate is parsed afresh."""
+    digest = hashlib.sha256(pem).hexdigest()
+    cache = layout.run / CERT_FACTS
+    kept = _kept_facts(cache, digest)
+    if kept is not None:
+        return kept
+    from cryptography import x509
+
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+    except ValueError:
+        return None
+    facts = {"sha256": digest, "not_after": cert.not_valid_after_utc.timestamp(),
+             "serial": format(cert.serial_number, "x"), "issuer": cert.issuer.rfc4514_string()}
+    with contextlib.suppress(OSError):  # a read-only run/ only costs the next call a parse
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f".{CERT_FACTS}.{os.getpid()}")
+        tmp.write_text(json.dumps(facts))
+        os.replace(tmp, cache)
+    return facts
+
+
+def _kept_facts(cache: Path, digest: str) -> dict[str, Any] | None:
+    """The cached facts when they are for this certificate and well formed; else None
+    (a torn or hand-edited cache is only a miss, never a failed check)."""
+    try:
+        kept = json.loads(cache.read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(kept, dict) or kept.get("sha256") != digest:
+        return None
+    shapes = (("not_after", (int, float)), ("serial", str), ("issuer", str))
+    return kept if all(isinstance(kept.get(k), t) for k, t in shapes) else None
 
 
 def slot_check(layout: Layout) -> Check:
@@ -269,6 +310,9 @@ def runtime_ports(layout: Layout) -> dict[str, int]:
 
 
 def fetch_health(port: int) -> dict[str, Any]:
+    import urllib.error  # only when an application runs: a sweep of idle devices skips it
+    import urllib.request
+
     url = f"http://127.0.0.1:{port}/health"
     try:
         with urllib.request.urlopen(url, timeout=RUNTIME_TIMEOUT_S) as resp:  # noqa: S310
