@@ -268,10 +268,11 @@ def certificate_facts(layout: Layout, pem: bytes) -> dict[str, Any] | None:
     facts = {"sha256": digest, "not_after": cert.not_valid_after_utc.timestamp(),
              "serial": format(cert.serial_number, "x"), "issuer": cert.issuer.rfc4514_string()}
     with contextlib.suppress(OSError):  # a read-only run/ only costs the next call a parse
+        from fleet_runtime.durable import atomic_write_text
+
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".{CERT_FACTS}.{os.getpid()}")
-        tmp.write_text(json.dumps(facts))
-        os.replace(tmp, cache)
+        # a cache: whole or absent, but not worth an fsync on every health call
+        atomic_write_text(cache, json.dumps(facts), sync=False, sync_dir=False)
     return facts
 
 
