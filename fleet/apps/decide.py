@@ -8,7 +8,9 @@ per-device files), which blobs are missing and how many bytes must still
 travel (a partial blob counts only what has not arrived), and the free disk
 after. `fleet app plan` shows it; the deploy task acts on the same value, so
 the two cannot disagree. Order of the checks: platform, runtime version,
-configuration, another deploy of this app in flight, already current, disk.
+configuration, another deploy of this app in flight, already current, cameras
+(every bound camera answered the device's RTSP probe, unless `allow_unreachable`:
+the refusal reads ``camera-unreachable: NAME (STATUS)``), disk.
 
 >>> plan = decide_app(info, apps, blobs, target)    # doctest: +SKIP
 >>> plan.state, plan.send_bytes                      # doctest: +SKIP
@@ -18,6 +20,7 @@ configuration, another deploy of this app in flight, already current, disk.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +28,7 @@ from fleet_runtime.appbundle import AppManifest, Refusal, check_runtime, platfor
 from fleet_runtime.bundle import BundleError
 from fleet_runtime.platforms import device_platform
 
+from fleet.apps.reach import REACHABLE
 from fleet.facts import APP_BUSY, APP_STAGED, Blobs, DeployedApps, Info
 
 
@@ -67,6 +71,7 @@ class DevicePlan:
     send_bytes: int = 0
     free_bytes: int | None = None
     free_after: int | None = None
+    cameras: tuple[tuple[str, str], ...] = ()  # bound camera name, its probe status
 
     def release(self, target: Target) -> dict[str, Any]:
         """The manifest `fleet-agent app stage` builds this version from."""
@@ -89,7 +94,9 @@ class DevicePlan:
                 "resume_from": self.resume_from,
                 "platform": self.platform, "send_bytes": self.send_bytes,
                 "send_blobs": len(self.send), "free_bytes": self.free_bytes,
-                "free_after": self.free_after}
+                "free_after": self.free_after,
+                "cameras": [{"name": n, "status": s, "reachable": s == REACHABLE}
+                            for n, s in self.cameras]}
 
 
 def _is_source_uri(value: str) -> bool:
@@ -118,15 +125,19 @@ def blobs_of(files: tuple[dict[str, Any], ...]) -> list[Blob]:
 
 
 def decide_app(info: Info, apps: DeployedApps, blobs: Blobs | None, target: Target,
-               files: tuple[dict[str, Any], ...] | str) -> DevicePlan:
+               files: tuple[dict[str, Any], ...] | str,
+               cameras: Mapping[str, str] | None = None,
+               allow_unreachable: bool = False) -> DevicePlan:
     """The decision (see the module's doc). `files` is `version_files` for the device's
     platform; `blobs` is the device's answer for those files' blobs (None when the
-    platform is refused and nothing was asked)."""
+    platform is refused and nothing was asked); `cameras` the probe status of each bound
+    camera (`fleet.apps.reach`; None when none is bound or nothing was probed)."""
     app = apps.get(target.name)
     base = DevicePlan(state="refused", target=target.version,
                       current=app.committed if app else None,
                       platform=device_platform(info.arch or "") or info.arch,
-                      app_state=app.state if app else "absent")
+                      app_state=app.state if app else "absent",
+                      cameras=tuple(sorted((cameras or {}).items())))
     if isinstance(files, str):
         return _with(base, reason=files)
     try:
@@ -141,6 +152,10 @@ def decide_app(info: Info, apps: DeployedApps, blobs: Blobs | None, target: Targ
     if app is not None and app.state == "done" and app.committed == target.version:
         return _with(base, state="current", reason=f"already runs {target.version}",
                      files=files)
+    dead = [f"{n} ({s})" for n, s in sorted((cameras or {}).items()) if s != REACHABLE]
+    if dead and not allow_unreachable:
+        return _with(base, reason=f"camera-unreachable: {', '.join(dead)}; the device cannot "
+                     "open it: fix the camera or its registry entry, or pass --allow-unreachable")
     assert blobs is not None
     send = tuple((b, blobs.partial.get(b.sha256, 0)) for b in blobs_of(files)
                  if b.sha256 not in blobs.have)

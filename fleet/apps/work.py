@@ -47,6 +47,7 @@ from nornir.core.task import MultiResult, Result, Task
 
 from fleet.agent import Agent, agent_for
 from fleet.apps.decide import Blob, DevicePlan, Target, blobs_of, decide_app, version_files
+from fleet.apps.reach import probe_cameras
 from fleet.apps.source import BlobSource
 from fleet.errors import AgentCallError, FleetError
 from fleet.project import Project
@@ -125,24 +126,28 @@ class AppWork:
     progress: Progress | None = None
     cancelled: set[str] = field(default_factory=set)
     fell_back: dict[str, str] = field(default_factory=dict)  # device -> why it is not redone
+    allow_unreachable: bool = False  # deploy even where a bound camera fails the RTSP probe
     kind = KIND
     gate = None  # `accept` reads what the device reported
 
     @classmethod
     def for_bundle(cls, project: Project, bundle: Path, *, sets: list[str] | None = None,
                    health: dict[str, Any] | None = None, configure: Configure | None = None,
-                   progress: Progress | None = None) -> AppWork:
+                   progress: Progress | None = None,
+                   allow_unreachable: bool = False) -> AppWork:
         """Verify the bundle (signature, every file) into the blob cache, then the work."""
         path = bundle.resolve()
         return cls(project, path, BlobSource.open_bundle(project, path), list(sets or []),
-                   dict(health or {}), configure or registry_config, progress)
+                   dict(health or {}), configure or registry_config, progress,
+                   allow_unreachable=allow_unreachable)
 
     @classmethod
     def from_header(cls, project: Project, header: dict[str, Any],
                     progress: Progress | None = None) -> AppWork:
         return cls.for_bundle(project, Path(str(header["artifact"])),
                               sets=list(header.get("sets") or []),
-                              health=dict(header.get("health") or {}), progress=progress)
+                              health=dict(header.get("health") or {}), progress=progress,
+                              allow_unreachable=bool(header.get("allow_unreachable")))
 
     @property
     def manifest(self) -> AppManifest:
@@ -163,7 +168,7 @@ class AppWork:
     def header(self) -> dict[str, Any]:
         return {"kind": KIND, "artifact": str(self.bundle), "version": self.version,
                 "artifact_name": self.name, "app": self.name, "sets": list(self.sets),
-                "health": dict(self.health)}
+                "health": dict(self.health), "allow_unreachable": self.allow_unreachable}
 
     # the decision ---------------------------------------------------------------
     def target_for(self, host: Host) -> tuple[Target, DeviceConfig]:
@@ -174,14 +179,19 @@ class AppWork:
                       config.refusal()), config
 
     def plan_device(self, task: Task) -> tuple[DevicePlan, Target, DeviceConfig]:
-        """The device's facts and the decision: what `plan` shows and `deploy` acts on."""
+        """The device's facts and the decision: what `plan` shows and `deploy` acts on.
+        Bound cameras are probed from the device (one `rtsp-probe` call; none when no
+        camera is bound or the device is refused before)."""
         agent = agent_for(task)
         info, apps = agent.info(), agent.app_list()
         target, config = self.target_for(task.host)
         files = version_files(target, info.arch or "unknown")
         blobs = None if isinstance(files, str) else \
             agent.blobs_have([b.sha256 for b in blobs_of(files)])
-        return decide_app(info, apps, blobs, target, files), target, config
+        cameras = None if isinstance(files, str) or target.refusal else \
+            probe_cameras(agent, config)
+        return decide_app(info, apps, blobs, target, files, cameras,
+                          self.allow_unreachable), target, config
 
     def decide(self, task: Task) -> Result:
         """Read-only (`fleet app plan`): change, current, refused or offline, with the bytes

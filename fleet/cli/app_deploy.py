@@ -36,6 +36,9 @@ Window = Annotated[float | None, typer.Option(
     "--window", help="seconds each device holds its health gate (device default: 30)")]
 MinFps = Annotated[float | None, typer.Option(
     "--min-fps", help="frames per second every camera must reach (device default: 1)")]
+AllowUnreachable = Annotated[bool, typer.Option(
+    "--allow-unreachable", help="do not refuse a device whose bound camera fails the RTSP "
+    "probe (the plan still shows it)")]
 ACTION = {"change": "deploy", "current": "[cyan]current[/cyan]",
           "offline": "[yellow]offline[/yellow]", "refused": "[red]refused[/red]"}
 
@@ -81,11 +84,14 @@ def plan(ctx: typer.Context, bundle: Bundle, inventory: o.Inventory = None, site
          group: o.Group = None, tag: o.Tag = None, limit: o.Limit = None,
          exclude: Exclude = None, sets: Sets = None, policy_file: r.PolicyFile = None,
          batches: r.Batches = None, canary_tag: r.Canary = None, order: r.Order = None,
-         seed: r.Seed = None, json: o.Json = False) -> None:
+         seed: r.Seed = None, allow_unreachable: AllowUnreachable = False,
+         json: o.Json = False) -> None:
     """Show per device what a deploy would do (change, current or refused); move no byte.
 
     Per device: current -> target, bytes to send after deduplication, free disk after,
-    platform, configuration summary, and the reason of a refusal.
+    platform, configuration summary, each bound camera reachable or not (probed from
+    the device; unreachable refuses it unless --allow-unreachable), and the reason of
+    a refusal.
 
     Exit codes: 0 nothing refused, 1 a device is refused or offline, 2 bad usage.
     """
@@ -96,7 +102,8 @@ def plan(ctx: typer.Context, bundle: Bundle, inventory: o.Inventory = None, site
     a = app_of(ctx)
     with a.guarded():
         policy = policy_for(a.project, policy_file, r.policy_flags(**locals()))
-        work = AppWork.for_bundle(a.project, bundle, sets=sets)
+        work = AppWork.for_bundle(a.project, bundle, sets=sets,
+                                  allow_unreachable=allow_unreachable)
         _, nr = _select(a, inventory, site, group, tag, limit, exclude)
     hosts = list(nr.inventory.hosts.values())
     planned = [[h.name for h in b] for b in batching.plan(hosts, policy, batching.describe_host)]
@@ -116,7 +123,8 @@ def _print_plan(a: CliContext, name: str, version: str, planned: list[list[str]]
                 rows: dict[str, dict[str, Any]]) -> None:
     table = Table(title=f"plan: {name} {version} on {len(rows)} devices", title_justify="left",
                   header_style="bold")
-    for col in ("batch", "device", "now", "action", "send", "free after", "platform", "config"):
+    for col in ("batch", "device", "now", "action", "send", "free after", "platform", "cameras",
+                "config"):
         table.add_column(col, overflow="fold")
     for number, batch in enumerate(planned, start=1):
         table.add_section()
@@ -126,7 +134,7 @@ def _print_plan(a: CliContext, name: str, version: str, planned: list[list[str]]
             table.add_row(str(number), device, str(row.get("current") or "-"),
                           ACTION.get(str(row.get("state")), "?"), _bytes(row.get("send_bytes")),
                           "-" if free is None else _bytes(free), str(row.get("platform") or "-"),
-                          _config(row.get("config")))
+                          _cameras(row.get("cameras")), _config(row.get("config")))
     a.output(table)
     for device, row in sorted(rows.items()):
         if row.get("state") in ("refused", "offline"):
@@ -141,6 +149,15 @@ def _bytes(value: Any) -> str:
             return f"{value} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value = value / 1024  # type: ignore[assignment]
     return str(value)
+
+
+def _cameras(probed: Any) -> str:
+    """`door reachable, yard UNREACHABLE` (names and status only), `-` when none is bound."""
+    if not isinstance(probed, list) or not probed:
+        return "-"
+    return ", ".join(f"{c['name']} " + ("reachable" if c["reachable"] else
+                                       f"[red]unreachable[/red] ({c['status']})")
+                     for c in probed)
 
 
 def _config(summary: Any) -> str:
@@ -159,7 +176,8 @@ def deploy(ctx: typer.Context, bundle: Bundle, inventory: o.Inventory = None,
            offline: r.Offline = None, offline_wait: r.OfflineWait = None,
            device_timeout: r.DeviceTimeout = None, pause_after_batch: r.Pause = None,
            engine: r.Engine = "ssh", bucket: r.Bucket = None, role_arn: r.RoleArn = None,
-           window: Window = None, min_fps: MinFps = None, json: o.Json = False) -> None:
+           window: Window = None, min_fps: MinFps = None,
+           allow_unreachable: AllowUnreachable = False, json: o.Json = False) -> None:
     """Deploy BUNDLE across the selection in batches under the policy (additive).
 
     Other applications are not touched. Runs the plan first: nothing starts while a
@@ -180,7 +198,8 @@ def deploy(ctx: typer.Context, bundle: Bundle, inventory: o.Inventory = None,
             raise UsageError(f"--engine {engine!r} is not ssh or iot-jobs")
         sel, nr = _select(a, inventory, site, group, tag, limit, exclude, policy.concurrency)
         work = AppWork.for_bundle(a.project, bundle, sets=sets,
-                                  health=_health(window, min_fps))
+                                  health=_health(window, min_fps),
+                                  allow_unreachable=allow_unreachable)
         _refuse_if_refused(a, _decide(nr, work), json)
         if engine == "iot-jobs":
             settings = aws_settings(a.project, bucket, role_arn)

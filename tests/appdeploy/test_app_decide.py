@@ -110,3 +110,21 @@ def test_per_device_files_and_cameras_go_into_the_version():
     assert plan.send_bytes == 10 + len(CODE) + 5000 + 2
     uri = Target(manifest(), cameras={"camera_node": ["rtsp://10.0.0.7/s1"], "side": ["yard"]})
     assert decide(target=uri).release(uri)["cameras"] == {"camera_node": "rtsp://10.0.0.7/s1"}
+
+
+def test_an_unreachable_bound_camera_refuses_unless_allowed():
+    target, device = Target(manifest()), info()
+    files = version_files(target, device.arch or "")
+    probed = {"door": "REACHABLE", "yard": "TIMEOUT"}
+    plan = decide_app(device, apps(), blobs(), target, files, probed)
+    assert plan.state == "refused" and plan.reason.startswith("camera-unreachable: yard (TIMEOUT)")
+    assert plan.row()["cameras"] == [{"name": "door", "status": "REACHABLE", "reachable": True},
+                                     {"name": "yard", "status": "TIMEOUT", "reachable": False}]
+    allowed = decide_app(device, apps(), blobs(), target, files, probed, allow_unreachable=True)
+    assert allowed.state == "change"
+    fine = decide_app(device, apps(), blobs(), target, files, {"door": "REACHABLE"})
+    assert fine.state == "change" and fine.cameras == (("door", "REACHABLE"),)
+    # a device already on the target is current, whatever its cameras say
+    done = decide_app(device, apps(state="done", committed="2.0.0"), blobs(), target, files,
+                      probed)
+    assert done.state == "current"

@@ -90,3 +90,72 @@ def test_plan_refuses_a_bundle_for_another_platform(lab, color_app):
     assert app_on(lab, "berlin-02") is None
     bad = run_cli(lab.project.root, "app", "deploy", str(path), "-i", "lab", "--window", "-1")
     assert bad.exit_code == 2 and "--window -1 is not a number >= 0" in bad.stderr, bad
+
+
+@pytest.fixture
+def pair(tmp_path):
+    lab = lab_project(tmp_path, 1, 2)  # berlin-01, berlin-02
+    yield lab
+    lab.down()
+
+
+def _register_cameras(lab, rtsp_server):
+    """berlin-01: the server's password-protected mount; berlin-02: a wrong path and a
+    dead port. All tagged role=entrance, which the plan binds with `-e`."""
+    import socket
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "play"))
+    from opkit import call
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+    user, secret = rtsp_server.username, rtsp_server.password
+    csv = lab.project.root / "cameras.csv"
+    csv.write_text("name,device,rtsp_url,username,password,description,tags\n"
+                   f"cam-ok,berlin-01,{rtsp_server.url('secure')},{user},{secret},,role=entrance\n"
+                   f"cam-path,berlin-02,{rtsp_server.url('nosuch')},,,,role=entrance\n"
+                   f"cam-port,berlin-02,rtsp://127.0.0.1:{dead_port}/test,,,,role=entrance\n")
+    for device in ("berlin-01", "berlin-02"):
+        assert not call(lab, "devices.register", device, contact=False).failed
+    assert not call(lab, "cameras.import", None, csv=str(csv)).failed
+    return secret
+
+
+@pytest.mark.timeout(600)
+def test_plan_probes_bound_cameras_from_the_device_and_refuses_unreachable(pair, color_app,
+                                                                          rtsp_server):
+    lab = pair
+    secret = _register_cameras(lab, rtsp_server)
+    path = bundle(lab, color_app, "1.0.0")
+    bind = ("-e", "camera_node=tag:role=entrance")
+
+    result = run_cli(lab.project.root, "app", "plan", str(path), "-i", "lab", *bind, "--json")
+    assert result.exit_code == 1, result.stdout + result.stderr
+    rows = {d["name"]: d for d in json.loads(result.stdout)["devices"]}
+    assert rows["berlin-01"]["state"] == "change", rows["berlin-01"]
+    assert rows["berlin-01"]["cameras"] == [
+        {"name": "cam-ok", "status": "REACHABLE", "reachable": True}]
+    assert rows["berlin-02"]["state"] == "refused"
+    assert rows["berlin-02"]["reason"].startswith(
+        "camera-unreachable: cam-path (NOT_FOUND), cam-port (UNREACHABLE)"), rows["berlin-02"]
+    assert [c["reachable"] for c in rows["berlin-02"]["cameras"]] == [False, False]
+    for text in (secret, "rtsp://", str(rtsp_server.port)):  # names and status only
+        assert text not in result.stdout + result.stderr, text
+
+    # the table shows the same; --allow-unreachable plans the change anyway
+    table = run_cli(lab.project.root, "app", "plan", str(path), "-i", "lab", *bind,
+                    "--allow-unreachable")
+    assert table.exit_code == 0, table.stdout + table.stderr
+    assert "cam-ok reachable" in table.stdout and "cam-port unreachable" in table.stdout
+    assert secret not in table.stdout + table.stderr
+
+    # deploy runs the same decision: refused before any byte moves
+    refused = run_cli(lab.project.root, "app", "deploy", str(path), "-i", "lab", *bind,
+                      "--limit", "berlin-02", "--json")
+    assert refused.exit_code == 1, refused.stdout + refused.stderr
+    reason = json.loads(refused.stdout)["refused"][0]["reason"]
+    assert reason.startswith("camera-unreachable: cam-path"), reason
+    assert app_on(lab, "berlin-02") is None
