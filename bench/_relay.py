@@ -62,6 +62,7 @@ class Relays:
             self.ports[target] = server.sockets[0].getsockname()[1]
         ready.set()
         self._loop.run_forever()
+        self._loop.set_exception_handler(lambda loop, context: None)  # closing: no noise
         pending = asyncio.all_tasks(self._loop)  # connections still open: end them quietly
         for task in pending:
             task.cancel()

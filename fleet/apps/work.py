@@ -97,9 +97,13 @@ def graph_defaults(project: Project, host: Host, bundle: Path, sets: list[str]) 
 
 
 def registry_config(project: Project, host: Host, bundle: Path, sets: list[str]) -> DeviceConfig:
-    """The device's layered configuration, cameras bound from the registry (fleet.apps.config)."""
+    """The device's layered configuration, cameras bound from the registry (fleet.apps.config),
+    when the deploy configures anything (``-e`` or the inventory's ``apps`` data); a deploy
+    that configures nothing keeps the graph's defaults (interim, see docs/app-fleet.md)."""
     from fleet.apps.config import configure
 
+    if not sets and not host.get("apps"):
+        return GraphDefaults()
     return configure(project, host, bundle, sets)
 
 
