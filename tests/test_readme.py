@@ -31,7 +31,7 @@ README = ROOT / "README.md"
 SKIP_MARK = "<!-- not run by tests/test_readme.py"
 EXPECT = re.compile(r"#.*\bexits (\d+)\s*$")
 # What a fresh clone holds that the tour uses: the template, and the examples without models.
-TEMPLATE = ("firmware", "inventories/example", "runtime/examples")
+TEMPLATE = ("firmware", "inventories/example", "runtime/examples", "playbooks")
 FAILED = 97  # the script's own exit code for "a command did not exit as the README says"
 
 
