@@ -130,5 +130,15 @@ def test_good_version_commits_then_crashing_one_fails_and_rolls_back(
         assert (status["state"], status["committed"], status["current"]) == \
             ("rolled-back", "1.0.0", "1.0.0")
         wait_for("the runtime back on 1.0.0", lambda: runtime_at(layout, "1.0.0"), 300)
+
+        moves = flow.read(layout, NAME)["steps"]
+        offer_again(service, "app-2")  # the failed job again: its answer, not a second try
+        wait_for("the re-offered job's answer", lambda: [
+            m for t, m in service.updates.messages
+            if t.endswith("/app-2/update") and m["status"] == "FAILED"][1:], 300)
+        again = [m for t, m in service.updates.messages
+                 if t.endswith("/app-2/update") and m["status"] == "FAILED"][1]
+        assert again["statusDetails"]["reason"] == details["reason"]
+        assert flow.read(layout, NAME)["steps"] == moves  # 2.0.0 was not staged twice
     finally:
         supervise.stop_supervisor(layout, NAME)

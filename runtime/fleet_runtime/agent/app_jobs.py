@@ -60,8 +60,10 @@ def run(layout: Layout, job_id: str, doc: dict[str, Any], report: Report) -> dic
         return _run(layout, job_id, doc, report)
     except AppJobFailed as exc:
         return {"step": exc.step, "code": exc.code, "reason": exc.message[:900]}
-    except AgentError as exc:
+    except (AgentError, BlobError) as exc:
         return {"step": "deploy", "code": exc.code, "reason": exc.message[:900]}
+    except OSError as exc:  # the disk, or the supervisor that would not start
+        return {"step": "deploy", "code": "io-error", "reason": f"{exc}"[:900]}
 
 
 def _run(layout: Layout, job_id: str, doc: dict[str, Any], report: Report) -> dict[str, str]:
