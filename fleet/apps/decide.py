@@ -14,7 +14,7 @@ the refusal reads ``camera-unreachable: NAME (STATUS)``), disk. With
 ``engine="iot-jobs"`` one shared job document carries the bundle to every device,
 so a device whose configuration needs its own files (node overrides, registry
 camera bindings and their sealed credentials) is refused after the configuration
-check: ``per-device-config: ...; deploy over ssh``.
+check: ``per-device-config: ...; deploy over ssh`` (`per_device_needs`).
 
 >>> plan = decide_app(info, apps, blobs, target)    # doctest: +SKIP
 >>> plan.state, plan.send_bytes                      # doctest: +SKIP
@@ -24,7 +24,6 @@ check: ``per-device-config: ...; deploy over ssh``.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +51,7 @@ class Target:
     cameras: dict[str, list[str]] = field(default_factory=dict)
     health: dict[str, Any] = field(default_factory=dict)
     refusal: str | None = None  # the configuration's own refusal (A2's checks)
+    set_nodes: tuple[str, ...] = ()  # parameters a layer above the graph sets (override.json)
 
     @property
     def name(self) -> str:
@@ -185,25 +185,17 @@ def decide_app(info: Info, apps: DeployedApps, blobs: Blobs | None, target: Targ
 def per_device_needs(target: Target) -> str | None:
     """What of the device's configuration one shared job document cannot carry, or None.
 
-    An ``override.json`` with neither node values nor node overrides only repeats the
-    bundle's routes, which the bundle's own files already give the device."""
+    Parameters set above the graph need the device's ``override.json``; registry camera
+    bindings need it and the sealed credentials. An ``override.json`` holding only the
+    graph's own values and routes repeats what the bundle's files give the device."""
     needs = []
     bound = sorted(node for node, values in target.cameras.items()
                    if values and not all(_is_source_uri(v) for v in values))
     if bound:
         needs.append(f"camera bindings ({', '.join(bound)})")
-    for path, data in sorted(target.config_files.items()):
-        if _has_overrides(data):
-            needs.append(f"node overrides ({path})")
+    if target.set_nodes:
+        needs.append(f"node settings ({', '.join(sorted(target.set_nodes))})")
     return " and ".join(needs) or None
-
-
-def _has_overrides(data: bytes) -> bool:
-    try:
-        doc = json.loads(data).get("nodeGraphOverrides") or {}
-    except (ValueError, AttributeError):
-        return True  # not an override we know: it is per-device content all the same
-    return bool(doc.get("nodes") or doc.get("nodeOverrides"))
 
 
 def _with(plan: DevicePlan, **changes: Any) -> DevicePlan:

@@ -182,8 +182,10 @@ class AppWork:
         config = self.configure(self.project, host, self.bundle, list(self.sets))
         for data in config.files().values():  # per-device files travel as blobs too
             self.source.add(data)
+        params = config.summary().get("parameters") or {}
+        set_nodes = tuple(sorted(n for n, p in params.items() if p.get("layer") != "graph"))
         return Target(self.manifest, config.files(), config.cameras(), dict(self.health),
-                      config.refusal()), config
+                      config.refusal(), set_nodes), config
 
     def plan_device(self, task: Task) -> tuple[DevicePlan, Target, DeviceConfig]:
         """The device's facts and the decision: what `plan` shows and `deploy` acts on.

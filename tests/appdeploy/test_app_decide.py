@@ -132,13 +132,12 @@ def test_an_unreachable_bound_camera_refuses_unless_allowed():
 
 
 def test_iot_jobs_refuses_a_device_whose_configuration_needs_its_own_files():
-    """One shared job document carries the bundle: node overrides and registry camera
-    bindings (with their sealed credentials) cannot ride in it; stream URIs can."""
-    override = json.dumps({"nodeGraphOverrides": {"nodes": [
-        {"name": "label__value", "interface": "string", "value": "night"}],
+    """One shared job document carries the bundle: parameters set above the graph and
+    registry camera bindings (with their sealed credentials) cannot ride in it; the graph's
+    own values and stream URIs can."""
+    defaults = json.dumps({"nodeGraphOverrides": {"nodes": [
+        {"name": "label__value", "interface": "string", "value": "default"}],
         "nodeOverrides": [{"replace": "label", "with": [{"name": "label__value"}]}]}}).encode()
-    routes_only = json.dumps({"nodeGraphOverrides": {"nodes": [], "nodeOverrides": [],
-                                                     "networkRoutingRules": []}}).encode()
     device = info()
 
     def by_jobs(target):
@@ -146,16 +145,17 @@ def test_iot_jobs_refuses_a_device_whose_configuration_needs_its_own_files():
         return decide_app(device, apps(), blobs(), target, files, engine="iot-jobs",
                           device="berlin-01")
 
-    bound = Target(manifest(), config_files={"override.json": routes_only},
+    bound = Target(manifest(), config_files={"override.json": defaults},
                    cameras={"camera_node": ["door"]})
     plan = by_jobs(bound)
     assert plan.state == "refused"
     assert plan.reason == ("per-device-config: iot-jobs cannot carry berlin-01's camera "
                            "bindings (camera_node); deploy over ssh")
     assert decide(target=bound).state == "change"  # over ssh the same device is fine
-    values = Target(manifest(), config_files={"override.json": override})
-    assert by_jobs(values).reason == ("per-device-config: iot-jobs cannot carry berlin-01's "
-                                      "node overrides (override.json); deploy over ssh")
-    shared = Target(manifest(), config_files={"override.json": routes_only},
+    night = Target(manifest(), config_files={"override.json": defaults},
+                   set_nodes=("label", "draw"))
+    assert by_jobs(night).reason == ("per-device-config: iot-jobs cannot carry berlin-01's "
+                                     "node settings (draw, label); deploy over ssh")
+    shared = Target(manifest(), config_files={"override.json": defaults},
                     cameras={"camera_node": ["synthetic:colors"]})
     assert by_jobs(shared).state == "change"
