@@ -49,6 +49,7 @@ from fleet.rollout.report import (
 )
 
 STEPS = ["download", "install", "activate", "reboot", "commit"]
+APP_STEPS = ["download", "stage", "activate", "health", "commit"]  # runtime agent/app_jobs.py
 PRESIGN_EXPIRY_S = 3600 * 24
 EXECUTION_OUTCOME = {
     "QUEUED": PENDING, "IN_PROGRESS": IN_FLIGHT, "SUCCEEDED": SUCCEEDED,
@@ -122,7 +123,8 @@ def job_document(url: str, *, version: str, sha256: str, size: int, name: str,
     """What a device's jobs handler reads (runtime jobs.py is its only reader); the
     operation names the work kind (``fleet-ota``, ``fleet-app``). `release` holds the
     fields every device shares (an app's health thresholds and camera URIs)."""
-    doc = {"operation": f"fleet-{kind}", "version": version, "steps": STEPS,
+    doc = {"operation": f"fleet-{kind}", "version": version,
+           "steps": APP_STEPS if kind == "app" else STEPS,
            "bundle": {"url": url, "sha256": sha256, "size": size, "name": name}}
     if release is not None:
         doc["release"] = dict(release)

@@ -189,6 +189,7 @@ def test_any_work_kind_is_handed_to_iot_jobs_and_read_back(aws, tmp_path):
     assert document["operation"] == "fleet-app" and document["version"] == "2.0.0"
     # what every device shares rides in the document (the device builds its release from it)
     assert document["release"] == AppWork(package).job_release()
+    assert document["steps"] == ["download", "stage", "activate", "health", "commit"]
     assert report.counts() == {"pending": 2}
     journaled = engine.status(project, report.id)
     assert journaled.header["kind"] == "app" and journaled.header["engine"] == "iot-jobs"
