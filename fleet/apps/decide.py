@@ -10,7 +10,11 @@ after. `fleet app plan` shows it; the deploy task acts on the same value, so
 the two cannot disagree. Order of the checks: platform, runtime version,
 configuration, another deploy of this app in flight, already current, cameras
 (every bound camera answered the device's RTSP probe, unless `allow_unreachable`:
-the refusal reads ``camera-unreachable: NAME (STATUS)``), disk.
+the refusal reads ``camera-unreachable: NAME (STATUS)``), disk. With
+``engine="iot-jobs"`` one shared job document carries the bundle to every device,
+so a device whose configuration needs its own files (node overrides, registry
+camera bindings and their sealed credentials) is refused after the configuration
+check: ``per-device-config: ...; deploy over ssh`` (`per_device_needs`).
 
 >>> plan = decide_app(info, apps, blobs, target)    # doctest: +SKIP
 >>> plan.state, plan.send_bytes                      # doctest: +SKIP
@@ -47,6 +51,7 @@ class Target:
     cameras: dict[str, list[str]] = field(default_factory=dict)
     health: dict[str, Any] = field(default_factory=dict)
     refusal: str | None = None  # the configuration's own refusal (A2's checks)
+    set_nodes: tuple[str, ...] = ()  # parameters a layer above the graph sets (override.json)
 
     @property
     def name(self) -> str:
@@ -127,11 +132,13 @@ def blobs_of(files: tuple[dict[str, Any], ...]) -> list[Blob]:
 def decide_app(info: Info, apps: DeployedApps, blobs: Blobs | None, target: Target,
                files: tuple[dict[str, Any], ...] | str,
                cameras: Mapping[str, str] | None = None,
-               allow_unreachable: bool = False) -> DevicePlan:
+               allow_unreachable: bool = False, engine: str = "ssh",
+               device: str = "the device") -> DevicePlan:
     """The decision (see the module's doc). `files` is `version_files` for the device's
     platform; `blobs` is the device's answer for those files' blobs (None when the
     platform is refused and nothing was asked); `cameras` the probe status of each bound
-    camera (`fleet.apps.reach`; None when none is bound or nothing was probed)."""
+    camera (`fleet.apps.reach`; None when none is bound or nothing was probed); `engine`
+    the rollout engine (``ssh`` or ``iot-jobs``), `device` its name for the reasons."""
     app = apps.get(target.name)
     base = DevicePlan(state="refused", target=target.version,
                       current=app.committed if app else None,
@@ -146,6 +153,10 @@ def decide_app(info: Info, apps: DeployedApps, blobs: Blobs | None, target: Targ
         return _with(base, reason=exc.message)
     if target.refusal:
         return _with(base, reason=target.refusal)
+    needs = per_device_needs(target) if engine == "iot-jobs" else None
+    if needs:
+        return _with(base, reason=f"per-device-config: iot-jobs cannot carry {device}'s "
+                     f"{needs}; deploy over ssh")
     if app is not None and app.state in APP_BUSY and app.target not in (None, target.version):
         return _with(base, reason=f"a deploy of {target.name} {app.target} is in progress "
                      f"there ({app.state}); let it finish, or `fleet app rollback`")
@@ -169,6 +180,22 @@ def decide_app(info: Info, apps: DeployedApps, blobs: Blobs | None, target: Targ
                      reason=f"too little disk: {need} bytes to send + {blobs.reserve_bytes} "
                      f"reserve, {blobs.free_bytes} free; free space (`fleet app remove`) first")
     return plan
+
+
+def per_device_needs(target: Target) -> str | None:
+    """What of the device's configuration one shared job document cannot carry, or None.
+
+    Parameters set above the graph need the device's ``override.json``; registry camera
+    bindings need it and the sealed credentials. An ``override.json`` holding only the
+    graph's own values and routes repeats what the bundle's files give the device."""
+    needs = []
+    bound = sorted(node for node, values in target.cameras.items()
+                   if values and not all(_is_source_uri(v) for v in values))
+    if bound:
+        needs.append(f"camera bindings ({', '.join(bound)})")
+    if target.set_nodes:
+        needs.append(f"node settings ({', '.join(sorted(target.set_nodes))})")
+    return " and ".join(needs) or None
 
 
 def _with(plan: DevicePlan, **changes: Any) -> DevicePlan:

@@ -31,6 +31,7 @@ the registry); `graph_defaults` takes the graph's own values only.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -49,7 +50,7 @@ from fleet.agent import Agent, agent_for
 from fleet.apps.decide import Blob, DevicePlan, Target, blobs_of, decide_app, version_files
 from fleet.apps.reach import probe_cameras
 from fleet.apps.source import BlobSource
-from fleet.errors import AgentCallError, FleetError
+from fleet.errors import AgentCallError, FleetError, UsageError
 from fleet.project import Project
 from fleet.rollout.work import Progress
 from fleet.transport import CONNECTION_NAME
@@ -131,6 +132,8 @@ class AppWork:
     cancelled: set[str] = field(default_factory=set)
     fell_back: dict[str, str] = field(default_factory=dict)  # device -> why it is not redone
     allow_unreachable: bool = False  # deploy even where a bound camera fails the RTSP probe
+    engine: str = "ssh"  # iot-jobs: one shared job document, no per-device files
+    uri_cameras: dict[str, dict[str, str]] = field(default_factory=dict)  # device -> node: URI
     kind = KIND
     gate = None  # `accept` reads what the device reported
 
@@ -138,12 +141,12 @@ class AppWork:
     def for_bundle(cls, project: Project, bundle: Path, *, sets: list[str] | None = None,
                    health: dict[str, Any] | None = None, configure: Configure | None = None,
                    progress: Progress | None = None,
-                   allow_unreachable: bool = False) -> AppWork:
+                   allow_unreachable: bool = False, engine: str = "ssh") -> AppWork:
         """Verify the bundle (signature, every file) into the blob cache, then the work."""
         path = bundle.resolve()
         return cls(project, path, BlobSource.open_bundle(project, path), list(sets or []),
                    dict(health or {}), configure or registry_config, progress,
-                   allow_unreachable=allow_unreachable)
+                   allow_unreachable=allow_unreachable, engine=engine)
 
     @classmethod
     def from_header(cls, project: Project, header: dict[str, Any],
@@ -179,8 +182,10 @@ class AppWork:
         config = self.configure(self.project, host, self.bundle, list(self.sets))
         for data in config.files().values():  # per-device files travel as blobs too
             self.source.add(data)
+        params = config.summary().get("parameters") or {}
+        set_nodes = tuple(sorted(n for n, p in params.items() if p.get("layer") != "graph"))
         return Target(self.manifest, config.files(), config.cameras(), dict(self.health),
-                      config.refusal()), config
+                      config.refusal(), set_nodes), config
 
     def plan_device(self, task: Task) -> tuple[DevicePlan, Target, DeviceConfig]:
         """The device's facts and the decision: what `plan` shows and `deploy` acts on.
@@ -194,8 +199,23 @@ class AppWork:
             agent.blobs_have([b.sha256 for b in blobs_of(files)])
         cameras = None if isinstance(files, str) or target.refusal else \
             probe_cameras(agent, config)
-        return decide_app(info, apps, blobs, target, files, cameras,
-                          self.allow_unreachable), target, config
+        plan = decide_app(info, apps, blobs, target, files, cameras, self.allow_unreachable,
+                          engine=self.engine, device=task.host.name)
+        self.uri_cameras[task.host.name] = plan.release(target).get("cameras") or {}
+        return plan, target, config
+
+    def job_release(self) -> dict[str, Any]:
+        """The release fields one IoT job document carries to every device: the health
+        thresholds and the camera source URIs (planned devices must agree on them)."""
+        shared: dict[str, Any] = {"health": dict(self.health)}
+        uris = {json.dumps(c, sort_keys=True) for c in self.uri_cameras.values()}
+        if len(uris) > 1:
+            raise UsageError("per-device-config: the devices' camera URIs differ and iot-jobs "
+                             "sends one job document to all; deploy over ssh, or bind the "
+                             "same URIs for every selected device")
+        if uris:
+            shared["cameras"] = json.loads(uris.pop())
+        return shared
 
     def decide(self, task: Task) -> Result:
         """Read-only (`fleet app plan`): change, current, refused or offline, with the bytes

@@ -85,7 +85,7 @@ def plan(ctx: typer.Context, bundle: Bundle, inventory: o.Inventory = None, site
          exclude: Exclude = None, sets: Sets = None, policy_file: r.PolicyFile = None,
          batches: r.Batches = None, canary_tag: r.Canary = None, order: r.Order = None,
          seed: r.Seed = None, allow_unreachable: AllowUnreachable = False,
-         json: o.Json = False) -> None:
+         engine: r.Engine = "ssh", json: o.Json = False) -> None:
     """Show per device what a deploy would do (change, current or refused); move no byte.
 
     Per device: current -> target, bytes to send after deduplication, free disk after,
@@ -102,8 +102,9 @@ def plan(ctx: typer.Context, bundle: Bundle, inventory: o.Inventory = None, site
     a = app_of(ctx)
     with a.guarded():
         policy = policy_for(a.project, policy_file, r.policy_flags(**locals()))
+        _check_engine(engine)
         work = AppWork.for_bundle(a.project, bundle, sets=sets,
-                                  allow_unreachable=allow_unreachable)
+                                  allow_unreachable=allow_unreachable, engine=engine)
         _, nr = _select(a, inventory, site, group, tag, limit, exclude)
     hosts = list(nr.inventory.hosts.values())
     planned = [[h.name for h in b] for b in batching.plan(hosts, policy, batching.describe_host)]
@@ -194,12 +195,11 @@ def deploy(ctx: typer.Context, bundle: Bundle, inventory: o.Inventory = None,
     a = app_of(ctx)
     with a.guarded():
         policy = policy_for(a.project, policy_file, r.policy_flags(**locals()))
-        if engine not in ("ssh", "iot-jobs"):
-            raise UsageError(f"--engine {engine!r} is not ssh or iot-jobs")
+        _check_engine(engine)
         sel, nr = _select(a, inventory, site, group, tag, limit, exclude, policy.concurrency)
         work = AppWork.for_bundle(a.project, bundle, sets=sets,
                                   health=_health(window, min_fps),
-                                  allow_unreachable=allow_unreachable)
+                                  allow_unreachable=allow_unreachable, engine=engine)
         _refuse_if_refused(a, _decide(nr, work), json)
         if engine == "iot-jobs":
             settings = aws_settings(a.project, bucket, role_arn)
@@ -213,6 +213,11 @@ def deploy(ctx: typer.Context, bundle: Bundle, inventory: o.Inventory = None,
                                                      "exclude": list(exclude or [])},
                                           sinks=[view])
     finish(a, report, json)
+
+
+def _check_engine(engine: str) -> None:
+    if engine not in ("ssh", "iot-jobs"):
+        raise UsageError(f"--engine {engine!r} is not ssh or iot-jobs")
 
 
 def _health(window: float | None, min_fps: float | None) -> dict[str, float]:

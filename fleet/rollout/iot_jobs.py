@@ -49,6 +49,7 @@ from fleet.rollout.report import (
 )
 
 STEPS = ["download", "install", "activate", "reboot", "commit"]
+APP_STEPS = ["download", "stage", "activate", "health", "commit"]  # runtime agent/app_jobs.py
 PRESIGN_EXPIRY_S = 3600 * 24
 EXECUTION_OUTCOME = {
     "QUEUED": PENDING, "IN_PROGRESS": IN_FLIGHT, "SUCCEEDED": SUCCEEDED,
@@ -118,11 +119,16 @@ def translate(policy: Policy, total: int) -> Translation:
 
 
 def job_document(url: str, *, version: str, sha256: str, size: int, name: str,
-                 kind: str = "ota") -> dict[str, Any]:
+                 kind: str = "ota", release: dict[str, Any] | None = None) -> dict[str, Any]:
     """What a device's jobs handler reads (runtime jobs.py is its only reader); the
-    operation names the work kind (``fleet-ota``)."""
-    return {"operation": f"fleet-{kind}", "version": version, "steps": STEPS,
-            "bundle": {"url": url, "sha256": sha256, "size": size, "name": name}}
+    operation names the work kind (``fleet-ota``, ``fleet-app``). `release` holds the
+    fields every device shares (an app's health thresholds and camera URIs)."""
+    doc = {"operation": f"fleet-{kind}", "version": version,
+           "steps": APP_STEPS if kind == "app" else STEPS,
+           "bundle": {"url": url, "sha256": sha256, "size": size, "name": name}}
+    if release is not None:
+        doc["release"] = dict(release)
+    return doc
 
 
 @dataclass(frozen=True)
@@ -182,14 +188,15 @@ class IotJobs:
 
     def create(self, job_id: str, bundle: Path, version: str, policy: Policy,
                things: list[str], sites: dict[str, list[str]] | None = None,
-               kind: str = "ota") -> dict[str, Any]:
+               kind: str = "ota", release: dict[str, Any] | None = None) -> dict[str, Any]:
         """Upload, then CreateJob for a rollout of work `kind`; returns what the journal
         keeps about it."""
         self._check_things(things)
         key, digest = self.upload(bundle)
         url, presign = self.bundle_url(key)
         document = job_document(url, version=version, sha256=digest,
-                                size=bundle.stat().st_size, name=bundle.name, kind=kind)
+                                size=bundle.stat().st_size, name=bundle.name, kind=kind,
+                                release=release)
         extra = {"presignedUrlConfig": presign} if presign else {}
         answer = self.iot.create_job(
             jobId=job_id, targets=self.targets(things, sites), document=json.dumps(document),

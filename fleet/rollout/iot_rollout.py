@@ -44,10 +44,13 @@ def start(project: Project, nr: Nornir, work: Work, policy: Policy, sel: inv.Sel
     things = [h.name for h in hosts]
     header = {**work.header(), **settings, "policy": policy.to_dict(), "engine": ENGINE,
               "selection": selection_dict(sel)}
+    shared = getattr(work, "job_release", None)  # an app's shared release fields
+    release = shared() if callable(shared) else None
     journal = Journal.create(project, header=header, devices=things)
     try:
         made = jobs(settings).create(journal.id, work.artifact, work.version, policy, things,
-                                     whole_sites(project, sel, hosts), kind=work.kind)
+                                     whole_sites(project, sel, hosts), kind=work.kind,
+                                     release=release)
     except Exception as exc:
         journal.append({"event": "run_finished", "status": "aborted",
                         "reason": f"CreateJob failed: {exc}"})

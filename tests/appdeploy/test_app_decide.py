@@ -4,6 +4,7 @@ one row per device state, each with what plan shows and what deploy then does.""
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 from fleet_runtime.appbundle import AppManifest
@@ -128,3 +129,33 @@ def test_an_unreachable_bound_camera_refuses_unless_allowed():
     done = decide_app(device, apps(state="done", committed="2.0.0"), blobs(), target, files,
                       probed)
     assert done.state == "current"
+
+
+def test_iot_jobs_refuses_a_device_whose_configuration_needs_its_own_files():
+    """One shared job document carries the bundle: parameters set above the graph and
+    registry camera bindings (with their sealed credentials) cannot ride in it; the graph's
+    own values and stream URIs can."""
+    defaults = json.dumps({"nodeGraphOverrides": {"nodes": [
+        {"name": "label__value", "interface": "string", "value": "default"}],
+        "nodeOverrides": [{"replace": "label", "with": [{"name": "label__value"}]}]}}).encode()
+    device = info()
+
+    def by_jobs(target):
+        files = version_files(target, device.arch or "")
+        return decide_app(device, apps(), blobs(), target, files, engine="iot-jobs",
+                          device="berlin-01")
+
+    bound = Target(manifest(), config_files={"override.json": defaults},
+                   cameras={"camera_node": ["door"]})
+    plan = by_jobs(bound)
+    assert plan.state == "refused"
+    assert plan.reason == ("per-device-config: iot-jobs cannot carry berlin-01's camera "
+                           "bindings (camera_node); deploy over ssh")
+    assert decide(target=bound).state == "change"  # over ssh the same device is fine
+    night = Target(manifest(), config_files={"override.json": defaults},
+                   set_nodes=("label", "draw"))
+    assert by_jobs(night).reason == ("per-device-config: iot-jobs cannot carry berlin-01's "
+                                     "node settings (draw, label); deploy over ssh")
+    shared = Target(manifest(), config_files={"override.json": defaults},
+                    cameras={"camera_node": ["synthetic:colors"]})
+    assert by_jobs(shared).state == "change"

@@ -159,3 +159,36 @@ def test_plan_probes_bound_cameras_from_the_device_and_refuses_unreachable(pair,
     reason = json.loads(refused.stdout)["refused"][0]["reason"]
     assert reason.startswith("camera-unreachable: cam-path"), reason
     assert app_on(lab, "berlin-02") is None
+
+
+@pytest.mark.timeout(600)
+def test_plan_for_iot_jobs_refuses_registry_camera_bindings(pair, color_app, rtsp_server):
+    """One shared job document cannot carry a device's sealed camera credentials: plan and
+    deploy with --engine iot-jobs refuse the device (over ssh it would be a change); without
+    per-device configuration the plan is the same as over ssh."""
+    lab = pair
+    _register_cameras(lab, rtsp_server)
+    path = bundle(lab, color_app, "1.0.0")
+    bind = ("-e", "camera_node=tag:role=entrance", "--limit", "berlin-01")
+
+    result = run_cli(lab.project.root, "app", "plan", str(path), "-i", "lab", *bind,
+                     "--engine", "iot-jobs", "--json")
+    assert result.exit_code == 1, result.stdout + result.stderr
+    row = json.loads(result.stdout)["devices"][0]
+    assert (row["name"], row["state"]) == ("berlin-01", "refused"), row
+    assert row["reason"] == ("per-device-config: iot-jobs cannot carry berlin-01's camera "
+                             "bindings (camera_node); deploy over ssh")
+    over_ssh = run_cli(lab.project.root, "app", "plan", str(path), "-i", "lab", *bind, "--json")
+    assert json.loads(over_ssh.stdout)["devices"][0]["state"] == "change", over_ssh.stdout
+
+    refused = run_cli(lab.project.root, "app", "deploy", str(path), "-i", "lab", *bind,
+                      "--engine", "iot-jobs", "--json")
+    assert refused.exit_code == 1, refused.stdout + refused.stderr
+    assert json.loads(refused.stdout)["refused"][0]["reason"].startswith("per-device-config:")
+    assert app_on(lab, "berlin-01") is None
+
+    # without per-device configuration the job can carry it: the same plan as over ssh
+    plans = [[(d["name"], d["state"], d["reason"]) for d in json.loads(run_cli(
+        lab.project.root, "app", "plan", str(path), "-i", "lab", *engine, "--json").stdout)[
+        "devices"]] for engine in ((), ("--engine", "iot-jobs"))]
+    assert plans[0] == plans[1] and {state for _, state, _ in plans[1]} == {"change"}, plans

@@ -168,6 +168,9 @@ class AppWork:
     def header(self):
         return {"kind": self.kind, "artifact": str(self.artifact), "version": self.version}
 
+    def job_release(self):
+        return {"health": {"window_s": 5.0}, "cameras": {"camera_node": "synthetic:64x48@10"}}
+
 
 def test_any_work_kind_is_handed_to_iot_jobs_and_read_back(aws, tmp_path):
     """Start, status and abort of an IoT Jobs rollout need no OTA: the job document names the
@@ -184,9 +187,27 @@ def test_any_work_kind_is_handed_to_iot_jobs_and_read_back(aws, tmp_path):
                                      Selection(limit=("berlin-01", "berlin-02")), settings)
     document = json.loads(aws.get_job_document(jobId=made["job_id"])["document"])
     assert document["operation"] == "fleet-app" and document["version"] == "2.0.0"
+    # what every device shares rides in the document (the device builds its release from it)
+    assert document["release"] == AppWork(package).job_release()
+    assert document["steps"] == ["download", "stage", "activate", "health", "commit"]
     assert report.counts() == {"pending": 2}
     journaled = engine.status(project, report.id)
     assert journaled.header["kind"] == "app" and journaled.header["engine"] == "iot-jobs"
     assert iot_rollout.status(journaled).counts() == {"pending": 2}
     assert iot_rollout.abort(journaled, "change freeze").status == "aborted"
 
+
+
+def test_app_devices_that_disagree_on_camera_uris_cannot_share_one_job(tmp_path):
+    from fleet.apps.work import AppWork as RealWork
+    from fleet.errors import UsageError
+
+    work = RealWork(Project.locate(tmp_path), tmp_path / "a.appbundle", None,
+                    health={"min_fps": 2.0})
+    work.uri_cameras = {"berlin-01": {"camera_node": "rtsp://10.0.0.7/s"},
+                        "berlin-02": {"camera_node": "rtsp://10.0.0.7/s"}}
+    assert work.job_release() == {"health": {"min_fps": 2.0},
+                                  "cameras": {"camera_node": "rtsp://10.0.0.7/s"}}
+    work.uri_cameras["berlin-02"] = {"camera_node": "rtsp://10.0.0.8/s"}
+    with pytest.raises(UsageError, match="per-device-config: the devices' camera URIs differ"):
+        work.job_release()

@@ -17,7 +17,8 @@ size. The handler fires ``download`` into the device-side update flow
 to its end: download, verify (hash), install (the bundle's own signature and
 hashes checked while streaming), activate, reboot, the gate (self-test, then
 the agent's health verdict with the fleet's thresholds from ``mqtt.json``), and
-commit, or roll back. The job succeeds only when the flow is ``done``; a failed
+commit, or roll back. A ``fleet-app`` job (``fleet app deploy --engine iot-jobs``)
+goes to ``app_jobs.py``: the same app flow as a push deploy, then the job's result. The job succeeds only when the flow is ``done``; a failed
 gate rolls back and fails the job with the reason. The flow is persisted, so a
 handler killed anywhere, or a real reboot, resumes it from its state when the
 job is offered again (its execution is then IN_PROGRESS). ``statusDetails``
@@ -32,6 +33,7 @@ import time
 from typing import Any
 
 from fleet_runtime import flow, slots
+from fleet_runtime.agent import app_jobs
 from fleet_runtime.agent.ota import install_lock
 from fleet_runtime.agent.protocol import AgentError
 from fleet_runtime.layout import Layout, read_json
@@ -104,6 +106,11 @@ class JobsHandler:
     def execute(self, execution: dict[str, Any]) -> dict[str, Any]:
         job_id = str(execution["jobId"])
         document = execution.get("jobDocument") or {}
+        if document.get("operation") == app_jobs.OPERATION:
+            details = app_jobs.run(self.layout, job_id, document, self.update)
+            status = "FAILED" if "code" in details else "SUCCEEDED"
+            self.update(job_id, status, details)
+            return {"jobId": job_id, "status": status, **details}
         try:
             with install_lock(self.layout, exclusive=True, wait_s=30.0):
                 details = self._steps(job_id, document)
@@ -120,7 +127,8 @@ class JobsHandler:
     def _steps(self, job_id: str, doc: dict[str, Any]) -> dict[str, str]:
         if doc.get("operation") != OPERATION:
             raise JobFailed("accept", "unknown-operation",
-                            f"job document operation {doc.get('operation')!r} is not {OPERATION}")
+                            f"job document operation {doc.get('operation')!r} is not "
+                            f"{OPERATION} or {app_jobs.OPERATION}")
         target = str(doc.get("version", ""))
         ctx = self._context(job_id)
         current = flow.read(self.layout)
