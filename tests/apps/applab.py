@@ -41,7 +41,7 @@ from rtsp_server import RtspServer, rtsp_available, start_rtsp_server  # noqa: E
 from fleet.lab import Lab  # noqa: E402
 
 SIZE_ENV = "EDGEFLEET_APP_FLEET"
-DEFAULT_SIZE = 6
+DEFAULT_SIZE = 3
 APP = "face_blur"
 CAMERA_FPS = 2
 CAMERA_TAG = "tag:app=face_blur"

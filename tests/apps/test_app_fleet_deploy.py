@@ -8,7 +8,7 @@ deploy, then ``fleet app resume``: every device ends on the target, none staged
 twice (from the journal). The seed comes from EDGEFLEET_CRASH_SEED (random when
 unset, printed); EDGEFLEET_APP_KILLS sets the number of kills (3).
 
-Default size 6 devices; the must-show's 30 with ``EDGEFLEET_APP_FLEET=30``
+Default size 3 devices (CI time); the must-show's 30 with ``EDGEFLEET_APP_FLEET=30``
 (see tests/apps/applab.py).
 """
 
