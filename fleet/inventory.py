@@ -191,14 +191,14 @@ class _Doc:
 
     def __init__(self, path: Path, text: str) -> None:
         from fleet.fastyaml import load_plain
-        from fleet.schema import _plain
+        from fleet.schema import plain
 
         self.path, self.text = path, text
         self.fast, self.plain = load_plain(text)
         self._careful: Any = None
         self.error: str | None = None
         if not self.fast:
-            self.plain = _plain(self.careful())
+            self.plain = plain(self.careful())
 
     def careful(self) -> Any:
         """ruamel's round-trip document (it carries line numbers); parsed on first use."""

@@ -23,12 +23,12 @@ from fleet.textfiles import read_text_capped as read_text_capped
 MAX_YAML_DEPTH = 64
 
 
-def _plain(node: Any) -> Any:
+def plain(node: Any) -> Any:
     """ruamel's round-trip containers -> plain dict/list (keeps validation simple)."""
     if isinstance(node, dict):
-        return {str(k): _plain(v) for k, v in node.items()}
+        return {str(k): plain(v) for k, v in node.items()}
     if isinstance(node, list):
-        return [_plain(v) for v in node]
+        return [plain(v) for v in node]
     return node
 
 
@@ -101,7 +101,7 @@ def load_yaml_text(text: str, path: Path) -> Any:
 def schema_errors(doc: Any, schema: dict[str, Any], path: Path) -> list[str]:
     validator = jsonschema.Draft202012Validator(schema)
     out = []
-    for err in sorted(validator.iter_errors(_plain(doc)), key=lambda e: list(map(str, e.path))):
+    for err in sorted(validator.iter_errors(plain(doc)), key=lambda e: list(map(str, e.path))):
         where = list(err.absolute_path)
         line = _line_of(doc, where + _unexpected_key(err))
         loc = f"{path}:{line}" if line else str(path)
@@ -126,4 +126,4 @@ def load_yaml_validated(path: Path, schema: dict[str, Any], *, empty_ok: bool = 
     if errors:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise ConfigError(errors[0] + more, fix="correct the file and run again")
-    return _plain(doc)
+    return plain(doc)

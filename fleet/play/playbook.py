@@ -21,7 +21,7 @@ from typing import Any
 
 from fleet.errors import ConfigError
 from fleet.rollout.policy import POLICY_SCHEMA
-from fleet.schema import line_of, load_yaml, schema_errors
+from fleet.schema import line_of, load_yaml, plain, schema_errors
 
 _SERIAL_ITEM = POLICY_SCHEMA["properties"]["batches"]["items"]
 TASK_KEYS = ("name", "when", "register", "tags", "notify", "ignore_errors",
@@ -141,16 +141,8 @@ def load(path: Path) -> Playbook:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise PlaybookError(problems[0] + more, fix="correct the playbook and run again")
     book = Playbook(path, (), doc)
-    plays = tuple(_play(book, index, _plain(raw)) for index, raw in enumerate(doc))
+    plays = tuple(_play(book, index, plain(raw)) for index, raw in enumerate(doc))
     return Playbook(path, plays, doc)
-
-
-def _plain(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {str(k): _plain(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_plain(v) for v in node]
-    return node
 
 
 def _play(book: Playbook, index: int, raw: dict[str, Any]) -> Play:

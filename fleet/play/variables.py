@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet.errors import UsageError
-from fleet.schema import load_yaml
+from fleet.schema import load_yaml, plain
 
 MAGIC = ("inventory_hostname", "group_names", "playbook_dir", "project_dir")
 
@@ -76,16 +76,8 @@ def _mapping_file(path: Path, what: str) -> dict[str, Any]:
                                             for k in doc):
         raise UsageError(f"{what}: {path} is not a mapping of variable names to values",
                          fix="write `name: value` lines")
-    plain: dict[str, Any] = _plain(doc)
-    return plain
-
-
-def _plain(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {str(k): _plain(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_plain(v) for v in node]
-    return node
+    values: dict[str, Any] = plain(doc)
+    return values
 
 
 def registered_value(changed: bool, failed: bool, skipped: bool, msg: str,
