@@ -37,15 +37,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import WORK, ansible_inventory, fleet_cmd, peer_venv  # noqa: E402
-from rollout_vs_ansible import fresh_lab, stop_lab  # noqa: E402
+from rollout_vs_ansible import SECRET, fresh_lab, ota_tasks, release_bundle, stop_lab  # noqa: E402
 
-from fleet import firmware, health  # noqa: E402
+from fleet import health  # noqa: E402
 from fleet.lab import Lab  # noqa: E402
 from fleet.project import Project  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 HERE = WORK / "playbook"
-SECRET = "bench-passphrase"
 # The shared machine's disk and memory must not make a lab device degraded (both sides).
 CALM = ("concurrency: {forks}\nrollout: {{concurrency: {forks}}}\nhealth: {{disk_warn_pct: 100, disk_fail_pct: 100, "
         "mem_warn_pct: 100, mem_fail_pct: 100, load_warn_per_cpu: 1000}}\n")
@@ -76,35 +75,7 @@ ANSIBLE_PLAY = """\
       register: report
       changed_when: false
       failed_when: (report.stdout | from_json).verdict != "healthy"
-    - name: read the slot state (where uploads go)
-      ansible.builtin.command: "{{{{ agent }}}} slots"
-      register: slots
-      changed_when: false
-    - name: remember the upload path
-      ansible.builtin.set_fact:
-        remote: "{{{{ (slots.stdout | from_json).incoming }}}}/bench.bundle"
-    - name: upload the bundle
-      ansible.builtin.copy: {{src: "{bundle}", dest: "{{{{ remote }}}}", mode: "0600"}}
-    - name: install into the inactive slot
-      ansible.builtin.command: "{{{{ agent }}}} install {{{{ remote }}}} --remove-after"
-    - name: activate the new slot for a trial boot
-      ansible.builtin.command: "{{{{ agent }}}} activate"
-    - name: reboot (the lab's power cycle)
-      ansible.builtin.command: "{fleet} --project {project} lab reboot {{{{ inventory_hostname }}}}"
-      delegate_to: localhost
-      register: rebooted
-      until: rebooted.rc == 0  # concurrent `fleet lab reboot`s can trip over each other's
-      retries: 3               # lab.json writes (see bench/rollout_vs_ansible.py)
-      delay: 1
-    - name: reconnect after the reboot
-      ansible.builtin.meta: reset_connection
-    - name: verify the reported version
-      ansible.builtin.command: "{{{{ agent }}}} info"
-      register: info
-      failed_when: (info.stdout | from_json).software != target
-    - name: commit
-      ansible.builtin.command: "{{{{ agent }}}} commit"
-{app_tasks}"""
+{ota_tasks}{app_tasks}"""
 
 
 def setup(mb: int, forks: int) -> tuple[Project, Path]:
@@ -114,15 +85,7 @@ def setup(mb: int, forks: int) -> tuple[Project, Path]:
         shutil.rmtree(HERE)
     HERE.mkdir(parents=True)
     (HERE / "fleet.yaml").write_text(CALM.format(forks=forks))
-    shutil.copytree(REPO / "firmware", HERE / "firmware")
-    project = Project.locate(HERE)
-    firmware.keygen(project, passphrase=SECRET.encode())
-    model = HERE / "firmware/lab-image/opt/edgefleet/models/big-model.bin"
-    with open(model, "wb") as fh:
-        for _ in range(mb):
-            fh.write(os.urandom(1 << 20))
-    built = firmware.build(project, HERE / "firmware/lab-1.1.0.yaml", passphrase=SECRET.encode())
-    return project, built.path
+    return release_bundle(HERE, mb)
 
 
 def load() -> str:
@@ -151,6 +114,7 @@ def run_ansible(lab: Lab, bundle: Path, forks: int, app_tasks: str) -> float:
     inventory = ansible_inventory(lab.project.root, lab, HERE / "ansible-hosts.ini")
     play = HERE / "maintenance.yml"
     play.write_text(ANSIBLE_PLAY.format(
+        ota_tasks=ota_tasks(bundle, Path(sys.executable).parent / "fleet", lab.project.root),
         version="1.1.0", bundle=bundle, agent=Path(sys.executable).parent / "fleet-agent",
         health_flags=" ".join(health.agent_flags(lab.project)), app_tasks=app_tasks,
         fleet=Path(sys.executable).parent / "fleet", project=lab.project.root))

@@ -55,14 +55,7 @@ REPO = Path(__file__).resolve().parents[1]
 HERE = WORK / "rollout"
 SECRET = "bench-passphrase"
 SERIAL = [1, "30%", "100%"]
-PLAY = """\
-- hosts: lab
-  gather_facts: false
-  serial: {serial}
-  vars:
-    target: "{version}"
-    agent: "{agent}"
-  tasks:
+OTA_TASKS = """\
     - name: read the slot state (where uploads go)
       ansible.builtin.command: "{{{{ agent }}}} slots"
       register: slots
@@ -94,20 +87,42 @@ PLAY = """\
 """
 
 
+def ota_tasks(bundle: Path, fleet: Path, project: Path) -> str:
+    """The OTA update as Ansible tasks, the same in this bench and bench/playbook_vs_ansible.py."""
+    return OTA_TASKS.format(bundle=bundle, fleet=fleet, project=project)
+
+
+PLAY = """\
+- hosts: lab
+  gather_facts: false
+  serial: {serial}
+  vars:
+    target: "{version}"
+    agent: "{agent}"
+  tasks:
+{ota_tasks}"""
+
+
 def setup(devices: int, mb: int) -> tuple[Project, Path]:
     """A fresh project with a release key and a bundle carrying an `mb` MB model."""
     if HERE.exists():
         Lab(Project.locate(HERE)).down()
         shutil.rmtree(HERE)
     HERE.mkdir(parents=True)
-    shutil.copytree(REPO / "firmware", HERE / "firmware")
-    project = Project.locate(HERE)
+    return release_bundle(HERE, mb)
+
+
+def release_bundle(here: Path, mb: int) -> tuple[Project, Path]:
+    """In the project `here`: the firmware template, a release key and a 1.1.0 bundle
+    carrying an `mb` MB model (also bench/playbook_vs_ansible.py)."""
+    shutil.copytree(REPO / "firmware", here / "firmware")
+    project = Project.locate(here)
     firmware.keygen(project, passphrase=SECRET.encode())
-    model = HERE / "firmware/lab-image/opt/edgefleet/models/big-model.bin"
+    model = here / "firmware/lab-image/opt/edgefleet/models/big-model.bin"
     with open(model, "wb") as fh:
         for _ in range(mb):
             fh.write(os.urandom(1 << 20))
-    built = firmware.build(project, HERE / "firmware/lab-1.1.0.yaml", passphrase=SECRET.encode())
+    built = firmware.build(project, here / "firmware/lab-1.1.0.yaml", passphrase=SECRET.encode())
     return project, built.path
 
 
@@ -166,6 +181,7 @@ def run_ansible(lab: Lab, bundle: Path, concurrency: int) -> float:
     inventory = ansible_inventory(lab.project.root, lab, HERE / "ansible-hosts.ini")
     play = HERE / "upgrade.yml"
     play.write_text(PLAY.format(
+        ota_tasks=ota_tasks(bundle, Path(sys.executable).parent / "fleet", lab.project.root),
         serial=json.dumps(SERIAL), version="1.1.0", bundle=bundle,
         agent=Path(sys.executable).parent / "fleet-agent",
         fleet=Path(sys.executable).parent / "fleet", project=lab.project.root))
