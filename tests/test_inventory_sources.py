@@ -63,11 +63,11 @@ DOCUMENTS = [
 
 @pytest.mark.parametrize("text", DOCUMENTS)
 def test_fast_loader_reads_as_ruamel_does_or_declines(text: str) -> None:
-    from fleet.schema import _plain
+    from fleet.schema import plain
 
     sure, value = load_plain(text)
     if sure:
-        assert value == _plain(YAML(typ="rt").load(text))
+        assert value == plain(YAML(typ="rt").load(text))
 
 
 @pytest.mark.parametrize("text", ["a: &x [1]\nb: *x\n", "a: 1\na: 2\n",
