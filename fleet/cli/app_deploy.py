@@ -162,9 +162,17 @@ def _cameras(probed: Any) -> str:
 
 
 def _config(summary: Any) -> str:
-    if not isinstance(summary, dict) or not summary:
+    """`min_score=0.7 (host), door=cam-1 (cli)`: what a layer above the graph set; the
+    whole story with files and lines is `fleet app explain`."""
+    if not isinstance(summary, dict):
         return "defaults"
-    return ", ".join(f"{k}={v}" for k, v in sorted(summary.items()))[:60]
+    shown = [f"{node}={item['value']} ({item['layer']})"
+             for node, item in sorted((summary.get("parameters") or {}).items())
+             if item.get("layer") != "graph"]
+    shown += [f"{node}={','.join(item['cameras'])} ({item['layer']})"
+              for node, item in sorted((summary.get("cameras") or {}).items())
+              if item.get("layer") != "graph"]
+    return ", ".join(shown) or "defaults"
 
 
 def deploy(ctx: typer.Context, bundle: Bundle, inventory: o.Inventory = None,
