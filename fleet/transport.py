@@ -284,6 +284,7 @@ class SSHSession:
             expected, actual = self._sftp_put(local, part, offset, total, progress), None
         actual = actual or verify(part)
         if actual != expected:
+            digests.forget(local)  # ours may be the stale one: the next try hashes afresh
             self.sftp.remove(part)
             raise DeviceError(f"{self.device}: upload of {local.name} failed verification "
                               f"(sha256 {actual[:12]}… != {expected[:12]}…)",

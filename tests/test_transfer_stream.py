@@ -158,7 +158,8 @@ def test_our_hash_is_remembered_per_file_version_and_a_wrong_one_fails_closed(
         any_lab: Lab, tmp_path: Path) -> None:
     """#19: a rollout sends one bundle to many devices; the controller hashes it once per
     version of the file. A remembered hash that does not match what the device received
-    (here: planted) refuses the upload and removes the partial file, as any mismatch does."""
+    (here: planted) refuses the upload and removes the partial file, as any mismatch does,
+    and is forgotten, so the next try hashes the file afresh."""
     from fleet import digests
 
     src = tmp_path / "same.bin"
@@ -176,6 +177,9 @@ def test_our_hash_is_remembered_per_file_version_and_a_wrong_one_fails_closed(
         with pytest.raises(DeviceError, match="failed verification"):
             a.session.put(src, remote, verify=never, receive=a.receive)
         assert not Path(remote + ".part").exists()
+        assert digests.remembered(src) is None  # the wrong hash is dropped: a retry succeeds
+        assert a.session.put(src, remote, verify=never, receive=a.receive) == \
+            hashlib.sha256(src.read_bytes()).hexdigest()
     finally:
         digests.forget_all()
         a.session.close()
