@@ -39,6 +39,7 @@ from fleet_runtime.bundle import BundleError, Manifest
 from nornir.core.exceptions import NornirSubTaskError
 from nornir.core.task import Result, Task
 
+from fleet import digests
 from fleet.agent import Agent, agent_for
 from fleet.decisions import Change, Decision, NoChange, Refusal, decide_update
 from fleet.errors import AgentCallError, FleetError, UsageError
@@ -216,7 +217,7 @@ def _upload(task: Task, run: _Run, path: Path, remote: str, resumed: int) -> Res
     started = time.monotonic()
     # Verified by the install that follows: the device checks the signature and every
     # file's SHA-256 while reading it, so a second pass over the upload would add nothing.
-    sha256 = bundle.sha256_file(path)
+    sha256 = digests.remembered(path) or bundle.sha256_file(path)  # a built bundle's is kept
     session.put(path, remote, verify=lambda _part: sha256,
                 progress=lambda done, total: run.emit("upload", done=done, total=total))
     seconds = time.monotonic() - started

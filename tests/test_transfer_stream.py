@@ -202,3 +202,37 @@ def test_a_small_file_goes_over_the_open_connection(any_lab: Lab, tmp_path: Path
             assert a.session.exec_file(["cat"], fh).stdout == src.read_bytes()
     finally:
         a.session.close()
+
+
+_OLD_RECEIVER = """#!{python}
+import json, sys
+if sys.argv[1:2] == ["receive"] and "--expect" in sys.argv:
+    print(json.dumps({{"ok": False, "protocol": 1, "error": {{"code": "usage",
+          "message": "fleet-agent: unrecognized arguments: --expect"}}}}))
+    sys.exit(2)
+from fleet_runtime.agent.cli import main
+sys.exit(main())
+"""
+
+
+def test_an_agent_without_expect_still_receives(any_lab: Lab, tmp_path: Path) -> None:
+    """Our hash goes along (`receive --expect`: the device renames the file); an older
+    agent refuses the flag before reading a byte, and gets the stream again without it."""
+    from fleet import digests
+
+    wrapper = tmp_path / "agent"
+    wrapper.write_text(_OLD_RECEIVER.format(python=sys.executable))
+    wrapper.chmod(0o755)
+    src = tmp_path / "old.bin"
+    src.write_bytes(os.urandom(1024 * 1024))
+    digests.remember(src, hashlib.sha256(src.read_bytes()).hexdigest())
+    remote = str(any_lab.layout("berlin-01").staging / "old.bin")
+    a = agent(any_lab)
+    old = Agent(a.session, "berlin-01", str(wrapper))
+    try:
+        assert old.session.put(src, remote, verify=never, receive=old.receive) == \
+            hashlib.sha256(src.read_bytes()).hexdigest()
+    finally:
+        digests.forget_all()
+        a.session.close()
+    assert Path(remote).read_bytes() == src.read_bytes()
