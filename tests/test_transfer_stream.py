@@ -236,3 +236,21 @@ def test_an_agent_without_expect_still_receives(any_lab: Lab, tmp_path: Path) ->
         digests.forget_all()
         a.session.close()
     assert Path(remote).read_bytes() == src.read_bytes()
+
+
+def test_a_lab_command_runs_no_login_dotfiles(any_lab: Lab) -> None:
+    """A lab device logs in as this host's root: its commands must not pay for the host's
+    ~/.bashrc (a developer's pyenv set-up here, 0.1-0.3 s of CPU each) when a device's
+    stock one returns at once for a non-interactive shell. bash reads it for an SSH
+    command only as a top-level shell, so the lab's sshd starts sessions one level down;
+    the asyncssh lab runs commands with /bin/sh, which reads none."""
+    a = agent(any_lab)
+    chan = a.session.transport.open_session(timeout=10)
+    try:
+        chan.exec_command('printenv SHLVL; echo "${BASH_VERSION:+bash}"')
+        out = chan.makefile("rb").read().decode().split()
+    finally:
+        chan.close()
+        a.session.close()
+    if "bash" in out:
+        assert int(out[0]) >= 2, out
