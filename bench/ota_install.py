@@ -2,10 +2,12 @@
 
 (a) upload throughput of a 200 MB bundle: our streamed put (OpenSSH with the
     pinned known_hosts into `fleet-agent receive`: resumable `.part`, SHA-256
-    computed on the device as the bytes arrive and compared with ours) against
-    plain `scp` of the same file, both with the same cipher;
+    computed on the device as the bytes arrive and compared with ours, which
+    `fleet firmware build` took as it wrote the bundle) against plain `scp` of
+    the same file, both with the same cipher;
 (b) the full safe install (check, stream into the install: signature, every
-    file's SHA-256, write the inactive slot, activate; reboot, health, commit)
+    file's SHA-256, write the inactive slot, activate; reboot; one call that
+    checks version, boot, self-test and health, then commits)
     against a naive script: `scp` + `ssh tar -x` into the slot + the same power
     cycle, with no signature, no hashes, no health gate.
 
@@ -17,8 +19,9 @@ With ``--link RATE`` the device sits behind a shaped uplink (`fleet lab up
 Targets (issue 19): (a) >= 0.9x scp's MB/s; (b) within 1.3x of the naive
 script. Each run does every side back to back and prints the load beside its
 ratios (the lab shares 2 cores with whatever else runs); the figures are
-the medians of the runs' ratios. Printed beside: scp with OpenSSH's default
-cipher, and the SFTP put (paramiko fallback, then a device re-hash).
+the medians of the runs' ratios. Printed beside: the put of a file the
+controller never hashed, scp with OpenSSH's default cipher, and the SFTP put
+(paramiko fallback, then a device re-hash).
 """
 
 from __future__ import annotations
@@ -87,14 +90,16 @@ def time_scp(project, lab, src: Path, dest: str, with_cipher: str | None = None)
 
 
 def time_put(project, src: Path, dest: str, device_check: bool = True,
-             streamed: bool = False, cold: bool = True) -> float:
-    """One upload; `cold`: the controller has not hashed this file yet (a first upload;
-    otherwise its hash is remembered, as for the second device of a rollout)."""
+             streamed: bool = False, unhashed: bool = False) -> float:
+    """One upload from a fresh start of this process's hash memory: the bundle as `fleet
+    firmware build` left it (its SHA-256 taken while it was written and kept on the file);
+    `unhashed`: a file the controller never hashed (it is hashed on a thread as it goes)."""
     from fleet import digests
     from fleet import inventory as inv
 
-    if cold:
-        digests.forget_all()
+    digests.forget_all()
+    if unhashed:
+        digests.forget(src)
     from fleet.agent import agent_for
     from fleet.transport import CONNECTION_NAME
 
@@ -173,8 +178,8 @@ def one_run(project, lab, bundle_path: Path, run: int) -> dict:
     row["scp_s"] = time_scp(project, lab, bundle_path, str(lay.staging / f"scp{run}.bin"))
     row["put_s"] = time_put(project, bundle_path, str(lay.staging / f"st{run}.bin"),
                             streamed=True)
-    row["put_warm_s"] = time_put(project, bundle_path, str(lay.staging / f"sw{run}.bin"),
-                                 streamed=True, cold=False)
+    row["put_unhashed_s"] = time_put(project, bundle_path, str(lay.staging / f"su{run}.bin"),
+                                     streamed=True, unhashed=True)
     row["scp_default_cipher_s"] = time_scp(project, lab, bundle_path,
                                            str(lay.staging / f"scpd{run}.bin"), "default")
     row["sftp_put_s"] = time_put(project, bundle_path, str(lay.staging / f"put{run}.bin"))
@@ -212,8 +217,8 @@ def main() -> int:
         "upload": {"scp_MBps": round(size_mb / med("scp_s"), 1),
                    "streamed_put_MBps": round(size_mb / med("put_s"), 1),
                    "ratio_vs_scp": round(med("upload_ratio"), 2), "target": ">= 0.9",
-                   "warm_ratio_vs_scp": round(statistics.median(r["scp_s"] / r["put_warm_s"]
-                                                                for r in rows), 2),
+                   "unhashed_ratio_vs_scp": round(statistics.median(
+                       r["scp_s"] / r["put_unhashed_s"] for r in rows), 2),
                    "sftp_put_MBps": round(size_mb / med("sftp_put_s"), 1),
                    "scp_default_cipher_MBps": round(size_mb / med("scp_default_cipher_s"), 1)},
         "install": {"naive_s": round(med("naive_s"), 2), "safe_s": round(med("safe_s"), 2),
@@ -236,8 +241,8 @@ def main() -> int:
               f"     | {r['naive_s']:8.2f} {r['safe_s']:7.2f}  {r['install_ratio']:6.2f}x")
     print(f"(a) upload, median of runs: {u['ratio_vs_scp']:.2f}x scp (target >= 0.9x): streamed "
           f"put {u['streamed_put_MBps']:.1f} MB/s, scp {u['scp_MBps']:.1f} MB/s")
-    print(f"    the same put with our hash of the file remembered (a rollout's later devices): "
-          f"{u['warm_ratio_vs_scp']:.2f}x scp")
+    print(f"    the same put of a file the controller never hashed (hashed as it goes): "
+          f"{u['unhashed_ratio_vs_scp']:.2f}x scp")
     print(f"    scp with OpenSSH's default cipher {u['scp_default_cipher_MBps']:.1f} MB/s; SFTP put "
           f"(paramiko fallback, then the device re-hashes) {u['sftp_put_MBps']:.1f} MB/s")
     print(f"(b) install, median of runs: {i['ratio_vs_naive']:.2f}x naive (target <= 1.3x): "

@@ -28,7 +28,7 @@ from nornir.core.task import Task
 
 from fleet.errors import AgentCallError, DeviceError
 from fleet.facts import Blobs, DeployedApps, Health, Info, Slots
-from fleet.transport import CONNECTION_NAME, ExecResult, SSHSession
+from fleet.transport import CONNECTION_NAME, ExecResult, Received, SSHSession
 
 PROTOCOL = 1
 # The oldest agent that speaks everything this controller asks for (commands, fields).
@@ -164,20 +164,34 @@ class Agent:
         return _checked(self.device, parse_answer(self.device, res.stdout, res.stderr, res.rc))
 
     def receive(self, session: SSHSession, remote: str, offset: int, src: IO[bytes],
-                progress: Callable[[int], None] | None = None) -> str:
+                progress: Callable[[int], None] | None = None,
+                expect: str | None = None) -> Received:
         """`SSHSession.put`'s receiver: `src` into REMOTE.part from `offset`, hashed on
-        arrival by ``fleet-agent receive``; the SHA-256 of the whole ``.part``."""
+        arrival by ``fleet-agent receive``; the SHA-256 of the whole ``.part``, and whether
+        the device renamed it to REMOTE because it matched `expect` (our hash, when known)."""
         argv = [self.path, "receive", remote, "--offset", str(offset)]
         left = os.fstat(src.fileno()).st_size - offset
         # The command timeout is for commands; a transfer gets time for its bytes at 2 Mbit/s.
-        res = session.exec_file(argv, src, timeout=max(session.command_timeout, left / 250e3),
-                                progress=progress)
+        timeout = max(session.command_timeout, left / 250e3)
+        try:
+            answer = self._received(session, [*argv, *(["--expect", expect] if expect else [])],
+                                    src, timeout, progress)
+        except AgentCallError as exc:
+            if not expect or exc.code != "usage":
+                raise
+            src.seek(offset)  # an agent without --expect refused before reading a byte
+            answer = self._received(session, argv, src, timeout, progress)
+        return Received(str(answer["sha256"]), answer.get("placed") is True)
+
+    def _received(self, session: SSHSession, argv: list[str], src: IO[bytes], timeout: float,
+                  progress: Callable[[int], None] | None) -> dict[str, Any]:
+        res = session.exec_file(argv, src, timeout=timeout, progress=progress)
         answer = parse_answer(self.device, res.stdout, res.stderr, res.rc)
         if not answer["ok"]:
             err = answer.get("error") or {}
             raise AgentCallError(self.device, str(err.get("code", "error")),
                                  str(err.get("message", "")))
-        return str(answer["sha256"])
+        return answer
 
 
 def parse_answer(device: str, stdout: bytes, stderr: bytes, rc: int) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -33,6 +33,7 @@ from fleet_runtime import bundle
 from fleet_runtime.bundle import BundleError, FileEntry, Keyring, Manifest
 from fleet_runtime.durable import atomic_file, atomic_write
 
+from fleet import digests
 from fleet.errors import ConfigError, FleetError, UsageError
 from fleet.project import Project
 
@@ -333,7 +334,9 @@ def build(project: Project, recipe_path: Path, *, passphrase: bytes | None,
         manifest = make_manifest(project, recipe, sources, key)
         target = out / recipe.bundle_name
         with atomic_file(target, 0o644, prefix=f".{recipe.bundle_name}.") as fh:
-            bundle.write_bundle(fh, manifest, private, sources, on_progress)
+            written = digests.HashingWriter(fh)  # uploads need its hash: no pass to read it back
+            bundle.write_bundle(cast(BinaryIO, written), manifest, private, sources, on_progress)
+        digests.remember(target, written.digest.hexdigest())
     return Built(target, manifest, key)
 
 

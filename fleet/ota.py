@@ -5,7 +5,9 @@ upload) -> install (the bundle streams into ``fleet-agent install -``, which
 verifies the signature and every file's SHA-256 while writing the inactive
 slot, keeps the bytes received for a resume, and then activates the slot for
 its trial boots) -> reboot -> verify (the device reports the target version, its
-self-test and health pass) -> commit. A failure after activation rolls back
+self-test and health pass) -> commit; verify and commit are one agent call where the
+agent has ``commit --expect-version`` (the device checks what the controller expects
+and refuses, changing nothing, or commits). A failure after activation rolls back
 (agent ``rollback`` + reboot) and the Result says why. An interrupted transfer
 is resumed by an ``upload`` step (SFTP from the bytes kept) before installing
 from the file. Each step is a subtask, so processors see it; byte-level
@@ -37,6 +39,7 @@ from fleet_runtime.bundle import BundleError, Manifest
 from nornir.core.exceptions import NornirSubTaskError
 from nornir.core.task import Result, Task
 
+from fleet import digests
 from fleet.agent import Agent, agent_for
 from fleet.decisions import Change, Decision, NoChange, Refusal, decide_update
 from fleet.errors import AgentCallError, FleetError, UsageError
@@ -118,6 +121,7 @@ class _Run:
     report: OtaReport
     progress: Progress | None
     decision: Decision | None = None  # what `check` decided; the steps after it apply it
+    committed: dict[str, Any] | None = None  # the commit `verify` made in its call, if it did
 
     def emit(self, step: str, **fields: Any) -> None:
         if self.progress:
@@ -213,7 +217,7 @@ def _upload(task: Task, run: _Run, path: Path, remote: str, resumed: int) -> Res
     started = time.monotonic()
     # Verified by the install that follows: the device checks the signature and every
     # file's SHA-256 while reading it, so a second pass over the upload would add nothing.
-    sha256 = bundle.sha256_file(path)
+    sha256 = digests.remembered(path) or bundle.sha256_file(path)  # a built bundle's is kept
     session.put(path, remote, verify=lambda _part: sha256,
                 progress=lambda done, total: run.emit("upload", done=done, total=total))
     seconds = time.monotonic() - started
@@ -259,7 +263,15 @@ def _reboot(task: Task, run: _Run, restarter: Restarter) -> Result:
 
 
 def _verify(task: Task, run: _Run, target: str, health_flags: list[str],
-            require_healthy: bool, boots_before: int) -> Result:
+            require_healthy: bool, boots_before: int, commit: bool = False) -> Result:
+    """After the reboot: the device booted, runs `target`, passed its self-test and is not
+    failing. With `commit`, in one call that also commits when all of that holds
+    (`fleet-agent commit --expect-version`: one agent start instead of two); the
+    `commit` step then reports that commit."""
+    if commit:
+        done = _verify_and_commit(task, run, target, health_flags, require_healthy, boots_before)
+        if done is not None:
+            return done
     slots, health = _after_boot(agent_for(task), health_flags)
     selftest = slots.selftest
     problems = []
@@ -280,6 +292,25 @@ def _verify(task: Task, run: _Run, target: str, health_flags: list[str],
     return Result(host=task.host, result=detail)
 
 
+def _verify_and_commit(task: Task, run: _Run, target: str, health_flags: list[str],
+                       require_healthy: bool, boots_before: int) -> Result | None:
+    """The device checks what `_verify` checks and commits in the same call; None from an
+    agent without ``--expect-version`` (the caller asks and commits in two calls)."""
+    args = ["--expect-version", target, "--boots-above", str(boots_before), *health_flags]
+    try:
+        answer = agent_for(task).call("commit", *args,
+                                      *(["--require-healthy"] if require_healthy else []))
+    except AgentCallError as exc:
+        if exc.code == "usage":
+            return None
+        if exc.code == "not-verified":  # nothing changed on the device
+            return Result(host=task.host, failed=True, result=exc.message)
+        raise
+    seen = answer["verified"]
+    run.committed = {"slot": answer["slot"], "version": answer["version"]}
+    return Result(host=task.host, result={k: seen[k] for k in ("software", "verdict", "selftest")})
+
+
 def _after_boot(agent: Agent, health_flags: list[str]) -> tuple[Slots, Health]:
     """Slot state and health in one agent call (`health --slots`: one interpreter start on
     the device instead of two); an agent without the flag is asked both ways at once."""
@@ -293,6 +324,9 @@ def _after_boot(agent: Agent, health_flags: list[str]) -> tuple[Slots, Health]:
 
 
 def _commit(task: Task, run: _Run) -> Result:
+    """The commit, unless `verify` already made it in its own call."""
+    if run.committed is not None:
+        return Result(host=task.host, result=run.committed)
     answer = agent_for(task).call("commit")
     return Result(host=task.host, result={"slot": answer["slot"], "version": answer["version"]})
 
@@ -356,7 +390,7 @@ def _apply(run: _Run, path: Path, manifest: Manifest, facts: dict[str, Any], res
         if held != "trial":
             run.step("reboot", _reboot, restarter=restarter)
         run.step("verify", _verify, target=manifest.version, health_flags=health_flags,
-                 require_healthy=require_healthy, boots_before=boots_before)
+                 require_healthy=require_healthy, boots_before=boots_before, commit=True)
         run.step("commit", _commit)
     except StepFailed as exc:
         return _recover(run, restarter, facts, f"{exc.step}: {exc.reason}")

@@ -278,17 +278,21 @@ class SSHSession:
         total = local.stat().st_size
         part = remote + ".part"
         offset = self._partial_size(part, total)
+        placed = False
         if receive is not None:
-            expected, actual = self._streamed(local, remote, offset, receive, progress)
+            expected, got = self._streamed(local, remote, offset, receive, progress)
+            actual, placed = got.sha256, got.placed
         else:
-            expected, actual = self._sftp_put(local, part, offset, total, progress), None
-        actual = actual or verify(part)
+            expected = self._sftp_put(local, part, offset, total, progress)
+            actual = verify(part)
         if actual != expected:
+            digests.forget(local)  # ours may be the stale one: the next try hashes afresh
             self.sftp.remove(part)
             raise DeviceError(f"{self.device}: upload of {local.name} failed verification "
                               f"(sha256 {actual[:12]}… != {expected[:12]}…)",
                               fix="run the command again; the upload restarts from zero")
-        self.sftp.posix_rename(part, remote)
+        if not placed:  # the device renamed it when it had our hash to compare (--expect)
+            self.sftp.posix_rename(part, remote)
         return expected
 
     def _sftp_put(self, local: Path, part: str, offset: int, total: int,
@@ -301,17 +305,18 @@ class SSHSession:
         return digest.hexdigest()
 
     def _streamed(self, local: Path, remote: str, offset: int, receive: Receiver,
-                  progress: Callable[[int, int], None] | None) -> tuple[str, str]:
-        """(our SHA-256, the device's) for a stream through `receive`. Ours is the one
-        remembered for this version of the file (fleet.digests), or computed on a thread
-        while the bytes travel, so neither side reads the file twice."""
+                  progress: Callable[[int, int], None] | None) -> tuple[str, Received]:
+        """(our SHA-256, the device's answer) for a stream through `receive`. Ours is the one
+        remembered for this version of the file (fleet.digests), sent along so the device
+        compares and renames, or computed on a thread while the bytes travel, so neither
+        side reads the file twice."""
         total = local.stat().st_size
         known = digests.remembered(local)
         hasher = digests.Hasher(local) if known is None else None
         try:
             with local.open("rb") as src:
                 src.seek(offset)
-                actual = receive(self, remote, offset, src, _of(progress, total))
+                actual = receive(self, remote, offset, src, _of(progress, total), known)
         finally:
             ours = hasher.result() if hasher is not None else known
         assert ours is not None
@@ -332,10 +337,18 @@ class SSHSession:
         self.sftp.get(remote, str(local))
 
 
-# `receive(session, remote, offset, src, progress)`: stream `src` into ``remote.part`` from
-# `offset` on the device and return the SHA-256 of the whole ``.part``
-# (fleet.agent.Agent.receive); `progress(offset)`, when given, as the bytes go out.
-Receiver = Callable[["SSHSession", str, int, IO[bytes], Callable[[int], None] | None], str]
+@dataclass(frozen=True)
+class Received:
+    sha256: str  # the device's hash of the whole ``.part``
+    placed: bool  # it matched the hash sent along, and the device renamed it into place
+
+
+# `receive(session, remote, offset, src, progress, expect)`: stream `src` into ``remote.part``
+# from `offset` on the device; the SHA-256 of the whole ``.part``, and whether the device
+# renamed it to `remote` because it matched `expect` (fleet.agent.Agent.receive);
+# `progress(offset)`, when given, as the bytes go out.
+Receiver = Callable[["SSHSession", str, int, IO[bytes], Callable[[int], None] | None,
+                     str | None], Received]
 def _of(progress: Callable[[int, int], None] | None, total: int) -> Callable[[int], None] | None:
     """`put`'s (done, total) progress as the (offset) progress a receiver reports."""
     if progress is None:

@@ -242,9 +242,10 @@ _RECORDING_AGENT = """#!{python}
 import json, sys
 with open({log!r}, "a") as fh:
     fh.write(json.dumps(sys.argv[1:]) + "\\n")
-if {old!r} and sys.argv[1:2] == ["health"] and "--slots" in sys.argv:
+new = {{"health": "--slots", "commit": "--expect-version"}}.get(sys.argv[1])
+if {old!r} and new in sys.argv:
     print(json.dumps({{"ok": False, "protocol": 1, "error": {{"code": "usage",
-          "message": "fleet-agent: unrecognized arguments: --slots"}}}}))
+          "message": "fleet-agent: unrecognized arguments: " + new}}}}))
     sys.exit(2)
 from fleet_runtime.agent.cli import main
 sys.exit(main())
@@ -252,10 +253,11 @@ sys.exit(main())
 
 
 @pytest.mark.parametrize("old_agent", [False, True])
-def test_verify_asks_slots_and_health_in_one_call_and_still_speaks_to_older_agents(
+def test_verify_and_commit_are_one_call_and_still_speak_to_older_agents(
         ota_lab, tmp_path, old_agent):
-    """#19: after the reboot one `health --slots` answers the verify step (one interpreter
-    start on the device, not two); an agent without the flag is asked both ways."""
+    """#19: after the reboot one `commit --expect-version` makes the verify step's checks
+    on the device and commits (one interpreter start, not two or three); an agent
+    without the flags is asked slots and health, then to commit."""
     target = "1.7.1" if old_agent else "1.7.0"
     bundle = build(ota_lab, "lab-1.1.0.yaml", **{"version: 1.1.0": f"version: {target}"})
     log, wrapper = tmp_path / "calls.jsonl", tmp_path / "agent"
@@ -273,6 +275,10 @@ def test_verify_asks_slots_and_health_in_one_call_and_still_speaks_to_older_agen
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     after = [c[0] for c in calls[[c[0] for c in calls].index("install") + 1:]]
     if old_agent:
-        assert sorted(after) == ["commit", "health", "health", "slots"], calls
+        assert sorted(after) == ["commit", "commit", "health", "health", "slots"], calls
+        assert calls[-1] == ["commit"], calls
     else:
-        assert after == ["health", "commit"] and "--slots" in calls[-2], calls
+        assert after == ["commit"] and calls[-1][1:5] == ["--expect-version", target,
+                                                          "--boots-above", calls[-1][4]], calls
+    steps = [s["step"] for s in result["berlin-01"][0].result["steps"]]
+    assert steps == ["check", "install", "reboot", "verify", "commit"]

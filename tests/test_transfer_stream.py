@@ -158,7 +158,8 @@ def test_our_hash_is_remembered_per_file_version_and_a_wrong_one_fails_closed(
         any_lab: Lab, tmp_path: Path) -> None:
     """#19: a rollout sends one bundle to many devices; the controller hashes it once per
     version of the file. A remembered hash that does not match what the device received
-    (here: planted) refuses the upload and removes the partial file, as any mismatch does."""
+    (here: planted) refuses the upload and removes the partial file, as any mismatch does,
+    and is forgotten, so the next try hashes the file afresh."""
     from fleet import digests
 
     src = tmp_path / "same.bin"
@@ -176,6 +177,9 @@ def test_our_hash_is_remembered_per_file_version_and_a_wrong_one_fails_closed(
         with pytest.raises(DeviceError, match="failed verification"):
             a.session.put(src, remote, verify=never, receive=a.receive)
         assert not Path(remote + ".part").exists()
+        assert digests.remembered(src) is None  # the wrong hash is dropped: a retry succeeds
+        assert a.session.put(src, remote, verify=never, receive=a.receive) == \
+            hashlib.sha256(src.read_bytes()).hexdigest()
     finally:
         digests.forget_all()
         a.session.close()
@@ -198,3 +202,55 @@ def test_a_small_file_goes_over_the_open_connection(any_lab: Lab, tmp_path: Path
             assert a.session.exec_file(["cat"], fh).stdout == src.read_bytes()
     finally:
         a.session.close()
+
+
+_OLD_RECEIVER = """#!{python}
+import json, sys
+if sys.argv[1:2] == ["receive"] and "--expect" in sys.argv:
+    print(json.dumps({{"ok": False, "protocol": 1, "error": {{"code": "usage",
+          "message": "fleet-agent: unrecognized arguments: --expect"}}}}))
+    sys.exit(2)
+from fleet_runtime.agent.cli import main
+sys.exit(main())
+"""
+
+
+def test_an_agent_without_expect_still_receives(any_lab: Lab, tmp_path: Path) -> None:
+    """Our hash goes along (`receive --expect`: the device renames the file); an older
+    agent refuses the flag before reading a byte, and gets the stream again without it."""
+    from fleet import digests
+
+    wrapper = tmp_path / "agent"
+    wrapper.write_text(_OLD_RECEIVER.format(python=sys.executable))
+    wrapper.chmod(0o755)
+    src = tmp_path / "old.bin"
+    src.write_bytes(os.urandom(1024 * 1024))
+    digests.remember(src, hashlib.sha256(src.read_bytes()).hexdigest())
+    remote = str(any_lab.layout("berlin-01").staging / "old.bin")
+    a = agent(any_lab)
+    old = Agent(a.session, "berlin-01", str(wrapper))
+    try:
+        assert old.session.put(src, remote, verify=never, receive=old.receive) == \
+            hashlib.sha256(src.read_bytes()).hexdigest()
+    finally:
+        digests.forget_all()
+        a.session.close()
+    assert Path(remote).read_bytes() == src.read_bytes()
+
+
+def test_a_lab_command_runs_no_login_dotfiles(any_lab: Lab) -> None:
+    """A lab device logs in as this host's root: its commands must not pay for the host's
+    ~/.bashrc (a developer's pyenv set-up here, 0.1-0.3 s of CPU each) when a device's
+    stock one returns at once for a non-interactive shell. bash reads it for an SSH
+    command only as a top-level shell, so the lab's sshd starts sessions one level down;
+    the asyncssh lab runs commands with /bin/sh, which reads none."""
+    a = agent(any_lab)
+    chan = a.session.transport.open_session(timeout=10)
+    try:
+        chan.exec_command('printenv SHLVL; echo "${BASH_VERSION:+bash}"')
+        out = chan.makefile("rb").read().decode().split()
+    finally:
+        chan.close()
+        a.session.close()
+    if "bash" in out:
+        assert int(out[0]) >= 2, out

@@ -311,7 +311,11 @@ class Lab:
             "PubkeyAuthentication yes", "PermitRootLogin prohibit-password",
             "UsePAM no", "StrictModes no", "PrintMotd no", "UseDNS no",
             "MaxStartups 200:30:400", "MaxSessions 64", "LogLevel ERROR",
-            f"SetEnv FLEET_ROOT={env['FLEET_ROOT']} PATH={env['PATH']}",
+            # SHLVL=1: bash reads ~/.bashrc for an SSH command only as a top-level shell.
+            # The lab logs in as this host's root, whose .bashrc may set up a developer's
+            # tools (here pyenv: 0.1-0.3 s of CPU per command); a device's stock .bashrc
+            # returns at once for a non-interactive shell, as the asyncssh lab's /bin/sh does.
+            f"SetEnv FLEET_ROOT={env['FLEET_ROOT']} PATH={env['PATH']} SHLVL=1",
             "Subsystem sftp internal-sftp", "",
         ]))
         return [sshd_path(), "-D", "-e", "-f", str(config)]

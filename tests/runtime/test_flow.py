@@ -143,6 +143,32 @@ def test_without_thresholds_the_gate_uses_the_fleets_from_the_settings(device, t
     assert agent(device, "commit", "--disk-fail", "100")["flow"] == "done"
 
 
+@pytest.mark.parametrize(("expect", "problem"), [
+    (["--expect-version", "1.2.0"], "reports version 1.1.0, expected 1.2.0"),
+    (["--expect-version", "1.1.0", "--boots-above", "99"], "did not boot"),
+    (["--expect-version", "1.1.0", "--disk-fail", "0.1"], "health failing"),
+    (["--expect-version", "1.1.0", "--require-healthy", "--disk-warn", "0.1"], "health degraded"),
+])
+def test_commit_with_expectations_refuses_and_changes_nothing(device, tmp_path, expect, problem):
+    """The controller's post-reboot check folded into the commit (one agent call): any
+    expectation not met refuses before the gate runs, and the slot stays on trial."""
+    on_trial(device, tmp_path)
+    before = slots.read_state(device)
+    answer = agent(device, "commit", *expect)
+    assert answer["error"] == "not-verified" and problem in answer["message"]
+    assert slots.read_state(device) == before and agent(device, "slots")["flow"]["state"] == "checking"
+
+
+def test_commit_with_expectations_met_commits_and_says_what_it_saw(device, tmp_path):
+    on_trial(device, tmp_path)
+    boots = slots.read_state(device)["boots"]
+    answer = agent(device, "commit", "--expect-version", "1.1.0", "--boots-above", str(boots - 1))
+    assert (answer["version"], answer["flow"]) == ("1.1.0", "done")
+    assert answer["verified"] == {"software": "1.1.0", "verdict": answer["gate"]["verdict"],
+                                  "selftest": True, "boots": boots}
+    assert slots.committed_version(device) == "1.1.0"
+
+
 def test_slots_reset_under_an_update_on_trial_do_not_block_the_next_install(device, tmp_path):
     """The slots went back to the factory image while the flow waited for a commit (a lab
     reset, a hand-made fallback): the next install records the fallback and proceeds."""

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from fleet_runtime import durable, flow, labhooks, slots
-from fleet_runtime.agent import health
+from fleet_runtime.agent import after_boot, health
 from fleet_runtime.agent.protocol import AgentError, progress
 from fleet_runtime.bundle import BundleError
 from fleet_runtime.layout import Layout
@@ -60,6 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="commit even if its self-test or health check failed")
     # The gate's health thresholds: the controller passes the fleet's, as it does to `health`.
     health.add_thresholds(p, with_defaults=False)
+    after_boot.register(p)
     p.set_defaults(handler=_guarded(run_commit))
     p = sub.add_parser("rollback", help="return to the committed slot")
     p.add_argument("--reason", default="rolled back by operator")
@@ -275,11 +276,16 @@ def run_boot(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
 
 def run_commit(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
     """Through the flow's gate when a slot is on trial; otherwise the slot verb as it is
-    (a no-op when committed, a refusal in any other state)."""
+    (a no-op when committed, a refusal in any other state). With ``--expect-version`` the
+    controller's post-reboot check comes first (`after_boot`): refused, nothing changes."""
     doc = flow.settle(flow.Context(layout))
+    verified = None
+    if args.expect_version is not None:
+        verified = after_boot.check(args, layout, health.given_thresholds(args))
+    extra = {"verified": verified} if verified else {}
     on_trial = slots.read_state(layout)["state"] == "trial"
     if not on_trial and doc["state"] not in (flow.State.CHECKING, flow.State.COMMITTING):
-        return {**slots.commit(layout, args.force), "flow": doc["state"]}
+        return {**slots.commit(layout, args.force), "flow": doc["state"], **extra}
     # Runs the gate and the commit; never reboots (a push device is rebooted by the controller).
     ctx = flow.Context(layout, frozenset({flow.State.REBOOTING, flow.State.RESTORING}),
                        force=args.force, health_flags=health.given_thresholds(args) or None)
@@ -291,7 +297,7 @@ def run_commit(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
                          "run it; `commit --force` a new install to keep it anyway)")
     answer = _answer(ctx, doc, "commit") if "commit" in ctx.answers else \
         {**slots.commit(layout, args.force), "flow": doc["state"]}
-    return {**answer, "gate": doc.get("gate")}
+    return {**answer, "gate": doc.get("gate"), **extra}
 
 
 def run_rollback(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:

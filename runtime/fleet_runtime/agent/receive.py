@@ -4,8 +4,10 @@ The controller's bulk upload (``SSHSession.put`` with a receiver): the bytes are
 written and hashed in one pass, so verifying the upload costs no second read
 of the file. A resumed upload (``--offset`` > 0) keeps the first N bytes of the
 partial file and hashes them once. The answer is the SHA-256 and size of the
-whole ``.part``; the controller compares it with its own and renames the file
-into place only when they agree. Only the upload directory is accepted.
+whole ``.part``; the controller compares it with its own and the file is renamed
+into place only when they agree: here, when the controller sent its hash with
+``--expect`` (one round trip less), else by the controller. Only the upload
+directory is accepted.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("path", help="final path in the upload directory (bytes go to PATH.part)")
     p.add_argument("--offset", type=int, default=0,
                    help="bytes of PATH.part already received; the stream continues from there")
+    p.add_argument("--expect", metavar="SHA256",
+                   help="the sender's SHA-256 of the whole file: when the .part's matches, it "
+                   "is renamed to PATH (\"placed\": true); when not, it stays for the sender")
     p.set_defaults(handler=run)
 
 
@@ -54,9 +59,13 @@ def run(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
         # No fsync, as for the SFTP upload: what a power cut loses from the page cache
         # fails the hash on the next resume (which then restarts), and the install
         # verifies the bundle's signature and every file's hash as it reads.
+        sha256 = digest.hexdigest()
+        placed = args.expect is not None and sha256 == args.expect.lower()
+        if placed:
+            os.replace(part, args.path)  # under the lock: no resume writes into it meanwhile
     finally:
         os.close(fd)
-    return {"path": str(part), "size": size, "sha256": digest.hexdigest()}
+    return {"path": str(part), "size": size, "sha256": sha256, "placed": placed}
 
 
 def _open_locked(part: Path) -> int:
