@@ -430,10 +430,13 @@ class Dialogue:
         line, _, self._out = self._out.partition(b"\n")
         return line
 
-    def close(self) -> None:
-        """End the input (the command finishes by itself) and let the channel go."""
+    def close(self, wait_s: float = 5.0) -> None:
+        """End the input and wait (bounded) for the command to end by itself, so what it
+        does at the end of its input (a session's log line) is done when this returns."""
         with contextlib.suppress(Exception):  # a channel whose connection died is closed already
             self.chan.shutdown_write()
+            if not self.chan.closed:
+                self.chan.status_event.wait(wait_s)
         self.chan.close()
 
 
