@@ -18,7 +18,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ from nornir.core.task import Task
 
 from fleet.errors import AgentCallError, DeviceError
 from fleet.facts import Blobs, DeployedApps, Health, Info, Slots
-from fleet.transport import CONNECTION_NAME, Dialogue, ExecResult, SSHSession
+from fleet.transport import CONNECTION_NAME, ExecResult, SSHSession
 
 PROTOCOL = 1
 # The oldest agent that speaks everything this controller asks for (commands, fields).
@@ -73,25 +72,6 @@ class LocalSession:
             for line in proc.stderr.splitlines():
                 on_stderr_line(line)
         return ExecResult(proc.returncode, proc.stdout, proc.stderr)
-
-
-@dataclass
-class Conversation:
-    """The `Session` of a ``fleet-agent session``: each call is one request line
-    (``{"argv": [...]}``: never a shell string) and its answer one line back."""
-
-    dialogue: Dialogue
-    lock: threading.Lock = field(default_factory=threading.Lock)  # one request at a time
-
-    def exec(self, argv: list[str], *, stdin: bytes | IO[bytes] | None = None,
-             timeout: float | None = None,
-             on_stderr_line: Callable[[bytes], None] | None = None) -> ExecResult:
-        if stdin is not None:
-            raise ValueError("a session's commands read no stdin; call them on their own")
-        with self.lock:
-            self.dialogue.send(json.dumps({"argv": argv[1:]}).encode())
-            answer = self.dialogue.receive(timeout)
-        return ExecResult(0 if answer else 255, answer, b"")
 
 
 def local_agent(root: Path, env: Mapping[str, str] | None = None) -> Agent:
@@ -141,27 +121,6 @@ class Agent:
             raise AgentCallError(self.device, str(err.get("code", "error")),
                                  str(err.get("message", "")))
         return answer
-
-    def open_session(self) -> Agent:
-        """This agent with its calls sharing one ``fleet-agent session`` over one exec (one
-        login and one agent start-up for all of them; `Conversation`); itself where there
-        is none to have: a local device, or an agent older than the command."""
-        if not isinstance(self.session, SSHSession):
-            return self
-        dialogue = self.session.dialogue([self.path, "session"])
-        try:
-            hello = json.loads(dialogue.receive() or b"null")
-        except ValueError:
-            hello = None
-        if not isinstance(hello, dict) or not hello.get("ok") or "session" not in hello:
-            dialogue.close()  # an older agent: it refused the command and has exited
-            return self
-        return Agent(Conversation(dialogue), self.device, self.path)
-
-    def close(self) -> None:
-        """End the agent's session, if it has one (its calls go one exec each otherwise)."""
-        if isinstance(self.session, Conversation):
-            self.session.dialogue.close()
 
     def info(self) -> Info:
         return Info.from_answer(self.call("info"))

@@ -118,23 +118,6 @@ class _Run:
     report: OtaReport
     progress: Progress | None
     decision: Decision | None = None  # what `check` decided; the steps after it apply it
-    talk: Agent | None = None  # the agent's session on the connection `talk_on` (see `agent`)
-    talk_on: object = None
-
-    def agent(self) -> Agent:
-        """The device's agent for the steps after the reboot: verify, then commit or
-        rollback go through one ``fleet-agent session`` on the current connection (one
-        login and agent start-up for them all); a new connection gets a new session."""
-        plain = agent_for(self.task)
-        if self.talk is None or self.talk_on is not plain.session:
-            self.end_session()
-            self.talk, self.talk_on = plain.open_session(), plain.session
-        return self.talk
-
-    def end_session(self) -> None:
-        if self.talk is not None:
-            self.talk.close()
-        self.talk = self.talk_on = None
 
     def emit(self, step: str, **fields: Any) -> None:
         if self.progress:
@@ -277,7 +260,7 @@ def _reboot(task: Task, run: _Run, restarter: Restarter) -> Result:
 
 def _verify(task: Task, run: _Run, target: str, health_flags: list[str],
             require_healthy: bool, boots_before: int) -> Result:
-    slots, health = _after_boot(run.agent(), health_flags)
+    slots, health = _after_boot(agent_for(task), health_flags)
     selftest = slots.selftest
     problems = []
     if slots.boots <= boots_before:
@@ -310,12 +293,12 @@ def _after_boot(agent: Agent, health_flags: list[str]) -> tuple[Slots, Health]:
 
 
 def _commit(task: Task, run: _Run) -> Result:
-    answer = run.agent().call("commit")
+    answer = agent_for(task).call("commit")
     return Result(host=task.host, result={"slot": answer["slot"], "version": answer["version"]})
 
 
 def _rollback(task: Task, run: _Run, reason: str) -> Result:
-    answer = run.agent().call("rollback", "--reason", reason[:300])
+    answer = agent_for(task).call("rollback", "--reason", reason[:300])
     return Result(host=task.host, result={"slot": answer["slot"], "version": answer["version"]})
 
 
@@ -410,7 +393,6 @@ def _recover(run: _Run, restarter: Restarter, facts: dict[str, Any], why: str) -
 
 
 def _finish(run: _Run, *, changed: bool = True, failed: bool = False, reason: str = "") -> Result:
-    run.end_session()
     run.report.reason = reason
     if failed and run.report.after == run.report.before and not run.report.rolled_back:
         changed = False

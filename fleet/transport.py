@@ -257,14 +257,6 @@ class SSHSession:
                               fix="check the device's SSH server and its pinned host key")
         return ExecResult(rc, out, err)
 
-    def dialogue(self, argv: list[str], *, timeout: float | None = None) -> Dialogue:
-        """Start `argv` (quoted, as `exec` does) for a line-by-line exchange over one channel:
-        a command that answers each line written to it with one line (`fleet-agent session`)."""
-        limit = timeout or self.command_timeout
-        chan = self.transport.open_session(timeout=limit)
-        chan.exec_command(shlex.join(argv))
-        return Dialogue(chan, self.device, argv[:2], limit)
-
     @property
     def sftp(self) -> paramiko.SFTPClient:
         if self._sftp is None:
@@ -392,52 +384,6 @@ class _WindowedWriter:
 
     def _settle(self) -> None:
         self.sftp._read_response(self.pending.popleft())  # noqa: SLF001  raises on error status
-
-
-class Dialogue:
-    """One line out, one line back, over one exec channel (see `SSHSession.dialogue`).
-    Its stderr is read and dropped as it comes, so a chatty command never stalls."""
-
-    def __init__(self, chan: paramiko.Channel, device: str, what: list[str],
-                 timeout: float) -> None:
-        self.chan, self.device, self.what, self.timeout = chan, device, what, timeout
-        self._out = b""
-
-    def send(self, line: bytes) -> None:
-        self.chan.sendall(line.rstrip(b"\n") + b"\n")
-
-    def receive(self, timeout: float | None = None) -> bytes:
-        """The next line the command wrote (without its newline); b"" once it has ended."""
-        deadline = time.monotonic() + (timeout or self.timeout)
-        self.chan.settimeout(0.2)
-        while b"\n" not in self._out:
-            if self.chan.recv_stderr_ready():
-                self.chan.recv_stderr(65536)
-            try:
-                data = self.chan.recv(65536)
-            except TimeoutError:
-                if time.monotonic() > deadline:
-                    self.close()
-                    raise DeviceError(f"{self.device}: `{shlex.join(self.what)}` timed out "
-                                      f"after {timeout or self.timeout:.0f}s",
-                                      fix="raise ssh.command_timeout in fleet.yaml or check "
-                                          "the device") from None
-                continue
-            if not data:  # the command ended (or the connection did)
-                line, self._out = self._out, b""
-                return line
-            self._out += data
-        line, _, self._out = self._out.partition(b"\n")
-        return line
-
-    def close(self, wait_s: float = 5.0) -> None:
-        """End the input and wait (bounded) for the command to end by itself, so what it
-        does at the end of its input (a session's log line) is done when this returns."""
-        with contextlib.suppress(Exception):  # a channel whose connection died is closed already
-            self.chan.shutdown_write()
-            if not self.chan.closed:
-                self.chan.status_event.wait(wait_s)
-        self.chan.close()
 
 
 def _feed(chan: paramiko.Channel, stdin: bytes | IO[bytes]) -> None:

@@ -242,10 +242,6 @@ _RECORDING_AGENT = """#!{python}
 import json, sys
 with open({log!r}, "a") as fh:
     fh.write(json.dumps(sys.argv[1:]) + "\\n")
-if {old!r} and sys.argv[1:2] == ["session"]:
-    print(json.dumps({{"ok": False, "protocol": 1, "error": {{"code": "usage",
-          "message": "fleet-agent: argument command: invalid choice: 'session'"}}}}))
-    sys.exit(2)
 if {old!r} and sys.argv[1:2] == ["health"] and "--slots" in sys.argv:
     print(json.dumps({{"ok": False, "protocol": 1, "error": {{"code": "usage",
           "message": "fleet-agent: unrecognized arguments: --slots"}}}}))
@@ -256,12 +252,10 @@ sys.exit(main())
 
 
 @pytest.mark.parametrize("old_agent", [False, True])
-def test_verify_and_commit_share_one_agent_session_and_still_speak_to_older_agents(
+def test_verify_asks_slots_and_health_in_one_call_and_still_speaks_to_older_agents(
         ota_lab, tmp_path, old_agent):
-    """#19: after the reboot one `fleet-agent session` answers the verify step's `health
-    --slots` and then the commit (one login and interpreter start on the device, not
-    three); an agent without the session is asked one exec per call, and one without
-    `--slots` both ways."""
+    """#19: after the reboot one `health --slots` answers the verify step (one interpreter
+    start on the device, not two); an agent without the flag is asked both ways."""
     target = "1.7.1" if old_agent else "1.7.0"
     bundle = build(ota_lab, "lab-1.1.0.yaml", **{"version: 1.1.0": f"version: {target}"})
     log, wrapper = tmp_path / "calls.jsonl", tmp_path / "agent"
@@ -279,8 +273,6 @@ def test_verify_and_commit_share_one_agent_session_and_still_speak_to_older_agen
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     after = [c[0] for c in calls[[c[0] for c in calls].index("install") + 1:]]
     if old_agent:
-        assert sorted(after) == ["commit", "health", "health", "session", "slots"], calls
+        assert sorted(after) == ["commit", "health", "health", "slots"], calls
     else:
-        assert after == ["session"], calls
-        log = (ota_lab.root("berlin-01") / "var/log/fleet/agent.log").read_text()
-        assert log.splitlines()[-1].endswith("session served: health, commit"), log
+        assert after == ["health", "commit"] and "--slots" in calls[-2], calls

@@ -21,10 +21,6 @@ def lab(tmp_path):
     lab.down()
 
 
-def agent_log(lab, name):
-    return (lab.root(name) / "var/log/fleet/agent.log").read_text().splitlines()
-
-
 def on(event_name, device, action):
     """An event sink that runs `action` once, when `device` reaches `event_name`."""
     fired = threading.Event()
@@ -50,11 +46,6 @@ def test_canary_then_batches_with_a_rollback_counted(lab):
     assert "rolled back to 1.0.0" in bad.reason and "camera pipeline did not start" in bad.reason
     assert versions(lab) == {"berlin-01": "1.1.0", "berlin-02": "1.1.0",
                              "lisbon-01": "1.0.0", "lisbon-02": "1.1.0"}
-    # after each reboot the checks and the commit or rollback share one agent session (#19)
-    sessions = {name: [ln.split("session served: ")[1] for ln in agent_log(lab, name)
-                       if "session served: " in ln] for name in ("berlin-01", "lisbon-01")}
-    assert sessions == {"berlin-01": ["health, commit"],
-                        "lisbon-01": ["health, rollback", "health"]}
     # status replays the journal; plan now sees who is current
     res = run_cli(lab.project.root, "ota", "status", report.id, "--json")
     listed = {d["name"]: d for d in json.loads(res.stdout)["devices"]}  # a named list

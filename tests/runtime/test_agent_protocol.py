@@ -87,24 +87,3 @@ def test_load_is_judged_on_real_devices_not_on_shared_lab_hosts(device: Path) ->
     _, out = call(device, "health", "--load-warn", "0")
     load = next(c for c in out["checks"] if c["name"] == "load")
     assert load["status"] == "ok" and load["shared_host"] is True
-
-
-def test_a_session_answers_each_request_in_order_and_serves_only_short_commands(
-        device: Path) -> None:
-    """`fleet-agent session` (#19): one answer line per request line, exactly what the
-    command alone prints; requests are JSON argv lists, never shell strings; a command that
-    reads stdin or streams is refused and the session goes on; it ends with its input."""
-    requests = [{"argv": ["info"]}, "junk", {"argv": ["install", "-"]},
-                {"argv": ["slots", "--bogus"]}, {"argv": "info; reboot"}, {"argv": ["slots"]}]
-    lines = [r if isinstance(r, str) else json.dumps(r) for r in requests]
-    proc = subprocess.run([AGENT, "session"], input="\n".join(lines) + "\n\n",
-                          capture_output=True, text=True, timeout=60,
-                          env={"FLEET_ROOT": str(device), "PATH": "/usr/bin:/bin"})
-    hello, *answers, last = [json.loads(ln) for ln in proc.stdout.splitlines()]
-    assert proc.returncode == 0 and hello["ok"] and "commit" in hello["session"]
-    assert [a["ok"] for a in answers] == [True, False, False, False, False, True]
-    assert answers[0]["name"] == "dev-1" and answers[5]["state"] == "idle"
-    assert [a["error"]["code"] for a in answers[1:5]] == [
-        "bad-request", "not-served", "usage", "bad-request"]
-    assert last == {"ok": True, "protocol": 1, "served": ["info", "slots", "slots"]}
-    assert "session served: info, slots, slots" in (device / "var/log/fleet/agent.log").read_text()

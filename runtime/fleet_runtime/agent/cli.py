@@ -31,7 +31,7 @@ from fleet_runtime.agent.protocol import (
 from fleet_runtime.layout import Layout, StateFileError
 
 COMMAND_MODULES = ("info", "health", "checksum", "receive", "logs", "ota", "provision", "rtsp",
-                   "daemon", "snapshot", "apps", "cameras", "session")
+                   "daemon", "snapshot", "apps", "cameras")
 # The module behind each command: a call imports only the module it runs. Health
 # sweeps call the agent on every device every few seconds, and a Jetson's small
 # cores pay for each import (tests/test_agent_startup.py keeps this table honest).
@@ -41,7 +41,7 @@ COMMANDS = {
     "install": "ota", "activate": "ota", "boot": "ota", "commit": "ota", "rollback": "ota",
     "slots": "ota", "reboot": "ota", "provision": "provision", "reset": "provision",
     "rtsp-probe": "rtsp", "daemon": "daemon", "snapshot": "snapshot",
-    "app": "apps", "blobs": "apps", "cameras": "cameras", "session": "session",
+    "app": "apps", "blobs": "apps", "cameras": "cameras",
 }
 
 
@@ -64,8 +64,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 # Polled constantly by health sweeps; logging each call would only bloat agent.log.
-QUIET_COMMANDS = frozenset({"info", "health", "checksum", "slots", "snapshot",
-                            "session"})  # a session logs what it served itself
+QUIET_COMMANDS = frozenset({"info", "health", "checksum", "slots", "snapshot"})
 
 
 def _log(layout: Layout, command: str, outcome: str, started: float, failed: bool) -> None:
