@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -36,8 +37,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 from fleet_runtime import slots
 from fleet_runtime.durable import file_lock
 from fleet_runtime.layout import (
@@ -52,7 +51,10 @@ from fleet import processes
 from fleet.errors import ConfigError, DeviceError, UsageError
 from fleet.lab import net as lab_net
 from fleet.project import Project
-from fleet.transport import controller_public_key, pin_host_key
+
+# Imported where used: a lab reboot is two processes of this module per device (the power
+# button and the detached reboot), and paramiko (fleet.transport) and cryptography were
+# most of their start-up, paid on this machine's cores by every tool the benches compare.
 
 SITE_NAMES = ("berlin", "lisbon", "osaka", "denver", "sydney", "toronto", "nairobi", "lima")
 FACTORY_VERSION = "1.0.0"
@@ -242,6 +244,8 @@ class Lab:
             "hardware": dev.hardware, "arch": dev.arch,
         })
         write_host_key(lay)
+        from fleet.transport import controller_public_key
+
         authorized = lay.ssh_dir / "authorized_keys"
         authorized.write_text(controller_public_key(self.project) + "\n")
         authorized.chmod(0o600)
@@ -272,7 +276,10 @@ class Lab:
                 self.write_inventory()
         else:
             pub = host_key_path(self.layout(name)).with_suffix(".pub").read_text()
-            pin_host_key(self.project.known_hosts, dev.host, dev.port, pub)
+            if not pinned_alone(self.project.known_hosts, dev.host, dev.port, pub):
+                from fleet.transport import pin_host_key
+
+                pin_host_key(self.project.known_hosts, dev.host, dev.port, pub)
         wait_for_port(dev.port, dev.pid, self.root(name) / ".lab/ssh.log", host=dev.host)
 
     def _spawn(self, dev: LabDevice) -> int:
@@ -583,8 +590,24 @@ def host_key_path(lay: Layout) -> Path:
     return lay.ssh_dir / "ssh_host_ed25519_key"
 
 
+def pinned_alone(known_hosts: Path, host: str, port: int, public_openssh: str) -> bool:
+    """Is `public_openssh` already the one key pinned for host:port (as
+    `fleet.transport.pin_host_key` writes it)? A device rebooted on its old port keeps its
+    pin, and the reboot then needs no known_hosts write (nor paramiko's import)."""
+    name = host if port == 22 else f"[{host}]:{port}"
+    want = f"{name} {' '.join(public_openssh.split()[:2])}"
+    try:
+        lines = known_hosts.read_text().splitlines()
+    except FileNotFoundError:
+        return False
+    return [ln for ln in lines if ln.split(" ", 1)[0] == name] == [want]
+
+
 def write_host_key(lay: Layout) -> str:
     """A fresh Ed25519 host key (private 0600, public beside it); returns the public line."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
     key = ed25519.Ed25519PrivateKey.generate()
     lay.ssh_dir.mkdir(parents=True, exist_ok=True)
     path = host_key_path(lay)
@@ -613,17 +636,29 @@ def write_factory_image(lay: Layout, version: str) -> None:
 
 def run_boot(lay: Layout, env: dict[str, str]) -> dict[str, Any]:
     """The boot-time slot choice (`fleet-agent boot`, what a real box runs at boot), then
-    mark boot time. Anything but an ``ok`` answer is a failed boot."""
-    from fleet.agent import local_agent
-
+    mark boot time. Anything but an ``ok`` answer is a failed boot. Run as a box's init runs
+    it, not through `fleet.agent` (whose SSH half this process has no use for)."""
+    agent = str(Path(sys.executable).parent / "fleet-agent")
     try:
-        answer = local_agent(lay.root, env).answer("boot", timeout=60)
-    except DeviceError as exc:
+        proc = subprocess.run([agent, "boot"], env={**env, "FLEET_ROOT": str(lay.root)},
+                              stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
         raise DeviceError(f"boot failed on {lay.root.name}: {exc}") from None
+    answer = _last_json(proc.stdout)
     if not answer.get("ok"):
-        raise DeviceError(f"boot failed on {lay.root.name}: {answer.get('error')}")
+        said = answer.get("error") or proc.stderr.decode(errors="replace").strip()[-300:]
+        raise DeviceError(f"boot failed on {lay.root.name}: {said or f'exit {proc.returncode}'}")
     atomic_write_json(lay.run / "boot-time.json", {"booted_at": time.time()})
     return answer
+
+
+def _last_json(out: bytes) -> dict[str, Any]:
+    lines = out.decode(errors="replace").strip().splitlines()
+    try:
+        found = json.loads(lines[-1]) if lines else {}
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def pid_is(pid: int, marker: str, kind: str) -> bool:

@@ -92,3 +92,30 @@ def test_the_power_button_the_inventory_names_says_why_in_one_line(tmp_path: Pat
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.strip().splitlines() == [
         "no lab device named 'nosuch-01'; known: none (run `fleet lab up`)"]
+
+
+def test_the_lab_reboot_imports_neither_paramiko_nor_cryptography() -> None:
+    """Every reboot runs this module twice (the power button and the detached reboot) on
+    the cores the lab shares with the tools the benches compare (#19): SSH and key
+    generation are not part of a reboot."""
+    probe = ("import json, sys\n"
+             "import fleet.lab.reboot\n"
+             "print(json.dumps([m for m in ('paramiko', 'cryptography', 'nornir', 'fleet.agent')"
+             " if m in sys.modules]))\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True).stdout
+    assert json.loads(out) == []
+
+
+def test_a_pin_is_left_alone_only_when_it_is_the_one_key_for_the_address(tmp_path: Path) -> None:
+    from fleet.lab.devices import pinned_alone
+    from fleet.transport import PENDING, pin_host_key
+
+    known, key = tmp_path / "known_hosts", "ssh-ed25519 AAAAC3one lab@device"
+    assert not pinned_alone(known, "127.0.0.1", 2201, key)  # no file yet
+    pin_host_key(known, "127.0.0.1", 2201, key)
+    assert pinned_alone(known, "127.0.0.1", 2201, key)
+    assert not pinned_alone(known, "127.0.0.1", 2202, key)  # another port
+    assert not pinned_alone(known, "127.0.0.1", 2201, "ssh-ed25519 AAAAC3two")  # a new key
+    known.write_text(known.read_text() + f"[127.0.0.1]:2201 ssh-ed25519 AAAAC3two {PENDING}\n")
+    assert not pinned_alone(known, "127.0.0.1", 2201, key)  # a second key: rewrite the pin
