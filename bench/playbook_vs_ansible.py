@@ -42,12 +42,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -147,6 +151,44 @@ def stop_all(project: Project) -> None:
     stop_lab(lab)
 
 
+@dataclass
+class Ran:
+    """A controller run: its output, wall and CPU seconds, and when each output line came."""
+
+    rc: int
+    out: str
+    seconds: float
+    cpu: float  # user + system of it and the children it waited for (not the lab's sshd)
+    lines: list[tuple[float, str]]
+
+
+def timed_run(argv: list[str], **kwargs: Any) -> Ran:
+    """`argv` run to the end, its stdout lines stamped as they arrive (stderr kept)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            **kwargs)
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: err.append(proc.stderr.read()))  # type: ignore[union-attr]
+    reader.start()
+    lines = [(time.perf_counter() - start, line) for line in proc.stdout]  # type: ignore[union-attr]
+    reader.join()
+    rc = proc.wait()
+    seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Ran(rc, "".join(line for _, line in lines) + "".join(err), seconds, cpu, lines)
+
+
+def ansible_tasks(lines: list[tuple[float, str]]) -> str:
+    """Ansible's wall seconds per task (over all hosts: its linear strategy starts a task
+    once every host finished the one before), from the moments its TASK lines appeared."""
+    marks = [(t, line.strip()[6:].split("]")[0]) for t, line in lines
+             if line.startswith(("TASK [", "PLAY RECAP"))]
+    return "\n".join(f"  {name[:40]:<40} {end - t:6.1f} s"
+                     for (t, name), (end, _) in zip(marks, marks[1:], strict=False))
+
+
 def load() -> str:
     one, five, _ = os.getloadavg()
     return f"load {one:.2f}/{five:.2f} on {os.cpu_count()} CPUs"
@@ -170,19 +212,17 @@ def build_app(project: Project, src: Path) -> Path:
     return project.root / "apps" / f"{APP}-1.0.0.app"
 
 
-def run_fleet(project: Project, bundle: Path, app: Path, window: float) -> float:
+def run_fleet(project: Project, bundle: Path, app: Path, window: float) -> Ran:
     play = HERE / "bench.yaml"
     play.write_text(FLEET_PLAY.format(bundle=bundle, app=app, camera=CAMERA_TAG, window=window))
     argv = fleet_cmd(project.root, "play", str(play), "-i", "lab", "--json")
-    start = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True, cwd=HERE)
-    seconds = time.perf_counter() - start
-    (HERE / "fleet.log").write_text(proc.stdout + proc.stderr)
-    if proc.returncode != 0:
-        raise SystemExit(f"fleet play failed ({proc.returncode}); log in {HERE / 'fleet.log'}:\n"
-                         + proc.stderr[-2000:])
+    ran = timed_run(argv, cwd=HERE)
+    (HERE / "fleet.log").write_text(ran.out)
+    if ran.rc != 0:
+        raise SystemExit(f"fleet play failed ({ran.rc}); log in {HERE / 'fleet.log'}:\n"
+                         + ran.out[-2000:])
     check_versions(Lab(project), "fleet")
-    return seconds
+    return ran
 
 
 def where_time_went(project: Project) -> str:
@@ -208,7 +248,7 @@ def where_time_went(project: Project) -> str:
 
 # ---------------------------------------------------------------------------- ansible
 def run_ansible(lab: Lab, bundle: Path, app: Path, forks: int, camera_url: str,
-                window: float) -> float:
+                window: float) -> Ran:
     from fleet.lab.devices import free_port
 
     bindir = peer_venv("ansible-core")
@@ -226,17 +266,15 @@ def run_ansible(lab: Lab, bundle: Path, app: Path, forks: int, camera_url: str,
            "ANSIBLE_PIPELINING": "True", "ANSIBLE_NOCOLOR": "1",
            "ANSIBLE_LOCAL_TEMP": str(HERE / "ansible-tmp"),
            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(HERE / "cp")}
-    start = time.perf_counter()
-    proc = subprocess.run([str(bindir / "ansible-playbook"), "-i", str(inventory), str(play)],
-                          capture_output=True, text=True, env=env, cwd=HERE)
-    seconds = time.perf_counter() - start
-    (HERE / "ansible.log").write_text(proc.stdout + proc.stderr)
-    if proc.returncode != 0:
-        fatal = [line for line in proc.stdout.splitlines() if "fatal:" in line or "ERROR" in line]
-        raise SystemExit(f"ansible-playbook failed ({proc.returncode}); log in "
+    ran = timed_run([str(bindir / "ansible-playbook"), "-i", str(inventory), str(play)],
+                    env=env, cwd=HERE)
+    (HERE / "ansible.log").write_text(ran.out)
+    if ran.rc != 0:
+        fatal = [line for line in ran.out.splitlines() if "fatal:" in line or "ERROR" in line]
+        raise SystemExit(f"ansible-playbook failed ({ran.rc}); log in "
                          f"{HERE / 'ansible.log'}:\n" + "\n".join(fatal[:10]))
     check_versions(lab, "ansible")
-    return seconds
+    return ran
 
 
 def check_versions(lab: Lab, who: str) -> None:
@@ -273,24 +311,28 @@ def main() -> int:
                 lab = fresh_lab(project, args.devices)
                 register(project, lab, server.url(CAMERA_MOUNT))
                 before = load()
-                seconds["fleet"] = run_fleet(project, bundle, app, args.window)
-                print(f"fleet play       : {seconds['fleet']:7.1f} s   ({before} before, "
-                      f"{load()} after)\nfleet, per device and task:\n"
+                ran = run_fleet(project, bundle, app, args.window)
+                seconds["fleet"] = ran.seconds
+                print(f"fleet play       : {ran.seconds:7.1f} s, controller CPU {ran.cpu:6.1f} s"
+                      f"   ({before} before, {load()} after)\nfleet, per device and task:\n"
                       f"{where_time_went(project)}", flush=True)
                 stop_runtimes(lab)
             if args.side in ("both", "ansible"):
                 lab = fresh_lab(project, args.devices)
                 before = load()
-                seconds["ansible"] = run_ansible(lab, bundle, src, args.forks,
-                                                 server.url(CAMERA_MOUNT), args.window)
-                print(f"ansible-playbook : {seconds['ansible']:7.1f} s   ({before} before, "
-                      f"{load()} after)", flush=True)
+                ran = run_ansible(lab, bundle, src, args.forks, server.url(CAMERA_MOUNT),
+                                  args.window)
+                seconds["ansible"] = ran.seconds
+                print(f"ansible-playbook : {ran.seconds:7.1f} s, controller CPU {ran.cpu:6.1f} s"
+                      f"   ({before} before, {load()} after)\nansible, per task (all hosts):\n"
+                      f"{ansible_tasks(ran.lines)}", flush=True)
     finally:
         stop_all(project)
     if len(seconds) == 2:
         print(f"ratio (ansible / fleet): {seconds['ansible'] / seconds['fleet']:.2f}x  "
               "(target >= 3x)")
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())
