@@ -185,8 +185,10 @@ def ansible_tasks(lines: list[tuple[float, str]]) -> str:
     once every host finished the one before), from the moments its TASK lines appeared."""
     marks = [(t, line.strip()[6:].split("]")[0]) for t, line in lines
              if line.startswith(("TASK [", "PLAY RECAP"))]
-    return "\n".join(f"  {name[:40]:<40} {end - t:6.1f} s"
-                     for (t, name), (end, _) in zip(marks, marks[1:], strict=False))
+    spent: dict[str, float] = {}  # a `meta` task prints its TASK line once per host
+    for (t, name), (end, _) in zip(marks, marks[1:], strict=False):
+        spent[name] = spent.get(name, 0.0) + end - t
+    return "\n".join(f"  {name[:40]:<40} {seconds:6.1f} s" for name, seconds in spent.items())
 
 
 def load() -> str:
