@@ -55,15 +55,18 @@ def fleet_cmd(project: Path, *args: str) -> list[str]:
     return [str(Path(sys.executable).parent / "fleet"), "--project", str(project), "--no-color", *args]
 
 
-def ansible_inventory(project: Path, lab: object, out: Path) -> Path:
-    """An INI inventory for the same lab, pinned to the same known_hosts (no TOFU)."""
+def ansible_inventory(project: Path, lab: object, out: Path,
+                      host_vars: Callable[[str], str] | None = None) -> Path:
+    """An INI inventory for the same lab, pinned to the same known_hosts (no TOFU);
+    `host_vars(name)` adds ``key=value`` variables to a host's line."""
     from fleet.transport import controller_key
 
     key = controller_key(lab.project)  # type: ignore[attr-defined]
     known = project / ".fleet/known_hosts"
     lines = ["[lab]"]
     for name, dev in sorted(lab.devices().items()):  # type: ignore[attr-defined]
-        lines.append(f"{name} ansible_host={dev.host} ansible_port={dev.port}")
+        extra = f" {host_vars(name)}" if host_vars else ""
+        lines.append(f"{name} ansible_host={dev.host} ansible_port={dev.port}{extra}")
     lines += ["", "[lab:vars]", "ansible_user=root", f"ansible_ssh_private_key_file={key}",
               "ansible_python_interpreter=/usr/bin/python3",
               f"ansible_ssh_common_args='-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes'"]

@@ -69,14 +69,13 @@ CODE_REL = "packages/123456789012-FACE_BLUR_CODE-1.0/src/application.py"
 CAMERA_FPS = 1  # 30 CenterFace runtimes share this machine's CPUs: one frame a second each
 INPUT = (320, 192)  # CenterFace's input, as the tests run it (fully convolutional)
 GATE = {"window_s": 6, "min_fps": 0.2, "poll_s": 0.5}
-PLAY = """\
-- hosts: lab
-  gather_facts: false
-  serial: {serial}
-  vars:
-    app_dir: "{{{{ fleet_root }}}}/opt/ansible-apps/face_blur"
-    pidfile: "{{{{ fleet_root }}}}/run/ansible-face_blur.pid"
-  tasks:
+# The Ansible side of an application update (also bench/playbook_vs_ansible.py): the play's
+# vars, then its tasks; {app} names the application, {src} its directory.
+APP_VARS = """\
+    app_dir: "{{{{ fleet_root }}}}/opt/ansible-apps/{app}"
+    pidfile: "{{{{ fleet_root }}}}/run/ansible-{app}.pid"
+"""
+APP_TASKS = """\
     - name: copy the application
       ansible.builtin.copy: {{src: "{src}/", dest: "{{{{ app_dir }}}}/"}}
     - name: restart the runtime (stop the old one, start the new one detached)
@@ -87,7 +86,7 @@ PLAY = """\
         fi
         setsid {python} -m fleet_runtime.runtime_cli run {{{{ app_dir }}}} --threads 1 \\
           --http {{{{ http_port }}}} --camera camera_node={{{{ camera }}}} \\
-          > {{{{ fleet_root }}}}/var/log/ansible-face_blur.log 2>&1 < /dev/null &
+          > {{{{ fleet_root }}}}/var/log/ansible-{app}.log 2>&1 < /dev/null &
         echo $! > {{{{ pidfile }}}}
     - name: wait until it is ready and every camera delivers frames
       ansible.builtin.uri: {{url: "http://127.0.0.1:{{{{ http_port }}}}/health", return_content: true}}
@@ -98,6 +97,20 @@ PLAY = """\
       retries: 300
       delay: 1
 """
+PLAY = """\
+- hosts: lab
+  gather_facts: false
+  serial: {serial}
+  vars:
+{app_vars}  tasks:
+{app_tasks}"""
+
+
+def ansible_app(src: Path, app: str) -> tuple[str, str]:
+    """The play vars and tasks that copy the application directory `src`, restart its runtime
+    (camera ``camera_node`` from the host's ``camera``) and wait until it is ready. The
+    inventory gives each host ``fleet_root``, ``http_port`` and ``camera``."""
+    return APP_VARS.format(app=app), APP_TASKS.format(src=src, app=app, python=sys.executable)
 
 
 @dataclass
@@ -213,17 +226,22 @@ def camera_csv(lab: Lab, server_port: int) -> Path:
 
 def stop_everything(project: Project) -> None:
     """The runtimes both sides started (by their recorded PIDs), then the lab."""
-    lab = Lab(project)
+    stop_runtimes(Lab(project))
+    subprocess.run(fleet_cmd(project.root, "lab", "down"), capture_output=True)
+
+
+def stop_runtimes(lab: Lab) -> None:
+    """Every application runtime that Ansible's play or the device's supervisor started on a
+    lab device (also bench/playbook_vs_ansible.py)."""
     for name in lab.devices():
         root = lab.root(name)
-        pids = [_read_pid(root / "run/ansible-face_blur.pid")]
+        pids = [_read_pid(path) for path in (root / "run").glob("ansible-*.pid")]
         for record in (root / "run/fleet/apps").glob("*.json"):
             doc = json.loads(record.read_text() or "{}")
             pids += [doc.get("pid"), doc.get("child")]
         for pid in pids:
             if isinstance(pid, int) and _ours(pid):
                 os.kill(pid, signal.SIGTERM)
-    subprocess.run(fleet_cmd(project.root, "lab", "down"), capture_output=True)
 
 
 def _read_pid(path: Path) -> int | None:
@@ -322,7 +340,8 @@ def run_ansible(lab: Lab, v1: Path, v2: Path, camera_port: int,
 def _ansible_play(bindir: Path, inventory: Path, app: Path, relays: Relays,
                   env: dict[str, str]) -> Figure:
     play = HERE / f"deploy-{app.parent.name}.yml"
-    play.write_text(PLAY.format(serial=json.dumps(SERIAL), src=app, python=sys.executable))
+    app_vars, app_tasks = ansible_app(app, "face_blur")
+    play.write_text(PLAY.format(serial=json.dumps(SERIAL), app_vars=app_vars, app_tasks=app_tasks))
     relays.reset()
     start = time.perf_counter()
     proc = subprocess.run([str(bindir / "ansible-playbook"), "-i", str(inventory), str(play)],

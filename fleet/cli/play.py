@@ -1,4 +1,5 @@
-"""`fleet play PLAYBOOK`, `fleet play resume [ID]`, `fleet play status [ID]`.
+"""`fleet play PLAYBOOK`, `fleet play resume [ID]`, `fleet play status [ID]`,
+`fleet play abort [ID]`.
 
 Parses, calls ``fleet.play.engine`` and renders: a line per play, batch and
 finished task while it runs (stderr), then the recap per device (stdout).
@@ -44,7 +45,7 @@ class _PlayGroup(TyperGroup):
 
 app = typer.Typer(cls=_PlayGroup, no_args_is_help=True,
                   help="Playbooks: plays of typed operations over the inventory "
-                       "(`fleet play PLAYBOOK`, resume, status).")
+                       "(`fleet play PLAYBOOK`, resume, status, abort).")
 
 Tags = Annotated[list[str] | None, typer.Option("--tags", help="only tasks with these tags")]
 SkipTags = Annotated[list[str] | None, typer.Option("--skip-tags",
@@ -127,6 +128,26 @@ def status(ctx: typer.Context, play_id: Id = None, json: o.Json = False) -> None
     a.output(f"play run {state.id}: {state.status}" + (f" ({state.reason})" if state.reason
                                                         else ""))
     a.output(escape(_recap_lines(state)))
+
+
+@app.command()
+def abort(ctx: typer.Context, play_id: Id = None,
+          reason: Annotated[str, typer.Option(help="recorded in the journal")]
+          = "aborted by operator", json: o.Json = False) -> None:
+    """Stop a play run: a running one schedules no more devices and each device stops
+    before its next task; one nobody runs is closed now. An aborted run is not resumed."""
+    from fleet.play import engine
+
+    a = app_of(ctx)
+    with a.guarded():
+        state = engine.abort(a.project, play_id, reason)
+    if json:
+        a.output_json(_report(state))
+    elif state.status == "aborted":
+        a.display_success(f"play run {state.id} aborted")
+    else:
+        a.display_info(f"abort requested: play run {state.id} stops before each device's "
+                       "next task")
 
 
 # ---------------------------------------------------------------------------- rendering

@@ -9,7 +9,9 @@ as Ansible does), a rollout `Policy` from ``serial``/``max_fail_percentage``/
 runner over `PlayWork`. A play that stops (a failure threshold) stops the run.
 `resume` replays the journal and continues: finished plays are skipped, the
 interrupted one continues with the runner's plan and prior outcomes, and no
-step journaled as finished on a device runs again.
+step journaled as finished on a device runs again. `abort` asks a running run
+to stop (the runner schedules no more devices, a device in flight stops before
+its next task) or closes one nobody runs; an aborted run is never resumed.
 
 >>> prepared = prepare(project, Path("playbooks/incident.yaml"), Options())  # doctest: +SKIP
 >>> state = start(prepared)                                                  # doctest: +SKIP
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,13 +33,13 @@ from nornir.core.inventory import Host
 from fleet import inventory as inv
 from fleet.errors import UsageError
 from fleet.play import discovery, patterns, validate
-from fleet.play.journal import INTERRUPTED, PlayJournal, PlayState
+from fleet.play.journal import INTERRUPTED, RUNNING, PlayJournal, PlayState
 from fleet.play.playbook import Play, Playbook, PlaybookError, load
 from fleet.play.variables import extra_vars, host_layers, vars_file
 from fleet.play.work import PlayWork, RunSettings
 from fleet.project import Project
 from fleet.rollout import policy as policies
-from fleet.rollout.report import COMPLETED, FAILED, NOT_RUN, Event, Report
+from fleet.rollout.report import ABORTED, COMPLETED, DONE, FAILED, NOT_RUN, Event, Report
 from fleet.rollout.runner import Control, RolloutRunner
 
 Sink = Callable[[Event], None]
@@ -159,6 +162,41 @@ def status(project: Project, play_id: str | None) -> PlayState:
     return PlayJournal.open_play(project, play_id).state()
 
 
+def abort(project: Project, play_id: str | None, reason: str = "aborted by operator"
+          ) -> PlayState:
+    """Running: ask it to stop (seen at its next scheduling step and before each device's
+    next task). Not running: mark it aborted now, so `resume` refuses it."""
+    journal = PlayJournal.open_play(project, play_id)
+    state = journal.state()
+    if state.status not in (RUNNING, INTERRUPTED):
+        raise UsageError(f"play run {journal.id} is already {state.status}")
+    try:
+        journal.acquire()  # nobody runs it, and nobody can start resuming it meanwhile
+    except UsageError:
+        journal.append({"event": "abort_requested", "reason": reason})
+        return journal.state()
+    try:
+        journal.append({"event": "abort_requested", "reason": reason})
+        for index in sorted(set(state.reports) - set(state.finished_plays)):
+            _close_play(journal, index, state.reports[index], reason)
+        journal.append({"event": "playbook_finished", "status": ABORTED, "reason": reason})
+    finally:
+        journal.release()
+    return journal.state()
+
+
+def _close_play(journal: PlayJournal, index: int, report: Report, reason: str) -> None:
+    """An interrupted play closed as aborted: its unfinished devices never ran to the end."""
+    for name, dev in report.devices.items():
+        if dev.outcome not in DONE:
+            journal.append({"event": "device_finished", "device": name, "outcome": NOT_RUN,
+                            "reason": f"aborted ({dev.outcome or 'not reached'})",
+                            "play": index})
+    journal.append({"event": "run_finished", "status": ABORTED, "reason": reason, "play": index})
+    journal.append({"event": "play_finished", "status": ABORTED, "reason": reason,
+                    "play": index})
+
+
 def _run(journal: PlayJournal, prepared: Prepared, prior: PlayState,
          sinks: Sequence[Sink]) -> PlayState:
     settings = prepared.settings
@@ -169,11 +207,14 @@ def _run(journal: PlayJournal, prepared: Prepared, prior: PlayState,
                 str(event["register"])] = event.get("value") or {}
     failed: set[str] = set()
     verdict: tuple[str, str] = (COMPLETED, "")
+    journal.watch_from_now()  # an abort asked of an earlier process is not this run's
+    watch = AbortWatch(journal.abort_poll)
     try:
         for play in prepared.book.plays:
-            status, reason = _play(journal, prepared, play, prior, failed, sinks)
+            status, reason = _play(journal, prepared, play, prior, failed, sinks, watch)
             if status != COMPLETED:
-                verdict = (STOPPED, f"play {play.name!r}: {reason}")
+                verdict = (status if status == ABORTED else STOPPED,
+                           f"play {play.name!r}: {reason}")
                 break
         _emit([journal, *sinks], {"event": "playbook_finished", "status": verdict[0],
                                   "reason": verdict[1]})
@@ -184,8 +225,23 @@ def _run(journal: PlayJournal, prepared: Prepared, prior: PlayState,
     return journal.state()
 
 
+class AbortWatch:
+    """The journal's abort poll for the runner and every device thread (before each task):
+    serialized, and what it found is kept."""
+
+    def __init__(self, poll: Callable[[], str | None]) -> None:
+        self.poll = poll
+        self.reason: str | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> str | None:
+        with self._lock:
+            self.reason = self.reason or self.poll()
+            return self.reason
+
+
 def _play(journal: PlayJournal, prepared: Prepared, play: Play, prior: PlayState,
-          failed: set[str], sinks: Sequence[Sink]) -> tuple[str, str]:
+          failed: set[str], sinks: Sequence[Sink], watch: AbortWatch) -> tuple[str, str]:
     report = prior.reports.get(play.index)
     if play.index in prior.finished_plays:
         failed.update(report.with_outcome(FAILED) if report else [])
@@ -200,19 +256,22 @@ def _play(journal: PlayJournal, prepared: Prepared, play: Play, prior: PlayState
         names = [n for n in prepared.hosts(play) if n not in failed]
         emit({"event": "play_started", "name": play.name, "devices": names})
     chosen = set(names)
-    runner = RolloutRunner(_policy(prepared.project, play), control=Control(journal.abort_poll),
+    runner = RolloutRunner(_policy(prepared.project, play), control=Control(watch),
                            on_event=[emit], plan=report.batches if report and report.batches
                            else None, prior=_prior(report))
-    work = PlayWork(prepared.settings, play, emit, show=lambda event: _emit(sinks, event))
+    work = PlayWork(prepared.settings, play, emit, show=lambda event: _emit(sinks, event),
+                    aborted=watch)
     nr = prepared.nr.filter(filter_func=lambda h: h.name in chosen)
     if nr.inventory.hosts:
         nr.with_runner(runner).run(task=work.apply, name=play.name)
     else:
         runner.emit({"event": "run_finished", "status": COMPLETED, "reason": "no devices"})
     failed.update(runner.report.with_outcome(FAILED))
-    emit({"event": "play_finished", "status": runner.report.status,
-          "reason": runner.report.reason})
-    return runner.report.status, runner.report.reason
+    status, reason = runner.report.status, runner.report.reason
+    if status != COMPLETED and watch.reason:  # devices it stopped may have tripped a threshold
+        status, reason = ABORTED, watch.reason
+    emit({"event": "play_finished", "status": status, "reason": reason})
+    return status, reason
 
 
 def _prior(report: Report | None) -> dict[str, str] | None:

@@ -78,11 +78,15 @@ class PlayWork:
     gate = None
 
     def __init__(self, settings: RunSettings, play: Play, emit: Sink,
-                 show: Sink | None = None) -> None:
+                 show: Sink | None = None,
+                 aborted: Callable[[], str | None] = lambda: None) -> None:
         """`emit`: events worth journaling; `show`: progress for the display only (an
-        upload's percentages would cost an fsync each in the journal)."""
+        upload's percentages would cost an fsync each in the journal); `aborted`: the
+        reason once the run was asked to stop (`fleet play abort`): each device stops
+        before its next task."""
         self.settings, self.play, self.emit = settings, play, emit
         self.show = show or (lambda event: None)
+        self.aborted = aborted
         self._once: dict[str, ops.Outcome] = {}
         self._once_lock = threading.Lock()
         self._cancelled: set[str] = set()
@@ -157,6 +161,9 @@ class PlayWork:
         for step in steps:
             if device.name in self._cancelled:
                 device.failed = device.failed or "stopped: past device_timeout"
+            stop = self.aborted()
+            if stop:
+                device.failed = device.failed or f"stopped before {step.name!r}: {stop}"
             if device.failed or not self._step(task, device, step, tags):
                 return False
         return True

@@ -79,6 +79,8 @@ def _done(work: AppWork, multi: MultiResult) -> Outcome:
     first = multi[0]
     report: dict[str, Any] = first.result if isinstance(first.result, dict) else {}
     data = {k: report.get(k) for k in ("state", "before", "after", "sent_bytes", "sent_blobs")}
+    # where the device's time went, step by step (seconds), for a `register`ed look
+    data["steps"] = {s["step"]: s.get("seconds") for s in report.get("steps", [])}
     if first.failed:
         return Outcome(failed=True, msg=str(report.get("reason") or reason(multi)), data=data)
     if not first.changed:
