@@ -51,6 +51,16 @@ def test_queue_without_drop_waits_for_room():
     assert queue.get(1) == 2 and queue.dropped == 0
 
 
+def test_an_rtsp_camera_is_opened_on_its_sdp_without_probing_the_stream():
+    """FFmpeg's probing read up to 5 s of a stream before the first frame (at 1 fps, a new
+    version's health gate waited that long); the RTSP session's SDP describes it."""
+    from fleet_runtime.pipeline.sources import _open_options
+
+    options = _open_options(parse_source("cam", "rtsp://10.0.0.7/live"))
+    assert options["probesize"] == "32" and options["rtsp_transport"] == "tcp"
+    assert "probesize" not in _open_options(parse_source("f", "synthetic:320x240@5"))
+
+
 def test_parse_source(tmp_path: Path):
     assert parse_source("a", "rtsp://10.0.0.7/live").kind == "rtsp"
     spec = parse_source("b", "synthetic:320x240@5")
