@@ -230,6 +230,29 @@ def test_classification_decoder():
     assert result.score == pytest.approx(np.exp(3) / np.exp([1, 2, 3]).sum())
 
 
+def test_a_stopped_source_ends_at_its_next_frame_not_at_the_end_of_its_stream(tmp_path: Path):
+    """A live stream never ends: a stopped camera thread must leave at its next frame (the
+    runtime's exit used to wait out the 2 s join for it, at every restart)."""
+    av = pytest.importorskip("av")
+    path = tmp_path / "minute.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=5)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        black = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="bgr24")
+        for _ in range(300):  # a minute at 5 fps, played in real time
+            for packet in stream.encode(black):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    queue: FrameQueue = FrameQueue(2)
+    source = Source(SourceSpec("c", "file", str(path), realtime=True, loop=False), queue)
+    source.start()
+    assert queue.wait(30), "no first frame"
+    source.stop()
+    source.join(30)  # generous: it ends at the next frame, a fifth of a second away
+    assert not source.is_alive() and source.status.frames < 300
+
+
 @pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv444p"])
 def test_file_source_colours_match_ffmpeg(tmp_path: Path, pix_fmt: str):
     """I420 goes through OpenCV, anything else through swscale: same picture either way."""

@@ -137,6 +137,10 @@ class Source(threading.Thread):
         while not self.stop_event.is_set():
             try:
                 for image in frames_of(self.spec, self.stop_event):
+                    if self.stop_event.is_set():
+                        # Stopped: leave now, not at the end of the stream (an RTSP camera's
+                        # never comes, and the runtime's exit waited out its join timeout).
+                        return
                     self.status.connected = True
                     backoff.reset()
                     if not self._emit(image):
