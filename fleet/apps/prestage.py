@@ -13,7 +13,8 @@ switches or restarts anything before batch N has passed its gates. When the
 device's turn comes, `AppWork.deploy` waits for its early send, decides again
 from the device's facts and finds nothing (or only what failed) left to send.
 
-If the rollout stops (a failed gate, a threshold, an abort), devices of the next
+A batch with a failed (or skipped, or not run) device sends nothing ahead: the
+rollout may stop there. If it stops later (an abort, a pause), devices of the next
 batch may hold the version's blobs without it being staged; the next deploy of
 that version sends nothing for them, and `fleet-agent blobs gc` collects blobs
 no version uses once their grace has passed. `fleet app deploy --no-prestage`
@@ -33,6 +34,7 @@ from nornir.core.inventory import Host
 
 from fleet.agent import Agent
 from fleet.apps.send import send_blobs
+from fleet.rollout.report import SUCCEEDED, UNCHANGED
 from fleet.transport import CONNECTION_NAME
 
 if TYPE_CHECKING:
@@ -63,8 +65,14 @@ class PreStage:
             number = int(event["batch"])
             with self.lock:
                 self.waiting, self.next = set(event.get("devices") or ()), number
-        elif kind == "device_step" and event.get("step") == "health_check" or \
-                kind == "device_finished":
+        elif kind == "device_step" and event.get("step") == "health_check":
+            self._passed(str(event.get("device")))
+        elif kind == "device_finished":
+            if event.get("outcome") not in (SUCCEEDED, UNCHANGED):
+                # A failure may stop the rollout (its thresholds): the next batch then
+                # sends at its own turn, if it comes.
+                with self.lock:
+                    self.next = len(self.batches)
             self._passed(str(event.get("device")))
         elif kind == "run_finished":
             self.close()

@@ -74,3 +74,15 @@ def test_nothing_is_sent_after_the_rollout_finished() -> None:
            step("a"))
     assert not sink.futures and not sink.sent
     sink.wait(sink.nr.inventory.hosts["b"])  # a device with no early send does not wait
+
+
+def test_a_batch_with_a_failed_device_sends_nothing_ahead() -> None:
+    """The failure may stop the rollout under its thresholds: the next batch would have got
+    its blobs for nothing."""
+    sink = Recorded()
+    sink.gate.set()
+    events(sink, {"event": "planned", "batches": BATCHES},
+           {"event": "batch_started", "batch": 1, "devices": ["a"]},
+           {"event": "device_finished", "device": "a", "outcome": "failed"})
+    assert not sink.futures
+    sink.close()
