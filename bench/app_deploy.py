@@ -20,15 +20,30 @@ time (``forks = 10``):
 
 * fleet: ``fleet app deploy BUNDLE -i lab --batches 1,30%,100%`` with the
   camera bound from the registry; each device gets only the blobs it lacks,
-  stages, switches and holds its health gate (window shortened to 6 s in
-  each device's etc/fleet/apps.json, see GATE) before the next batch;
+  stages, switches and holds its health gate before the next batch starts.
+  The gate (each device's etc/fleet/apps.json, see GATE) waits for the runtime
+  to answer /health ready with every camera delivering frames, then holds a
+  6 s window in which every camera keeps at or above 0.2 fps, inference
+  latency stays under its limit and nothing restarts; only then does the
+  device commit and the next batch start. While a batch holds its gates the
+  next batch's missing blobs are sent ahead (fleet/apps/prestage.py: only
+  blobs; nothing is staged or switched before its turn);
 * Ansible: ansible-core from PyPI in a bench venv; ``ansible.builtin.copy``
   of the application directory (it skips files whose checksum already
   matches, so (b) sends only the changed file too), then a restart of the
   runtime (stop the old process, start the new one detached: what a
   ``systemctl restart`` does) and a wait until /health is ready with every
-  camera delivering frames; pipelining and ControlPersist on, host keys pinned
-  through the same known_hosts.
+  camera delivering frames (polled every second; no window held after it);
+  pipelining and ControlPersist on, host keys pinned through the same
+  known_hosts.
+
+So fleet does all Ansible does and waits 6 s longer per batch. Both sides
+start the same runtime (``fleet_runtime.runtime_cli run``), so what the
+runtime's start-up costs (imports, the model, the camera's first frame)
+counts on both. After each fleet figure the bench prints where its time went,
+from the rollout's journal: before batch 1 (the command's start, the bundle's
+check, the plan over every device), then per batch the slowest device's time
+to its gate and in it.
 
 Bytes: every SSH connection of both sides goes through a counting TCP relay
 in front of each device's sshd (bench/_relay.py): the bytes on the wire, both
@@ -296,7 +311,33 @@ def _fleet_deploy(project: Project, bundle: Path, relays: Relays, concurrency: i
                          f"{report.get('reason')}); log in {HERE / f'fleet-{bundle.stem}.log'}")
     figure = Figure(seconds, moved, os.getloadavg()[0])
     print(row(f"fleet app deploy {bundle.stem}", figure), flush=True)
+    print("  " + where_time_went(project, seconds), flush=True)
     return figure
+
+
+def where_time_went(project: Project, seconds: float) -> str:
+    """From the rollout's journal: the time before the first batch (the command's start, the
+    bundle's check, the plan over every device), then per batch its slowest device's time
+    before its health gate and in it."""
+    from fleet.rollout.journal import Journal
+
+    events = Journal.open(project, None).events()
+    starts = {e["batch"]: e["t"] for e in events if e.get("event") == "batch_started"}
+    batch_of = {e["device"]: e["batch"] for e in events if e.get("event") == "device_started"}
+    gate = {e["device"]: e["t"] for e in events
+            if e.get("event") == "device_step" and e.get("step") == "health_check"}
+    done = {e["device"]: e["t"] for e in events if e.get("event") == "device_finished"}
+    end = max(done.values(), default=min(starts.values(), default=0.0))
+    parts = [f"before batch 1 {seconds - (end - min(starts.values(), default=end)):.1f} s"]
+    for number, began in sorted(starts.items()):
+        names = [d for d, b in batch_of.items() if b == number and d in gate and d in done]
+        if names:
+            before = max(gate[d] - began for d in names)
+            held = max(done[d] - gate[d] for d in names)
+            parts.append(f"batch {number}: {before:.1f} s to its gate, {held:.1f} s in it")
+        elif number in starts:
+            parts.append(f"batch {number}: no gate")
+    return "; ".join(parts)
 
 
 def ansible_inventory(lab: Lab, relays: Relays, camera_port: int) -> Path:

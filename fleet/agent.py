@@ -14,11 +14,12 @@ subprocess with ``FLEET_ROOT`` set (``local_agent(root)``).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -35,6 +36,12 @@ PROTOCOL = 1
 MIN_AGENT_VERSION = "0.1.0"
 Progress = Callable[[dict[str, Any]], None]
 SMALL_BLOB = 4 << 20  # bytes below which a blob travels over the open SSH connection
+Call = tuple[Sequence[str], bytes | None]  # one command of a batch: argv and its stdin
+
+
+def checked(device: str, answer: dict[str, Any]) -> dict[str, Any]:
+    """`answer` (one call of a batch) when it is ok; else its AgentCallError."""
+    return _checked(device, answer)
 
 
 class Session(Protocol):
@@ -121,6 +128,42 @@ class Agent:
             raise AgentCallError(self.device, str(err.get("code", "error")),
                                  str(err.get("message", "")))
         return answer
+
+    def batch(self, calls: Sequence[Call], *, timeout: float | None = None,
+              on_call: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+        """Run `calls` (argv, stdin) in one agent process (``fleet-agent batch``); each
+        call's answer in order, ending at the first that failed (the later ones did not
+        run). `on_call(index)` as each call starts. An agent without ``batch`` runs them
+        one by one, with the same answers."""
+        body = json.dumps({"calls": [
+            {"argv": list(argv), **({"stdin_b64": base64.b64encode(data).decode()}
+                                    if data else {})} for argv, data in calls]}).encode()
+
+        def started(progress: dict[str, Any]) -> None:
+            if on_call is not None and isinstance(progress.get("index"), int):
+                on_call(progress["index"])
+
+        try:
+            answers = self.call("batch", stdin=body, timeout=timeout, on_progress=started)
+        except AgentCallError as exc:
+            if exc.code != "usage" or "invalid choice: 'batch'" not in exc.message:
+                raise
+            return self._one_by_one(calls, timeout, on_call)
+        out = answers.get("answers")
+        if not isinstance(out, list) or not all(isinstance(a, dict) and "ok" in a for a in out):
+            raise AgentCallError(self.device, "protocol", "the batch answer lists no answers")
+        return out
+
+    def _one_by_one(self, calls: Sequence[Call], timeout: float | None,
+                    on_call: Callable[[int], None] | None) -> list[dict[str, Any]]:
+        out = []
+        for index, (argv, data) in enumerate(calls):
+            if on_call is not None:
+                on_call(index)
+            out.append(self.answer(argv[0], *argv[1:], stdin=data or None, timeout=timeout))
+            if not out[-1]["ok"]:
+                break
+        return out
 
     def info(self) -> Info:
         return Info.from_answer(self.call("info"))

@@ -44,11 +44,19 @@ def probe_cameras(agent: Agent, config: DeviceConfig,
     body = probe_request(config, timeout)
     if body is None:
         return None
-    names = sorted(c["name"] for c in json.loads(body)["cameras"])
     try:
-        answer: dict[str, Any] = agent.call("rtsp-probe", stdin=body, timeout=timeout * 4 + 10)
+        answer: dict[str, Any] | None = agent.call("rtsp-probe", stdin=body,
+                                                   timeout=timeout * 4 + 10)
     except AgentCallError:  # the device could not run the probe: no camera is known reachable
-        return {name: "ERROR" for name in names}
-    found = {str(r.get("name")): str(r.get("status")) for r in answer.get("results") or []
-             if isinstance(r, dict)}
+        answer = None
+    return probe_statuses(body, answer)
+
+
+def probe_statuses(body: bytes, answer: dict[str, Any] | None) -> dict[str, str]:
+    """Camera name -> status from the device's `rtsp-probe` answer to the request `body`
+    (``ERROR`` for each camera when there is no ok answer, or none for that camera)."""
+    names = sorted(c["name"] for c in json.loads(body)["cameras"])
+    ok = answer is not None and answer.get("ok", True)
+    found = {str(r.get("name")): str(r.get("status")) for r in
+             ((answer or {}).get("results") or [] if ok else []) if isinstance(r, dict)}
     return {name: found.get(name, "ERROR") for name in names}

@@ -1,19 +1,24 @@
 """An application deployment as rollout work (kind ``app``): decide, apply, accept, verify.
 
-`decide` reads the device (`info`, `app list`, `blobs have` for the version's
-blobs) and calls `fleet.apps.decide.decide_app`; `apply` (`AppWork.deploy`)
-makes that same decision first, then walks the status model, each step a
-subtask the journal records (``device_step``) and the progress callback sees:
+`decide` reads the device in one agent call (``fleet-agent batch``: `info`,
+`app list`, `blobs have`, the RTSP probe of the bound cameras) and calls
+`fleet.apps.decide.decide_app`; `apply` (`AppWork.deploy`) makes that same
+decision first, then walks the status model, each step a subtask the journal
+records (``device_step``) and the progress callback sees:
 
     sending (bytes) -> verifying -> staged -> switching -> health_check
     -> succeeded | rolled_back | failed      (current: nothing to do)
 
-Only missing blobs travel, each streamed into ``fleet-agent blobs put`` from
-the bytes the device already holds (an interrupted blob continues from its
-``partial`` size). The device holds the health gate and rolls back by itself
-(`app activate --no-wait`, then `app commit`; if the device's supervisor
-is already running the gate, the controller waits for its verdict).
-Deploying one app never touches another.
+Only missing blobs travel (fleet/apps/send.py), each hashed by the device on
+arrival and confirmed in its answer (that is `verifying`: no second round
+trip); an interrupted blob continues from its ``partial`` size. `staged`
+stages and switches in one agent process (stage, the sealed cameras, the
+supervisor, ``app activate VERSION --no-wait``); the device holds the health
+gate and rolls back by itself (`app commit`, whose answer is the verdict; if
+the device's supervisor is already running the gate, the controller waits
+for its verdict). Deploying one app never touches another. A `PreStage`
+(fleet/apps/prestage.py) may have sent a device's blobs while the batch before
+it held its gate; the walk then finds nothing to send.
 
 After a controller crash `verify` reads the device's own flow: done on the
 target is finished; rolled back from the target by the device's own gate is
@@ -31,14 +36,14 @@ the registry); `graph_defaults` takes the graph's own values only.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fleet_runtime.appbundle import AppManifest
 from nornir.core import Nornir
@@ -46,18 +51,24 @@ from nornir.core.exceptions import NornirSubTaskError
 from nornir.core.inventory import Host
 from nornir.core.task import MultiResult, Result, Task
 
-from fleet.agent import Agent, agent_for
-from fleet.apps.decide import Blob, DevicePlan, Target, blobs_of, decide_app, version_files
-from fleet.apps.reach import probe_cameras
+from fleet.agent import Agent, Call, agent_for, checked
+from fleet.apps.decide import DevicePlan, Target, decide_app, version_files
+from fleet.apps.reach import PROBE_TIMEOUT_S, probe_request, probe_statuses
+from fleet.apps.send import Sent, send_blobs
 from fleet.apps.source import BlobSource
 from fleet.errors import AgentCallError, FleetError, UsageError
+from fleet.facts import Blobs, DeployedApp, DeployedApps, Info
 from fleet.project import Project
 from fleet.rollout.work import Progress
 from fleet.transport import CONNECTION_NAME
 
+if TYPE_CHECKING:
+    from fleet.apps.prestage import PreStage
+
+Planned = tuple[DevicePlan, Target, "DeviceConfig"]
 KIND = "app"
 SETTLED = ("done", "failed", "rolled-back")
-SEND_CHANNELS = 4  # small blobs in flight at once per device
+REUSE_S = 120.0  # `fleet app deploy`: how old a decision its devices' turns may act on
 GATE_DEFAULTS = {"startup_s": 120.0, "window_s": 30.0}  # the device's defaults (apps/settings)
 
 
@@ -134,6 +145,11 @@ class AppWork:
     allow_unreachable: bool = False  # deploy even where a bound camera fails the RTSP probe
     engine: str = "ssh"  # iot-jobs: one shared job document, no per-device files
     uri_cameras: dict[str, dict[str, str]] = field(default_factory=dict)  # device -> node: URI
+    prestage: PreStage | None = None  # sends a batch's blobs during the gates before it
+    # A decision this recent (the deploy's plan, or an early send's) is what the device's
+    # turn acts on, instead of asking the device again; 0: every turn decides anew.
+    reuse_s: float = 0.0
+    decided: dict[str, tuple[float, Planned]] = field(default_factory=dict)
     kind = KIND
     gate = None  # `accept` reads what the device reported
 
@@ -188,21 +204,47 @@ class AppWork:
                       config.refusal(), set_nodes), config
 
     def plan_device(self, task: Task) -> tuple[DevicePlan, Target, DeviceConfig]:
-        """The device's facts and the decision: what `plan` shows and `deploy` acts on.
-        Bound cameras are probed from the device (one `rtsp-probe` call; none when no
-        camera is bound or the device is refused before)."""
-        agent = agent_for(task)
-        info, apps = agent.info(), agent.app_list()
-        target, config = self.target_for(task.host)
+        """The device's facts and the decision: what `plan` shows and `deploy` acts on."""
+        return self.plan_with(agent_for(task), task.host)
+
+    def plan_with(self, agent: Agent, host: Host) -> tuple[DevicePlan, Target, DeviceConfig]:
+        """`plan_device` with this agent: the facts in one agent call (`info`, `app list`,
+        `blobs have` for every blob the bundle and the device's files name, and the RTSP
+        probe of the bound cameras when any is bound and the configuration is not refused)."""
+        target, config = self.target_for(host)
+        shas = {f.sha256 for f in self.manifest.files} | \
+            {hashlib.sha256(data).hexdigest() for data in config.files().values()}
+        probe = None if target.refusal else probe_request(config)
+        calls: list[Call] = [(["info"], None), (["app", "list"], None),
+                             (["blobs", "have", *sorted(shas)], None)]
+        if probe is not None:
+            calls.append((["rtsp-probe"], probe))
+        answers = agent.batch(calls, timeout=PROBE_TIMEOUT_S * 4 + 10 if probe else None)
+        info, apps, blobs = (Info.from_answer(_nth(agent, answers, 0)),
+                             DeployedApps.from_answer(_nth(agent, answers, 1)),
+                             Blobs.from_answer(_nth(agent, answers, 2)))
         files = version_files(target, info.arch or "unknown")
-        blobs = None if isinstance(files, str) else \
-            agent.blobs_have([b.sha256 for b in blobs_of(files)])
-        cameras = None if isinstance(files, str) or target.refusal else \
-            probe_cameras(agent, config)
-        plan = decide_app(info, apps, blobs, target, files, cameras, self.allow_unreachable,
-                          engine=self.engine, device=task.host.name)
-        self.uri_cameras[task.host.name] = plan.release(target).get("cameras") or {}
+        cameras = None if isinstance(files, str) or probe is None else \
+            probe_statuses(probe, answers[3] if len(answers) > 3 else None)
+        plan = decide_app(info, apps, None if isinstance(files, str) else blobs, target, files,
+                          cameras, self.allow_unreachable, engine=self.engine, device=host.name)
+        self.uri_cameras[host.name] = plan.release(target).get("cameras") or {}
+        self.remember(host.name, (plan, target, config))
         return plan, target, config
+
+    def remember(self, device: str, planned: Planned) -> None:
+        if self.reuse_s > 0:
+            self.decided[device] = (time.monotonic(), planned)
+
+    def turn_plan(self, task: Task) -> Planned:
+        """The decision the device's turn acts on: one made within `reuse_s` (each is used
+        once), else a new one. The device itself refuses a stage or a switch that no longer
+        fits (another deploy in flight, another version staged), and its gate judges the
+        cameras, so a decision seconds old loses no guarantee."""
+        made, planned = self.decided.pop(task.host.name, (0.0, None))
+        if planned is not None and time.monotonic() - made <= self.reuse_s:
+            return planned
+        return self.plan_device(task)
 
     def job_release(self) -> dict[str, Any]:
         """The release fields one IoT job document carries to every device: the health
@@ -238,10 +280,12 @@ class AppWork:
     def deploy(self, task: Task, dry_run: bool | None = None) -> Result:
         """Deploy on one device from where it stands; see the module docstring."""
         run = _Deploy(self, task)
+        if self.prestage is not None:
+            self.prestage.wait(task.host)
         if task.host.name in self.fell_back:  # seen by `verify` after a controller crash
             return run.finish("rolled_back", self.fell_back[task.host.name])
         try:
-            plan, target, config = run.step("check", lambda t: self.plan_device(t))
+            plan, target, config = run.step("check", lambda t: self.turn_plan(t))
         except StepFailed as exc:
             return run.finish("failed", f"check: {exc.reason}")
         run.report.update(before=plan.current, platform=plan.platform,
@@ -353,19 +397,19 @@ class _Deploy:
                       result=self.report)
 
     def walk(self, plan: DevicePlan, target: Target, config: DeviceConfig) -> Result:
+        """Three agent calls past the check: `staged` stages and switches in one (stage,
+        the sealed cameras, the supervisor, ``activate --no-wait``: the same commands, one
+        agent process); `health_check` runs the device's gate (``app commit``)."""
         name, version = target.name, target.version
+        switch = self.switch_calls(name, version, config.sealed())
         if plan.resume_from is None:
-            self.step("sending", lambda t: self.send(plan))
-            self.step("verifying", lambda t: self.verify_blobs(plan))
-            sealed = config.sealed()
-            if sealed:  # camera credentials: the device's 0600 cameras.json, via stdin only
-                self.step("cameras", lambda t: self.agent.call("cameras", "set", "-",
-                                                               stdin=sealed))
-            self.step("staged", lambda t: self.stage(plan, target))
-        self.step("supervisor", lambda t: self.agent.call("app", "start", name))
-        if plan.resume_from not in ("checking", "committing"):
-            self.step("switching", lambda t: self.agent.call("app", "activate", name, version,
-                                                             "--no-wait"))
+            sent = self.step("sending", lambda t: self.send(plan))
+            self.step("verifying", lambda t: self.verify_sent(plan, sent))
+            release = json.dumps(plan.release(target)).encode()
+            self.step("staged", lambda t: self.run_calls(
+                [(["app", "stage", "-"], release), *switch], switching_at=len(switch)))
+        elif plan.resume_from not in ("checking", "committing"):
+            self.step("switching", lambda t: self.run_calls(switch, switching_at=None))
         verdict = self.step("health_check", lambda t: self.gate(name, target.health))
         self.report["after"] = verdict.committed
         if verdict.state == "done" and verdict.committed == version:
@@ -374,53 +418,54 @@ class _Deploy:
             return self.finish("rolled_back", f"rolled back by the device: {verdict.reason}")
         return self.finish("failed", f"{name} ended {verdict.state}: {verdict.reason}")
 
-    def send(self, plan: DevicePlan) -> int:
-        """Each missing blob, streamed from the bytes the device already holds. Small ones
-        travel SEND_CHANNELS at a time over the one SSH connection (each is a short agent
-        command: the round trips overlap); large ones one after the other."""
-        from concurrent.futures import ThreadPoolExecutor
+    @staticmethod
+    def switch_calls(name: str, version: str, sealed: bytes | None) -> list[Call]:
+        """The switch: the camera credentials (the device's 0600 cameras.json, via stdin
+        only), the app's supervisor, then ``activate`` of exactly this staged version."""
+        calls: list[Call] = [(["cameras", "set", "-"], sealed)] if sealed else []
+        return [*calls, (["app", "start", name], None),
+                (["app", "activate", name, version, "--no-wait"], None)]
 
-        from fleet.agent import SMALL_BLOB
+    def run_calls(self, calls: list[Call], switching_at: int | None) -> None:
+        """`calls` in one agent process, each checked; `switching_at`: the index of the call
+        that switches when this one batch also stages (shown as its own step)."""
+        def started(index: int) -> None:  # shown only: the device runs the batch to its end
+            if index == switching_at and self.work.progress is not None:
+                self.work.progress(self.task.host.name, "switching", {"status": "start"})
 
+        for answer in self.agent.batch(calls, on_call=started):
+            checked(self.task.host.name, answer)
+
+    def send(self, plan: DevicePlan) -> Sent:
+        """Each missing blob, streamed from the bytes the device already holds (send.py)."""
         session = self.task.host.get_connection(CONNECTION_NAME, self.task.nornir.config)
-        agent, lock = self.agent, threading.Lock()
 
-        def put(item: tuple[Blob, int]) -> None:
-            blob, offset = item
-            with self.work.source.path(blob.sha256).open("rb") as src:
-                src.seek(offset)
-                agent.put_blob(session, blob.sha256, blob.size, offset, src)
-            with lock:
-                done = self.report["sent_bytes"] + blob.size - offset
-                self.report.update(sent_bytes=done, sent_blobs=self.report["sent_blobs"] + 1)
-                self.emit("sending", done=done, total=plan.send_bytes)
+        def sent(done: int) -> None:
+            self.report.update(sent_bytes=done)
+            self.emit("sending", done=done, total=plan.send_bytes)
 
-        small = [i for i in plan.send if i[0].size - i[1] < SMALL_BLOB]
-        with ThreadPoolExecutor(max_workers=SEND_CHANNELS) as pool:
-            list(pool.map(put, small))  # the first failure is raised here
-        for item in plan.send:
-            if item not in small:
-                put(item)
-        return int(self.report["sent_bytes"])
+        out = send_blobs(self.agent, session, self.work.source, plan.send, on_bytes=sent)
+        self.report["sent_blobs"] = len(out.received)
+        return out
 
-    def verify_blobs(self, plan: DevicePlan) -> None:
-        blobs = self.agent.blobs_have([f["sha256"] for f in plan.files])
-        if blobs.missing:
-            raise FleetError(f"{len(blobs.missing)} blob(s) still missing after sending "
-                             f"(first {blobs.missing[0][:12]})")
-
-    def stage(self, plan: DevicePlan, target: Target) -> None:
-        import json
-
-        self.agent.call("app", "stage", "-", stdin=json.dumps(plan.release(target)).encode())
+    def verify_sent(self, plan: DevicePlan, sent: Sent) -> None:
+        """Every blob sent was hashed by the device on arrival and confirmed in its answer;
+        `app stage` checks again that every blob of the version is in the store."""
+        missing = [b.sha256 for b, _ in plan.send if b.sha256 not in sent.received]
+        if missing:
+            raise FleetError(f"{len(missing)} blob(s) not confirmed by the device after "
+                             f"sending (first {missing[0][:12]})")
 
     def gate(self, name: str, health: dict[str, Any]) -> Any:
         """Run the device's gate (`app commit`), or wait for the verdict of the supervisor
-        already running it; the app's settled state."""
+        already running it; the app's settled state (the commit's own answer when it ran)."""
         limits = {**GATE_DEFAULTS, **health}
         wait = float(limits["startup_s"]) + float(limits["window_s"]) + 60.0
         try:
-            self.agent.call("app", "commit", name, timeout=wait)
+            answer = self.agent.call("app", "commit", name, timeout=wait)
+            ended = DeployedApp.from_answer(answer.get("app") or {})
+            if ended.name == name and ended.state in SETTLED:
+                return ended
         except AgentCallError as exc:
             if exc.code not in ("busy", "wrong-state", "rolled-back"):
                 raise
@@ -432,3 +477,10 @@ class _Deploy:
             if app.state in SETTLED or time.monotonic() > deadline:
                 return app
             time.sleep(1.0)  # the device's own gate is running: ask again in a moment
+
+
+def _nth(agent: Agent, answers: list[dict[str, Any]], index: int) -> dict[str, Any]:
+    """The `index`th answer of a batch, checked (a batch stops at its first failure)."""
+    if index >= len(answers):
+        raise AgentCallError(agent.device, "protocol", f"the batch ended before call {index}")
+    return checked(agent.device, answers[index])

@@ -36,6 +36,9 @@ Window = Annotated[float | None, typer.Option(
     "--window", help="seconds each device holds its health gate (device default: 30)")]
 MinFps = Annotated[float | None, typer.Option(
     "--min-fps", help="frames per second every camera must reach (device default: 1)")]
+NoPrestage = Annotated[bool, typer.Option(
+    "--no-prestage", help="send each batch's blobs only at its turn, not while the batch "
+    "before it holds its health gates")]
 AllowUnreachable = Annotated[bool, typer.Option(
     "--allow-unreachable", help="do not refuse a device whose bound camera fails the RTSP "
     "probe (the plan still shows it)")]
@@ -186,16 +189,20 @@ def deploy(ctx: typer.Context, bundle: Bundle, inventory: o.Inventory = None,
            device_timeout: r.DeviceTimeout = None, pause_after_batch: r.Pause = None,
            engine: r.Engine = "ssh", bucket: r.Bucket = None, role_arn: r.RoleArn = None,
            window: Window = None, min_fps: MinFps = None,
-           allow_unreachable: AllowUnreachable = False, json: o.Json = False) -> None:
+           allow_unreachable: AllowUnreachable = False, no_prestage: NoPrestage = False,
+           json: o.Json = False) -> None:
     """Deploy BUNDLE across the selection in batches under the policy (additive).
 
     Other applications are not touched. Runs the plan first: nothing starts while a
-    selected device is refused (leave it out with --exclude).
+    selected device is refused (leave it out with --exclude). While a batch holds its
+    health gates the next batch's missing blobs are sent ahead (only blobs: nothing is
+    staged or switched before its turn; --no-prestage sends them at the turn).
 
     Exit codes: 0 every device succeeded or current, 1 a device was refused before the
     start, or anything failed, rolled back, stopped or was skipped, 2 bad usage.
     """
-    from fleet.apps.work import AppWork
+    from fleet.apps.prestage import PreStage
+    from fleet.apps.work import REUSE_S, AppWork
     from fleet.rollout import engine as rollout_engine
     from fleet.rollout import iot_rollout
     from fleet.rollout.settings import aws_settings, policy_for, selection_dict
@@ -208,6 +215,7 @@ def deploy(ctx: typer.Context, bundle: Bundle, inventory: o.Inventory = None,
         work = AppWork.for_bundle(a.project, bundle, sets=sets,
                                   health=_health(window, min_fps),
                                   allow_unreachable=allow_unreachable, engine=engine)
+        work.reuse_s = REUSE_S  # the plan just made is what batch 1 acts on
         _refuse_if_refused(a, _decide(nr, work), json)
         if engine == "iot-jobs":
             settings = aws_settings(a.project, bucket, role_arn)
@@ -216,10 +224,15 @@ def deploy(ctx: typer.Context, bundle: Bundle, inventory: o.Inventory = None,
             finish(a, report, json, handed_off=True)
         with display(a, json, "deploy") as view:
             work.progress = view.progress
-            report = rollout_engine.start(a.project, nr, work, policy,
-                                          selection={**selection_dict(sel),
-                                                     "exclude": list(exclude or [])},
-                                          sinks=[view])
+            work.prestage = None if no_prestage else PreStage(work, nr, policy.concurrency)
+            try:
+                report = rollout_engine.start(
+                    a.project, nr, work, policy,
+                    selection={**selection_dict(sel), "exclude": list(exclude or [])},
+                    sinks=[view] if work.prestage is None else [view, work.prestage])
+            finally:
+                if work.prestage is not None:
+                    work.prestage.close()
     finish(a, report, json)
 
 

@@ -13,6 +13,7 @@ from lab_rollouts import SECRET
 from fleet import inventory as inv
 from fleet.agent import Agent, local_agent
 from fleet.apps import build as builder
+from fleet.apps.prestage import PreStage
 from fleet.apps.work import AppWork, GraphDefaults
 from fleet.lab import Lab
 from fleet.rollout import engine
@@ -83,11 +84,16 @@ def work(lab: Lab, path: Path, camera: str, steps: Steps | None = None) -> AppWo
 
 
 def deploy(lab: Lab, w: AppWork, policy: Policy, limit: str | None = None,
-           sinks: list[Any] | None = None) -> Report:
+           sinks: list[Any] | None = None, prestage: bool = False) -> Report:
+    """A rollout of `w`; `prestage`: with the early send `fleet app deploy` uses."""
     sel = inv.Selection.of("lab", limit=limit)
     nr = inv.select(lab.project, sel, num_workers=policy.concurrency)
+    sinks = list(sinks or [])
+    if prestage:
+        w.prestage = PreStage(w, nr, policy.concurrency)
+        sinks.append(w.prestage)
     return engine.start(lab.project, nr, w, policy, selection={"inventory": "lab"},
-                        sinks=sinks or [])
+                        sinks=sinks)
 
 
 def plan(lab: Lab, w: AppWork, limit: str | None = None) -> dict[str, dict[str, Any]]:

@@ -11,6 +11,7 @@ from appdeploy_kit import (
     CODE,
     NAME,
     Steps,
+    agent,
     app_on,
     bundle,
     crashing_code,
@@ -46,8 +47,14 @@ def test_batches_with_a_canary_pause_resume_and_the_overlap_guard(lab, color_app
     first = work(lab, bundle(lab, color_app, "1.0.0"), camera)
     policy = Policy(batches=(1, "30%", "100%"), canary_tags=("canary",), concurrency=3,
                     pause_after_batch=True)
-    paused = deploy(lab, first, policy)
+    paused = deploy(lab, first, policy, prestage=True)
     assert paused.status == "paused" and outcomes(paused)["berlin-01"] == "succeeded", paused
+    # while the canary held its gate, the next batch's blobs went ahead, and only blobs:
+    # nothing is staged there before its turn; the batch after it got nothing yet
+    shas = sorted({f.sha256 for f in first.manifest.files})
+    assert agent(lab, "berlin-02").blobs_have(shas).missing == ()
+    assert app_on(lab, "berlin-02") is None
+    assert agent(lab, "berlin-03").blobs_have(shas).missing == tuple(shas)
     # an unfinished deploy of these devices refuses a second one (the journal's guard)
     with pytest.raises(FleetError, match="already targets"):
         deploy(lab, first, Policy(batches=("100%",)))

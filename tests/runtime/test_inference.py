@@ -128,6 +128,25 @@ def test_prepare_model_sets_shape_and_unlists_weights(tmp_path: Path, monkeypatc
         prepare_model(source, "data", [1, 3, 8, 8], batch=1)
 
 
+def test_a_cached_model_is_found_without_importing_onnx(tmp_path: Path, monkeypatch):
+    """A runtime's restart finds its prepared model without the onnx import (seconds of its
+    start-up on a busy core)."""
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("FLEET_RUNTIME_CACHE", str(tmp_path / "cache"))
+    source = doubling_model(tmp_path / "m.onnx")
+    prepared = prepare_model(source, "x", [1, 3, 8, 8], batch=1)
+    probe = ("import sys\n"
+             "from pathlib import Path\n"
+             "from fleet_runtime.pipeline.models import prepare_model\n"
+             f"print(prepare_model(Path({str(source)!r}), 'x', [1, 3, 8, 8], batch=1))\n"
+             "print('onnx' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == [str(prepared), "False"]
+
+
 def test_centerface_runs_at_descriptor_resolution(centerface_onnx: Path):
     descriptor = {
         "inputs": [{"name": "input.1", "shape": [1, 3, 96, 160]}],

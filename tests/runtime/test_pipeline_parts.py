@@ -51,6 +51,16 @@ def test_queue_without_drop_waits_for_room():
     assert queue.get(1) == 2 and queue.dropped == 0
 
 
+def test_an_rtsp_camera_is_opened_on_its_sdp_without_probing_the_stream():
+    """FFmpeg's probing read up to 5 s of a stream before the first frame (at 1 fps, a new
+    version's health gate waited that long); the RTSP session's SDP describes it."""
+    from fleet_runtime.pipeline.sources import _open_options
+
+    options = _open_options(parse_source("cam", "rtsp://10.0.0.7/live"))
+    assert options["probesize"] == "32" and options["rtsp_transport"] == "tcp"
+    assert "probesize" not in _open_options(parse_source("f", "synthetic:320x240@5"))
+
+
 def test_parse_source(tmp_path: Path):
     assert parse_source("a", "rtsp://10.0.0.7/live").kind == "rtsp"
     spec = parse_source("b", "synthetic:320x240@5")
@@ -218,6 +228,29 @@ def test_classification_decoder():
     assert (result.label, result.index) == ("b", 1)
     assert [label for label, _ in result.top] == ["b", "c"]
     assert result.score == pytest.approx(np.exp(3) / np.exp([1, 2, 3]).sum())
+
+
+def test_a_stopped_source_ends_at_its_next_frame_not_at_the_end_of_its_stream(tmp_path: Path):
+    """A live stream never ends: a stopped camera thread must leave at its next frame (the
+    runtime's exit used to wait out the 2 s join for it, at every restart)."""
+    av = pytest.importorskip("av")
+    path = tmp_path / "minute.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=5)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        black = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="bgr24")
+        for _ in range(300):  # a minute at 5 fps, played in real time
+            for packet in stream.encode(black):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    queue: FrameQueue = FrameQueue(2)
+    source = Source(SourceSpec("c", "file", str(path), realtime=True, loop=False), queue)
+    source.start()
+    assert queue.wait(30), "no first frame"
+    source.stop()
+    source.join(30)  # generous: it ends at the next frame, a fifth of a second away
+    assert not source.is_alive() and source.status.frames < 300
 
 
 @pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv444p"])

@@ -15,7 +15,7 @@ import sys
 import time
 import traceback
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from fleet_runtime import __version__, labhooks
 from fleet_runtime.agent.protocol import (
@@ -31,7 +31,7 @@ from fleet_runtime.agent.protocol import (
 from fleet_runtime.layout import Layout, StateFileError
 
 COMMAND_MODULES = ("info", "health", "checksum", "receive", "logs", "ota", "provision", "rtsp",
-                   "daemon", "snapshot", "apps", "cameras")
+                   "daemon", "snapshot", "apps", "cameras", "batch")
 # The module behind each command: a call imports only the module it runs. Health
 # sweeps call the agent on every device every few seconds, and a Jetson's small
 # cores pay for each import (tests/test_agent_startup.py keeps this table honest).
@@ -41,14 +41,17 @@ COMMANDS = {
     "install": "ota", "activate": "ota", "boot": "ota", "commit": "ota", "rollback": "ota",
     "slots": "ota", "reboot": "ota", "provision": "provision", "reset": "provision",
     "rtsp-probe": "rtsp", "daemon": "daemon", "snapshot": "snapshot",
-    "app": "apps", "blobs": "apps", "cameras": "cameras",
+    "app": "apps", "blobs": "apps", "cameras": "cameras", "batch": "batch",
 }
+
+
+class _BadUsage(Exception):
+    pass
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        emit(failure("usage", f"{self.prog}: {message}"))
-        sys.exit(EXIT_USAGE)
+        raise _BadUsage(f"{self.prog}: {message}")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -83,35 +86,49 @@ def _log(layout: Layout, command: str, outcome: str, started: float, failed: boo
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(argv[0] if argv else None).parse_args(argv)
+    try:
+        args = build_parser(argv[0] if argv else None).parse_args(argv)
+    except _BadUsage as exc:
+        emit(failure("usage", str(exc)))
+        return EXIT_USAGE
     layout = Layout.from_env()
     labhooks.slow_start(layout)
+    code, answer = _call(args, layout)
+    emit(answer)
+    return code
+
+
+def run_command(argv: list[str], layout: Layout) -> tuple[int, dict[str, Any]]:
+    """`fleet-agent ARGV` in this process (``batch``): its exit status and its answer."""
+    try:
+        args = build_parser(argv[0]).parse_args(argv)
+    except _BadUsage as exc:
+        return EXIT_USAGE, failure("usage", str(exc))
+    return _call(args, layout)
+
+
+def _call(args: argparse.Namespace, layout: Layout) -> tuple[int, dict[str, Any]]:
     started = time.monotonic()
     try:
         payload = args.handler(args, layout)
     except AgentError as exc:
         _log(layout, args.command, f"failed: {exc.code}: {exc.message}", started, True)
-        emit(failure(exc.code, exc.message))
-        return exc.exit_code
+        return exc.exit_code, failure(exc.code, exc.message)
     except OSError as exc:
         message = f"{exc.strerror or exc} ({exc.filename or 'no file'})"
         _log(layout, args.command, f"failed: os-error: {message}", started, True)
-        emit(failure("os-error", message))
-        return EXIT_FAILED
+        return EXIT_FAILED, failure("os-error", message)
     except StateFileError as exc:
         _log(layout, args.command, f"failed: bad-state-file: {exc}", started, True)
-        emit(failure("bad-state-file", str(exc)))
-        return EXIT_FAILED
+        return EXIT_FAILED, failure("bad-state-file", str(exc))
     except Exception as exc:  # noqa: BLE001 - the controller needs its one JSON answer
         # A bug or a device file of the wrong shape: the answer says so in one line and
         # the traceback goes to agent.log, where `fleet logs` collects it.
         _log(layout, args.command, "failed: internal-error\n" + traceback.format_exc(),
              started, True)
-        emit(failure("internal-error", f"{type(exc).__name__}: {exc}"))
-        return EXIT_FAILED
+        return EXIT_FAILED, failure("internal-error", f"{type(exc).__name__}: {exc}")
     _log(layout, args.command, "ok", started, False)
-    emit(success(payload))
-    return EXIT_OK
+    return EXIT_OK, success(payload)
 
 
 if __name__ == "__main__":  # pragma: no cover

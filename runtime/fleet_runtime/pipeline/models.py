@@ -39,17 +39,23 @@ def cache_dir() -> Path:
 
 
 def prepare_model(path: Path, input_name: str, shape: list[int], batch: int) -> Path:
-    """The model rewritten for ``shape`` (cached); ``path`` itself when onnx is absent."""
+    """The model rewritten for ``shape`` (cached); ``path`` itself when onnx is absent.
+
+    A cached model is found without importing onnx: that import (ml_dtypes with it) is
+    the largest part of a runtime's start-up on a small or busy core, and every restart
+    of an application after its first start finds its model here."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    digest.update(json.dumps([input_name, shape, batch]).encode())
+    out = cache_dir() / "models" / f"{path.stem}-{digest.hexdigest()[:16]}.onnx"
+    if out.is_file():
+        return out
     try:
         import onnx
     except ImportError:
         return path
-    key = hashlib.sha256(
-        path.read_bytes() + json.dumps([input_name, shape, batch]).encode()
-    ).hexdigest()[:16]
-    out = cache_dir() / "models" / f"{path.stem}-{key}.onnx"
-    if out.is_file():
-        return out
     model = onnx.load(str(path))
     _set_input_shape(model, path, input_name, shape, batch)
     _drop_initializer_inputs(model)

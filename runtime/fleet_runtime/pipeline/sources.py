@@ -137,6 +137,10 @@ class Source(threading.Thread):
         while not self.stop_event.is_set():
             try:
                 for image in frames_of(self.spec, self.stop_event):
+                    if self.stop_event.is_set():
+                        # Stopped: leave now, not at the end of the stream (an RTSP camera's
+                        # never comes, and the runtime's exit waited out its join timeout).
+                        return
                     self.status.connected = True
                     backoff.reset()
                     if not self._emit(image):
@@ -240,8 +244,12 @@ def _images(spec: SourceSpec) -> Iterator[Any]:
 def _open_options(spec: SourceSpec) -> dict[str, str]:
     if spec.kind != "rtsp":
         return {}
-    # FFmpeg's rtsp "timeout" is the socket I/O timeout in microseconds
-    return {"rtsp_transport": "tcp", "timeout": str(int(spec.read_timeout * 1e6))}
+    # FFmpeg's rtsp "timeout" is the socket I/O timeout in microseconds. The stream is not
+    # probed: the SDP of an RTSP session already describes it (codec, size, parameter
+    # sets), and FFmpeg's probing reads up to 5 s of it, which held a camera's first frame
+    # (and so a new version's health gate) back by 5 s at a low frame rate.
+    return {"rtsp_transport": "tcp", "timeout": str(int(spec.read_timeout * 1e6)),
+            "probesize": "32"}
 
 
 # Up to 720p one decoder thread costs less CPU than FFmpeg's frame threads and keeps up
