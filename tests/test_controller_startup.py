@@ -23,3 +23,16 @@ def test_health_modules_and_a_project_without_fleet_yaml_import_no_schema_librar
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True).stdout
     assert json.loads(out) == []
+
+
+def test_the_ssh_transport_loads_paramiko_without_invoke() -> None:
+    """paramiko's optional `invoke` (for ssh_config `Match exec`, which fleet never reads)
+    was two fifths of paramiko's import; it stays importable for anyone who wants it."""
+    probe = ("import json, sys\n"
+             "import fleet.transport\n"
+             "loaded = 'invoke' in sys.modules\n"
+             "import invoke\n"
+             "print(json.dumps(loaded))\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True).stdout
+    assert json.loads(out) is False
