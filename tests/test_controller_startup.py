@@ -4,9 +4,12 @@ pays its start-up once, before the first connection, on the controller's critica
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_health_modules_and_a_project_without_fleet_yaml_import_no_schema_libraries(
@@ -36,3 +39,31 @@ def test_the_ssh_transport_loads_paramiko_without_invoke() -> None:
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True).stdout
     assert json.loads(out) is False
+
+
+def test_loading_an_inventory_loads_no_other_packages_nornir_plugins(tmp_path: Path) -> None:
+    """Nornir's InitNornir imports every plugin any installed package declares (three scans
+    of all package metadata) before it builds anything; fleet builds its Nornir from its own
+    plugins, so an unrelated plugin beside it is never imported."""
+    site = tmp_path / "site"
+    dist = site / "other_plugin-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: other-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[nornir.plugins.runners]\nother = other_runner:Runner\n"
+                                           "[nornir.plugins.connections]\n"
+                                           "other = other_runner:Connection\n")
+    (site / "other_runner.py").write_text("Runner = Connection = object\n")
+    shutil.copytree(REPO / "inventories/example", tmp_path / "project/inventories/example")
+    probe = ("import json, sys\n"
+             f"sys.path.insert(0, {str(site)!r})\n"
+             "from fleet import inventory\n"
+             "from fleet.project import Project\n"
+             f"nr = inventory.load(Project.locate({str(tmp_path / 'project')!r}), 'example',\n"
+             "                    num_workers=3)\n"
+             "print(json.dumps([len(nr.inventory.hosts), nr.runner.num_workers,\n"
+             "                  'other_runner' in sys.modules]))\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True).stdout
+    hosts, workers, other_loaded = json.loads(out)
+    assert hosts > 0 and workers == 3
+    assert other_loaded is False
