@@ -67,3 +67,20 @@ def test_loading_an_inventory_loads_no_other_packages_nornir_plugins(tmp_path: P
     hosts, workers, other_loaded = json.loads(out)
     assert hosts > 0 and workers == 3
     assert other_loaded is False
+
+
+def test_a_sweep_of_devices_without_certificates_reads_no_crl(tmp_path: Path) -> None:
+    """The CRL lookup needs the fleet's PKI code and cryptography's x509; with no device
+    certificate in the answers there is nothing to look up, and neither is imported."""
+    probe = ("import json, sys\n"
+             "from fleet.health import DeviceHealth, apply_revocations\n"
+             "from fleet.project import Project\n"
+             "cert = {'name': 'certificate', 'status': 'ok', 'reason': '', 'present': False}\n"
+             "reports = [DeviceHealth('dev1', 'berlin', 'healthy', checks=[cert]),\n"
+             "           DeviceHealth('dev2', 'berlin', 'unreachable', 'no route')]\n"
+             f"apply_revocations(Project.locate({str(tmp_path)!r}), reports)\n"
+             "print(json.dumps([[r.verdict for r in reports],\n"
+             "                  [m for m in ('fleet.pki', 'cryptography.x509') if m in sys.modules]]))\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True).stdout
+    assert json.loads(out) == [["healthy", "unreachable"], []]
