@@ -84,3 +84,31 @@ def test_a_sweep_of_devices_without_certificates_reads_no_crl(tmp_path: Path) ->
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True).stdout
     assert json.loads(out) == [["healthy", "unreachable"], []]
+
+
+def test_a_command_builds_and_imports_only_its_own_subcommand(tmp_path: Path) -> None:
+    """Building every subcommand's options was a third of each command's start-up; a run
+    that names its subcommand gets only that one, with the same help and usage."""
+    probe = ("import json, sys\n"
+             "from fleet.cli.main import main\n"
+             f"sys.argv = ['fleet', '--project', {str(tmp_path)!r}, '--no-color', 'health',\n"
+             "            '--help']\n"
+             "try:\n"
+             "    main()\n"
+             "except SystemExit as exc:\n"
+             "    code = exc.code\n"
+             "others = [m for m in ('fleet.cli.ota', 'fleet.cli.play', 'fleet.cli.inventory')\n"
+             "          if m in sys.modules]\n"
+             "sys.stderr.write(json.dumps([code, others]))\n")
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True)
+    assert json.loads(run.stderr) == [0, []]
+    assert "Usage: fleet health [OPTIONS]" in run.stdout and "--concurrency" in run.stdout
+
+
+def test_the_subcommand_is_found_past_the_root_options() -> None:
+    from fleet.cli.main import subcommand_of
+
+    assert subcommand_of(["--project", "health", "--no-color", "inventory", "list"]) == "inventory"
+    assert subcommand_of(["--project=p", "health", "-i", "lab"]) == "health"
+    assert subcommand_of(["--help"]) is None and subcommand_of(["helth"]) is None
