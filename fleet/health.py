@@ -108,6 +108,8 @@ def sweep(project: Project, nr: Nornir, *, processors: list[Any] | None = None,
 def apply_revocations(project: Project, reports: list[DeviceHealth]) -> None:
     """Look every device certificate up in the fleet CRL: a revoked one fails its
     `certificate` check and makes the verdict `revoked`, whatever its expiry date says."""
+    if not any(r.check("certificate").get("serial") for r in reports):
+        return  # no certificate to look up: spare the CRL and cryptography's x509 (#19)
     from fleet import pki
 
     issuer, revoked = pki.revoked_serials(project)

@@ -20,12 +20,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nornir import InitNornir
 from nornir.core import Nornir
 from nornir.core.inventory import ConnectionOptions, Host
 
 from fleet.errors import ConfigError
-from fleet.inventory_data import PLUGIN_NAME, InventoryData, cached, digest, store
+from fleet.inventory_data import (
+    PLUGIN_NAME,
+    FleetInventory,
+    InventoryData,
+    cached,
+    digest,
+    store,
+)
 from fleet.project import Project
 
 NAME_PATTERN = r"^[A-Za-z0-9_-]{1,255}\Z"  # \Z: "$" would accept a trailing newline
@@ -268,12 +274,7 @@ def load(project: Project, name_or_path: str | None, *, num_workers: int | None 
         # Failures are data (Results); keep nornir from printing tracebacks via logging's
         # last resort.
         logging.getLogger("nornir").addHandler(logging.NullHandler())
-        nr = InitNornir(
-            runner={"plugin": "threaded",
-                    "options": {"num_workers": num_workers or int(project.config["concurrency"])}},
-            inventory={"plugin": PLUGIN_NAME, "options": {"data": data}},
-            logging={"enabled": False},
-        )
+        nr = _nornir(data, num_workers or int(project.config["concurrency"]))
         # Through the defaults, as Nornir resolves them: reading each host's resolved
         # username to fill it in costs more than the rest of building 10,000 hosts.
         if not nr.inventory.defaults.username:
@@ -282,6 +283,22 @@ def load(project: Project, name_or_path: str | None, *, num_workers: int | None 
         for host in nr.inventory.hosts.values():
             _apply_ssh_settings(host, shared)
     return nr
+
+
+def _nornir(data: InventoryData, num_workers: int) -> Nornir:
+    """What InitNornir builds, from our own plugins. InitNornir first loads every Nornir
+    plugin any installed package declares (three scans of all package metadata), which
+    fleet never uses; its own connection plugin registers on import (fleet.transport)."""
+    from nornir.core.configuration import Config
+    from nornir.core.state import GlobalState
+    from nornir.plugins.runners import ThreadedRunner
+
+    config = Config.from_dict(inventory={"plugin": PLUGIN_NAME},
+                              runner={"plugin": "threaded",
+                                      "options": {"num_workers": num_workers}},
+                              logging={"enabled": False})
+    return Nornir(inventory=FleetInventory(data).load(), runner=ThreadedRunner(num_workers),
+                  config=config, data=GlobalState(dry_run=False))
 
 
 @contextmanager

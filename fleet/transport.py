@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+from fleet import paramiko_loader  # noqa: F401  # isort: skip  (first: see there)
 import base64
 import contextlib
 import hashlib

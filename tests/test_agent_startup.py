@@ -61,3 +61,23 @@ def test_a_health_call_on_a_provisioned_device_imports_no_cryptography_or_http(
                            env=env, check=True) for _ in range(2)]
     assert json.loads(runs[0].stderr) == ["cryptography"]  # the first call parses it
     assert json.loads(runs[1].stderr) == []
+
+
+def test_a_health_call_on_a_device_without_applications_loads_no_app_flow(
+        tmp_path: Path) -> None:
+    """A device's app store exists from the factory on; with no application in it, `health`
+    has no flow to read and imports neither the app modules nor urllib (#19)."""
+    from fleet_runtime.layout import Layout, atomic_write_json
+
+    layout = Layout(tmp_path)
+    atomic_write_json(layout.device_json, {"name": "dev1", "site": "berlin"})
+    (layout.apps / ".blobs").mkdir(parents=True)  # a store with no application in it
+    probe = ("import json, sys\n"
+             "from fleet_runtime.agent.cli import main\n"
+             "sys.stdout = open('/dev/null', 'w')\n"
+             "assert main(['health']) == 0\n"
+             "sys.stderr.write(json.dumps([m for m in ('fleet_runtime.apps.flow', 'urllib.request')\n"
+             "                             if m in sys.modules]))\n")
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         env={**os.environ, "FLEET_ROOT": str(tmp_path)}, check=True)
+    assert json.loads(run.stderr) == []

@@ -1,4 +1,9 @@
-"""Root of the `fleet` CLI. Sub-apps are registered in SUBCOMMANDS (module, name)."""
+"""Root of the `fleet` CLI. Sub-apps are registered in SUBCOMMANDS (module, name).
+
+A run that names its subcommand builds only that one (`main`): building all of them
+was a third of the start-up every command pays, a health sweep included (#19).
+`app`, with every subcommand, is built when first asked for (tests, `fleet --help`).
+"""
 
 from __future__ import annotations
 
@@ -31,12 +36,7 @@ SUBCOMMANDS = (
     ("fleet.cli.play", "play"),
 )
 
-app = typer.Typer(
-    name="fleet",
-    help="edgefleet: provision, update and watch fleets of edge vision appliances.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
+ROOT_OPTIONS_WITH_VALUE = ("--project",)
 
 
 def _print_version(value: bool) -> None:
@@ -48,7 +48,6 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def root(
     ctx: typer.Context,
     project: Annotated[
@@ -65,16 +64,44 @@ def root(
     ctx.obj = CliContext(project, color=False if no_color else None)
 
 
-def _register() -> None:
+def build_app(names: tuple[str, ...] | None = None) -> typer.Typer:
+    """The root app with the subcommands `names` (all when None), imported here."""
+    built = typer.Typer(
+        name="fleet",
+        help="edgefleet: provision, update and watch fleets of edge vision appliances.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+    )
+    built.callback()(root)
     for module_name, name in SUBCOMMANDS:
+        if names is not None and name not in names:
+            continue
         module = importlib.import_module(module_name)
         if hasattr(module, "app"):
-            app.add_typer(module.app, name=name)
+            built.add_typer(module.app, name=name)
         else:
-            app.command(name=name)(module.command)
+            built.command(name=name)(module.command)
+    return built
 
 
-_register()
+def subcommand_of(args: list[str]) -> str | None:
+    """The subcommand `args` run (``--project P health -i lab`` -> ``health``), or None
+    when they name none that exists (root --help or --version, a typo: the full app says)."""
+    known = {name for _module, name in SUBCOMMANDS}
+    words = iter(args)
+    for word in words:
+        if word in ROOT_OPTIONS_WITH_VALUE:
+            next(words, None)
+        elif not word.startswith("-"):
+            return word if word in known else None
+    return None
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":  # every subcommand, built once when first asked for
+        globals()["app"] = built = build_app()
+        return built
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _hide_flag_types(command: Any) -> None:
@@ -89,7 +116,8 @@ def _hide_flag_types(command: Any) -> None:
 
 
 def main() -> None:
-    command = typer.main.get_command(app)
+    name = subcommand_of(sys.argv[1:])
+    command = typer.main.get_command(build_app((name,)) if name else build_app())
     _hide_flag_types(command)
     try:
         command(prog_name="fleet")

@@ -369,13 +369,16 @@ def runtime_checks(layout: Layout, min_fps: float) -> list[Check]:
 def deployed_checks(layout: Layout, min_fps: float) -> list[Check]:
     """Each application deployed with `fleet-agent app`: its version and flow state, and
     from its supervised runtime's /health its fps and cameras, in this same call."""
-    if not layout.apps.is_dir():
-        return []
-    from fleet_runtime.apps import flow, supervise, versions
+    from fleet_runtime.apps import versions
+
+    names = versions.app_names(layout)
+    if not names:  # nothing deployed: skip flow's imports (urllib, http, email), a third
+        return []  # of a health call's start-up on a small core (#19)
+    from fleet_runtime.apps import flow, supervise
     from fleet_runtime.layout import StateFileError
 
     out: list[Check] = []
-    for name in versions.app_names(layout):
+    for name in names:
         try:
             status = flow.status(layout, name)
         except (OSError, StateFileError, KeyError, ValueError):
