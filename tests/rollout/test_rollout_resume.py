@@ -53,10 +53,11 @@ def test_kill_9_during_a_batch_then_resume_installs_each_device_exactly_once(lab
     root = lab.project.root
     proc = start_fleet(root, "ota", "rollout", str(bundle), "-i", "lab", "--batches", "1,100%",
                        "--concurrency", "1")
-    # berlin-02 has installed, rebooted into the new slot and passed verify; the controller
-    # dies as it commits (before or after the device wrote it: resume must cope with both).
+    # berlin-02 has installed and rebooted into the new slot; the controller dies as the
+    # device verifies and commits in one call (before or after the device wrote the commit:
+    # resume must cope with both).
     wait_for_event(root, proc, lambda e: e.get("event") == "device_step"
-                   and e.get("device") == "berlin-02" and e.get("step") == "ota.commit")
+                   and e.get("device") == "berlin-02" and e.get("step") == "ota.verify")
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
 
