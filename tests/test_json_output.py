@@ -143,6 +143,8 @@ ELSEWHERE = {
     "device bootstrap": ("test_device_bootstrap.py", '"device", "bootstrap"'),
     # needs a run killed mid-play (kill -9) to have something to resume
     "play resume": ("play/test_play_resume.py", '"play", "resume"'),
+    # needs a play run that is still open (its journal written by the test itself)
+    "play abort": ("play/test_play_abort.py", '"play", "abort"'),
     # a deploy needs a running application with a camera on each device (the RTSP server)
     **{f"app {verb}": ("appdeploy/test_app_cli_lab.py", f'cli(lab, "{verb}"')
        for verb in ("plan", "deploy", "status", "resume", "abort", "retry", "rollback",

@@ -88,3 +88,15 @@ def test_a_run_nobody_runs_is_closed_as_aborted(tmp_path: Path) -> None:
     again = run_cli(tmp_path, "play", "abort", journal.id)
     assert again.exit_code == 2
     assert f"play run {journal.id} is already aborted" in again.stderr
+
+
+def test_abort_answers_json_with_the_run_s_report(tmp_path: Path) -> None:
+    _project(tmp_path)
+    journal = PlayJournal.create_play(Project.locate(tmp_path), {"playbook": "x.yaml"})
+    journal.append({"event": "play_started", "play": 0, "name": "p", "devices": ["berlin-01"]})
+    journal.release()
+
+    result = run_cli(tmp_path, "play", "abort", journal.id, "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["id"], report["status"]) == (journal.id, "aborted")

@@ -62,7 +62,10 @@ def run(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
         sha256 = digest.hexdigest()
         placed = args.expect is not None and sha256 == args.expect.lower()
         if placed:
-            os.replace(part, args.path)  # under the lock: no resume writes into it meanwhile
+            from fleet_runtime import durable
+
+            # under the lock: no resume writes into it meanwhile
+            durable.replace(part, Path(args.path))
     finally:
         os.close(fd)
     return {"path": str(part), "size": size, "sha256": sha256, "placed": placed}
