@@ -142,6 +142,9 @@ class AppWork:
     progress: Progress | None = None
     cancelled: set[str] = field(default_factory=set)
     fell_back: dict[str, str] = field(default_factory=dict)  # device -> why it is not redone
+    # devices `verify` found on their way to the target after a controller crash: if the
+    # walk's check then finds the target committed, the device finished it by itself
+    settling: set[str] = field(default_factory=set)
     allow_unreachable: bool = False  # deploy even where a bound camera fails the RTSP probe
     engine: str = "ssh"  # iot-jobs: one shared job document, no per-device files
     uri_cameras: dict[str, dict[str, str]] = field(default_factory=dict)  # device -> node: URI
@@ -293,6 +296,9 @@ class AppWork:
         if plan.state == "refused":
             return run.finish("failed", f"refused: {plan.reason}")
         if plan.state == "current":
+            if task.host.name in self.settling:  # its gate passed between verify and check
+                run.report["after"] = plan.current
+                return run.finish("succeeded", "")
             return run.finish("current", plan.reason, changed=False)
         if task.is_dry_run(dry_run):
             return run.finish("planned", "dry run: nothing changed", changed=False)
@@ -329,6 +335,9 @@ class AppWork:
             self.fell_back[task.host.name] = (
                 f"rolled back by the device while the controller was down: {app.reason}; "
                 "`fleet app retry --failed` deploys it again")
+        if app is not None and app.target == self.version and app.state not in (
+                "done", "rolled-back", "rolling-back", "failed", "idle"):
+            self.settling.add(task.host.name)
         if app is None or app.state != "done" or app.committed != self.version:
             where = "absent" if app is None else f"{app.state} ({app.committed})"
             return Result(task.host, failed=True, result=f"{self.name} is {where}")
