@@ -12,6 +12,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _printed(probe: str) -> str:
+    """What `probe` prints, run in a fresh interpreter (so its imports are its own)."""
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True).stdout
+
+
 def test_health_modules_and_a_project_without_fleet_yaml_import_no_schema_libraries(
         tmp_path: Path) -> None:
     """jsonschema and the ruamel-based schema module are for files that need validating:
@@ -23,8 +29,7 @@ def test_health_modules_and_a_project_without_fleet_yaml_import_no_schema_librar
              f"config = load_config(Path({str(tmp_path / 'fleet.yaml')!r}))\n"
              "assert config['concurrency'] > 0\n"
              "print(json.dumps([m for m in ('jsonschema', 'fleet.schema') if m in sys.modules]))\n")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         check=True).stdout
+    out = _printed(probe)
     assert json.loads(out) == []
 
 
@@ -36,8 +41,7 @@ def test_the_ssh_transport_loads_paramiko_without_invoke() -> None:
              "loaded = 'invoke' in sys.modules\n"
              "import invoke\n"
              "print(json.dumps(loaded))\n")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         check=True).stdout
+    out = _printed(probe)
     assert json.loads(out) is False
 
 
@@ -62,8 +66,7 @@ def test_loading_an_inventory_loads_no_other_packages_nornir_plugins(tmp_path: P
              "                    num_workers=3)\n"
              "print(json.dumps([len(nr.inventory.hosts), nr.runner.num_workers,\n"
              "                  'other_runner' in sys.modules]))\n")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         check=True).stdout
+    out = _printed(probe)
     hosts, workers, other_loaded = json.loads(out)
     assert hosts > 0 and workers == 3
     assert other_loaded is False
@@ -81,8 +84,7 @@ def test_a_sweep_of_devices_without_certificates_reads_no_crl(tmp_path: Path) ->
              f"apply_revocations(Project.locate({str(tmp_path)!r}), reports)\n"
              "print(json.dumps([[r.verdict for r in reports],\n"
              "                  [m for m in ('fleet.pki', 'cryptography.x509') if m in sys.modules]]))\n")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         check=True).stdout
+    out = _printed(probe)
     assert json.loads(out) == [["healthy", "unreachable"], []]
 
 
