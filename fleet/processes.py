@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import socket
+import subprocess
+import sys
+import threading
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from fleet.errors import DeviceError
 
@@ -106,3 +113,57 @@ def wait_for_port(port: int, pid: int, log: Path, what: str, timeout: float = 15
     tail = log.read_text(errors="replace")[-400:] if log.exists() else ""
     raise DeviceError(f"{what} on port {port} did not start: {tail.strip()}",
                       fix=f"see {log}")
+
+
+class Detached:
+    """A child this process forked into a session of its own (see `fork_detached`); it
+    waits like `subprocess.Popen.wait`, on a pidfd instead of polling."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._fd = os.pidfd_open(pid)
+
+    def wait(self, timeout: float) -> int:
+        """The child's exit code; `subprocess.TimeoutExpired` if it runs past `timeout`
+        (it goes on running: it is detached)."""
+        ready, _, _ = select.select([self._fd], [], [], timeout)
+        if not ready:
+            raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout)
+        os.close(self._fd)
+        _, status = os.waitpid(self.pid, 0)
+        return os.waitstatus_to_exitcode(status)
+
+
+def can_fork_detached() -> bool:
+    """A fork copies one thread and every lock as it was at that instant: only a
+    single-threaded process may run Python code in its child (and Linux's pidfd waits for it)."""
+    return hasattr(os, "pidfd_open") and threading.active_count() == 1
+
+
+def fork_detached(work: Callable[[], int], log: BinaryIO) -> Detached:
+    """Run `work` in a forked child in a new session (it outlives this process, like a
+    process started with ``start_new_session``), stdin from /dev/null, stdout and
+    stderr into `log`; its return value is the exit code. No second interpreter starts
+    and nothing is imported again, which is the point: the lab's power button forks its
+    reboot instead of starting one more Python on the cores the lab shares (#19)."""
+    if not can_fork_detached():
+        raise RuntimeError("fork_detached needs a single-threaded process on Linux")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return Detached(pid)
+    code = 1
+    try:  # the child: never returns into the caller's code
+        os.setsid()
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        code = work()
+    except BaseException:  # noqa: BLE001 - whatever happens, it ends here, in the log
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)

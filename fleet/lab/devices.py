@@ -48,12 +48,12 @@ from fleet_runtime.layout import (
 )
 
 from fleet import processes
-from fleet.errors import ConfigError, DeviceError, UsageError
+from fleet.errors import ConfigError, DeviceError, FleetError, UsageError
 from fleet.lab import net as lab_net
 from fleet.project import Project
 
-# Imported where used: a lab reboot is two processes of this module per device (the power
-# button and the detached reboot), and paramiko (fleet.transport) and cryptography were
+# Imported where used: every lab reboot starts this module (the power button, or `fleet lab
+# reboot`'s detached reboot), and paramiko (fleet.transport) and cryptography were
 # most of their start-up, paid on this machine's cores by every tool the benches compare.
 
 SITE_NAMES = ("berlin", "lisbon", "osaka", "denver", "sydney", "toronto", "nairobi", "lima")
@@ -475,23 +475,29 @@ class Lab:
         active = sorted(read_json(self.layout(name).lab_faults, default={}) or {})
         return (["offline"] if dev.offline else []) + active
 
-    def reboot(self, name: str) -> dict[str, Any]:
+    def reboot(self, name: str, fork: bool = False) -> dict[str, Any]:
         """Power-cycle: SSH goes away, the boot logic picks the slot, services come back.
         Done by a detached process (own session): it finishes even if this one dies, as a
         real box comes back by itself. This process waits for it and reports its answer.
-        A `fallback` or `no-reboot` fault set on the device changes this one reboot."""
+        `fork`: a single-threaded caller (the power button, `fleet.lab.reboot --wait`) forks
+        itself for it instead of starting one more interpreter. A `fallback` or
+        `no-reboot` fault set on the device changes this one reboot."""
         self.device(name)
         lab_dir = self.root(name) / ".lab"
         lab_dir.mkdir(parents=True, exist_ok=True)
         answer_file = lab_dir / "reboot.json"
         answer_file.unlink(missing_ok=True)
         with (lab_dir / "reboot.log").open("ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "fleet.lab.reboot", str(self.project.root), name],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-                env=self._lab_env())
+            if fork and processes.can_fork_detached():
+                child: processes.Detached | subprocess.Popen[bytes] = processes.fork_detached(
+                    lambda: self.reboot_and_answer(name), log)
+            else:
+                child = subprocess.Popen(
+                    [sys.executable, "-m", "fleet.lab.reboot", str(self.project.root), name],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                    env=self._lab_env())
         try:
-            proc.wait(REBOOT_TIMEOUT_S)
+            child.wait(REBOOT_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             raise DeviceError(f"{name}: the lab reboot did not finish within "
                               f"{REBOOT_TIMEOUT_S:g}s", fix=f"see {lab_dir / 'reboot.log'}") from None
@@ -500,6 +506,18 @@ class Lab:
             raise DeviceError(f"{name}: reboot failed: {answer.get('error', 'no answer')}",
                               fix=f"see {lab_dir / 'reboot.log'}")
         return dict(answer["boot"])
+
+    def reboot_and_answer(self, name: str) -> int:
+        """The detached side of `reboot`: the reboot, then its answer in
+        ``.lab/reboot.json`` for the process that asked (gone or not)."""
+        answer_file = self.root(name) / ".lab/reboot.json"
+        try:
+            boot = self.reboot_here(name)
+        except FleetError as exc:
+            atomic_write_json(answer_file, {"ok": False, "error": exc.line()})
+            return 1
+        atomic_write_json(answer_file, {"ok": True, "boot": boot})
+        return 0
 
     def reboot_here(self, name: str) -> dict[str, Any]:
         """The reboot itself, in this process (what `fleet.lab.reboot` runs). One reboot of
@@ -553,7 +571,10 @@ class Lab:
     def power_cycle_argv(self, name: str) -> list[str]:
         """The command the inventory gives the controller for rebooting `name`
         (``data.power_cycle``, see fleet.reboot): `reboot`, waited for, in a process of its own."""
-        return [sys.executable, "-m", "fleet.lab.reboot", "--wait", str(self.project.root), name]
+        # `env` gives it the lab's mark (see `strays`): its reboot is a fork of it, so
+        # `lab down` finds that too, even before the reboot records itself.
+        return ["env", f"{LAB_ENV}={self.dir.resolve()}", sys.executable, "-m",
+                "fleet.lab.reboot", "--wait", str(self.project.root), name]
 
     @staticmethod
     def _write_cameras_csv(path: Path, devices: dict[str, LabDevice]) -> None:

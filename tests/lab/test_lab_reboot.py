@@ -40,12 +40,21 @@ def wait_until(predicate, what: str, timeout: float = 60.0) -> None:
         time.sleep(0.02)
 
 
-def kill_reboot_midway(lab: Lab, name: str) -> None:
-    """`fleet lab reboot NAME` in its own process, SIGKILLed once the device's SSH server
+def fleet_lab_reboot(lab: Lab, name: str) -> list[str]:
+    return [sys.executable, "-m", "fleet.cli.main", "--project", str(lab.project.root),
+            "lab", "reboot", name]
+
+
+# Who asks for the reboot: the CLI (the reboot is a process of its own) or the power button
+# the lab's inventory names (the reboot is a fork of it).
+ASKERS = {"fleet lab reboot": fleet_lab_reboot, "power button": Lab.power_cycle_argv}
+
+
+def kill_reboot_midway(lab: Lab, name: str, asker: str = "fleet lab reboot") -> None:
+    """The reboot asked for in its own process, SIGKILLed once the device's SSH server
     has gone down for the reboot (before the boot logic ran or the server came back)."""
     server = lab.device(name).pid
-    proc = subprocess.Popen([sys.executable, "-m", "fleet.cli.main", "--project",
-                             str(lab.project.root), "lab", "reboot", name],
+    proc = subprocess.Popen(ASKERS[asker](lab, name),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: server not in lab_processes(lab) or proc.poll() is not None,
@@ -56,21 +65,44 @@ def kill_reboot_midway(lab: Lab, name: str) -> None:
         proc.wait(10)
 
 
-def test_a_device_comes_back_after_the_controller_dies_during_its_reboot(lab: Lab) -> None:
+@pytest.mark.parametrize("asker", ASKERS)
+def test_a_device_comes_back_after_the_controller_dies_during_its_reboot(lab: Lab,
+                                                                         asker: str) -> None:
     boots = json.loads(lab.layout("berlin-01").boot_json.read_text())["boots"]
-    kill_reboot_midway(lab, "berlin-01")
+    kill_reboot_midway(lab, "berlin-01", asker)
     wait_until(lambda: getattr(lab.device("berlin-01"), "rebooting", None) is None
                and lab.running(lab.device("berlin-01")), "the device is back")
     assert json.loads(lab.layout("berlin-01").boot_json.read_text())["boots"] == boots + 1
     assert lab.device("berlin-01").pid in lab_processes(lab)
 
 
-def test_lab_down_after_a_killed_reboot_leaves_no_ssh_server(lab: Lab) -> None:
-    kill_reboot_midway(lab, "berlin-02")
+@pytest.mark.parametrize("asker", ASKERS)
+def test_lab_down_after_a_killed_reboot_leaves_no_ssh_server(lab: Lab, asker: str) -> None:
+    kill_reboot_midway(lab, "berlin-02", asker)
     lab.down()  # maybe while the reboot is still starting the server again
     assert lab_processes(lab) == []
     time.sleep(0)  # nothing to wait for: a reboot still running would have been stopped too
     assert lab_processes(lab) == [] and lab.strays() == []
+
+
+def test_the_power_button_reboots_in_a_fork_of_itself_not_a_new_interpreter(lab: Lab) -> None:
+    """The process that records itself as rebooting the device runs the power button's
+    own command line: a fork, which imports nothing again (one Python start per reboot
+    fewer on the cores the lab shares, #19). Then the device is back and answers."""
+    seen: set[str] = set()
+    proc = subprocess.Popen(lab.power_cycle_argv("berlin-01"), stdout=subprocess.PIPE, text=True)
+
+    def rebooter_seen() -> bool:
+        pid = getattr(lab.device("berlin-01"), "rebooting", None)
+        line = processes.cmdline(pid) if pid else ""
+        if line:
+            seen.add(line)
+        return bool(seen) or proc.poll() is not None
+
+    wait_until(rebooter_seen, "the reboot records its process")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and json.loads(out)["port"] == lab.device("berlin-01").port
+    assert seen and all("--wait" in line for line in seen), seen
 
 
 def test_lab_down_stops_a_server_whose_pid_was_never_recorded(lab: Lab) -> None:
