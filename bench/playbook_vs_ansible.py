@@ -260,7 +260,7 @@ def run_ansible(lab: Lab, bundle: Path, app: Path, forks: int, camera_url: str,
     app_vars, app_tasks = ansible_app(app, APP)
     play = HERE / "maintenance.yml"
     play.write_text(ANSIBLE_PLAY.format(
-        ota_tasks=ota_tasks(bundle, Path(sys.executable).parent / "fleet", lab.project.root),
+        ota_tasks=ota_tasks(bundle, lab),
         version="1.1.0", agent=Path(sys.executable).parent / "fleet-agent",
         health_flags=" ".join(health.agent_flags(lab.project)), app_vars=app_vars,
         app_tasks=app_tasks, hold=HOLD.format(window=window)))

@@ -11,11 +11,10 @@ reboot, verify the reported version, commit; batches ``[1, "30%", "100%"]``
 
 * fleet: ``fleet ota rollout BUNDLE --batches 1,30%,100% --concurrency 10``
   (plus its health gate and journal, which Ansible does not have);
-* Ansible: ansible-core from PyPI in a bench venv, a play with ``serial``
-  (the lab reboot is retried up to 3 times: parallel ``fleet lab reboot``
-  processes race on the lab's state files, a lab bug this bench works around),
+* Ansible: ansible-core from PyPI in a bench venv, a play with ``serial``,
   ``copy`` + ``command`` (fleet-agent slots/install/activate/info/commit, the
-  lab's reboot delegated to localhost), pipelining and ControlPersist on,
+  lab's power button, the command fleet runs, delegated to localhost),
+  pipelining and ControlPersist on,
   host keys pinned through the same known_hosts.
 
 The lab is recreated at its factory version between the two runs. Prints both
@@ -69,12 +68,13 @@ OTA_TASKS = """\
       ansible.builtin.command: "{{{{ agent }}}} install {{{{ remote }}}} --remove-after"
     - name: activate the new slot for a trial boot
       ansible.builtin.command: "{{{{ agent }}}} activate"
-    - name: reboot (the lab's power cycle)
-      ansible.builtin.command: "{fleet} --project {project} lab reboot {{{{ inventory_hostname }}}}"
+    - name: reboot (the lab's power button, the command fleet's inventory names)
+      ansible.builtin.command:
+        argv: {power_cycle}
       delegate_to: localhost
       register: rebooted
-      until: rebooted.rc == 0  # concurrent `fleet lab reboot`s can trip over each other's
-      retries: 3               # known_hosts/lab.json writes (a lab bug, reported)
+      until: rebooted.rc == 0
+      retries: 3
       delay: 1
     - name: reconnect after the reboot
       ansible.builtin.meta: reset_connection
@@ -87,9 +87,15 @@ OTA_TASKS = """\
 """
 
 
-def ota_tasks(bundle: Path, fleet: Path, project: Path) -> str:
-    """The OTA update as Ansible tasks, the same in this bench and bench/playbook_vs_ansible.py."""
-    return OTA_TASKS.format(bundle=bundle, fleet=fleet, project=project)
+def ota_tasks(bundle: Path, lab: Lab) -> str:
+    """The OTA update as Ansible tasks, the same in this bench and bench/playbook_vs_ansible.py.
+    The reboot is the lab's power button, the very command `fleet ota rollout` runs (the
+    inventory's ``power_cycle``): both tools pay the same for the lab's simulated reboot."""
+    argv = [arg.replace(DEVICE, "{{ inventory_hostname }}") for arg in lab.power_cycle_argv(DEVICE)]
+    return OTA_TASKS.format(bundle=bundle, power_cycle=json.dumps(argv))
+
+
+DEVICE = "DEVICE-NAME"
 
 
 PLAY = """\
@@ -181,10 +187,8 @@ def run_ansible(lab: Lab, bundle: Path, concurrency: int) -> float:
     inventory = ansible_inventory(lab.project.root, lab, HERE / "ansible-hosts.ini")
     play = HERE / "upgrade.yml"
     play.write_text(PLAY.format(
-        ota_tasks=ota_tasks(bundle, Path(sys.executable).parent / "fleet", lab.project.root),
-        serial=json.dumps(SERIAL), version="1.1.0", bundle=bundle,
-        agent=Path(sys.executable).parent / "fleet-agent",
-        fleet=Path(sys.executable).parent / "fleet", project=lab.project.root))
+        ota_tasks=ota_tasks(bundle, lab), serial=json.dumps(SERIAL), version="1.1.0",
+        agent=Path(sys.executable).parent / "fleet-agent"))
     env = {**os.environ, "ANSIBLE_FORKS": str(concurrency), "ANSIBLE_HOST_KEY_CHECKING": "True",
            "ANSIBLE_PIPELINING": "True", "ANSIBLE_NOCOLOR": "1",
            "ANSIBLE_LOCAL_TEMP": str(HERE / "ansible-tmp"),
