@@ -19,14 +19,15 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import random
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+if TYPE_CHECKING:
+    import random
 
 # How often a lock with a timeout is tried again: short next to any timeout a caller gives,
 # long enough not to spin (flock has no timed wait of its own).
@@ -94,7 +95,7 @@ def _create_temp(folder: Path, prefix: str, suffix: str, mode: int) -> tuple[int
     """A new file under a random name (O_EXCL: never one that exists, never through a link)."""
     flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     for _ in range(100):
-        tmp = str(folder / f"{prefix}{secrets.token_hex(6)}{suffix}")
+        tmp = str(folder / f"{prefix}{os.urandom(6).hex()}{suffix}")  # what secrets.token_hex does
         try:
             return os.open(tmp, flags, mode), tmp
         except FileExistsError:
@@ -230,7 +231,11 @@ class Backoff:
         rng: random.Random | None = None,
     ):
         self.stop, self.first, self.cap, self.factor = stop, first, cap, factor
-        self.jitter, self.rng = jitter, rng or random.Random()  # noqa: S311 - not for secrets
+        if rng is None:
+            import random  # here: the modules that only write files need not import it
+
+            rng = random.Random()  # noqa: S311 - not for secrets
+        self.jitter, self.rng = jitter, rng
         self.attempt = 0
 
     def reset(self) -> None:

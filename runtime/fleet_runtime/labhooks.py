@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import errno
 import json
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -109,6 +108,8 @@ def reboot(layout: Layout, boot_in_place: Callable[[Layout], Any] | None = None)
                                   "device; reboot it with `fleet lab reboot NAME`")
         boot_in_place(layout)
         return True
+    import subprocess  # here: every agent call imports this module, few of them reboot
+
     # Detached, so the caller can answer (or report a job) before the machine goes down.
     subprocess.Popen(["sh", "-c", "sleep 2; systemctl reboot || /sbin/reboot"],
                      start_new_session=True, stdout=subprocess.DEVNULL,

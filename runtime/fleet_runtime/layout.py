@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 # The durable-file helpers live in fleet_runtime.durable; many modules import them from here.
 from fleet_runtime.durable import atomic_write as atomic_write
@@ -24,8 +23,9 @@ from fleet_runtime.durable import fsync_dir as fsync_dir
 ROOT_ENV = "FLEET_ROOT"
 
 
-@dataclass(frozen=True)
-class Layout:
+class Layout(NamedTuple):
+    # A NamedTuple rather than a frozen dataclass: every agent call builds one, and
+    # `dataclasses` (with inspect, ast and dis) is a fifth of a health call's imports (#19).
     root: Path
 
     @classmethod
@@ -89,6 +89,15 @@ class Layout:
     @property
     def apps(self) -> Path:
         return self.state / "apps"
+
+    def app_names(self) -> list[str]:
+        """The applications deployed here (directories under `apps`), sorted. Here, not in
+        `apps.versions`: a health call asks it first and imports the app modules only when
+        the answer is not empty (#19)."""
+        if not self.apps.is_dir():
+            return []
+        return sorted(p.name for p in self.apps.iterdir()
+                      if not p.name.startswith(".") and p.is_dir())
 
     @property
     def runtime_token(self) -> Path:

@@ -22,7 +22,8 @@ Where the slots live and who picks the slot at boot is the device's backend
 rootfs A/B through ``nvbootctrl``, whose bootloader then counts the trials).
 
 Contract used by `info`/`health` and the lab (signatures kept):
-``active_slot(layout) -> str``, ``software_version(layout) -> str``,
+``active_slot(layout) -> str``, ``software_version(layout) -> str`` (both read in
+``fleet_runtime.slot_state``, which imports next to nothing),
 ``factory_reset_state(layout, version) -> None``, and ``boot(layout) -> dict``.
 """
 
@@ -48,20 +49,26 @@ from fleet_runtime.layout import (
     read_json,
 )
 
-FORMAT = 2
+# The reading side lives in slot_state (a health call imports only that); named here too.
+from fleet_runtime.slot_state import FORMAT as FORMAT
+from fleet_runtime.slot_state import State as State
+from fleet_runtime.slot_state import active_slot as active_slot
+from fleet_runtime.slot_state import committed_version as committed_version
+from fleet_runtime.slot_state import identity as identity
+from fleet_runtime.slot_state import incoming_dir as incoming_dir
+from fleet_runtime.slot_state import other as other
+from fleet_runtime.slot_state import read_selftest as read_selftest
+from fleet_runtime.slot_state import read_state as read_state
+from fleet_runtime.slot_state import record as record
+from fleet_runtime.slot_state import selftest_file as selftest_file
+from fleet_runtime.slot_state import software_version as software_version
+from fleet_runtime.slot_state import summary as summary
+
 DEFAULT_TRIALS = 3
 HOOK_TIMEOUT_S = 60.0
 MANIFEST_IN_SLOT = f"{bundle.RESERVED_PREFIX}/manifest.json"
 CRASH_ENV = "FLEET_AGENT_CRASH_AT"  # power-loss tests: "N", "label" or "label:N"
 PAUSE_ENV = "FLEET_AGENT_PAUSE"  # power-loss tests: "1" = SIGSTOP at the first point crossed
-
-
-class State(str, Enum):
-    IDLE = "idle"
-    INSTALLING = "installing"
-    INSTALLED = "installed"
-    ACTIVATED = "activated"
-    TRIAL = "trial"
 
 
 class Event(str, Enum):
@@ -140,29 +147,6 @@ def crossings() -> int:
     return _crossings.get("", 0)
 
 
-def _upgrade(doc: dict[str, Any]) -> dict[str, Any]:
-    """Fill fields a factory (format 1) boot.json lacks."""
-    doc.setdefault("format", FORMAT)
-    doc.setdefault("state", State.IDLE.value)
-    doc.setdefault("active", "a")
-    doc.setdefault("committed_slot", doc["active"])
-    doc.setdefault("pending", None)
-    doc.setdefault("trials_left", 0)
-    doc.setdefault("boots", 0)
-    doc.setdefault("last_error", None)
-    slots = doc.setdefault("slots", {})
-    for name in ("a", "b"):
-        slots.setdefault(name, None)
-    return doc
-
-
-def read_state(layout: Layout) -> dict[str, Any]:
-    state = read_json(layout.boot_json, default=None)
-    if state is None:
-        return _upgrade({"active": "a", "slots": {}})
-    return _upgrade(dict(state))
-
-
 def _persist(layout: Layout, doc: dict[str, Any]) -> None:
     crash_point("before-persist")
     doc["updated_at"] = time.time()
@@ -196,30 +180,7 @@ def _backend(layout: Layout) -> slot_backends.SlotBackend:
     return slot_backends.for_layout(layout, crash_point)
 
 
-def other(slot: str) -> str:
-    return "b" if slot == "a" else "a"
-
-
-def _record(doc: dict[str, Any], slot: str) -> dict[str, Any]:
-    return dict(doc["slots"].get(slot) or {})
-
-
 # ---------------------------------------------------------------------------- the contract
-
-
-def active_slot(layout: Layout) -> str:
-    return str(read_state(layout).get("active", "a"))
-
-
-def software_version(layout: Layout) -> str:
-    state = read_state(layout)
-    slot = state.get("slots", {}).get(state.get("active", "a")) or {}
-    return str(slot.get("version", "unknown"))
-
-
-def committed_version(layout: Layout) -> str | None:
-    doc = read_state(layout)
-    return _record(doc, doc["committed_slot"]).get("version")
 
 
 def factory_reset_state(layout: Layout, version: str) -> None:
@@ -241,15 +202,6 @@ def factory_reset_state(layout: Layout, version: str) -> None:
 
 def staging_dir(layout: Layout, slot: str) -> Path:
     return layout.slots / f".staging-{slot}"
-
-
-def incoming_dir(layout: Layout) -> Path:
-    """Where the controller uploads bundles before ``install``."""
-    return layout.staging
-
-
-def selftest_file(layout: Layout) -> Path:
-    return layout.run / "selftest.json"
 
 
 def slot_manifest(layout: Layout, slot: str) -> Manifest | None:
@@ -297,7 +249,7 @@ def _check_space(layout: Layout, manifest: Manifest) -> None:
 def _begin_install(layout: Layout, doc: dict[str, Any], manifest: Manifest) -> str:
     """Checks that need the manifest, then persist `installing` before writing anything."""
     device = _device(layout)
-    committed = _record(doc, doc["committed_slot"]).get("version")
+    committed = record(doc, doc["committed_slot"]).get("version")
     bundle.check_compatible(
         manifest, hardware=str(device.get("hardware")), arch=str(device.get("arch")),
         current=software_version(layout), committed=committed,
@@ -346,7 +298,7 @@ def _finish_install(layout: Layout, doc: dict[str, Any], slot: str, manifest: Ma
 def _fail_install(layout: Layout, doc: dict[str, Any], slot: str, code: str, message: str) -> None:
     shutil.rmtree(staging_dir(layout, slot), ignore_errors=True)
     slots = dict(doc["slots"])
-    slots[slot] = {**_record(doc, slot), "status": "failed", "reason": message}
+    slots[slot] = {**record(doc, slot), "status": "failed", "reason": message}
     error = {"at": time.time(), "code": code, "message": message}
     _transition(layout, doc, Event.INSTALL_FAILED, slots=slots, last_error=error)
 
@@ -429,7 +381,7 @@ def activate(layout: Layout, trials: int = DEFAULT_TRIALS) -> dict[str, Any]:
     slot = other(doc["active"]) if doc["state"] == State.INSTALLED.value else doc["pending"]
     _transition(layout, doc, Event.ACTIVATE, pending=slot, trials_left=trials)
     _backend(layout).next_boot(layout, slot)  # after persisting: a boot before it finds `activated`
-    return {"pending": slot, "trials_left": trials, "version": _record(doc, slot).get("version")}
+    return {"pending": slot, "trials_left": trials, "version": record(doc, slot).get("version")}
 
 
 def _boot_event(doc: dict[str, Any], verdict: slot_backends.Verdict | None) -> Event:
@@ -453,10 +405,10 @@ def _boot_changes(doc: dict[str, Any], event: Event,
     slots = dict(doc["slots"])
     if event is Event.DISCARD:
         slot = other(doc["active"])
-        slots[slot] = {**_record(doc, slot), "status": "failed", "reason": "install interrupted"}
+        slots[slot] = {**record(doc, slot), "status": "failed", "reason": "install interrupted"}
         return {"slots": slots, "pending": None}
     if event is Event.BOOT_TRIAL:
-        slots[doc["pending"]] = {**_record(doc, doc["pending"]), "status": "trial"}
+        slots[doc["pending"]] = {**record(doc, doc["pending"]), "status": "trial"}
         left = verdict.trials_left if verdict else doc["trials_left"] - 1
         return {"slots": slots, "active": doc["pending"], "trials_left": left}
     if event is Event.DISARMED:
@@ -466,7 +418,7 @@ def _boot_changes(doc: dict[str, Any], event: Event,
         return {"pending": None, "trials_left": 0, "last_error": error}
     if event is Event.FALLBACK:
         failed = doc["active"] if doc["active"] != doc["committed_slot"] else doc["pending"]
-        slots[failed] = {**_record(doc, failed), "status": "failed", "reason": FALLBACK_REASON}
+        slots[failed] = {**record(doc, failed), "status": "failed", "reason": FALLBACK_REASON}
         error = {"at": time.time(), "code": "fallback",
                  "message": f"slot {failed} was not committed after its trial boots"}
         return {"slots": slots, "active": doc["committed_slot"], "pending": None,
@@ -526,11 +478,6 @@ def run_hook(layout: Layout, slot: str, manifest: Manifest | None,
 # ---------------------------------------------------------------------------- commit / rollback
 
 
-def read_selftest(layout: Layout) -> dict[str, Any] | None:
-    result = read_json(selftest_file(layout), default=None)
-    return dict(result) if result else None
-
-
 def commit(layout: Layout, force: bool = False) -> dict[str, Any]:
     """Make the slot on trial permanent. Idempotent: committing a committed slot is a no-op."""
     doc = read_state(layout)
@@ -547,9 +494,9 @@ def commit(layout: Layout, force: bool = False) -> dict[str, Any]:
         # where the other order could leave a commit that the bootloader falls back from.
         _backend(layout).confirm(layout)
     slots = dict(doc["slots"])
-    slots[slot] = {**_record(doc, slot), "committed": True, "status": "committed"}
+    slots[slot] = {**record(doc, slot), "committed": True, "status": "committed"}
     if slots.get(previous):
-        slots[previous] = {**_record(doc, previous), "committed": False, "status": "previous"}
+        slots[previous] = {**record(doc, previous), "committed": False, "status": "previous"}
     _transition(layout, doc, Event.COMMIT, slots=slots, committed_slot=slot, pending=None,
                 trials_left=0, last_error=None)
     sync_release_keys(layout, slot)
@@ -569,7 +516,7 @@ def rollback(layout: Layout, reason: str = "rolled back by operator") -> dict[st
     dropped = doc["active"] if doc["state"] == State.TRIAL.value else other(doc["active"])
     backend.next_boot(layout, doc["committed_slot"])  # before persisting, as commit
     slots = dict(doc["slots"])
-    slots[dropped] = {**_record(doc, dropped), "status": "failed", "reason": reason}
+    slots[dropped] = {**record(doc, dropped), "status": "failed", "reason": reason}
     error = {"at": time.time(), "code": "rollback", "message": reason}
     _transition(layout, doc, Event.ROLLBACK, slots=slots, active=doc["committed_slot"],
                 pending=None, trials_left=0, last_error=error)
@@ -599,23 +546,6 @@ def sync_release_keys(layout: Layout, slot: str) -> list[str]:
 # ---------------------------------------------------------------------------- inspection
 
 
-def summary(layout: Layout) -> dict[str, Any]:
-    """Both slots, versions, pending state, trials, last self-test (for `fleet-agent slots`)."""
-    doc = read_state(layout)
-    return {
-        "state": doc["state"], "active": doc["active"], "committed_slot": doc["committed_slot"],
-        "pending": doc["pending"], "trials_left": doc["trials_left"], "boots": doc["boots"],
-        "software": software_version(layout), "slots": doc["slots"],
-        "last_error": doc["last_error"], "selftest": read_selftest(layout),
-        "incoming": str(incoming_dir(layout)), "device": _identity(layout),
-    }
-
-
-def _identity(layout: Layout) -> dict[str, Any]:
-    device = read_json(layout.device_json, default=None) or {}
-    return {k: device.get(k) for k in ("name", "hardware", "arch")}
-
-
 def verify_slot(layout: Layout, slot: str) -> list[str]:
     """Re-hash an installed slot against its manifest; the list of problems (empty = intact)."""
     manifest = slot_manifest(layout, slot)
@@ -639,13 +569,13 @@ def problems(layout: Layout) -> list[str]:
     if state not in {s.value for s in State}:
         return [f"unknown state {state!r}"]
     for slot in {active, committed}:
-        record = _record(doc, slot)
-        if not record.get("version"):
+        kept = record(doc, slot)
+        if not kept.get("version"):
             out.append(f"slot {slot} is {'active' if slot == active else 'committed'} "
                        "but holds no version")
-        if record.get("manifest_sha256") and not layout.slot(slot).is_dir():
+        if kept.get("manifest_sha256") and not layout.slot(slot).is_dir():
             out.append(f"slot {slot} has no image directory")
-    if not _record(doc, committed).get("committed"):
+    if not record(doc, committed).get("committed"):
         out.append(f"committed slot {committed} is not marked committed")
     expect_pending = state in (State.ACTIVATED.value, State.TRIAL.value)
     if expect_pending != (doc["pending"] is not None):

@@ -32,7 +32,7 @@ from typing import Any, BinaryIO
 from fleet_runtime import __version__, appbundle, slots
 from fleet_runtime.agent import apps
 from fleet_runtime.agent.protocol import AgentError
-from fleet_runtime.apps import flow, settings, versions
+from fleet_runtime.apps import flow, settings
 from fleet_runtime.apps.blobs import BlobError, BlobStore
 from fleet_runtime.apps.flow import Event, State
 from fleet_runtime.apps.release import ReleaseError, parse
@@ -83,7 +83,7 @@ def _run(layout: Layout, job_id: str, doc: dict[str, Any], report: Report) -> di
 
 def _resumed(layout: Layout, job_id: str) -> str | None:
     """The app this job staged already (the flow records the job id), or None."""
-    for name in versions.app_names(layout):
+    for name in layout.app_names():
         if flow.read(layout, name).get("job") == job_id:
             return name
     return None

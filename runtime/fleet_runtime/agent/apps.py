@@ -269,7 +269,7 @@ def cmd_rollback(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
 
 def cmd_list(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
     apps = []
-    for name in versions.app_names(layout):
+    for name in layout.app_names():
         status = flow.status(layout, name)
         record = supervise.read_record(layout, name) or {}
         status["supervisor"] = {"running": supervise.alive(record.get("pid")),
@@ -295,7 +295,7 @@ def cmd_remove(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
 def _known(layout: Layout, name: str) -> versions.AppDirs:
     dirs = versions.AppDirs(layout, name)
     if not (dirs.root / "app.json").is_file():
-        known = ", ".join(versions.app_names(layout)) or "none"
+        known = ", ".join(layout.app_names()) or "none"
         raise AgentError("not-found", f"no application {name} on this device (known: {known})")
     return dirs
 

@@ -13,7 +13,6 @@ import importlib
 import os
 import sys
 import time
-import traceback
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -124,6 +123,8 @@ def _call(args: argparse.Namespace, layout: Layout) -> tuple[int, dict[str, Any]
     except Exception as exc:  # noqa: BLE001 - the controller needs its one JSON answer
         # A bug or a device file of the wrong shape: the answer says so in one line and
         # the traceback goes to agent.log, where `fleet logs` collects it.
+        import traceback  # here: only a crash needs it, and every call would pay for it
+
         _log(layout, args.command, "failed: internal-error\n" + traceback.format_exc(),
              started, True)
         return EXIT_FAILED, failure("internal-error", f"{type(exc).__name__}: {exc}")

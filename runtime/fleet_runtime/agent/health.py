@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fleet_runtime import labhooks, slots
+from fleet_runtime import labhooks, slot_state
 from fleet_runtime.agent.info import identity
 from fleet_runtime.layout import Layout, read_json
 
@@ -220,7 +220,7 @@ def clock_check() -> Check:
 
 def agent_check(layout: Layout) -> Check:
     identity(layout)
-    return check("agent", "ok", "", slot=slots.active_slot(layout))
+    return check("agent", "ok", "", slot=slot_state.active_slot(layout))
 
 
 def certificate_check(layout: Layout, warn_days: float) -> Check:
@@ -291,7 +291,7 @@ def _kept_facts(cache: Path, digest: str) -> dict[str, Any] | None:
 
 def slot_check(layout: Layout) -> Check:
     """A new slot activated or on trial and not yet committed is worth a look."""
-    state = slots.read_state(layout)
+    state = slot_state.read_state(layout)
     pending, phase = state.get("pending"), state.get("state", "idle")
     if pending and phase in ("activated", "trial"):
         return check("slot", "warn", f"slot {pending} {phase}, not committed "
@@ -369,9 +369,7 @@ def runtime_checks(layout: Layout, min_fps: float) -> list[Check]:
 def deployed_checks(layout: Layout, min_fps: float) -> list[Check]:
     """Each application deployed with `fleet-agent app`: its version and flow state, and
     from its supervised runtime's /health its fps and cameras, in this same call."""
-    from fleet_runtime.apps import versions
-
-    names = versions.app_names(layout)
+    names = layout.app_names()
     if not names:  # nothing deployed: skip flow's imports (urllib, http, email), a third
         return []  # of a health call's start-up on a small core (#19)
     from fleet_runtime.apps import flow, supervise
@@ -431,10 +429,10 @@ def run(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
     out: dict[str, Any] = {
         "verdict": verdict(checks),
         "reason": "; ".join(reasons),
-        "software": slots.software_version(layout),
-        "slot": slots.active_slot(layout),
+        "software": slot_state.software_version(layout),
+        "slot": slot_state.active_slot(layout),
         "checks": checks,
     }
     if getattr(args, "slots", False):
-        out["slots"] = slots.summary(layout)
+        out["slots"] = slot_state.summary(layout)
     return out

@@ -6,7 +6,7 @@ import argparse
 import time
 from typing import Any
 
-from fleet_runtime import __version__, labhooks, slots
+from fleet_runtime import __version__, labhooks, slot_state
 from fleet_runtime.agent.protocol import AgentError
 from fleet_runtime.layout import Layout, read_json
 
@@ -40,8 +40,8 @@ def run(args: argparse.Namespace, layout: Layout) -> dict[str, Any]:
         "site": device.get("site"),
         "hardware": device.get("hardware"),
         "arch": device.get("arch"),
-        "software": slots.software_version(layout),
-        "slot": slots.active_slot(layout),
+        "software": slot_state.software_version(layout),
+        "slot": slot_state.active_slot(layout),
         "uptime_s": round(uptime_seconds(layout), 1),
         "agent_version": __version__,
         "time": time.time(),

@@ -77,13 +77,6 @@ class AppDirs:
                       if not p.name.startswith(".") and (p / RELEASE_FILE).is_file())
 
 
-def app_names(layout: Layout) -> list[str]:
-    if not layout.apps.is_dir():
-        return []
-    return sorted(p.name for p in layout.apps.iterdir()
-                  if not p.name.startswith(".") and p.is_dir())
-
-
 def missing_blobs(store: BlobStore, release: Release) -> list[str]:
     return sorted(sha for sha in release.shas() if not store.has(sha))
 
@@ -155,7 +148,7 @@ def prune(dirs: AppDirs, keep: list[str | None]) -> list[str]:
 def referenced(layout: Layout) -> set[str]:
     """Every blob a version on this device (or a stage in progress) needs."""
     shas: set[str] = set()
-    for name in app_names(layout):
+    for name in layout.app_names():
         dirs = AppDirs(layout, name)
         for version in dirs.staged_versions():
             release = dirs.release(version)
