@@ -50,8 +50,15 @@ _ASSIGNMENT = re.compile(
     rb"(?i)(pass(?:word|wd)?|secret(?:[_-]?access[_-]?key)?|token|api[_-]?key|"
     rb"access[_-]?key|authorization)([\"']?\s*[:=]\s*[\"']?)([^\s\"',;&}]+)"
 )
-# Cheap substring checks that gate the slower case-insensitive regex.
+# Cheap substring checks that gate the slower case-insensitive regexes. They are
+# looked for in a folded view of the text (see _letters), so every one is letters only.
 _ASSIGNMENT_TRIGGERS = (b"pass", b"secret", b"token", b"key", b"authorization")
+_BEARER_TRIGGER = b"bearer"
+# The folded view: ASCII letters lowered, every other byte dropped. One C pass
+# (bytes.translate) that costs what data.lower() did and leaves under half the bytes
+# of typical logs, so each trigger's scan is twice as fast (#19.5).
+_FOLD = bytes.maketrans(bytes(range(65, 91)), bytes(range(97, 123)))
+_NOT_LETTERS = bytes(b for b in range(256) if not (65 <= b <= 90 or 97 <= b <= 122))
 
 
 class Redactor:
@@ -67,21 +74,23 @@ class Redactor:
         self.secrets = sorted(values, key=len, reverse=True)
 
     def redact(self, data: bytes) -> bytes:
+        # Every gate below is a necessary condition of its pattern, so skipping a
+        # pattern whose gate fails never lets a secret through.
+        letters = _letters(data)
         for secret in self.secrets:
             if secret in data:
                 data = data.replace(secret, MASK)
         if b"PRIVATE KEY-----" in data:
             data = _PEM.sub(rb"-----BEGIN \1PRIVATE KEY----- " + MASK, data)
-        if b"://" in data:
+        if b"@" in data:  # one byte: memchr, far cheaper than looking for "://"
             data = _URL_USERINFO.sub(rb"://\1:" + MASK + b"@", data)
-        lowered = data.lower()
-        if b"bearer" in lowered:
+        if _BEARER_TRIGGER in letters:
             data = _BEARER.sub(rb"\1 " + MASK, data)
-        if b"eyJ" in data:
+        if b"J" in data:
             data = _JWT.sub(MASK, data)
-        if b"AKIA" in data or b"ASIA" in data:
-            data = _AWS_KEY_ID.sub(MASK, data)
-        if any(t in lowered for t in _ASSIGNMENT_TRIGGERS):
+        # Its literal start is found by re faster than a separate `in` scan would be.
+        data = _AWS_KEY_ID.sub(MASK, data)
+        if any(t in letters for t in _ASSIGNMENT_TRIGGERS):
             data = _ASSIGNMENT.sub(_mask_assignment, data)
         return data
 
@@ -89,6 +98,21 @@ class Redactor:
         return self.redact(text.encode("utf-8", "surrogateescape")).decode(
             "utf-8", "surrogateescape"
         )
+
+
+def _letters(data: bytes) -> bytes:
+    """The text's ASCII letters, lowered, with everything else dropped.
+
+    Taken once, before any substitution: a keyword the regexes look for is a run
+    of letters, so it shows in this view however it is cased or wherever it sits,
+    and a mask ("[REDACTED]", bracketed, with none of the keywords in it) never
+    joins two runs into a new keyword. Dropping bytes only adds false alarms,
+    which cost a regex pass, never a miss.
+
+    >>> _letters(b"API_Key=x1 Bearer\tT")
+    b'apikeyxbearert'
+    """
+    return data.translate(_FOLD, delete=_NOT_LETTERS)
 
 
 def _mask_assignment(match: re.Match[bytes]) -> bytes:

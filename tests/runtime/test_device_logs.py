@@ -80,6 +80,48 @@ def test_redactor_leaves_ordinary_lines_alone() -> None:
     assert logs.Redactor({PASSWORD}).redact(line) == line
 
 
+# The redactor gates each pattern on a cheap check (a keyword in a lowered,
+# letters-only view of the text, or one byte such as "@" or "J"); a secret must be
+# masked however its keyword is cased or punctuated and wherever it sits in a big piece.
+@pytest.mark.parametrize(
+    ("line", "secret"),
+    [
+        (b"PASSWORD=hunter22 ok", b"hunter22"),
+        (b"db PassWd: hunter22", b"hunter22"),
+        (b"env SECRET_ACCESS_KEY=wJalrXUtnFEMI", b"wJalrXUtnFEMI"),
+        (b"X-Api-Key: k3y-v4lue", b"k3y-v4lue"),
+        (b"hdr AUTHORIZATION=t0k3n-v4lue", b"t0k3n-v4lue"),
+        (b"hdr authorization: BEARER abc.DEF-123_tok", b"abc.DEF-123_tok"),
+        (b'{"Token":"s3cr3t-t0k3n"}', b"s3cr3t-t0k3n"),
+        (b"cam RTSP://Admin:hunter22@10.0.0.7/live", b"hunter22"),
+        (b"aws ASIAIOSFODNN7EXAMPLE", b"ASIAIOSFODNN7EXAMPLE"),
+    ],
+)
+def test_redactor_masks_secrets_whatever_the_case_of_their_keyword(line: bytes,
+                                                                  secret: bytes) -> None:
+    out = logs.Redactor().redact(line)
+    assert secret not in out, out
+    assert logs.MASK in out
+
+
+def test_redactor_finds_one_secret_anywhere_in_a_big_piece() -> None:
+    ordinary = b"2026-11-22T01:00:00.000Z INFO runtime: gate frame 7 decode 3.10 ms queue 1\n"
+    filler = ordinary * 20000  # ~1.5 MB, no keyword, no "@", no "J"
+    for line, secret in ((b"x Api_Key=zz-top-91\n", b"zz-top-91"),
+                         (b"rtsp://u:UrlPw99@cam/\n", b"UrlPw99"),
+                         (b"jwt eyJhbGciOiJIUzI1.eyJzdWIiOiIxMjM0.Sfl\n", b"eyJzdWIiOiIxMjM0")):
+        for where in (0, len(filler) // 2, len(filler)):
+            out = logs.Redactor().redact(filler[:where] + line + filler[where:])
+            assert secret not in out and out.count(logs.MASK) == 1, (line, where)
+
+
+def test_redactor_masks_secrets_next_to_an_earlier_mask() -> None:
+    # A known secret is masked first; the keyword-gated patterns still see the rest.
+    line = f"a={PASSWORD} token={PASSWORD}x BEARER zz9 api-key: {PASSWORD}".encode()
+    out = logs.Redactor({PASSWORD}).redact(line)
+    assert out == b"a=[REDACTED] token=[REDACTED]x BEARER [REDACTED] api-key: [REDACTED]"
+
+
 def test_device_secrets_are_found_in_nested_configuration(tmp_path: Path) -> None:
     layout = make_device(tmp_path)
     (layout.etc / "mqtt.json").write_text(json.dumps({"endpoint": "rtsp://u:UrlPw99@x/",
