@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import io
 import json
@@ -183,6 +184,28 @@ def test_export_stdout_streams_a_verified_redacted_bundle(tmp_path: Path) -> Non
             "var/log/syslog", "manifest.json"} <= set(files)
     assert all(PASSWORD.encode() not in body for body in files.values())
     assert manifest["time_range"]["start"] < manifest["time_range"]["end"]
+
+
+@pytest.mark.parametrize("compressor", ["isal", "zlib"])
+def test_bundle_is_plain_gzip_whichever_deflate_wrote_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compressor: str) -> None:
+    from fleet_runtime.agent import logs as export
+
+    if compressor == "zlib":  # a device without the isal wheel falls back to zlib
+        monkeypatch.setitem(sys.modules, "isal", None)
+    layout = make_device(tmp_path / "dev")
+    plant_logs(layout, time.time())
+    (layout.logs / "big.log").write_bytes(os.urandom(300_000).hex().encode())  # many blocks
+    args = argparse.Namespace(since=None, max_bytes=export.DEFAULT_MAX_BYTES)
+    meta, pieces = export.collect(args, layout)
+    out = io.BytesIO()
+    manifest = export.write_bundle(export._Counting(out), layout, pieces, meta)
+    data = out.getvalue()
+    assert gzip.decompress(data)  # one whole gzip stream: header, data, CRC-32 and length
+    bundle = tmp_path / "b.tar.gz"
+    bundle.write_bytes(data)
+    assert logs.verify_bundle(bundle)["files"] == manifest["files"]
+    assert members(data)["var/log/fleet/big.log"] == (layout.logs / "big.log").read_bytes()
 
 
 def test_export_since_keeps_only_recent_lines(tmp_path: Path) -> None:
