@@ -21,6 +21,7 @@ import logging
 import logging.handlers
 import re
 import time
+import zlib
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -279,7 +280,8 @@ def verify_bundle(path: Path) -> dict[str, Any]:
     """Check a log bundle (tar.gz) against its manifest; return the manifest.
 
     Every file listed must be present with the listed size and SHA-256, and
-    nothing unlisted may be present besides the manifest itself.
+    nothing unlisted may be present besides the manifest itself; a bundle cut
+    short or damaged anywhere, its gzip trailer included, is refused.
     """
     import hashlib
     import tarfile
@@ -287,7 +289,7 @@ def verify_bundle(path: Path) -> dict[str, Any]:
     seen: dict[str, tuple[int, str]] = {}
     manifest: dict[str, Any] | None = None
     try:
-        with tarfile.open(path, mode="r:gz") as tar:
+        with _gunzip(path) as gz, tarfile.open(fileobj=gz, mode="r:") as tar:
             for member in tar:
                 if not member.isfile():
                     continue
@@ -297,7 +299,9 @@ def verify_bundle(path: Path) -> dict[str, Any]:
                     manifest = json.loads(data)
                 else:
                     seen[name] = (len(data), hashlib.sha256(data).hexdigest())
-    except (OSError, tarfile.TarError, EOFError, ValueError) as exc:
+            while gz.read(1 << 16):  # to the gzip trailer, so its CRC and length are checked
+                pass
+    except (OSError, tarfile.TarError, EOFError, ValueError, *_inflate_errors()) as exc:
         raise BundleError(f"{path.name}: not a readable tar.gz log bundle ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
         raise BundleError(f"{path.name}: no {BUNDLE_FORMAT} manifest")
@@ -305,6 +309,27 @@ def verify_bundle(path: Path) -> dict[str, Any]:
         raise BundleError(f"{path.name}: the manifest's file list is malformed")
     _compare(path.name, manifest, seen)
     return manifest
+
+
+def _gunzip(path: Path) -> Any:
+    """The file's inflated bytes: through ISA-L's inflate when the `isal` wheel is
+    installed (about twice zlib's speed: the controller inflates every bundle it
+    verifies), else gzip's. Both check the gzip trailer's CRC-32 and length."""
+    try:
+        from isal import igzip
+    except ImportError:
+        import gzip
+
+        return gzip.open(path, "rb")
+    return igzip.open(path, "rb")
+
+
+def _inflate_errors() -> tuple[type[Exception], ...]:
+    try:
+        from isal.isal_zlib import error as isal_error
+    except ImportError:
+        return (zlib.error,)
+    return (zlib.error, isal_error)
 
 
 def _files_well_formed(files: Any) -> bool:

@@ -268,6 +268,30 @@ def test_verify_bundle_detects_a_changed_file(tmp_path: Path) -> None:
         logs.verify_bundle(bad)
 
 
+@pytest.mark.parametrize("inflate", ["isal", "gzip"])
+@pytest.mark.parametrize("damage", ["cut in the middle", "trailer cut", "byte flipped",
+                                    "deflate header flipped"])
+def test_verify_bundle_refuses_a_cut_or_damaged_stream(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inflate: str, damage: str) -> None:
+    layout = make_device(tmp_path / "dev")
+    plant_logs(layout, time.time())
+    data = bytearray(agent(layout, "logs", "export", "--stdout").stdout)
+    if inflate == "gzip":  # a controller without the isal wheel inflates with gzip
+        monkeypatch.setitem(sys.modules, "isal", None)
+    if damage == "cut in the middle":
+        del data[len(data) // 2:]
+    elif damage == "trailer cut":
+        del data[-4:]
+    elif damage == "deflate header flipped":  # inflate itself fails, not the CRC check
+        data[10] ^= 0xFF
+    else:
+        data[len(data) // 2] ^= 0x55
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(logs.BundleError):
+        logs.verify_bundle(bad)
+
+
 def test_parse_since_accepts_durations_and_iso_times() -> None:
     assert logs.parse_since("30m", now=7200.0) == 5400.0
     assert logs.parse_since("1970-01-01T01:00:00Z") == 3600.0
