@@ -25,7 +25,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from fleet_runtime.layout import Layout
 
@@ -288,6 +288,8 @@ def verify_bundle(path: Path) -> dict[str, Any]:
 
     seen: dict[str, tuple[int, str]] = {}
     manifest: dict[str, Any] | None = None
+    refused: tuple[type[Exception], ...] = (
+        OSError, tarfile.TarError, EOFError, ValueError, *_inflate_errors())
     try:
         with _gunzip(path) as gz, tarfile.open(fileobj=gz, mode="r:") as tar:
             for member in tar:
@@ -301,7 +303,7 @@ def verify_bundle(path: Path) -> dict[str, Any]:
                     seen[name] = (len(data), hashlib.sha256(data).hexdigest())
             while gz.read(1 << 16):  # to the gzip trailer, so its CRC and length are checked
                 pass
-    except (OSError, tarfile.TarError, EOFError, ValueError, *_inflate_errors()) as exc:
+    except refused as exc:
         raise BundleError(f"{path.name}: not a readable tar.gz log bundle ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
         raise BundleError(f"{path.name}: no {BUNDLE_FORMAT} manifest")
@@ -321,15 +323,15 @@ def _gunzip(path: Path) -> Any:
         import gzip
 
         return gzip.open(path, "rb")
-    return igzip.open(path, "rb")
+    return igzip.open(path, "rb")  # type: ignore[no-untyped-call]
 
 
 def _inflate_errors() -> tuple[type[Exception], ...]:
     try:
-        from isal.isal_zlib import error as isal_error
+        from isal import isal_zlib
     except ImportError:
         return (zlib.error,)
-    return (zlib.error, isal_error)
+    return (zlib.error, cast("type[Exception]", isal_zlib.error))
 
 
 def _files_well_formed(files: Any) -> bool:
