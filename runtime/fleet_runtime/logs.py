@@ -45,6 +45,10 @@ _PEM = re.compile(
     rb"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----.*?(?:-----END \1PRIVATE KEY-----|\Z)", re.DOTALL
 )
 _BEARER = re.compile(rb"([Bb]earer|BEARER)\s+[A-Za-z0-9\-._~+/]+=*")
+# HTTP Basic credentials: base64 of user:password. Only after an Authorization key,
+# since "basic" alone is an ordinary word.
+_BASIC_AUTH = re.compile(
+    rb"(?i)(authorization[\"']?\s*[:=]\s*[\"']?basic\s+)[A-Za-z0-9+/]+=*")
 _JWT = re.compile(rb"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+")
 _AWS_KEY_ID = re.compile(rb"(?:AKIA|ASIA)[0-9A-Z]{16}")
 _ASSIGNMENT = re.compile(
@@ -91,6 +95,8 @@ class Redactor:
             data = _JWT.sub(MASK, data)
         # Its literal start is found by re faster than a separate `in` scan would be.
         data = _AWS_KEY_ID.sub(MASK, data)
+        if b"basic" in letters and b"authorization" in letters:
+            data = _BASIC_AUTH.sub(rb"\1" + MASK, data)
         if any(t in letters for t in _ASSIGNMENT_TRIGGERS):
             data = _ASSIGNMENT.sub(_mask_assignment, data)
         return data

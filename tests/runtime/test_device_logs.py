@@ -56,6 +56,8 @@ def stamp(epoch: float) -> str:
         (b"config password=hunter22 user=x", b"hunter22"),
         (b'{"password": "hunter22"}', b"hunter22"),
         (b"GET / Authorization: Bearer abc.DEF-123_tok", b"abc.DEF-123_tok"),
+        (b"GET / Authorization: Basic YWRtaW46aHVudGVyMjI=", b"YWRtaW46aHVudGVyMjI="),
+        (b'{"authorization": "BASIC YWRtaW46aHVudGVyMjI="}', b"YWRtaW46aHVudGVyMjI"),
         (b"jwt eyJhbGciOiJIUzI1.eyJzdWIiOiIxMjM0.SflKxwRJSMeKKF2QT4", b"SflKxwRJSMeKKF2QT4"),
         (b"aws key AKIAIOSFODNN7EXAMPLE in env", b"AKIAIOSFODNN7EXAMPLE"),
         (b"token: s3cr3t-t0k3n", b"s3cr3t-t0k3n"),
