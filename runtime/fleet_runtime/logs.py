@@ -95,7 +95,7 @@ class Redactor:
             data = _JWT.sub(MASK, data)
         # Its literal start is found by re faster than a separate `in` scan would be.
         data = _AWS_KEY_ID.sub(MASK, data)
-        if b"basic" in letters and b"authorization" in letters:
+        if b"authorization" in letters and b"basic" in letters:
             data = _BASIC_AUTH.sub(rb"\1" + MASK, data)
         if any(t in letters for t in _ASSIGNMENT_TRIGGERS):
             data = _ASSIGNMENT.sub(_mask_assignment, data)
