@@ -190,6 +190,17 @@ def main() -> None:
             lab.down()
 
 
+def device_deflate() -> str:
+    """What the lab's agents (this venv's fleet-agent) compress with: the figures depend on it."""
+    from fleet_runtime.agent import logs as agent_logs
+
+    try:
+        import isal  # noqa: F401
+    except ImportError:
+        return f"zlib level {agent_logs.COMPRESS_LEVEL} (the isal wheel is not installed)"
+    return f"ISA-L level {agent_logs.ISAL_LEVEL}"
+
+
 def run(root: Path, lab: Lab, link: str = "") -> None:
     n = len(lab.devices())
     raw = sum(p.stat().st_size for name in lab.devices()
@@ -203,6 +214,7 @@ def run(root: Path, lab: Lab, link: str = "") -> None:
     mb = 1024 * 1024
     print(f"log export, {n} devices, {raw / mb:.0f} MB of logs in all ({raw / n / mb:.1f} MB each), "
           f"{link_label(link)}, load average {load:.1f} before, {load_now():.1f} after")
+    print(f"  device compression: {device_deflate()}")
     print(f"  fleet logs export (parallel, redacted, gzip): {t_fleet:6.2f} s  "
           f"{sizes['fleet'] / mb:8.1f} MB moved")
     print(f"  sequential scp loop (raw):                    {t_scp:6.2f} s  "

@@ -21,10 +21,11 @@ import logging
 import logging.handlers
 import re
 import time
+import zlib
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from fleet_runtime.layout import Layout
 
@@ -44,14 +45,25 @@ _PEM = re.compile(
     rb"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----.*?(?:-----END \1PRIVATE KEY-----|\Z)", re.DOTALL
 )
 _BEARER = re.compile(rb"([Bb]earer|BEARER)\s+[A-Za-z0-9\-._~+/]+=*")
+# HTTP Basic credentials: base64 of user:password. Only after an Authorization key,
+# since "basic" alone is an ordinary word.
+_BASIC_AUTH = re.compile(
+    rb"(?i)(authorization[\"']?\s*[:=]\s*[\"']?basic\s+)[A-Za-z0-9+/]+=*")
 _JWT = re.compile(rb"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+")
 _AWS_KEY_ID = re.compile(rb"(?:AKIA|ASIA)[0-9A-Z]{16}")
 _ASSIGNMENT = re.compile(
     rb"(?i)(pass(?:word|wd)?|secret(?:[_-]?access[_-]?key)?|token|api[_-]?key|"
     rb"access[_-]?key|authorization)([\"']?\s*[:=]\s*[\"']?)([^\s\"',;&}]+)"
 )
-# Cheap substring checks that gate the slower case-insensitive regex.
+# Cheap substring checks that gate the slower case-insensitive regexes. They are
+# looked for in a folded view of the text (see _letters), so every one is letters only.
 _ASSIGNMENT_TRIGGERS = (b"pass", b"secret", b"token", b"key", b"authorization")
+_BEARER_TRIGGER = b"bearer"
+# The folded view: ASCII letters lowered, every other byte dropped. One C pass
+# (bytes.translate) that costs what data.lower() did and leaves under half the bytes
+# of typical logs, so each trigger's scan is twice as fast (#19.5).
+_FOLD = bytes.maketrans(bytes(range(65, 91)), bytes(range(97, 123)))
+_NOT_LETTERS = bytes(b for b in range(256) if not (65 <= b <= 90 or 97 <= b <= 122))
 
 
 class Redactor:
@@ -67,21 +79,25 @@ class Redactor:
         self.secrets = sorted(values, key=len, reverse=True)
 
     def redact(self, data: bytes) -> bytes:
+        # Every gate below is a necessary condition of its pattern, so skipping a
+        # pattern whose gate fails never lets a secret through.
+        letters = _letters(data)
         for secret in self.secrets:
             if secret in data:
                 data = data.replace(secret, MASK)
         if b"PRIVATE KEY-----" in data:
             data = _PEM.sub(rb"-----BEGIN \1PRIVATE KEY----- " + MASK, data)
-        if b"://" in data:
+        if b"@" in data:  # one byte: memchr, far cheaper than looking for "://"
             data = _URL_USERINFO.sub(rb"://\1:" + MASK + b"@", data)
-        lowered = data.lower()
-        if b"bearer" in lowered:
+        if _BEARER_TRIGGER in letters:
             data = _BEARER.sub(rb"\1 " + MASK, data)
-        if b"eyJ" in data:
+        if b"J" in data:
             data = _JWT.sub(MASK, data)
-        if b"AKIA" in data or b"ASIA" in data:
-            data = _AWS_KEY_ID.sub(MASK, data)
-        if any(t in lowered for t in _ASSIGNMENT_TRIGGERS):
+        # Its literal start is found by re faster than a separate `in` scan would be.
+        data = _AWS_KEY_ID.sub(MASK, data)
+        if b"authorization" in letters and b"basic" in letters:
+            data = _BASIC_AUTH.sub(rb"\1" + MASK, data)
+        if any(t in letters for t in _ASSIGNMENT_TRIGGERS):
             data = _ASSIGNMENT.sub(_mask_assignment, data)
         return data
 
@@ -89,6 +105,21 @@ class Redactor:
         return self.redact(text.encode("utf-8", "surrogateescape")).decode(
             "utf-8", "surrogateescape"
         )
+
+
+def _letters(data: bytes) -> bytes:
+    """The text's ASCII letters, lowered, with everything else dropped.
+
+    Taken once, before any substitution: a keyword the regexes look for is a run
+    of letters, so it shows in this view however it is cased or wherever it sits,
+    and a mask ("[REDACTED]", bracketed, with none of the keywords in it) never
+    joins two runs into a new keyword. Dropping bytes only adds false alarms,
+    which cost a regex pass, never a miss.
+
+    >>> _letters(b"API_Key=x1 Bearer\tT")
+    b'apikeyxbearert'
+    """
+    return data.translate(_FOLD, delete=_NOT_LETTERS)
 
 
 def _mask_assignment(match: re.Match[bytes]) -> bytes:
@@ -255,15 +286,18 @@ def verify_bundle(path: Path) -> dict[str, Any]:
     """Check a log bundle (tar.gz) against its manifest; return the manifest.
 
     Every file listed must be present with the listed size and SHA-256, and
-    nothing unlisted may be present besides the manifest itself.
+    nothing unlisted may be present besides the manifest itself; a bundle cut
+    short or damaged anywhere, its gzip trailer included, is refused.
     """
     import hashlib
     import tarfile
 
     seen: dict[str, tuple[int, str]] = {}
     manifest: dict[str, Any] | None = None
+    refused: tuple[type[Exception], ...] = (
+        OSError, tarfile.TarError, EOFError, ValueError, *_inflate_errors())
     try:
-        with tarfile.open(path, mode="r:gz") as tar:
+        with _gunzip(path) as gz, tarfile.open(fileobj=gz, mode="r:") as tar:
             for member in tar:
                 if not member.isfile():
                     continue
@@ -273,7 +307,9 @@ def verify_bundle(path: Path) -> dict[str, Any]:
                     manifest = json.loads(data)
                 else:
                     seen[name] = (len(data), hashlib.sha256(data).hexdigest())
-    except (OSError, tarfile.TarError, EOFError, ValueError) as exc:
+            while gz.read(1 << 16):  # to the gzip trailer, so its CRC and length are checked
+                pass
+    except refused as exc:
         raise BundleError(f"{path.name}: not a readable tar.gz log bundle ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
         raise BundleError(f"{path.name}: no {BUNDLE_FORMAT} manifest")
@@ -281,6 +317,27 @@ def verify_bundle(path: Path) -> dict[str, Any]:
         raise BundleError(f"{path.name}: the manifest's file list is malformed")
     _compare(path.name, manifest, seen)
     return manifest
+
+
+def _gunzip(path: Path) -> Any:
+    """The file's inflated bytes: through ISA-L's inflate when the `isal` wheel is
+    installed (about twice zlib's speed: the controller inflates every bundle it
+    verifies), else gzip's. Both check the gzip trailer's CRC-32 and length."""
+    try:
+        from isal import igzip
+    except ImportError:
+        import gzip
+
+        return gzip.open(path, "rb")
+    return igzip.open(path, "rb")  # type: ignore[no-untyped-call]
+
+
+def _inflate_errors() -> tuple[type[Exception], ...]:
+    try:
+        from isal import isal_zlib
+    except ImportError:
+        return (zlib.error,)
+    return (zlib.error, cast("type[Exception]", isal_zlib.error))
 
 
 def _files_well_formed(files: Any) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import io
 import json
@@ -55,6 +56,8 @@ def stamp(epoch: float) -> str:
         (b"config password=hunter22 user=x", b"hunter22"),
         (b'{"password": "hunter22"}', b"hunter22"),
         (b"GET / Authorization: Bearer abc.DEF-123_tok", b"abc.DEF-123_tok"),
+        (b"GET / Authorization: Basic YWRtaW46aHVudGVyMjI=", b"YWRtaW46aHVudGVyMjI="),
+        (b'{"authorization": "BASIC YWRtaW46aHVudGVyMjI="}', b"YWRtaW46aHVudGVyMjI"),
         (b"jwt eyJhbGciOiJIUzI1.eyJzdWIiOiIxMjM0.SflKxwRJSMeKKF2QT4", b"SflKxwRJSMeKKF2QT4"),
         (b"aws key AKIAIOSFODNN7EXAMPLE in env", b"AKIAIOSFODNN7EXAMPLE"),
         (b"token: s3cr3t-t0k3n", b"s3cr3t-t0k3n"),
@@ -78,6 +81,48 @@ def test_redactor_masks_multiline_private_key_and_keeps_the_rest() -> None:
 def test_redactor_leaves_ordinary_lines_alone() -> None:
     line = b"2026-11-22T01:00:00.000Z INFO runtime: 12 frames, 30.0 fps, tests passed: 3\n"
     assert logs.Redactor({PASSWORD}).redact(line) == line
+
+
+# The redactor gates each pattern on a cheap check (a keyword in a lowered,
+# letters-only view of the text, or one byte such as "@" or "J"); a secret must be
+# masked however its keyword is cased or punctuated and wherever it sits in a big piece.
+@pytest.mark.parametrize(
+    ("line", "secret"),
+    [
+        (b"PASSWORD=hunter22 ok", b"hunter22"),
+        (b"db PassWd: hunter22", b"hunter22"),
+        (b"env SECRET_ACCESS_KEY=wJalrXUtnFEMI", b"wJalrXUtnFEMI"),
+        (b"X-Api-Key: k3y-v4lue", b"k3y-v4lue"),
+        (b"hdr AUTHORIZATION=t0k3n-v4lue", b"t0k3n-v4lue"),
+        (b"hdr authorization: BEARER abc.DEF-123_tok", b"abc.DEF-123_tok"),
+        (b'{"Token":"s3cr3t-t0k3n"}', b"s3cr3t-t0k3n"),
+        (b"cam RTSP://Admin:hunter22@10.0.0.7/live", b"hunter22"),
+        (b"aws ASIAIOSFODNN7EXAMPLE", b"ASIAIOSFODNN7EXAMPLE"),
+    ],
+)
+def test_redactor_masks_secrets_whatever_the_case_of_their_keyword(line: bytes,
+                                                                  secret: bytes) -> None:
+    out = logs.Redactor().redact(line)
+    assert secret not in out, out
+    assert logs.MASK in out
+
+
+def test_redactor_finds_one_secret_anywhere_in_a_big_piece() -> None:
+    ordinary = b"2026-11-22T01:00:00.000Z INFO runtime: gate frame 7 decode 3.10 ms queue 1\n"
+    filler = ordinary * 20000  # ~1.5 MB, no keyword, no "@", no "J"
+    for line, secret in ((b"x Api_Key=zz-top-91\n", b"zz-top-91"),
+                         (b"rtsp://u:UrlPw99@cam/\n", b"UrlPw99"),
+                         (b"jwt eyJhbGciOiJIUzI1.eyJzdWIiOiIxMjM0.Sfl\n", b"eyJzdWIiOiIxMjM0")):
+        for where in (0, len(filler) // 2, len(filler)):
+            out = logs.Redactor().redact(filler[:where] + line + filler[where:])
+            assert secret not in out and out.count(logs.MASK) == 1, (line, where)
+
+
+def test_redactor_masks_secrets_next_to_an_earlier_mask() -> None:
+    # A known secret is masked first; the keyword-gated patterns still see the rest.
+    line = f"a={PASSWORD} token={PASSWORD}x BEARER zz9 api-key: {PASSWORD}".encode()
+    out = logs.Redactor({PASSWORD}).redact(line)
+    assert out == b"a=[REDACTED] token=[REDACTED]x BEARER [REDACTED] api-key: [REDACTED]"
 
 
 def test_device_secrets_are_found_in_nested_configuration(tmp_path: Path) -> None:
@@ -143,6 +188,28 @@ def test_export_stdout_streams_a_verified_redacted_bundle(tmp_path: Path) -> Non
     assert manifest["time_range"]["start"] < manifest["time_range"]["end"]
 
 
+@pytest.mark.parametrize("compressor", ["isal", "zlib"])
+def test_bundle_is_plain_gzip_whichever_deflate_wrote_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compressor: str) -> None:
+    from fleet_runtime.agent import logs as export
+
+    if compressor == "zlib":  # a device without the isal wheel falls back to zlib
+        monkeypatch.setitem(sys.modules, "isal", None)
+    layout = make_device(tmp_path / "dev")
+    plant_logs(layout, time.time())
+    (layout.logs / "big.log").write_bytes(os.urandom(300_000).hex().encode())  # many blocks
+    args = argparse.Namespace(since=None, max_bytes=export.DEFAULT_MAX_BYTES)
+    meta, pieces = export.collect(args, layout)
+    out = io.BytesIO()
+    manifest = export.write_bundle(export._Counting(out), layout, pieces, meta)
+    data = out.getvalue()
+    assert gzip.decompress(data)  # one whole gzip stream: header, data, CRC-32 and length
+    bundle = tmp_path / "b.tar.gz"
+    bundle.write_bytes(data)
+    assert logs.verify_bundle(bundle)["files"] == manifest["files"]
+    assert members(data)["var/log/fleet/big.log"] == (layout.logs / "big.log").read_bytes()
+
+
 def test_export_since_keeps_only_recent_lines(tmp_path: Path) -> None:
     layout = make_device(tmp_path / "dev")
     plant_logs(layout, time.time())
@@ -200,6 +267,30 @@ def test_verify_bundle_detects_a_changed_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.tar.gz"
     bad.write_bytes(buf.getvalue())
     with pytest.raises(logs.BundleError, match="var/log/syslog"):
+        logs.verify_bundle(bad)
+
+
+@pytest.mark.parametrize("inflate", ["isal", "gzip"])
+@pytest.mark.parametrize("damage", ["cut in the middle", "trailer cut", "byte flipped",
+                                    "deflate header flipped"])
+def test_verify_bundle_refuses_a_cut_or_damaged_stream(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inflate: str, damage: str) -> None:
+    layout = make_device(tmp_path / "dev")
+    plant_logs(layout, time.time())
+    data = bytearray(agent(layout, "logs", "export", "--stdout").stdout)
+    if inflate == "gzip":  # a controller without the isal wheel inflates with gzip
+        monkeypatch.setitem(sys.modules, "isal", None)
+    if damage == "cut in the middle":
+        del data[len(data) // 2:]
+    elif damage == "trailer cut":
+        del data[-4:]
+    elif damage == "deflate header flipped":  # inflate itself fails, not the CRC check
+        data[10] ^= 0xFF
+    else:
+        data[len(data) // 2] ^= 0x55
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(logs.BundleError):
         logs.verify_bundle(bad)
 
 
