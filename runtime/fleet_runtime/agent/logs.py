@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from fleet_runtime import labhooks, logs, slots
+from fleet_runtime import labhooks, logs, slot_state
 from fleet_runtime.agent.info import identity
 from fleet_runtime.agent.protocol import AgentError
 from fleet_runtime.durable import atomic_file
@@ -304,7 +304,7 @@ def bundle_meta(layout: Layout, since: float | None, max_bytes: int) -> dict[str
         "device": device.get("name"),
         "site": device.get("site"),
         "serial": device.get("serial"),
-        "software": slots.software_version(layout),
+        "software": slot_state.software_version(layout),
         "created": created,
         "created_iso": logs.iso(created),
         "since": logs.iso(since),
