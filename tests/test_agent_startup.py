@@ -89,19 +89,24 @@ def test_health_and_info_read_the_slots_without_the_update_machinery(tmp_path: P
     """The calls a controller makes of every device every few seconds read boot.json
     through slot_state: not the state machine and its bundles (tarfile), not dataclasses
     (with inspect, ast and dis), not what only a crash (traceback) or an app store with
-    applications in it needs; together a fifth of the call's CPU on a small core (#19)."""
+    applications in it needs, not hashlib (the certificate's cached facts are keyed by
+    its text); together a fifth of the call's CPU on a small core (#19)."""
     from fleet_runtime.layout import Layout, atomic_write_json
+    from runtime.test_health_checks import write_cert
 
     layout = Layout(tmp_path)
     atomic_write_json(layout.device_json, {"name": "dev1", "site": "berlin"})
     atomic_write_json(layout.boot_json, {"active": "b", "slots": {"b": {"version": "1.2.0"}}})
     (layout.apps / ".blobs").mkdir(parents=True)
+    write_cert(layout, 365)
+    subprocess.run([sys.executable, "-m", "fleet_runtime.agent.cli", "health"], check=True,
+                   capture_output=True, env={**os.environ, "FLEET_ROOT": str(tmp_path)})
     probe = ("import json, sys\n"
              "from fleet_runtime.agent.cli import main\n"
              "real, sys.stdout = sys.stdout, open('/dev/null', 'w')\n"
              f"assert main([{command!r}]) == 0\n"
              "heavy = ('fleet_runtime.slots', 'fleet_runtime.bundle', 'tarfile', 'dataclasses',\n"
-             "         'fleet_runtime.apps.versions', 'secrets', 'traceback')\n"
+             "         'fleet_runtime.apps.versions', 'secrets', 'traceback', 'hashlib')\n"
              "sys.stderr.write(json.dumps([m for m in heavy if m in sys.modules]))\n")
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          env={**os.environ, "FLEET_ROOT": str(tmp_path)}, check=True)

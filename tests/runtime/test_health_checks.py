@@ -266,8 +266,8 @@ def test_a_crash_loop_in_the_real_runtime_shows_in_the_agents_health(
 
 
 def test_certificate_facts_follow_the_certificate_not_the_cache(tmp_path: Path) -> None:
-    """The parsed facts are kept in run/ (#19: no x509 import per call), keyed by the
-    certificate's SHA-256: a renewed certificate is read afresh, and a torn or edited
+    """The parsed facts are kept in run/ (#19: no x509 import per call) beside the
+    certificate's own text: a renewed certificate is read afresh, and a torn or edited
     cache is only a miss."""
     layout = Layout(tmp_path)
     write_cert(layout, 365.2)
@@ -278,11 +278,11 @@ def test_certificate_facts_follow_the_certificate_not_the_cache(tmp_path: Path) 
     write_cert(layout, 10.2)  # renewed (here: worse)
     renewed = health.certificate_check(layout, warn_days=30)
     assert (renewed["status"], renewed["reason"]) == ("warn", "device certificate expires in 10 days")
-    for junk in ("{not json", json.dumps({"sha256": "x"}), "[]"):
+    for junk in ("{not json", json.dumps({"pem": "x"}), "[]"):
         cache.write_text(junk)
         assert health.certificate_check(layout, warn_days=30)["days_left"] == renewed["days_left"]
     kept = json.loads(cache.read_text())
     kept["not_after"] = 0  # a cache that lies about another certificate's bytes...
-    kept["sha256"] = "0" * 64
+    kept["pem"] = kept["pem"].replace("A", "B", 1)
     cache.write_text(json.dumps(kept))
     assert health.certificate_check(layout, warn_days=30)["status"] == "warn"  # ...is ignored

@@ -12,14 +12,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import os
 import re
-import select
 import shutil
-import signal
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -162,6 +158,9 @@ def parse_tegrastats(line: str) -> dict[str, float]:
 
 def _tegrastats(tegrastats: str, timeout: float = 3.0) -> Check:
     """Read one line of tegrastats (it streams until stopped), then stop it."""
+    import signal
+    import subprocess  # here, as in _nvidia_smi: only a device with GPU tools needs them
+
     try:
         proc = subprocess.Popen(
             [tegrastats, "--interval", "200"],
@@ -188,6 +187,8 @@ def _tegrastats(tegrastats: str, timeout: float = 3.0) -> Check:
 
 def _first_line(fd: int, timeout: float) -> str:
     """The first line written to ``fd`` within ``timeout`` seconds ("" if none)."""
+    import select
+
     deadline, data = time.monotonic() + timeout, b""
     while fd >= 0 and b"\n" not in data and len(data) < 65536:
         left = deadline - time.monotonic()
@@ -201,6 +202,8 @@ def _first_line(fd: int, timeout: float) -> str:
 
 
 def _nvidia_smi(smi: str) -> Check:
+    import subprocess
+
     query = "--query-gpu=utilization.gpu,memory.used,memory.total"
     try:
         out = subprocess.run(
@@ -252,11 +255,12 @@ def certificate_facts(layout: Layout, pem: bytes) -> dict[str, Any] | None:
 
     Parsing needs cryptography's x509, whose import costs more than the rest of a
     health call on a small core (#19), while the certificate changes only at
-    provisioning and renewal. So the facts are kept in run/, keyed by the SHA-256
-    of the certificate's bytes: any new certificate is parsed afresh."""
-    digest = hashlib.sha256(pem).hexdigest()
+    provisioning and renewal. So the facts are kept in run/ beside the certificate's
+    own text (public, ~1 KB; comparing it needs no hashlib, whose OpenSSL load is a
+    tenth of a health call): any other certificate is parsed afresh."""
+    text = pem.decode("ascii", "replace")
     cache = layout.run / CERT_FACTS
-    kept = _kept_facts(cache, digest)
+    kept = _kept_facts(cache, text)
     if kept is not None:
         return kept
     from cryptography import x509
@@ -265,7 +269,7 @@ def certificate_facts(layout: Layout, pem: bytes) -> dict[str, Any] | None:
         cert = x509.load_pem_x509_certificate(pem)
     except ValueError:
         return None
-    facts = {"sha256": digest, "not_after": cert.not_valid_after_utc.timestamp(),
+    facts = {"pem": text, "not_after": cert.not_valid_after_utc.timestamp(),
              "serial": format(cert.serial_number, "x"), "issuer": cert.issuer.rfc4514_string()}
     with contextlib.suppress(OSError):  # a read-only run/ only costs the next call a parse
         from fleet_runtime.durable import atomic_write_text
@@ -276,14 +280,14 @@ def certificate_facts(layout: Layout, pem: bytes) -> dict[str, Any] | None:
     return facts
 
 
-def _kept_facts(cache: Path, digest: str) -> dict[str, Any] | None:
+def _kept_facts(cache: Path, pem: str) -> dict[str, Any] | None:
     """The cached facts when they are for this certificate and well formed; else None
     (a torn or hand-edited cache is only a miss, never a failed check)."""
     try:
         kept = json.loads(cache.read_bytes())
     except (OSError, ValueError):
         return None
-    if not isinstance(kept, dict) or kept.get("sha256") != digest:
+    if not isinstance(kept, dict) or kept.get("pem") != pem:
         return None
     shapes = (("not_after", (int, float)), ("serial", str), ("issuer", str))
     return kept if all(isinstance(kept.get(k), t) for k, t in shapes) else None
