@@ -38,29 +38,33 @@ def test_a_health_call_imports_no_other_command_module() -> None:
     assert not loaded & {"ota", "provision", "daemon", "logs", "rtsp", "checksum"}, loaded
 
 
+def loaded_by(command: str, root: Path, modules: tuple[str, ...]) -> list[str]:
+    """Which of `modules` one `fleet-agent COMMAND` on the device at `root` imported (in a
+    fresh interpreter, as sshd starts it), the call answering with exit 0."""
+    probe = ("import json, sys\n"
+             "from fleet_runtime.agent.cli import main\n"
+             "sys.stdout = open('/dev/null', 'w')\n"
+             f"assert main([{command!r}]) == 0\n"
+             f"sys.stderr.write(json.dumps([m for m in {modules!r} if m in sys.modules]))\n")
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         env={**os.environ, "FLEET_ROOT": str(root)}, check=True)
+    return list(json.loads(run.stderr))
+
+
 def test_a_health_call_on_a_provisioned_device_imports_no_cryptography_or_http(
         tmp_path: Path) -> None:
     """A device without applications answers `health` without cryptography's x509 or
     urllib (a third of the call's start-up): the certificate's facts are parsed once and
-    kept in run/ against the certificate's SHA-256."""
+    kept in run/ beside the certificate's text."""
     from fleet_runtime.layout import Layout, atomic_write_json
     from runtime.test_health_checks import write_cert
 
     layout = Layout(tmp_path)
     atomic_write_json(layout.device_json, {"name": "dev1", "site": "berlin"})
     write_cert(layout, 365)
-    probe = ("import json, sys\n"
-             "from fleet_runtime.agent.cli import main\n"
-             "sys.stdout = open('/dev/null', 'w')\n"
-             "assert main(['health']) == 0\n"
-             "heavy = [m for m in ('cryptography', 'urllib.request', 'http.client')\n"
-             "         if m in sys.modules]\n"
-             "sys.stderr.write(json.dumps(heavy))\n")
-    env = {**os.environ, "FLEET_ROOT": str(tmp_path)}
-    runs = [subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                           env=env, check=True) for _ in range(2)]
-    assert json.loads(runs[0].stderr) == ["cryptography"]  # the first call parses it
-    assert json.loads(runs[1].stderr) == []
+    heavy = ("cryptography", "urllib.request", "http.client")
+    assert loaded_by("health", tmp_path, heavy) == ["cryptography"]  # the first call parses it
+    assert loaded_by("health", tmp_path, heavy) == []
 
 
 def test_a_health_call_on_a_device_without_applications_loads_no_app_flow(
@@ -72,15 +76,7 @@ def test_a_health_call_on_a_device_without_applications_loads_no_app_flow(
     layout = Layout(tmp_path)
     atomic_write_json(layout.device_json, {"name": "dev1", "site": "berlin"})
     (layout.apps / ".blobs").mkdir(parents=True)  # a store with no application in it
-    probe = ("import json, sys\n"
-             "from fleet_runtime.agent.cli import main\n"
-             "sys.stdout = open('/dev/null', 'w')\n"
-             "assert main(['health']) == 0\n"
-             "sys.stderr.write(json.dumps([m for m in ('fleet_runtime.apps.flow', 'urllib.request')\n"
-             "                             if m in sys.modules]))\n")
-    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         env={**os.environ, "FLEET_ROOT": str(tmp_path)}, check=True)
-    assert json.loads(run.stderr) == []
+    assert loaded_by("health", tmp_path, ("fleet_runtime.apps.flow", "urllib.request")) == []
 
 
 @pytest.mark.parametrize("command", ["health", "info"])
@@ -101,16 +97,9 @@ def test_health_and_info_read_the_slots_without_the_update_machinery(tmp_path: P
     write_cert(layout, 365)
     subprocess.run([sys.executable, "-m", "fleet_runtime.agent.cli", "health"], check=True,
                    capture_output=True, env={**os.environ, "FLEET_ROOT": str(tmp_path)})
-    probe = ("import json, sys\n"
-             "from fleet_runtime.agent.cli import main\n"
-             "real, sys.stdout = sys.stdout, open('/dev/null', 'w')\n"
-             f"assert main([{command!r}]) == 0\n"
-             "heavy = ('fleet_runtime.slots', 'fleet_runtime.bundle', 'tarfile', 'dataclasses',\n"
-             "         'fleet_runtime.apps.versions', 'secrets', 'traceback', 'hashlib')\n"
-             "sys.stderr.write(json.dumps([m for m in heavy if m in sys.modules]))\n")
-    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         env={**os.environ, "FLEET_ROOT": str(tmp_path)}, check=True)
-    assert json.loads(run.stderr) == []
+    heavy = ("fleet_runtime.slots", "fleet_runtime.bundle", "tarfile", "dataclasses",
+             "fleet_runtime.apps.versions", "secrets", "traceback", "hashlib")
+    assert loaded_by(command, tmp_path, heavy) == []
     answer = subprocess.run([sys.executable, "-m", "fleet_runtime.agent.cli", command],
                             capture_output=True, text=True,
                             env={**os.environ, "FLEET_ROOT": str(tmp_path)})
