@@ -72,7 +72,9 @@ def test_the_lab_inventory_names_its_own_power_button(tmp_path: Path) -> None:
     """What `fleet lab up` writes: the lab's reboot, waited for, for that device."""
     lab = Lab(Project.locate(tmp_path))
     argv = lab.power_cycle_argv("berlin-01")
-    assert argv[1:3] == ["-m", "fleet.lab.reboot"] and argv[-2:] == [str(tmp_path), "berlin-01"]
+    # `env` gives the power button (and the reboot it forks) the lab's mark for `lab down`
+    assert argv[:2] == ["env", f"FLEET_LAB_DIR={lab.dir.resolve()}"]
+    assert argv[3:5] == ["-m", "fleet.lab.reboot"] and argv[-2:] == [str(tmp_path), "berlin-01"]
 
 
 def test_the_wait_for_a_rebooted_device_is_the_one_the_caller_gives() -> None:

@@ -127,7 +127,7 @@ class MqttClient:
         try:
             future.result(timeout)
         except Exception as exc:  # noqa: BLE001 - awscrt raises several kinds
-            raise MqttError(f"publish to {topic} failed: {exc}") from None
+            raise MqttError(f"publish to {topic} failed: {str(exc) or type(exc).__name__}") from None
 
     def subscribe(self, topic: str, handler: Handler, *, timeout: float = 10.0) -> None:
         """Subscribe at QoS 1; `handler(topic, payload)` runs on awscrt's thread."""
@@ -145,7 +145,7 @@ class MqttClient:
         try:
             result = future.result(timeout)
         except Exception as exc:  # noqa: BLE001
-            raise MqttError(f"subscribe to {topic} failed: {exc}") from None
+            raise MqttError(f"subscribe to {topic} failed: {str(exc) or type(exc).__name__}") from None
         if result.get("qos") is None:
             raise MqttError(f"subscribe to {topic} was refused by the broker")
 

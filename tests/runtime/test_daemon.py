@@ -176,3 +176,25 @@ def test_heartbeats_use_the_fleet_thresholds_from_the_settings(
     disk = next(c for c in beat["checks"] if c["name"] == "disk")
     assert disk["status"] == "warn" and "warn 0%" in disk["reason"]
     assert beat["verdict"] == "degraded" and beat["reason"] == disk["reason"]
+
+
+def test_jobs_subscriptions_that_fail_are_tried_again_not_fatal(
+        mqtt_broker: MqttLab, tmp_path: Path) -> None:  # noqa: F811
+    """The jobs handler's subscriptions can fail right after the connect (the broker
+    restarting for a new CRL cancels them; CI saw the daemon exit on it). Attaching is
+    then a logged miss that the loop tries again at the next beat, after the heartbeat,
+    instead of an exception that ends the daemon."""
+    layout = mqtt_broker.device(tmp_path / "dev", "jobs-01", "berlin", interval=0.3)
+    settings = daemon_mod.load_settings(layout, None)
+    daemon = daemon_mod.Daemon(layout, settings, 0.3)
+    gone = MqttClient.connect(settings, "jobs-01")
+    gone.disconnect()  # the connection the subscriptions were to go over is gone
+    assert daemon.attach_jobs(gone) is False
+    log = (layout.root / "var/log/fleet/daemon.log").read_text()
+    assert "jobs handler not attached: subscribe to $aws/things/jobs-01/jobs/" in log
+    assert "failed: TimeoutError" in log  # never an empty reason
+    live = MqttClient.connect(settings, "jobs-01")
+    try:
+        assert daemon.attach_jobs(live) is True
+    finally:
+        live.disconnect()

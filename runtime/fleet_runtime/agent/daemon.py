@@ -149,8 +149,12 @@ class Daemon:
         self.client = self.connect()
         if self.client is None:
             return
-        attach_jobs(self.client, self.layout, self.device, self.log)
+        jobs = False
         while not self.stopping.is_set():
+            # Heartbeats first: a jobs handler whose subscriptions failed (the broker
+            # restarted between the connect and them, as for a new CRL, or refused them)
+            # is attached again at the next beat, never at the cost of the heartbeat.
+            jobs = jobs or self.attach_jobs(self.client)
             try:
                 self.publish(self.client)
             except MqttError as exc:  # broker away: awscrt reconnects, we try next beat
@@ -159,6 +163,15 @@ class Daemon:
             if once:
                 break
             self.stopping.wait(self.interval)
+
+    def attach_jobs(self, client: MqttClient) -> bool:
+        """True once the jobs handler is attached (or this install has none)."""
+        try:
+            attach_jobs(client, self.layout, self.device, self.log)
+        except MqttError as exc:
+            self.log.warning("jobs handler not attached: %s; trying again at the next beat", exc)
+            return False
+        return True
 
     def close(self) -> None:
         if self.client is not None:
