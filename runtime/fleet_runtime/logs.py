@@ -307,8 +307,7 @@ def verify_bundle(path: Path) -> dict[str, Any]:
                     manifest = json.loads(data)
                 else:
                     seen[name] = (len(data), hashlib.sha256(data).hexdigest())
-            while gz.read(1 << 16):  # to the gzip trailer, so its CRC and length are checked
-                pass
+            _read_to_trailer(gz)
     except refused as exc:
         raise BundleError(f"{path.name}: not a readable tar.gz log bundle ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
@@ -317,6 +316,22 @@ def verify_bundle(path: Path) -> dict[str, Any]:
         raise BundleError(f"{path.name}: the manifest's file list is malformed")
     _compare(path.name, manifest, seen)
     return manifest
+
+
+# What may follow the tar's end-of-archive blocks before the gzip trailer: the
+# writer pads to its record size (10 KiB). More is a bundle that would keep the
+# controller inflating long after the archive it reads has ended.
+TRAILING_MAX = 1 << 20
+
+
+def _read_to_trailer(gz: Any) -> None:
+    """Inflate what is left, so the gzip trailer's CRC-32 and length are checked, but
+    refuse more than TRAILING_MAX bytes of it."""
+    left = TRAILING_MAX
+    while chunk := gz.read(1 << 16):
+        left -= len(chunk)
+        if left < 0:
+            raise ValueError(f"more than {TRAILING_MAX >> 20} MiB after the archive's end")
 
 
 def _gunzip(path: Path) -> Any:

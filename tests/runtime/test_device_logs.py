@@ -260,7 +260,7 @@ def test_verify_bundle_detects_a_changed_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("inflate", ["isal", "gzip"])
 @pytest.mark.parametrize("damage", ["cut in the middle", "trailer cut", "byte flipped",
-                                    "deflate header flipped"])
+                                    "deflate header flipped", "a flood after the archive"])
 def test_verify_bundle_refuses_a_cut_or_damaged_stream(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inflate: str, damage: str) -> None:
     layout = make_device(tmp_path / "dev")
@@ -274,6 +274,8 @@ def test_verify_bundle_refuses_a_cut_or_damaged_stream(
         del data[-4:]
     elif damage == "deflate header flipped":  # inflate itself fails, not the CRC check
         data[10] ^= 0xFF
+    elif damage == "a flood after the archive":  # a valid archive, then 4 MiB of zeros
+        data = bytearray(gzip.compress(gzip.decompress(bytes(data)) + bytes(4 << 20)))
     else:
         data[len(data) // 2] ^= 0x55
     bad = tmp_path / "bad.tar.gz"
