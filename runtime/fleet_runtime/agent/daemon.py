@@ -151,10 +151,10 @@ class Daemon:
             return
         jobs = False
         while not self.stopping.is_set():
-            # Heartbeats first: a jobs handler whose subscriptions failed (the broker
-            # restarted between the connect and them, as for a new CRL, or refused them)
-            # is attached again at the next beat, never at the cost of the heartbeat.
-            jobs = jobs or self.attach_jobs(self.client)
+            # A jobs handler whose subscriptions failed (the broker restarted between the
+            # connect and them, as for a new CRL, or refused them) is tried again at the
+            # next beat; the failure is logged and the heartbeats go on.
+            jobs = jobs or self.try_attach_jobs(self.client)
             try:
                 self.publish(self.client)
             except MqttError as exc:  # broker away: awscrt reconnects, we try next beat
@@ -164,7 +164,7 @@ class Daemon:
                 break
             self.stopping.wait(self.interval)
 
-    def attach_jobs(self, client: MqttClient) -> bool:
+    def try_attach_jobs(self, client: MqttClient) -> bool:
         """True once the jobs handler is attached (or this install has none)."""
         try:
             attach_jobs(client, self.layout, self.device, self.log)
