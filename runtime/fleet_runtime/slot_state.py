@@ -98,10 +98,11 @@ def summary(layout: Layout) -> dict[str, Any]:
         "pending": doc["pending"], "trials_left": doc["trials_left"], "boots": doc["boots"],
         "software": software_version(layout), "slots": doc["slots"],
         "last_error": doc["last_error"], "selftest": read_selftest(layout),
-        "incoming": str(incoming_dir(layout)), "device": identity(layout),
+        "incoming": str(incoming_dir(layout)), "device": _hardware(layout),
     }
 
 
-def identity(layout: Layout) -> dict[str, Any]:
+def _hardware(layout: Layout) -> dict[str, Any]:
+    """Name, hardware and arch from device.json (none of them when it is missing)."""
     device = read_json(layout.device_json, default=None) or {}
     return {k: device.get(k) for k in ("name", "hardware", "arch")}

@@ -54,7 +54,6 @@ from fleet_runtime.slot_state import FORMAT as FORMAT
 from fleet_runtime.slot_state import State as State
 from fleet_runtime.slot_state import active_slot as active_slot
 from fleet_runtime.slot_state import committed_version as committed_version
-from fleet_runtime.slot_state import identity as identity
 from fleet_runtime.slot_state import incoming_dir as incoming_dir
 from fleet_runtime.slot_state import other as other
 from fleet_runtime.slot_state import read_selftest as read_selftest
