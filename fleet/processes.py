@@ -156,7 +156,9 @@ def fork_detached(work: Callable[[], int], log: BinaryIO) -> Detached:
     code = 1
     try:  # the child: never returns into the caller's code
         os.setsid()
-        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         code = work()
